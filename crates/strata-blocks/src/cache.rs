@@ -1,0 +1,255 @@
+//! Client block caches: a bounded memory cache with single-flight fetches, and an optional
+//! bounded local-disk cache for stores that are not already on a local disk.
+//!
+//! Blocks are immutable, so a cached block is never stale: caches only ever evict.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::error::{BlockError, Result};
+use crate::store::BlockStore;
+
+#[derive(Clone, Default)]
+struct ByteWeighter;
+
+impl quick_cache::Weighter<String, Bytes> for ByteWeighter {
+    fn weight(&self, _k: &String, v: &Bytes) -> u64 {
+        v.len() as u64 + 64
+    }
+}
+
+/// Caches whole blocks in memory and, optionally, on local disk.
+pub struct BlockCache {
+    mem: quick_cache::sync::Cache<String, Bytes, ByteWeighter>,
+    disk: Option<Arc<DiskCache>>,
+}
+
+impl BlockCache {
+    /// A cache of at most `mem_bytes` in memory, backed by `disk` if given.
+    pub fn new(mem_bytes: u64, disk: Option<DiskCache>) -> Self {
+        let items = (mem_bytes / (1 << 20)).max(16) as usize;
+        BlockCache {
+            mem: quick_cache::sync::Cache::with_weighter(items, mem_bytes.max(1), ByteWeighter),
+            disk: disk.map(Arc::new),
+        }
+    }
+
+    /// A block if it is in memory.
+    pub fn peek(&self, key: &str) -> Option<Bytes> {
+        self.mem.get(key)
+    }
+
+    /// Puts a block just written into the cache, so the writer reads it back without a fetch.
+    pub fn insert(&self, key: &str, data: Bytes) {
+        self.mem.insert(key.to_string(), data);
+    }
+
+    /// A whole block: from memory, disk, or the store; concurrent callers share one fetch.
+    pub async fn fetch(&self, store: &BlockStore, key: &str, len: usize) -> Result<Bytes> {
+        self.mem
+            .get_or_insert_async(key, async {
+                if let Some(d) = &self.disk
+                    && let Some(b) = d.read(key, len).await
+                {
+                    return Ok(b);
+                }
+                let b = store.get(key, len).await?;
+                if let Some(d) = &self.disk {
+                    let (d, key, b) = (d.clone(), key.to_string(), b.clone());
+                    tokio::spawn(async move { d.write(&key, b).await });
+                }
+                Ok::<_, BlockError>(b)
+            })
+            .await
+    }
+
+    /// Bytes held in memory.
+    pub fn mem_bytes(&self) -> u64 {
+        self.mem.weight()
+    }
+}
+
+/// A bounded directory of cached blocks, least recently used evicted first.
+pub struct DiskCache {
+    dir: PathBuf,
+    capacity: u64,
+    index: Mutex<DiskIndex>,
+}
+
+#[derive(Default)]
+struct DiskIndex {
+    entries: HashMap<String, (u64, u64)>,
+    order: BTreeMap<u64, String>,
+    tick: u64,
+    total: u64,
+}
+
+impl DiskIndex {
+    fn touch(&mut self, key: &str) -> bool {
+        let Some((size, old)) = self.entries.get(key).copied() else { return false };
+        self.order.remove(&old);
+        self.tick += 1;
+        self.order.insert(self.tick, key.to_string());
+        self.entries.insert(key.to_string(), (size, self.tick));
+        true
+    }
+
+    fn add(&mut self, key: &str, size: u64) {
+        if self.touch(key) {
+            return;
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, key.to_string());
+        self.entries.insert(key.to_string(), (size, self.tick));
+        self.total += size;
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((size, t)) = self.entries.remove(key) {
+            self.order.remove(&t);
+            self.total -= size;
+        }
+    }
+
+    fn pop_oldest(&mut self) -> Option<String> {
+        let (_, key) = self.order.pop_first()?;
+        if let Some((size, _)) = self.entries.remove(&key) {
+            self.total -= size;
+        }
+        Some(key)
+    }
+}
+
+impl DiskCache {
+    /// Opens (and indexes what is already in) a cache directory of at most `capacity` bytes.
+    pub fn open(dir: PathBuf, capacity: u64) -> Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BlockError::Io { what: format!("create cache directory {}", dir.display()), source: e })?;
+        let mut found = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Ok(md) = e.metadata() else { continue };
+                if md.is_dir() {
+                    stack.push(e.path());
+                } else if let Ok(rel) = e.path().strip_prefix(&dir) {
+                    let key = rel.to_string_lossy().to_string();
+                    if key.ends_with(".tmp") {
+                        let _ = std::fs::remove_file(e.path());
+                        continue;
+                    }
+                    found.push((md.modified().ok(), key, md.len()));
+                }
+            }
+        }
+        found.sort();
+        let mut idx = DiskIndex::default();
+        for (_, k, n) in found {
+            idx.add(&k, n);
+        }
+        Ok(DiskCache { dir, capacity, index: Mutex::new(idx) })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// A cached block, if present and of the right length.
+    pub async fn read(&self, key: &str, len: usize) -> Option<Bytes> {
+        if !self.index.lock().ok()?.touch(key) {
+            return None;
+        }
+        let p = self.path(key);
+        let got = tokio::task::spawn_blocking(move || std::fs::read(p)).await.ok()?;
+        match got {
+            Ok(b) if b.len() == len => Some(Bytes::from(b)),
+            _ => {
+                if let Ok(mut i) = self.index.lock() {
+                    i.remove(key);
+                }
+                None
+            }
+        }
+    }
+
+    /// Stores a block, evicting the least recently used ones past capacity. Failures only
+    /// cost a future cache miss, so they are logged, not returned.
+    pub async fn write(&self, key: &str, data: Bytes) {
+        let p = self.path(key);
+        let n = data.len() as u64;
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = p.with_extension("tmp");
+            std::fs::write(&tmp, &data)?;
+            std::fs::rename(&tmp, &p)
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(key, error = %e, "disk cache write failed");
+                return;
+            }
+            Err(_) => return,
+        }
+        let victims = {
+            let Ok(mut i) = self.index.lock() else { return };
+            i.add(key, n);
+            let mut v = Vec::new();
+            while i.total > self.capacity {
+                match i.pop_oldest() {
+                    Some(k) => v.push(k),
+                    None => break,
+                }
+            }
+            v
+        };
+        for k in victims {
+            let _ = tokio::fs::remove_file(self.path(&k)).await;
+        }
+    }
+
+    /// Bytes currently cached on disk.
+    pub fn used(&self) -> u64 {
+        self.index.lock().map(|i| i.total).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn disk_cache_evicts_least_recent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = DiskCache::open(dir.path().to_path_buf(), 10).expect("open");
+        c.write("a/1", Bytes::from_static(b"12345")).await;
+        c.write("a/2", Bytes::from_static(b"12345")).await;
+        assert!(c.read("a/1", 5).await.is_some());
+        c.write("a/3", Bytes::from_static(b"12345")).await;
+        assert!(c.read("a/2", 5).await.is_none(), "least recently used went first");
+        assert!(c.read("a/1", 5).await.is_some());
+        assert!(c.read("a/3", 5).await.is_some());
+        assert_eq!(c.used(), 10);
+        let again = DiskCache::open(dir.path().to_path_buf(), 10).expect("reopen");
+        assert_eq!(again.used(), 10, "index rebuilt from the directory");
+    }
+
+    #[tokio::test]
+    async fn fetch_goes_to_store_once() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(&dir.path().display().to_string())?;
+        store.put("k", Bytes::from_static(b"data")).await?;
+        let cache = BlockCache::new(1 << 20, None);
+        assert_eq!(cache.fetch(&store, "k", 4).await?, Bytes::from_static(b"data"));
+        store.delete("k").await?;
+        assert_eq!(cache.fetch(&store, "k", 4).await?, Bytes::from_static(b"data"), "served from memory");
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! Strata's data layout and block storage: files are chunks of slices of immutable blocks,
+//! stored through `object_store` and cached on clients. Blocks are never modified in place.
+
+pub mod cache;
+pub mod error;
+pub mod layout;
+pub mod store;
+
+pub use cache::{BlockCache, DiskCache};
+pub use error::{BlockError, Result};
+pub use store::BlockStore;

@@ -1,0 +1,147 @@
+//! The block store: immutable blocks under unique keys in any `object_store` backend.
+
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{BlockError, Result};
+
+/// A handle on one object store holding blocks.
+#[derive(Clone, Debug)]
+pub struct BlockStore {
+    store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+    url: String,
+}
+
+impl BlockStore {
+    /// Opens the store named by `url`: `file:///abs/dir` or an absolute directory path.
+    pub fn open(url: &str) -> Result<Self> {
+        let bad = |reason: &str| BlockError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let dir = if let Some(rest) = url.strip_prefix("file://") {
+            PathBuf::from(rest)
+        } else if url.starts_with('/') {
+            PathBuf::from(url)
+        } else {
+            return Err(bad("only file:// stores (a local or shared directory) are supported by this build"));
+        };
+        if !dir.is_absolute() {
+            return Err(bad("the directory must be an absolute path"));
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BlockError::Io { what: format!("create block directory {}", dir.display()), source: e })?;
+        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
+        Ok(BlockStore { store: Arc::new(fs), local_root: Some(dir), url: url.to_string() })
+    }
+
+    /// Wraps an existing object store (any backend).
+    pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Self {
+        BlockStore { store, local_root: None, url: url.to_string() }
+    }
+
+    /// The URL this store was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether blocks are on a local directory (so a disk cache would only duplicate them).
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    /// Stores a block.
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.store.put(&Path::from(key), PutPayload::from_bytes(data)).await?;
+        Ok(())
+    }
+
+    /// Reads a whole block, checking its length.
+    pub async fn get(&self, key: &str, want: usize) -> Result<Bytes> {
+        let got = match self.store.get(&Path::from(key)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        if got.len() != want {
+            return Err(BlockError::Short { key: key.to_string(), got: got.len(), want });
+        }
+        Ok(got)
+    }
+
+    /// Reads part of a block.
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = (range.end - range.start) as usize;
+        let got = match self.store.get_range(&Path::from(key), range).await {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        if got.len() != want {
+            return Err(BlockError::Short { key: key.to_string(), got: got.len(), want });
+        }
+        Ok(got)
+    }
+
+    /// Deletes a block; a block already gone is fine.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes every block stored so far durable. Local directories are synced with one
+    /// `syncfs`; remote stores acknowledge puts only once durable.
+    pub async fn sync(&self) -> Result<()> {
+        let Some(root) = self.local_root.clone() else { return Ok(()) };
+        tokio::task::spawn_blocking(move || syncfs(&root))
+            .await
+            .map_err(|e| BlockError::Io { what: "sync task".into(), source: std::io::Error::other(e) })?
+    }
+}
+
+fn syncfs(dir: &FsPath) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f =
+        std::fs::File::open(dir).map_err(|e| BlockError::Io { what: format!("open {}", dir.display()), source: e })?;
+    // SAFETY: syncfs only reads the descriptor, which `f` keeps open for the call.
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc != 0 {
+        return Err(BlockError::Io {
+            what: format!("syncfs {}", dir.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_range_delete() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| BlockError::Io { what: "tempdir".into(), source: e })?;
+        let s = BlockStore::open(&format!("file://{}", dir.path().display()))?;
+        s.put("v1/chunks/0/0/5_0_4", Bytes::from_static(b"abcd")).await?;
+        assert_eq!(s.get("v1/chunks/0/0/5_0_4", 4).await?, Bytes::from_static(b"abcd"));
+        assert_eq!(s.get_range("v1/chunks/0/0/5_0_4", 1..3).await?, Bytes::from_static(b"bc"));
+        assert!(matches!(s.get("v1/chunks/0/0/5_0_4", 9).await, Err(BlockError::Short { .. })));
+        s.sync().await?;
+        s.delete("v1/chunks/0/0/5_0_4").await?;
+        s.delete("v1/chunks/0/0/5_0_4").await?;
+        assert!(matches!(s.get("v1/chunks/0/0/5_0_4", 4).await, Err(BlockError::Missing(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn relative_and_unknown_urls_are_refused() {
+        assert!(matches!(BlockStore::open("file://rel/dir"), Err(BlockError::BadUrl { .. })));
+        assert!(matches!(BlockStore::open("ftp://x"), Err(BlockError::BadUrl { .. })));
+    }
+}

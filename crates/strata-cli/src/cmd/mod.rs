@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod mount;
+pub mod server;
+pub mod status;
+pub mod up;
+pub mod volume;

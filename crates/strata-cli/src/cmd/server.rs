@@ -1,0 +1,78 @@
+//! `strata server`: run the metadata service and control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use strata_server::{GcConfig, Server, ServerConfig};
+
+use crate::util::parse_duration;
+
+/// Run the metadata server (embedded SQLite metadata and local blocks in --data).
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Directory for the metadata database (meta.db), blocks (blocks/) and the admin token
+    /// (admin.token, created on first start with mode 0600).
+    #[arg(long, env = "STRATA_DATA", value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address to serve gRPC on. The default accepts local clients only; use 0.0.0.0:7420 to
+    /// serve a cluster.
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    pub listen: SocketAddr,
+    /// A client that sends no heartbeat for this long is dropped: its locks and open files are
+    /// released.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// Pause between background rounds (block collection, session expiry).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub gc_interval: Duration,
+    /// After a start, how long clients get to re-announce files they hold open before unlinked
+    /// files are destroyed.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub orphan_grace: Duration,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+impl ServerArgs {
+    /// The server configuration these flags describe.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            data_dir: self.data.clone(),
+            listen: self.listen,
+            gc: GcConfig {
+                interval: self.gc_interval,
+                session_timeout: self.session_timeout,
+                orphan_grace: self.orphan_grace,
+            },
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process still stops on the default action.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs the server until a signal stops it.
+pub fn run(args: ServerArgs) -> Result<()> {
+    crate::util::init_logging(args.log_json);
+    let rt = crate::runtime()?;
+    rt.block_on(async {
+        let server = Server::bind(&args.config()).await.context("cannot start strata server")?;
+        server.serve(shutdown_signal()).await.context("strata server failed")?;
+        tracing::info!("strata server stopped");
+        Ok(())
+    })
+}

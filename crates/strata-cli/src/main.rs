@@ -1,0 +1,59 @@
+//! `strata`: shared storage for AI/ML clusters.
+
+mod cmd;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Strata: one shared POSIX namespace for every node of a cluster.
+///
+/// Quick start (one machine): `strata up` starts a server and mounts a volume.
+/// Cluster: run `strata server` on the storage node, `strata mount` on every node.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a server, create a volume and mount it, all in one process.
+    Up(cmd::up::UpArgs),
+    /// Run the metadata server.
+    Server(cmd::server::ServerArgs),
+    /// Mount a volume with FUSE.
+    Mount(cmd::mount::MountArgs),
+    /// Unmount a Strata mount.
+    Umount(cmd::mount::UmountArgs),
+    /// Manage volumes.
+    Volume(cmd::volume::VolumeArgs),
+    /// Show what the server is doing.
+    Status(cmd::status::StatusArgs),
+    /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
+    Bench(strata_bench::BenchArgs),
+}
+
+/// The async runtime for a command.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(4);
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Up(a) => cmd::up::run(a),
+        Cmd::Server(a) => cmd::server::run(a),
+        Cmd::Mount(a) => cmd::mount::run(a),
+        Cmd::Umount(a) => cmd::mount::umount(a),
+        Cmd::Volume(a) => cmd::volume::run(a),
+        Cmd::Status(a) => cmd::status::run(a),
+        Cmd::Bench(a) => strata_bench::run(a),
+    };
+    if let Err(e) = res {
+        eprintln!("strata: {e:#}");
+        std::process::exit(1);
+    }
+}

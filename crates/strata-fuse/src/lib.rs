@@ -1,0 +1,604 @@
+//! The FUSE front-end: translates kernel requests into client file system calls. It holds no
+//! file system logic of its own beyond the kernel's conventions (inode 1 is the root, errno
+//! replies, attribute and entry cache lifetimes).
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
+use strata_vfs::{Vfs, VfsError};
+
+/// Mount settings of the FUSE front-end.
+#[derive(Clone, Debug)]
+pub struct FuseOptions {
+    /// How long the kernel may cache attributes.
+    pub attr_ttl: Duration,
+    /// How long the kernel may cache name lookups.
+    pub entry_ttl: Duration,
+    /// Threads serving kernel requests.
+    pub threads: usize,
+    /// Let users other than the mounting one use the mount.
+    pub allow_other: bool,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+impl Default for FuseOptions {
+    fn default() -> Self {
+        FuseOptions {
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+            threads: 8,
+            allow_other: true,
+            read_only: false,
+        }
+    }
+}
+
+/// The FUSE file system over a mounted volume.
+pub struct StrataFs {
+    vfs: Arc<Vfs>,
+    rt: tokio::runtime::Handle,
+    opts: FuseOptions,
+    /// Inodes on which this mount ever took a lock: only those need lock release on close.
+    locked: Mutex<HashSet<u64>>,
+}
+
+fn errno(e: &VfsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn systime(t: Timespec) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(u64::from(t.nsec))
+    }
+}
+
+fn timespec(t: SystemTime) -> Timespec {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
+        Err(e) => {
+            let d = e.duration();
+            let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
+            if nsec > 0 {
+                sec -= 1;
+                nsec = 1_000_000_000 - nsec;
+            }
+            Timespec { sec, nsec }
+        }
+    }
+}
+
+fn kind(k: FileType) -> fuser::FileType {
+    match k {
+        FileType::File => fuser::FileType::RegularFile,
+        FileType::Dir => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+        FileType::CharDev => fuser::FileType::CharDevice,
+        FileType::BlockDev => fuser::FileType::BlockDevice,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    match t? {
+        TimeOrNow::Now => Some(SetTime::Now),
+        TimeOrNow::SpecificTime(s) => Some(SetTime::At(timespec(s))),
+    }
+}
+
+fn ctx(req: &Request) -> Ctx {
+    // The kernel checked permissions already (default_permissions).
+    Ctx { uid: req.uid(), gid: req.gid(), groups: Vec::new(), check: false }
+}
+
+impl StrataFs {
+    /// A FUSE file system serving `vfs`, running async work on `rt`.
+    pub fn new(vfs: Arc<Vfs>, rt: tokio::runtime::Handle, opts: FuseOptions) -> Self {
+        StrataFs { vfs, rt, opts, locked: Mutex::new(HashSet::new()) }
+    }
+
+    fn ino(&self, i: INodeNo) -> u64 {
+        if i.0 == 1 { self.vfs.root() } else { i.0 }
+    }
+
+    fn fuse_ino(&self, ino: u64) -> INodeNo {
+        if ino == self.vfs.root() { INodeNo(1) } else { INodeNo(ino) }
+    }
+
+    fn attr(&self, ino: u64, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: self.fuse_ino(ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: systime(a.atime),
+            mtime: systime(a.mtime),
+            ctime: systime(a.ctime),
+            crtime: systime(a.ctime),
+            kind: kind(a.kind),
+            perm: (a.mode & 0o7777) as u16,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev,
+            blksize: 1 << 20,
+            flags: 0,
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, res: Result<(u64, Attr), VfsError>) {
+        match res {
+            Ok((ino, a)) => reply.entry(&self.opts.entry_ttl, &self.attr(ino, &a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn empty(reply: ReplyEmpty, res: Result<(), VfsError>) {
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn note_lock(&self, ino: u64) {
+        if let Ok(mut s) = self.locked.lock() {
+            s.insert(ino);
+        }
+    }
+
+    fn has_locked(&self, ino: u64) -> bool {
+        self.locked.lock().map(|s| s.contains(&ino)).unwrap_or(true)
+    }
+}
+
+impl Filesystem for StrataFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for cap in [
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_EXPORT_SUPPORT,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                tracing::debug!(?cap, "kernel lacks a FUSE capability");
+            }
+        }
+        let _ = config.set_max_write(1 << 20);
+        let max_ra = match config.set_max_readahead(u32::MAX) {
+            Ok(_) => u32::MAX,
+            Err(max) => max,
+        };
+        let _ = config.set_max_readahead(max_ra);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let res = self.rt.block_on(self.vfs.lookup(&ctx(req), self.ino(parent), name.as_bytes()));
+        self.entry(reply, res);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let i = self.ino(ino);
+        match self.rt.block_on(self.vfs.getattr(i)) {
+            Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(i, &a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let i = self.ino(ino);
+        let s =
+            SetAttr { mode: mode.map(|m| m & 0o7777), uid, gid, size, atime: set_time(atime), mtime: set_time(mtime) };
+        match self.rt.block_on(self.vfs.setattr(&ctx(req), i, &s)) {
+            Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(i, &a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.rt.block_on(self.vfs.readlink(self.ino(ino))) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let res = self.rt.block_on(self.vfs.mknod(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, rdev));
+        self.entry(reply, res);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let res = self.rt.block_on(self.vfs.mkdir(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask));
+        self.entry(reply, res);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::empty(reply, self.rt.block_on(self.vfs.unlink(&ctx(req), self.ino(parent), name.as_bytes())));
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::empty(reply, self.rt.block_on(self.vfs.rmdir(&ctx(req), self.ino(parent), name.as_bytes())));
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let res = self.rt.block_on(self.vfs.symlink(
+            &ctx(req),
+            self.ino(parent),
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+        ));
+        self.entry(reply, res);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.rt.block_on(self.vfs.rename(
+            &ctx(req),
+            self.ino(parent),
+            name.as_bytes(),
+            self.ino(newparent),
+            newname.as_bytes(),
+            flags.bits(),
+        ));
+        Self::empty(reply, res);
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let i = self.ino(ino);
+        let res = self.rt.block_on(self.vfs.link(&ctx(req), i, self.ino(newparent), newname.as_bytes()));
+        self.entry(reply, res.map(|a| (i, a)));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.rt.block_on(self.vfs.open(&ctx(req), self.ino(ino), flags.0)) {
+            Ok((fh, keep)) => {
+                reply.opened(FileHandle(fh), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.rt.block_on(self.vfs.read(fh.0, offset, size)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.rt.block_on(self.vfs.write(fh.0, offset, data)) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let i = self.ino(ino);
+        let res = self.rt.block_on(async {
+            let r = self.vfs.flush(fh.0).await;
+            if self.has_locked(i) {
+                self.vfs.release_locks(i, lock_owner.0).await?;
+            }
+            r
+        });
+        Self::empty(reply, res);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let i = self.ino(ino);
+        let res = self.rt.block_on(async {
+            if let Some(owner) = lock_owner
+                && self.has_locked(i)
+            {
+                self.vfs.release_locks(i, owner.0).await?;
+            }
+            self.vfs.release(fh.0).await
+        });
+        Self::empty(reply, res);
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        Self::empty(reply, self.rt.block_on(self.vfs.fsync(fh.0)));
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.rt.block_on(self.vfs.opendir(&ctx(req), self.ino(ino), true)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.vfs.readdir(fh.0, offset) {
+            Ok(list) => {
+                for (next, e) in list {
+                    if reply.add(self.fuse_ino(e.ino), next, kind(e.kind), OsStr::from_bytes(&e.name)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let dir = self.ino(ino);
+        match self.vfs.readdir(fh.0, offset) {
+            Ok(list) => {
+                for (next, e) in list {
+                    let a = match e.attr {
+                        Some(a) => a,
+                        // Only ".." lacks attributes; the kernel does not instantiate it.
+                        None => match self.rt.block_on(self.vfs.getattr(e.ino)) {
+                            Ok(a) => a,
+                            Err(err) => {
+                                tracing::debug!(dir, error = %err, "no attributes for a directory entry");
+                                continue;
+                            }
+                        },
+                    };
+                    let fa = self.attr(e.ino, &a);
+                    if reply.add(fa.ino, next, OsStr::from_bytes(&e.name), &self.opts.entry_ttl, &fa, Generation(0)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.vfs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        Self::empty(reply, self.rt.block_on(self.vfs.sync_meta()));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.rt.block_on(self.vfs.statfs()) {
+            Ok(s) => {
+                const BS: u64 = 4096;
+                reply.statfs(s.total / BS, s.free / BS, s.free / BS, s.files, s.ffree, BS as u32, 255, BS as u32)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.rt.block_on(self.vfs.setxattr(self.ino(ino), name.as_bytes(), value, flags as u32));
+        Self::empty(reply, res);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.rt.block_on(self.vfs.getxattr(self.ino(ino), name.as_bytes())) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.rt.block_on(self.vfs.listxattr(self.ino(ino))) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32);
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::ERANGE);
+                } else {
+                    reply.data(&buf);
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::empty(reply, self.rt.block_on(self.vfs.removexattr(self.ino(ino), name.as_bytes())));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.rt.block_on(self.vfs.create(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, flags)) {
+            Ok((ino, a, fh)) => reply.created(
+                &self.opts.entry_ttl,
+                &self.attr(ino, &a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        match self.rt.block_on(self.vfs.getlk(self.ino(ino), lock_owner.0, start, end, typ as u32, pid)) {
+            Ok(Some((k, s, e, p))) => reply.locked(s, e, k as i32, p),
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let i = self.ino(ino);
+        self.note_lock(i);
+        let res = self.rt.block_on(self.vfs.setlk(i, lock_owner.0, start, end, typ as u32, pid, sleep));
+        Self::empty(reply, res);
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            reply.error(Errno::EOPNOTSUPP);
+            return;
+        }
+        let i = self.ino(ino);
+        let res = self.rt.block_on(async {
+            self.vfs.flush(fh.0).await?;
+            let a = self.vfs.getattr(i).await?;
+            let end = offset.checked_add(length).ok_or_else(|| VfsError::from_errno(libc::EFBIG))?;
+            if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > a.size {
+                self.vfs.setattr(&ctx(req), i, &SetAttr { size: Some(end), ..Default::default() }).await?;
+            }
+            Ok(())
+        });
+        Self::empty(reply, res);
+    }
+}
+
+/// Mount options for the kernel.
+pub fn mount_config(opts: &FuseOptions, volume: &str) -> fuser::Config {
+    use fuser::MountOption;
+    let mut mo = vec![
+        MountOption::FSName(format!("strata:{volume}")),
+        MountOption::Subtype("strata".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+        MountOption::Exec,
+    ];
+    mo.push(if opts.read_only { MountOption::RO } else { MountOption::RW });
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = mo;
+    cfg.acl = if opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    cfg.n_threads = Some(opts.threads.max(1));
+    cfg.clone_fd = true;
+    cfg
+}
+
+/// Mounts `fs` at `mountpoint` and serves it on background threads.
+pub fn spawn(fs: StrataFs, mountpoint: &Path, volume: &str) -> std::io::Result<fuser::BackgroundSession> {
+    let cfg = mount_config(&fs.opts, volume);
+    fuser::spawn_mount(fs, mountpoint, &cfg)
+}

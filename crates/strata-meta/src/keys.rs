@@ -1,0 +1,132 @@
+//! Key layout. Every key starts with a one-byte table tag; numbers are big-endian so that
+//! keys of one inode sort together and range scans list a directory or a file's chunks.
+
+use crate::types::Ino;
+
+/// Inode attributes: `A ino`.
+pub fn attr(ino: Ino) -> [u8; 9] {
+    tagged(b'A', ino)
+}
+
+/// Directory entry: `D parent name`.
+pub fn dentry(parent: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + name.len());
+    k.extend_from_slice(&tagged(b'D', parent));
+    k.extend_from_slice(name);
+    k
+}
+
+/// Prefix of all entries of a directory.
+pub fn dentry_prefix(parent: Ino) -> [u8; 9] {
+    tagged(b'D', parent)
+}
+
+/// Slice list of one chunk: `C ino idx`.
+pub fn chunk(ino: Ino, idx: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..9].copy_from_slice(&tagged(b'C', ino));
+    k[9..].copy_from_slice(&idx.to_be_bytes());
+    k
+}
+
+/// Prefix of all chunks of a file.
+pub fn chunk_prefix(ino: Ino) -> [u8; 9] {
+    tagged(b'C', ino)
+}
+
+/// Extended attribute: `X ino name`.
+pub fn xattr(ino: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = tagged(b'X', ino).to_vec();
+    k.extend_from_slice(name);
+    k
+}
+
+/// Prefix of all xattrs of an inode.
+pub fn xattr_prefix(ino: Ino) -> [u8; 9] {
+    tagged(b'X', ino)
+}
+
+/// Symbolic link target: `L ino`.
+pub fn symlink(ino: Ino) -> [u8; 9] {
+    tagged(b'L', ino)
+}
+
+/// A named counter: `N name`.
+pub fn counter(name: &str) -> Vec<u8> {
+    let mut k = vec![b'N'];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Volume record by id: `V id`.
+pub fn volume(id: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = b'V';
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Prefix of all volume records.
+pub const VOLUME_PREFIX: &[u8] = b"V";
+
+/// Volume name index: `v name` -> id.
+pub fn volume_name(name: &str) -> Vec<u8> {
+    let mut k = vec![b'v'];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Usage counters of a volume: `U id`.
+pub fn usage(vol: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = b'U';
+    k[1..].copy_from_slice(&vol.to_be_bytes());
+    k
+}
+
+/// Slice awaiting block deletion: `G id`.
+pub fn pending(slice: u64) -> [u8; 9] {
+    tagged(b'G', slice)
+}
+
+/// Prefix of all pending slices.
+pub const PENDING_PREFIX: &[u8] = b"G";
+
+/// Extra references to a slice shared by snapshots: `R id` -> count beyond the first.
+pub fn slice_refs(slice: u64) -> [u8; 9] {
+    tagged(b'R', slice)
+}
+
+/// Inode unlinked while open, kept until its last close: `O ino`.
+pub fn sustained(ino: Ino) -> [u8; 9] {
+    tagged(b'O', ino)
+}
+
+/// Prefix of all sustained inodes.
+pub const SUSTAINED_PREFIX: &[u8] = b"O";
+
+/// Token record by hash: `T sha256`.
+pub fn token(hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![b'T'];
+    k.extend_from_slice(hash);
+    k
+}
+
+/// Prefix of all token records.
+pub const TOKEN_PREFIX: &[u8] = b"T";
+
+/// Schema version marker.
+pub const SCHEMA: &[u8] = b"!schema";
+
+fn tagged(tag: u8, n: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = tag;
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Reads the big-endian u64 at `at` in a key.
+pub fn u64_at(key: &[u8], at: usize) -> Option<u64> {
+    let b: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}

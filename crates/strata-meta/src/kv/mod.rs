@@ -1,0 +1,66 @@
+//! The key-value transaction interface every metadata engine implements.
+//!
+//! The file system logic (in `fs.rs`) is written once against [`KvTxn`]; an engine only has to
+//! provide ordered keys and serialisable transactions. This keeps SQLite and (later) PostgreSQL
+//! behaviourally identical and lets one conformance suite cover both.
+
+pub mod sqlite;
+
+use crate::error::Result;
+
+/// Ordered key/value pairs returned by a range scan.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One transaction: reads see a consistent snapshot, writes commit together or not at all.
+pub trait KvTxn {
+    /// Reads one key.
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Writes one key (insert or replace).
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Deletes one key; deleting a missing key is not an error.
+    fn delete(&mut self, key: &[u8]) -> Result<()>;
+    /// Keys in `[start, end)` in ascending order, at most `limit` of them.
+    fn scan(&mut self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs>;
+    /// Deletes every key in `[start, end)`, returning how many went.
+    fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<usize>;
+}
+
+/// A closure run inside one transaction.
+pub type TxnFn<'a> = &'a mut dyn FnMut(&mut dyn KvTxn) -> Result<()>;
+
+/// A transactional engine. Closures may run more than once when the engine retries a conflict,
+/// so they must not have side effects outside the transaction.
+pub trait KvEngine: Send + Sync {
+    /// Runs a read-only transaction.
+    fn read(&self, f: TxnFn<'_>) -> Result<()>;
+    /// Runs a read-write transaction. With `durable`, the commit (and every commit before it)
+    /// is on stable storage when this returns; otherwise it survives a process crash but may be
+    /// lost with the machine, like a local file system's unsynced metadata.
+    fn write(&self, durable: bool, f: TxnFn<'_>) -> Result<()>;
+    /// A short name for logs and status ("sqlite").
+    fn name(&self) -> &'static str;
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: no finite upper bound; 0xff repeated is past anything we store.
+    vec![0xff; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
+        assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
+    }
+}

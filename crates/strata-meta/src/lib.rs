@@ -1,0 +1,30 @@
+//! Strata metadata: the namespace (inodes, entries, chunks of slices), volumes and tokens, kept
+//! as transactions over a key-value engine. Only `strata server` links this crate: clients reach
+//! the namespace through the server's RPC, so every rule is enforced in one place.
+
+pub mod codec;
+pub mod error;
+pub mod fs;
+pub mod keys;
+pub mod kv;
+pub mod tokens;
+pub mod types;
+
+pub use error::{MetaError, Result};
+pub use fs::{Meta, NewVolume};
+pub use types::*;
+
+/// Checks a volume (or other object) name: 1 to 253 characters of `[A-Za-z0-9._-]`, starting
+/// with a letter or digit.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 253 {
+        return Err(MetaError::Invalid(format!("name must be 1 to 253 characters, got {}", name.len())));
+    }
+    if !name.chars().all(ok_char) || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(MetaError::Invalid(format!(
+            "name {name:?} may hold only letters, digits, '.', '_' and '-', and must start with a letter or digit"
+        )));
+    }
+    Ok(())
+}

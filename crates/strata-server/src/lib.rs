@@ -1,0 +1,168 @@
+//! `strata server`: the metadata service and control plane. It alone touches the metadata
+//! store; clients reach it over authenticated gRPC.
+
+pub mod admin;
+pub mod auth;
+pub mod gc;
+pub mod locks;
+pub mod service;
+pub mod sessions;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_meta::Meta;
+use strata_meta::kv::sqlite::SqliteEngine;
+use strata_proto::pb::admin_server::AdminServer;
+use strata_proto::pb::meta_server::MetaServer;
+use tonic::service::interceptor::InterceptedService;
+
+pub use gc::GcConfig;
+use state::State;
+
+/// Largest gRPC message either side accepts (big directories, long slice lists).
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// Name of the admin token file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// What can stop the server from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metadata store failed to open.
+    #[error("metadata store: {0}")]
+    Meta(#[from] strata_meta::MetaError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The RPC transport failed.
+    #[error("rpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Holds `meta.db`, `blocks/` and `admin.token`.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Background loop timings.
+    pub gc: GcConfig,
+}
+
+/// A server ready to serve: store opened, token bootstrapped, port bound.
+pub struct Server {
+    st: Arc<State>,
+    incoming: tonic::transport::server::TcpIncoming,
+    addr: SocketAddr,
+    gc: GcConfig,
+}
+
+fn data_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::DataDir { path: path.to_path_buf(), source }
+}
+
+impl Server {
+    /// Opens the data directory and binds the listen address.
+    pub async fn bind(cfg: &ServerConfig) -> Result<Self, ServerError> {
+        let dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(data_err(&dir))?;
+        let dir = std::fs::canonicalize(&dir).map_err(data_err(&cfg.data_dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(data_err(&dir))?;
+        let db = dir.join("meta.db");
+        let meta = tokio::task::spawn_blocking(move || -> Result<(Meta, Option<String>), ServerError> {
+            let m = Meta::new(Arc::new(SqliteEngine::open(&db)?))?;
+            let t = m.bootstrap_admin_token()?;
+            Ok((m, t))
+        })
+        .await
+        .map_err(|e| ServerError::DataDir { path: dir.clone(), source: std::io::Error::other(e) })??;
+        let (meta, new_token) = meta;
+        let token_path = dir.join(ADMIN_TOKEN_FILE);
+        if let Some(secret) = new_token {
+            write_secret(&token_path, &secret).map_err(data_err(&token_path))?;
+            tracing::info!(path = %token_path.display(), "created the admin token");
+        } else if !token_path.exists() {
+            tracing::warn!(path = %token_path.display(), "admin token file is missing; issue a new token with an existing one");
+        }
+        let blocks = dir.join("blocks");
+        std::fs::create_dir_all(&blocks).map_err(data_err(&blocks))?;
+        let st = Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display())));
+        let incoming = tonic::transport::server::TcpIncoming::bind(cfg.listen)
+            .map_err(|source| ServerError::Listen { addr: cfg.listen, source })?
+            .with_nodelay(Some(true));
+        let addr = incoming.local_addr().map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+        Ok(Server { st, incoming, addr, gc: cfg.gc })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let st = self.st.clone();
+        let gc = tokio::spawn(gc::run(st.clone(), self.gc));
+        let a1 = st.clone();
+        let meta = InterceptedService::new(
+            MetaServer::new(service::MetaService::new(st.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            move |r| a1.auth.check(r),
+        );
+        let a2 = st.clone();
+        let admin =
+            InterceptedService::new(AdminServer::new(admin::AdminService::new(st.clone())), move |r| a2.auth.check(r));
+        tracing::info!(addr = %self.addr, data = %st.data_dir.display(), engine = st.meta.engine(), "strata server listening");
+        let res = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(meta)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(self.incoming, shutdown)
+            .await;
+        gc.abort();
+        // Make everything committed so far durable before exiting.
+        let meta = st.meta.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || meta.sync()).await {
+            tracing::error!(error = %e, "final metadata sync failed");
+        }
+        res.map_err(ServerError::from)
+    }
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// Default background timings.
+pub fn default_gc() -> GcConfig {
+    GcConfig {
+        interval: Duration::from_secs(1),
+        session_timeout: Duration::from_secs(60),
+        orphan_grace: Duration::from_secs(120),
+    }
+}

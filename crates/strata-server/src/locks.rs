@@ -1,0 +1,187 @@
+//! Advisory locks shared by all clients: POSIX byte-range locks (fcntl) and whole-file flock.
+//!
+//! Owners are (session, lock owner) pairs so that two clients never share an owner. Blocking
+//! requests are retried by the client; the server only answers "granted" or "would block".
+
+use std::collections::HashMap;
+
+/// A lock owner: a client session and the kernel's lock-owner id within it.
+pub type Owner = (u64, u64);
+
+/// Kind of lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// Shared.
+    Read,
+    /// Exclusive.
+    Write,
+    /// Release.
+    Unlock,
+}
+
+impl LockKind {
+    /// From the wire code (0 read, 1 write, 2 unlock).
+    pub fn from_code(c: u32) -> Option<Self> {
+        match c {
+            0 => Some(LockKind::Read),
+            1 => Some(LockKind::Write),
+            2 => Some(LockKind::Unlock),
+            _ => None,
+        }
+    }
+
+    /// The wire code.
+    pub fn code(self) -> u32 {
+        match self {
+            LockKind::Read => 0,
+            LockKind::Write => 1,
+            LockKind::Unlock => 2,
+        }
+    }
+}
+
+/// One held byte range, `end` inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// Holder.
+    pub owner: Owner,
+    /// First byte.
+    pub start: u64,
+    /// Last byte.
+    pub end: u64,
+    /// Read or write.
+    pub kind: LockKind,
+    /// Process id the holder reported.
+    pub pid: u32,
+}
+
+/// All locks of the server.
+#[derive(Default)]
+pub struct LockTable {
+    posix: HashMap<u64, Vec<Range>>,
+    flock: HashMap<u64, HashMap<Owner, LockKind>>,
+}
+
+fn conflicts(a: LockKind, b: LockKind) -> bool {
+    a == LockKind::Write || b == LockKind::Write
+}
+
+impl LockTable {
+    /// The first lock of another owner that would block `kind` over `[start, end]`.
+    pub fn test(&self, ino: u64, owner: Owner, start: u64, end: u64, kind: LockKind) -> Option<Range> {
+        self.posix
+            .get(&ino)?
+            .iter()
+            .find(|r| r.owner != owner && r.start <= end && start <= r.end && conflicts(r.kind, kind))
+            .copied()
+    }
+
+    /// Takes, changes or releases a byte-range lock; `false` if another owner's lock conflicts.
+    pub fn set(&mut self, ino: u64, owner: Owner, start: u64, end: u64, kind: LockKind, pid: u32) -> bool {
+        if kind != LockKind::Unlock && self.test(ino, owner, start, end, kind).is_some() {
+            return false;
+        }
+        let list = self.posix.entry(ino).or_default();
+        // Cut the range out of this owner's existing locks, keeping the parts outside it.
+        let mut next = Vec::with_capacity(list.len() + 2);
+        for r in list.drain(..) {
+            if r.owner != owner || r.end < start || r.start > end {
+                next.push(r);
+                continue;
+            }
+            if r.start < start {
+                next.push(Range { end: start - 1, ..r });
+            }
+            if r.end > end {
+                next.push(Range { start: end + 1, ..r });
+            }
+        }
+        if kind != LockKind::Unlock {
+            next.push(Range { owner, start, end, kind, pid });
+        }
+        if next.is_empty() {
+            self.posix.remove(&ino);
+        } else {
+            *list = next;
+        }
+        true
+    }
+
+    /// Takes or releases a whole-file lock; `false` if another owner holds a conflicting one.
+    pub fn flock(&mut self, ino: u64, owner: Owner, kind: LockKind) -> bool {
+        let holders = self.flock.entry(ino).or_default();
+        if kind == LockKind::Unlock {
+            holders.remove(&owner);
+        } else {
+            if holders.iter().any(|(o, k)| *o != owner && conflicts(*k, kind)) {
+                return false;
+            }
+            holders.insert(owner, kind);
+        }
+        if holders.is_empty() {
+            self.flock.remove(&ino);
+        }
+        true
+    }
+
+    /// Drops the POSIX locks (or, with `flock`, the flock) an owner holds on an inode.
+    pub fn release(&mut self, ino: u64, owner: Owner, flock: bool) {
+        if flock {
+            self.flock(ino, owner, LockKind::Unlock);
+        } else {
+            self.set(ino, owner, 0, u64::MAX, LockKind::Unlock, 0);
+        }
+    }
+
+    /// Drops every lock of a session (it unmounted or expired).
+    pub fn release_session(&mut self, session: u64) {
+        self.posix.retain(|_, v| {
+            v.retain(|r| r.owner.0 != session);
+            !v.is_empty()
+        });
+        self.flock.retain(|_, h| {
+            h.retain(|o, _| o.0 != session);
+            !h.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LockKind::*;
+    use super::*;
+
+    #[test]
+    fn readers_share_writers_exclude() {
+        let mut t = LockTable::default();
+        assert!(t.set(1, (1, 1), 0, 99, Read, 10));
+        assert!(t.set(1, (2, 1), 50, 150, Read, 20));
+        assert!(!t.set(1, (2, 1), 0, 10, Write, 20));
+        assert_eq!(t.test(1, (2, 1), 0, 10, Write).map(|r| r.pid), Some(10));
+        assert!(t.set(1, (2, 1), 100, 200, Write, 20), "beyond the other reader");
+    }
+
+    #[test]
+    fn unlock_splits_a_range() {
+        let mut t = LockTable::default();
+        assert!(t.set(1, (1, 1), 0, 99, Write, 1));
+        assert!(t.set(1, (1, 1), 40, 59, Unlock, 1));
+        assert!(t.set(1, (2, 2), 40, 59, Write, 2));
+        assert!(!t.set(1, (2, 2), 39, 40, Write, 2));
+        assert!(!t.set(1, (2, 2), 59, 60, Write, 2));
+        t.release(1, (1, 1), false);
+        assert!(t.set(1, (2, 2), 0, u64::MAX, Write, 2));
+    }
+
+    #[test]
+    fn flock_conflicts_and_session_release() {
+        let mut t = LockTable::default();
+        assert!(t.flock(5, (1, 1), Read));
+        assert!(t.flock(5, (2, 1), Read));
+        assert!(!t.flock(5, (3, 1), Write));
+        t.release_session(1);
+        assert!(!t.flock(5, (3, 1), Write), "session 2 still shares it");
+        t.release(5, (2, 1), true);
+        assert!(t.flock(5, (3, 1), Write));
+    }
+}

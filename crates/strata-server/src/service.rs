@@ -1,0 +1,372 @@
+//! The file system RPC service: each call authenticates, then runs one metadata transaction
+//! on the blocking pool (never on a runtime thread).
+
+use std::sync::Arc;
+
+use strata_meta::{FileType, MetaError, Timespec};
+use strata_proto::conv::*;
+use strata_proto::pb::meta_server::Meta as MetaRpc;
+use strata_proto::{errno_status, pb};
+use tonic::{Code, Request, Response, Status};
+
+use crate::locks::LockKind;
+use crate::sessions::Session;
+use crate::state::State;
+
+/// The status for a metadata error, carrying its errno.
+pub fn meta_status(e: MetaError) -> Status {
+    let code = match &e {
+        MetaError::NotFound | MetaError::NoVolume(_) => Code::NotFound,
+        MetaError::Exists | MetaError::VolumeExists(_) => Code::AlreadyExists,
+        MetaError::Quota => Code::ResourceExhausted,
+        MetaError::Access | MetaError::Perm => Code::PermissionDenied,
+        MetaError::Invalid(_) | MetaError::NameTooLong => Code::InvalidArgument,
+        MetaError::Engine(_) | MetaError::Corrupt(_) => Code::Internal,
+        _ => Code::FailedPrecondition,
+    };
+    errno_status(code, e.errno(), e.to_string())
+}
+
+/// Runs a metadata operation on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> strata_meta::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("metadata task failed: {e}")))?
+        .map_err(meta_status)
+}
+
+fn unknown_session() -> Status {
+    let mut s = Status::failed_precondition("unknown session: re-register");
+    s.metadata_mut().insert(strata_proto::SESSION_KEY, tonic::metadata::MetadataValue::from_static("unknown"));
+    s
+}
+
+fn attr_resp(ino: u64, a: &strata_meta::Attr) -> Response<pb::AttrResp> {
+    Response::new(pb::AttrResp { attr: Some(attr_to_pb(ino, a)) })
+}
+
+fn bad_kind() -> Status {
+    errno_status(Code::InvalidArgument, 22, "unknown file type")
+}
+
+/// The `Meta` gRPC service.
+pub struct MetaService {
+    st: Arc<State>,
+}
+
+impl MetaService {
+    /// A service over the shared server state.
+    pub fn new(st: Arc<State>) -> Self {
+        MetaService { st }
+    }
+
+    fn session(&self, id: u64) -> Result<(), Status> {
+        if self.st.sessions.touch(id) { Ok(()) } else { Err(unknown_session()) }
+    }
+
+    fn locks(&self) -> Result<std::sync::MutexGuard<'_, crate::locks::LockTable>, Status> {
+        self.st.locks.lock().map_err(|_| Status::internal("lock table poisoned"))
+    }
+}
+
+#[tonic::async_trait]
+impl MetaRpc for MetaService {
+    async fn mount(&self, req: Request<pb::MountReq>) -> Result<Response<pb::MountResp>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let name = r.volume.clone();
+        let (vol, usage) = blocking(move || {
+            let v = meta.volume(&name)?;
+            let u = meta.usage(v.id)?;
+            Ok((v, u))
+        })
+        .await?;
+        let id = if r.session != 0 { r.session } else { rand::random::<u64>() | 1 };
+        if r.session != 0 && !self.st.sessions.contains(id) {
+            // A client coming back after a server restart: re-announce what it holds open.
+            for ino in &r.open_inos {
+                self.st.meta.note_open(id, *ino).map_err(meta_status)?;
+            }
+        }
+        self.st.sessions.insert(Session {
+            id,
+            volume: vol.id,
+            volume_name: vol.name.clone(),
+            client: r.client,
+            since: Timespec::now(),
+            last_seen: std::time::Instant::now(),
+        });
+        tracing::info!(session = id, volume = %vol.name, "client mounted");
+        Ok(Response::new(pb::MountResp {
+            session: id,
+            volume: Some(volume_to_pb(&vol, &usage)),
+            chunk_size: strata_meta::CHUNK_SIZE,
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::SessionReq>) -> Result<Response<pb::Empty>, Status> {
+        self.session(req.get_ref().session)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn unmount(&self, req: Request<pb::SessionReq>) -> Result<Response<pb::Empty>, Status> {
+        let id = req.get_ref().session;
+        self.st.end_session(id).await;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn lookup(&self, req: Request<pb::LookupReq>) -> Result<Response<pb::AttrResp>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let (ino, a) = blocking(move || meta.lookup(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)).await?;
+        Ok(attr_resp(ino, &a))
+    }
+
+    async fn get_attr(&self, req: Request<pb::InoReq>) -> Result<Response<pb::AttrResp>, Status> {
+        let ino = req.get_ref().ino;
+        let meta = self.st.meta.clone();
+        let a = blocking(move || meta.getattr(ino)).await?;
+        Ok(attr_resp(ino, &a))
+    }
+
+    async fn set_attr(&self, req: Request<pb::SetAttrReq>) -> Result<Response<pb::AttrResp>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let ino = r.ino;
+        let a = blocking(move || meta.setattr(&ctx_from_pb(r.caller.as_ref()), r.ino, &setattr_from_pb(&r))).await?;
+        Ok(attr_resp(ino, &a))
+    }
+
+    async fn mknod(&self, req: Request<pb::MknodReq>) -> Result<Response<pb::MknodResp>, Status> {
+        let r = req.into_inner();
+        let kind = FileType::from_code(r.kind).ok_or_else(bad_kind)?;
+        if r.session != 0 {
+            self.session(r.session)?;
+        }
+        let meta = self.st.meta.clone();
+        let (ino, a, created) = blocking(move || {
+            let res = meta.mknod(
+                &ctx_from_pb(r.caller.as_ref()),
+                r.parent,
+                &r.name,
+                kind,
+                r.mode,
+                r.umask,
+                r.rdev,
+                &r.target,
+                r.excl,
+            )?;
+            if r.session != 0 {
+                meta.note_open(r.session, res.0)?;
+            }
+            Ok(res)
+        })
+        .await?;
+        Ok(Response::new(pb::MknodResp { attr: Some(attr_to_pb(ino, &a)), created }))
+    }
+
+    async fn link(&self, req: Request<pb::LinkReq>) -> Result<Response<pb::AttrResp>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let ino = r.ino;
+        let a = blocking(move || meta.link(&ctx_from_pb(r.caller.as_ref()), r.ino, r.new_parent, &r.new_name)).await?;
+        Ok(attr_resp(ino, &a))
+    }
+
+    async fn unlink(&self, req: Request<pb::NameReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        blocking(move || meta.unlink(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn rmdir(&self, req: Request<pb::NameReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        blocking(move || meta.rmdir(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn rename(&self, req: Request<pb::RenameReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        blocking(move || {
+            meta.rename(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name, r.new_parent, &r.new_name, r.flags)
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn readlink(&self, req: Request<pb::InoReq>) -> Result<Response<pb::BytesResp>, Status> {
+        let ino = req.get_ref().ino;
+        let meta = self.st.meta.clone();
+        let data = blocking(move || meta.readlink(ino)).await?;
+        Ok(Response::new(pb::BytesResp { data }))
+    }
+
+    async fn readdir(&self, req: Request<pb::ReaddirReq>) -> Result<Response<pb::ReaddirResp>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let entries = blocking(move || meta.readdir(&ctx_from_pb(r.caller.as_ref()), r.ino, r.plus)).await?;
+        let entries = entries
+            .into_iter()
+            .map(|e| pb::DirEntry {
+                ino: e.ino,
+                kind: e.kind.code(),
+                attr: e.attr.as_ref().map(|a| attr_to_pb(e.ino, a)),
+                name: e.name,
+            })
+            .collect();
+        Ok(Response::new(pb::ReaddirResp { entries }))
+    }
+
+    async fn open(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::AttrResp>, Status> {
+        let r = req.into_inner();
+        self.session(r.session)?;
+        let meta = self.st.meta.clone();
+        let a = blocking(move || meta.open(r.session, r.ino)).await?;
+        Ok(attr_resp(r.ino, &a))
+    }
+
+    async fn close(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.session(r.session)?;
+        let meta = self.st.meta.clone();
+        blocking(move || meta.close(r.session, r.ino)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn read_chunk(&self, req: Request<pb::ChunkReq>) -> Result<Response<pb::ChunkResp>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let slices = blocking(move || meta.read_chunk(r.ino, r.index)).await?;
+        Ok(Response::new(pb::ChunkResp { slices: slices.iter().map(slice_to_pb).collect() }))
+    }
+
+    async fn commit_writes(&self, req: Request<pb::CommitReq>) -> Result<Response<pb::AttrResp>, Status> {
+        let r = req.into_inner();
+        let writes: Vec<(u32, strata_meta::Slice)> = r
+            .writes
+            .iter()
+            .map(|w| w.slice.as_ref().map(|s| (w.index, slice_from_pb(s))))
+            .collect::<Option<_>>()
+            .ok_or_else(|| Status::invalid_argument("write without a slice"))?;
+        let meta = self.st.meta.clone();
+        let ino = r.ino;
+        let a = blocking(move || {
+            let a = meta.commit_writes(ino, &writes)?;
+            if r.durable {
+                meta.sync()?;
+            }
+            Ok(a)
+        })
+        .await?;
+        Ok(attr_resp(ino, &a))
+    }
+
+    async fn compact_chunk(&self, req: Request<pb::CompactReq>) -> Result<Response<pb::BoolResp>, Status> {
+        let r = req.into_inner();
+        let with = r.with.as_ref().map(slice_from_pb).ok_or_else(|| Status::invalid_argument("no new slice"))?;
+        let replaced: Vec<_> = r.replaced.iter().map(slice_from_pb).collect();
+        let meta = self.st.meta.clone();
+        let ok = blocking(move || meta.compact_chunk(r.ino, r.index, &replaced, with)).await?;
+        Ok(Response::new(pb::BoolResp { ok }))
+    }
+
+    async fn alloc_slices(&self, req: Request<pb::AllocReq>) -> Result<Response<pb::AllocResp>, Status> {
+        let n = req.get_ref().count.clamp(1, 1 << 20);
+        let meta = self.st.meta.clone();
+        let first = blocking(move || meta.alloc_slice_ids(n)).await?;
+        Ok(Response::new(pb::AllocResp { first }))
+    }
+
+    async fn sync(&self, _req: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        let meta = self.st.meta.clone();
+        blocking(move || meta.sync()).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_xattr(&self, req: Request<pb::XattrReq>) -> Result<Response<pb::BytesResp>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let data = blocking(move || meta.getxattr(r.ino, &r.name)).await?;
+        Ok(Response::new(pb::BytesResp { data }))
+    }
+
+    async fn list_xattr(&self, req: Request<pb::InoReq>) -> Result<Response<pb::ListXattrResp>, Status> {
+        let ino = req.get_ref().ino;
+        let meta = self.st.meta.clone();
+        let names = blocking(move || meta.listxattr(ino)).await?;
+        Ok(Response::new(pb::ListXattrResp { names }))
+    }
+
+    async fn set_xattr(&self, req: Request<pb::XattrReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        blocking(move || meta.setxattr(r.ino, &r.name, &r.value, r.flags)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn remove_xattr(&self, req: Request<pb::XattrReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        blocking(move || meta.removexattr(r.ino, &r.name)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn stat_fs(&self, req: Request<pb::StatFsReq>) -> Result<Response<pb::StatFsResp>, Status> {
+        let vol = req.get_ref().volume;
+        let meta = self.st.meta.clone();
+        let (v, u) = blocking(move || Ok((meta.volume_by_id(vol)?, meta.usage(vol)?))).await?;
+        Ok(Response::new(pb::StatFsResp {
+            capacity: v.capacity,
+            used_bytes: u.bytes,
+            inode_limit: v.inode_limit,
+            used_inodes: u.inodes,
+        }))
+    }
+
+    async fn get_lock(&self, req: Request<pb::LockReq>) -> Result<Response<pb::LockResp>, Status> {
+        let r = req.into_inner();
+        self.session(r.session)?;
+        let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
+        let found = self.locks()?.test(r.ino, (r.session, r.owner), r.start, r.end, kind);
+        Ok(Response::new(match found {
+            Some(l) => pb::LockResp { kind: l.kind.code(), start: l.start, end: l.end, pid: l.pid },
+            None => pb::LockResp { kind: LockKind::Unlock.code(), start: 0, end: 0, pid: 0 },
+        }))
+    }
+
+    async fn set_lock(&self, req: Request<pb::LockReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.session(r.session)?;
+        let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
+        if r.end < r.start {
+            return Err(errno_status(Code::InvalidArgument, 22, "lock range ends before it starts"));
+        }
+        if self.locks()?.set(r.ino, (r.session, r.owner), r.start, r.end, kind, r.pid) {
+            Ok(Response::new(pb::Empty {}))
+        } else {
+            Err(errno_status(Code::FailedPrecondition, 11, "conflicting lock held"))
+        }
+    }
+
+    async fn flock(&self, req: Request<pb::FlockReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.session(r.session)?;
+        let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
+        if self.locks()?.flock(r.ino, (r.session, r.owner), kind) {
+            Ok(Response::new(pb::Empty {}))
+        } else {
+            Err(errno_status(Code::FailedPrecondition, 11, "conflicting lock held"))
+        }
+    }
+
+    async fn release_locks(&self, req: Request<pb::ReleaseLocksReq>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.locks()?.release(r.ino, (r.session, r.owner), r.flock);
+        Ok(Response::new(pb::Empty {}))
+    }
+}

@@ -1,0 +1,79 @@
+//! State shared by the services and background tasks of one server process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use strata_blocks::BlockStore;
+use strata_meta::{Meta, Timespec};
+
+use crate::auth::Auth;
+use crate::locks::LockTable;
+use crate::sessions::Sessions;
+
+/// Everything the services share.
+pub struct State {
+    /// The namespace.
+    pub meta: Arc<Meta>,
+    /// Live client sessions.
+    pub sessions: Sessions,
+    /// Advisory locks.
+    pub locks: Mutex<LockTable>,
+    /// Token verification.
+    pub auth: Auth,
+    /// Process start.
+    pub started: Timespec,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Block store URL for new volumes.
+    pub default_store: String,
+    stores: Mutex<HashMap<String, BlockStore>>,
+}
+
+impl State {
+    /// Shared state over a namespace.
+    pub fn new(meta: Arc<Meta>, data_dir: PathBuf, default_store: String) -> Self {
+        State {
+            auth: Auth::new(meta.clone()),
+            meta,
+            sessions: Sessions::default(),
+            locks: Mutex::new(LockTable::default()),
+            started: Timespec::now(),
+            data_dir,
+            default_store,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The block store at `url`, opened once.
+    pub fn store(&self, url: &str) -> strata_blocks::Result<BlockStore> {
+        if let Ok(m) = self.stores.lock()
+            && let Some(s) = m.get(url)
+        {
+            return Ok(s.clone());
+        }
+        let s = BlockStore::open(url)?;
+        if let Ok(mut m) = self.stores.lock() {
+            m.insert(url.to_string(), s.clone());
+        }
+        Ok(s)
+    }
+
+    /// Ends a session: its locks and open files are released.
+    pub async fn end_session(&self, id: u64) {
+        let known = self.sessions.remove(id);
+        if let Ok(mut l) = self.locks.lock() {
+            l.release_session(id);
+        }
+        let meta = self.meta.clone();
+        let res = tokio::task::spawn_blocking(move || meta.close_session(id)).await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(session = id, error = %e, "releasing the session's open files failed"),
+            Err(e) => tracing::error!(session = id, error = %e, "session cleanup task failed"),
+        }
+        if let Some(s) = known {
+            tracing::info!(session = id, volume = %s.volume_name, client = %s.client, "session ended");
+        }
+    }
+}

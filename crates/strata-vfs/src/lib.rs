@@ -1,0 +1,11 @@
+//! Strata's client file system library: one implementation of POSIX semantics on the client
+//! side, under every front-end (FUSE mount, and later the NFS and S3 gateways).
+
+pub mod client;
+pub mod error;
+pub mod vfs;
+pub mod writer;
+
+pub use client::{Client, TokenInterceptor, admin, connect};
+pub use error::{Result, VfsError};
+pub use vfs::{DirEntry, StatFs, Vfs, VfsConfig};

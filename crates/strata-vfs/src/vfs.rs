@@ -1,0 +1,1009 @@
+//! The client file system: POSIX operations in terms of metadata RPCs and block I/O, shared by
+//! every front-end (FUSE today; NFS and S3 gateways later).
+//!
+//! Consistency: close-to-open. `open` fetches fresh attributes and drops cached slice lists if
+//! the file changed; `flush`/`close` commit buffered writes. A client always sees its own
+//! writes: reads of a file with uncommitted data commit it first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_blocks::layout::{Source, block_key, chunk_pieces, visible};
+use strata_blocks::{BlockCache, BlockStore, DiskCache};
+use strata_meta::{Attr, CHUNK_SIZE, Ctx, FileType, SetAttr, Slice};
+use strata_proto::conv::*;
+use strata_proto::pb;
+use tokio::sync::Semaphore;
+
+use crate::client::Client;
+use crate::error::{Result, VfsError};
+use crate::writer::{FileWriter, WriteShared};
+
+/// Client tunables.
+#[derive(Clone, Debug)]
+pub struct VfsConfig {
+    /// Memory block cache size in bytes.
+    pub mem_cache: u64,
+    /// Local disk block cache (directory and size) for stores that are not local.
+    pub disk_cache: Option<(std::path::PathBuf, u64)>,
+    /// Write-back buffer in bytes.
+    pub buffer: u64,
+    /// Concurrent block uploads.
+    pub upload_parallel: usize,
+    /// Largest read-ahead window in bytes.
+    pub readahead: u64,
+    /// Concurrent read-ahead fetches.
+    pub prefetch_parallel: usize,
+}
+
+impl Default for VfsConfig {
+    fn default() -> Self {
+        VfsConfig {
+            mem_cache: 512 << 20,
+            disk_cache: None,
+            buffer: 512 << 20,
+            upload_parallel: 16,
+            readahead: 64 << 20,
+            prefetch_parallel: 8,
+        }
+    }
+}
+
+/// A directory entry as the front-end lists it.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Inode.
+    pub ino: u64,
+    /// Type.
+    pub kind: FileType,
+    /// Attributes, when known.
+    pub attr: Option<Attr>,
+}
+
+#[derive(Default)]
+struct ReadState {
+    last_end: u64,
+    window: u64,
+    prefetched_to: u64,
+}
+
+struct Handle {
+    ino: u64,
+    write: bool,
+    read: Mutex<ReadState>,
+    dir: Option<Vec<DirEntry>>,
+}
+
+#[derive(Default)]
+struct InodeCache {
+    attr: Option<Attr>,
+    chunks: HashMap<u32, Arc<Vec<Slice>>>,
+}
+
+/// File system statistics for `statfs`.
+#[derive(Clone, Copy, Debug)]
+pub struct StatFs {
+    /// Total bytes.
+    pub total: u64,
+    /// Free bytes.
+    pub free: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+}
+
+/// A mounted volume, as seen by one client.
+pub struct Vfs {
+    client: Arc<Client>,
+    volume: pb::VolumeInfo,
+    store: BlockStore,
+    cache: Arc<BlockCache>,
+    shared: WriteShared,
+    writers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<FileWriter>>>>,
+    inodes: Mutex<HashMap<u64, InodeCache>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    ids: tokio::sync::Mutex<(u64, u64)>,
+    prefetch: Arc<Semaphore>,
+    cfg: VfsConfig,
+}
+
+fn attr_of(p: Option<pb::Attr>) -> Result<(u64, Attr)> {
+    p.as_ref().and_then(attr_from_pb).ok_or_else(|| VfsError::Server("malformed attributes from server".into()))
+}
+
+impl Vfs {
+    /// A client file system over a registered session.
+    pub fn new(client: Arc<Client>, mount: pb::MountResp, cfg: VfsConfig) -> Result<Arc<Self>> {
+        let volume = mount.volume.ok_or_else(|| VfsError::Server("mount reply without volume".into()))?;
+        if mount.chunk_size != CHUNK_SIZE {
+            return Err(VfsError::Server(format!(
+                "server uses {}-byte chunks, this client {CHUNK_SIZE}: versions do not match",
+                mount.chunk_size
+            )));
+        }
+        let store = BlockStore::open(&volume.store)?;
+        let disk = match (&cfg.disk_cache, store.is_local()) {
+            (Some((dir, size)), false) => Some(DiskCache::open(dir.clone(), *size)?),
+            _ => None,
+        };
+        let cache = Arc::new(BlockCache::new(cfg.mem_cache, disk));
+        let shared = WriteShared::new(
+            store.clone(),
+            cache.clone(),
+            volume.id,
+            volume.block_size,
+            cfg.buffer,
+            cfg.upload_parallel,
+        );
+        Ok(Arc::new(Vfs {
+            client,
+            store,
+            cache,
+            shared,
+            writers: Mutex::new(HashMap::new()),
+            inodes: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            ids: tokio::sync::Mutex::new((0, 0)),
+            prefetch: Arc::new(Semaphore::new(cfg.prefetch_parallel.max(1))),
+            volume,
+            cfg,
+        }))
+    }
+
+    /// The volume's root inode.
+    pub fn root(&self) -> u64 {
+        self.volume.root
+    }
+
+    /// The mounted volume.
+    pub fn volume(&self) -> &pb::VolumeInfo {
+        &self.volume
+    }
+
+    /// The RPC client (for heartbeats and unmount).
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        // A panic while holding one of these maps leaves plain data; keep serving.
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, ino: u64, a: &Attr) {
+        let mut m = Self::lock(&self.inodes);
+        if m.len() > 200_000 {
+            let open: std::collections::HashSet<u64> = Self::lock(&self.handles).values().map(|h| h.ino).collect();
+            m.retain(|k, _| open.contains(k));
+        }
+        m.entry(ino).or_default().attr = Some(*a);
+    }
+
+    fn writer(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<FileWriter>>> {
+        Self::lock(&self.writers).get(&ino).cloned()
+    }
+
+    /// Overlays uncommitted local writes on server attributes.
+    async fn overlay(&self, ino: u64, mut a: Attr) -> Attr {
+        if let Some(w) = self.writer(ino) {
+            let w = w.lock().await;
+            if w.is_dirty() {
+                a.size = a.size.max(w.end);
+                if let Some(t) = w.mtime {
+                    a.mtime = a.mtime.max(t);
+                    a.ctime = a.ctime.max(t);
+                }
+            }
+        }
+        a
+    }
+
+    // ---- names ----
+
+    /// Looks a name up in a directory.
+    pub async fn lookup(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<(u64, Attr)> {
+        let r = self
+            .client
+            .call("lookup", |mut c, _| {
+                let req = pb::LookupReq { caller: Some(ctx_to_pb(ctx)), parent, name: name.to_vec() };
+                async move { c.lookup(req).await }
+            })
+            .await?;
+        let (ino, a) = attr_of(r.attr)?;
+        let a = self.overlay(ino, a).await;
+        Ok((ino, a))
+    }
+
+    /// Current attributes.
+    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
+        let r = self
+            .client
+            .call("getattr", |mut c, _| {
+                let req = pb::InoReq { ino };
+                async move { c.get_attr(req).await }
+            })
+            .await?;
+        let (_, a) = attr_of(r.attr)?;
+        Ok(self.overlay(ino, a).await)
+    }
+
+    /// Changes attributes; a size change commits pending writes first.
+    pub async fn setattr(&self, ctx: &Ctx, ino: u64, req: &SetAttr) -> Result<Attr> {
+        if req.size.is_some() {
+            self.commit(ino, false).await?;
+        }
+        let msg = setattr_to_pb(ctx, ino, req);
+        let r = self
+            .client
+            .call("setattr", |mut c, _| {
+                let req = msg.clone();
+                async move { c.set_attr(req).await }
+            })
+            .await?;
+        let (_, a) = attr_of(r.attr)?;
+        if req.size.is_some() {
+            // Slices changed under any cached list.
+            Self::lock(&self.inodes).entry(ino).or_default().chunks.clear();
+        }
+        self.remember(ino, &a);
+        Ok(self.overlay(ino, a).await)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn make(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &[u8],
+        kind: FileType,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        target: &[u8],
+        excl: bool,
+        open: bool,
+    ) -> Result<(u64, Attr, bool)> {
+        let r = self
+            .client
+            .call("mknod", |mut c, session| {
+                let req = pb::MknodReq {
+                    caller: Some(ctx_to_pb(ctx)),
+                    parent,
+                    name: name.to_vec(),
+                    kind: kind.code(),
+                    mode,
+                    umask,
+                    rdev,
+                    target: target.to_vec(),
+                    excl,
+                    session: if open { session } else { 0 },
+                };
+                async move { c.mknod(req).await }
+            })
+            .await?;
+        let (ino, a) = attr_of(r.attr)?;
+        self.remember(ino, &a);
+        Ok((ino, a, r.created))
+    }
+
+    /// Creates a special file or an empty regular file.
+    pub async fn mknod(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> Result<(u64, Attr)> {
+        let kind = FileType::from_mode(mode).ok_or_else(|| VfsError::from_errno(libc::EINVAL))?;
+        if kind == FileType::Dir || kind == FileType::Symlink {
+            return Err(VfsError::from_errno(libc::EINVAL));
+        }
+        let (ino, a, _) = self.make(ctx, parent, name, kind, mode, umask, rdev, &[], true, false).await?;
+        Ok((ino, a))
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(&self, ctx: &Ctx, parent: u64, name: &[u8], mode: u32, umask: u32) -> Result<(u64, Attr)> {
+        let (ino, a, _) = self.make(ctx, parent, name, FileType::Dir, mode, umask, 0, &[], true, false).await?;
+        Ok((ino, a))
+    }
+
+    /// Creates a symbolic link.
+    pub async fn symlink(&self, ctx: &Ctx, parent: u64, name: &[u8], target: &[u8]) -> Result<(u64, Attr)> {
+        let (ino, a, _) = self.make(ctx, parent, name, FileType::Symlink, 0o777, 0, 0, target, true, false).await?;
+        Ok((ino, a))
+    }
+
+    /// Adds a hard link.
+    pub async fn link(&self, ctx: &Ctx, ino: u64, parent: u64, name: &[u8]) -> Result<Attr> {
+        let r = self
+            .client
+            .call("link", |mut c, _| {
+                let req =
+                    pb::LinkReq { caller: Some(ctx_to_pb(ctx)), ino, new_parent: parent, new_name: name.to_vec() };
+                async move { c.link(req).await }
+            })
+            .await?;
+        let (_, a) = attr_of(r.attr)?;
+        self.remember(ino, &a);
+        Ok(self.overlay(ino, a).await)
+    }
+
+    /// Removes a file name.
+    pub async fn unlink(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
+        self.client
+            .call("unlink", |mut c, _| {
+                let req = pb::NameReq { caller: Some(ctx_to_pb(ctx)), parent, name: name.to_vec() };
+                async move { c.unlink(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
+        self.client
+            .call("rmdir", |mut c, _| {
+                let req = pb::NameReq { caller: Some(ctx_to_pb(ctx)), parent, name: name.to_vec() };
+                async move { c.rmdir(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Renames (flags: RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2).
+    pub async fn rename(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.client
+            .call("rename", |mut c, _| {
+                let req = pb::RenameReq {
+                    caller: Some(ctx_to_pb(ctx)),
+                    parent,
+                    name: name.to_vec(),
+                    new_parent: newparent,
+                    new_name: newname.to_vec(),
+                    flags,
+                };
+                async move { c.rename(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Target of a symbolic link.
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        Ok(self
+            .client
+            .call("readlink", |mut c, _| {
+                let req = pb::InoReq { ino };
+                async move { c.readlink(req).await }
+            })
+            .await?
+            .data)
+    }
+
+    // ---- directories ----
+
+    /// Opens a directory, reading its whole listing (with attributes when `plus`).
+    pub async fn opendir(&self, ctx: &Ctx, ino: u64, plus: bool) -> Result<u64> {
+        let r = self
+            .client
+            .call("readdir", |mut c, _| {
+                let req = pb::ReaddirReq { caller: Some(ctx_to_pb(ctx)), ino, plus };
+                async move { c.readdir(req).await }
+            })
+            .await?;
+        let mut entries = Vec::with_capacity(r.entries.len() + 2);
+        let dir = self.getattr(ino).await?;
+        entries.push(DirEntry { name: b".".to_vec(), ino, kind: FileType::Dir, attr: Some(dir) });
+        let parent = if ino == self.volume.root { ino } else { dir.parent };
+        entries.push(DirEntry { name: b"..".to_vec(), ino: parent, kind: FileType::Dir, attr: None });
+        for e in r.entries {
+            let kind = FileType::from_code(e.kind).ok_or_else(|| VfsError::Server("bad entry type".into()))?;
+            let attr = match e.attr.as_ref().and_then(attr_from_pb) {
+                Some((_, a)) => Some(self.overlay(e.ino, a).await),
+                None => None,
+            };
+            entries.push(DirEntry { name: e.name, ino: e.ino, kind, attr });
+        }
+        Ok(self.add_handle(Handle { ino, write: false, read: Mutex::default(), dir: Some(entries) }))
+    }
+
+    /// Entries of an open directory from position `offset` on (positions are list indexes).
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
+        let h = self.handle(fh)?;
+        let list = h.dir.as_ref().ok_or_else(|| VfsError::from_errno(libc::ENOTDIR))?;
+        Ok(list.iter().enumerate().skip(offset as usize).map(|(i, e)| (i as u64 + 1, e.clone())).collect())
+    }
+
+    /// Closes a directory.
+    pub fn releasedir(&self, fh: u64) {
+        Self::lock(&self.handles).remove(&fh);
+    }
+
+    // ---- files ----
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        Self::lock(&self.handles).insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        Self::lock(&self.handles).get(&fh).cloned().ok_or_else(|| VfsError::from_errno(libc::EBADF))
+    }
+
+    /// Decides whether the kernel may keep cached pages: only if the file is unchanged since
+    /// this client last saw it. Drops stale slice lists otherwise.
+    fn revalidate(&self, ino: u64, fresh: &Attr) -> bool {
+        let mut m = Self::lock(&self.inodes);
+        let c = m.entry(ino).or_default();
+        let same = c.attr.is_some_and(|old| old.mtime == fresh.mtime && old.size == fresh.size);
+        if !same {
+            c.chunks.clear();
+        }
+        c.attr = Some(*fresh);
+        same
+    }
+
+    /// Opens a file. Returns the handle and whether cached pages are still valid.
+    pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32) -> Result<(u64, bool)> {
+        let r = self
+            .client
+            .call("open", |mut c, session| {
+                let req = pb::OpenReq { session, ino };
+                async move { c.open(req).await }
+            })
+            .await?;
+        let (_, mut a) = attr_of(r.attr)?;
+        self.client.opened(ino);
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        if flags & libc::O_TRUNC != 0 && write && a.kind == FileType::File {
+            match self.setattr(ctx, ino, &SetAttr { size: Some(0), ..Default::default() }).await {
+                Ok(na) => a = na,
+                Err(e) => {
+                    self.close_ino(ino).await;
+                    return Err(e);
+                }
+            }
+        }
+        let keep = self.revalidate(ino, &a) && !self.writer(ino).is_some();
+        let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
+        Ok((fh, keep))
+    }
+
+    /// Creates and opens a regular file (`O_EXCL` honoured).
+    pub async fn create(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(u64, Attr, u64)> {
+        let excl = flags & libc::O_EXCL != 0;
+        let (ino, mut a, created) =
+            self.make(ctx, parent, name, FileType::File, mode, umask, 0, &[], excl, true).await?;
+        self.client.opened(ino);
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        if !created && flags & libc::O_TRUNC != 0 && write {
+            a = self.setattr(ctx, ino, &SetAttr { size: Some(0), ..Default::default() }).await?;
+        }
+        self.revalidate(ino, &a);
+        let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
+        Ok((ino, a, fh))
+    }
+
+    async fn next_slice_id(&self) -> Result<u64> {
+        let mut r = self.ids.lock().await;
+        if r.0 >= r.1 {
+            const BATCH: u64 = 256;
+            let first = self
+                .client
+                .call("alloc", |mut c, _| {
+                    let req = pb::AllocReq { count: BATCH };
+                    async move { c.alloc_slices(req).await }
+                })
+                .await?
+                .first;
+            *r = (first, first + BATCH);
+        }
+        let id = r.0;
+        r.0 += 1;
+        Ok(id)
+    }
+
+    /// Buffers a write; returns the bytes accepted.
+    pub async fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Err(VfsError::from_errno(libc::EBADF));
+        }
+        if off.checked_add(data.len() as u64).is_none_or(|e| e > strata_meta::MAX_FILE_SIZE) {
+            return Err(VfsError::from_errno(libc::EFBIG));
+        }
+        let w = {
+            let mut m = Self::lock(&self.writers);
+            m.entry(h.ino).or_default().clone()
+        };
+        let mut w = w.lock().await;
+        w.write(&self.shared, off, data, || self.next_slice_id()).await?;
+        if w.has_finished_chunks() && w.end - off >= CHUNK_SIZE {
+            drop(w);
+            self.commit(h.ino, false).await?;
+        }
+        Ok(data.len())
+    }
+
+    /// Uploads and commits this client's buffered writes to a file.
+    pub async fn commit(&self, ino: u64, durable: bool) -> Result<()> {
+        let Some(w) = self.writer(ino) else {
+            if durable {
+                self.client
+                    .call("sync", |mut c, _| {
+                        let req = pb::Empty {};
+                        async move { c.sync(req).await }
+                    })
+                    .await?;
+            }
+            return Ok(());
+        };
+        let mut w = w.lock().await;
+        let slices = w.drain(&self.shared).await?;
+        if durable {
+            self.store.sync().await?;
+        }
+        if slices.is_empty() {
+            if durable {
+                self.client
+                    .call("sync", |mut c, _| {
+                        let req = pb::Empty {};
+                        async move { c.sync(req).await }
+                    })
+                    .await?;
+            }
+            w.end = 0;
+            w.mtime = None;
+            return Ok(());
+        }
+        let writes: Vec<pb::ChunkWrite> =
+            slices.iter().map(|(idx, s)| pb::ChunkWrite { index: *idx, slice: Some(slice_to_pb(s)) }).collect();
+        let r = self
+            .client
+            .call("commit", |mut c, _| {
+                let req = pb::CommitReq { ino, writes: writes.clone(), durable };
+                async move { c.commit_writes(req).await }
+            })
+            .await?;
+        let (_, a) = attr_of(r.attr)?;
+        w.end = 0;
+        w.mtime = None;
+        {
+            let mut m = Self::lock(&self.inodes);
+            let c = m.entry(ino).or_default();
+            for (idx, s) in &slices {
+                if let Some(list) = c.chunks.get_mut(idx) {
+                    Arc::make_mut(list).push(*s);
+                }
+            }
+            c.attr = Some(a);
+        }
+        Ok(())
+    }
+
+    /// Called at each `close` of a descriptor: commits buffered writes.
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        self.commit(h.ino, false).await
+    }
+
+    /// Makes a file's data durable.
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        self.commit(h.ino, true).await
+    }
+
+    /// Makes all committed metadata durable (directories' fsync).
+    pub async fn sync_meta(&self) -> Result<()> {
+        self.client
+            .call("sync", |mut c, _| {
+                let req = pb::Empty {};
+                async move { c.sync(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn close_ino(&self, ino: u64) {
+        self.client.closed(ino);
+        if let Err(e) = self
+            .client
+            .call("close", |mut c, session| {
+                let req = pb::OpenReq { session, ino };
+                async move { c.close(req).await }
+            })
+            .await
+        {
+            tracing::warn!(ino, error = %e, "close not recorded by the server");
+        }
+    }
+
+    /// Releases a handle (last close of a descriptor): commits anything left and closes.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let h = Self::lock(&self.handles).remove(&fh).ok_or_else(|| VfsError::from_errno(libc::EBADF))?;
+        let res = self.commit(h.ino, false).await;
+        let still_open = Self::lock(&self.handles).values().any(|o| o.ino == h.ino);
+        if !still_open {
+            let mut m = Self::lock(&self.writers);
+            let idle = m.get(&h.ino).is_some_and(|w| w.try_lock().is_ok_and(|g| !g.is_dirty()));
+            if idle {
+                m.remove(&h.ino);
+            }
+        }
+        self.close_ino(h.ino).await;
+        res
+    }
+
+    async fn chunk(&self, ino: u64, idx: u32) -> Result<Arc<Vec<Slice>>> {
+        if let Some(c) = Self::lock(&self.inodes).get(&ino).and_then(|c| c.chunks.get(&idx)).cloned() {
+            return Ok(c);
+        }
+        let r = self
+            .client
+            .call("read_chunk", |mut c, _| {
+                let req = pb::ChunkReq { ino, index: idx };
+                async move { c.read_chunk(req).await }
+            })
+            .await?;
+        let list = Arc::new(r.slices.iter().map(slice_from_pb).collect::<Vec<_>>());
+        Self::lock(&self.inodes).entry(ino).or_default().chunks.insert(idx, list.clone());
+        Ok(list)
+    }
+
+    fn file_size(&self, ino: u64) -> Option<u64> {
+        Self::lock(&self.inodes).get(&ino).and_then(|c| c.attr).map(|a| a.size)
+    }
+
+    /// Reads up to `size` bytes at `off`.
+    pub async fn read(&self, fh: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let ino = h.ino;
+        if let Some(w) = self.writer(ino)
+            && w.lock().await.is_dirty()
+        {
+            self.commit(ino, false).await?;
+        }
+        let fsize = match self.file_size(ino) {
+            Some(s) => s,
+            None => {
+                let a = self.getattr(ino).await?;
+                self.remember(ino, &a);
+                a.size
+            }
+        };
+        if off >= fsize {
+            return Ok(Vec::new());
+        }
+        let end = fsize.min(off + u64::from(size));
+        let sequential = {
+            let mut st = h.read.lock().unwrap_or_else(|p| p.into_inner());
+            let seq =
+                off == st.last_end || (off > st.last_end.saturating_sub(1 << 20) && off <= st.last_end + (1 << 20));
+            st.window = if seq { (st.window * 2).clamp(8 << 20, self.cfg.readahead) } else { 0 };
+            st.last_end = end;
+            seq && st.window > 0
+        };
+        let out = self.read_range(ino, off, end, sequential).await?;
+        if sequential && end < fsize {
+            self.readahead(&h, ino, end, fsize).await;
+        }
+        Ok(out)
+    }
+
+    async fn read_range(&self, ino: u64, off: u64, end: u64, whole_blocks: bool) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; (end - off) as usize];
+        for (idx, pos, n) in chunk_pieces(off, end - off) {
+            let slices = self.chunk(ino, idx).await?;
+            let base = u64::from(idx) * CHUNK_SIZE;
+            for seg in visible(&slices, pos, n) {
+                if let Source::Data { id, size, off: soff } = seg.src {
+                    let at = (base + u64::from(seg.pos) - off) as usize;
+                    let dst = &mut out[at..at + seg.len as usize];
+                    self.read_slice(id, size, soff, dst, whole_blocks).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_slice(&self, id: u64, size: u32, soff: u32, dst: &mut [u8], whole: bool) -> Result<()> {
+        let bs = self.volume.block_size;
+        let mut done = 0usize;
+        while done < dst.len() {
+            let pos = soff + done as u32;
+            let b = pos / bs;
+            let bstart = b * bs;
+            let blen = (size - bstart).min(bs);
+            let key = block_key(self.volume.id, id, b, blen);
+            let in_block = (pos - bstart) as usize;
+            let n = (blen as usize - in_block).min(dst.len() - done);
+            if let Some(data) = self.cache.peek(&key) {
+                dst[done..done + n].copy_from_slice(&data[in_block..in_block + n]);
+            } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize {
+                let data = self.cache.fetch(&self.store, &key, blen as usize).await?;
+                dst[done..done + n].copy_from_slice(&data[in_block..in_block + n]);
+            } else {
+                let data = self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await?;
+                dst[done..done + n].copy_from_slice(&data);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Starts background fetches of the blocks after a sequential read.
+    async fn readahead(&self, h: &Handle, ino: u64, from: u64, fsize: u64) {
+        let (start, stop) = {
+            let mut st = h.read.lock().unwrap_or_else(|p| p.into_inner());
+            let stop = fsize.min(from + st.window);
+            let start = from.max(st.prefetched_to);
+            if start >= stop || start.saturating_sub(from) > st.window / 2 {
+                return;
+            }
+            st.prefetched_to = stop;
+            (start, stop)
+        };
+        let bs = u64::from(self.volume.block_size);
+        for (idx, pos, n) in chunk_pieces(start, stop - start) {
+            let Ok(slices) = self.chunk(ino, idx).await else {
+                return;
+            };
+            for seg in visible(&slices, pos, n) {
+                let Source::Data { id, size, off } = seg.src else {
+                    continue;
+                };
+                let first = u64::from(off) / bs;
+                let last = (u64::from(off) + u64::from(seg.len) - 1) / bs;
+                for b in first..=last {
+                    let blen = (u64::from(size) - b * bs).min(bs) as u32;
+                    let key = block_key(self.volume.id, id, b as u32, blen);
+                    if self.cache.peek(&key).is_some() {
+                        continue;
+                    }
+                    let Ok(permit) = self.prefetch.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (cache, store) = (self.cache.clone(), self.store.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = cache.fetch(&store, &key, blen as usize).await {
+                            tracing::debug!(key, error = %e, "read-ahead fetch failed");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- extended attributes, statfs, locks ----
+
+    /// Value of an extended attribute.
+    pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let r = self
+            .client
+            .call("getxattr", |mut c, _| {
+                let req = pb::XattrReq { ino, name: name.to_vec(), value: Vec::new(), flags: 0 };
+                async move { c.get_xattr(req).await }
+            })
+            .await?;
+        Ok(r.data)
+    }
+
+    /// Names of the extended attributes.
+    pub async fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .client
+            .call("listxattr", |mut c, _| {
+                let req = pb::InoReq { ino };
+                async move { c.list_xattr(req).await }
+            })
+            .await?
+            .names)
+    }
+
+    /// Sets an extended attribute.
+    pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        self.client
+            .call("setxattr", |mut c, _| {
+                let req = pb::XattrReq { ino, name: name.to_vec(), value: value.to_vec(), flags };
+                async move { c.set_xattr(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes an extended attribute.
+    pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        self.client
+            .call("removexattr", |mut c, _| {
+                let req = pb::XattrReq { ino, name: name.to_vec(), value: Vec::new(), flags: 0 };
+                async move { c.remove_xattr(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Volume size and use; an unlimited volume reports the block store's disk.
+    pub async fn statfs(&self) -> Result<StatFs> {
+        let r = self
+            .client
+            .call("statfs", |mut c, _| {
+                let req = pb::StatFsReq { volume: self.volume.id };
+                async move { c.stat_fs(req).await }
+            })
+            .await?;
+        let (total, free) = if r.capacity > 0 {
+            (r.capacity, r.capacity.saturating_sub(r.used_bytes))
+        } else {
+            let (t, f) = self.store_disk().unwrap_or((1 << 50, 1 << 50));
+            (t.max(r.used_bytes), f)
+        };
+        let (files, ffree) = if r.inode_limit > 0 {
+            (r.inode_limit, r.inode_limit.saturating_sub(r.used_inodes))
+        } else {
+            (r.used_inodes + (1 << 32), 1 << 32)
+        };
+        Ok(StatFs { total, free, files, ffree })
+    }
+
+    fn store_disk(&self) -> Option<(u64, u64)> {
+        let path = self.volume.store.strip_prefix("file://")?;
+        let st = nix_statvfs(path)?;
+        Some(st)
+    }
+
+    /// The first lock that would conflict (POSIX semantics), if any.
+    pub async fn getlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        kind: u32,
+        pid: u32,
+    ) -> Result<Option<(u32, u64, u64, u32)>> {
+        let r = self
+            .client
+            .call("getlk", |mut c, session| {
+                let req = pb::LockReq { session, ino, owner, start, end, kind, pid };
+                async move { c.get_lock(req).await }
+            })
+            .await?;
+        Ok(if r.kind == 2 { None } else { Some((r.kind, r.start, r.end, r.pid)) })
+    }
+
+    /// Takes or releases a lock; with `wait`, retries until granted.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn setlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        kind: u32,
+        pid: u32,
+        wait: bool,
+    ) -> Result<()> {
+        let mut delay = Duration::from_millis(5);
+        let started = Instant::now();
+        loop {
+            let res = self
+                .client
+                .call("setlk", |mut c, session| {
+                    let req = pb::LockReq { session, ino, owner, start, end, kind, pid };
+                    async move { c.set_lock(req).await }
+                })
+                .await;
+            match res {
+                Err(e) if wait && e.errno() == libc::EAGAIN => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        delay = Duration::from_millis(500);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+
+    /// Drops the locks an owner holds on a file (on close).
+    pub async fn release_locks(&self, ino: u64, owner: u64) -> Result<()> {
+        self.client
+            .call("release_locks", |mut c, session| {
+                let req = pb::ReleaseLocksReq { session, ino, owner, flock: false };
+                async move { c.release_locks(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The inode behind a handle.
+    pub fn handle_ino(&self, fh: u64) -> Result<u64> {
+        Ok(self.handle(fh)?.ino)
+    }
+
+    /// Commits everything and ends the session.
+    pub async fn unmount(&self) -> Result<()> {
+        let inos: Vec<u64> = Self::lock(&self.writers).keys().copied().collect();
+        let mut first_err = None;
+        for ino in inos {
+            if let Err(e) = self.commit(ino, false).await {
+                tracing::error!(ino, error = %e, "could not commit buffered writes at unmount");
+                first_err = first_err.or(Some(e));
+            }
+        }
+        let session = self.client.session();
+        if let Err(e) = self
+            .client
+            .call("unmount", |mut c, _| {
+                let req = pb::SessionReq { session };
+                async move { c.unmount(req).await }
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "server did not acknowledge the unmount");
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a heartbeat (re-registering the session if the server restarted).
+    pub async fn heartbeat(&self) -> Result<()> {
+        self.client
+            .call("heartbeat", |mut c, session| {
+                let req = pb::SessionReq { session };
+                async move { c.heartbeat(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Bytes held by the memory block cache.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.mem_bytes()
+    }
+}
+
+fn nix_statvfs(path: &str) -> Option<(u64, u64)> {
+    let c = std::ffi::CString::new(path).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}

@@ -1,0 +1,242 @@
+//! Write-back buffering: writes accumulate into slices (one open slice per chunk), full blocks
+//! are uploaded in the background as soon as they fill, and a flush uploads the partial tails
+//! and hands the finished slices to the caller to commit in one metadata transaction.
+//!
+//! Nothing here is visible to other clients until that commit, so a client that dies mid-write
+//! leaves the file as it was at its last commit (old data or zeros, never partial garbage).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_blocks::layout::{block_key, chunk_pieces};
+use strata_blocks::{BlockCache, BlockStore};
+use strata_meta::{Slice, Timespec};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, VfsError};
+
+/// Memory is accounted in units of this many bytes.
+const UNIT: usize = 1024;
+
+/// Shared by every file writer of a mount.
+pub struct WriteShared {
+    /// Where blocks go.
+    pub store: BlockStore,
+    /// Written blocks are cached for read-back.
+    pub cache: Arc<BlockCache>,
+    /// Volume id (part of block keys).
+    pub volume: u32,
+    /// Block size.
+    pub block_size: u32,
+    /// Bytes of buffered, not yet uploaded data (in `UNIT`s).
+    pub memory: Arc<Semaphore>,
+    /// Concurrent block uploads.
+    pub uploads: Arc<Semaphore>,
+}
+
+impl WriteShared {
+    /// Limits: `buffer` bytes of write-back memory, `parallel` concurrent uploads.
+    pub fn new(
+        store: BlockStore,
+        cache: Arc<BlockCache>,
+        volume: u32,
+        block_size: u32,
+        buffer: u64,
+        parallel: usize,
+    ) -> Self {
+        let units = (buffer as usize / UNIT).clamp(block_size as usize / UNIT * 2, Semaphore::MAX_PERMITS);
+        WriteShared {
+            store,
+            cache,
+            volume,
+            block_size,
+            memory: Arc::new(Semaphore::new(units)),
+            uploads: Arc::new(Semaphore::new(parallel.max(1))),
+        }
+    }
+}
+
+struct OpenSlice {
+    pos: u32,
+    id: u64,
+    len: u32,
+    buf: Vec<u8>,
+    permit: Option<OwnedSemaphorePermit>,
+    blocks_sent: u32,
+}
+
+/// The dirty state of one file in this client.
+#[derive(Default)]
+pub struct FileWriter {
+    open: BTreeMap<u32, OpenSlice>,
+    finished: Vec<(u32, Slice)>,
+    uploads: Vec<JoinHandle<Result<()>>>,
+    /// One past the highest byte written and not yet committed.
+    pub end: u64,
+    /// Time of the last uncommitted write.
+    pub mtime: Option<Timespec>,
+}
+
+impl FileWriter {
+    /// Whether anything is waiting to be committed.
+    pub fn is_dirty(&self) -> bool {
+        !self.open.is_empty() || !self.finished.is_empty() || !self.uploads.is_empty()
+    }
+
+    /// Buffers `data` at file offset `off`. `new_id` hands out fresh slice ids.
+    pub async fn write<F, Fut>(&mut self, sh: &WriteShared, off: u64, data: &[u8], mut new_id: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<u64>>,
+    {
+        let bs = sh.block_size as usize;
+        let mut consumed = 0usize;
+        for (idx, pos, n) in chunk_pieces(off, data.len() as u64) {
+            let mut rest = &data[consumed..consumed + n as usize];
+            consumed += n as usize;
+            let mut at = pos;
+            let mut spare: Option<OwnedSemaphorePermit> = None;
+            while !rest.is_empty() {
+                if !self.open.get(&idx).is_some_and(|s| s.pos + s.len == at) {
+                    self.finish_slice(sh, idx).await?;
+                    let id = new_id().await?;
+                    self.open
+                        .insert(idx, OpenSlice { pos: at, id, len: 0, buf: Vec::new(), permit: None, blocks_sent: 0 });
+                }
+                let have = self.open.get(&idx).map(|s| s.buf.len()).unwrap_or(0);
+                let take = (bs - have).min(rest.len());
+                let units = take.div_ceil(UNIT) as u32;
+                let permit = match spare.take() {
+                    Some(p) if p.num_permits() >= units as usize => p,
+                    other => {
+                        drop(other);
+                        match sh.memory.clone().try_acquire_many_owned(units) {
+                            Ok(p) => p,
+                            Err(_) => {
+                                // Out of write-back memory: push this file's partial blocks out
+                                // so waiting always makes progress, then wait for uploads.
+                                let idxs: Vec<u32> = self.open.keys().copied().collect();
+                                for i in idxs {
+                                    self.finish_slice(sh, i).await?;
+                                }
+                                spare = Some(
+                                    sh.memory
+                                        .clone()
+                                        .acquire_many_owned(units)
+                                        .await
+                                        .map_err(|_| VfsError::errno_msg(libc::EIO, "write buffer closed"))?,
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let Some(s) = self.open.get_mut(&idx) else {
+                    continue;
+                };
+                if s.buf.is_empty() {
+                    s.buf.reserve_exact(if s.len == 0 && rest.len() < bs { rest.len() } else { bs });
+                }
+                s.buf.extend_from_slice(&rest[..take]);
+                s.len += take as u32;
+                match &mut s.permit {
+                    Some(p) => p.merge(permit),
+                    None => s.permit = Some(permit),
+                }
+                rest = &rest[take..];
+                at += take as u32;
+                if s.buf.len() == bs {
+                    let buf = std::mem::take(&mut s.buf);
+                    let block = s.blocks_sent;
+                    s.blocks_sent += 1;
+                    let permit = s.permit.take();
+                    let id = s.id;
+                    self.upload(sh, id, block, buf, permit);
+                }
+            }
+            if u64::from(pos + n) == strata_meta::CHUNK_SIZE {
+                // The slice reached the end of its chunk: nothing can extend it.
+                self.finish_slice(sh, idx).await?;
+            }
+        }
+        self.end = self.end.max(off + data.len() as u64);
+        self.mtime = Some(Timespec::now());
+        Ok(())
+    }
+
+    fn upload(&mut self, sh: &WriteShared, id: u64, block: u32, buf: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
+        let key = block_key(sh.volume, id, block, buf.len() as u32);
+        let (store, cache, uploads) = (sh.store.clone(), sh.cache.clone(), sh.uploads.clone());
+        self.uploads.push(tokio::spawn(async move {
+            let _slot = uploads.acquire_owned().await.map_err(|_| VfsError::errno_msg(libc::EIO, "uploads closed"))?;
+            let data = Bytes::from(buf);
+            store.put(&key, data.clone()).await.map_err(|e| {
+                tracing::error!(key, error = %e, "block upload failed");
+                VfsError::from(e)
+            })?;
+            cache.insert(&key, data);
+            drop(permit);
+            Ok(())
+        }));
+    }
+
+    async fn finish_slice(&mut self, sh: &WriteShared, idx: u32) -> Result<()> {
+        let Some(mut s) = self.open.remove(&idx) else {
+            return Ok(());
+        };
+        if s.len == 0 {
+            return Ok(());
+        }
+        if !s.buf.is_empty() {
+            let buf = std::mem::take(&mut s.buf);
+            let permit = s.permit.take();
+            self.upload(sh, s.id, s.blocks_sent, buf, permit);
+        }
+        self.finished.push((idx, Slice { pos: s.pos, id: s.id, size: s.len, off: 0, len: s.len }));
+        // Keep the number of in-flight handles bounded for long sequential writes.
+        if self.uploads.len() > 64 {
+            self.reap_uploads(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn reap_uploads(&mut self, all: bool) -> Result<()> {
+        let mut first_err = None;
+        let handles = std::mem::take(&mut self.uploads);
+        for h in handles {
+            if !all && !h.is_finished() {
+                self.uploads.push(h);
+                continue;
+            }
+            match h.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(e) => first_err = first_err.or(Some(VfsError::errno_msg(libc::EIO, format!("upload task: {e}")))),
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Uploads everything buffered and returns the slices to commit, in write order. On an
+    /// upload error the slices are dropped (their data is lost to the caller, who gets EIO).
+    pub async fn drain(&mut self, sh: &WriteShared) -> Result<Vec<(u32, Slice)>> {
+        let idxs: Vec<u32> = self.open.keys().copied().collect();
+        for idx in idxs {
+            self.finish_slice(sh, idx).await?;
+        }
+        let res = self.reap_uploads(true).await;
+        let slices = std::mem::take(&mut self.finished);
+        res.map(|()| slices)
+    }
+
+    /// Whether there are finished slices worth committing before the file is closed (whole
+    /// chunks written), so long writes become visible and crash-safe progressively.
+    pub fn has_finished_chunks(&self) -> bool {
+        !self.finished.is_empty()
+    }
+}
