@@ -1,5 +1,7 @@
+// The .proto is compiled by protox (pure Rust), so building needs no system protoc.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/strata.proto");
-    tonic_prost_build::configure().bytes(".strata.v1.ChunkResp").compile_protos(&["proto/strata.proto"], &["proto"])?;
+    let fds = protox::compile(["proto/strata.proto"], ["proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn push_slice(buf: &mut Vec<u8>, s: &Slice) {
 
 /// Decodes an encoded slice list.
 pub fn dec_slices(buf: &[u8]) -> Result<Vec<Slice>> {
-    if buf.len() % SLICE_LEN != 0 {
+    if !buf.len().is_multiple_of(SLICE_LEN) {
         return Err(MetaError::Corrupt(format!("slice list of {} bytes", buf.len())));
     }
     Ok(buf

@@ -255,7 +255,7 @@ fn set_length(t: &mut dyn KvTxn, ino: Ino, a: &mut Attr, new: u64) -> Result<()>
                 t.delete(k)?;
             }
         }
-        if new % CHUNK_SIZE != 0 {
+        if !new.is_multiple_of(CHUNK_SIZE) {
             // Cover the cut-off tail with a hole so a later extension reads zeros.
             let idx = (new / CHUNK_SIZE) as u32;
             let ck = keys::chunk(ino, idx);
@@ -938,7 +938,9 @@ impl Meta {
                 {
                     return Err(MetaError::Invalid("slice outside its chunk".into()));
                 }
-                end = end.max(u64::from(*idx) * CHUNK_SIZE + u64::from(s.pos) + u64::from(s.len));
+                if s.len > 0 {
+                    end = end.max(u64::from(*idx) * CHUNK_SIZE + u64::from(s.pos) + u64::from(s.len));
+                }
             }
             if end > MAX_FILE_SIZE {
                 return Err(MetaError::TooBig);
@@ -946,7 +948,7 @@ impl Meta {
             let before = a.charged_bytes() as i64;
             a.size = end;
             charge(t, a.volume, a.charged_bytes() as i64 - before, 0)?;
-            for (idx, s) in writes {
+            for (idx, s) in writes.iter().filter(|(_, s)| s.len > 0) {
                 let ck = keys::chunk(ino, *idx);
                 let mut raw = t.get(&ck)?.unwrap_or_default();
                 push_slice(&mut raw, s);

@@ -484,7 +484,7 @@ impl Vfs {
                 }
             }
         }
-        let keep = self.revalidate(ino, &a) && !self.writer(ino).is_some();
+        let keep = self.revalidate(ino, &a) && self.writer(ino).is_none();
         let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
         Ok((fh, keep))
     }

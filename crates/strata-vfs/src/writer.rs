@@ -91,6 +91,9 @@ impl FileWriter {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<u64>>,
     {
+        if data.is_empty() {
+            return Ok(());
+        }
         let bs = sh.block_size as usize;
         let mut consumed = 0usize;
         for (idx, pos, n) in chunk_pieces(off, data.len() as u64) {
@@ -99,7 +102,7 @@ impl FileWriter {
             let mut at = pos;
             let mut spare: Option<OwnedSemaphorePermit> = None;
             while !rest.is_empty() {
-                if !self.open.get(&idx).is_some_and(|s| s.pos + s.len == at) {
+                if self.open.get(&idx).is_none_or(|s| s.pos + s.len != at) {
                     self.finish_slice(sh, idx).await?;
                     let id = new_id().await?;
                     self.open

@@ -46,7 +46,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         println!("garbage:  {} slices waiting for block deletion", s.pending_slices);
         println!("clients:  {}", s.sessions.len());
         if !s.sessions.is_empty() {
-            println!("{:<18} {:<20} {}", "SESSION", "VOLUME", "CLIENT");
+            println!("{:<18} {:<20} CLIENT", "SESSION", "VOLUME");
             for x in &s.sessions {
                 println!("{:<18} {:<20} {}", format!("{:016x}", x.id), x.volume, x.client);
             }
