@@ -10,6 +10,7 @@ pub mod pb {
 pub use pb::*;
 
 pub mod conv;
+pub mod wire;
 
 /// Response metadata key marking a session the server does not know (the client re-registers).
 pub const SESSION_KEY: &str = "x-strata-session";

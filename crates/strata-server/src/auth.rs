@@ -36,6 +36,11 @@ impl Auth {
         }
     }
 
+    /// The caller a token secret stands for, or the status refusing it.
+    pub fn principal(&self, secret: &str) -> Result<Principal, Status> {
+        self.verify(secret).map(Principal)
+    }
+
     fn verify(&self, secret: &str) -> Result<TokenRecord, Status> {
         let h = hash_token(secret);
         if let Ok(c) = self.cache.lock()

@@ -8,6 +8,7 @@ pub mod locks;
 pub mod service;
 pub mod sessions;
 pub mod state;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,7 +73,7 @@ pub struct ServerConfig {
 /// A server ready to serve: store opened, token bootstrapped, port bound.
 pub struct Server {
     st: Arc<State>,
-    incoming: tonic::transport::server::TcpIncoming,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
     gc: GcConfig,
 }
@@ -107,11 +108,11 @@ impl Server {
         let blocks = dir.join("blocks");
         std::fs::create_dir_all(&blocks).map_err(data_err(&blocks))?;
         let st = Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display())));
-        let incoming = tonic::transport::server::TcpIncoming::bind(cfg.listen)
-            .map_err(|source| ServerError::Listen { addr: cfg.listen, source })?
-            .with_nodelay(Some(true));
-        let addr = incoming.local_addr().map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
-        Ok(Server { st, incoming, addr, gc: cfg.gc })
+        let listen_err = |source| ServerError::Listen { addr: cfg.listen, source };
+        let listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
+        listener.set_nonblocking(true).map_err(listen_err)?;
+        let addr = listener.local_addr().map_err(listen_err)?;
+        Ok(Server { st, listener, addr, gc: cfg.gc })
     }
 
     /// The address actually bound (useful with port 0).
@@ -123,11 +124,15 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let st = self.st.clone();
         let gc = tokio::spawn(gc::run(st.clone(), self.gc));
+        let svc = Arc::new(service::MetaService::new(st.clone()));
+        let listener = tokio::net::TcpListener::from_std(self.listener)
+            .map_err(|source| ServerError::Listen { addr: self.addr, source })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let acceptor = tokio::spawn(accept(listener, tx, st.clone(), svc.clone()));
+        let grpc_conns = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         let a1 = st.clone();
         let meta = InterceptedService::new(
-            MetaServer::new(service::MetaService::new(st.clone()))
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
+            MetaServer::from_arc(svc).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
             move |r| a1.auth.check(r),
         );
         let a2 = st.clone();
@@ -138,15 +143,46 @@ impl Server {
             .tcp_nodelay(true)
             .add_service(meta)
             .add_service(admin)
-            .serve_with_incoming_shutdown(self.incoming, shutdown)
+            .serve_with_incoming_shutdown(grpc_conns, shutdown)
             .await;
         gc.abort();
+        acceptor.abort();
         // Make everything committed so far durable before exiting.
         let meta = st.meta.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || meta.sync()).await {
             tracing::error!(error = %e, "final metadata sync failed");
         }
         res.map_err(ServerError::from)
+    }
+}
+
+/// Accepts connections and routes each by its first bytes: the framed transport is served
+/// here, everything else is handed to gRPC.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    grpc: tokio::sync::mpsc::Sender<std::io::Result<tokio::net::TcpStream>>,
+    st: Arc<State>,
+    svc: Arc<service::MetaService>,
+) {
+    loop {
+        let sock = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let (grpc, st, svc) = (grpc.clone(), st.clone(), svc.clone());
+        tokio::spawn(async move {
+            if wire::is_framed(&sock, Duration::from_secs(10)).await {
+                wire::serve_conn(st, svc, sock).await;
+            } else {
+                let _ = grpc.send(Ok(sock)).await;
+            }
+        });
     }
 }
 

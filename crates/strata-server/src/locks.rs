@@ -1,6 +1,7 @@
-//! Advisory locks shared by all clients: POSIX byte-range locks (fcntl) and whole-file flock.
+//! Advisory locks shared by all clients: byte ranges owned by (session, kernel lock owner).
 //!
-//! Owners are (session, lock owner) pairs so that two clients never share an owner. Blocking
+//! fcntl locks arrive with the process's owner id, flock locks as whole-file ranges with the
+//! open file's owner id, so both contend across clients through this one table. Blocking
 //! requests are retried by the client; the server only answers "granted" or "would block".
 
 use std::collections::HashMap;
@@ -59,7 +60,6 @@ pub struct Range {
 #[derive(Default)]
 pub struct LockTable {
     posix: HashMap<u64, Vec<Range>>,
-    flock: HashMap<u64, HashMap<Owner, LockKind>>,
 }
 
 fn conflicts(a: LockKind, b: LockKind) -> bool {
@@ -107,30 +107,9 @@ impl LockTable {
         true
     }
 
-    /// Takes or releases a whole-file lock; `false` if another owner holds a conflicting one.
-    pub fn flock(&mut self, ino: u64, owner: Owner, kind: LockKind) -> bool {
-        let holders = self.flock.entry(ino).or_default();
-        if kind == LockKind::Unlock {
-            holders.remove(&owner);
-        } else {
-            if holders.iter().any(|(o, k)| *o != owner && conflicts(*k, kind)) {
-                return false;
-            }
-            holders.insert(owner, kind);
-        }
-        if holders.is_empty() {
-            self.flock.remove(&ino);
-        }
-        true
-    }
-
-    /// Drops the POSIX locks (or, with `flock`, the flock) an owner holds on an inode.
-    pub fn release(&mut self, ino: u64, owner: Owner, flock: bool) {
-        if flock {
-            self.flock(ino, owner, LockKind::Unlock);
-        } else {
-            self.set(ino, owner, 0, u64::MAX, LockKind::Unlock, 0);
-        }
+    /// Drops the locks an owner holds on an inode (its file was closed).
+    pub fn release(&mut self, ino: u64, owner: Owner) {
+        self.set(ino, owner, 0, u64::MAX, LockKind::Unlock, 0);
     }
 
     /// Drops every lock of a session (it unmounted or expired).
@@ -138,10 +117,6 @@ impl LockTable {
         self.posix.retain(|_, v| {
             v.retain(|r| r.owner.0 != session);
             !v.is_empty()
-        });
-        self.flock.retain(|_, h| {
-            h.retain(|o, _| o.0 != session);
-            !h.is_empty()
         });
     }
 }
@@ -169,19 +144,19 @@ mod tests {
         assert!(t.set(1, (2, 2), 40, 59, Write, 2));
         assert!(!t.set(1, (2, 2), 39, 40, Write, 2));
         assert!(!t.set(1, (2, 2), 59, 60, Write, 2));
-        t.release(1, (1, 1), false);
+        t.release(1, (1, 1));
         assert!(t.set(1, (2, 2), 0, u64::MAX, Write, 2));
     }
 
     #[test]
-    fn flock_conflicts_and_session_release() {
+    fn session_release_drops_only_that_session() {
         let mut t = LockTable::default();
-        assert!(t.flock(5, (1, 1), Read));
-        assert!(t.flock(5, (2, 1), Read));
-        assert!(!t.flock(5, (3, 1), Write));
+        assert!(t.set(5, (1, 1), 0, u64::MAX, Read, 1));
+        assert!(t.set(5, (2, 1), 0, u64::MAX, Read, 2));
+        assert!(!t.set(5, (3, 1), 0, u64::MAX, Write, 3));
         t.release_session(1);
-        assert!(!t.flock(5, (3, 1), Write), "session 2 still shares it");
-        t.release(5, (2, 1), true);
-        assert!(t.flock(5, (3, 1), Write));
+        assert!(!t.set(5, (3, 1), 0, u64::MAX, Write, 3), "session 2 still shares it");
+        t.release_session(2);
+        assert!(t.set(5, (3, 1), 0, u64::MAX, Write, 3));
     }
 }

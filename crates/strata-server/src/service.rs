@@ -44,7 +44,13 @@ fn unknown_session() -> Status {
 }
 
 fn attr_resp(ino: u64, a: &strata_meta::Attr) -> Response<pb::AttrResp> {
-    Response::new(pb::AttrResp { attr: Some(attr_to_pb(ino, a)) })
+    Response::new(pb::AttrResp { attr: Some(attr_to_pb(ino, a)), parent: None })
+}
+
+/// A directory's attributes right after a change to it, so the client need not ask again (the
+/// kernel drops a directory's cached attributes whenever an entry in it changes).
+fn dir_after(meta: &strata_meta::Meta, ino: u64) -> Option<pb::Attr> {
+    meta.getattr(ino).ok().map(|a| attr_to_pb(ino, &a))
 }
 
 fn bad_kind() -> Status {
@@ -146,7 +152,7 @@ impl MetaRpc for MetaService {
             self.session(r.session)?;
         }
         let meta = self.st.meta.clone();
-        let (ino, a, created) = blocking(move || {
+        let ((ino, a, created), parent) = blocking(move || {
             let res = meta.mknod(
                 &ctx_from_pb(r.caller.as_ref()),
                 r.parent,
@@ -161,42 +167,56 @@ impl MetaRpc for MetaService {
             if r.session != 0 {
                 meta.note_open(r.session, res.0)?;
             }
-            Ok(res)
+            Ok((res, dir_after(&meta, r.parent)))
         })
         .await?;
-        Ok(Response::new(pb::MknodResp { attr: Some(attr_to_pb(ino, &a)), created }))
+        Ok(Response::new(pb::MknodResp { attr: Some(attr_to_pb(ino, &a)), created, parent }))
     }
 
     async fn link(&self, req: Request<pb::LinkReq>) -> Result<Response<pb::AttrResp>, Status> {
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let ino = r.ino;
-        let a = blocking(move || meta.link(&ctx_from_pb(r.caller.as_ref()), r.ino, r.new_parent, &r.new_name)).await?;
-        Ok(attr_resp(ino, &a))
-    }
-
-    async fn unlink(&self, req: Request<pb::NameReq>) -> Result<Response<pb::Empty>, Status> {
-        let r = req.into_inner();
-        let meta = self.st.meta.clone();
-        blocking(move || meta.unlink(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)).await?;
-        Ok(Response::new(pb::Empty {}))
-    }
-
-    async fn rmdir(&self, req: Request<pb::NameReq>) -> Result<Response<pb::Empty>, Status> {
-        let r = req.into_inner();
-        let meta = self.st.meta.clone();
-        blocking(move || meta.rmdir(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)).await?;
-        Ok(Response::new(pb::Empty {}))
-    }
-
-    async fn rename(&self, req: Request<pb::RenameReq>) -> Result<Response<pb::Empty>, Status> {
-        let r = req.into_inner();
-        let meta = self.st.meta.clone();
-        blocking(move || {
-            meta.rename(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name, r.new_parent, &r.new_name, r.flags)
+        let (a, parent) = blocking(move || {
+            let a = meta.link(&ctx_from_pb(r.caller.as_ref()), r.ino, r.new_parent, &r.new_name)?;
+            Ok((a, dir_after(&meta, r.new_parent)))
         })
         .await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(pb::AttrResp { attr: Some(attr_to_pb(ino, &a)), parent }))
+    }
+
+    async fn unlink(&self, req: Request<pb::NameReq>) -> Result<Response<pb::DirChange>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let parent = blocking(move || {
+            meta.unlink(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)?;
+            Ok(dir_after(&meta, r.parent))
+        })
+        .await?;
+        Ok(Response::new(pb::DirChange { parent, new_parent: None }))
+    }
+
+    async fn rmdir(&self, req: Request<pb::NameReq>) -> Result<Response<pb::DirChange>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let parent = blocking(move || {
+            meta.rmdir(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)?;
+            Ok(dir_after(&meta, r.parent))
+        })
+        .await?;
+        Ok(Response::new(pb::DirChange { parent, new_parent: None }))
+    }
+
+    async fn rename(&self, req: Request<pb::RenameReq>) -> Result<Response<pb::DirChange>, Status> {
+        let r = req.into_inner();
+        let meta = self.st.meta.clone();
+        let (parent, new_parent) = blocking(move || {
+            meta.rename(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name, r.new_parent, &r.new_name, r.flags)?;
+            let np = if r.new_parent != r.parent { dir_after(&meta, r.new_parent) } else { None };
+            Ok((dir_after(&meta, r.parent), np))
+        })
+        .await?;
+        Ok(Response::new(pb::DirChange { parent, new_parent }))
     }
 
     async fn readlink(&self, req: Request<pb::InoReq>) -> Result<Response<pb::BytesResp>, Status> {
@@ -353,20 +373,9 @@ impl MetaRpc for MetaService {
         }
     }
 
-    async fn flock(&self, req: Request<pb::FlockReq>) -> Result<Response<pb::Empty>, Status> {
-        let r = req.into_inner();
-        self.session(r.session)?;
-        let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
-        if self.locks()?.flock(r.ino, (r.session, r.owner), kind) {
-            Ok(Response::new(pb::Empty {}))
-        } else {
-            Err(errno_status(Code::FailedPrecondition, 11, "conflicting lock held"))
-        }
-    }
-
     async fn release_locks(&self, req: Request<pb::ReleaseLocksReq>) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
-        self.locks()?.release(r.ino, (r.session, r.owner), r.flock);
+        self.locks()?.release(r.ino, (r.session, r.owner));
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -1,19 +1,22 @@
-//! The RPC client to `strata server`: bearer token on every call, retries while the server is
-//! unreachable (a restart is survived without a remount), and transparent re-registration of
-//! the session when the server no longer knows it.
+//! The clients of `strata server`: the session client of a mount (framed transport, retries
+//! while the server is unreachable so a restart is survived without a remount, transparent
+//! re-registration of the session when the server no longer knows it) and the gRPC admin
+//! client.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use strata_proto::pb;
 use strata_proto::pb::admin_client::AdminClient;
-use strata_proto::pb::meta_client::MetaClient;
+use strata_proto::wire;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Status};
 
 use crate::error::{Result, VfsError};
 
@@ -33,7 +36,6 @@ impl tonic::service::Interceptor for TokenInterceptor {
     }
 }
 
-type Rpc = MetaClient<InterceptedService<Channel, TokenInterceptor>>;
 type AdminRpc = AdminClient<InterceptedService<Channel, TokenInterceptor>>;
 
 /// Connects to a server: the address and the token to present.
@@ -82,9 +84,63 @@ fn session_unknown(s: &Status) -> bool {
     s.metadata().get(strata_proto::SESSION_KEY).is_some()
 }
 
+/// Connections of the framed transport, used one call at a time each.
+struct Pool {
+    addr: String,
+    token: String,
+    idle: Mutex<Vec<TcpStream>>,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("{what}: {e}"))
+}
+
+impl Pool {
+    async fn open(&self) -> Result<TcpStream, Status> {
+        let mut s =
+            TcpStream::connect(&self.addr).await.map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
+        let _ = s.set_nodelay(true);
+        let mut hello = Vec::with_capacity(12 + self.token.len());
+        hello.extend_from_slice(wire::MAGIC);
+        hello.extend_from_slice(&(self.token.len() as u32).to_be_bytes());
+        hello.extend_from_slice(self.token.as_bytes());
+        s.write_all(&hello).await.map_err(|e| unavailable("send hello", e))?;
+        let (status, _, body) = wire::read_frame(&mut s).await.map_err(|e| unavailable("read hello answer", e))?;
+        if status != wire::OK {
+            let err = pb::RpcError::decode(body).map_err(|e| Status::internal(format!("bad error frame: {e}")))?;
+            return Err(wire::error_to_status(err));
+        }
+        Ok(s)
+    }
+
+    async fn unary<Req: Message, Resp: Message + Default>(
+        &self,
+        method: wire::Method,
+        req: &Req,
+    ) -> Result<Resp, Status> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut s = match idle {
+            Some(s) => s,
+            None => self.open().await?,
+        };
+        let body = req.encode_to_vec();
+        wire::write_frame(&mut s, method as u16, 0, &body).await.map_err(|e| unavailable("send request", e))?;
+        let (status, _, payload) = wire::read_frame(&mut s).await.map_err(|e| unavailable("read response", e))?;
+        if let Ok(mut v) = self.idle.lock() {
+            v.push(s);
+        }
+        if status == wire::OK {
+            Resp::decode(payload).map_err(|e| Status::internal(format!("malformed response: {e}")))
+        } else {
+            let err = pb::RpcError::decode(payload).map_err(|e| Status::internal(format!("bad error frame: {e}")))?;
+            Err(wire::error_to_status(err))
+        }
+    }
+}
+
 /// A mounted session's RPC client.
 pub struct Client {
-    rpc: Rpc,
+    pool: Pool,
     volume: String,
     client_name: String,
     session: AtomicU64,
@@ -95,36 +151,39 @@ pub struct Client {
 }
 
 impl Client {
-    /// Registers a session for `volume` and returns the client and the server's answer.
+    /// Connects to `server` with `token` and registers a session for `volume`.
     pub async fn mount(
-        channel: Channel,
-        auth: TokenInterceptor,
+        server: &str,
+        token: &str,
         volume: &str,
         client_name: &str,
         retry_timeout: Duration,
     ) -> Result<(Arc<Client>, pb::MountResp)> {
-        let rpc = MetaClient::with_interceptor(channel, auth)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
-        let resp = rpc
-            .clone()
-            .mount(pb::MountReq {
-                volume: volume.to_string(),
-                client: client_name.to_string(),
-                open_inos: Vec::new(),
-                session: 0,
-            })
-            .await
-            .map_err(|s| match VfsError::from_status(&s) {
+        let addr = server.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let pool = Pool { addr: addr.clone(), token: token.trim().to_string(), idle: Mutex::new(Vec::new()) };
+        let conn = pool.open().await.map_err(|s| match VfsError::from_status(&s) {
+            VfsError::Unavailable(m) => VfsError::Unavailable(format!("cannot reach strata server at {addr}: {m}")),
+            e => e,
+        })?;
+        if let Ok(mut v) = pool.idle.lock() {
+            v.push(conn);
+        }
+        let req = pb::MountReq {
+            volume: volume.to_string(),
+            client: client_name.to_string(),
+            open_inos: Vec::new(),
+            session: 0,
+        };
+        let resp: pb::MountResp =
+            pool.unary(wire::Method::Mount, &req).await.map_err(|s| match VfsError::from_status(&s) {
                 VfsError::Errno { errno, .. } if errno == libc::ENOENT => VfsError::errno_msg(
                     libc::ENOENT,
                     format!("volume {volume:?} does not exist (see `strata volume list`)"),
                 ),
                 e => e,
-            })?
-            .into_inner();
+            })?;
         let client = Arc::new(Client {
-            rpc,
+            pool,
             volume: volume.to_string(),
             client_name: client_name.to_string(),
             session: AtomicU64::new(resp.session),
@@ -169,42 +228,38 @@ impl Client {
             .lock()
             .map(|m| m.iter().flat_map(|(ino, n)| std::iter::repeat_n(*ino, *n as usize)).collect())
             .unwrap_or_default();
-        let resp = self
-            .rpc
-            .clone()
-            .mount(pb::MountReq {
-                volume: self.volume.clone(),
-                client: self.client_name.clone(),
-                open_inos: open,
-                session: seen,
-            })
-            .await
-            .map_err(|s| VfsError::from_status(&s))?
-            .into_inner();
+        let req = pb::MountReq {
+            volume: self.volume.clone(),
+            client: self.client_name.clone(),
+            open_inos: open,
+            session: seen,
+        };
+        let resp: pb::MountResp =
+            self.pool.unary(wire::Method::Mount, &req).await.map_err(|s| VfsError::from_status(&s))?;
         self.session.store(resp.session, Ordering::Relaxed);
         tracing::info!(session = resp.session, "session re-established with the server");
         Ok(())
     }
 
-    /// Runs one RPC, retrying while the server is unreachable and re-registering the session
-    /// if the server forgot it.
-    pub async fn call<T, F, Fut>(&self, what: &'static str, mut f: F) -> Result<T>
-    where
-        F: FnMut(Rpc, u64) -> Fut,
-        Fut: Future<Output = Result<Response<T>, Status>>,
-    {
+    /// Runs one call, retrying while the server is unreachable and re-registering the session
+    /// if the server forgot it. `make` builds the request for the current session id.
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: wire::Method,
+        mut make: impl FnMut(u64) -> Req,
+    ) -> Result<Resp> {
         let deadline = Instant::now() + self.retry_timeout;
         let mut delay = Duration::from_millis(20);
         let mut relogins = 0;
         let mut warned = false;
         loop {
             let session = self.session();
-            match f(self.rpc.clone(), session).await {
+            match self.pool.unary(method, &make(session)).await {
                 Ok(r) => {
                     if warned {
-                        tracing::info!(op = what, "strata server reachable again");
+                        tracing::info!(op = ?method, "strata server reachable again");
                     }
-                    return Ok(r.into_inner());
+                    return Ok(r);
                 }
                 Err(s) if session_unknown(&s) && relogins < 3 => {
                     relogins += 1;
@@ -217,7 +272,7 @@ impl Client {
                 }
                 Err(s) if transient(&s) && Instant::now() < deadline => {
                     if !warned {
-                        tracing::warn!(op = what, error = %s.message(), "strata server unreachable; retrying");
+                        tracing::warn!(op = ?method, error = %s.message(), "strata server unreachable; retrying");
                         warned = true;
                     }
                     tokio::time::sleep(delay).await;

@@ -15,6 +15,7 @@ use strata_blocks::{BlockCache, BlockStore, DiskCache};
 use strata_meta::{Attr, CHUNK_SIZE, Ctx, FileType, SetAttr, Slice};
 use strata_proto::conv::*;
 use strata_proto::pb;
+use strata_proto::wire::Method;
 use tokio::sync::Semaphore;
 
 use crate::client::Client;
@@ -36,6 +37,9 @@ pub struct VfsConfig {
     pub readahead: u64,
     /// Concurrent read-ahead fetches.
     pub prefetch_parallel: usize,
+    /// How long the kernel caches attributes; directory attributes returned by this client's
+    /// own changes are served from memory for at most this long.
+    pub attr_ttl: Duration,
 }
 
 impl Default for VfsConfig {
@@ -47,6 +51,7 @@ impl Default for VfsConfig {
             upload_parallel: 16,
             readahead: 64 << 20,
             prefetch_parallel: 8,
+            attr_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct Vfs {
     writers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<FileWriter>>>>,
     inodes: Mutex<HashMap<u64, InodeCache>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// Directory attributes from this client's own changes, each used once (see `getattr`).
+    changed_dirs: Mutex<HashMap<u64, (Attr, Instant)>>,
+    pending_closes: Arc<std::sync::atomic::AtomicUsize>,
     next_fh: AtomicU64,
     ids: tokio::sync::Mutex<(u64, u64)>,
     prefetch: Arc<Semaphore>,
@@ -149,6 +157,8 @@ impl Vfs {
             writers: Mutex::new(HashMap::new()),
             inodes: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            changed_dirs: Mutex::new(HashMap::new()),
+            pending_closes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             next_fh: AtomicU64::new(1),
             ids: tokio::sync::Mutex::new((0, 0)),
             prefetch: Arc::new(Semaphore::new(cfg.prefetch_parallel.max(1))),
@@ -211,9 +221,10 @@ impl Vfs {
     pub async fn lookup(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<(u64, Attr)> {
         let r = self
             .client
-            .call("lookup", |mut c, _| {
-                let req = pb::LookupReq { caller: Some(ctx_to_pb(ctx)), parent, name: name.to_vec() };
-                async move { c.lookup(req).await }
+            .call::<_, pb::AttrResp>(Method::Lookup, |_| pb::LookupReq {
+                caller: Some(ctx_to_pb(ctx)),
+                parent,
+                name: name.to_vec(),
             })
             .await?;
         let (ino, a) = attr_of(r.attr)?;
@@ -221,15 +232,24 @@ impl Vfs {
         Ok((ino, a))
     }
 
-    /// Current attributes.
+    /// Records directories changed by this client, from a change's reply.
+    fn note_dirs(&self, dirs: &[&Option<pb::Attr>]) {
+        let mut m = Self::lock(&self.changed_dirs);
+        for d in dirs.iter().filter_map(|d| d.as_ref()).filter_map(attr_from_pb) {
+            m.insert(d.0, (d.1, Instant::now()));
+        }
+    }
+
+    /// Current attributes. The kernel forgets a directory's attributes whenever an entry in it
+    /// changes and asks again before the next change; if this client made that change within
+    /// the attribute lifetime, the reply it got already holds the answer.
     pub async fn getattr(&self, ino: u64) -> Result<Attr> {
-        let r = self
-            .client
-            .call("getattr", |mut c, _| {
-                let req = pb::InoReq { ino };
-                async move { c.get_attr(req).await }
-            })
-            .await?;
+        if let Some((a, at)) = Self::lock(&self.changed_dirs).remove(&ino)
+            && at.elapsed() < self.cfg.attr_ttl
+        {
+            return Ok(a);
+        }
+        let r = self.client.call::<_, pb::AttrResp>(Method::GetAttr, |_| pb::InoReq { ino }).await?;
         let (_, a) = attr_of(r.attr)?;
         Ok(self.overlay(ino, a).await)
     }
@@ -240,13 +260,7 @@ impl Vfs {
             self.commit(ino, false).await?;
         }
         let msg = setattr_to_pb(ctx, ino, req);
-        let r = self
-            .client
-            .call("setattr", |mut c, _| {
-                let req = msg.clone();
-                async move { c.set_attr(req).await }
-            })
-            .await?;
+        let r = self.client.call::<_, pb::AttrResp>(Method::SetAttr, |_| msg.clone()).await?;
         let (_, a) = attr_of(r.attr)?;
         if req.size.is_some() {
             // Slices changed under any cached list.
@@ -272,24 +286,22 @@ impl Vfs {
     ) -> Result<(u64, Attr, bool)> {
         let r = self
             .client
-            .call("mknod", |mut c, session| {
-                let req = pb::MknodReq {
-                    caller: Some(ctx_to_pb(ctx)),
-                    parent,
-                    name: name.to_vec(),
-                    kind: kind.code(),
-                    mode,
-                    umask,
-                    rdev,
-                    target: target.to_vec(),
-                    excl,
-                    session: if open { session } else { 0 },
-                };
-                async move { c.mknod(req).await }
+            .call::<_, pb::MknodResp>(Method::Mknod, |session| pb::MknodReq {
+                caller: Some(ctx_to_pb(ctx)),
+                parent,
+                name: name.to_vec(),
+                kind: kind.code(),
+                mode,
+                umask,
+                rdev,
+                target: target.to_vec(),
+                excl,
+                session: if open { session } else { 0 },
             })
             .await?;
         let (ino, a) = attr_of(r.attr)?;
         self.remember(ino, &a);
+        self.note_dirs(&[&r.parent]);
         Ok((ino, a, r.created))
     }
 
@@ -327,36 +339,44 @@ impl Vfs {
     pub async fn link(&self, ctx: &Ctx, ino: u64, parent: u64, name: &[u8]) -> Result<Attr> {
         let r = self
             .client
-            .call("link", |mut c, _| {
-                let req =
-                    pb::LinkReq { caller: Some(ctx_to_pb(ctx)), ino, new_parent: parent, new_name: name.to_vec() };
-                async move { c.link(req).await }
+            .call::<_, pb::AttrResp>(Method::Link, |_| pb::LinkReq {
+                caller: Some(ctx_to_pb(ctx)),
+                ino,
+                new_parent: parent,
+                new_name: name.to_vec(),
             })
             .await?;
         let (_, a) = attr_of(r.attr)?;
         self.remember(ino, &a);
+        self.note_dirs(&[&r.parent]);
         Ok(self.overlay(ino, a).await)
     }
 
     /// Removes a file name.
     pub async fn unlink(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
-        self.client
-            .call("unlink", |mut c, _| {
-                let req = pb::NameReq { caller: Some(ctx_to_pb(ctx)), parent, name: name.to_vec() };
-                async move { c.unlink(req).await }
+        let r = self
+            .client
+            .call::<_, pb::DirChange>(Method::Unlink, |_| pb::NameReq {
+                caller: Some(ctx_to_pb(ctx)),
+                parent,
+                name: name.to_vec(),
             })
             .await?;
+        self.note_dirs(&[&r.parent, &r.new_parent]);
         Ok(())
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
-        self.client
-            .call("rmdir", |mut c, _| {
-                let req = pb::NameReq { caller: Some(ctx_to_pb(ctx)), parent, name: name.to_vec() };
-                async move { c.rmdir(req).await }
+        let r = self
+            .client
+            .call::<_, pb::DirChange>(Method::Rmdir, |_| pb::NameReq {
+                caller: Some(ctx_to_pb(ctx)),
+                parent,
+                name: name.to_vec(),
             })
             .await?;
+        self.note_dirs(&[&r.parent, &r.new_parent]);
         Ok(())
     }
 
@@ -370,32 +390,24 @@ impl Vfs {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
-        self.client
-            .call("rename", |mut c, _| {
-                let req = pb::RenameReq {
-                    caller: Some(ctx_to_pb(ctx)),
-                    parent,
-                    name: name.to_vec(),
-                    new_parent: newparent,
-                    new_name: newname.to_vec(),
-                    flags,
-                };
-                async move { c.rename(req).await }
+        let r = self
+            .client
+            .call::<_, pb::DirChange>(Method::Rename, |_| pb::RenameReq {
+                caller: Some(ctx_to_pb(ctx)),
+                parent,
+                name: name.to_vec(),
+                new_parent: newparent,
+                new_name: newname.to_vec(),
+                flags,
             })
             .await?;
+        self.note_dirs(&[&r.parent, &r.new_parent]);
         Ok(())
     }
 
     /// Target of a symbolic link.
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        Ok(self
-            .client
-            .call("readlink", |mut c, _| {
-                let req = pb::InoReq { ino };
-                async move { c.readlink(req).await }
-            })
-            .await?
-            .data)
+        Ok(self.client.call::<_, pb::BytesResp>(Method::Readlink, |_| pb::InoReq { ino }).await?.data)
     }
 
     // ---- directories ----
@@ -404,10 +416,7 @@ impl Vfs {
     pub async fn opendir(&self, ctx: &Ctx, ino: u64, plus: bool) -> Result<u64> {
         let r = self
             .client
-            .call("readdir", |mut c, _| {
-                let req = pb::ReaddirReq { caller: Some(ctx_to_pb(ctx)), ino, plus };
-                async move { c.readdir(req).await }
-            })
+            .call::<_, pb::ReaddirResp>(Method::Readdir, |_| pb::ReaddirReq { caller: Some(ctx_to_pb(ctx)), ino, plus })
             .await?;
         let mut entries = Vec::with_capacity(r.entries.len() + 2);
         let dir = self.getattr(ino).await?;
@@ -464,13 +473,7 @@ impl Vfs {
 
     /// Opens a file. Returns the handle and whether cached pages are still valid.
     pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32) -> Result<(u64, bool)> {
-        let r = self
-            .client
-            .call("open", |mut c, session| {
-                let req = pb::OpenReq { session, ino };
-                async move { c.open(req).await }
-            })
-            .await?;
+        let r = self.client.call::<_, pb::AttrResp>(Method::Open, |session| pb::OpenReq { session, ino }).await?;
         let (_, mut a) = attr_of(r.attr)?;
         self.client.opened(ino);
         let acc = flags & libc::O_ACCMODE;
@@ -519,10 +522,7 @@ impl Vfs {
             const BATCH: u64 = 256;
             let first = self
                 .client
-                .call("alloc", |mut c, _| {
-                    let req = pb::AllocReq { count: BATCH };
-                    async move { c.alloc_slices(req).await }
-                })
+                .call::<_, pb::AllocResp>(Method::AllocSlices, |_| pb::AllocReq { count: BATCH })
                 .await?
                 .first;
             *r = (first, first + BATCH);
@@ -558,12 +558,7 @@ impl Vfs {
     pub async fn commit(&self, ino: u64, durable: bool) -> Result<()> {
         let Some(w) = self.writer(ino) else {
             if durable {
-                self.client
-                    .call("sync", |mut c, _| {
-                        let req = pb::Empty {};
-                        async move { c.sync(req).await }
-                    })
-                    .await?;
+                self.client.call::<_, pb::Empty>(Method::Sync, |_| pb::Empty {}).await?;
             }
             return Ok(());
         };
@@ -574,12 +569,7 @@ impl Vfs {
         }
         if slices.is_empty() {
             if durable {
-                self.client
-                    .call("sync", |mut c, _| {
-                        let req = pb::Empty {};
-                        async move { c.sync(req).await }
-                    })
-                    .await?;
+                self.client.call::<_, pb::Empty>(Method::Sync, |_| pb::Empty {}).await?;
             }
             w.end = 0;
             w.mtime = None;
@@ -589,10 +579,7 @@ impl Vfs {
             slices.iter().map(|(idx, s)| pb::ChunkWrite { index: *idx, slice: Some(slice_to_pb(s)) }).collect();
         let r = self
             .client
-            .call("commit", |mut c, _| {
-                let req = pb::CommitReq { ino, writes: writes.clone(), durable };
-                async move { c.commit_writes(req).await }
-            })
+            .call::<_, pb::AttrResp>(Method::CommitWrites, |_| pb::CommitReq { ino, writes: writes.clone(), durable })
             .await?;
         let (_, a) = attr_of(r.attr)?;
         w.end = 0;
@@ -624,27 +611,23 @@ impl Vfs {
 
     /// Makes all committed metadata durable (directories' fsync).
     pub async fn sync_meta(&self) -> Result<()> {
-        self.client
-            .call("sync", |mut c, _| {
-                let req = pb::Empty {};
-                async move { c.sync(req).await }
-            })
-            .await?;
+        self.client.call::<_, pb::Empty>(Method::Sync, |_| pb::Empty {}).await?;
         Ok(())
     }
 
+    /// Tells the server a file was closed. Nothing waits on the answer (it only matters for
+    /// files unlinked while open and for block collection), so it goes in the background.
     async fn close_ino(&self, ino: u64) {
         self.client.closed(ino);
-        if let Err(e) = self
-            .client
-            .call("close", |mut c, session| {
-                let req = pb::OpenReq { session, ino };
-                async move { c.close(req).await }
-            })
-            .await
-        {
-            tracing::warn!(ino, error = %e, "close not recorded by the server");
-        }
+        let client = self.client.clone();
+        let pending = self.pending_closes.clone();
+        pending.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = client.call::<_, pb::Empty>(Method::Close, |session| pb::OpenReq { session, ino }).await {
+                tracing::warn!(ino, error = %e, "close not recorded by the server");
+            }
+            pending.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Releases a handle (last close of a descriptor): commits anything left and closes.
@@ -667,13 +650,7 @@ impl Vfs {
         if let Some(c) = Self::lock(&self.inodes).get(&ino).and_then(|c| c.chunks.get(&idx)).cloned() {
             return Ok(c);
         }
-        let r = self
-            .client
-            .call("read_chunk", |mut c, _| {
-                let req = pb::ChunkReq { ino, index: idx };
-                async move { c.read_chunk(req).await }
-            })
-            .await?;
+        let r = self.client.call::<_, pb::ChunkResp>(Method::ReadChunk, |_| pb::ChunkReq { ino, index: idx }).await?;
         let list = Arc::new(r.slices.iter().map(slice_from_pb).collect::<Vec<_>>());
         Self::lock(&self.inodes).entry(ino).or_default().chunks.insert(idx, list.clone());
         Ok(list)
@@ -810,9 +787,11 @@ impl Vfs {
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         let r = self
             .client
-            .call("getxattr", |mut c, _| {
-                let req = pb::XattrReq { ino, name: name.to_vec(), value: Vec::new(), flags: 0 };
-                async move { c.get_xattr(req).await }
+            .call::<_, pb::BytesResp>(Method::GetXattr, |_| pb::XattrReq {
+                ino,
+                name: name.to_vec(),
+                value: Vec::new(),
+                flags: 0,
             })
             .await?;
         Ok(r.data)
@@ -820,22 +799,17 @@ impl Vfs {
 
     /// Names of the extended attributes.
     pub async fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
-        Ok(self
-            .client
-            .call("listxattr", |mut c, _| {
-                let req = pb::InoReq { ino };
-                async move { c.list_xattr(req).await }
-            })
-            .await?
-            .names)
+        Ok(self.client.call::<_, pb::ListXattrResp>(Method::ListXattr, |_| pb::InoReq { ino }).await?.names)
     }
 
     /// Sets an extended attribute.
     pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
         self.client
-            .call("setxattr", |mut c, _| {
-                let req = pb::XattrReq { ino, name: name.to_vec(), value: value.to_vec(), flags };
-                async move { c.set_xattr(req).await }
+            .call::<_, pb::Empty>(Method::SetXattr, |_| pb::XattrReq {
+                ino,
+                name: name.to_vec(),
+                value: value.to_vec(),
+                flags,
             })
             .await?;
         Ok(())
@@ -844,9 +818,11 @@ impl Vfs {
     /// Removes an extended attribute.
     pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         self.client
-            .call("removexattr", |mut c, _| {
-                let req = pb::XattrReq { ino, name: name.to_vec(), value: Vec::new(), flags: 0 };
-                async move { c.remove_xattr(req).await }
+            .call::<_, pb::Empty>(Method::RemoveXattr, |_| pb::XattrReq {
+                ino,
+                name: name.to_vec(),
+                value: Vec::new(),
+                flags: 0,
             })
             .await?;
         Ok(())
@@ -854,13 +830,8 @@ impl Vfs {
 
     /// Volume size and use; an unlimited volume reports the block store's disk.
     pub async fn statfs(&self) -> Result<StatFs> {
-        let r = self
-            .client
-            .call("statfs", |mut c, _| {
-                let req = pb::StatFsReq { volume: self.volume.id };
-                async move { c.stat_fs(req).await }
-            })
-            .await?;
+        let r =
+            self.client.call::<_, pb::StatFsResp>(Method::StatFs, |_| pb::StatFsReq { volume: self.volume.id }).await?;
         let (total, free) = if r.capacity > 0 {
             (r.capacity, r.capacity.saturating_sub(r.used_bytes))
         } else {
@@ -893,9 +864,14 @@ impl Vfs {
     ) -> Result<Option<(u32, u64, u64, u32)>> {
         let r = self
             .client
-            .call("getlk", |mut c, session| {
-                let req = pb::LockReq { session, ino, owner, start, end, kind, pid };
-                async move { c.get_lock(req).await }
+            .call::<_, pb::LockResp>(Method::GetLock, |session| pb::LockReq {
+                session,
+                ino,
+                owner,
+                start,
+                end,
+                kind,
+                pid,
             })
             .await?;
         Ok(if r.kind == 2 { None } else { Some((r.kind, r.start, r.end, r.pid)) })
@@ -918,9 +894,14 @@ impl Vfs {
         loop {
             let res = self
                 .client
-                .call("setlk", |mut c, session| {
-                    let req = pb::LockReq { session, ino, owner, start, end, kind, pid };
-                    async move { c.set_lock(req).await }
+                .call::<_, pb::Empty>(Method::SetLock, |session| pb::LockReq {
+                    session,
+                    ino,
+                    owner,
+                    start,
+                    end,
+                    kind,
+                    pid,
                 })
                 .await;
             match res {
@@ -939,10 +920,7 @@ impl Vfs {
     /// Drops the locks an owner holds on a file (on close).
     pub async fn release_locks(&self, ino: u64, owner: u64) -> Result<()> {
         self.client
-            .call("release_locks", |mut c, session| {
-                let req = pb::ReleaseLocksReq { session, ino, owner, flock: false };
-                async move { c.release_locks(req).await }
-            })
+            .call::<_, pb::Empty>(Method::ReleaseLocks, |session| pb::ReleaseLocksReq { session, ino, owner })
             .await?;
         Ok(())
     }
@@ -962,15 +940,12 @@ impl Vfs {
                 first_err = first_err.or(Some(e));
             }
         }
+        let waited = Instant::now();
+        while self.pending_closes.load(Ordering::Relaxed) > 0 && waited.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let session = self.client.session();
-        if let Err(e) = self
-            .client
-            .call("unmount", |mut c, _| {
-                let req = pb::SessionReq { session };
-                async move { c.unmount(req).await }
-            })
-            .await
-        {
+        if let Err(e) = self.client.call::<_, pb::Empty>(Method::Unmount, |_| pb::SessionReq { session }).await {
             tracing::warn!(error = %e, "server did not acknowledge the unmount");
         }
         match first_err {
@@ -981,12 +956,7 @@ impl Vfs {
 
     /// Sends a heartbeat (re-registering the session if the server restarted).
     pub async fn heartbeat(&self) -> Result<()> {
-        self.client
-            .call("heartbeat", |mut c, session| {
-                let req = pb::SessionReq { session };
-                async move { c.heartbeat(req).await }
-            })
-            .await?;
+        self.client.call::<_, pb::Empty>(Method::Heartbeat, |session| pb::SessionReq { session }).await?;
         Ok(())
     }
 

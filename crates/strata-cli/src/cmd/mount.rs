@@ -82,6 +82,7 @@ impl MountArgs {
             buffer: self.buffer_size,
             upload_parallel: self.upload_parallel,
             readahead: self.max_readahead,
+            attr_ttl: self.attr_ttl,
             ..VfsConfig::default()
         }
     }
@@ -122,10 +123,9 @@ fn tune_readahead(mp: &Path, kb: u64) {
 /// unmounted from outside; then commits buffered writes and ends the session.
 pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mp = check_mountpoint(&args.mountpoint)?;
-    let (ch, auth) = strata_vfs::connect(&args.server.server, token, Duration::from_secs(10)).await?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let client_name = format!("{}:{}", host.trim(), mp.display());
-    let (client, resp) = Client::mount(ch, auth, &args.volume, &client_name, args.retry_timeout)
+    let (client, resp) = Client::mount(&args.server.server, token, &args.volume, &client_name, args.retry_timeout)
         .await
         .with_context(|| format!("cannot mount volume {}", args.volume))?;
     let vfs = Vfs::new(client, resp, args.vfs_config())?;

@@ -1,0 +1,142 @@
+//! The framed transport's server side: connections that start with the Strata magic are served
+//! here, calling the same `Meta` service implementation as gRPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use strata_proto::pb;
+use strata_proto::pb::meta_server::Meta as MetaRpc;
+use strata_proto::wire::{self, ERR, MAGIC, Method, OK};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tonic::Status;
+
+use crate::auth::Principal;
+use crate::service::MetaService;
+use crate::state::State;
+
+/// Longest token accepted in a connection hello.
+const MAX_TOKEN: usize = 4096;
+
+/// Whether a freshly accepted connection speaks the framed transport (it starts with the
+/// magic); waits up to `timeout` for its first bytes.
+pub async fn is_framed(sock: &TcpStream, timeout: Duration) -> bool {
+    let mut buf = [0u8; 8];
+    let peek = async {
+        loop {
+            match sock.peek(&mut buf).await {
+                Ok(n) if n >= MAGIC.len() => return buf == *MAGIC,
+                Ok(0) | Err(_) => return false,
+                Ok(n) if buf[..n] != MAGIC[..n] => return false,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, peek).await.unwrap_or(false)
+}
+
+async fn send_error(sock: &mut TcpStream, id: u32, s: &Status) -> std::io::Result<()> {
+    wire::write_frame(sock, ERR, id, &wire::status_to_error(s).encode_to_vec()).await
+}
+
+/// Serves one framed connection until the peer closes it or breaks the protocol.
+pub async fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: TcpStream) {
+    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let secret = match hello(&mut sock).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(peer, error = %e, "bad connection hello");
+            return;
+        }
+    };
+    if let Err(s) = st.auth.principal(&secret) {
+        let _ = send_error(&mut sock, 0, &s).await;
+        return;
+    }
+    if wire::write_frame(&mut sock, OK, 0, &[]).await.is_err() {
+        return;
+    }
+    loop {
+        let (method, id, payload) = match wire::read_frame(&mut sock).await {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(peer, error = %e, "closing a framed connection");
+                }
+                return;
+            }
+        };
+        // Checked on every call, so a revoked token stops working at once.
+        let started = std::time::Instant::now();
+        let res = match st.auth.principal(&secret) {
+            Ok(p) => dispatch(&svc, p, method, payload).await,
+            Err(s) => Err(s),
+        };
+        tracing::trace!(method, micros = started.elapsed().as_micros() as u64, ok = res.is_ok(), "call");
+        let sent = match res {
+            Ok(body) => wire::write_frame(&mut sock, OK, id, &body).await,
+            Err(s) => send_error(&mut sock, id, &s).await,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+async fn hello(sock: &mut TcpStream) -> std::io::Result<String> {
+    let mut magic = [0u8; 8];
+    sock.read_exact(&mut magic).await?;
+    let len = sock.read_u32().await? as usize;
+    if len > MAX_TOKEN {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "token too long"));
+    }
+    let mut tok = vec![0u8; len];
+    sock.read_exact(&mut tok).await?;
+    String::from_utf8(tok).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "token is not UTF-8"))
+}
+
+macro_rules! route {
+    ($svc:expr, $p:expr, $payload:expr, $m:ident, $req:ty) => {{
+        let msg = <$req>::decode($payload).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
+        let mut r = tonic::Request::new(msg);
+        r.extensions_mut().insert($p);
+        let resp = MetaRpc::$m(&**$svc, r).await?;
+        Ok(resp.into_inner().encode_to_vec())
+    }};
+}
+
+async fn dispatch(svc: &Arc<MetaService>, p: Principal, method: u16, payload: Bytes) -> Result<Vec<u8>, Status> {
+    let m = Method::from_u16(method).ok_or_else(|| Status::unimplemented(format!("unknown method {method}")))?;
+    match m {
+        Method::Mount => route!(svc, p, payload, mount, pb::MountReq),
+        Method::Heartbeat => route!(svc, p, payload, heartbeat, pb::SessionReq),
+        Method::Unmount => route!(svc, p, payload, unmount, pb::SessionReq),
+        Method::Lookup => route!(svc, p, payload, lookup, pb::LookupReq),
+        Method::GetAttr => route!(svc, p, payload, get_attr, pb::InoReq),
+        Method::SetAttr => route!(svc, p, payload, set_attr, pb::SetAttrReq),
+        Method::Mknod => route!(svc, p, payload, mknod, pb::MknodReq),
+        Method::Link => route!(svc, p, payload, link, pb::LinkReq),
+        Method::Unlink => route!(svc, p, payload, unlink, pb::NameReq),
+        Method::Rmdir => route!(svc, p, payload, rmdir, pb::NameReq),
+        Method::Rename => route!(svc, p, payload, rename, pb::RenameReq),
+        Method::Readlink => route!(svc, p, payload, readlink, pb::InoReq),
+        Method::Readdir => route!(svc, p, payload, readdir, pb::ReaddirReq),
+        Method::Open => route!(svc, p, payload, open, pb::OpenReq),
+        Method::Close => route!(svc, p, payload, close, pb::OpenReq),
+        Method::ReadChunk => route!(svc, p, payload, read_chunk, pb::ChunkReq),
+        Method::CommitWrites => route!(svc, p, payload, commit_writes, pb::CommitReq),
+        Method::CompactChunk => route!(svc, p, payload, compact_chunk, pb::CompactReq),
+        Method::AllocSlices => route!(svc, p, payload, alloc_slices, pb::AllocReq),
+        Method::Sync => route!(svc, p, payload, sync, pb::Empty),
+        Method::GetXattr => route!(svc, p, payload, get_xattr, pb::XattrReq),
+        Method::ListXattr => route!(svc, p, payload, list_xattr, pb::InoReq),
+        Method::SetXattr => route!(svc, p, payload, set_xattr, pb::XattrReq),
+        Method::RemoveXattr => route!(svc, p, payload, remove_xattr, pb::XattrReq),
+        Method::StatFs => route!(svc, p, payload, stat_fs, pb::StatFsReq),
+        Method::GetLock => route!(svc, p, payload, get_lock, pb::LockReq),
+        Method::SetLock => route!(svc, p, payload, set_lock, pb::LockReq),
+        Method::ReleaseLocks => route!(svc, p, payload, release_locks, pb::ReleaseLocksReq),
+    }
+}
