@@ -242,12 +242,20 @@ impl MetaRpc for MetaService {
         Ok(Response::new(pb::ReaddirResp { entries }))
     }
 
-    async fn open(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::AttrResp>, Status> {
+    async fn open(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::OpenResp>, Status> {
         let r = req.into_inner();
         self.session(r.session)?;
         let meta = self.st.meta.clone();
-        let a = blocking(move || meta.open(r.session, r.ino)).await?;
-        Ok(attr_resp(r.ino, &a))
+        let (a, chunk0) = blocking(move || {
+            let a = meta.open(r.session, r.ino)?;
+            let chunk0 = if a.kind == FileType::File && a.size > 0 { meta.read_chunk(r.ino, 0)? } else { Vec::new() };
+            Ok((a, chunk0))
+        })
+        .await?;
+        Ok(Response::new(pb::OpenResp {
+            attr: Some(attr_to_pb(r.ino, &a)),
+            chunk0: chunk0.iter().map(slice_to_pb).collect(),
+        }))
     }
 
     async fn close(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::Empty>, Status> {

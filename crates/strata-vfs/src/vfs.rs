@@ -473,8 +473,9 @@ impl Vfs {
 
     /// Opens a file. Returns the handle and whether cached pages are still valid.
     pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32) -> Result<(u64, bool)> {
-        let r = self.client.call::<_, pb::AttrResp>(Method::Open, |session| pb::OpenReq { session, ino }).await?;
+        let r = self.client.call::<_, pb::OpenResp>(Method::Open, |session| pb::OpenReq { session, ino }).await?;
         let (_, mut a) = attr_of(r.attr)?;
+        let chunk0: Vec<Slice> = r.chunk0.iter().map(slice_from_pb).collect();
         self.client.opened(ino);
         let acc = flags & libc::O_ACCMODE;
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
@@ -488,6 +489,9 @@ impl Vfs {
             }
         }
         let keep = self.revalidate(ino, &a) && self.writer(ino).is_none();
+        if a.size > 0 && flags & libc::O_TRUNC == 0 {
+            Self::lock(&self.inodes).entry(ino).or_default().chunks.entry(0).or_insert_with(|| Arc::new(chunk0));
+        }
         let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
         Ok((fh, keep))
     }

@@ -1,0 +1,304 @@
+//! Crashes: a client's mount process killed with SIGKILL in the middle of a large write, and the
+//! server killed with SIGKILL and restarted under mounted clients.
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+
+/// The "new" content: 8-byte words derived from their offset.
+fn new_word(off: u64) -> u64 {
+    (off / 8).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x4E45_574E_4557_4E45
+}
+
+/// The "old" content the file held before the crashed write.
+fn old_word(off: u64) -> u64 {
+    (off / 8).wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ 0x4F4C_444F_4C44_4F4C
+}
+
+fn pattern(word: fn(u64) -> u64, off: u64, len: usize) -> Vec<u8> {
+    debug_assert!(off.is_multiple_of(8) && len.is_multiple_of(8));
+    let mut v = Vec::with_capacity(len);
+    for i in 0..(len / 8) as u64 {
+        v.extend_from_slice(&word(off + i * 8).to_le_bytes());
+    }
+    v
+}
+
+/// Not a test: the writer process of `client_crash_mid_write`, run as a child of this test
+/// binary when STRATA_IT_WRITER names the file to write. It takes an fcntl write lock, writes
+/// the new pattern in 1 MiB pieces, fsyncs after STRATA_IT_SYNC_AT bytes and reports progress on
+/// stdout, slowing down after the fsync so that it is still writing when its mount dies.
+#[test]
+fn helper_writer_process() {
+    let Ok(path) = std::env::var("STRATA_IT_WRITER") else { return };
+    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok()).expect("helper setting");
+    let (total, sync_at) = (num("STRATA_IT_TOTAL"), num("STRATA_IT_SYNC_AT"));
+    let out = std::io::stdout();
+    let say = |s: String| {
+        let mut o = out.lock();
+        let _ = writeln!(o, "WRITER {s}");
+        let _ = o.flush();
+    };
+    let fail = |what: &str, e: std::io::Error| -> ! {
+        say(format!("ERR {what}: {e}"));
+        std::process::exit(3);
+    };
+    let f = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| fail("open", e));
+    // SAFETY: zeroed flock struct, then the fields that matter.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: valid descriptor and struct.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) } != 0 {
+        fail("lock", std::io::Error::last_os_error());
+    }
+    say("LOCKED".into());
+    let mut off = 0;
+    while off < total {
+        let buf = pattern(new_word, off, MIB as usize);
+        f.write_all_at(&buf, off).unwrap_or_else(|e| fail("write", e));
+        off += MIB;
+        if off == sync_at {
+            f.sync_all().unwrap_or_else(|e| fail("fsync", e));
+            say("SYNCED".into());
+        }
+        if off > sync_at {
+            say(format!("AT {off}"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    say("DONE".into());
+}
+
+fn lock_write(f: &File) -> i32 {
+    // SAFETY: zeroed flock struct, then the fields that matter.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: valid descriptor and struct.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) } < 0 { errno() } else { 0 }
+}
+
+#[test]
+fn client_crash_mid_write() {
+    const OLD_LEN: u64 = 40 * MIB;
+    const TOTAL: u64 = 200 * MIB;
+    const SYNC_AT: u64 = 24 * MIB;
+    const KILL_AFTER: u64 = 80 * MIB; // past the first 64 MiB chunk
+    let mut c = Cluster::with_opts(
+        "clientcrash",
+        Opts { server_args: vec!["--session-timeout".into(), "8s".into()], ..Default::default() },
+    );
+    c.allow_log("session expired without unmounting");
+    let a = c.mount(&[]);
+    let b = c.mount(&["--attr-ttl", "0", "--entry-ttl", "0"]);
+
+    // The file's old content, committed.
+    {
+        let f = File::create(c.p(a, "big")).expect("create");
+        for i in 0..OLD_LEN / MIB {
+            f.write_all_at(&pattern(old_word, i * MIB, MIB as usize), i * MIB).expect("write old");
+        }
+    }
+    assert_eq!(std::fs::metadata(c.p(b, "big")).expect("stat on B").len(), OLD_LEN);
+
+    // The writer process on A.
+    let mut writer = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["helper_writer_process", "--exact", "--nocapture", "--test-threads", "1"])
+        .env("STRATA_IT_WRITER", c.p(a, "big"))
+        .env("STRATA_IT_TOTAL", TOTAL.to_string())
+        .env("STRATA_IT_SYNC_AT", SYNC_AT.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn writer");
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = writer.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(l) = line.strip_prefix("WRITER ") {
+                let _ = tx.send(l.to_string());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut synced = false;
+    loop {
+        let l = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("writer progress");
+        match l.as_str() {
+            "SYNCED" => synced = true,
+            l if l.starts_with("AT ") => {
+                let at: u64 = l[3..].parse().expect("offset");
+                if at >= KILL_AFTER {
+                    break;
+                }
+            }
+            "LOCKED" => {}
+            other => panic!("writer: {other}"),
+        }
+    }
+    assert!(synced, "writer reported its fsync");
+
+    // While the writer lives, B sees the lock.
+    let fb = OpenOptions::new().read(true).write(true).open(c.p(b, "big")).expect("open on B");
+    assert_eq!(lock_write(&fb), libc::EAGAIN, "writer's lock visible on B");
+
+    // Crash the client.
+    c.mounts[a].kill9();
+    let st = wait_timeout(&mut writer, Duration::from_secs(30));
+    assert!(st.is_some(), "writer process still running 30s after its mount died");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(!rest.iter().any(|l| l == "DONE"), "writer finished before the crash: {rest:?}");
+
+    // The server and the other client keep working.
+    let fresh = random_bytes(5, 3 * MIB as usize + 5);
+    std::fs::write(c.p(b, "after-crash"), &fresh).expect("write on B after the crash");
+    assert_bytes_eq(&read_all(&c.p(b, "after-crash")), &fresh, "new file on B");
+    let out = run_strata(&["volume", "list", "--server", &c.addr, "--token-file", &c.token_file.to_string_lossy()]);
+    assert!(out.status.success(), "volume list after the crash: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The file on B: the fsynced prefix is exact; every later word is new, old or zero.
+    let check = |path: &std::path::Path, who: &str| {
+        let size = std::fs::metadata(path).expect("stat").len();
+        assert!(size >= SYNC_AT, "{who}: size {size} is below the fsynced {SYNC_AT}");
+        assert!(size <= TOTAL.max(OLD_LEN), "{who}: size {size} beyond anything written");
+        let f = File::open(path).expect("open");
+        let mut buf = vec![0u8; 4 * MIB as usize];
+        let mut off = 0;
+        let (mut n_new, mut n_old, mut n_zero) = (0u64, 0u64, 0u64);
+        while off < size {
+            let n = (size - off).min(buf.len() as u64) as usize;
+            f.read_exact_at(&mut buf[..n], off).expect("read");
+            for (i, w) in buf[..n].chunks(8).enumerate() {
+                let at = off + i as u64 * 8;
+                let mut word = [0u8; 8];
+                word[..w.len()].copy_from_slice(w);
+                let v = u64::from_le_bytes(word);
+                let mask = if w.len() == 8 { u64::MAX } else { (1u64 << (w.len() * 8)) - 1 };
+                if v == new_word(at) & mask {
+                    n_new += 1;
+                } else if at < SYNC_AT {
+                    panic!("{who}: fsynced byte range differs at offset {at}");
+                } else if at < OLD_LEN && v == old_word(at) & mask {
+                    n_old += 1;
+                } else if v == 0 {
+                    n_zero += 1;
+                } else {
+                    panic!("{who}: offset {at} holds {v:#018x}: neither new, old nor zero");
+                }
+            }
+            off += n as u64;
+        }
+        eprintln!("{who}: size {size}, words new {n_new}, old {n_old}, zero {n_zero}");
+    };
+    check(&c.p(b, "big"), "mount B");
+
+    // The dead mount is cleaned up and the mount point reused.
+    let dead = c.mp(a).to_path_buf();
+    assert_eq!(err_of(std::fs::metadata(&dead)), libc::ENOTCONN, "dead mount answers ENOTCONN");
+    let st = Command::new("umount").arg("-l").arg(&dead).status().expect("umount -l");
+    assert!(st.success(), "umount -l of the dead mount");
+    let again = c.mount_at(&dead, &[]);
+    check(&c.p(again, "big"), "remounted A");
+
+    // Once the dead session expires, its lock goes.
+    assert!(
+        wait_until(Duration::from_secs(30), || lock_write(&fb) == 0),
+        "the crashed client's lock was never released"
+    );
+}
+
+#[test]
+fn server_crash_and_restart() {
+    let mut c = Cluster::new("servercrash");
+    c.allow_log("strata server unreachable");
+    c.allow_log("heartbeat failed");
+    let a = c.mount(&[]);
+    let b = c.mount(&["--attr-ttl", "0", "--entry-ttl", "0"]);
+    let short = c.mount(&["--retry-timeout", "2s", "--attr-ttl", "0", "--entry-ttl", "0"]);
+
+    let data = random_bytes(1, 5 * MIB as usize + 3);
+    std::fs::write(c.p(a, "before"), &data).expect("write before the crash");
+    let mut open_before = File::open(c.p(a, "before")).expect("open before the crash");
+
+    c.kill9_server();
+
+    // An operation on A while the server is down waits for it.
+    let (tx, rx) = mpsc::channel();
+    let during = c.p(a, "during");
+    let during_data = random_bytes(2, MIB as usize + 17);
+    let dd = during_data.clone();
+    let t = std::thread::spawn(move || {
+        let r = std::fs::write(&during, &dd);
+        tx.send(r.map_err(|e| e.to_string())).expect("send");
+    });
+    // With a 2 s retry timeout, an operation fails with EIO instead.
+    let started = Instant::now();
+    assert_eq!(err_of(File::create(c.p(short, "fails"))), libc::EIO, "create with the server down, 2s retry");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(30), "failed after {waited:?}");
+    assert!(rx.try_recv().is_err(), "the write on A finished while the server was down");
+
+    c.start_server();
+    let r = rx.recv_timeout(Duration::from_secs(60)).expect("the write on A completes once the server is back");
+    assert_eq!(r, Ok(()), "write issued while the server was down");
+    t.join().expect("thread");
+
+    // Without remounting: the old file reads back intact (also through a descriptor opened
+    // before the crash), new files work, and the other mounts see everything.
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut open_before, &mut got).expect("read through the old descriptor");
+    assert_bytes_eq(&got, &data, "old descriptor after the restart");
+    drop(open_before);
+    assert_bytes_eq(&read_all(&c.p(a, "before")), &data, "old file on A after the restart");
+    let after = random_bytes(3, 2 * MIB as usize + 1);
+    std::fs::write(c.p(a, "after"), &after).expect("write after the restart");
+    for m in [a, b, short] {
+        assert_bytes_eq(&read_all(&c.p(m, "before")), &data, &format!("before on mount {m}"));
+        assert_bytes_eq(&read_all(&c.p(m, "during")), &during_data, &format!("during on mount {m}"));
+        assert_bytes_eq(&read_all(&c.p(m, "after")), &after, &format!("after on mount {m}"));
+    }
+    assert_eq!(err_of(std::fs::metadata(c.p(b, "fails"))), libc::ENOENT, "the failed create left nothing");
+    std::fs::write(c.p(short, "works"), b"again").expect("the short-retry mount works again");
+    assert_eq!(std::fs::read(c.p(b, "works")).expect("read"), b"again");
+    // Locks work against the new server too.
+    let fa = OpenOptions::new().read(true).write(true).open(c.p(a, "after")).expect("open");
+    let fb = OpenOptions::new().read(true).write(true).open(c.p(b, "after")).expect("open");
+    assert_eq!(lock_write(&fa), 0);
+    assert_eq!(lock_write(&fb), libc::EAGAIN);
+}
+
+/// SIGTERM to a mount process with a file still open and written but not closed: the mount
+/// process commits the buffered writes, detaches the mount and exits.
+#[test]
+fn sigterm_commits_buffered_writes_of_open_files() {
+    let mut c = Cluster::new("sigterm");
+    let a = c.mount(&[]);
+    let data = random_bytes(60, 3 * MIB as usize + 11);
+    let f = File::create(c.p(a, "open")).expect("create");
+    f.write_all_at(&data, 0).expect("write");
+    let st = c.mounts[a].terminate(Duration::from_secs(30)).expect("mount process exits within 30s of SIGTERM");
+    assert!(st.success(), "mount process exit status {st}");
+    let mp = c.mp(a).to_path_buf();
+    let left_mounted = mounted_at(&mp);
+    let stat_after = std::fs::metadata(&mp).map(|_| ()).map_err(|e| e.raw_os_error());
+    drop(f);
+    // The data is there for a new mount.
+    let b = c.mount(&[]);
+    assert_bytes_eq(&read_all(&c.p(b, "open")), &data, "data written before SIGTERM, read on a new mount");
+    assert!(
+        !left_mounted,
+        "the mount process exited but left {} mounted (stat: {stat_after:?}); expected it detached",
+        mp.display()
+    );
+}
