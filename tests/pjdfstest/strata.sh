@@ -9,6 +9,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="$(realpath "${1:?usage: strata.sh STRATA_BIN}")"
 shift
 WORK="$(mktemp -d /tmp/strata-pjd.XXXXXX)"
+# pjdfstest switches to other users, who must be able to reach the mount point.
+chmod 755 "$WORK"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 SERVER_PID="" MOUNT_PID=""
 cleanup() {

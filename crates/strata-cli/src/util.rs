@@ -105,8 +105,14 @@ pub struct ServerArgs {
 
 /// Sets up logging to stderr (`RUST_LOG` filters; default info).
 pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,fuser=warn"));
+    // fuser logs a failed reply when the kernel already dropped the request (interrupted, or
+    // aborted at unmount) and a failed second unmount after an outside one; neither can be
+    // acted on, so only its errors are shown.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,h2=warn,hyper=warn,tower=warn,fuser=error,fuser::reply=off,fuser::mnt=off",
+        )
+    });
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         b.json().init();

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -51,6 +51,8 @@ pub struct StrataFs {
     opts: FuseOptions,
     /// Inodes on which this mount ever took a lock: only those need lock release on close.
     locked: Mutex<HashSet<u64>>,
+    /// Channel for invalidating kernel caches, set once the session is running.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 fn errno(e: &VfsError) -> Errno {
@@ -65,17 +67,14 @@ fn systime(t: Timespec) -> SystemTime {
     }
 }
 
+/// A time from the kernel. fuser 0.18 (pinned) builds pre-1970 times as epoch − (|sec| + nsec)
+/// instead of epoch − |sec| + nsec; undo exactly that so `{-86400, 5}` stays `{-86400, 5}`.
 fn timespec(t: SystemTime) -> Timespec {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
         Err(e) => {
             let d = e.duration();
-            let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
-            if nsec > 0 {
-                sec -= 1;
-                nsec = 1_000_000_000 - nsec;
-            }
-            Timespec { sec, nsec }
+            Timespec { sec: -(d.as_secs() as i64), nsec: d.subsec_nanos() }
         }
     }
 }
@@ -107,7 +106,7 @@ fn ctx(req: &Request) -> Ctx {
 impl StrataFs {
     /// A FUSE file system serving `vfs`, running async work on `rt`.
     pub fn new(vfs: Arc<Vfs>, rt: tokio::runtime::Handle, opts: FuseOptions) -> Self {
-        StrataFs { vfs, rt, opts, locked: Mutex::new(HashSet::new()) }
+        StrataFs { vfs, rt, opts, locked: Mutex::new(HashSet::new()), notifier: Arc::new(OnceLock::new()) }
     }
 
     fn ino(&self, i: INodeNo) -> u64 {
@@ -295,8 +294,19 @@ impl Filesystem for StrataFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.rt.block_on(self.vfs.open(&ctx(req), self.ino(ino), flags.0)) {
-            Ok((fh, keep)) => {
-                reply.opened(FileHandle(fh), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
+            Ok(o) => {
+                if o.changed
+                    && let Some(n) = self.notifier.get()
+                {
+                    // The kernel may still hold this file's old size and times for up to the
+                    // attribute lifetime; close-to-open needs the fresh ones now. (A negative
+                    // offset invalidates attributes only; pages go because of !KEEP_CACHE.)
+                    if let Err(e) = n.inval_inode(ino, -1, 0) {
+                        tracing::debug!(ino = ino.0, error = %e, "attribute invalidation failed");
+                    }
+                }
+                let flags = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                reply.opened(FileHandle(o.fh), flags)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -600,5 +610,27 @@ pub fn mount_config(opts: &FuseOptions, volume: &str) -> fuser::Config {
 /// Mounts `fs` at `mountpoint` and serves it on background threads.
 pub fn spawn(fs: StrataFs, mountpoint: &Path, volume: &str) -> std::io::Result<fuser::BackgroundSession> {
     let cfg = mount_config(&fs.opts, volume);
-    fuser::spawn_mount(fs, mountpoint, &cfg)
+    let notifier = fs.notifier.clone();
+    let session = fuser::spawn_mount(fs, mountpoint, &cfg)?;
+    let _ = notifier.set(session.notifier());
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_through_the_kernel_conventions() {
+        for t in [
+            Timespec { sec: 0, nsec: 0 },
+            Timespec { sec: 1_700_000_000, nsec: 123 },
+            Timespec { sec: -86400, nsec: 0 },
+        ] {
+            assert_eq!(timespec(systime(t)), t);
+        }
+        // What fuser 0.18 hands us for the kernel's {-86400 s, 5 ns}.
+        let from_fuser = UNIX_EPOCH - Duration::new(86400, 5);
+        assert_eq!(timespec(from_fuser), Timespec { sec: -86400, nsec: 5 });
+    }
 }

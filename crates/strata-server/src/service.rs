@@ -13,6 +13,10 @@ use crate::locks::LockKind;
 use crate::sessions::Session;
 use crate::state::State;
 
+/// A chunk with more slices than this is handed back to the client to compact: reads cost
+/// grows with the list, and overwrites keep covered blocks alive.
+const COMPACT_AFTER: usize = 64;
+
 /// The status for a metadata error, carrying its errno.
 pub fn meta_status(e: MetaError) -> Status {
     let code = match &e {
@@ -273,7 +277,7 @@ impl MetaRpc for MetaService {
         Ok(Response::new(pb::ChunkResp { slices: slices.iter().map(slice_to_pb).collect() }))
     }
 
-    async fn commit_writes(&self, req: Request<pb::CommitReq>) -> Result<Response<pb::AttrResp>, Status> {
+    async fn commit_writes(&self, req: Request<pb::CommitReq>) -> Result<Response<pb::CommitResp>, Status> {
         let r = req.into_inner();
         let writes: Vec<(u32, strata_meta::Slice)> = r
             .writes
@@ -283,15 +287,23 @@ impl MetaRpc for MetaService {
             .ok_or_else(|| Status::invalid_argument("write without a slice"))?;
         let meta = self.st.meta.clone();
         let ino = r.ino;
-        let a = blocking(move || {
+        let (a, crowded) = blocking(move || {
             let a = meta.commit_writes(ino, &writes)?;
             if r.durable {
                 meta.sync()?;
             }
-            Ok(a)
+            let mut idxs: Vec<u32> = writes.iter().map(|(i, _)| *i).collect();
+            idxs.dedup();
+            let mut crowded = Vec::new();
+            for idx in idxs {
+                if meta.read_chunk(ino, idx)?.len() > COMPACT_AFTER {
+                    crowded.push(idx);
+                }
+            }
+            Ok((a, crowded))
         })
         .await?;
-        Ok(attr_resp(ino, &a))
+        Ok(Response::new(pb::CommitResp { attr: Some(attr_to_pb(ino, &a)), crowded }))
     }
 
     async fn compact_chunk(&self, req: Request<pb::CompactReq>) -> Result<Response<pb::BoolResp>, Status> {

@@ -8,4 +8,4 @@ pub mod writer;
 
 pub use client::{Client, TokenInterceptor, admin, connect};
 pub use error::{Result, VfsError};
-pub use vfs::{DirEntry, StatFs, Vfs, VfsConfig};
+pub use vfs::{DirEntry, Opened, StatFs, Vfs, VfsConfig};

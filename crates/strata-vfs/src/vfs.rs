@@ -89,6 +89,28 @@ struct InodeCache {
     chunks: HashMap<u32, Arc<Vec<Slice>>>,
 }
 
+/// How fresh attributes compare with what this client saw before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Never seen (or forgotten).
+    New,
+    /// Same size and modification time.
+    Same,
+    /// The file changed.
+    Changed,
+}
+
+/// An opened file.
+#[derive(Clone, Copy, Debug)]
+pub struct Opened {
+    /// Handle for later calls.
+    pub fh: u64,
+    /// The kernel's cached pages of the file are still valid.
+    pub keep_cache: bool,
+    /// The file changed since this client last saw it: attributes the kernel caches are stale.
+    pub changed: bool,
+}
+
 /// File system statistics for `statfs`.
 #[derive(Clone, Copy, Debug)]
 pub struct StatFs {
@@ -115,6 +137,8 @@ pub struct Vfs {
     /// Directory attributes from this client's own changes, each used once (see `getattr`).
     changed_dirs: Mutex<HashMap<u64, (Attr, Instant)>>,
     pending_closes: Arc<std::sync::atomic::AtomicUsize>,
+    compacting: Mutex<std::collections::HashSet<(u64, u32)>>,
+    me: std::sync::Weak<Vfs>,
     next_fh: AtomicU64,
     ids: tokio::sync::Mutex<(u64, u64)>,
     prefetch: Arc<Semaphore>,
@@ -149,7 +173,9 @@ impl Vfs {
             cfg.buffer,
             cfg.upload_parallel,
         );
-        Ok(Arc::new(Vfs {
+        Ok(Arc::new_cyclic(|me| Vfs {
+            me: me.clone(),
+            compacting: Mutex::new(std::collections::HashSet::new()),
             client,
             store,
             cache,
@@ -187,13 +213,25 @@ impl Vfs {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn remember(&self, ino: u64, a: &Attr) {
+    /// Records attributes fresh from the server and says how they compare with what this
+    /// client saw before; a changed file loses its cached slice lists.
+    fn observe(&self, ino: u64, fresh: &Attr) -> Seen {
         let mut m = Self::lock(&self.inodes);
         if m.len() > 200_000 {
             let open: std::collections::HashSet<u64> = Self::lock(&self.handles).values().map(|h| h.ino).collect();
             m.retain(|k, _| open.contains(k));
         }
-        m.entry(ino).or_default().attr = Some(*a);
+        let c = m.entry(ino).or_default();
+        let seen = match c.attr {
+            None => Seen::New,
+            Some(old) if old.mtime == fresh.mtime && old.size == fresh.size => Seen::Same,
+            Some(_) => Seen::Changed,
+        };
+        if seen != Seen::Same {
+            c.chunks.clear();
+        }
+        c.attr = Some(*fresh);
+        seen
     }
 
     fn writer(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<FileWriter>>> {
@@ -228,6 +266,7 @@ impl Vfs {
             })
             .await?;
         let (ino, a) = attr_of(r.attr)?;
+        self.observe(ino, &a);
         let a = self.overlay(ino, a).await;
         Ok((ino, a))
     }
@@ -251,6 +290,7 @@ impl Vfs {
         }
         let r = self.client.call::<_, pb::AttrResp>(Method::GetAttr, |_| pb::InoReq { ino }).await?;
         let (_, a) = attr_of(r.attr)?;
+        self.observe(ino, &a);
         Ok(self.overlay(ino, a).await)
     }
 
@@ -266,7 +306,7 @@ impl Vfs {
             // Slices changed under any cached list.
             Self::lock(&self.inodes).entry(ino).or_default().chunks.clear();
         }
-        self.remember(ino, &a);
+        self.observe(ino, &a);
         Ok(self.overlay(ino, a).await)
     }
 
@@ -300,7 +340,7 @@ impl Vfs {
             })
             .await?;
         let (ino, a) = attr_of(r.attr)?;
-        self.remember(ino, &a);
+        self.observe(ino, &a);
         self.note_dirs(&[&r.parent]);
         Ok((ino, a, r.created))
     }
@@ -347,7 +387,7 @@ impl Vfs {
             })
             .await?;
         let (_, a) = attr_of(r.attr)?;
-        self.remember(ino, &a);
+        self.observe(ino, &a);
         self.note_dirs(&[&r.parent]);
         Ok(self.overlay(ino, a).await)
     }
@@ -426,7 +466,10 @@ impl Vfs {
         for e in r.entries {
             let kind = FileType::from_code(e.kind).ok_or_else(|| VfsError::Server("bad entry type".into()))?;
             let attr = match e.attr.as_ref().and_then(attr_from_pb) {
-                Some((_, a)) => Some(self.overlay(e.ino, a).await),
+                Some((_, a)) => {
+                    self.observe(e.ino, &a);
+                    Some(self.overlay(e.ino, a).await)
+                }
                 None => None,
             };
             entries.push(DirEntry { name: e.name, ino: e.ino, kind, attr });
@@ -458,21 +501,8 @@ impl Vfs {
         Self::lock(&self.handles).get(&fh).cloned().ok_or_else(|| VfsError::from_errno(libc::EBADF))
     }
 
-    /// Decides whether the kernel may keep cached pages: only if the file is unchanged since
-    /// this client last saw it. Drops stale slice lists otherwise.
-    fn revalidate(&self, ino: u64, fresh: &Attr) -> bool {
-        let mut m = Self::lock(&self.inodes);
-        let c = m.entry(ino).or_default();
-        let same = c.attr.is_some_and(|old| old.mtime == fresh.mtime && old.size == fresh.size);
-        if !same {
-            c.chunks.clear();
-        }
-        c.attr = Some(*fresh);
-        same
-    }
-
-    /// Opens a file. Returns the handle and whether cached pages are still valid.
-    pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32) -> Result<(u64, bool)> {
+    /// Opens a file (close-to-open: with attributes fresh from the server).
+    pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32) -> Result<Opened> {
         let r = self.client.call::<_, pb::OpenResp>(Method::Open, |session| pb::OpenReq { session, ino }).await?;
         let (_, mut a) = attr_of(r.attr)?;
         let chunk0: Vec<Slice> = r.chunk0.iter().map(slice_from_pb).collect();
@@ -488,12 +518,13 @@ impl Vfs {
                 }
             }
         }
-        let keep = self.revalidate(ino, &a) && self.writer(ino).is_none();
+        let seen = self.observe(ino, &a);
+        let keep = seen == Seen::Same && self.writer(ino).is_none();
         if a.size > 0 && flags & libc::O_TRUNC == 0 {
             Self::lock(&self.inodes).entry(ino).or_default().chunks.entry(0).or_insert_with(|| Arc::new(chunk0));
         }
         let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
-        Ok((fh, keep))
+        Ok(Opened { fh, keep_cache: keep, changed: seen == Seen::Changed })
     }
 
     /// Creates and opens a regular file (`O_EXCL` honoured).
@@ -515,7 +546,7 @@ impl Vfs {
         if !created && flags & libc::O_TRUNC != 0 && write {
             a = self.setattr(ctx, ino, &SetAttr { size: Some(0), ..Default::default() }).await?;
         }
-        self.revalidate(ino, &a);
+        self.observe(ino, &a);
         let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
         Ok((ino, a, fh))
     }
@@ -583,9 +614,12 @@ impl Vfs {
             slices.iter().map(|(idx, s)| pb::ChunkWrite { index: *idx, slice: Some(slice_to_pb(s)) }).collect();
         let r = self
             .client
-            .call::<_, pb::AttrResp>(Method::CommitWrites, |_| pb::CommitReq { ino, writes: writes.clone(), durable })
+            .call::<_, pb::CommitResp>(Method::CommitWrites, |_| pb::CommitReq { ino, writes: writes.clone(), durable })
             .await?;
         let (_, a) = attr_of(r.attr)?;
+        for idx in r.crowded {
+            self.start_compaction(ino, idx);
+        }
         w.end = 0;
         w.mtime = None;
         {
@@ -597,6 +631,66 @@ impl Vfs {
                 }
             }
             c.attr = Some(a);
+        }
+        Ok(())
+    }
+
+    fn start_compaction(&self, ino: u64, idx: u32) {
+        let Some(me) = self.me.upgrade() else { return };
+        if !Self::lock(&self.compacting).insert((ino, idx)) {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = me.compact(ino, idx).await {
+                tracing::warn!(ino, chunk = idx, error = %e, "chunk compaction failed; the file is intact");
+            }
+            Self::lock(&me.compacting).remove(&(ino, idx));
+        });
+    }
+
+    /// Rewrites a chunk's visible bytes as one slice and swaps it in for the slices it covers,
+    /// if nobody changed the chunk meanwhile. The new blocks are made durable first, because
+    /// the old ones are collected once the swap commits.
+    async fn compact(&self, ino: u64, idx: u32) -> Result<()> {
+        let r = self.client.call::<_, pb::ChunkResp>(Method::ReadChunk, |_| pb::ChunkReq { ino, index: idx }).await?;
+        let slices: Vec<Slice> = r.slices.iter().map(slice_from_pb).collect();
+        if slices.len() < 2 {
+            return Ok(());
+        }
+        let start = slices.iter().map(|s| s.pos).min().unwrap_or(0);
+        let end = slices.iter().map(|s| s.pos + s.len).max().unwrap_or(0);
+        let mut buf = vec![0u8; (end - start) as usize];
+        for seg in visible(&slices, start, end - start) {
+            if let Source::Data { id, size, off } = seg.src {
+                let at = (seg.pos - start) as usize;
+                self.read_slice(id, size, off, &mut buf[at..at + seg.len as usize], true).await?;
+            }
+        }
+        let id = self.next_slice_id().await?;
+        let total = buf.len() as u32;
+        let bs = self.volume.block_size as usize;
+        let data = bytes::Bytes::from(buf);
+        for (i, len) in strata_blocks::layout::slice_blocks(total, self.volume.block_size) {
+            let from = i as usize * bs;
+            self.store.put(&block_key(self.volume.id, id, i, len), data.slice(from..from + len as usize)).await?;
+        }
+        self.store.sync().await?;
+        let with = Slice { pos: start, id, size: total, off: 0, len: total };
+        let done = self
+            .client
+            .call::<_, pb::BoolResp>(Method::CompactChunk, |_| pb::CompactReq {
+                ino,
+                index: idx,
+                replaced: r.slices.clone(),
+                with: Some(slice_to_pb(&with)),
+            })
+            .await?;
+        if let Some(c) = Self::lock(&self.inodes).get_mut(&ino) {
+            c.chunks.remove(&idx);
+        }
+        if !done.ok {
+            // The chunk changed meanwhile; the new blocks are unreferenced and never read.
+            tracing::debug!(ino, chunk = idx, "compaction lost a race; will retry after the next commit");
         }
         Ok(())
     }
@@ -677,7 +771,7 @@ impl Vfs {
             Some(s) => s,
             None => {
                 let a = self.getattr(ino).await?;
-                self.remember(ino, &a);
+                self.observe(ino, &a);
                 a.size
             }
         };

@@ -147,7 +147,7 @@ pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output =
     } else {
         tracing::info!(mountpoint = %mp.display(), "unmounting");
     }
-    finish(session, &vfs, ended_outside).await
+    finish(session, &vfs, &mp, ended_outside).await
 }
 
 async fn heartbeat(vfs: Arc<Vfs>) {
@@ -165,20 +165,43 @@ async fn wait_finished(s: &fuser::BackgroundSession) {
     }
 }
 
-async fn finish(session: fuser::BackgroundSession, vfs: &Arc<Vfs>, ended_outside: bool) -> Result<()> {
-    // Detach the mount; open files keep it alive until closed, so wait a bounded time before
-    // committing and giving up on stragglers.
-    let joined =
-        tokio::task::spawn_blocking(move || if ended_outside { session.join() } else { session.umount_and_join() });
-    match tokio::time::timeout(Duration::from_secs(10), joined).await {
+async fn finish(session: fuser::BackgroundSession, vfs: &Arc<Vfs>, mp: &Path, ended_outside: bool) -> Result<()> {
+    if !ended_outside {
+        // Detach lazily: the mount leaves the namespace now; files still open keep working
+        // until they are closed, or until the grace below runs out.
+        if let Err(e) = detach(mp) {
+            tracing::warn!(mountpoint = %mp.display(), error = %e, "could not detach the mount");
+        }
+    }
+    // A plain thread, not the blocking pool: if files stay open it is abandoned at exit, and
+    // the runtime must not wait for it.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(session.join());
+    });
+    match tokio::time::timeout(Duration::from_secs(10), rx).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "FUSE session ended with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "FUSE session thread failed"),
-        Err(_) => tracing::warn!("files still open after unmount; committing and exiting"),
+        Ok(Err(_)) => tracing::warn!("FUSE session thread failed"),
+        Err(_) => tracing::warn!("files still open 10s after unmount; committing and exiting"),
     }
     vfs.unmount().await.context("committing buffered writes at unmount")?;
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// Lazily unmounts a FUSE mount point (root can; other users go through fusermount3).
+fn detach(mp: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mp).status() {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(err),
+    }
 }
 
 /// Runs `strata mount`.

@@ -29,12 +29,12 @@ pub fn strata() -> Command {
         .env_remove("STRATA_DATA")
         .env_remove("STRATA_MOUNT_CHILD")
         .env("NO_COLOR", "1")
-        .env(
-            "RUST_LOG",
-            std::env::var("STRATA_IT_RUST_LOG")
-                .unwrap_or_else(|_| "info,h2=warn,hyper=warn,tower=warn,fuser=warn".into()),
-        )
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null());
+    // The binary's own default filter is what users get; STRATA_IT_RUST_LOG overrides it.
+    if let Ok(filter) = std::env::var("STRATA_IT_RUST_LOG") {
+        c.env("RUST_LOG", filter);
+    }
     c
 }
 
