@@ -395,6 +395,7 @@ class Harness:
         fsz = "1 GiB"
         files = f"{opts.files:,} × {opts.file_size}"
         self.rows = {r.key: r for r in [
+            Row("seqwrite_nosync", f"fio seq write {fsz}, 1 MiB blocks, no fsync", "MiB/s"),
             Row("seqwrite", f"fio seq write {fsz}, 1 MiB blocks, end_fsync", "MiB/s"),
             Row("seqread_cold", f"fio seq read {fsz}, 1 MiB blocks, cold", "MiB/s"),
             Row("seqread_warm", f"fio seq read {fsz}, 1 MiB blocks, warm", "MiB/s"),
@@ -447,6 +448,16 @@ class Harness:
     def run(self) -> None:
         o = self.o
         size = ["--size=1g"]
+
+        def seqwrite_nosync(t: Target):
+            # What the file system takes in before anything is made durable (page cache for the
+            # local disk; JuiceFS's local store never syncs blocks, so it stops here too).
+            (t.dir / "fio-nosync.dat").unlink(missing_ok=True)
+            j = fio(t, self.out, "seqwrite-nosync",
+                    ["--rw=write", "--bs=1m", *size, f"--filename={t.dir / 'fio-nosync.dat'}"])
+            self.set("seqwrite_nosync", t, j["write"]["bw_bytes"] / 2**20)
+            (t.dir / "fio-nosync.dat").unlink()
+            os.sync()
 
         def seqwrite(t: Target):
             (t.dir / "fio-seq.dat").unlink(missing_ok=True)
@@ -504,6 +515,7 @@ class Harness:
             for ph in ("create", "stat", "unlink"):
                 self.set(f"meta_{ph}", t, r[ph]["ops_per_sec"])
 
+        self.each("fio seq write, no fsync", ["seqwrite_nosync"], seqwrite_nosync)
         self.each("fio seq write", ["seqwrite"], seqwrite)
         self.each("fio seq read cold+warm", ["seqread_cold", "seqread_warm"], seqread)
         self.each("fio rand read", ["randread"], randread)
