@@ -109,6 +109,12 @@ impl StrataFs {
         StrataFs { vfs, rt, opts, locked: Mutex::new(HashSet::new()), notifier: Arc::new(OnceLock::new()) }
     }
 
+    /// Runs a client operation to completion on this FUSE thread.
+    fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+        strata_vfs::allow_blocking_io();
+        self.rt.block_on(f)
+    }
+
     fn ino(&self, i: INodeNo) -> u64 {
         if i.0 == 1 { self.vfs.root() } else { i.0 }
     }
@@ -191,13 +197,13 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let res = self.rt.block_on(self.vfs.lookup(&ctx(req), self.ino(parent), name.as_bytes()));
+        let res = self.run(self.vfs.lookup(&ctx(req), self.ino(parent), name.as_bytes()));
         self.entry(reply, res);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let i = self.ino(ino);
-        match self.rt.block_on(self.vfs.getattr(i)) {
+        match self.run(self.vfs.getattr(i)) {
             Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(i, &a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -224,39 +230,39 @@ impl Filesystem for StrataFs {
         let i = self.ino(ino);
         let s =
             SetAttr { mode: mode.map(|m| m & 0o7777), uid, gid, size, atime: set_time(atime), mtime: set_time(mtime) };
-        match self.rt.block_on(self.vfs.setattr(&ctx(req), i, &s)) {
+        match self.run(self.vfs.setattr(&ctx(req), i, &s)) {
             Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(i, &a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.rt.block_on(self.vfs.readlink(self.ino(ino))) {
+        match self.run(self.vfs.readlink(self.ino(ino))) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let res = self.rt.block_on(self.vfs.mknod(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, rdev));
+        let res = self.run(self.vfs.mknod(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, rdev));
         self.entry(reply, res);
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let res = self.rt.block_on(self.vfs.mkdir(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask));
+        let res = self.run(self.vfs.mkdir(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask));
         self.entry(reply, res);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.rt.block_on(self.vfs.unlink(&ctx(req), self.ino(parent), name.as_bytes())));
+        Self::empty(reply, self.run(self.vfs.unlink(&ctx(req), self.ino(parent), name.as_bytes())));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.rt.block_on(self.vfs.rmdir(&ctx(req), self.ino(parent), name.as_bytes())));
+        Self::empty(reply, self.run(self.vfs.rmdir(&ctx(req), self.ino(parent), name.as_bytes())));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let res = self.rt.block_on(self.vfs.symlink(
+        let res = self.run(self.vfs.symlink(
             &ctx(req),
             self.ino(parent),
             link_name.as_bytes(),
@@ -275,7 +281,7 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let res = self.rt.block_on(self.vfs.rename(
+        let res = self.run(self.vfs.rename(
             &ctx(req),
             self.ino(parent),
             name.as_bytes(),
@@ -288,12 +294,12 @@ impl Filesystem for StrataFs {
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let i = self.ino(ino);
-        let res = self.rt.block_on(self.vfs.link(&ctx(req), i, self.ino(newparent), newname.as_bytes()));
+        let res = self.run(self.vfs.link(&ctx(req), i, self.ino(newparent), newname.as_bytes()));
         self.entry(reply, res.map(|a| (i, a)));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.rt.block_on(self.vfs.open(&ctx(req), self.ino(ino), flags.0)) {
+        match self.run(self.vfs.open(&ctx(req), self.ino(ino), flags.0)) {
             Ok(o) => {
                 if o.changed
                     && let Some(n) = self.notifier.get()
@@ -323,7 +329,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.rt.block_on(self.vfs.read(fh.0, offset, size)) {
+        match self.run(self.vfs.read(fh.0, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
@@ -341,7 +347,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.rt.block_on(self.vfs.write(fh.0, offset, data)) {
+        match self.run(self.vfs.write(fh.0, offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
@@ -349,7 +355,7 @@ impl Filesystem for StrataFs {
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
         let i = self.ino(ino);
-        let res = self.rt.block_on(async {
+        let res = self.run(async {
             let r = self.vfs.flush(fh.0).await;
             if self.has_locked(i) {
                 self.vfs.release_locks(i, lock_owner.0).await?;
@@ -370,7 +376,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let i = self.ino(ino);
-        let res = self.rt.block_on(async {
+        let res = self.run(async {
             if let Some(owner) = lock_owner
                 && self.has_locked(i)
             {
@@ -382,11 +388,11 @@ impl Filesystem for StrataFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        Self::empty(reply, self.rt.block_on(self.vfs.fsync(fh.0)));
+        Self::empty(reply, self.run(self.vfs.fsync(fh.0)));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.rt.block_on(self.vfs.opendir(&ctx(req), self.ino(ino), true)) {
+        match self.run(self.vfs.opendir(&ctx(req), self.ino(ino), true)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -414,7 +420,7 @@ impl Filesystem for StrataFs {
                     let a = match e.attr {
                         Some(a) => a,
                         // Only ".." lacks attributes; the kernel does not instantiate it.
-                        None => match self.rt.block_on(self.vfs.getattr(e.ino)) {
+                        None => match self.run(self.vfs.getattr(e.ino)) {
                             Ok(a) => a,
                             Err(err) => {
                                 tracing::debug!(dir, error = %err, "no attributes for a directory entry");
@@ -439,11 +445,11 @@ impl Filesystem for StrataFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        Self::empty(reply, self.rt.block_on(self.vfs.sync_meta()));
+        Self::empty(reply, self.run(self.vfs.sync_meta()));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.rt.block_on(self.vfs.statfs()) {
+        match self.run(self.vfs.statfs()) {
             Ok(s) => {
                 const BS: u64 = 4096;
                 reply.statfs(s.total / BS, s.free / BS, s.free / BS, s.files, s.ffree, BS as u32, 255, BS as u32)
@@ -462,12 +468,12 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let res = self.rt.block_on(self.vfs.setxattr(self.ino(ino), name.as_bytes(), value, flags as u32));
+        let res = self.run(self.vfs.setxattr(self.ino(ino), name.as_bytes(), value, flags as u32));
         Self::empty(reply, res);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.rt.block_on(self.vfs.getxattr(self.ino(ino), name.as_bytes())) {
+        match self.run(self.vfs.getxattr(self.ino(ino), name.as_bytes())) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),
@@ -476,7 +482,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.rt.block_on(self.vfs.listxattr(self.ino(ino))) {
+        match self.run(self.vfs.listxattr(self.ino(ino))) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -496,7 +502,7 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.rt.block_on(self.vfs.removexattr(self.ino(ino), name.as_bytes())));
+        Self::empty(reply, self.run(self.vfs.removexattr(self.ino(ino), name.as_bytes())));
     }
 
     fn create(
@@ -509,7 +515,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.rt.block_on(self.vfs.create(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, flags)) {
+        match self.run(self.vfs.create(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, flags)) {
             Ok((ino, a, fh)) => reply.created(
                 &self.opts.entry_ttl,
                 &self.attr(ino, &a),
@@ -533,7 +539,7 @@ impl Filesystem for StrataFs {
         pid: u32,
         reply: ReplyLock,
     ) {
-        match self.rt.block_on(self.vfs.getlk(self.ino(ino), lock_owner.0, start, end, typ as u32, pid)) {
+        match self.run(self.vfs.getlk(self.ino(ino), lock_owner.0, start, end, typ as u32, pid)) {
             Ok(Some((k, s, e, p))) => reply.locked(s, e, k as i32, p),
             Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
             Err(e) => reply.error(errno(&e)),
@@ -555,7 +561,7 @@ impl Filesystem for StrataFs {
     ) {
         let i = self.ino(ino);
         self.note_lock(i);
-        let res = self.rt.block_on(self.vfs.setlk(i, lock_owner.0, start, end, typ as u32, pid, sleep));
+        let res = self.run(self.vfs.setlk(i, lock_owner.0, start, end, typ as u32, pid, sleep));
         Self::empty(reply, res);
     }
 
@@ -574,7 +580,7 @@ impl Filesystem for StrataFs {
             return;
         }
         let i = self.ino(ino);
-        let res = self.rt.block_on(async {
+        let res = self.run(async {
             self.vfs.flush(fh.0).await?;
             let a = self.vfs.getattr(i).await?;
             let end = offset.checked_add(length).ok_or_else(|| VfsError::from_errno(libc::EFBIG))?;

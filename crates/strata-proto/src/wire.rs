@@ -84,6 +84,37 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::
     Ok((kind, id, body.freeze()))
 }
 
+/// Writes one frame on a blocking stream with a single write call.
+pub fn write_frame_sync<W: std::io::Write>(w: &mut W, kind: u16, id: u32, payload: &[u8]) -> std::io::Result<()> {
+    if payload.len() > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"));
+    }
+    let mut buf = Vec::with_capacity(12 + payload.len());
+    buf.put_u32(payload.len() as u32);
+    buf.put_u16(kind);
+    buf.put_u16(0);
+    buf.put_u32(id);
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)
+}
+
+/// Reads one frame from a blocking stream.
+pub fn read_frame_sync<R: std::io::Read>(r: &mut R) -> std::io::Result<(u16, u32, Bytes)> {
+    let mut head = [0u8; 12];
+    r.read_exact(&mut head)?;
+    let mut h = &head[..];
+    let len = h.get_u32() as usize;
+    let kind = h.get_u16();
+    let _ = h.get_u16();
+    let id = h.get_u32();
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
+    }
+    let mut body = BytesMut::zeroed(len);
+    r.read_exact(&mut body)?;
+    Ok((kind, id, body.freeze()))
+}
+
 /// The wire form of a failed call.
 pub fn status_to_error(s: &tonic::Status) -> RpcError {
     RpcError {
@@ -134,6 +165,16 @@ mod tests {
         a.write_all(&[0, 0, 0, 9, 0]).await.expect("write");
         drop(a);
         assert!(read_frame(&mut b).await.is_err(), "a truncated header is an error");
+    }
+
+    #[test]
+    fn blocking_frames_round_trip() -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        write_frame_sync(&mut buf, OK, 9, b"abc")?;
+        let (k, id, p) = read_frame_sync(&mut &buf[..])?;
+        assert_eq!((k, id, &p[..]), (OK, 9, &b"abc"[..]));
+        assert!(read_frame_sync(&mut &buf[..5]).is_err());
+        Ok(())
     }
 
     #[test]

@@ -84,11 +84,24 @@ fn session_unknown(s: &Status) -> bool {
     s.metadata().get(strata_proto::SESSION_KEY).is_some()
 }
 
+thread_local! {
+    static DIRECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that may block on the network (a FUSE request thread, not a
+/// runtime worker). Its calls then use plain blocking sockets: the thread sleeps in `read` and
+/// the kernel wakes it directly when the answer arrives, one thread hand-off less per call
+/// than waking it through the runtime's I/O driver.
+pub fn allow_blocking_io() {
+    DIRECT.with(|d| d.set(true));
+}
+
 /// Connections of the framed transport, used one call at a time each.
 struct Pool {
     addr: String,
     token: String,
     idle: Mutex<Vec<TcpStream>>,
+    idle_sync: Mutex<Vec<std::net::TcpStream>>,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
@@ -96,19 +109,54 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
 }
 
 impl Pool {
-    async fn open(&self) -> Result<TcpStream, Status> {
-        let mut s =
-            TcpStream::connect(&self.addr).await.map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
-        let _ = s.set_nodelay(true);
+    fn hello(&self) -> Vec<u8> {
         let mut hello = Vec::with_capacity(12 + self.token.len());
         hello.extend_from_slice(wire::MAGIC);
         hello.extend_from_slice(&(self.token.len() as u32).to_be_bytes());
         hello.extend_from_slice(self.token.as_bytes());
-        s.write_all(&hello).await.map_err(|e| unavailable("send hello", e))?;
+        hello
+    }
+
+    fn open_sync(&self) -> Result<std::net::TcpStream, Status> {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&self.addr)
+            .map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
+        let _ = s.set_nodelay(true);
+        s.write_all(&self.hello()).map_err(|e| unavailable("send hello", e))?;
+        let (status, _, body) = wire::read_frame_sync(&mut s).map_err(|e| unavailable("read hello answer", e))?;
+        if status != wire::OK {
+            return Err(decode_error(body));
+        }
+        Ok(s)
+    }
+
+    fn unary_sync<Req: Message, Resp: Message + Default>(
+        &self,
+        method: wire::Method,
+        req: &Req,
+    ) -> Result<Resp, Status> {
+        let idle = self.idle_sync.lock().ok().and_then(|mut v| v.pop());
+        let mut s = match idle {
+            Some(s) => s,
+            None => self.open_sync()?,
+        };
+        wire::write_frame_sync(&mut s, method as u16, 0, &req.encode_to_vec())
+            .map_err(|e| unavailable("send request", e))?;
+        let (status, _, payload) = wire::read_frame_sync(&mut s).map_err(|e| unavailable("read response", e))?;
+        if let Ok(mut v) = self.idle_sync.lock() {
+            v.push(s);
+        }
+        decode_reply(status, payload)
+    }
+
+    async fn open(&self) -> Result<TcpStream, Status> {
+        let mut s =
+            TcpStream::connect(&self.addr).await.map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
+        let _ = s.set_nodelay(true);
+        s.write_all(&self.hello()).await.map_err(|e| unavailable("send hello", e))?;
         let (status, _, body) = wire::read_frame(&mut s).await.map_err(|e| unavailable("read hello answer", e))?;
         if status != wire::OK {
-            let err = pb::RpcError::decode(body).map_err(|e| Status::internal(format!("bad error frame: {e}")))?;
-            return Err(wire::error_to_status(err));
+            return Err(decode_error(body));
         }
         Ok(s)
     }
@@ -118,6 +166,9 @@ impl Pool {
         method: wire::Method,
         req: &Req,
     ) -> Result<Resp, Status> {
+        if DIRECT.with(|d| d.get()) {
+            return self.unary_sync(method, req);
+        }
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut s = match idle {
             Some(s) => s,
@@ -129,12 +180,22 @@ impl Pool {
         if let Ok(mut v) = self.idle.lock() {
             v.push(s);
         }
-        if status == wire::OK {
-            Resp::decode(payload).map_err(|e| Status::internal(format!("malformed response: {e}")))
-        } else {
-            let err = pb::RpcError::decode(payload).map_err(|e| Status::internal(format!("bad error frame: {e}")))?;
-            Err(wire::error_to_status(err))
-        }
+        decode_reply(status, payload)
+    }
+}
+
+fn decode_error(body: bytes::Bytes) -> Status {
+    match pb::RpcError::decode(body) {
+        Ok(err) => wire::error_to_status(err),
+        Err(e) => Status::internal(format!("bad error frame: {e}")),
+    }
+}
+
+fn decode_reply<Resp: Message + Default>(status: u16, payload: bytes::Bytes) -> Result<Resp, Status> {
+    if status == wire::OK {
+        Resp::decode(payload).map_err(|e| Status::internal(format!("malformed response: {e}")))
+    } else {
+        Err(decode_error(payload))
     }
 }
 
@@ -160,7 +221,12 @@ impl Client {
         retry_timeout: Duration,
     ) -> Result<(Arc<Client>, pb::MountResp)> {
         let addr = server.trim_start_matches("http://").trim_end_matches('/').to_string();
-        let pool = Pool { addr: addr.clone(), token: token.trim().to_string(), idle: Mutex::new(Vec::new()) };
+        let pool = Pool {
+            addr: addr.clone(),
+            token: token.trim().to_string(),
+            idle: Mutex::new(Vec::new()),
+            idle_sync: Mutex::new(Vec::new()),
+        };
         let conn = pool.open().await.map_err(|s| match VfsError::from_status(&s) {
             VfsError::Unavailable(m) => VfsError::Unavailable(format!("cannot reach strata server at {addr}: {m}")),
             e => e,

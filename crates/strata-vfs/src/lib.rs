@@ -6,6 +6,6 @@ pub mod error;
 pub mod vfs;
 pub mod writer;
 
-pub use client::{Client, TokenInterceptor, admin, connect};
+pub use client::{Client, TokenInterceptor, admin, allow_blocking_io, connect};
 pub use error::{Result, VfsError};
 pub use vfs::{DirEntry, Opened, StatFs, Vfs, VfsConfig};
