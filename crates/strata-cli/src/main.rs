@@ -37,7 +37,8 @@ enum Cmd {
 
 /// The async runtime for a command.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(4);
+    // One worker per core: more only adds thread switches to latency-bound metadata calls.
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?)
 }
 
