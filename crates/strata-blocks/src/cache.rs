@@ -66,6 +66,22 @@ impl BlockCache {
             .await
     }
 
+    /// A whole block like [`BlockCache::fetch`], reading a local store on the calling thread
+    /// (for callers that may block) instead of through the runtime's blocking pool.
+    pub async fn fetch_now(&self, store: &BlockStore, key: &str, len: usize) -> Result<Bytes> {
+        if let Some(b) = self.mem.get(key) {
+            return Ok(b);
+        }
+        match store.get_now(key, len) {
+            Some(Ok(b)) => {
+                self.mem.insert(key.to_string(), b.clone());
+                Ok(b)
+            }
+            Some(Err(e)) => Err(e),
+            None => self.fetch(store, key, len).await,
+        }
+    }
+
     /// Bytes held in memory.
     pub fn mem_bytes(&self) -> u64 {
         self.mem.weight()

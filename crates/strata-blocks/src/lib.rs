@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod error;
 pub mod layout;
+pub mod local;
 pub mod store;
 
 pub use cache::{BlockCache, DiskCache};

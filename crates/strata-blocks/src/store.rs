@@ -5,7 +5,6 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -35,7 +34,7 @@ impl BlockStore {
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| BlockError::Io { what: format!("create block directory {}", dir.display()), source: e })?;
-        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
+        let fs = crate::local::BlockDir::new(dir.clone()).map_err(|e| bad(&e.to_string()))?;
         Ok(BlockStore { store: Arc::new(fs), local_root: Some(dir), url: url.to_string() })
     }
 
@@ -68,6 +67,30 @@ impl BlockStore {
             let _ = tokio::task::spawn_blocking(move || start_writeback(&path)).await;
         }
         Ok(())
+    }
+
+    /// Stores a block on the calling thread, for callers that may block (not runtime workers).
+    /// `None` when the store is not a local directory (use [`BlockStore::put`]); an error means
+    /// the caller should fall back to `put`, which also replaces a partial file.
+    pub fn put_now(&self, key: &str, data: &Bytes) -> Option<Result<()>> {
+        let root = self.local_root.as_ref()?;
+        let payload = PutPayload::from_bytes(data.clone());
+        Some(
+            crate::local::write_new(&root.join(key), &payload)
+                .map_err(|e| BlockError::Io { what: format!("write block {key}"), source: e }),
+        )
+    }
+
+    /// Reads a whole block on the calling thread, for callers that may block; `None` when the
+    /// store is not a local directory.
+    pub fn get_now(&self, key: &str, want: usize) -> Option<Result<Bytes>> {
+        let root = self.local_root.as_ref()?;
+        Some(match std::fs::read(root.join(key)) {
+            Ok(b) if b.len() == want => Ok(Bytes::from(b)),
+            Ok(b) => Err(BlockError::Short { key: key.to_string(), got: b.len(), want }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlockError::Missing(key.to_string())),
+            Err(e) => Err(BlockError::Io { what: format!("read block {key}"), source: e }),
+        })
     }
 
     /// Reads a whole block, checking its length.

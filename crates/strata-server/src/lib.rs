@@ -178,7 +178,19 @@ async fn accept(
         let (grpc, st, svc) = (grpc.clone(), st.clone(), svc.clone());
         tokio::spawn(async move {
             if wire::is_framed(&sock, Duration::from_secs(10)).await {
-                wire::serve_conn(st, svc, sock).await;
+                let rt = tokio::runtime::Handle::current();
+                let std_sock = sock.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s));
+                match std_sock {
+                    Ok(s) => {
+                        let spawned = std::thread::Builder::new()
+                            .name("strata-conn".into())
+                            .spawn(move || wire::serve_conn(st, svc, s, rt));
+                        if let Err(e) = spawned {
+                            tracing::error!(error = %e, "cannot start a connection thread");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot take over a framed connection"),
+                }
             } else {
                 let _ = grpc.send(Ok(sock)).await;
             }

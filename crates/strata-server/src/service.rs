@@ -268,11 +268,17 @@ impl MetaRpc for MetaService {
         }))
     }
 
-    async fn close(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::Empty>, Status> {
+    async fn close(&self, req: Request<pb::CloseReq>) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
         self.session(r.session)?;
         let meta = self.st.meta.clone();
-        blocking(move || meta.close(r.session, r.ino)).await?;
+        blocking(move || {
+            for ino in r.inos {
+                meta.close(r.session, ino)?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -9,7 +9,6 @@ use prost::Message;
 use strata_proto::pb;
 use strata_proto::pb::meta_server::Meta as MetaRpc;
 use strata_proto::wire::{self, ERR, MAGIC, Method, OK};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tonic::Status;
 
@@ -37,14 +36,17 @@ pub async fn is_framed(sock: &TcpStream, timeout: Duration) -> bool {
     tokio::time::timeout(timeout, peek).await.unwrap_or(false)
 }
 
-async fn send_error(sock: &mut TcpStream, id: u32, s: &Status) -> std::io::Result<()> {
-    wire::write_frame(sock, ERR, id, &wire::status_to_error(s).encode_to_vec()).await
+fn send_error(sock: &mut std::net::TcpStream, id: u32, s: &Status) -> std::io::Result<()> {
+    wire::write_frame_sync(sock, ERR, id, &wire::status_to_error(s).encode_to_vec())
 }
 
-/// Serves one framed connection until the peer closes it or breaks the protocol.
-pub async fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: TcpStream) {
+/// Serves one framed connection on the calling (dedicated) thread until the peer closes it or
+/// breaks the protocol. Calls run start to finish on this thread: the kernel wakes it when a
+/// request arrives and nothing else is handed between threads, which is what makes a metadata
+/// call cheap. Metadata handlers are driven with `rt.block_on`, outside the runtime's workers.
+pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::TcpStream, rt: tokio::runtime::Handle) {
     let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let secret = match hello(&mut sock).await {
+    let secret = match hello(&mut sock) {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(peer, error = %e, "bad connection hello");
@@ -52,14 +54,14 @@ pub async fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: TcpStre
         }
     };
     if let Err(s) = st.auth.principal(&secret) {
-        let _ = send_error(&mut sock, 0, &s).await;
+        let _ = send_error(&mut sock, 0, &s);
         return;
     }
-    if wire::write_frame(&mut sock, OK, 0, &[]).await.is_err() {
+    if wire::write_frame_sync(&mut sock, OK, 0, &[]).is_err() {
         return;
     }
     loop {
-        let (method, id, payload) = match wire::read_frame(&mut sock).await {
+        let (method, id, payload) = match wire::read_frame_sync(&mut sock) {
             Ok(f) => f,
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
@@ -68,16 +70,16 @@ pub async fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: TcpStre
                 return;
             }
         };
-        // Checked on every call, so a revoked token stops working at once.
         let started = std::time::Instant::now();
+        // Checked on every call, so a revoked token stops working at once.
         let res = match st.auth.principal(&secret) {
-            Ok(p) => dispatch(&svc, p, method, payload).await,
+            Ok(p) => rt.block_on(dispatch(&svc, p, method, payload)),
             Err(s) => Err(s),
         };
         tracing::trace!(method, micros = started.elapsed().as_micros() as u64, ok = res.is_ok(), "call");
         let sent = match res {
-            Ok(body) => wire::write_frame(&mut sock, OK, id, &body).await,
-            Err(s) => send_error(&mut sock, id, &s).await,
+            Ok(body) => wire::write_frame_sync(&mut sock, OK, id, &body),
+            Err(s) => send_error(&mut sock, id, &s),
         };
         if sent.is_err() {
             return;
@@ -85,15 +87,18 @@ pub async fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: TcpStre
     }
 }
 
-async fn hello(sock: &mut TcpStream) -> std::io::Result<String> {
+fn hello(sock: &mut std::net::TcpStream) -> std::io::Result<String> {
+    use std::io::Read;
     let mut magic = [0u8; 8];
-    sock.read_exact(&mut magic).await?;
-    let len = sock.read_u32().await? as usize;
+    sock.read_exact(&mut magic)?;
+    let mut len = [0u8; 4];
+    sock.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
     if len > MAX_TOKEN {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "token too long"));
     }
     let mut tok = vec![0u8; len];
-    sock.read_exact(&mut tok).await?;
+    sock.read_exact(&mut tok)?;
     String::from_utf8(tok).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "token is not UTF-8"))
 }
 
@@ -124,7 +129,7 @@ async fn dispatch(svc: &Arc<MetaService>, p: Principal, method: u16, payload: By
         Method::Readlink => route!(svc, p, payload, readlink, pb::InoReq),
         Method::Readdir => route!(svc, p, payload, readdir, pb::ReaddirReq),
         Method::Open => route!(svc, p, payload, open, pb::OpenReq),
-        Method::Close => route!(svc, p, payload, close, pb::OpenReq),
+        Method::Close => route!(svc, p, payload, close, pb::CloseReq),
         Method::ReadChunk => route!(svc, p, payload, read_chunk, pb::ChunkReq),
         Method::CommitWrites => route!(svc, p, payload, commit_writes, pb::CommitReq),
         Method::CompactChunk => route!(svc, p, payload, compact_chunk, pb::CompactReq),

@@ -96,6 +96,11 @@ pub fn allow_blocking_io() {
     DIRECT.with(|d| d.set(true));
 }
 
+/// Whether the calling thread may block (see [`allow_blocking_io`]).
+pub fn can_block() -> bool {
+    DIRECT.with(|d| d.get())
+}
+
 /// Connections of the framed transport, used one call at a time each.
 struct Pool {
     addr: String,

@@ -137,6 +137,7 @@ pub struct Vfs {
     /// Directory attributes from this client's own changes, each used once (see `getattr`).
     changed_dirs: Mutex<HashMap<u64, (Attr, Instant)>>,
     pending_closes: Arc<std::sync::atomic::AtomicUsize>,
+    closes: tokio::sync::mpsc::UnboundedSender<u64>,
     compacting: Mutex<std::collections::HashSet<(u64, u32)>>,
     me: std::sync::Weak<Vfs>,
     next_fh: AtomicU64,
@@ -173,6 +174,9 @@ impl Vfs {
             cfg.buffer,
             cfg.upload_parallel,
         );
+        let pending_closes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (close_tx, close_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_closes(client.clone(), close_rx, pending_closes.clone()));
         Ok(Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
             compacting: Mutex::new(std::collections::HashSet::new()),
@@ -184,7 +188,8 @@ impl Vfs {
             inodes: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             changed_dirs: Mutex::new(HashMap::new()),
-            pending_closes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            pending_closes: pending_closes.clone(),
+            closes: close_tx,
             next_fh: AtomicU64::new(1),
             ids: tokio::sync::Mutex::new((0, 0)),
             prefetch: Arc::new(Semaphore::new(cfg.prefetch_parallel.max(1))),
@@ -714,18 +719,14 @@ impl Vfs {
     }
 
     /// Tells the server a file was closed. Nothing waits on the answer (it only matters for
-    /// files unlinked while open and for block collection), so it goes in the background.
+    /// files unlinked while open and for block collection), so closes are queued and sent in
+    /// batches by a background task.
     async fn close_ino(&self, ino: u64) {
         self.client.closed(ino);
-        let client = self.client.clone();
-        let pending = self.pending_closes.clone();
-        pending.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            if let Err(e) = client.call::<_, pb::Empty>(Method::Close, |session| pb::OpenReq { session, ino }).await {
-                tracing::warn!(ino, error = %e, "close not recorded by the server");
-            }
-            pending.fetch_sub(1, Ordering::Relaxed);
-        });
+        self.pending_closes.fetch_add(1, Ordering::Relaxed);
+        if self.closes.send(ino).is_err() {
+            self.pending_closes.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Releases a handle (last close of a descriptor): commits anything left and closes.
@@ -824,7 +825,11 @@ impl Vfs {
             if let Some(data) = self.cache.peek(&key) {
                 dst[done..done + n].copy_from_slice(&data[in_block..in_block + n]);
             } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize {
-                let data = self.cache.fetch(&self.store, &key, blen as usize).await?;
+                let data = if crate::client::can_block() {
+                    self.cache.fetch_now(&self.store, &key, blen as usize).await?
+                } else {
+                    self.cache.fetch(&self.store, &key, blen as usize).await?
+                };
                 dst[done..done + n].copy_from_slice(&data[in_block..in_block + n]);
             } else {
                 let data = self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await?;
@@ -1061,6 +1066,29 @@ impl Vfs {
     /// Bytes held by the memory block cache.
     pub fn cache_bytes(&self) -> u64 {
         self.cache.mem_bytes()
+    }
+}
+
+/// Sends queued closes, as many per call as have piled up.
+async fn send_closes(
+    client: Arc<Client>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut inos = vec![first];
+        while inos.len() < 4096
+            && let Ok(more) = rx.try_recv()
+        {
+            inos.push(more);
+        }
+        let n = inos.len();
+        let res =
+            client.call::<_, pb::Empty>(Method::Close, |session| pb::CloseReq { session, inos: inos.clone() }).await;
+        if let Err(e) = res {
+            tracing::warn!(files = n, error = %e, "closes not recorded by the server");
+        }
+        pending.fetch_sub(n, Ordering::Relaxed);
     }
 }
 

@@ -171,10 +171,30 @@ impl FileWriter {
 
     fn upload(&mut self, sh: &WriteShared, id: u64, block: u32, buf: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
         let key = block_key(sh.volume, id, block, buf.len() as u32);
+        // A short (tail) block on a thread that may block and a local store: write it right
+        // here. Small files then cost no hand-off between threads at close.
+        if buf.len() < sh.block_size as usize && crate::client::can_block() {
+            let data = Bytes::from(buf);
+            match sh.store.put_now(&key, &data) {
+                Some(Ok(())) => {
+                    sh.cache.insert(&key, data);
+                    drop(permit);
+                    return;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(key, error = %e, "in-place block write failed; retrying through the store")
+                }
+                None => {}
+            }
+            return self.spawn_upload(sh, key, data, permit);
+        }
+        self.spawn_upload(sh, key, Bytes::from(buf), permit);
+    }
+
+    fn spawn_upload(&mut self, sh: &WriteShared, key: String, data: Bytes, permit: Option<OwnedSemaphorePermit>) {
         let (store, cache, uploads) = (sh.store.clone(), sh.cache.clone(), sh.uploads.clone());
         self.uploads.push(tokio::spawn(async move {
             let _slot = uploads.acquire_owned().await.map_err(|_| VfsError::errno_msg(libc::EIO, "uploads closed"))?;
-            let data = Bytes::from(buf);
             store.put(&key, data.clone()).await.map_err(|e| {
                 tracing::error!(key, error = %e, "block upload failed");
                 VfsError::from(e)

@@ -1,0 +1,128 @@
+//! A local-directory object store for immutable, uniquely named blocks.
+//!
+//! `object_store`'s `LocalFileSystem` writes every object to a staging file and renames it into
+//! place, so that a reader never sees a half-written object under a name that is being
+//! replaced. Strata never replaces a block and never reads one before the metadata commit that
+//! follows a completed put, so the rename (an extra journaled metadata operation per block,
+//! most of the cost for small files) buys nothing here. This wrapper writes new blocks in
+//! place and hands every other operation, and any put whose name already exists, to
+//! `LocalFileSystem`.
+
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, Result,
+};
+
+/// Blocks in a local (or shared) directory.
+#[derive(Debug)]
+pub struct BlockDir {
+    root: PathBuf,
+    inner: LocalFileSystem,
+}
+
+impl BlockDir {
+    /// A store rooted at `root` (which must exist).
+    pub fn new(root: PathBuf) -> Result<Self> {
+        let inner = LocalFileSystem::new_with_prefix(&root)?;
+        Ok(BlockDir { root, inner })
+    }
+}
+
+impl fmt::Display for BlockDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlockDir({})", self.root.display())
+    }
+}
+
+/// Writes a new block file in place (creating its directories), failing if it exists.
+pub(crate) fn write_new(path: &std::path::Path, payload: &PutPayload) -> std::io::Result<()> {
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::OpenOptions::new().write(true).create_new(true).open(path)?
+        }
+        Err(e) => return Err(e),
+    };
+    for part in payload.iter() {
+        file.write_all(part)?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for BlockDir {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        if !opts.attributes.is_empty() || !matches!(opts.mode, object_store::PutMode::Overwrite) {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let path = self.root.join(location.as_ref());
+        let p2 = path.clone();
+        let pl = payload.clone();
+        let res = tokio::task::spawn_blocking(move || write_new(&p2, &pl)).await;
+        match res {
+            Ok(Ok(())) => Ok(PutResult { e_tag: None, version: None, extensions: Default::default() }),
+            // Already there (a retried put) or any failure: the staging path decides, and
+            // replaces a partial file atomically.
+            _ => self.inner.put_opts(location, payload, opts).await,
+        }
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[std::ops::Range<u64>]) -> Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn writes_in_place_and_falls_back_for_existing_names() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| object_store::Error::Generic { store: "test", source: e.into() })?;
+        let s = BlockDir::new(dir.path().to_path_buf())?;
+        let key = Path::from("v1/chunks/0/0/7_0_3");
+        s.put(&key, PutPayload::from_static(b"abc")).await?;
+        assert_eq!(s.get(&key).await?.bytes().await?, bytes::Bytes::from_static(b"abc"));
+        // A retried put of the same name (say after a partial write) replaces it whole.
+        s.put(&key, PutPayload::from_static(b"xyz")).await?;
+        assert_eq!(s.get(&key).await?.bytes().await?, bytes::Bytes::from_static(b"xyz"));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("v1/chunks/0/0")).into_iter().flatten().collect();
+        assert_eq!(leftovers.len(), 1, "no staging files left behind");
+        Ok(())
+    }
+}
