@@ -81,6 +81,11 @@ impl BlockStore {
         )
     }
 
+    /// Where a block lives on disk, for a local store.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|r| r.join(key))
+    }
+
     /// Reads a whole block on the calling thread, for callers that may block; `None` when the
     /// store is not a local directory.
     pub fn get_now(&self, key: &str, want: usize) -> Option<Result<Bytes>> {
@@ -142,11 +147,16 @@ impl BlockStore {
 const EARLY_WRITEBACK: usize = 1 << 20;
 
 fn start_writeback(path: &FsPath) {
-    use std::os::fd::AsRawFd;
     if let Ok(f) = std::fs::File::open(path) {
-        // SAFETY: plain syscall on a descriptor `f` keeps open for the call.
-        unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        start_writeback_of(&f);
     }
+}
+
+/// Starts (without waiting for) the write-back of a file's dirty pages.
+pub fn start_writeback_of(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a descriptor `f` keeps open for the call.
+    unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 fn syncfs(dir: &FsPath) -> Result<()> {

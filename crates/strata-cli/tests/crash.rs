@@ -205,6 +205,12 @@ fn client_crash_mid_write() {
 
     // The dead mount is cleaned up and the mount point reused.
     let dead = c.mp(a).to_path_buf();
+    // The kernel may answer from attributes it cached before the crash (1 s lifetime); after
+    // that the dead mount answers ENOTCONN.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&dead).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(err_of(std::fs::metadata(&dead)), libc::ENOTCONN, "dead mount answers ENOTCONN");
     let st = Command::new("umount").arg("-l").arg(&dead).status().expect("umount -l");
     assert!(st.success(), "umount -l of the dead mount");

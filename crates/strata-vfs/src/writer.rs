@@ -65,6 +65,71 @@ struct OpenSlice {
     buf: Vec<u8>,
     permit: Option<OwnedSemaphorePermit>,
     blocks_sent: u32,
+    /// The block being written straight to its file (large writes to a local store).
+    direct: Option<DirectBlock>,
+}
+
+/// A block file filled in place, named as if it will be full; renamed at the end of the slice
+/// if it is not.
+struct DirectBlock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    written: usize,
+}
+
+/// A slice this large switches to writing its blocks straight into their files (local stores,
+/// threads that may block): one copy of the data instead of two, no hand-off per block.
+const DIRECT_AFTER: usize = 1 << 20;
+
+fn io_err(what: &str, e: std::io::Error) -> VfsError {
+    tracing::error!(error = %e, "{what}");
+    VfsError::errno_msg(e.raw_os_error().unwrap_or(libc::EIO), format!("{what}: {e}"))
+}
+
+/// Writes as much of `data` as fits in the slice's current block, straight to its file.
+fn write_direct(sh: &WriteShared, s: &mut OpenSlice, data: &[u8]) -> Result<usize> {
+    use std::io::Write;
+    let bs = sh.block_size as usize;
+    if s.direct.is_none() {
+        let key = block_key(sh.volume, s.id, s.blocks_sent, sh.block_size);
+        let Some(path) = sh.store.local_path(&key) else {
+            return Err(VfsError::errno_msg(libc::EIO, "direct block write on a remote store"));
+        };
+        let open = || std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path);
+        let mut file = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| io_err("create block directory", e))?;
+                }
+                open().map_err(|e| io_err("create block file", e))?
+            }
+            Err(e) => return Err(io_err("create block file", e)),
+        };
+        let buffered = std::mem::take(&mut s.buf);
+        file.write_all(&buffered).map_err(|e| io_err("write block", e))?;
+        s.permit = None;
+        s.direct = Some(DirectBlock { file, path, written: buffered.len() });
+    }
+    let Some(d) = s.direct.as_mut() else { return Ok(0) };
+    let take = (bs - d.written).min(data.len());
+    d.file.write_all(&data[..take]).map_err(|e| io_err("write block", e))?;
+    d.written += take;
+    s.len += take as u32;
+    if d.written == bs {
+        strata_blocks::store::start_writeback_of(&d.file);
+        s.direct = None;
+        s.blocks_sent += 1;
+    }
+    Ok(take)
+}
+
+/// Ends a directly written block that is shorter than a full one: its name must say its size.
+fn close_direct(sh: &WriteShared, id: u64, block: u32, d: DirectBlock) -> Result<()> {
+    drop(d.file);
+    let key = block_key(sh.volume, id, block, d.written as u32);
+    let Some(to) = sh.store.local_path(&key) else { return Ok(()) };
+    std::fs::rename(&d.path, &to).map_err(|e| io_err("rename block", e))
 }
 
 /// The dirty state of one file in this client.
@@ -95,6 +160,7 @@ impl FileWriter {
             return Ok(());
         }
         let bs = sh.block_size as usize;
+        let direct_ok = sh.store.is_local() && crate::client::can_block();
         let mut consumed = 0usize;
         for (idx, pos, n) in chunk_pieces(off, data.len() as u64) {
             let mut rest = &data[consumed..consumed + n as usize];
@@ -105,8 +171,19 @@ impl FileWriter {
                 if self.open.get(&idx).is_none_or(|s| s.pos + s.len != at) {
                     self.finish_slice(sh, idx).await?;
                     let id = new_id().await?;
-                    self.open
-                        .insert(idx, OpenSlice { pos: at, id, len: 0, buf: Vec::new(), permit: None, blocks_sent: 0 });
+                    self.open.insert(
+                        idx,
+                        OpenSlice { pos: at, id, len: 0, buf: Vec::new(), permit: None, blocks_sent: 0, direct: None },
+                    );
+                }
+                if direct_ok
+                    && let Some(s) = self.open.get_mut(&idx)
+                    && (s.direct.is_some() || s.len as usize + rest.len() >= DIRECT_AFTER)
+                {
+                    let take = write_direct(sh, s, rest)?;
+                    rest = &rest[take..];
+                    at += take as u32;
+                    continue;
                 }
                 let have = self.open.get(&idx).map(|s| s.buf.len()).unwrap_or(0);
                 let take = (bs - have).min(rest.len());
@@ -211,6 +288,9 @@ impl FileWriter {
         };
         if s.len == 0 {
             return Ok(());
+        }
+        if let Some(d) = s.direct.take() {
+            close_direct(sh, s.id, s.blocks_sent, d)?;
         }
         if !s.buf.is_empty() {
             let buf = std::mem::take(&mut s.buf);
