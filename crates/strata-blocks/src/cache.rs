@@ -69,16 +69,24 @@ impl BlockCache {
     /// A whole block like [`BlockCache::fetch`], reading a local store on the calling thread
     /// (for callers that may block) instead of through the runtime's blocking pool.
     pub async fn fetch_now(&self, store: &BlockStore, key: &str, len: usize) -> Result<Bytes> {
-        if let Some(b) = self.mem.get(key) {
-            return Ok(b);
+        if !store.is_local() {
+            return self.fetch(store, key, len).await;
         }
-        match store.get_now(key, len) {
-            Some(Ok(b)) => {
-                self.mem.insert(key.to_string(), b.clone());
-                Ok(b)
-            }
-            Some(Err(e)) => Err(e),
-            None => self.fetch(store, key, len).await,
+        match self.mem.get_value_or_guard(key, Some(std::time::Duration::ZERO)) {
+            quick_cache::sync::GuardResult::Value(b) => Ok(b),
+            quick_cache::sync::GuardResult::Guard(g) => match store.get_now(key, len) {
+                Some(Ok(b)) => {
+                    let _ = g.insert(b.clone());
+                    Ok(b)
+                }
+                Some(Err(e)) => Err(e),
+                None => {
+                    drop(g);
+                    self.fetch(store, key, len).await
+                }
+            },
+            // Someone (read-ahead) is loading it: wait for that instead of reading it twice.
+            quick_cache::sync::GuardResult::Timeout => self.fetch(store, key, len).await,
         }
     }
 
