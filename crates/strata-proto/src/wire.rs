@@ -48,6 +48,33 @@ methods! {
     GetLock = 26, SetLock = 27, ReleaseLocks = 28,
 }
 
+/// A whole frame (header and payload) ready to be written with one call.
+fn encode_frame(kind: u16, id: u32, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    if payload.len() > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"));
+    }
+    let mut buf = Vec::with_capacity(12 + payload.len());
+    buf.put_u32(payload.len() as u32);
+    buf.put_u16(kind);
+    buf.put_u16(0);
+    buf.put_u32(id);
+    buf.extend_from_slice(payload);
+    Ok(buf)
+}
+
+/// A frame header: (payload length, method or status, id); oversized frames are an error.
+fn parse_header(head: &[u8; 12]) -> std::io::Result<(usize, u16, u32)> {
+    let mut h = &head[..];
+    let len = h.get_u32() as usize;
+    let kind = h.get_u16();
+    let _ = h.get_u16();
+    let id = h.get_u32();
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
+    }
+    Ok((len, kind, id))
+}
+
 /// Writes one frame with a single write call.
 pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
@@ -55,30 +82,14 @@ pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
     id: u32,
     payload: &[u8],
 ) -> std::io::Result<()> {
-    if payload.len() > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"));
-    }
-    let mut buf = Vec::with_capacity(12 + payload.len());
-    buf.put_u32(payload.len() as u32);
-    buf.put_u16(kind);
-    buf.put_u16(0);
-    buf.put_u32(id);
-    buf.extend_from_slice(payload);
-    w.write_all(&buf).await
+    w.write_all(&encode_frame(kind, id, payload)?).await
 }
 
 /// Reads one frame: (method or status, id, payload). Oversized frames are an error.
 pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u16, u32, Bytes)> {
     let mut head = [0u8; 12];
     r.read_exact(&mut head).await?;
-    let mut h = &head[..];
-    let len = h.get_u32() as usize;
-    let kind = h.get_u16();
-    let _ = h.get_u16();
-    let id = h.get_u32();
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
-    }
+    let (len, kind, id) = parse_header(&head)?;
     let mut body = BytesMut::zeroed(len);
     r.read_exact(&mut body).await?;
     Ok((kind, id, body.freeze()))
@@ -86,30 +97,14 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::
 
 /// Writes one frame on a blocking stream with a single write call.
 pub fn write_frame_sync<W: std::io::Write>(w: &mut W, kind: u16, id: u32, payload: &[u8]) -> std::io::Result<()> {
-    if payload.len() > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"));
-    }
-    let mut buf = Vec::with_capacity(12 + payload.len());
-    buf.put_u32(payload.len() as u32);
-    buf.put_u16(kind);
-    buf.put_u16(0);
-    buf.put_u32(id);
-    buf.extend_from_slice(payload);
-    w.write_all(&buf)
+    w.write_all(&encode_frame(kind, id, payload)?)
 }
 
 /// Reads one frame from a blocking stream.
 pub fn read_frame_sync<R: std::io::Read>(r: &mut R) -> std::io::Result<(u16, u32, Bytes)> {
     let mut head = [0u8; 12];
     r.read_exact(&mut head)?;
-    let mut h = &head[..];
-    let len = h.get_u32() as usize;
-    let kind = h.get_u16();
-    let _ = h.get_u16();
-    let id = h.get_u32();
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes is too large")));
-    }
+    let (len, kind, id) = parse_header(&head)?;
     let mut body = BytesMut::zeroed(len);
     r.read_exact(&mut body)?;
     Ok((kind, id, body.freeze()))

@@ -202,9 +202,7 @@ fn spin_until_readable(s: &std::net::TcpStream) {
     let mut byte = [0u8; 1];
     while started.elapsed() < SPIN {
         // SAFETY: a peek of at most one byte into a live buffer on a descriptor `s` keeps open.
-        let n = unsafe {
-            libc::recv(s.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        };
+        let n = unsafe { libc::recv(s.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         if n != -1 {
             return;
         }

@@ -399,23 +399,18 @@ impl Vfs {
 
     /// Removes a file name.
     pub async fn unlink(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
-        let r = self
-            .client
-            .call::<_, pb::DirChange>(Method::Unlink, |_| pb::NameReq {
-                caller: Some(ctx_to_pb(ctx)),
-                parent,
-                name: name.to_vec(),
-            })
-            .await?;
-        self.note_dirs(&[&r.parent, &r.new_parent]);
-        Ok(())
+        self.remove(Method::Unlink, ctx, parent, name).await
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(Method::Rmdir, ctx, parent, name).await
+    }
+
+    async fn remove(&self, method: Method, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
         let r = self
             .client
-            .call::<_, pb::DirChange>(Method::Rmdir, |_| pb::NameReq {
+            .call::<_, pb::DirChange>(method, |_| pb::NameReq {
                 caller: Some(ctx_to_pb(ctx)),
                 parent,
                 name: name.to_vec(),
