@@ -117,6 +117,16 @@ pub fn block_key(volume: u32, id: u64, idx: u32, len: u32) -> String {
     format!("v{volume}/chunks/{}/{}/{id}_{idx}_{len}", id / 1_000_000, id / 1_000)
 }
 
+/// The slice id a block key names (`.../{id}_{index}_{length}`), if it is one.
+pub fn slice_of_key(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?;
+    let mut parts = name.split('_');
+    let id = parts.next()?.parse().ok()?;
+    let _index: u32 = parts.next()?.parse().ok()?;
+    let _len: u32 = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some(id)
+}
+
 /// Object key prefix of every block of a volume.
 pub fn volume_prefix(volume: u32) -> String {
     format!("v{volume}/")
@@ -154,6 +164,13 @@ mod tests {
     fn chunk_pieces_split_at_boundaries() {
         let p = chunk_pieces(CHUNK_SIZE - 10, 30);
         assert_eq!(p, vec![(0, (CHUNK_SIZE - 10) as u32, 10), (1, 0, 20)]);
+    }
+
+    #[test]
+    fn keys_name_their_slice() {
+        assert_eq!(slice_of_key(&block_key(3, 1_234_567, 2, 99)), Some(1_234_567));
+        assert_eq!(slice_of_key("v3/chunks/1/1234/12_0_4.tmp"), None);
+        assert_eq!(slice_of_key("v3/chunks/1/1234/12_0"), None);
     }
 
     #[test]

@@ -133,6 +133,12 @@ impl BlockStore {
         }
     }
 
+    /// Blocks under a key prefix, with their last modification, one page at a time.
+    pub fn list(&self, prefix: &str) -> futures::stream::BoxStream<'static, Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        self.store.list(Some(&Path::from(prefix))).map(|r| r.map_err(BlockError::from)).boxed()
+    }
+
     /// Makes every block stored so far durable. Local directories are synced with one
     /// `syncfs`; remote stores acknowledge puts only once durable.
     pub async fn sync(&self) -> Result<()> {

@@ -310,3 +310,59 @@ fn sigterm_commits_buffered_writes_of_open_files() {
         mp.display()
     );
 }
+
+/// Total bytes of the files below `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Blocks a client uploaded but never committed (it was killed) are deleted by the server's
+/// sweep once they are old enough; committed data stays.
+#[test]
+fn blocks_of_a_crashed_client_are_swept() {
+    let mut c = Cluster::with_opts(
+        "sweep",
+        Opts {
+            server_args: ["--session-timeout", "5s", "--orphan-grace", "0s", "--sweep-interval", "1s"]
+                .iter()
+                .chain(["--orphan-block-age", "2s"].iter())
+                .map(|s| s.to_string())
+                .collect(),
+            ..Default::default()
+        },
+    );
+    c.allow_log("session expired without unmounting");
+    let a = c.mount(&[]);
+    let b = c.mount(&[]);
+    let keep = random_bytes(11, 5 * MIB as usize + 7);
+    std::fs::write(c.p(a, "keep"), &keep).expect("write keep");
+    let blocks = c.data.join("blocks");
+    let committed = dir_bytes(&blocks);
+    // 24 MiB written and never closed: uploaded (or written in place) but not committed.
+    let f = File::create(c.p(a, "lost")).expect("create");
+    let junk = random_bytes(12, 24 * MIB as usize);
+    f.write_all_at(&junk, 0).expect("write");
+    c.mounts[a].kill9();
+    drop(f);
+    assert!(dir_bytes(&blocks) >= committed + 16 * MIB, "the killed client's blocks reached the store");
+    assert!(
+        wait_until(Duration::from_secs(30), || dir_bytes(&blocks) <= committed),
+        "unreferenced blocks were never swept: {} bytes left, {} committed",
+        dir_bytes(&blocks),
+        committed
+    );
+    assert_bytes_eq(&read_all(&c.p(b, "keep")), &keep, "committed data after the sweep");
+    let dead = c.mp(a).to_path_buf();
+    let _ = Command::new("umount").arg("-l").arg(&dead).status();
+}

@@ -1197,6 +1197,32 @@ impl Meta {
         Ok(out)
     }
 
+    /// Every slice id the namespace still needs: referenced by a chunk, or awaiting collection.
+    /// A block whose slice is not in this set was uploaded by a client that never committed it.
+    pub fn referenced_slices(&self) -> Result<std::collections::HashSet<u64>> {
+        self.read(|t| {
+            let mut ids = std::collections::HashSet::new();
+            for prefix in [&b"C"[..], keys::PENDING_PREFIX] {
+                let end = prefix_end(prefix);
+                let mut from = prefix.to_vec();
+                loop {
+                    let batch = t.scan(&from, &end, 4096)?;
+                    let Some((last, _)) = batch.last() else { break };
+                    from = last.clone();
+                    from.push(0);
+                    for (k, v) in &batch {
+                        if prefix == keys::PENDING_PREFIX {
+                            ids.extend(keys::u64_at(k, 1));
+                        } else {
+                            ids.extend(dec_slices(v)?.iter().map(|s| s.id).filter(|id| *id != 0));
+                        }
+                    }
+                }
+            }
+            Ok(ids)
+        })
+    }
+
     /// Forgets pending slices whose blocks are gone.
     pub fn forget_pending(&self, ids: &[u64]) -> Result<()> {
         self.write(false, |t| {

@@ -20,12 +20,17 @@ pub struct GcConfig {
     /// After a start, how long clients get to re-announce open files before unlinked files
     /// are destroyed.
     pub orphan_grace: Duration,
+    /// Pause between sweeps for blocks no slice references (uploads of crashed clients).
+    pub sweep_interval: Duration,
+    /// An unreferenced block younger than this is left alone (its client may still commit it).
+    pub orphan_block_age: Duration,
 }
 
 /// Runs the background loop until the process ends.
 pub async fn run(st: Arc<State>, cfg: GcConfig) {
     let started = Instant::now();
     let mut reaped = false;
+    let mut last_sweep: Option<Instant> = None;
     loop {
         tokio::time::sleep(cfg.interval).await;
         for s in st.sessions.expire(cfg.session_timeout) {
@@ -44,7 +49,63 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
         if let Err(e) = collect_round(&st).await {
             tracing::error!(error = %e, "block collection round failed");
         }
+        if started.elapsed() >= cfg.orphan_grace && last_sweep.is_none_or(|t| t.elapsed() >= cfg.sweep_interval) {
+            last_sweep = Some(Instant::now());
+            match sweep_unreferenced(&st, cfg.orphan_block_age).await {
+                Ok(n) if n > 0 => tracing::info!(blocks = n, "deleted blocks no slice references"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "sweep for unreferenced blocks failed"),
+            }
+        }
     }
+}
+
+/// Deletes blocks that no slice references and that are older than `min_age`: what clients
+/// uploaded and never committed (they crashed, or lost the server for longer than their retry
+/// timeout). Clients commit buffered writes within seconds, so an hour-old unreferenced block
+/// is garbage. Returns how many blocks went.
+pub async fn sweep_unreferenced(st: &State, min_age: Duration) -> Result<usize, String> {
+    use futures::TryStreamExt;
+    let meta = st.meta.clone();
+    let vols = {
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || meta.list_volumes()).await.map_err(|e| e.to_string())?
+    }
+    .map_err(|e| e.to_string())?;
+    // Listed before the referenced set is read, so a block committed meanwhile is in the set.
+    let mut candidates = Vec::new();
+    let now = std::time::SystemTime::now();
+    for (vol, _) in &vols {
+        let store = st.store(&vol.store).map_err(|e| e.to_string())?;
+        let mut listing = store.list(&strata_blocks::layout::volume_prefix(vol.id));
+        while let Some(obj) = listing.try_next().await.map_err(|e| e.to_string())? {
+            let age = now.duration_since(obj.last_modified.into()).unwrap_or_default();
+            if age < min_age {
+                continue;
+            }
+            if let Some(id) = strata_blocks::layout::slice_of_key(obj.location.as_ref()) {
+                candidates.push((store.clone(), obj.location.to_string(), id));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let live = tokio::task::spawn_blocking(move || meta.referenced_slices())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for (store, key, id) in candidates {
+        if live.contains(&id) {
+            continue;
+        }
+        match store.delete(&key).await {
+            Ok(()) => n += 1,
+            Err(e) => tracing::warn!(key, error = %e, "could not delete an unreferenced block"),
+        }
+    }
+    Ok(n)
 }
 
 /// Deletes the blocks of one batch of unreferenced slices; returns how many slices went.

@@ -212,5 +212,7 @@ pub fn default_gc() -> GcConfig {
         interval: Duration::from_secs(1),
         session_timeout: Duration::from_secs(60),
         orphan_grace: Duration::from_secs(120),
+        sweep_interval: Duration::from_secs(3600),
+        orphan_block_age: Duration::from_secs(3600),
     }
 }

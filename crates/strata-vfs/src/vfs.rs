@@ -177,7 +177,7 @@ impl Vfs {
         let pending_closes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (close_tx, close_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(send_closes(client.clone(), close_rx, pending_closes.clone()));
-        Ok(Arc::new_cyclic(|me| Vfs {
+        let vfs = Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
             compacting: Mutex::new(std::collections::HashSet::new()),
             client,
@@ -195,7 +195,9 @@ impl Vfs {
             prefetch: Arc::new(Semaphore::new(cfg.prefetch_parallel.max(1))),
             volume,
             cfg,
-        }))
+        });
+        tokio::spawn(commit_old_writes(Arc::downgrade(&vfs)));
+        Ok(vfs)
     }
 
     /// The volume's root inode.
@@ -598,6 +600,9 @@ impl Vfs {
             return Ok(());
         };
         let mut w = w.lock().await;
+        if let Some(e) = w.error.take() {
+            return Err(e);
+        }
         let slices = w.drain(&self.shared).await?;
         if durable {
             self.store.sync().await?;
@@ -608,6 +613,7 @@ impl Vfs {
             }
             w.end = 0;
             w.mtime = None;
+            w.dirty_since = None;
             return Ok(());
         }
         let writes: Vec<pb::ChunkWrite> =
@@ -622,6 +628,7 @@ impl Vfs {
         }
         w.end = 0;
         w.mtime = None;
+        w.dirty_since = None;
         {
             let mut m = Self::lock(&self.inodes);
             let c = m.entry(ino).or_default();
@@ -1061,6 +1068,32 @@ impl Vfs {
     /// Bytes held by the memory block cache.
     pub fn cache_bytes(&self) -> u64 {
         self.cache.mem_bytes()
+    }
+}
+
+/// Writes stay buffered at most this long before they are committed, even if the file is
+/// never closed: a slow writer's data becomes visible and crash-safe, and no uploaded block
+/// stays unreferenced for long (the server collects old unreferenced blocks).
+const COMMIT_AFTER: Duration = Duration::from_secs(5);
+
+/// Commits buffered writes older than [`COMMIT_AFTER`] until the file system goes away.
+async fn commit_old_writes(vfs: std::sync::Weak<Vfs>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(vfs) = vfs.upgrade() else { return };
+        let due: Vec<u64> = Vfs::lock(&vfs.writers)
+            .iter()
+            .filter(|(_, w)| w.try_lock().is_ok_and(|g| g.dirty_since.is_some_and(|t| t.elapsed() >= COMMIT_AFTER)))
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in due {
+            if let Err(e) = vfs.commit(ino, false).await {
+                tracing::error!(ino, error = %e, "background commit of buffered writes failed; the next close reports it");
+                if let Some(w) = vfs.writer(ino) {
+                    w.lock().await.error = Some(e);
+                }
+            }
+        }
     }
 }
 

@@ -142,12 +142,17 @@ pub struct FileWriter {
     pub end: u64,
     /// Time of the last uncommitted write.
     pub mtime: Option<Timespec>,
+    /// When the oldest uncommitted write happened (for the periodic commit).
+    pub dirty_since: Option<std::time::Instant>,
+    /// A failure of a background commit, reported by the next flush, fsync or close (the data
+    /// it held is lost, and the application must learn it like a failed write-back).
+    pub error: Option<VfsError>,
 }
 
 impl FileWriter {
     /// Whether anything is waiting to be committed.
     pub fn is_dirty(&self) -> bool {
-        !self.open.is_empty() || !self.finished.is_empty() || !self.uploads.is_empty()
+        !self.open.is_empty() || !self.finished.is_empty() || !self.uploads.is_empty() || self.error.is_some()
     }
 
     /// Buffers `data` at file offset `off`. `new_id` hands out fresh slice ids.
@@ -243,6 +248,7 @@ impl FileWriter {
         }
         self.end = self.end.max(off + data.len() as u64);
         self.mtime = Some(Timespec::now());
+        self.dirty_since.get_or_insert_with(std::time::Instant::now);
         Ok(())
     }
 

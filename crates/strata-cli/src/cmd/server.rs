@@ -31,6 +31,13 @@ pub struct ServerArgs {
     /// files are destroyed.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub orphan_grace: Duration,
+    /// Pause between sweeps for blocks that no file references (uploaded by clients that
+    /// crashed before committing them).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// Unreferenced blocks younger than this are left alone (their client may still commit).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub orphan_block_age: Duration,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -46,6 +53,8 @@ impl ServerArgs {
                 interval: self.gc_interval,
                 session_timeout: self.session_timeout,
                 orphan_grace: self.orphan_grace,
+                sweep_interval: self.sweep_interval,
+                orphan_block_age: self.orphan_block_age,
             },
         }
     }
