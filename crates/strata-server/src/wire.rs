@@ -16,6 +16,10 @@ use crate::auth::Principal;
 use crate::service::MetaService;
 use crate::state::State;
 
+/// How long a connection thread polls for the next request after answering one: a client in
+/// a loop of calls sends it within tens of microseconds.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(30);
+
 /// Longest token accepted in a connection hello.
 const MAX_TOKEN: usize = 4096;
 
@@ -61,6 +65,7 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
         return;
     }
     loop {
+        wire::spin_until_readable(&sock, SPIN, 0);
         let (method, id, payload) = match wire::read_frame_sync(&mut sock) {
             Ok(f) => f,
             Err(e) => {
@@ -71,6 +76,7 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
             }
         };
         let started = std::time::Instant::now();
+        let busy = wire::Busy::start();
         // Checked on every call, so a revoked token stops working at once.
         let res = match st.auth.principal(&secret) {
             Ok(p) => rt.block_on(dispatch(&svc, p, method, payload)),
@@ -81,6 +87,7 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
             Ok(body) => wire::write_frame_sync(&mut sock, OK, id, &body),
             Err(s) => send_error(&mut sock, id, &s),
         };
+        drop(busy);
         if sent.is_err() {
             return;
         }

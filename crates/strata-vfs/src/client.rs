@@ -145,9 +145,10 @@ impl Pool {
             Some(s) => s,
             None => self.open_sync()?,
         };
+        let _busy = wire::Busy::start();
         wire::write_frame_sync(&mut s, method as u16, 0, &req.encode_to_vec())
             .map_err(|e| unavailable("send request", e))?;
-        spin_until_readable(&s);
+        wire::spin_until_readable(&s, SPIN, 1);
         let (status, _, payload) = wire::read_frame_sync(&mut s).map_err(|e| unavailable("read response", e))?;
         if let Ok(mut v) = self.idle_sync.lock() {
             v.push(s);
@@ -192,23 +193,6 @@ impl Pool {
 
 /// How long a blocking call polls for its answer before sleeping in `read`.
 const SPIN: Duration = Duration::from_micros(40);
-
-/// Polls the socket for a short while before the caller blocks on it. Most metadata answers
-/// come back within tens of microseconds; catching them awake saves the sleep and the wake-up,
-/// which on virtual machines (an interrupt to an idle virtual CPU) costs as much as the call.
-fn spin_until_readable(s: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let started = Instant::now();
-    let mut byte = [0u8; 1];
-    while started.elapsed() < SPIN {
-        // SAFETY: a peek of at most one byte into a live buffer on a descriptor `s` keeps open.
-        let n = unsafe { libc::recv(s.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        if n != -1 {
-            return;
-        }
-        std::hint::spin_loop();
-    }
-}
 
 fn decode_error(body: bytes::Bytes) -> Status {
     match pb::RpcError::decode(body) {
