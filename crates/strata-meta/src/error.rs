@@ -63,6 +63,26 @@ pub enum MetaError {
     /// The named volume already exists (EEXIST at the POSIX edge).
     #[error("volume {0:?} already exists")]
     VolumeExists(String),
+    /// A policy refused a provisioning request.
+    #[error("refused by the {rule} policy of scope {scope}: {message}")]
+    PolicyDenied {
+        /// The rule that refused (`allowed_classes`, `enforced_class`, `max_volume_size`,
+        /// `quota`, `access_modes`).
+        rule: String,
+        /// The scope whose policy set the rule.
+        scope: String,
+        /// Explanation.
+        message: String,
+    },
+    /// The named storage class does not exist.
+    #[error("storage class {0:?} not found")]
+    NoClass(String),
+    /// The named storage class already exists.
+    #[error("storage class {0:?} already exists")]
+    ClassExists(String),
+    /// The named scope does not exist.
+    #[error("scope {0:?} not found")]
+    NoScope(String),
     /// The storage engine failed (EIO).
     #[error("metadata engine: {0}")]
     Engine(String),
@@ -76,8 +96,9 @@ impl MetaError {
     pub fn errno(&self) -> i32 {
         use MetaError::*;
         match self {
-            NotFound | NoVolume(_) => libc_consts::ENOENT,
-            Exists | VolumeExists(_) => libc_consts::EEXIST,
+            NotFound | NoVolume(_) | NoClass(_) | NoScope(_) => libc_consts::ENOENT,
+            Exists | VolumeExists(_) | ClassExists(_) => libc_consts::EEXIST,
+            PolicyDenied { .. } => libc_consts::EPERM,
             NotDir => libc_consts::ENOTDIR,
             IsDir => libc_consts::EISDIR,
             NotEmpty => libc_consts::ENOTEMPTY,

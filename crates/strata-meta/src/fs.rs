@@ -235,6 +235,29 @@ fn destroy(t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
     charge(t, a.volume, -(a.charged_bytes() as i64), -1)
 }
 
+/// Stores a new volume: its record, name, usage and empty root directory.
+pub(crate) fn init_volume(t: &mut dyn KvTxn, vol: &Volume) -> Result<()> {
+    let ts = vol.created;
+    let attr = Attr {
+        kind: FileType::Dir,
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        nlink: 2,
+        size: 0,
+        atime: ts,
+        mtime: ts,
+        ctime: ts,
+        parent: vol.root,
+        volume: vol.id,
+    };
+    store_attr(t, vol.root, &attr)?;
+    t.put(&keys::volume(vol.id), &serde_json::to_vec(vol).map_err(|e| MetaError::Corrupt(e.to_string()))?)?;
+    t.put(&keys::volume_name(&vol.name), &vol.id.to_be_bytes())?;
+    t.put(&keys::usage(vol.id), &enc(&Usage { bytes: 0, inodes: 1 })?)
+}
+
 /// Shrinks or grows a file's length inside a transaction.
 fn set_length(t: &mut dyn KvTxn, ino: Ino, a: &mut Attr, new: u64) -> Result<()> {
     if new > MAX_FILE_SIZE {
@@ -320,7 +343,7 @@ impl Meta {
         })
     }
 
-    fn alloc_ino(&self) -> Result<Ino> {
+    pub(crate) fn alloc_ino(&self) -> Result<Ino> {
         let mut r = self.inos.lock().map_err(|_| MetaError::Engine("inode allocator poisoned".into()))?;
         if r.0 >= r.1 {
             let first = self.bump_counter("inode", IDS_PER_BATCH)?;
@@ -347,13 +370,11 @@ impl Meta {
     pub fn create_volume(&self, name: &str, opts: &NewVolume) -> Result<Volume> {
         crate::validate_name(name)?;
         let root = self.alloc_ino()?;
-        let id_base = self.bump_counter("volume", 1)?;
-        let id = u32::try_from(id_base).map_err(|_| MetaError::Invalid("too many volumes".into()))?;
+        let id = self.alloc_volume_id()?;
         self.write(true, |t| {
             if t.get(&keys::volume_name(name))?.is_some() {
                 return Err(MetaError::VolumeExists(name.to_string()));
             }
-            let ts = now();
             let vol = Volume {
                 id,
                 name: name.to_string(),
@@ -366,28 +387,18 @@ impl Meta {
                 compression: if opts.compression.is_empty() { "none".into() } else { opts.compression.clone() },
                 reclaim: opts.reclaim,
                 scope: if opts.scope.is_empty() { "cluster".into() } else { opts.scope.clone() },
-                created: ts,
+                created: now(),
+                access_mode: crate::control::AccessMode::ReadWriteMany,
             };
-            let attr = Attr {
-                kind: FileType::Dir,
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
-                rdev: 0,
-                nlink: 2,
-                size: 0,
-                atime: ts,
-                mtime: ts,
-                ctime: ts,
-                parent: root,
-                volume: id,
-            };
-            store_attr(t, root, &attr)?;
-            t.put(&keys::volume(id), &serde_json::to_vec(&vol).map_err(|e| MetaError::Corrupt(e.to_string()))?)?;
-            t.put(&keys::volume_name(name), &id.to_be_bytes())?;
-            t.put(&keys::usage(id), &enc(&Usage { bytes: 0, inodes: 1 })?)?;
+            init_volume(t, &vol)?;
             Ok(vol)
         })
+    }
+
+    /// Reserves a volume id.
+    pub(crate) fn alloc_volume_id(&self) -> Result<u32> {
+        let id = self.bump_counter("volume", 1)?;
+        u32::try_from(id).map_err(|_| MetaError::Invalid("too many volumes".into()))
     }
 
     /// A volume by name.

@@ -115,6 +115,33 @@ pub fn token(hash: &[u8; 32]) -> Vec<u8> {
 /// Prefix of all token records.
 pub const TOKEN_PREFIX: &[u8] = b"T";
 
+/// Storage class by name: `K name`.
+pub fn class(name: &str) -> Vec<u8> {
+    let mut k = vec![b'K'];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Prefix of all storage classes.
+pub const CLASS_PREFIX: &[u8] = b"K";
+
+/// Scope by path: `P path`.
+pub fn scope(path: &str) -> Vec<u8> {
+    let mut k = vec![b'P'];
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// Prefix of all scopes.
+pub const SCOPE_PREFIX: &[u8] = b"P";
+
+/// A scope's own policy: `Y path`.
+pub fn policy(path: &str) -> Vec<u8> {
+    let mut k = vec![b'Y'];
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
 /// Schema version marker.
 pub const SCHEMA: &[u8] = b"!schema";
 

@@ -3,6 +3,7 @@
 //! the namespace through the server's RPC, so every rule is enforced in one place.
 
 pub mod codec;
+pub mod control;
 pub mod error;
 pub mod fs;
 pub mod keys;

@@ -275,6 +275,13 @@ pub struct Volume {
     pub scope: String,
     /// Creation time.
     pub created: Timespec,
+    /// How it may be attached.
+    #[serde(default = "default_access_mode")]
+    pub access_mode: crate::control::AccessMode,
+}
+
+fn default_access_mode() -> crate::control::AccessMode {
+    crate::control::AccessMode::ReadWriteMany
 }
 
 /// Space and inodes a volume uses.

@@ -138,7 +138,24 @@ pub fn volume_to_pb(v: &Volume, u: &Usage) -> pb::VolumeInfo {
         created_sec: v.created.sec,
         used_bytes: u.bytes,
         used_inodes: u.inodes,
+        qos_bytes_per_sec: 0,
+        qos_ops_per_sec: 0,
+        cache_mem_bytes: 0,
+        readahead_bytes: 0,
+        access_mode: v.access_mode.as_str().to_string(),
     }
+}
+
+/// A volume with its class's per-mount settings, as a mount receives it.
+pub fn volume_for_mount(v: &Volume, u: &Usage, class: Option<&strata_meta::control::StorageClass>) -> pb::VolumeInfo {
+    let mut p = volume_to_pb(v, u);
+    if let Some(c) = class {
+        p.qos_bytes_per_sec = c.qos.bytes_per_sec;
+        p.qos_ops_per_sec = c.qos.ops_per_sec;
+        p.cache_mem_bytes = c.cache.mem_bytes;
+        p.readahead_bytes = c.cache.readahead_bytes;
+    }
+    p
 }
 
 #[cfg(test)]

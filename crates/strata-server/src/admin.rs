@@ -2,15 +2,27 @@
 
 use std::sync::Arc;
 
-use strata_meta::{NewVolume, Reclaim};
 use strata_proto::conv::volume_to_pb;
 use strata_proto::pb;
 use strata_proto::pb::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
-use crate::auth::require_admin;
+use crate::auth::{principal, require_admin};
+use crate::control::{Control, ControlError, CreateVolume};
 use crate::service::blocking;
 use crate::state::State;
+
+/// The gRPC status for a control-plane error.
+pub fn control_status(e: ControlError) -> Status {
+    match e {
+        ControlError::Forbidden(m) => Status::permission_denied(m),
+        e @ ControlError::Policy { .. } => Status::permission_denied(e.to_string()),
+        ControlError::NotFound(m) => Status::not_found(m),
+        ControlError::Conflict(m) => Status::already_exists(m),
+        ControlError::Invalid(m) => Status::invalid_argument(m),
+        ControlError::Internal(m) => Status::internal(m),
+    }
+}
 
 /// The `Admin` gRPC service.
 pub struct AdminService {
@@ -27,56 +39,37 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_volume(&self, req: Request<pb::CreateVolumeReq>) -> Result<Response<pb::VolumeInfo>, Status> {
-        require_admin(&req)?;
+        let who = principal(&req)?.clone();
         let r = req.into_inner();
-        let reclaim = match r.reclaim.as_str() {
-            "" | "delete" => Reclaim::Delete,
-            "retain" => Reclaim::Retain,
-            other => return Err(Status::invalid_argument(format!("reclaim must be delete or retain, not {other:?}"))),
-        };
-        if r.block_size != 0 && !(64 * 1024..=64 << 20).contains(&r.block_size) {
-            return Err(Status::invalid_argument("block size must be between 64 KiB and 64 MiB"));
-        }
-        let opts = NewVolume {
-            class: if r.class.is_empty() { "default".into() } else { r.class },
-            capacity: r.capacity,
-            inode_limit: r.inode_limit,
-            block_size: r.block_size,
-            store: self.st.default_store.clone(),
-            compression: "none".into(),
-            reclaim,
-            scope: "cluster".into(),
-        };
-        let meta = self.st.meta.clone();
-        let name = r.name;
-        let (v, u) = blocking(move || {
-            let v = meta.create_volume(&name, &opts)?;
-            let u = meta.usage(v.id)?;
-            Ok((v, u))
-        })
-        .await?;
-        tracing::info!(volume = %v.name, id = v.id, "volume created");
-        Ok(Response::new(volume_to_pb(&v, &u)))
+        let none_if_empty = |s: String| if s.is_empty() { None } else { Some(s) };
+        let v = Control::new(self.st.clone())
+            .create_volume(
+                &who,
+                CreateVolume {
+                    name: r.name,
+                    scope: none_if_empty(r.scope),
+                    class: none_if_empty(r.class),
+                    capacity: r.capacity,
+                    inodes: r.inode_limit,
+                    access_mode: none_if_empty(r.access_mode),
+                    reclaim: none_if_empty(r.reclaim),
+                },
+            )
+            .await
+            .map_err(control_status)?;
+        Ok(Response::new(volume_to_pb(&v.volume, &v.usage)))
     }
 
     async fn list_volumes(&self, req: Request<pb::Empty>) -> Result<Response<pb::VolumeList>, Status> {
-        require_admin(&req)?;
-        let meta = self.st.meta.clone();
-        let vols = blocking(move || meta.list_volumes()).await?;
-        Ok(Response::new(pb::VolumeList { volumes: vols.iter().map(|(v, u)| volume_to_pb(v, u)).collect() }))
+        let who = principal(&req)?.clone();
+        let vols = Control::new(self.st.clone()).list_volumes(&who).await.map_err(control_status)?;
+        Ok(Response::new(pb::VolumeList { volumes: vols.iter().map(|v| volume_to_pb(&v.volume, &v.usage)).collect() }))
     }
 
     async fn delete_volume(&self, req: Request<pb::VolumeName>) -> Result<Response<pb::VolumeInfo>, Status> {
-        require_admin(&req)?;
+        let who = principal(&req)?.clone();
         let name = req.into_inner().name;
-        if self.st.sessions.list().iter().any(|s| s.volume_name == name) {
-            return Err(Status::failed_precondition(format!(
-                "volume {name} is mounted; unmount it everywhere first (see `strata status`)"
-            )));
-        }
-        let meta = self.st.meta.clone();
-        let v = blocking(move || meta.delete_volume(&name)).await?;
-        tracing::info!(volume = %v.name, "volume deleted");
+        let v = Control::new(self.st.clone()).delete_volume(&who, &name).await.map_err(control_status)?;
         Ok(Response::new(volume_to_pb(&v, &Default::default())))
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod control;
 pub mod gc;
 pub mod locks;
 pub mod service;
@@ -92,6 +93,9 @@ impl Server {
         let db = dir.join("meta.db");
         let meta = tokio::task::spawn_blocking(move || -> Result<(Meta, Option<String>), ServerError> {
             let m = Meta::new(Arc::new(SqliteEngine::open(&db)?))?;
+            if let Some(c) = m.bootstrap_default_class()? {
+                tracing::info!(class = %c.name, "created the default storage class");
+            }
             let t = m.bootstrap_admin_token()?;
             Ok((m, t))
         })

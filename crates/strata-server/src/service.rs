@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use strata_meta::control::within;
+use strata_meta::tokens::{Role, TokenRecord};
 use strata_meta::{FileType, MetaError, Timespec};
 use strata_proto::conv::*;
 use strata_proto::pb::meta_server::Meta as MetaRpc;
@@ -47,6 +49,10 @@ pub async fn blocking<T: Send + 'static>(
     res.map_err(meta_status)
 }
 
+fn libc_eacces() -> i32 {
+    strata_meta::error::libc_consts::EACCES
+}
+
 fn unknown_session() -> Status {
     let mut s = Status::failed_precondition("unknown session: re-register");
     s.metadata_mut().insert(strata_proto::SESSION_KEY, tonic::metadata::MetadataValue::from_static("unknown"));
@@ -82,6 +88,47 @@ impl MetaService {
         if self.st.sessions.touch(id) { Ok(()) } else { Err(unknown_session()) }
     }
 
+    /// Authorizes a call: viewers may not change anything, and every inode it touches must be
+    /// in a volume of the token's scope. An inode that does not exist is left to the operation
+    /// to report.
+    async fn guard<T>(&self, req: &Request<T>, inos: &[u64], write: bool) -> Result<(), Status> {
+        let who = crate::auth::principal(req)?;
+        if write && who.role == Role::Viewer {
+            return Err(errno_status(Code::PermissionDenied, libc_eacces(), "this token is read-only (viewer)"));
+        }
+        for ino in inos {
+            let meta = self.st.meta.clone();
+            let ino = *ino;
+            let vol = match blocking(move || meta.getattr(ino)).await {
+                Ok(a) => a.volume,
+                Err(_) => continue,
+            };
+            self.check_volume(who, vol)?;
+        }
+        Ok(())
+    }
+
+    fn guard_volume<T>(&self, req: &Request<T>, vol: u32) -> Result<(), Status> {
+        self.check_volume(crate::auth::principal(req)?, vol)
+    }
+
+    fn check_volume(&self, who: &TokenRecord, vol: u32) -> Result<(), Status> {
+        let scope = match self.st.volume_scope(vol) {
+            Ok(s) => s,
+            Err(strata_meta::MetaError::NoVolume(_)) => return Ok(()),
+            Err(e) => return Err(meta_status(e)),
+        };
+        if within(&scope, &who.scope) {
+            Ok(())
+        } else {
+            Err(errno_status(
+                Code::PermissionDenied,
+                libc_eacces(),
+                format!("this token (scope {}) may not use volumes of scope {scope}", who.scope),
+            ))
+        }
+    }
+
     fn locks(&self) -> Result<std::sync::MutexGuard<'_, crate::locks::LockTable>, Status> {
         self.st.locks.lock().map_err(|_| Status::internal("lock table poisoned"))
     }
@@ -90,15 +137,21 @@ impl MetaService {
 #[tonic::async_trait]
 impl MetaRpc for MetaService {
     async fn mount(&self, req: Request<pb::MountReq>) -> Result<Response<pb::MountResp>, Status> {
+        let who = crate::auth::principal(&req)?.clone();
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let name = r.volume.clone();
-        let (vol, usage) = blocking(move || {
+        let (vol, usage, class) = blocking(move || {
             let v = meta.volume(&name)?;
             let u = meta.usage(v.id)?;
-            Ok((v, u))
+            let c = meta.class(&v.class).ok();
+            Ok((v, u, c))
         })
         .await?;
+        if !within(&vol.scope, &who.scope) {
+            // Other scopes' volumes are not acknowledged.
+            return Err(meta_status(strata_meta::MetaError::NoVolume(vol.name)));
+        }
         let id = if r.session != 0 { r.session } else { rand::random::<u64>() | 1 };
         if r.session != 0 && !self.st.sessions.contains(id) {
             // A client coming back after a server restart: re-announce what it holds open.
@@ -117,7 +170,7 @@ impl MetaRpc for MetaService {
         tracing::info!(session = id, volume = %vol.name, "client mounted");
         Ok(Response::new(pb::MountResp {
             session: id,
-            volume: Some(volume_to_pb(&vol, &usage)),
+            volume: Some(volume_for_mount(&vol, &usage, class.as_ref())),
             chunk_size: strata_meta::CHUNK_SIZE,
         }))
     }
@@ -134,6 +187,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn lookup(&self, req: Request<pb::LookupReq>) -> Result<Response<pb::AttrResp>, Status> {
+        self.guard(&req, &[req.get_ref().parent], false).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let (ino, a) = blocking(move || meta.lookup(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)).await?;
@@ -141,6 +195,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn get_attr(&self, req: Request<pb::InoReq>) -> Result<Response<pb::AttrResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let ino = req.get_ref().ino;
         let meta = self.st.meta.clone();
         let a = blocking(move || meta.getattr(ino)).await?;
@@ -148,6 +203,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn set_attr(&self, req: Request<pb::SetAttrReq>) -> Result<Response<pb::AttrResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let ino = r.ino;
@@ -156,6 +212,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn mknod(&self, req: Request<pb::MknodReq>) -> Result<Response<pb::MknodResp>, Status> {
+        self.guard(&req, &[req.get_ref().parent], true).await?;
         let r = req.into_inner();
         let kind = FileType::from_code(r.kind).ok_or_else(bad_kind)?;
         if r.session != 0 {
@@ -184,6 +241,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn link(&self, req: Request<pb::LinkReq>) -> Result<Response<pb::AttrResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino, req.get_ref().new_parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let ino = r.ino;
@@ -196,6 +254,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn unlink(&self, req: Request<pb::NameReq>) -> Result<Response<pb::DirChange>, Status> {
+        self.guard(&req, &[req.get_ref().parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let parent = blocking(move || {
@@ -207,6 +266,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn rmdir(&self, req: Request<pb::NameReq>) -> Result<Response<pb::DirChange>, Status> {
+        self.guard(&req, &[req.get_ref().parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let parent = blocking(move || {
@@ -218,6 +278,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn rename(&self, req: Request<pb::RenameReq>) -> Result<Response<pb::DirChange>, Status> {
+        self.guard(&req, &[req.get_ref().parent, req.get_ref().new_parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let (parent, new_parent) = blocking(move || {
@@ -230,6 +291,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn readlink(&self, req: Request<pb::InoReq>) -> Result<Response<pb::BytesResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let ino = req.get_ref().ino;
         let meta = self.st.meta.clone();
         let data = blocking(move || meta.readlink(ino)).await?;
@@ -237,6 +299,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn readdir(&self, req: Request<pb::ReaddirReq>) -> Result<Response<pb::ReaddirResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let entries = blocking(move || meta.readdir(&ctx_from_pb(r.caller.as_ref()), r.ino, r.plus)).await?;
@@ -253,6 +316,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn open(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::OpenResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         self.session(r.session)?;
         let meta = self.st.meta.clone();
@@ -283,6 +347,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn read_chunk(&self, req: Request<pb::ChunkReq>) -> Result<Response<pb::ChunkResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let slices = blocking(move || meta.read_chunk(r.ino, r.index)).await?;
@@ -290,6 +355,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn commit_writes(&self, req: Request<pb::CommitReq>) -> Result<Response<pb::CommitResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let writes: Vec<(u32, strata_meta::Slice)> = r
             .writes
@@ -319,6 +385,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn compact_chunk(&self, req: Request<pb::CompactReq>) -> Result<Response<pb::BoolResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let with = r.with.as_ref().map(slice_from_pb).ok_or_else(|| Status::invalid_argument("no new slice"))?;
         let replaced: Vec<_> = r.replaced.iter().map(slice_from_pb).collect();
@@ -328,6 +395,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn alloc_slices(&self, req: Request<pb::AllocReq>) -> Result<Response<pb::AllocResp>, Status> {
+        self.guard(&req, &[], true).await?;
         let n = req.get_ref().count.clamp(1, 1 << 20);
         let meta = self.st.meta.clone();
         let first = blocking(move || meta.alloc_slice_ids(n)).await?;
@@ -341,6 +409,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn get_xattr(&self, req: Request<pb::XattrReq>) -> Result<Response<pb::BytesResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let data = blocking(move || meta.getxattr(r.ino, &r.name)).await?;
@@ -348,6 +417,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn list_xattr(&self, req: Request<pb::InoReq>) -> Result<Response<pb::ListXattrResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let ino = req.get_ref().ino;
         let meta = self.st.meta.clone();
         let names = blocking(move || meta.listxattr(ino)).await?;
@@ -355,6 +425,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn set_xattr(&self, req: Request<pb::XattrReq>) -> Result<Response<pb::Empty>, Status> {
+        self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         blocking(move || meta.setxattr(r.ino, &r.name, &r.value, r.flags)).await?;
@@ -362,6 +433,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn remove_xattr(&self, req: Request<pb::XattrReq>) -> Result<Response<pb::Empty>, Status> {
+        self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         blocking(move || meta.removexattr(r.ino, &r.name)).await?;
@@ -369,6 +441,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn stat_fs(&self, req: Request<pb::StatFsReq>) -> Result<Response<pb::StatFsResp>, Status> {
+        self.guard_volume(&req, req.get_ref().volume)?;
         let vol = req.get_ref().volume;
         let meta = self.st.meta.clone();
         let (v, u) = blocking(move || Ok((meta.volume_by_id(vol)?, meta.usage(vol)?))).await?;
@@ -381,6 +454,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn get_lock(&self, req: Request<pb::LockReq>) -> Result<Response<pb::LockResp>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         self.session(r.session)?;
         let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
@@ -392,6 +466,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn set_lock(&self, req: Request<pb::LockReq>) -> Result<Response<pb::Empty>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         self.session(r.session)?;
         let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
@@ -406,6 +481,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn release_locks(&self, req: Request<pb::ReleaseLocksReq>) -> Result<Response<pb::Empty>, Status> {
+        self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         self.locks()?.release(r.ino, (r.session, r.owner));
         Ok(Response::new(pb::Empty {}))

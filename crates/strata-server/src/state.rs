@@ -28,6 +28,8 @@ pub struct State {
     /// Block store URL for new volumes.
     pub default_store: String,
     stores: Mutex<HashMap<String, BlockStore>>,
+    /// Scope of each volume, for authorizing calls by inode.
+    volume_scopes: std::sync::RwLock<HashMap<u32, String>>,
 }
 
 impl State {
@@ -42,6 +44,28 @@ impl State {
             data_dir,
             default_store,
             stores: Mutex::new(HashMap::new()),
+            volume_scopes: std::sync::RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The scope a volume belongs to (cached; volumes never change scope).
+    pub fn volume_scope(&self, id: u32) -> strata_meta::Result<String> {
+        if let Ok(m) = self.volume_scopes.read()
+            && let Some(s) = m.get(&id)
+        {
+            return Ok(s.clone());
+        }
+        let scope = self.meta.volume_by_id(id)?.scope;
+        if let Ok(mut m) = self.volume_scopes.write() {
+            m.insert(id, scope.clone());
+        }
+        Ok(scope)
+    }
+
+    /// Drops a deleted volume from the caches.
+    pub fn forget_volume(&self, id: u32) {
+        if let Ok(mut m) = self.volume_scopes.write() {
+            m.remove(&id);
         }
     }
 

@@ -42,12 +42,15 @@ enum VolumeCmd {
         /// Inode quota; none by default.
         #[arg(long)]
         inodes: Option<u64>,
-        /// Block size for its data (64K to 64M).
-        #[arg(long, value_parser = parse_size)]
-        block_size: Option<u64>,
-        /// What deleting the volume does to its data: delete or retain.
-        #[arg(long, default_value = "delete")]
-        reclaim: String,
+        /// Storage class (default: per policy, else the default class).
+        #[arg(long)]
+        class: Option<String>,
+        /// Scope the volume belongs to (default: the token's).
+        #[arg(long)]
+        scope: Option<String>,
+        /// What deleting the volume does to its data: delete or retain (default: the class's).
+        #[arg(long)]
+        reclaim: Option<String>,
     },
     /// List volumes with their use.
     List,
@@ -98,19 +101,16 @@ pub fn run(args: VolumeArgs) -> Result<()> {
         let mut admin = strata_vfs::admin(ch, auth);
         let fail = |s: tonic::Status| strata_vfs::VfsError::from_status(&s);
         match args.cmd {
-            VolumeCmd::Create { name, capacity, inodes, block_size, reclaim } => {
-                let bs = match block_size {
-                    Some(b) => u32::try_from(b).context("block size too large")?,
-                    None => 0,
-                };
+            VolumeCmd::Create { name, capacity, inodes, class, scope, reclaim } => {
                 let v = admin
                     .create_volume(pb::CreateVolumeReq {
                         name: name.clone(),
-                        class: String::new(),
+                        class: class.unwrap_or_default(),
                         capacity: capacity.unwrap_or(0),
                         inode_limit: inodes.unwrap_or(0),
-                        block_size: bs,
-                        reclaim,
+                        reclaim: reclaim.unwrap_or_default(),
+                        scope: scope.unwrap_or_default(),
+                        access_mode: String::new(),
                     })
                     .await
                     .map_err(fail)
