@@ -365,7 +365,7 @@ impl MetaRpc for MetaService {
             .ok_or_else(|| Status::invalid_argument("write without a slice"))?;
         let meta = self.st.meta.clone();
         let ino = r.ino;
-        let (a, crowded) = blocking(move || {
+        let (a, crowded, capacity, used) = blocking(move || {
             let a = meta.commit_writes(ino, &writes)?;
             if r.durable {
                 meta.sync()?;
@@ -378,10 +378,12 @@ impl MetaRpc for MetaService {
                     crowded.push(idx);
                 }
             }
-            Ok((a, crowded))
+            let used = meta.usage(a.volume)?.bytes;
+            let capacity = meta.volume_by_id(a.volume)?.capacity;
+            Ok((a, crowded, capacity, used))
         })
         .await?;
-        Ok(Response::new(pb::CommitResp { attr: Some(attr_to_pb(ino, &a)), crowded }))
+        Ok(Response::new(pb::CommitResp { attr: Some(attr_to_pb(ino, &a)), crowded, capacity, used_bytes: used }))
     }
 
     async fn compact_chunk(&self, req: Request<pb::CompactReq>) -> Result<Response<pb::BoolResp>, Status> {
