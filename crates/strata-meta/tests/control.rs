@@ -1,19 +1,18 @@
 //! The control plane at the metadata layer: scopes, storage classes, policy inheritance and
 //! provisioning, on a real SQLite file.
 
-use std::sync::Arc;
+mod common;
 
 use strata_meta::control::*;
-use strata_meta::kv::sqlite::SqliteEngine;
 use strata_meta::{Meta, MetaError, Reclaim, Timespec};
 
 const GIB: u64 = 1 << 30;
 
-fn meta() -> (tempfile::TempDir, Arc<Meta>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let m = Meta::new(Arc::new(SqliteEngine::open(&dir.path().join("m.db")).expect("open"))).expect("meta");
-    m.bootstrap_default_class().expect("default class");
-    (dir, Arc::new(m))
+/// A fresh store (SQLite, or PostgreSQL with `STRATA_TEST_PG_URL`) with the default class.
+fn meta() -> (common::TestFs, ()) {
+    let fs = common::TestFs::new();
+    fs.meta.bootstrap_default_class().expect("default class");
+    (fs, ())
 }
 
 fn class(name: &str) -> StorageClass {
@@ -61,7 +60,8 @@ fn setup(m: &Meta) {
 
 #[test]
 fn scopes_nest_and_delete_only_when_empty() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     assert_eq!(m.create_scope("ml/vision", ""), Err(MetaError::NoScope("ml".into())), "parent first");
     setup(&m);
     assert_eq!(m.create_scope("ml", ""), Err(MetaError::Exists));
@@ -76,7 +76,8 @@ fn scopes_nest_and_delete_only_when_empty() {
 
 #[test]
 fn classes_have_one_default_and_are_kept_while_used() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     let mut fast = class("fast");
     fast.is_default = true;
     m.create_class(&fast).expect("fast");
@@ -94,7 +95,8 @@ fn classes_have_one_default_and_are_kept_while_used() {
 
 #[test]
 fn allowed_classes_narrow_down_the_chain() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     m.set_policy("ml", &Policy { allowed_classes: Some(vec!["fast".into(), "cheap".into()]), ..Default::default() })
         .expect("ml");
@@ -115,7 +117,8 @@ fn allowed_classes_narrow_down_the_chain() {
 
 #[test]
 fn the_topmost_enforced_class_wins_and_names_its_scope() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     m.set_policy("ml", &Policy { enforced_class: Some("cheap".into()), ..Default::default() }).expect("ml");
     m.set_policy("ml/vision", &Policy { enforced_class: Some("fast".into()), ..Default::default() }).expect("vision");
@@ -127,7 +130,8 @@ fn the_topmost_enforced_class_wins_and_names_its_scope() {
 
 #[test]
 fn default_class_comes_from_the_nearest_scope() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     m.set_policy("ml", &Policy { default_class: Some("cheap".into()), ..Default::default() }).expect("ml");
     m.set_policy("ml/vision", &Policy { default_class: Some("fast".into()), ..Default::default() }).expect("vision");
@@ -140,7 +144,8 @@ fn default_class_comes_from_the_nearest_scope() {
 
 #[test]
 fn sizes_and_quotas_hold_at_every_level() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     m.set_policy("ml", &Policy { quota: Some(10 * GIB), max_volume_size: Some(8 * GIB), ..Default::default() })
         .expect("ml");
@@ -170,22 +175,23 @@ fn sizes_and_quotas_hold_at_every_level() {
 
 #[test]
 fn concurrent_provisioning_cannot_overrun_a_quota() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     m.set_policy("ml", &Policy { quota: Some(10 * GIB), ..Default::default() }).expect("ml");
-    let handles: Vec<_> = (0..8)
-        .map(|i| {
-            let m = m.clone();
-            std::thread::spawn(move || m.provision_volume(&req(&format!("v{i}"), "ml/vision", None, 3 * GIB)).is_ok())
-        })
-        .collect();
-    let ok = handles.into_iter().filter_map(|h| h.join().ok()).filter(|ok| *ok).count();
+    let ok = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| s.spawn(move || m.provision_volume(&req(&format!("v{i}"), "ml/vision", None, 3 * GIB)).is_ok()))
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).filter(|ok| *ok).count()
+    });
     assert_eq!(ok, 3, "exactly three 3 GiB volumes fit in 10 GiB");
 }
 
 #[test]
 fn access_modes_come_from_class_and_policy() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     let mut rwo = class("rwo");
     rwo.access_modes = vec![AccessMode::ReadWriteOnce];
@@ -204,7 +210,8 @@ fn access_modes_come_from_class_and_policy() {
 
 #[test]
 fn expansion_follows_the_class_and_never_shrinks_below_use() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     let mut fixed = class("fixed");
     fixed.allow_expansion = false;
@@ -224,7 +231,8 @@ fn expansion_follows_the_class_and_never_shrinks_below_use() {
 
 #[test]
 fn policies_name_existing_classes_only() {
-    let (_d, m) = meta();
+    let (fs, ()) = meta();
+    let m = &fs.meta;
     setup(&m);
     assert_eq!(
         m.set_policy("ml", &Policy { enforced_class: Some("nope".into()), ..Default::default() }),

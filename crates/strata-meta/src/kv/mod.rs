@@ -4,9 +4,23 @@
 //! provide ordered keys and serialisable transactions. This keeps SQLite and (later) PostgreSQL
 //! behaviourally identical and lets one conformance suite cover both.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::error::Result;
+
+/// Opens the engine a metadata URL names: `sqlite:///path/meta.db` (or a plain path) or
+/// `postgres://user:password@host:port/database`.
+pub fn open(url: &str) -> Result<std::sync::Arc<dyn KvEngine>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(postgres::PostgresEngine::open(url)?));
+    }
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    if path.is_empty() {
+        return Err(crate::error::MetaError::Invalid(format!("metadata URL {url:?} names no file")));
+    }
+    Ok(std::sync::Arc::new(sqlite::SqliteEngine::open(std::path::Path::new(path))?))
+}
 
 /// Ordered key/value pairs returned by a range scan.
 pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;

@@ -2,43 +2,69 @@
 //! temporary directory, callers, and short-hands for the common operations.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use strata_meta::kv::sqlite::SqliteEngine;
 use strata_meta::*;
 
-/// A `Meta` over a SQLite file that lives as long as this value.
+/// A `Meta` over a real engine that lives as long as this value: a SQLite file in a temporary
+/// directory, or, when `STRATA_TEST_PG_URL` names a PostgreSQL server
+/// (`postgres://user@host:port`, no database), a fresh database on it. The same suite thus runs
+/// against every engine.
 pub struct TestFs {
     pub meta: Meta,
-    pub path: PathBuf,
+    /// The metadata URL (`sqlite:///…` or `postgres://…/db`).
+    pub url: String,
+    pg: Option<(String, String)>,
     // Dropped last: the database file goes with it.
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestFs {
-    /// A fresh, empty metadata store on disk.
+    /// A fresh, empty metadata store.
     pub fn new() -> TestFs {
+        if let Ok(base) = std::env::var("STRATA_TEST_PG_URL") {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let db =
+                format!("strata_test_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            let base = base.trim_end_matches('/').to_string();
+            let mut admin =
+                postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).expect("connect to PostgreSQL");
+            admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create test database");
+            let url = format!("{base}/{db}");
+            let meta = open_url(&url);
+            return TestFs { meta, url, pg: Some((base, db)), _dir: None };
+        }
         let dir = scratch_dir();
-        let path = dir.path().join("meta.db");
-        let meta = open_meta(&path);
-        TestFs { meta, path, _dir: dir }
+        let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+        let meta = open_url(&url);
+        TestFs { meta, url, pg: None, _dir: Some(dir) }
     }
 
-    /// Drops the current `Meta` (and its open table) and opens the same file again.
+    /// Drops the current `Meta` (and its open table) and opens the same store again.
     pub fn reopen(&mut self) {
         // The old engine must go first so that its connections are closed.
-        let fresh = {
-            let placeholder = Meta::new(Arc::new(SqliteEngine::memory().expect("memory engine"))).expect("meta");
-            drop(std::mem::replace(&mut self.meta, placeholder));
-            open_meta(&self.path)
-        };
-        self.meta = fresh;
+        let placeholder = Meta::new(Arc::new(SqliteEngine::memory().expect("memory engine"))).expect("meta");
+        drop(std::mem::replace(&mut self.meta, placeholder));
+        self.meta = open_url(&self.url);
     }
 
     /// Creates a volume with default options and returns it.
     pub fn volume(&self, name: &str) -> Volume {
         self.meta.create_volume(name, &NewVolume::default()).expect("create volume")
+    }
+}
+
+impl Drop for TestFs {
+    fn drop(&mut self) {
+        if let Some((base, db)) = self.pg.take() {
+            let placeholder = Meta::new(Arc::new(SqliteEngine::memory().expect("memory engine"))).expect("meta");
+            drop(std::mem::replace(&mut self.meta, placeholder));
+            if let Ok(mut admin) = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            }
+        }
     }
 }
 
@@ -54,9 +80,14 @@ fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")
 }
 
+/// Opens `Meta` on a metadata URL.
+pub fn open_url(url: &str) -> Meta {
+    Meta::new(strata_meta::kv::open(url).expect("open engine")).expect("open meta")
+}
+
 /// Opens `Meta` on the SQLite file at `path`.
 pub fn open_meta(path: &Path) -> Meta {
-    Meta::new(Arc::new(SqliteEngine::open(path).expect("open sqlite"))).expect("open meta")
+    open_url(&format!("sqlite://{}", path.display()))
 }
 
 /// An unprivileged caller whose permissions are checked.
