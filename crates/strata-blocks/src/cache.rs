@@ -1,7 +1,9 @@
 //! Client block caches: a bounded memory cache with single-flight fetches, and an optional
 //! bounded local-disk cache for stores that are not already on a local disk.
 //!
-//! Blocks are immutable, so a cached block is never stale: caches only ever evict.
+//! Blocks are immutable, so a cached block is never stale: caches only ever evict. Both caches
+//! hold blocks decoded (as the application reads them): the store's codec runs once per fetch,
+//! and a block that fails its checks is never cached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -274,6 +276,48 @@ mod tests {
         assert_eq!(cache.fetch(&store, "k", 4).await?, Bytes::from_static(b"data"));
         store.delete("k").await?;
         assert_eq!(cache.fetch(&store, "k", 4).await?, Bytes::from_static(b"data"), "served from memory");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn compressed_blocks_are_cached_decoded() -> Result<()> {
+        for codec in [crate::Codec::Lz4, crate::Codec::Zstd] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = BlockStore::open_with(&dir.path().display().to_string(), codec)?;
+            let data = Bytes::from((0..(2 << 20)).map(|i| (i / 100 % 7) as u8).collect::<Vec<u8>>());
+            let (k1, k2) = (crate::layout::block_key(1, 1, 0, 2 << 20), crate::layout::block_key(1, 2, 0, 2 << 20));
+            store.put(&k1, data.clone()).await?;
+            store.put(&k2, data.clone()).await?;
+            let disk_dir = tempfile::tempdir().expect("tempdir");
+            let disk = DiskCache::open(disk_dir.path().to_path_buf(), 64 << 20)?;
+            let cache = BlockCache::new(64 << 20, Some(disk));
+            assert_eq!(cache.fetch(&store, &k1, 2 << 20).await?, data);
+            assert_eq!(cache.fetch_now(&store, &k2, 2 << 20).await?, data);
+            assert_eq!(cache.peek(&k1), Some(data.clone()), "whole decoded block in memory");
+            assert_eq!(cache.peek(&k2), Some(data.clone()));
+            store.delete(&k1).await?;
+            store.delete(&k2).await?;
+            assert_eq!(cache.fetch(&store, &k1, 2 << 20).await?, data, "served from memory");
+            assert_eq!(cache.fetch_now(&store, &k2, 2 << 20).await?, data, "served from memory");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn corrupt_blocks_are_not_cached() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open_with(&dir.path().display().to_string(), crate::Codec::Lz4)?;
+        let key = crate::layout::block_key(1, 3, 0, 100_000);
+        store.put(&key, Bytes::from(vec![7u8; 100_000])).await?;
+        let path = dir.path().join(&key);
+        let good = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &good[..good.len() - 1]).expect("truncate");
+        let cache = BlockCache::new(1 << 20, None);
+        assert!(matches!(cache.fetch(&store, &key, 100_000).await, Err(BlockError::Corrupt { .. })));
+        assert!(matches!(cache.fetch_now(&store, &key, 100_000).await, Err(BlockError::Corrupt { .. })));
+        assert!(cache.peek(&key).is_none());
+        std::fs::write(&path, &good).expect("repair");
+        assert_eq!(cache.fetch(&store, &key, 100_000).await?, Bytes::from(vec![7u8; 100_000]));
         Ok(())
     }
 }

@@ -35,6 +35,22 @@ pub enum BlockError {
         /// Bytes expected.
         want: usize,
     },
+    /// A stored block failed its checks (header, length, decompression or checksum): its
+    /// bytes are never returned as data.
+    #[error("block {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Block key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A volume asks for a block compression this build does not know.
+    #[error("unknown block compression {0:?} (this build knows none, lz4, zstd)")]
+    UnknownCodec(String),
+    /// Part of a compressed block was asked for under a key that does not name the block's
+    /// length (compressed blocks are read whole, so the length must be known).
+    #[error("block key {0:?} does not name the block's length")]
+    UnnamedLength(String),
 }
 
 impl BlockError {

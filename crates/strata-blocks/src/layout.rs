@@ -117,14 +117,24 @@ pub fn block_key(volume: u32, id: u64, idx: u32, len: u32) -> String {
     format!("v{volume}/chunks/{}/{}/{id}_{idx}_{len}", id / 1_000_000, id / 1_000)
 }
 
-/// The slice id a block key names (`.../{id}_{index}_{length}`), if it is one.
-pub fn slice_of_key(key: &str) -> Option<u64> {
+/// What a block key names (`.../{id}_{index}_{length}`): slice id, block index, length.
+pub fn parse_block_key(key: &str) -> Option<(u64, u32, u32)> {
     let name = key.rsplit('/').next()?;
     let mut parts = name.split('_');
     let id = parts.next()?.parse().ok()?;
-    let _index: u32 = parts.next()?.parse().ok()?;
-    let _len: u32 = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some(id)
+    let index = parts.next()?.parse().ok()?;
+    let len = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((id, index, len))
+}
+
+/// The slice id a block key names (`.../{id}_{index}_{length}`), if it is one.
+pub fn slice_of_key(key: &str) -> Option<u64> {
+    parse_block_key(key).map(|(id, _, _)| id)
+}
+
+/// The (uncompressed) length a block key names, if it is one.
+pub fn block_len_of_key(key: &str) -> Option<u32> {
+    parse_block_key(key).map(|(_, _, len)| len)
 }
 
 /// Object key prefix of every block of a volume.
@@ -171,6 +181,9 @@ mod tests {
         assert_eq!(slice_of_key(&block_key(3, 1_234_567, 2, 99)), Some(1_234_567));
         assert_eq!(slice_of_key("v3/chunks/1/1234/12_0_4.tmp"), None);
         assert_eq!(slice_of_key("v3/chunks/1/1234/12_0"), None);
+        assert_eq!(block_len_of_key(&block_key(3, 1_234_567, 2, 99)), Some(99));
+        assert_eq!(parse_block_key(&block_key(3, 7, 2, 99)), Some((7, 2, 99)));
+        assert_eq!(block_len_of_key("k"), None);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! stored through `object_store` and cached on clients. Blocks are never modified in place.
 
 pub mod cache;
+pub mod codec;
 pub mod error;
 pub mod layout;
 pub mod local;
 pub mod store;
 
 pub use cache::{BlockCache, DiskCache};
+pub use codec::Codec;
 pub use error::{BlockError, Result};
 pub use store::BlockStore;

@@ -1,4 +1,6 @@
-//! The block store: immutable blocks under unique keys in any `object_store` backend.
+//! The block store: immutable blocks under unique keys in any `object_store` backend,
+//! compressed as the volume says (see [`crate::codec`] for the stored format). Every read and
+//! write path goes through the codec; callers always see the blocks' plain bytes.
 
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
@@ -8,7 +10,9 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::codec::Codec;
 use crate::error::{BlockError, Result};
+use crate::layout::block_len_of_key;
 
 /// A handle on one object store holding blocks.
 #[derive(Clone, Debug)]
@@ -16,11 +20,26 @@ pub struct BlockStore {
     store: Arc<dyn ObjectStore>,
     local_root: Option<PathBuf>,
     url: String,
+    codec: Codec,
+}
+
+/// Blocks at least this large are compressed and decompressed on the runtime's blocking pool
+/// (milliseconds of CPU), smaller ones on the calling task.
+const OFFLOAD: usize = 128 << 10;
+
+fn join_err(e: tokio::task::JoinError) -> BlockError {
+    BlockError::Io { what: "block codec task".into(), source: std::io::Error::other(e) }
 }
 
 impl BlockStore {
     /// Opens the store named by `url`: `file:///abs/dir` or an absolute directory path.
+    /// Blocks are stored uncompressed (see [`BlockStore::open_with`]).
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, Codec::None)
+    }
+
+    /// Opens the store named by `url`, storing blocks with `codec`.
+    pub fn open_with(url: &str, codec: Codec) -> Result<Self> {
         let bad = |reason: &str| BlockError::BadUrl { url: url.to_string(), reason: reason.to_string() };
         let dir = if let Some(rest) = url.strip_prefix("file://") {
             PathBuf::from(rest)
@@ -35,12 +54,49 @@ impl BlockStore {
         std::fs::create_dir_all(&dir)
             .map_err(|e| BlockError::Io { what: format!("create block directory {}", dir.display()), source: e })?;
         let fs = crate::local::BlockDir::new(dir.clone()).map_err(|e| bad(&e.to_string()))?;
-        Ok(BlockStore { store: Arc::new(fs), local_root: Some(dir), url: url.to_string() })
+        Ok(BlockStore { store: Arc::new(fs), local_root: Some(dir), url: url.to_string(), codec })
     }
 
-    /// Wraps an existing object store (any backend).
+    /// Wraps an existing object store (any backend), blocks uncompressed.
     pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Self {
-        BlockStore { store, local_root: None, url: url.to_string() }
+        BlockStore { store, local_root: None, url: url.to_string(), codec: Codec::None }
+    }
+
+    /// The same store with blocks stored with `codec`.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// How blocks are stored.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Whether stored objects are compressed (framed) rather than the blocks' bytes: block
+    /// files must then not be written in place, and a block is only ever read whole.
+    pub fn is_compressed(&self) -> bool {
+        self.codec.is_compressing()
+    }
+
+    async fn encode(&self, data: Bytes) -> Result<Bytes> {
+        let codec = self.codec;
+        if !codec.is_compressing() {
+            return Ok(data);
+        }
+        if data.len() < OFFLOAD {
+            return Ok(codec.encode(&data));
+        }
+        tokio::task::spawn_blocking(move || codec.encode(&data)).await.map_err(join_err)
+    }
+
+    async fn decode(&self, key: &str, want: usize, stored: Bytes) -> Result<Bytes> {
+        let codec = self.codec;
+        if !codec.is_compressing() || want < OFFLOAD {
+            return codec.decode(key, want, stored);
+        }
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || codec.decode(&key, want, stored)).await.map_err(join_err)?
     }
 
     /// The URL this store was opened from.
@@ -57,8 +113,9 @@ impl BlockStore {
     /// once, so a later fsync finds little left to flush (disk writes overlap the writing
     /// instead of all happening at the end).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        let len = data.len();
-        self.store.put(&Path::from(key), PutPayload::from_bytes(data)).await?;
+        let stored = self.encode(data).await?;
+        let len = stored.len();
+        self.store.put(&Path::from(key), PutPayload::from_bytes(stored)).await?;
         if let Some(root) = &self.local_root
             && len >= EARLY_WRITEBACK
         {
@@ -74,14 +131,15 @@ impl BlockStore {
     /// the caller should fall back to `put`, which also replaces a partial file.
     pub fn put_now(&self, key: &str, data: &Bytes) -> Option<Result<()>> {
         let root = self.local_root.as_ref()?;
-        let payload = PutPayload::from_bytes(data.clone());
+        let payload = PutPayload::from_bytes(self.codec.encode(data));
         Some(
             crate::local::write_new(&root.join(key), &payload)
                 .map_err(|e| BlockError::Io { what: format!("write block {key}"), source: e }),
         )
     }
 
-    /// Where a block lives on disk, for a local store.
+    /// Where a block lives on disk, for a local store. The file holds the stored (possibly
+    /// compressed) form: see [`BlockStore::is_compressed`] before writing it directly.
     pub fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.local_root.as_ref().map(|r| r.join(key))
     }
@@ -91,28 +149,34 @@ impl BlockStore {
     pub fn get_now(&self, key: &str, want: usize) -> Option<Result<Bytes>> {
         let root = self.local_root.as_ref()?;
         Some(match std::fs::read(root.join(key)) {
-            Ok(b) if b.len() == want => Ok(Bytes::from(b)),
-            Ok(b) => Err(BlockError::Short { key: key.to_string(), got: b.len(), want }),
+            Ok(b) => self.codec.decode(key, want, Bytes::from(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlockError::Missing(key.to_string())),
             Err(e) => Err(BlockError::Io { what: format!("read block {key}"), source: e }),
         })
     }
 
-    /// Reads a whole block, checking its length.
+    /// Reads a whole block, checking its length (and, compressed, its integrity).
     pub async fn get(&self, key: &str, want: usize) -> Result<Bytes> {
         let got = match self.store.get(&Path::from(key)).await {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),
             Err(e) => return Err(e.into()),
         };
-        if got.len() != want {
-            return Err(BlockError::Short { key: key.to_string(), got: got.len(), want });
-        }
-        Ok(got)
+        self.decode(key, want, got).await
     }
 
-    /// Reads part of a block.
+    /// Reads part of a block. A compressed block is fetched whole, decoded and sliced (its
+    /// length comes from its key); callers that may read more of it should go through
+    /// [`crate::BlockCache::fetch`] instead, which keeps the whole block.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        if self.is_compressed() {
+            let len = block_len_of_key(key).ok_or_else(|| BlockError::UnnamedLength(key.to_string()))?;
+            if range.start > range.end || range.end > u64::from(len) {
+                return Err(BlockError::Short { key: key.to_string(), got: len as usize, want: range.end as usize });
+            }
+            let whole = self.get(key, len as usize).await?;
+            return Ok(whole.slice(range.start as usize..range.end as usize));
+        }
         let want = (range.end - range.start) as usize;
         let got = match self.store.get_range(&Path::from(key), range).await {
             Ok(b) => b,
@@ -196,6 +260,80 @@ mod tests {
         s.delete("v1/chunks/0/0/5_0_4").await?;
         s.delete("v1/chunks/0/0/5_0_4").await?;
         assert!(matches!(s.get("v1/chunks/0/0/5_0_4", 4).await, Err(BlockError::Missing(_))));
+        Ok(())
+    }
+
+    fn texty(n: usize) -> Bytes {
+        Bytes::from((0..n).map(|i| b"abcdefgh"[(i / 3 + i / 1000) % 8]).collect::<Vec<u8>>())
+    }
+
+    fn tmp_store(codec: Codec) -> (tempfile::TempDir, BlockStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = BlockStore::open_with(&format!("file://{}", dir.path().display()), codec).expect("open");
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn compressed_put_get_range_on_a_directory() -> Result<()> {
+        for codec in [Codec::Lz4, Codec::Zstd] {
+            let (dir, s) = tmp_store(codec);
+            assert!(s.is_compressed());
+            // Large (compressed off the runtime's workers) and small blocks.
+            for n in [4 << 20, 3000] {
+                let key = crate::layout::block_key(1, 42, 0, n as u32);
+                let data = texty(n);
+                s.put(&key, data.clone()).await?;
+                let on_disk = std::fs::read(dir.path().join(&key)).expect("block file");
+                assert_eq!(on_disk[..4], crate::codec::MAGIC, "{codec:?}: stored framed");
+                assert!(on_disk.len() < n / 2, "{codec:?}: stored compressed ({} bytes)", on_disk.len());
+                assert_eq!(s.get(&key, n).await?, data);
+                assert_eq!(s.get_now(&key, n).expect("local")?, data);
+                assert_eq!(s.get_range(&key, 1000..2500).await?, data.slice(1000..2500));
+                assert_eq!(s.get_range(&key, 0..n as u64).await?, data);
+                assert!(matches!(s.get_range(&key, 10..n as u64 + 1).await, Err(BlockError::Short { .. })));
+                assert!(matches!(s.get(&key, n - 1).await, Err(BlockError::Corrupt { .. })));
+            }
+            // The in-place path stores the same format.
+            let key = crate::layout::block_key(1, 43, 0, 5000);
+            s.put_now(&key, &texty(5000)).expect("local")?;
+            assert_eq!(std::fs::read(dir.path().join(&key)).expect("file")[..4], crate::codec::MAGIC);
+            assert_eq!(s.get(&key, 5000).await?, texty(5000));
+            assert!(matches!(s.get_range("no-length", 0..1).await, Err(BlockError::UnnamedLength(_))));
+            assert!(matches!(s.get(&crate::layout::block_key(1, 44, 0, 9), 9).await, Err(BlockError::Missing(_))));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn damaged_block_files_are_errors() -> Result<()> {
+        for codec in [Codec::Lz4, Codec::Zstd] {
+            let (dir, s) = tmp_store(codec);
+            let n = 1 << 20;
+            let key = crate::layout::block_key(2, 7, 0, n as u32);
+            s.put(&key, texty(n)).await?;
+            let path = dir.path().join(&key);
+            let good = std::fs::read(&path).expect("read");
+            let mut flipped = good.clone();
+            let mid = good.len() / 2;
+            flipped[mid] ^= 0x10;
+            for bad in [good[..good.len() - 7].to_vec(), flipped] {
+                std::fs::write(&path, &bad).expect("damage");
+                assert!(matches!(s.get(&key, n).await, Err(BlockError::Corrupt { .. })), "{codec:?}");
+                assert!(matches!(s.get_now(&key, n).expect("local"), Err(BlockError::Corrupt { .. })));
+                assert!(matches!(s.get_range(&key, 0..10).await, Err(BlockError::Corrupt { .. })));
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn uncompressed_store_keeps_blocks_as_written() -> Result<()> {
+        let (dir, s) = tmp_store(Codec::None);
+        assert!(!s.is_compressed());
+        let key = crate::layout::block_key(1, 5, 0, 3000);
+        s.put(&key, texty(3000)).await?;
+        assert_eq!(std::fs::read(dir.path().join(&key)).expect("file"), texty(3000).to_vec());
+        assert_eq!(s.get_range(&key, 5..9).await?, texty(3000).slice(5..9));
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_blocks::layout::{Source, block_key, chunk_pieces, visible};
-use strata_blocks::{BlockCache, BlockStore, DiskCache};
+use strata_blocks::{BlockCache, BlockStore, Codec, DiskCache};
 use strata_meta::{Attr, CHUNK_SIZE, Ctx, FileType, SetAttr, Slice};
 use strata_proto::conv::*;
 use strata_proto::pb;
@@ -23,18 +23,26 @@ use crate::error::{Result, VfsError};
 use crate::writer::{FileWriter, WriteShared};
 
 /// Client tunables.
+///
+/// The volume's storage class may supply defaults for the memory cache and the read-ahead
+/// (`VolumeInfo::cache_mem_bytes`, `readahead_bytes`): they replace `mem_cache` and `readahead`
+/// unless the mount set those explicitly (`mem_cache_explicit`, `readahead_explicit`).
 #[derive(Clone, Debug)]
 pub struct VfsConfig {
     /// Memory block cache size in bytes.
     pub mem_cache: u64,
+    /// `mem_cache` was chosen by the user: the class's cache default does not replace it.
+    pub mem_cache_explicit: bool,
     /// Local disk block cache (directory and size) for stores that are not local.
     pub disk_cache: Option<(std::path::PathBuf, u64)>,
     /// Write-back buffer in bytes.
     pub buffer: u64,
     /// Concurrent block uploads.
     pub upload_parallel: usize,
-    /// Largest read-ahead window in bytes.
+    /// Largest read-ahead window in bytes (0: no read-ahead).
     pub readahead: u64,
+    /// `readahead` was chosen by the user: the class's read-ahead default does not replace it.
+    pub readahead_explicit: bool,
     /// Concurrent read-ahead fetches.
     pub prefetch_parallel: usize,
     /// How long the kernel caches attributes; directory attributes returned by this client's
@@ -42,14 +50,37 @@ pub struct VfsConfig {
     pub attr_ttl: Duration,
 }
 
+impl VfsConfig {
+    /// Default memory block cache size.
+    pub const DEFAULT_MEM_CACHE: u64 = 512 << 20;
+    /// Default largest read-ahead window.
+    pub const DEFAULT_READAHEAD: u64 = 64 << 20;
+
+    /// This configuration with the volume's class defaults applied: a non-zero
+    /// `cache_mem_bytes` / `readahead_bytes` replaces a setting the mount did not make
+    /// explicitly.
+    pub fn for_volume(&self, volume: &pb::VolumeInfo) -> VfsConfig {
+        let mut cfg = self.clone();
+        if !cfg.mem_cache_explicit && volume.cache_mem_bytes > 0 {
+            cfg.mem_cache = volume.cache_mem_bytes;
+        }
+        if !cfg.readahead_explicit && volume.readahead_bytes > 0 {
+            cfg.readahead = volume.readahead_bytes;
+        }
+        cfg
+    }
+}
+
 impl Default for VfsConfig {
     fn default() -> Self {
         VfsConfig {
-            mem_cache: 512 << 20,
+            mem_cache: Self::DEFAULT_MEM_CACHE,
+            mem_cache_explicit: false,
             disk_cache: None,
             buffer: 512 << 20,
             upload_parallel: 16,
-            readahead: 64 << 20,
+            readahead: Self::DEFAULT_READAHEAD,
+            readahead_explicit: false,
             prefetch_parallel: 8,
             attr_ttl: Duration::from_secs(1),
         }
@@ -139,10 +170,17 @@ pub struct Vfs {
     pending_closes: Arc<std::sync::atomic::AtomicUsize>,
     closes: tokio::sync::mpsc::UnboundedSender<u64>,
     compacting: Mutex<std::collections::HashSet<(u64, u32)>>,
+    /// The volume's byte quota as last reported (0: none).
+    quota_capacity: AtomicU64,
+    /// The volume's use as last reported.
+    quota_used: AtomicU64,
+    /// Growth buffered by this client and not yet committed.
+    pending_growth: AtomicU64,
     me: std::sync::Weak<Vfs>,
     next_fh: AtomicU64,
     ids: tokio::sync::Mutex<(u64, u64)>,
     prefetch: Arc<Semaphore>,
+    qos: crate::qos::Qos,
     cfg: VfsConfig,
 }
 
@@ -151,7 +189,8 @@ fn attr_of(p: Option<pb::Attr>) -> Result<(u64, Attr)> {
 }
 
 impl Vfs {
-    /// A client file system over a registered session.
+    /// A client file system over a registered session. The volume's storage class sets the
+    /// block compression, the mount's QoS limits and cache defaults (see [`VfsConfig`]).
     pub fn new(client: Arc<Client>, mount: pb::MountResp, cfg: VfsConfig) -> Result<Arc<Self>> {
         let volume = mount.volume.ok_or_else(|| VfsError::Server("mount reply without volume".into()))?;
         if mount.chunk_size != CHUNK_SIZE {
@@ -160,7 +199,21 @@ impl Vfs {
                 mount.chunk_size
             )));
         }
-        let store = BlockStore::open(&volume.store)?;
+        let codec = Codec::parse(&volume.compression).map_err(|e| {
+            VfsError::errno_msg(libc::EPROTONOSUPPORT, format!("volume {:?}: {e}; upgrade this client", volume.name))
+        })?;
+        let cfg = cfg.for_volume(&volume);
+        let qos = crate::qos::Qos::new(volume.qos_bytes_per_sec, volume.qos_ops_per_sec);
+        if qos.is_limited() || codec.is_compressing() {
+            tracing::info!(
+                volume = %volume.name,
+                compression = codec.name(),
+                bytes_per_sec = qos.bytes_per_sec(),
+                ops_per_sec = qos.ops_per_sec(),
+                "storage class settings"
+            );
+        }
+        let store = BlockStore::open_with(&volume.store, codec)?;
         let disk = match (&cfg.disk_cache, store.is_local()) {
             (Some((dir, size)), false) => Some(DiskCache::open(dir.clone(), *size)?),
             _ => None,
@@ -180,6 +233,9 @@ impl Vfs {
         let vfs = Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
             compacting: Mutex::new(std::collections::HashSet::new()),
+            quota_capacity: AtomicU64::new(volume.capacity),
+            quota_used: AtomicU64::new(volume.used_bytes),
+            pending_growth: AtomicU64::new(0),
             client,
             store,
             cache,
@@ -193,6 +249,7 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             ids: tokio::sync::Mutex::new((0, 0)),
             prefetch: Arc::new(Semaphore::new(cfg.prefetch_parallel.max(1))),
+            qos,
             volume,
             cfg,
         });
@@ -208,6 +265,16 @@ impl Vfs {
     /// The mounted volume.
     pub fn volume(&self) -> &pb::VolumeInfo {
         &self.volume
+    }
+
+    /// The configuration in force (the mount's, with the volume's class defaults applied).
+    pub fn config(&self) -> &VfsConfig {
+        &self.cfg
+    }
+
+    /// The mount's QoS limits.
+    pub fn qos(&self) -> &crate::qos::Qos {
+        &self.qos
     }
 
     /// The RPC client (for heartbeats and unmount).
@@ -264,6 +331,7 @@ impl Vfs {
 
     /// Looks a name up in a directory.
     pub async fn lookup(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<(u64, Attr)> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::AttrResp>(Method::Lookup, |_| pb::LookupReq {
@@ -295,6 +363,7 @@ impl Vfs {
         {
             return Ok(a);
         }
+        self.qos.op().await;
         let r = self.client.call::<_, pb::AttrResp>(Method::GetAttr, |_| pb::InoReq { ino }).await?;
         let (_, a) = attr_of(r.attr)?;
         self.observe(ino, &a);
@@ -303,6 +372,7 @@ impl Vfs {
 
     /// Changes attributes; a size change commits pending writes first.
     pub async fn setattr(&self, ctx: &Ctx, ino: u64, req: &SetAttr) -> Result<Attr> {
+        self.qos.op().await;
         if req.size.is_some() {
             self.commit(ino, false).await?;
         }
@@ -331,6 +401,7 @@ impl Vfs {
         excl: bool,
         open: bool,
     ) -> Result<(u64, Attr, bool)> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::MknodResp>(Method::Mknod, |session| pb::MknodReq {
@@ -384,6 +455,7 @@ impl Vfs {
 
     /// Adds a hard link.
     pub async fn link(&self, ctx: &Ctx, ino: u64, parent: u64, name: &[u8]) -> Result<Attr> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::AttrResp>(Method::Link, |_| pb::LinkReq {
@@ -410,6 +482,7 @@ impl Vfs {
     }
 
     async fn remove(&self, method: Method, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<()> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::DirChange>(method, |_| pb::NameReq {
@@ -432,6 +505,7 @@ impl Vfs {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::DirChange>(Method::Rename, |_| pb::RenameReq {
@@ -449,6 +523,7 @@ impl Vfs {
 
     /// Target of a symbolic link.
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        self.qos.op().await;
         Ok(self.client.call::<_, pb::BytesResp>(Method::Readlink, |_| pb::InoReq { ino }).await?.data)
     }
 
@@ -456,6 +531,7 @@ impl Vfs {
 
     /// Opens a directory, reading its whole listing (with attributes when `plus`).
     pub async fn opendir(&self, ctx: &Ctx, ino: u64, plus: bool) -> Result<u64> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::ReaddirResp>(Method::Readdir, |_| pb::ReaddirReq { caller: Some(ctx_to_pb(ctx)), ino, plus })
@@ -505,6 +581,7 @@ impl Vfs {
 
     /// Opens a file (close-to-open: with attributes fresh from the server).
     pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32) -> Result<Opened> {
+        self.qos.op().await;
         let r = self.client.call::<_, pb::OpenResp>(Method::Open, |session| pb::OpenReq { session, ino }).await?;
         let (_, mut a) = attr_of(r.attr)?;
         let chunk0: Vec<Slice> = r.chunk0.iter().map(slice_from_pb).collect();
@@ -539,6 +616,7 @@ impl Vfs {
         umask: u32,
         flags: i32,
     ) -> Result<(u64, Attr, u64)> {
+        // One operation: `make` counts it.
         let excl = flags & libc::O_EXCL != 0;
         let (ino, mut a, created) =
             self.make(ctx, parent, name, FileType::File, mode, umask, 0, &[], excl, true).await?;
@@ -578,17 +656,44 @@ impl Vfs {
         if off.checked_add(data.len() as u64).is_none_or(|e| e > strata_meta::MAX_FILE_SIZE) {
             return Err(VfsError::from_errno(libc::EFBIG));
         }
+        self.qos.data(data.len() as u64).await;
         let w = {
             let mut m = Self::lock(&self.writers);
             m.entry(h.ino).or_default().clone()
         };
         let mut w = w.lock().await;
+        let growth = self.quota_check(h.ino, &w, off, data.len() as u64)?;
         w.write(&self.shared, off, data, || self.next_slice_id()).await?;
+        w.growth += growth;
         if w.has_finished_chunks() && w.end - off >= CHUNK_SIZE {
             drop(w);
             self.commit(h.ino, false).await?;
         }
         Ok(data.len())
+    }
+
+    /// Refuses a write that would take the volume past its byte quota (EDQUOT at `write`, not
+    /// only at `close`), from the use the server last reported plus what this client has
+    /// buffered. The server checks again at commit; this only makes the common case prompt.
+    /// Returns the growth the write adds, already counted as pending.
+    fn quota_check(&self, ino: u64, w: &FileWriter, off: u64, len: u64) -> Result<u64> {
+        let cap = self.quota_capacity.load(Ordering::Relaxed);
+        if cap == 0 {
+            return Ok(0);
+        }
+        let size = self.file_size(ino).unwrap_or(0).max(w.end);
+        let round = |n: u64| n.div_ceil(4096) * 4096;
+        let growth = round(off + len).saturating_sub(round(size));
+        if growth == 0 {
+            return Ok(0);
+        }
+        let used = self.quota_used.load(Ordering::Relaxed);
+        let pending = self.pending_growth.fetch_add(growth, Ordering::Relaxed);
+        if used.saturating_add(pending).saturating_add(growth) > cap {
+            self.pending_growth.fetch_sub(growth, Ordering::Relaxed);
+            return Err(VfsError::errno_msg(libc::EDQUOT, "disk quota exceeded"));
+        }
+        Ok(growth)
     }
 
     /// Uploads and commits this client's buffered writes to a file.
@@ -603,32 +708,23 @@ impl Vfs {
         if let Some(e) = w.error.take() {
             return Err(e);
         }
-        let slices = w.drain(&self.shared).await?;
-        if durable {
-            self.store.sync().await?;
-        }
-        if slices.is_empty() {
-            if durable {
-                self.client.call::<_, pb::Empty>(Method::Sync, |_| pb::Empty {}).await?;
-            }
-            w.end = 0;
-            w.mtime = None;
-            w.dirty_since = None;
-            return Ok(());
-        }
-        let writes: Vec<pb::ChunkWrite> =
-            slices.iter().map(|(idx, s)| pb::ChunkWrite { index: *idx, slice: Some(slice_to_pb(s)) }).collect();
-        let r = self
-            .client
-            .call::<_, pb::CommitResp>(Method::CommitWrites, |_| pb::CommitReq { ino, writes: writes.clone(), durable })
-            .await?;
-        let (_, a) = attr_of(r.attr)?;
-        for idx in r.crowded {
-            self.start_compaction(ino, idx);
-        }
+        let outcome = self.commit_locked(&mut w, ino, durable).await;
+        // Committed or failed, the buffered writes are no longer pending: a failed commit's data
+        // is gone and the caller learns it from the error.
         w.end = 0;
         w.mtime = None;
         w.dirty_since = None;
+        self.pending_growth.fetch_sub(std::mem::take(&mut w.growth), Ordering::Relaxed);
+        let (slices, r) = match outcome? {
+            Some(done) => done,
+            None => return Ok(()),
+        };
+        let (_, a) = attr_of(r.attr)?;
+        self.quota_capacity.store(r.capacity, Ordering::Relaxed);
+        self.quota_used.store(r.used_bytes, Ordering::Relaxed);
+        for idx in r.crowded {
+            self.start_compaction(ino, idx);
+        }
         {
             let mut m = Self::lock(&self.inodes);
             let c = m.entry(ino).or_default();
@@ -640,6 +736,32 @@ impl Vfs {
             c.attr = Some(a);
         }
         Ok(())
+    }
+
+    /// Uploads a file's buffered writes and commits them; `None` when there was nothing to commit.
+    async fn commit_locked(
+        &self,
+        w: &mut FileWriter,
+        ino: u64,
+        durable: bool,
+    ) -> Result<Option<(Vec<(u32, Slice)>, pb::CommitResp)>> {
+        let slices = w.drain(&self.shared).await?;
+        if durable {
+            self.store.sync().await?;
+        }
+        if slices.is_empty() {
+            if durable {
+                self.client.call::<_, pb::Empty>(Method::Sync, |_| pb::Empty {}).await?;
+            }
+            return Ok(None);
+        }
+        let writes: Vec<pb::ChunkWrite> =
+            slices.iter().map(|(idx, s)| pb::ChunkWrite { index: *idx, slice: Some(slice_to_pb(s)) }).collect();
+        let r = self
+            .client
+            .call::<_, pb::CommitResp>(Method::CommitWrites, |_| pb::CommitReq { ino, writes: writes.clone(), durable })
+            .await?;
+        Ok(Some((slices, r)))
     }
 
     fn start_compaction(&self, ino: u64, idx: u32) {
@@ -705,17 +827,26 @@ impl Vfs {
     /// Called at each `close` of a descriptor: commits buffered writes.
     pub async fn flush(&self, fh: u64) -> Result<()> {
         let h = self.handle(fh)?;
+        if self.qos.is_limited()
+            && let Some(w) = self.writer(h.ino)
+            && w.lock().await.is_dirty()
+        {
+            // Only a flush with something to commit reaches the server.
+            self.qos.op().await;
+        }
         self.commit(h.ino, false).await
     }
 
     /// Makes a file's data durable.
     pub async fn fsync(&self, fh: u64) -> Result<()> {
         let h = self.handle(fh)?;
+        self.qos.op().await;
         self.commit(h.ino, true).await
     }
 
     /// Makes all committed metadata durable (directories' fsync).
     pub async fn sync_meta(&self) -> Result<()> {
+        self.qos.op().await;
         self.client.call::<_, pb::Empty>(Method::Sync, |_| pb::Empty {}).await?;
         Ok(())
     }
@@ -779,14 +910,17 @@ impl Vfs {
             }
         };
         if off >= fsize {
+            self.qos.op().await;
             return Ok(Vec::new());
         }
         let end = fsize.min(off + u64::from(size));
+        self.qos.data(end - off).await;
         let sequential = {
             let mut st = h.read.lock().unwrap_or_else(|p| p.into_inner());
             let seq =
                 off == st.last_end || (off > st.last_end.saturating_sub(1 << 20) && off <= st.last_end + (1 << 20));
-            st.window = if seq { (st.window * 2).clamp(8 << 20, self.cfg.readahead) } else { 0 };
+            let max = self.cfg.readahead;
+            st.window = if seq { (st.window * 2).clamp(max.min(8 << 20), max) } else { 0 };
             st.last_end = end;
             seq && st.window > 0
         };
@@ -826,7 +960,8 @@ impl Vfs {
             let n = (blen as usize - in_block).min(dst.len() - done);
             if let Some(data) = self.cache.peek(&key) {
                 dst[done..done + n].copy_from_slice(&data[in_block..in_block + n]);
-            } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize {
+            } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize || self.store.is_compressed() {
+                // Whole blocks through the cache (a compressed block can only be read whole).
                 let data = if crate::client::can_block() {
                     self.cache.fetch_now(&self.store, &key, blen as usize).await?
                 } else {
@@ -890,6 +1025,7 @@ impl Vfs {
 
     /// Value of an extended attribute.
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::BytesResp>(Method::GetXattr, |_| pb::XattrReq {
@@ -904,11 +1040,13 @@ impl Vfs {
 
     /// Names of the extended attributes.
     pub async fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        self.qos.op().await;
         Ok(self.client.call::<_, pb::ListXattrResp>(Method::ListXattr, |_| pb::InoReq { ino }).await?.names)
     }
 
     /// Sets an extended attribute.
     pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        self.qos.op().await;
         self.client
             .call::<_, pb::Empty>(Method::SetXattr, |_| pb::XattrReq {
                 ino,
@@ -922,6 +1060,7 @@ impl Vfs {
 
     /// Removes an extended attribute.
     pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        self.qos.op().await;
         self.client
             .call::<_, pb::Empty>(Method::RemoveXattr, |_| pb::XattrReq {
                 ino,
@@ -935,8 +1074,11 @@ impl Vfs {
 
     /// Volume size and use; an unlimited volume reports the block store's disk.
     pub async fn statfs(&self) -> Result<StatFs> {
+        self.qos.op().await;
         let r =
             self.client.call::<_, pb::StatFsResp>(Method::StatFs, |_| pb::StatFsReq { volume: self.volume.id }).await?;
+        self.quota_capacity.store(r.capacity, Ordering::Relaxed);
+        self.quota_used.store(r.used_bytes, Ordering::Relaxed);
         let (total, free) = if r.capacity > 0 {
             (r.capacity, r.capacity.saturating_sub(r.used_bytes))
         } else {
@@ -967,6 +1109,7 @@ impl Vfs {
         kind: u32,
         pid: u32,
     ) -> Result<Option<(u32, u64, u64, u32)>> {
+        self.qos.op().await;
         let r = self
             .client
             .call::<_, pb::LockResp>(Method::GetLock, |session| pb::LockReq {
@@ -994,6 +1137,7 @@ impl Vfs {
         pid: u32,
         wait: bool,
     ) -> Result<()> {
+        self.qos.op().await;
         let mut delay = Duration::from_millis(5);
         let started = Instant::now();
         loop {
@@ -1130,4 +1274,44 @@ fn nix_statvfs(path: &str) -> Option<(u64, u64)> {
     }
     let frsize = st.f_frsize as u64;
     Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(cache_mem_bytes: u64, readahead_bytes: u64) -> pb::VolumeInfo {
+        pb::VolumeInfo { cache_mem_bytes, readahead_bytes, ..Default::default() }
+    }
+
+    #[test]
+    fn class_cache_defaults_replace_the_mount_defaults() {
+        let cfg = VfsConfig::default().for_volume(&volume(2 << 30, 256 << 20));
+        assert_eq!((cfg.mem_cache, cfg.readahead), (2 << 30, 256 << 20));
+    }
+
+    #[test]
+    fn zero_in_the_class_keeps_the_mount_settings() {
+        let cfg = VfsConfig::default().for_volume(&volume(0, 0));
+        assert_eq!((cfg.mem_cache, cfg.readahead), (VfsConfig::DEFAULT_MEM_CACHE, VfsConfig::DEFAULT_READAHEAD));
+        let cfg = VfsConfig::default().for_volume(&volume(1 << 30, 0));
+        assert_eq!((cfg.mem_cache, cfg.readahead), (1 << 30, VfsConfig::DEFAULT_READAHEAD));
+    }
+
+    #[test]
+    fn explicit_mount_settings_win_over_the_class() {
+        let mine = VfsConfig {
+            mem_cache: 100 << 20,
+            mem_cache_explicit: true,
+            readahead: 4 << 20,
+            readahead_explicit: true,
+            ..VfsConfig::default()
+        };
+        let cfg = mine.for_volume(&volume(2 << 30, 256 << 20));
+        assert_eq!((cfg.mem_cache, cfg.readahead), (100 << 20, 4 << 20));
+        // Each flag covers its own setting only.
+        let half = VfsConfig { readahead_explicit: false, ..mine };
+        let cfg = half.for_volume(&volume(2 << 30, 256 << 20));
+        assert_eq!((cfg.mem_cache, cfg.readahead), (100 << 20, 256 << 20));
+    }
 }

@@ -77,8 +77,9 @@ struct DirectBlock {
     written: usize,
 }
 
-/// A slice this large switches to writing its blocks straight into their files (local stores,
-/// threads that may block): one copy of the data instead of two, no hand-off per block.
+/// A slice this large switches to writing its blocks straight into their files (local stores
+/// without compression, threads that may block): one copy of the data instead of two, no
+/// hand-off per block.
 const DIRECT_AFTER: usize = 1 << 20;
 
 fn io_err(what: &str, e: std::io::Error) -> VfsError {
@@ -89,6 +90,9 @@ fn io_err(what: &str, e: std::io::Error) -> VfsError {
 /// Writes as much of `data` as fits in the slice's current block, straight to its file.
 fn write_direct(sh: &WriteShared, s: &mut OpenSlice, data: &[u8]) -> Result<usize> {
     use std::io::Write;
+    if sh.store.is_compressed() {
+        return Err(VfsError::errno_msg(libc::EIO, "direct block write on a compressed volume"));
+    }
     let bs = sh.block_size as usize;
     if s.direct.is_none() {
         let key = block_key(sh.volume, s.id, s.blocks_sent, sh.block_size);
@@ -142,6 +146,8 @@ pub struct FileWriter {
     pub end: u64,
     /// Time of the last uncommitted write.
     pub mtime: Option<Timespec>,
+    /// Quota growth of the buffered writes (see `Vfs::quota_check`).
+    pub growth: u64,
     /// When the oldest uncommitted write happened (for the periodic commit).
     pub dirty_since: Option<std::time::Instant>,
     /// A failure of a background commit, reported by the next flush, fsync or close (the data
@@ -165,7 +171,9 @@ impl FileWriter {
             return Ok(());
         }
         let bs = sh.block_size as usize;
-        let direct_ok = sh.store.is_local() && crate::client::can_block();
+        // Direct block-file writes put the bytes on disk as they come; a compressed volume's
+        // blocks must go through the codec, so they always take the buffered path.
+        let direct_ok = sh.store.is_local() && !sh.store.is_compressed() && crate::client::can_block();
         let mut consumed = 0usize;
         for (idx, pos, n) in chunk_pieces(off, data.len() as u64) {
             let mut rest = &data[consumed..consumed + n as usize];
@@ -347,5 +355,73 @@ impl FileWriter {
     /// chunks written), so long writes become visible and crash-safe progressively.
     pub fn has_finished_chunks(&self) -> bool {
         !self.finished.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_blocks::Codec;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| b"0123456789abcdef"[(i / 7 + i / 4096) % 16]).collect()
+    }
+
+    /// Writes `total` bytes in 128 KiB pieces from a thread that may block (as a FUSE thread
+    /// does), drains, and reads every block back through the store.
+    async fn write_and_check(codec: Codec) -> (tempfile::TempDir, Vec<(u32, Slice)>, usize) {
+        crate::client::allow_blocking_io();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open_with(&dir.path().display().to_string(), codec).expect("store");
+        let bs: u32 = 1 << 20;
+        let sh = WriteShared::new(store.clone(), Arc::new(BlockCache::new(64 << 20, None)), 1, bs, 64 << 20, 4);
+        let total = 3 * bs as usize + 12345;
+        let content = data(total);
+        let mut w = FileWriter::default();
+        let mut next = 100u64;
+        for (i, piece) in content.chunks(128 << 10).enumerate() {
+            let off = (i * (128 << 10)) as u64;
+            w.write(&sh, off, piece, || {
+                next += 1;
+                std::future::ready(Ok(next))
+            })
+            .await
+            .expect("write");
+        }
+        let handed_off = w.uploads.len();
+        let slices = w.drain(&sh).await.expect("drain");
+        assert_eq!(slices.len(), 1);
+        let s = slices[0].1;
+        assert_eq!(s.len as usize, total);
+        let mut back = Vec::new();
+        for (i, len) in strata_blocks::layout::slice_blocks(s.size, bs) {
+            back.extend_from_slice(&store.get(&block_key(1, s.id, i, len), len as usize).await.expect("get"));
+        }
+        assert!(back == content, "{codec:?}: blocks hold what was written");
+        (dir, slices, handed_off)
+    }
+
+    #[tokio::test]
+    async fn compressed_volumes_never_write_block_files_directly() {
+        for codec in [Codec::Lz4, Codec::Zstd] {
+            let (dir, slices, handed_off) = write_and_check(codec).await;
+            assert_eq!(handed_off, 3, "{codec:?}: the full blocks were uploaded through the store");
+            let s = slices[0].1;
+            for (i, len) in strata_blocks::layout::slice_blocks(s.size, 1 << 20) {
+                let file = std::fs::read(dir.path().join(block_key(1, s.id, i, len))).expect("block file");
+                assert_eq!(file[..4], strata_blocks::codec::MAGIC, "{codec:?} block {i} went through the codec");
+                assert!(file.len() < len as usize / 2, "{codec:?} block {i} is compressed");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn uncompressed_local_volumes_keep_plain_block_files() {
+        let (dir, slices, handed_off) = write_and_check(Codec::None).await;
+        assert_eq!(handed_off, 0, "past 1 MiB the blocks were written straight into their files");
+        let s = slices[0].1;
+        // Directly written blocks are plain files of the block's bytes.
+        let first = std::fs::read(dir.path().join(block_key(1, s.id, 0, 1 << 20))).expect("block file");
+        assert_eq!(first, data(1 << 20));
     }
 }
