@@ -6,6 +6,7 @@ pub mod codec;
 pub mod error;
 pub mod layout;
 pub mod local;
+pub mod s3;
 pub mod store;
 
 pub use cache::{BlockCache, DiskCache};

@@ -41,12 +41,16 @@ impl BlockStore {
     /// Opens the store named by `url`, storing blocks with `codec`.
     pub fn open_with(url: &str, codec: Codec) -> Result<Self> {
         let bad = |reason: &str| BlockError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        if url.starts_with("s3://") {
+            let store = crate::s3::open(url).map_err(|reason| bad(&reason))?;
+            return Ok(BlockStore { store, local_root: None, url: url.to_string(), codec });
+        }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
             PathBuf::from(rest)
         } else if url.starts_with('/') {
             PathBuf::from(url)
         } else {
-            return Err(bad("only file:// stores (a local or shared directory) are supported by this build"));
+            return Err(bad("block stores are file:///absolute/dir or s3://bucket/prefix"));
         };
         if !dir.is_absolute() {
             return Err(bad("the directory must be an absolute path"));
