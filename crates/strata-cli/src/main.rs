@@ -27,8 +27,18 @@ enum Cmd {
     Mount(cmd::mount::MountArgs),
     /// Unmount a Strata mount.
     Umount(cmd::mount::UmountArgs),
-    /// Manage volumes.
+    /// Manage volumes: list, describe, create, expand, delete.
+    #[command(visible_alias = "vol")]
     Volume(cmd::volume::VolumeArgs),
+    /// Manage storage classes: the tiers volumes are provisioned in.
+    #[command(name = "storageclass", visible_alias = "sc")]
+    StorageClass(cmd::storageclass::StorageClassArgs),
+    /// Manage scopes: departments and projects of the cluster.
+    Scope(cmd::scope::ScopeArgs),
+    /// Manage access tokens: list, issue, revoke.
+    Token(cmd::token::TokenCmdArgs),
+    /// Show and set provisioning policies of scopes.
+    Policy(cmd::policy::PolicyArgs),
     /// Show what the server is doing.
     Status(cmd::status::StatusArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
@@ -50,6 +60,10 @@ fn main() {
         Cmd::Mount(a) => cmd::mount::run(a),
         Cmd::Umount(a) => cmd::mount::umount(a),
         Cmd::Volume(a) => cmd::volume::run(a),
+        Cmd::StorageClass(a) => cmd::storageclass::run(a),
+        Cmd::Scope(a) => cmd::scope::run(a),
+        Cmd::Token(a) => cmd::token::run(a),
+        Cmd::Policy(a) => cmd::policy::run(a),
         Cmd::Status(a) => cmd::status::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
     };

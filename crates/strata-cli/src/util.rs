@@ -61,6 +61,90 @@ pub fn human(n: u64) -> String {
     if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", U[i]) }
 }
 
+/// Output formats of the commands that show records.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON (the REST API's representation).
+    Json,
+    /// YAML (the same fields as JSON).
+    Yaml,
+}
+
+/// Prints `v` as JSON or YAML, or calls `table` to print it for people.
+pub fn emit<T: serde::Serialize>(out: Output, v: &T, table: impl FnOnce()) -> Result<()> {
+    match out {
+        Output::Table => table(),
+        Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Yaml => print!("{}", yaml_serde::to_string(v)?),
+    }
+    Ok(())
+}
+
+/// Prints rows under upper-case headers, each column as wide as its widest cell.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            s.push_str(c);
+            if i + 1 < n {
+                let pad = width[i] + 3 - c.chars().count();
+                s.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// Prints `key: value` lines with the values aligned.
+pub fn print_fields(fields: &[(&str, String)]) {
+    let w = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    for (k, v) in fields {
+        println!("{:<w$} {v}", format!("{k}:"));
+    }
+}
+
+/// A size for a table: `-` for 0 (unlimited or unset), else binary units.
+pub fn size_or_dash(n: u64) -> String {
+    if n == 0 { "-".into() } else { human(n) }
+}
+
+/// Parses a token lifetime: `3600`, `90s`, `30m`, `12h`, `30d`, `2w`, `1y`.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a lifetime (try 12h, 30d, 1y)"))?;
+    let mult: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
+        u => return Err(format!("unknown lifetime unit {u:?} in {s:?} (use s, m, h, d, w, y)")),
+    };
+    let secs = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))?;
+    if secs == 0 {
+        return Err("a lifetime must be at least one second".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 /// How a command finds its token: flag, environment, or file.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TokenArgs {
@@ -75,7 +159,8 @@ pub struct TokenArgs {
 impl TokenArgs {
     /// The token, or a clear error saying how to give one.
     pub fn resolve(&self) -> Result<String> {
-        if let Some(t) = &self.token {
+        // An empty STRATA_TOKEN next to a token file is a variable left set, not a token.
+        if let Some(t) = self.token.as_ref().filter(|t| !t.trim().is_empty() || self.token_file.is_none()) {
             if t.trim().is_empty() {
                 bail!("the token given is empty");
             }
@@ -160,6 +245,17 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("1d").is_err());
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("1.5d").is_err());
+        assert!(parse_ttl("3x").is_err());
+        assert!(parse_ttl("99999999999999999999y").is_err());
     }
 
     #[test]

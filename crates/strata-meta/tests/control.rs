@@ -63,7 +63,7 @@ fn scopes_nest_and_delete_only_when_empty() {
     let (fs, ()) = meta();
     let m = &fs.meta;
     assert_eq!(m.create_scope("ml/vision", ""), Err(MetaError::NoScope("ml".into())), "parent first");
-    setup(&m);
+    setup(m);
     assert_eq!(m.create_scope("ml", ""), Err(MetaError::Exists));
     assert!(matches!(m.create_scope("a/b/c", ""), Err(MetaError::Invalid(_))));
     assert!(matches!(m.create_scope("ml/../x", ""), Err(MetaError::Invalid(_))));
@@ -97,7 +97,7 @@ fn classes_have_one_default_and_are_kept_while_used() {
 fn allowed_classes_narrow_down_the_chain() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     m.set_policy("ml", &Policy { allowed_classes: Some(vec!["fast".into(), "cheap".into()]), ..Default::default() })
         .expect("ml");
     // A project cannot widen: "default" stays refused even if it lists it.
@@ -119,7 +119,7 @@ fn allowed_classes_narrow_down_the_chain() {
 fn the_topmost_enforced_class_wins_and_names_its_scope() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     m.set_policy("ml", &Policy { enforced_class: Some("cheap".into()), ..Default::default() }).expect("ml");
     m.set_policy("ml/vision", &Policy { enforced_class: Some("fast".into()), ..Default::default() }).expect("vision");
     let v = m.provision_volume(&req("a", "ml/vision", None, 0)).expect("no class asked");
@@ -132,7 +132,7 @@ fn the_topmost_enforced_class_wins_and_names_its_scope() {
 fn default_class_comes_from_the_nearest_scope() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     m.set_policy("ml", &Policy { default_class: Some("cheap".into()), ..Default::default() }).expect("ml");
     m.set_policy("ml/vision", &Policy { default_class: Some("fast".into()), ..Default::default() }).expect("vision");
     assert_eq!(m.provision_volume(&req("a", "ml/vision", None, 0)).expect("a").class, "fast");
@@ -146,7 +146,7 @@ fn default_class_comes_from_the_nearest_scope() {
 fn sizes_and_quotas_hold_at_every_level() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     m.set_policy("ml", &Policy { quota: Some(10 * GIB), max_volume_size: Some(8 * GIB), ..Default::default() })
         .expect("ml");
     m.set_policy("ml/vision", &Policy { quota: Some(6 * GIB), max_volume_size: Some(9 * GIB), ..Default::default() })
@@ -177,7 +177,7 @@ fn sizes_and_quotas_hold_at_every_level() {
 fn concurrent_provisioning_cannot_overrun_a_quota() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     m.set_policy("ml", &Policy { quota: Some(10 * GIB), ..Default::default() }).expect("ml");
     let ok = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -192,7 +192,7 @@ fn concurrent_provisioning_cannot_overrun_a_quota() {
 fn access_modes_come_from_class_and_policy() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     let mut rwo = class("rwo");
     rwo.access_modes = vec![AccessMode::ReadWriteOnce];
     m.create_class(&rwo).expect("rwo");
@@ -212,7 +212,7 @@ fn access_modes_come_from_class_and_policy() {
 fn expansion_follows_the_class_and_never_shrinks_below_use() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     let mut fixed = class("fixed");
     fixed.allow_expansion = false;
     m.create_class(&fixed).expect("fixed");
@@ -233,7 +233,7 @@ fn expansion_follows_the_class_and_never_shrinks_below_use() {
 fn policies_name_existing_classes_only() {
     let (fs, ()) = meta();
     let m = &fs.meta;
-    setup(&m);
+    setup(m);
     assert_eq!(
         m.set_policy("ml", &Policy { enforced_class: Some("nope".into()), ..Default::default() }),
         Err(MetaError::NoClass("nope".into()))

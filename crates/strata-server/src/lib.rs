@@ -6,6 +6,7 @@ pub mod auth;
 pub mod control;
 pub mod gc;
 pub mod locks;
+pub mod rest;
 pub mod service;
 pub mod sessions;
 pub mod state;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_meta::Meta;
-use strata_meta::kv::sqlite::SqliteEngine;
 use strata_proto::pb::admin_server::AdminServer;
 use strata_proto::pb::meta_server::MetaServer;
 use tonic::service::interceptor::InterceptedService;
@@ -63,8 +63,10 @@ pub enum ServerError {
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Holds `meta.db`, `blocks/` and `admin.token`.
+    /// Holds `meta.db` (unless `meta_url` says otherwise), `blocks/` and `admin.token`.
     pub data_dir: PathBuf,
+    /// Metadata store URL (`sqlite:///path` or `postgres://…`); default `DATA_DIR/meta.db`.
+    pub meta_url: Option<String>,
     /// gRPC listen address.
     pub listen: SocketAddr,
     /// Background loop timings.
@@ -90,9 +92,9 @@ impl Server {
         std::fs::create_dir_all(&dir).map_err(data_err(&dir))?;
         let dir = std::fs::canonicalize(&dir).map_err(data_err(&cfg.data_dir))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(data_err(&dir))?;
-        let db = dir.join("meta.db");
+        let url = cfg.meta_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("meta.db").display()));
         let meta = tokio::task::spawn_blocking(move || -> Result<(Meta, Option<String>), ServerError> {
-            let m = Meta::new(Arc::new(SqliteEngine::open(&db)?))?;
+            let m = Meta::new(strata_meta::kv::open(&url)?)?;
             if let Some(c) = m.bootstrap_default_class()? {
                 tracing::info!(class = %c.name, "created the default storage class");
             }
@@ -160,14 +162,63 @@ impl Server {
     }
 }
 
+/// What a connection speaks, told by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    /// The framed transport (`STRATA1\0`).
+    Framed,
+    /// An HTTP/1.x request: the REST API.
+    Http1,
+    /// Anything else: gRPC (the HTTP/2 preface `PRI * HTTP/2.0`).
+    Grpc,
+}
+
+/// The first four bytes of the HTTP/1 requests the REST API answers.
+const HTTP1_METHODS: [&[u8; 4]; 7] = [b"GET ", b"POST", b"PUT ", b"DELE", b"PATC", b"HEAD", b"OPTI"];
+
+/// What `first` (the bytes received so far) starts, or `None` while it could still be more than
+/// one protocol.
+fn classify(first: &[u8]) -> Option<Proto> {
+    let magic = strata_proto::wire::MAGIC;
+    let n = first.len();
+    if n >= magic.len() && first[..magic.len()] == magic[..] {
+        return Some(Proto::Framed);
+    }
+    let maybe_framed = n < magic.len() && first == &magic[..n];
+    if n >= 4 && HTTP1_METHODS.iter().any(|m| first[..4] == m[..]) {
+        return Some(Proto::Http1);
+    }
+    let maybe_http = n < 4 && HTTP1_METHODS.iter().any(|m| m.starts_with(first));
+    if maybe_framed || maybe_http { None } else { Some(Proto::Grpc) }
+}
+
+/// Waits up to `timeout` for a connection's first bytes and tells what it speaks (gRPC, which
+/// answers anything unknown, when it says nothing in time).
+async fn sniff(sock: &tokio::net::TcpStream, timeout: Duration) -> Proto {
+    let mut buf = [0u8; 8];
+    let peek = async {
+        loop {
+            match sock.peek(&mut buf).await {
+                Ok(0) | Err(_) => return Proto::Grpc,
+                Ok(n) => match classify(&buf[..n]) {
+                    Some(p) => return p,
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
+                },
+            }
+        }
+    };
+    tokio::time::timeout(timeout, peek).await.unwrap_or(Proto::Grpc)
+}
+
 /// Accepts connections and routes each by its first bytes: the framed transport is served
-/// here, everything else is handed to gRPC.
+/// here, HTTP/1 requests go to the REST API, everything else is handed to gRPC.
 async fn accept(
     listener: tokio::net::TcpListener,
     grpc: tokio::sync::mpsc::Sender<std::io::Result<tokio::net::TcpStream>>,
     st: Arc<State>,
     svc: Arc<service::MetaService>,
 ) {
+    let rest = rest::router(st.clone());
     loop {
         let sock = match listener.accept().await {
             Ok((s, _)) => s,
@@ -179,9 +230,12 @@ async fn accept(
             }
         };
         let _ = sock.set_nodelay(true);
-        let (grpc, st, svc) = (grpc.clone(), st.clone(), svc.clone());
+        let (grpc, st, svc, rest) = (grpc.clone(), st.clone(), svc.clone(), rest.clone());
         tokio::spawn(async move {
-            if wire::is_framed(&sock, Duration::from_secs(10)).await {
+            let proto = sniff(&sock, Duration::from_secs(10)).await;
+            if proto == Proto::Http1 {
+                rest::serve_conn(rest, sock).await;
+            } else if proto == Proto::Framed {
                 let rt = tokio::runtime::Handle::current();
                 let std_sock = sock.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s));
                 match std_sock {
@@ -218,5 +272,24 @@ pub fn default_gc() -> GcConfig {
         orphan_grace: Duration::from_secs(120),
         sweep_interval: Duration::from_secs(3600),
         orphan_block_age: Duration::from_secs(3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols() {
+        assert_eq!(classify(b"STRATA1\0"), Some(Proto::Framed));
+        assert_eq!(classify(b"STRA"), None);
+        assert_eq!(classify(b"PRI * HTTP/2.0"), Some(Proto::Grpc));
+        assert_eq!(classify(b"GET /v1/volumes HTTP/1.1"), Some(Proto::Http1));
+        assert_eq!(classify(b"DELETE /"), Some(Proto::Http1));
+        assert_eq!(classify(b"PATCH /"), Some(Proto::Http1));
+        assert_eq!(classify(b"PU"), None);
+        assert_eq!(classify(b"P"), None);
+        assert_eq!(classify(b"X"), Some(Proto::Grpc));
+        assert_eq!(classify(b"PRI "), Some(Proto::Grpc));
     }
 }

@@ -1,7 +1,12 @@
-//! One module per subcommand.
+//! One module per subcommand, and the REST client the control-plane commands share.
 
 pub mod mount;
+pub mod policy;
+pub mod rest;
+pub mod scope;
 pub mod server;
 pub mod status;
+pub mod storageclass;
+pub mod token;
 pub mod up;
 pub mod volume;

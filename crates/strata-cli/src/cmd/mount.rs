@@ -38,9 +38,9 @@ pub struct MountArgs {
     /// after at most this long).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub entry_ttl: Duration,
-    /// Memory for cached blocks.
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
-    pub cache_size: u64,
+    /// Memory for cached blocks [default: the storage class's setting, else 512M].
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
     /// Directory for a local-disk block cache (used when blocks are not on a local directory).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -50,9 +50,10 @@ pub struct MountArgs {
     /// Memory for buffered writes not yet uploaded; writers wait when it is full.
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     pub buffer_size: u64,
-    /// Largest read-ahead window for sequential reads.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
-    pub max_readahead: u64,
+    /// Largest read-ahead window for sequential reads [default: the storage class's setting,
+    /// else 64M].
+    #[arg(long, value_parser = parse_size)]
+    pub max_readahead: Option<u64>,
     /// Concurrent block uploads.
     #[arg(long, default_value_t = 16)]
     pub upload_parallel: usize,
@@ -77,11 +78,13 @@ pub struct MountArgs {
 impl MountArgs {
     fn vfs_config(&self) -> VfsConfig {
         VfsConfig {
-            mem_cache: self.cache_size,
+            mem_cache: self.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
+            mem_cache_explicit: self.cache_size.is_some(),
             disk_cache: self.cache_dir.clone().map(|d| (d, self.disk_cache_size)),
             buffer: self.buffer_size,
             upload_parallel: self.upload_parallel,
-            readahead: self.max_readahead,
+            readahead: self.max_readahead.unwrap_or(VfsConfig::DEFAULT_READAHEAD),
+            readahead_explicit: self.max_readahead.is_some(),
             attr_ttl: self.attr_ttl,
             ..VfsConfig::default()
         }

@@ -16,6 +16,10 @@ pub struct ServerArgs {
     /// (admin.token, created on first start with mode 0600).
     #[arg(long, env = "STRATA_DATA", value_name = "DIR")]
     pub data: PathBuf,
+    /// Metadata store: `sqlite:///path/meta.db` (default: DATA_DIR/meta.db) or
+    /// `postgres://user:password@host:port/database` (several servers may share one database).
+    #[arg(long, env = "STRATA_META", value_name = "URL")]
+    pub meta: Option<String>,
     /// Address to serve gRPC on. The default accepts local clients only; use 0.0.0.0:7420 to
     /// serve a cluster.
     #[arg(long, default_value = "127.0.0.1:7420")]
@@ -48,6 +52,7 @@ impl ServerArgs {
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
             data_dir: self.data.clone(),
+            meta_url: self.meta.clone(),
             listen: self.listen,
             gc: GcConfig {
                 interval: self.gc_interval,

@@ -1,13 +1,13 @@
 //! `strata status`: what the server is doing.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
-use strata_proto::pb;
+use strata_server::rest::model::StatusView;
 
-use crate::util::{ServerArgs, TokenArgs};
+use crate::cmd::rest::Api;
+use crate::util::{Output, ServerArgs, TokenArgs, emit, print_table};
 
-/// Show server status: version, metadata engine, connected clients, pending garbage.
+/// Show server status: version, metadata engine, connected clients (of the volumes the token
+/// can see) and, for cluster tokens, the garbage waiting for collection.
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -16,41 +16,29 @@ pub struct StatusArgs {
     token: TokenArgs,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
-    output: crate::cmd::volume::Output,
+    output: Output,
 }
 
 /// Prints the status.
 pub fn run(args: StatusArgs) -> Result<()> {
-    let token = args.token.resolve()?;
-    let rt = crate::runtime()?;
-    rt.block_on(async {
-        let (ch, auth) = strata_vfs::connect(&args.server.server, &token, Duration::from_secs(5)).await?;
-        let s = strata_vfs::admin(ch, auth)
-            .status(pb::Empty {})
-            .await
-            .map_err(|s| strata_vfs::VfsError::from_status(&s))
-            .context("status")?
-            .into_inner();
-        if args.output != crate::cmd::volume::Output::Table {
-            let v = serde_json::json!({
-                "version": s.version, "engine": s.engine, "started": s.started_sec, "data_dir": s.data_dir,
-                "pending_slices": s.pending_slices,
-                "sessions": s.sessions.iter().map(|x| serde_json::json!({
-                    "id": format!("{:016x}", x.id), "volume": x.volume, "client": x.client,
-                    "since": x.since_sec, "last_seen": x.last_seen_sec})).collect::<Vec<_>>(),
-            });
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            return Ok(());
-        }
-        println!("server:   strata {} ({} metadata, data in {})", s.version, s.engine, s.data_dir);
-        println!("garbage:  {} slices waiting for block deletion", s.pending_slices);
-        println!("clients:  {}", s.sessions.len());
-        if !s.sessions.is_empty() {
-            println!("{:<18} {:<20} CLIENT", "SESSION", "VOLUME");
-            for x in &s.sessions {
-                println!("{:<18} {:<20} {}", format!("{:016x}", x.id), x.volume, x.client);
+    let api = Api::new(&args.server, &args.token)?;
+    crate::runtime()?.block_on(async {
+        let s: StatusView = api.get("/v1/status").await.context("status")?;
+        emit(args.output, &s, || {
+            let dir = s.data_dir.as_deref().map(|d| format!(", data in {d}")).unwrap_or_default();
+            println!("server:   strata {} ({} metadata{dir}), up since {}", s.version, s.engine, s.started);
+            if let Some(p) = s.pending_slices {
+                println!("garbage:  {p} slices waiting for block deletion");
             }
-        }
-        Ok(())
+            println!("clients:  {}", s.sessions.len());
+            if !s.sessions.is_empty() {
+                let rows: Vec<Vec<String>> = s
+                    .sessions
+                    .iter()
+                    .map(|x| vec![x.id.clone(), x.volume.clone(), x.client.clone(), x.since.clone()])
+                    .collect();
+                print_table(&["SESSION", "VOLUME", "CLIENT", "SINCE"], &rows);
+            }
+        })
     })
 }

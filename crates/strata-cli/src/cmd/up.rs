@@ -2,11 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use strata_proto::pb;
+use strata_server::rest::model::{NewVolume, VolumeView};
 use strata_server::{Server, ServerConfig};
 
 use crate::cmd::mount::MountArgs;
@@ -41,7 +40,12 @@ pub fn run(args: UpArgs) -> Result<()> {
     crate::util::init_logging(false);
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let cfg = ServerConfig { data_dir: args.data.clone(), listen: args.listen, gc: strata_server::default_gc() };
+        let cfg = ServerConfig {
+            data_dir: args.data.clone(),
+            meta_url: None,
+            listen: args.listen,
+            gc: strata_server::default_gc(),
+        };
         let server = Server::bind(&cfg).await.context("cannot start strata server")?;
         let addr = server.local_addr();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -54,12 +58,12 @@ pub fn run(args: UpArgs) -> Result<()> {
             .with_context(|| format!("cannot read {}", token_file.display()))?
             .trim()
             .to_string();
-        let (ch, auth) = strata_vfs::connect(&addr.to_string(), &token, Duration::from_secs(5)).await?;
-        let mut admin = strata_vfs::admin(ch, auth);
-        match admin.create_volume(pb::CreateVolumeReq { name: args.volume.clone(), ..Default::default() }).await {
+        let api = crate::cmd::rest::Api::with_token(&addr.to_string(), token.clone());
+        let req = NewVolume { name: args.volume.clone(), ..Default::default() };
+        match api.post::<VolumeView>("/v1/volumes", &req).await {
             Ok(_) => tracing::info!(volume = %args.volume, "created volume"),
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            Err(s) => return Err(strata_vfs::VfsError::from_status(&s)).context("cannot create the volume"),
+            Err(e) if crate::cmd::rest::is_status(&e, hyper::StatusCode::CONFLICT) => {}
+            Err(e) => return Err(e.context("cannot create the volume")),
         }
         std::fs::create_dir_all(&args.mountpoint)
             .with_context(|| format!("cannot create mount point {}", args.mountpoint.display()))?;

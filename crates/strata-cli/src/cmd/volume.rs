@@ -1,22 +1,14 @@
-//! `strata volume`: create, list and delete volumes.
-
-use std::time::Duration;
+//! `strata volume`: list, describe, create, expand and delete volumes.
 
 use anyhow::{Context, Result};
-use strata_proto::pb;
+use strata_meta::control::AccessMode;
+use strata_server::rest::model::{AccessModeName, NewVolume, ReclaimName, VolumePatch, VolumeView};
 
-use crate::util::{ServerArgs, TokenArgs, human, parse_size};
+use crate::cmd::rest::{Api, seg};
+use crate::util::{Output, ServerArgs, TokenArgs, emit, human, parse_size, print_fields, print_table, size_or_dash};
 
-/// Output formats.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Aligned columns.
-    Table,
-    /// JSON.
-    Json,
-}
-
-/// Manage volumes (top-level namespaces with their own root, quota and reclaim policy).
+/// Manage volumes: top-level namespaces with their own root, quota, storage class and scope.
+/// Creating one is checked against the policies of its scope (`strata policy show SCOPE`).
 #[derive(clap::Args, Debug)]
 pub struct VolumeArgs {
     #[command(subcommand)]
@@ -32,109 +24,186 @@ pub struct VolumeArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum VolumeCmd {
-    /// Create a volume.
+    /// List the volumes of the token's scope and below, with their use.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one volume.
+    #[command(visible_alias = "get")]
+    Describe {
+        /// Volume name.
+        name: String,
+    },
+    /// Create a volume. The class is the scope's enforced class, else --class, else the scope's
+    /// default class, else the cluster's default class; policies may refuse it (the error names
+    /// the rule and the scope that set it).
     Create {
         /// Name: letters, digits, '.', '_' and '-', up to 253 characters.
         name: String,
-        /// Byte quota (e.g. 100G); none by default.
+        /// Storage class (see `strata storageclass list`).
+        #[arg(long)]
+        class: Option<String>,
+        /// Byte quota (e.g. 100G); none by default. Needed where a policy sets a maximum size
+        /// or a quota.
         #[arg(long, value_parser = parse_size)]
         capacity: Option<u64>,
         /// Inode quota; none by default.
         #[arg(long)]
         inodes: Option<u64>,
-        /// Storage class (default: per policy, else the default class).
-        #[arg(long)]
-        class: Option<String>,
-        /// Scope the volume belongs to (default: the token's).
+        /// Scope the volume belongs to: DEPT or DEPT/PROJECT (default: the token's).
         #[arg(long)]
         scope: Option<String>,
+        /// How it may be attached: ReadWriteMany (RWX, default), ReadOnlyMany (ROX) or
+        /// ReadWriteOnce (RWO).
+        #[arg(long, value_parser = parse_access_mode)]
+        access_mode: Option<AccessModeName>,
         /// What deleting the volume does to its data: delete or retain (default: the class's).
-        #[arg(long)]
-        reclaim: Option<String>,
+        #[arg(long, value_parser = parse_reclaim)]
+        reclaim: Option<ReclaimName>,
     },
-    /// List volumes with their use.
-    List,
+    /// Change a volume's capacity: grow it (the class must allow expansion and every quota have
+    /// room) or shrink it (not below the bytes in use). 0 removes the limit.
+    #[command(visible_alias = "resize")]
+    Expand {
+        /// Volume name.
+        name: String,
+        /// New capacity (e.g. 200G).
+        #[arg(long, value_parser = parse_size)]
+        capacity: u64,
+    },
     /// Delete a volume (refused while mounted); its data goes unless its reclaim policy is retain.
+    #[command(visible_alias = "rm")]
     Delete {
         /// Volume name.
         name: String,
     },
 }
 
-fn print_volumes(out: Output, vols: &[pb::VolumeInfo]) -> Result<()> {
-    if out == Output::Json {
-        let v: Vec<_> = vols
+/// Parses an access mode (`ReadWriteMany`, `rwx`, ...).
+pub fn parse_access_mode(s: &str) -> Result<AccessModeName, String> {
+    AccessMode::parse(s).map(Into::into).map_err(|e| e.to_string().replace("invalid argument: ", ""))
+}
+
+/// Parses a reclaim policy.
+pub fn parse_reclaim(s: &str) -> Result<ReclaimName, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "delete" => Ok(ReclaimName::Delete),
+        "retain" => Ok(ReclaimName::Retain),
+        _ => Err(format!("reclaim {s:?} is not one of delete, retain")),
+    }
+}
+
+fn print_volumes(out: Output, vols: &[VolumeView]) -> Result<()> {
+    emit(out, &vols, || {
+        let rows: Vec<Vec<String>> = vols
             .iter()
             .map(|v| {
-                serde_json::json!({
-                    "name": v.name, "id": v.id, "class": v.class, "capacity": v.capacity,
-                    "inode_limit": v.inode_limit, "used_bytes": v.used_bytes, "used_inodes": v.used_inodes,
-                    "block_size": v.block_size, "reclaim": v.reclaim, "scope": v.scope, "created": v.created_sec,
-                })
+                vec![
+                    v.name.clone(),
+                    v.scope.clone(),
+                    v.class.clone(),
+                    size_or_dash(v.capacity),
+                    human(v.used_bytes),
+                    if v.inode_limit == 0 {
+                        v.used_inodes.to_string()
+                    } else {
+                        format!("{}/{}", v.used_inodes, v.inode_limit)
+                    },
+                    v.access_mode.as_str().into(),
+                    v.reclaim.as_str().into(),
+                ]
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!("{:<24} {:<10} {:>12} {:>12} {:>10} {:<8}", "NAME", "CLASS", "CAPACITY", "USED", "INODES", "RECLAIM");
-    for v in vols {
-        let cap = if v.capacity == 0 { "-".to_string() } else { human(v.capacity) };
-        println!(
-            "{:<24} {:<10} {:>12} {:>12} {:>10} {:<8}",
-            v.name,
-            v.class,
-            cap,
-            human(v.used_bytes),
-            v.used_inodes,
-            v.reclaim
-        );
-    }
-    Ok(())
+        print_table(&["NAME", "SCOPE", "CLASS", "CAPACITY", "USED", "INODES", "ACCESS MODE", "RECLAIM"], &rows);
+    })
+}
+
+fn describe(out: Output, v: &VolumeView) -> Result<()> {
+    emit(out, v, || {
+        print_fields(&[
+            ("Name", v.name.clone()),
+            ("Id", v.id.to_string()),
+            ("Scope", v.scope.clone()),
+            ("Class", v.class.clone()),
+            (
+                "Capacity",
+                if v.capacity == 0 { "unlimited".into() } else { format!("{} ({})", human(v.capacity), v.capacity) },
+            ),
+            ("Used", format!("{} ({} bytes)", human(v.used_bytes), v.used_bytes)),
+            (
+                "Inodes",
+                if v.inode_limit == 0 {
+                    format!("{} (no limit)", v.used_inodes)
+                } else {
+                    format!("{} of {}", v.used_inodes, v.inode_limit)
+                },
+            ),
+            ("Access mode", v.access_mode.as_str().into()),
+            ("Reclaim", v.reclaim.as_str().into()),
+            ("Block size", human(u64::from(v.block_size))),
+            ("Compression", v.compression.clone()),
+            ("Store", v.store.clone()),
+            ("Created", v.created.clone()),
+        ]);
+    })
 }
 
 /// Runs a volume subcommand.
 pub fn run(args: VolumeArgs) -> Result<()> {
-    let token = args.token.resolve()?;
-    let rt = crate::runtime()?;
-    rt.block_on(async {
-        let (ch, auth) = strata_vfs::connect(&args.server.server, &token, Duration::from_secs(5)).await?;
-        let mut admin = strata_vfs::admin(ch, auth);
-        let fail = |s: tonic::Status| strata_vfs::VfsError::from_status(&s);
+    let api = Api::new(&args.server, &args.token)?;
+    let out = args.output;
+    crate::runtime()?.block_on(async {
         match args.cmd {
-            VolumeCmd::Create { name, capacity, inodes, class, scope, reclaim } => {
-                let v = admin
-                    .create_volume(pb::CreateVolumeReq {
-                        name: name.clone(),
-                        class: class.unwrap_or_default(),
-                        capacity: capacity.unwrap_or(0),
-                        inode_limit: inodes.unwrap_or(0),
-                        reclaim: reclaim.unwrap_or_default(),
-                        scope: scope.unwrap_or_default(),
-                        access_mode: String::new(),
-                    })
-                    .await
-                    .map_err(fail)
-                    .with_context(|| format!("cannot create volume {name}"))?
-                    .into_inner();
-                print_volumes(args.output, &[v])
-            }
             VolumeCmd::List => {
-                let l = admin.list_volumes(pb::Empty {}).await.map_err(fail).context("cannot list volumes")?;
-                print_volumes(args.output, &l.into_inner().volumes)
+                let vols: Vec<VolumeView> = api.get("/v1/volumes").await.context("cannot list volumes")?;
+                print_volumes(out, &vols)
+            }
+            VolumeCmd::Describe { name } => {
+                let v: VolumeView = api
+                    .get(&format!("/v1/volumes/{}", seg(&name)))
+                    .await
+                    .with_context(|| format!("cannot describe volume {name}"))?;
+                describe(out, &v)
+            }
+            VolumeCmd::Create { name, class, capacity, inodes, scope, access_mode, reclaim } => {
+                let req = NewVolume {
+                    name: name.clone(),
+                    scope,
+                    class,
+                    capacity: capacity.unwrap_or(0),
+                    inodes: inodes.unwrap_or(0),
+                    access_mode,
+                    reclaim,
+                };
+                let v: VolumeView =
+                    api.post("/v1/volumes", &req).await.with_context(|| format!("cannot create volume {name}"))?;
+                if out == Output::Table {
+                    println!("volume {} created in scope {} (class {})", v.name, v.scope, v.class);
+                    return Ok(());
+                }
+                describe(out, &v)
+            }
+            VolumeCmd::Expand { name, capacity } => {
+                let v: VolumeView = api
+                    .patch(&format!("/v1/volumes/{}", seg(&name)), &VolumePatch { capacity })
+                    .await
+                    .with_context(|| format!("cannot resize volume {name}"))?;
+                if out == Output::Table {
+                    let cap = if v.capacity == 0 { "unlimited".to_string() } else { human(v.capacity) };
+                    println!("volume {} now has capacity {cap} ({} in use)", v.name, human(v.used_bytes));
+                    return Ok(());
+                }
+                describe(out, &v)
             }
             VolumeCmd::Delete { name } => {
-                let v = admin
-                    .delete_volume(pb::VolumeName { name: name.clone() })
+                let v: VolumeView = api
+                    .delete(&format!("/v1/volumes/{}", seg(&name)))
                     .await
-                    .map_err(fail)
-                    .with_context(|| format!("cannot delete volume {name}"))?
-                    .into_inner();
-                if args.output == Output::Json {
-                    println!("{}", serde_json::json!({"deleted": v.name, "reclaim": v.reclaim}));
-                } else {
-                    println!("deleted volume {} (reclaim: {})", v.name, v.reclaim);
+                    .with_context(|| format!("cannot delete volume {name}"))?;
+                if out == Output::Table {
+                    println!("deleted volume {} (reclaim: {})", v.name, v.reclaim.as_str());
+                    return Ok(());
                 }
-                Ok(())
+                describe(out, &v)
             }
         }
     })

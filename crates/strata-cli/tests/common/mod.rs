@@ -437,18 +437,24 @@ impl Cluster {
 
     /// Mounts the volume on `path` (an existing directory).
     pub fn mount_at(&mut self, path: &Path, extra: &[&str]) -> usize {
+        let (volume, token_file) = (self.volume.clone(), self.token_file.clone());
+        self.mount_as(&volume, &token_file, path, extra)
+    }
+
+    /// Mounts `volume` on `path` (an existing directory) with the token in `token_file`.
+    pub fn mount_as(&mut self, volume: &str, token_file: &Path, path: &Path, extra: &[&str]) -> usize {
         let path = &std::fs::canonicalize(path).expect("mount point");
         let i = self.mounts.len();
         let log = self.dir.join(format!("mount{i}.log"));
         let f = File::create(&log).expect("mount log");
         let mut cmd = strata();
         cmd.arg("mount")
-            .arg(&self.volume)
+            .arg(volume)
             .arg(path)
             .arg("--server")
             .arg(&self.addr)
             .arg("--token-file")
-            .arg(&self.token_file)
+            .arg(token_file)
             .args(["--cache-size", "128M", "--buffer-size", "256M"])
             .args(extra)
             .stdout(f.try_clone().expect("dup"))

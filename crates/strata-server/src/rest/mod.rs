@@ -1,0 +1,859 @@
+//! The control plane's REST API (axum), served on the server's one port: `accept()` hands it
+//! connections that start with an HTTP/1 request line. Every handler calls [`Control`], so REST
+//! applies exactly the rules of the other paths. The OpenAPI document is generated from the
+//! handlers and the types in [`model`] (utoipa) and served at `/openapi.json`.
+//!
+//! Scope paths contain `/` (`ml/vision`): the routes that take one (`/v1/scopes/{path}`,
+//! `/v1/policies/{scope}`) accept it written raw or percent-encoded (`ml%2Fvision`).
+
+pub mod model;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Path, Request, State as AxState};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use strata_meta::tokens::{Role, TokenRecord};
+use utoipa::OpenApi;
+
+use crate::control::{Control, ControlError, CreateVolume};
+use crate::state::State;
+use model::*;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client may take to send a request's body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---- errors ----
+
+/// An error response: a status and the JSON body `{"error": {...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: ErrorDetail,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError { status, detail: ErrorDetail { code: code.into(), message: message.into(), rule: None, scope: None } }
+    }
+
+    /// 400: the request is malformed.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    /// 401: no valid token.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            ControlError::Policy { ref rule, ref scope, .. } => {
+                let (rule, scope) = (rule.clone(), scope.clone());
+                let mut a = Self::new(StatusCode::FORBIDDEN, "policy_denied", e.to_string());
+                a.detail.rule = Some(rule);
+                a.detail.scope = Some(scope);
+                a
+            }
+            ControlError::NotFound(m) => Self::not_found(m),
+            ControlError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ControlError::Invalid(m) => Self::invalid(m),
+            ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, message = %self.detail.message, "REST request failed");
+        } else {
+            tracing::debug!(status = %self.status, message = %self.detail.message, "REST request refused");
+        }
+        let unauth = self.status == StatusCode::UNAUTHORIZED;
+        let mut r = (self.status, Json(ErrorBody { error: self.detail })).into_response();
+        if unauth {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strata\""));
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+// ---- extractors ----
+
+/// The caller, authenticated by its `Authorization: Bearer <token>` header.
+pub struct Caller(pub TokenRecord);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Control: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctl = Control::from_ref(state);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthenticated("no token: send 'Authorization: Bearer <token>'"))?;
+        let value = value.to_str().map_err(|_| ApiError::unauthenticated("malformed authorization header"))?;
+        let (scheme, secret) = value.trim().split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || secret.trim().is_empty() {
+            return Err(ApiError::unauthenticated("authorization must be 'Bearer <token>'"));
+        }
+        match ctl.authenticate(secret.trim()) {
+            Ok(rec) => Ok(Caller(rec)),
+            Err(s) if s.code() == tonic::Code::Unauthenticated => Err(ApiError::unauthenticated(s.message())),
+            Err(s) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", s.message())),
+        }
+    }
+}
+
+/// A JSON request body: `Content-Type` must be JSON when given, the body at most [`MAX_BODY`],
+/// and it must decode (unknown fields are refused).
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if ct != "application/json" && !(ct.starts_with("application/") && ct.ends_with("+json")) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("request bodies are JSON (Content-Type: application/json), not {ct:?}"),
+                ));
+            }
+        }
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {MAX_BODY} bytes"),
+            )
+        };
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::Bytes::from_request(req, state));
+        let bytes = read
+            .await
+            .map_err(|_| {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")
+            })?
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
+                }
+            })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// One path parameter (percent-decoded).
+pub struct Param(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Param {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(p) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("bad path parameter: {}", e.body_text())))?;
+        Ok(Param(p))
+    }
+}
+
+fn unhex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Percent-decodes one path segment.
+fn decode_segment(s: &str) -> ApiResult<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = b.get(i + 1).copied().and_then(unhex);
+            let l = b.get(i + 2).copied().and_then(unhex);
+            match (h, l) {
+                (Some(h), Some(l)) => out.push(h << 4 | l),
+                _ => return Err(ApiError::invalid("malformed percent-encoding in the path")),
+            }
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::invalid("the path is not UTF-8"))
+}
+
+/// The decoded segments of the request path after `prefix` (raw `/` separates segments; `%2F`
+/// stays inside one).
+fn tail_segments(uri: &Uri, prefix: &str) -> ApiResult<Vec<String>> {
+    let rest = uri.path().strip_prefix(prefix).unwrap_or("");
+    if rest.is_empty() {
+        return Err(ApiError::not_found("no such route"));
+    }
+    rest.split('/').map(decode_segment).collect()
+}
+
+/// A scope path from the segments of a route's tail.
+fn scope_of(segs: &[String]) -> ApiResult<String> {
+    if segs.is_empty() || segs.iter().any(|s| s.is_empty()) {
+        return Err(ApiError::invalid("empty scope path or part of one"));
+    }
+    Ok(segs.join("/"))
+}
+
+// ---- the OpenAPI document ----
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Strata control plane",
+        description = "Storage classes, volumes, scopes, tokens and policies of a Strata cluster. \
+            Every call except this document needs `Authorization: Bearer <token>`. Errors are \
+            `{\"error\": {\"code\", \"message\", \"rule\"?, \"scope\"?}}`. Scope paths contain `/` \
+            (`DEPT/PROJECT`): write it raw or as `%2F` in URLs.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        list_classes, create_class, get_class, update_class, delete_class,
+        list_volumes, create_volume, get_volume, resize_volume, delete_volume,
+        list_scopes, create_scope, delete_scope,
+        list_tokens, create_token, revoke_token,
+        get_policy, set_policy, effective_policy,
+        status,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "storageclasses", description = "Tiers volumes are provisioned in (cluster admins change them)"),
+        (name = "volumes", description = "Top-level namespaces with their own root, quota and class"),
+        (name = "scopes", description = "The cluster, its departments and their projects"),
+        (name = "tokens", description = "Access tokens: a role in a scope"),
+        (name = "policies", description = "Provisioning rules of a scope"),
+        (name = "status", description = "What the server is doing"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let comps = openapi.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A Strata token (`strata token create`, or DATA_DIR/admin.token)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document (JSON), built once.
+pub fn openapi_json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+// ---- storage classes ----
+
+/// List storage classes.
+#[utoipa::path(get, path = "/v1/storageclasses", tag = "storageclasses",
+    responses(
+        (status = 200, description = "Every class", body = Vec<ClassView>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn list_classes(AxState(ctl): AxState<Control>, Caller(who): Caller) -> ApiResult<Json<Vec<ClassView>>> {
+    Ok(Json(ctl.list_classes(&who).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Create a storage class (cluster admins).
+#[utoipa::path(post, path = "/v1/storageclasses", tag = "storageclasses", request_body = NewClass,
+    responses(
+        (status = 201, description = "Created", body = ClassView),
+        (status = 400, description = "Invalid class", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a cluster admin", body = ErrorBody),
+        (status = 409, description = "A class of that name exists", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn create_class(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Body(req): Body<NewClass>,
+) -> ApiResult<(StatusCode, Json<ClassView>)> {
+    let (name, settings) = req.split();
+    check_description(&settings.description)?;
+    let c = ctl.create_class(&who, settings.into_class(name)).await?;
+    Ok((StatusCode::CREATED, Json(c.into())))
+}
+
+/// Describe a storage class.
+#[utoipa::path(get, path = "/v1/storageclasses/{name}", tag = "storageclasses",
+    params(("name" = String, Path, description = "Class name")),
+    responses(
+        (status = 200, description = "The class", body = ClassView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+    ))]
+async fn get_class(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<ClassView>> {
+    Ok(Json(ctl.get_class(&who, &name).await?.into()))
+}
+
+/// Replace a storage class's settings (cluster admins). Existing volumes keep their block size
+/// and compression; limits and cache defaults apply at their next mount.
+#[utoipa::path(put, path = "/v1/storageclasses/{name}", tag = "storageclasses", request_body = ClassSettings,
+    params(("name" = String, Path, description = "Class name")),
+    responses(
+        (status = 200, description = "Updated", body = ClassView),
+        (status = 400, description = "Invalid settings", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a cluster admin", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn update_class(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+    Body(req): Body<ClassSettings>,
+) -> ApiResult<Json<ClassView>> {
+    check_description(&req.description)?;
+    Ok(Json(ctl.update_class(&who, req.into_class(name)).await?.into()))
+}
+
+/// Delete a storage class no volume uses and that is not the default (cluster admins).
+#[utoipa::path(delete, path = "/v1/storageclasses/{name}", tag = "storageclasses",
+    params(("name" = String, Path, description = "Class name")),
+    responses(
+        (status = 200, description = "Deleted; the class as it was", body = ClassView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a cluster admin", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+        (status = 409, description = "In use, or the default class", body = ErrorBody),
+    ))]
+async fn delete_class(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<ClassView>> {
+    Ok(Json(ctl.delete_class(&who, &name).await?.into()))
+}
+
+fn check_description(d: &str) -> ApiResult<()> {
+    if d.chars().count() > MAX_DESCRIPTION {
+        return Err(ApiError::invalid(format!("descriptions are at most {MAX_DESCRIPTION} characters")));
+    }
+    Ok(())
+}
+
+// ---- volumes ----
+
+/// List the volumes of the caller's scope and below.
+#[utoipa::path(get, path = "/v1/volumes", tag = "volumes",
+    responses(
+        (status = 200, description = "Volumes with their use", body = Vec<VolumeView>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn list_volumes(AxState(ctl): AxState<Control>, Caller(who): Caller) -> ApiResult<Json<Vec<VolumeView>>> {
+    let v = ctl.list_volumes(&who).await?;
+    Ok(Json(v.into_iter().map(|v| VolumeView::new(v.volume, v.usage)).collect()))
+}
+
+/// Create a volume (admins and editors), if the policies of its scope allow it.
+#[utoipa::path(post, path = "/v1/volumes", tag = "volumes", request_body = NewVolume,
+    responses(
+        (status = 201, description = "Created", body = VolumeView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token, or refused by a policy (`rule`, `scope`)", body = ErrorBody),
+        (status = 404, description = "No such class or scope", body = ErrorBody),
+        (status = 409, description = "A volume of that name exists", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn create_volume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Body(req): Body<NewVolume>,
+) -> ApiResult<(StatusCode, Json<VolumeView>)> {
+    check_bytes("capacity", req.capacity)?;
+    if req.inodes > MAX_INODES {
+        return Err(ApiError::invalid(format!("inodes {} is more than the largest allowed, {MAX_INODES}", req.inodes)));
+    }
+    let v = ctl
+        .create_volume(
+            &who,
+            CreateVolume {
+                name: req.name,
+                scope: req.scope,
+                class: req.class,
+                capacity: req.capacity,
+                inodes: req.inodes,
+                access_mode: req.access_mode.map(|m| m.as_str().to_string()),
+                reclaim: req.reclaim.map(|r| r.as_str().to_string()),
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(VolumeView::new(v.volume, v.usage))))
+}
+
+fn check_bytes(what: &str, n: u64) -> ApiResult<()> {
+    if n > MAX_BYTES {
+        return Err(ApiError::invalid(format!(
+            "{what} {n} is more than the largest allowed, {MAX_BYTES} bytes (1 EiB)"
+        )));
+    }
+    Ok(())
+}
+
+/// Describe a volume of the caller's scope or below.
+#[utoipa::path(get, path = "/v1/volumes/{name}", tag = "volumes",
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 200, description = "The volume with its use", body = VolumeView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see", body = ErrorBody),
+    ))]
+async fn get_volume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<VolumeView>> {
+    let v = ctl.get_volume(&who, &name).await?;
+    Ok(Json(VolumeView::new(v.volume, v.usage)))
+}
+
+/// Expand or shrink a volume (admins and editors).
+#[utoipa::path(patch, path = "/v1/volumes/{name}", tag = "volumes", request_body = VolumePatch,
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 200, description = "Resized", body = VolumeView),
+        (status = 400, description = "Below the bytes in use, or the class does not allow growth", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token, or refused by a policy", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn resize_volume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+    Body(req): Body<VolumePatch>,
+) -> ApiResult<Json<VolumeView>> {
+    check_bytes("capacity", req.capacity)?;
+    let v = ctl.resize_volume(&who, &name, req.capacity).await?;
+    Ok(Json(VolumeView::new(v.volume, v.usage)))
+}
+
+/// Delete a volume nobody has mounted (admins and editors); its reclaim policy decides what
+/// happens to its data.
+#[utoipa::path(delete, path = "/v1/volumes/{name}", tag = "volumes",
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 200, description = "Deleted; the volume as it was", body = VolumeView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see", body = ErrorBody),
+        (status = 409, description = "Mounted", body = ErrorBody),
+    ))]
+async fn delete_volume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<VolumeView>> {
+    let v = ctl.delete_volume(&who, &name).await?;
+    Ok(Json(VolumeView::new(v, Default::default())))
+}
+
+// ---- scopes ----
+
+/// List the caller's scope and those below it.
+#[utoipa::path(get, path = "/v1/scopes", tag = "scopes",
+    responses(
+        (status = 200, description = "Scopes by path", body = Vec<ScopeView>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn list_scopes(AxState(ctl): AxState<Control>, Caller(who): Caller) -> ApiResult<Json<Vec<ScopeView>>> {
+    Ok(Json(ctl.list_scopes(&who).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Create a department or project scope below one the caller administers.
+#[utoipa::path(post, path = "/v1/scopes", tag = "scopes", request_body = NewScope,
+    responses(
+        (status = 201, description = "Created", body = ScopeView),
+        (status = 400, description = "Invalid path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin of the parent scope", body = ErrorBody),
+        (status = 404, description = "The parent department does not exist", body = ErrorBody),
+        (status = 409, description = "It exists", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn create_scope(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Body(req): Body<NewScope>,
+) -> ApiResult<(StatusCode, Json<ScopeView>)> {
+    check_description(&req.description)?;
+    strata_meta::control::validate_scope(&req.path).map_err(|e| ApiError::from(ControlError::from(e)))?;
+    let s = ctl.create_scope(&who, &req.path, &req.description).await?;
+    Ok((StatusCode::CREATED, Json(s.into())))
+}
+
+/// Delete an empty scope (no child scopes, volumes or tokens) below the caller's.
+#[utoipa::path(delete, path = "/v1/scopes/{path}", tag = "scopes",
+    params(("path" = String, Path, description = "Scope path, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)")),
+    responses(
+        (status = 200, description = "Deleted; the scope as it was", body = ScopeView),
+        (status = 400, description = "Invalid path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin above the scope", body = ErrorBody),
+        (status = 404, description = "No such scope", body = ErrorBody),
+        (status = 409, description = "Not empty", body = ErrorBody),
+    ))]
+async fn delete_scope(AxState(ctl): AxState<Control>, Caller(who): Caller, uri: Uri) -> ApiResult<Json<ScopeView>> {
+    let path = scope_of(&tail_segments(&uri, "/v1/scopes/")?)?;
+    Ok(Json(ctl.delete_scope(&who, &path).await?.into()))
+}
+
+// ---- tokens ----
+
+/// List the tokens of the caller's scope and below (admins).
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    responses(
+        (status = 200, description = "Tokens (never their secrets)", body = Vec<TokenView>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+async fn list_tokens(AxState(ctl): AxState<Control>, Caller(who): Caller) -> ApiResult<Json<Vec<TokenView>>> {
+    Ok(Json(ctl.list_tokens(&who).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Issue a token for a scope the caller administers; the secret is in this answer only.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = NewToken,
+    responses(
+        (status = 201, description = "Issued, with its secret", body = IssuedTokenView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin of that scope", body = ErrorBody),
+        (status = 404, description = "No such scope", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn create_token(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Body(req): Body<NewToken>,
+) -> ApiResult<(StatusCode, Json<IssuedTokenView>)> {
+    let ttl = match req.ttl_seconds {
+        None => None,
+        Some(0) => return Err(ApiError::invalid("ttl_seconds must be at least 1")),
+        Some(s) if s > MAX_TTL_SECONDS => {
+            return Err(ApiError::invalid(format!("ttl_seconds {s} is more than 100 years")));
+        }
+        Some(s) => Some(Duration::from_secs(s)),
+    };
+    let scope = req.scope.unwrap_or_else(|| who.scope.clone());
+    strata_meta::control::validate_scope(&scope).map_err(|e| ApiError::from(ControlError::from(e)))?;
+    let t = ctl.create_token(&who, &req.name, Role::from(req.role), &scope, ttl).await?;
+    Ok((StatusCode::CREATED, Json(IssuedTokenView::new(t.token, t.record))))
+}
+
+/// Revoke a token of the caller's scope or below (admins); it stops working at once.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (from the token list)")),
+    responses(
+        (status = 200, description = "Revoked; the token as it was", body = TokenView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin above the token", body = ErrorBody),
+        (status = 404, description = "No such token", body = ErrorBody),
+    ))]
+async fn revoke_token(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(id): Param,
+) -> ApiResult<Json<TokenView>> {
+    Ok(Json(ctl.revoke_token(&who, &id).await?.into()))
+}
+
+// ---- policies ----
+
+/// A scope's own rules.
+#[utoipa::path(get, path = "/v1/policies/{scope}", tag = "policies",
+    params(("scope" = String, Path, description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)")),
+    responses(
+        (status = 200, description = "The rules this scope sets itself", body = PolicyRules),
+        (status = 400, description = "Invalid scope path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not the caller's scope, above or below it", body = ErrorBody),
+        (status = 404, description = "No such scope", body = ErrorBody),
+    ))]
+async fn get_policy(AxState(ctl): AxState<Control>, who: TokenRecord, scope: String) -> ApiResult<Json<PolicyRules>> {
+    Ok(Json(ctl.get_policy(&who, &scope).await?.into()))
+}
+
+/// Replace a scope's own rules (admins of the scope or above). Rules only narrow what the
+/// parent scopes allow; classes named must exist.
+#[utoipa::path(put, path = "/v1/policies/{scope}", tag = "policies", request_body = PolicyRules,
+    params(("scope" = String, Path, description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)")),
+    responses(
+        (status = 200, description = "The rules now set", body = PolicyRules),
+        (status = 400, description = "Invalid rules or scope path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin of the scope or above", body = ErrorBody),
+        (status = 404, description = "No such scope, or a class named does not exist", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn set_policy(
+    AxState(ctl): AxState<Control>,
+    who: TokenRecord,
+    scope: String,
+    rules: PolicyRules,
+) -> ApiResult<Json<PolicyRules>> {
+    if let Some(m) = rules.max_volume_size {
+        check_bytes("max_volume_size", m)?;
+        if m == 0 {
+            return Err(ApiError::invalid("max_volume_size must be at least 1 (leave it out for no maximum)"));
+        }
+    }
+    if let Some(q) = rules.quota {
+        check_bytes("quota", q)?;
+    }
+    if rules.allowed_classes.as_ref().is_some_and(|l| l.len() > 256) {
+        return Err(ApiError::invalid("at most 256 allowed classes"));
+    }
+    Ok(Json(ctl.set_policy(&who, &scope, rules.into()).await?.into()))
+}
+
+/// The rules in force at a scope, each with the scope it comes from.
+#[utoipa::path(get, path = "/v1/policies/{scope}/effective", tag = "policies",
+    params(("scope" = String, Path, description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)")),
+    responses(
+        (status = 200, description = "The effective policy", body = EffectivePolicyView),
+        (status = 400, description = "Invalid scope path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not the caller's scope, above or below it", body = ErrorBody),
+        (status = 404, description = "No such scope", body = ErrorBody),
+    ))]
+async fn effective_policy(
+    AxState(ctl): AxState<Control>,
+    who: TokenRecord,
+    scope: String,
+) -> ApiResult<Json<EffectivePolicyView>> {
+    Ok(Json(ctl.effective_policy(&who, &scope).await?.into()))
+}
+
+/// `GET /v1/policies/{scope}[/effective]`: a trailing raw `/effective` segment asks for the
+/// effective policy (a project literally named `effective` is `DEPT%2Feffective`).
+async fn policy_get(ctl: AxState<Control>, Caller(who): Caller, uri: Uri) -> Response {
+    let res = async {
+        let mut segs = tail_segments(&uri, "/v1/policies/")?;
+        if segs.len() >= 2 && segs.last().is_some_and(|s| s == "effective") {
+            segs.pop();
+            let scope = scope_of(&segs)?;
+            return effective_policy(ctl, who, scope).await.map(IntoResponse::into_response);
+        }
+        let scope = scope_of(&segs)?;
+        get_policy(ctl, who, scope).await.map(IntoResponse::into_response)
+    }
+    .await;
+    res.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn policy_put(ctl: AxState<Control>, Caller(who): Caller, uri: Uri, Body(rules): Body<PolicyRules>) -> Response {
+    let res = async {
+        let segs = tail_segments(&uri, "/v1/policies/")?;
+        if segs.len() >= 2 && segs.last().is_some_and(|s| s == "effective") {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the effective policy is computed; PUT the rules of the scope itself",
+            ));
+        }
+        let scope = scope_of(&segs)?;
+        set_policy(ctl, who, scope, rules).await.map(IntoResponse::into_response)
+    }
+    .await;
+    res.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---- status ----
+
+/// Server version, metadata engine and connected clients (of the volumes the caller can see).
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    responses(
+        (status = 200, description = "Status", body = StatusView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Json<StatusView>> {
+    let (ctl, st) = (&api.ctl, &api.st);
+    let visible: std::collections::HashSet<String> =
+        ctl.list_volumes(&who).await?.into_iter().map(|v| v.volume.name).collect();
+    let now = std::time::Instant::now();
+    let wall = strata_meta::Timespec::now();
+    let sessions = st
+        .sessions
+        .list()
+        .into_iter()
+        .filter(|s| visible.contains(&s.volume_name))
+        .map(|s| SessionView {
+            id: format!("{:016x}", s.id),
+            volume: s.volume_name,
+            client: s.client,
+            since: rfc3339(s.since),
+            last_seen: rfc3339(strata_meta::Timespec {
+                sec: wall.sec - now.duration_since(s.last_seen).as_secs() as i64,
+                nsec: 0,
+            }),
+        })
+        .collect();
+    let cluster = who.scope == strata_meta::control::CLUSTER;
+    let pending = if cluster {
+        let meta = st.meta.clone();
+        let n = tokio::task::spawn_blocking(move || meta.collectable(100_000).map(|v| v.len() as u64))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(ControlError::from)?;
+        Some(n)
+    } else {
+        None
+    };
+    Ok(Json(StatusView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        engine: st.meta.engine().into(),
+        started: rfc3339(st.started),
+        sessions,
+        pending_slices: pending,
+        data_dir: cluster.then(|| st.data_dir.display().to_string()),
+    }))
+}
+
+// ---- router and serving ----
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no such route (see /openapi.json)")
+}
+
+async fn no_method(method: Method) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed here"))
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Api {
+    ctl: Control,
+    st: Arc<State>,
+}
+
+impl FromRef<Api> for Control {
+    fn from_ref(api: &Api) -> Control {
+        api.ctl.clone()
+    }
+}
+
+/// The REST API over a server's state.
+pub fn router(st: Arc<State>) -> Router {
+    let api = Api { ctl: Control::new(st.clone()), st };
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/status", get(status))
+        .route("/v1/storageclasses", get(list_classes).post(create_class))
+        .route("/v1/storageclasses/{name}", get(get_class).put(update_class).delete(delete_class))
+        .route("/v1/volumes", get(list_volumes).post(create_volume))
+        .route("/v1/volumes/{name}", get(get_volume).patch(resize_volume).delete(delete_volume))
+        .route("/v1/scopes", get(list_scopes).post(create_scope))
+        .route("/v1/scopes/{*path}", axum::routing::delete(delete_scope))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/policies/{*scope}", get(policy_get).put(policy_put))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Serves HTTP/1.1 requests on one accepted connection until the client closes it.
+pub async fn serve_conn(app: Router, sock: tokio::net::TcpStream) {
+    let io = hyper_util::rt::TokioIo::new(sock);
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "REST connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments() {
+        let u: Uri = "/v1/policies/ml/vision/effective".parse().expect("uri");
+        assert_eq!(
+            tail_segments(&u, "/v1/policies/").ok(),
+            Some(vec!["ml".into(), "vision".into(), "effective".into()])
+        );
+        let u: Uri = "/v1/policies/ml%2Fvision".parse().expect("uri");
+        assert_eq!(tail_segments(&u, "/v1/policies/").ok(), Some(vec!["ml/vision".to_string()]));
+        assert!(decode_segment("%zz").is_err());
+        assert!(decode_segment("%ff").is_err());
+    }
+
+    #[test]
+    fn document_builds() {
+        let v: serde_json::Value = serde_json::from_str(openapi_json()).expect("openapi JSON");
+        assert!(v["paths"]["/v1/volumes/{name}"]["patch"].is_object());
+        assert!(v["components"]["schemas"]["ErrorBody"].is_object());
+    }
+}
