@@ -8,6 +8,8 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
     echo "deps: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -21,4 +23,9 @@ fi
 # user_allow_other lets non-root users mount with allow_other too.
 if [[ -f /etc/fuse.conf ]] && ! grep -q '^user_allow_other' /etc/fuse.conf; then
     echo user_allow_other >>/etc/fuse.conf
+fi
+# schemathesis checks the REST API against its OpenAPI document.
+if ! command -v st >/dev/null 2>&1; then
+    echo "deps: installing schemathesis (PyPI)" >&2
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore schemathesis==4.32.5 >&2
 fi

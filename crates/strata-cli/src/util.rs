@@ -147,6 +147,7 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 /// How a command finds its token: flag, environment, or file.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Server and token")]
 pub struct TokenArgs {
     /// Access token (prefer --token-file or STRATA_TOKEN: command lines are visible to others).
     #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
@@ -182,6 +183,7 @@ impl TokenArgs {
 
 /// Where the server is.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Server and token")]
 pub struct ServerArgs {
     /// Address of `strata server`.
     #[arg(long, global = true, env = "STRATA_SERVER", default_value = "127.0.0.1:7420")]

@@ -188,14 +188,37 @@ fn new_user_walkthrough() {
     let shown = cli_ok(&c, &admin_tf, &["policy", "show", "ml/vision"]);
     assert!(shown.contains("allowed_classes") && shown.contains("fast") && shown.contains("ml"), "{shown}");
 
+    let vis_tf = c.dir.join("vision.token");
+    let vis = vis_tf.to_string_lossy().into_owned();
     let tok: Value = serde_json::from_str(&cli_ok(
         &c,
         &admin_tf,
-        &["token", "create", "vision-ci", "--scope", "ml/vision", "--role", "editor", "-o", "json"],
+        &[
+            "token",
+            "create",
+            "vision-ci",
+            "--scope",
+            "ml/vision",
+            "--role",
+            "editor",
+            "--secret-file",
+            &vis,
+            "-o",
+            "json",
+        ],
     ))
     .expect("token JSON");
-    let vis_tf = c.dir.join("vision.token");
-    std::fs::write(&vis_tf, tok["token"].as_str().expect("secret")).expect("token file");
+    assert!(tok.get("token").is_none(), "the secret went to the file only: {tok}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&vis_tf).expect("secret file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "secret file mode");
+    // An existing file is refused before a token is issued.
+    cli_fails(
+        &c,
+        &admin_tf,
+        &["token", "create", "again", "--role", "viewer", "--secret-file", &vis],
+        &["vision.token"],
+    );
 
     // Allowed: the project's volume in the allowed class, within the size limit.
     cli_ok(&c, &vis_tf, &["volume", "create", "data", "--class", "fast", "--capacity", "8M"]);
@@ -218,7 +241,7 @@ fn new_user_walkthrough() {
     assert_eq!(names, ["data"]);
 
     // Mount with the project token and fill it to its quota.
-    let mp = c.dir.join("data");
+    let mp = c.dir.join("mnt-data");
     std::fs::create_dir(&mp).expect("mount point");
     let m = c.mount_as("data", &vis_tf, &mp, &["--attr-ttl", "0"]);
     let st = statvfs(c.mp(m));
@@ -663,20 +686,21 @@ fn bad_requests_get_4xx() {
 
     // Bodies that are not JSON, too large, or of the wrong type.
     let t = c.token();
-    let raw = |body: &str, ctype: &str| {
+    let raw_len = |body: &str, len: usize, ctype: &str| {
         let req = format!(
             "POST /v1/volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {t}\r\n\
-             Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+             Content-Type: {ctype}\r\nContent-Length: {len}\r\n\r\n{body}"
         );
         http_raw(&c.addr, req.as_bytes())
     };
+    let raw = |body: &str, ctype: &str| raw_len(body, body.len(), ctype);
     for (what, (st, body), want) in [
         ("truncated JSON", raw("{\"name\": ", "application/json"), 400),
         ("not JSON", raw("name=x", "application/json"), 400),
         ("JSON array", raw("[1,2]", "application/json"), 400),
         ("form body", raw("name=x", "application/x-www-form-urlencoded"), 415),
-        ("huge body", raw(&format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20)), "application/json"), 413),
+        // Refused on its declared length, before the body is sent.
+        ("huge body", raw_len("{", 2 << 20, "application/json"), 413),
     ] {
         assert_eq!(st, want, "{what}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: not JSON: {body}"));

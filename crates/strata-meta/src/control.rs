@@ -93,6 +93,9 @@ pub fn validate_scope(path: &str) -> Result<ScopeKind> {
     Ok(if parts.len() == 1 { ScopeKind::Department } else { ScopeKind::Project })
 }
 
+/// Largest value of a class's cache and QoS settings (2^60).
+pub const MAX_SETTING: u64 = 1 << 60;
+
 /// How a volume may be attached (the Kubernetes access modes).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AccessMode {
@@ -215,14 +218,45 @@ impl Backend {
     }
 
     fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(MetaError::Invalid(m));
+        let printable = |s: &str| !s.chars().any(char::is_control);
         match self {
-            Backend::Local { path: Some(p) } if !p.starts_with('/') => {
-                Err(MetaError::Invalid(format!("local backend path {p:?} must be absolute")))
+            Backend::Local { path: None } => Ok(()),
+            Backend::Local { path: Some(p) } => {
+                if !p.starts_with('/') || p.len() > 4096 || !printable(p) || p.split('/').any(|c| c == "..") {
+                    return bad(format!("local backend path {p:?} must be absolute, without '..', at most 4096 bytes"));
+                }
+                Ok(())
             }
-            Backend::S3 { bucket, .. } if bucket.is_empty() => {
-                Err(MetaError::Invalid("S3 backend needs a bucket".into()))
+            Backend::S3 { endpoint, bucket, prefix, region } => {
+                // S3's bucket naming rules, which every compatible store accepts.
+                let b = bucket.as_bytes();
+                let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+                if !(3..=63).contains(&b.len())
+                    || !b.iter().all(|c| edge(c) || *c == b'.' || *c == b'-')
+                    || !b.first().is_some_and(edge)
+                    || !b.last().is_some_and(edge)
+                {
+                    return bad(format!(
+                        "S3 bucket {bucket:?} must be 3 to 63 lowercase letters, digits, '.' or '-', \
+                         starting and ending with a letter or digit"
+                    ));
+                }
+                if !endpoint.is_empty()
+                    && (!(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                        || endpoint.len() > 2048
+                        || endpoint.chars().any(|c| c.is_whitespace() || c.is_control()))
+                {
+                    return bad(format!("S3 endpoint {endpoint:?} must be an http:// or https:// URL"));
+                }
+                if prefix.len() > 1024 || !printable(prefix) {
+                    return bad("S3 prefix must be at most 1024 bytes without control characters".into());
+                }
+                if region.len() > 64 || !region.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+                    return bad(format!("S3 region {region:?} must be letters, digits and '-'"));
+                }
+                Ok(())
             }
-            _ => Ok(()),
         }
     }
 }
@@ -300,6 +334,17 @@ impl StorageClass {
         }
         if self.access_modes.is_empty() {
             return Err(MetaError::Invalid("a class needs at least one access mode".into()));
+        }
+        let limits = [
+            ("cache memory", self.cache.mem_bytes),
+            ("read-ahead", self.cache.readahead_bytes),
+            ("bandwidth limit", self.qos.bytes_per_sec),
+            ("operations limit", self.qos.ops_per_sec),
+        ];
+        for (what, v) in limits {
+            if v > MAX_SETTING {
+                return Err(MetaError::Invalid(format!("{what} {v} is more than the largest allowed, {MAX_SETTING}")));
+            }
         }
         Ok(())
     }
@@ -452,6 +497,17 @@ fn effective_in(t: &mut dyn KvTxn, scope: &str) -> Result<EffectivePolicy> {
         }
     }
     Ok(e)
+}
+
+/// The topmost scope on `scope`'s chain whose own policy `refuses`: the one a refusal names,
+/// since narrowing below it changes nothing.
+fn first_refusing(t: &mut dyn KvTxn, scope: &str, refuses: impl Fn(&Policy) -> bool) -> Result<Option<String>> {
+    for s in chain(scope) {
+        if refuses(&load_policy(t, &s)?) {
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
 }
 
 /// Total capacity of the volumes in `scope` and below (uncapped volumes count their use).
@@ -747,9 +803,13 @@ impl Meta {
             if let Some(allowed) = &e.allowed_classes
                 && !allowed.value.contains(&class_name)
             {
+                let from = first_refusing(t, &req.scope, |p| {
+                    p.allowed_classes.as_ref().is_some_and(|l| !l.contains(&class_name))
+                })?
+                .unwrap_or_else(|| allowed.from.clone());
                 return Err(denied(
                     "allowed_classes",
-                    &allowed.from,
+                    &from,
                     format!(
                         "class {class_name} is not allowed in scope {} (allowed: {})",
                         req.scope,
@@ -767,9 +827,12 @@ impl Meta {
             if let Some(modes) = &e.access_modes
                 && !modes.value.contains(&mode)
             {
+                let from =
+                    first_refusing(t, &req.scope, |p| p.access_modes.as_ref().is_some_and(|l| !l.contains(&mode)))?
+                        .unwrap_or_else(|| modes.from.clone());
                 return Err(denied(
                     "access_modes",
-                    &modes.from,
+                    &from,
                     format!("access mode {} is not allowed in scope {}", mode.as_str(), req.scope),
                 ));
             }

@@ -326,7 +326,10 @@ impl Control {
         let parent = control::parent(path).unwrap_or(control::CLUSTER);
         in_scope(who, parent, "create scopes")?;
         let (meta, p, d) = (self.st.meta.clone(), path.to_string(), description.to_string());
-        let s = run(move || meta.create_scope(&p, &d)).await?;
+        let s = run(move || meta.create_scope(&p, &d)).await.map_err(|e| match e {
+            ControlError::Conflict(_) => ControlError::Conflict(format!("scope {path} exists")),
+            other => other,
+        })?;
         tracing::info!(scope = %s.path, "scope created");
         Ok(s)
     }

@@ -316,7 +316,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn open(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::OpenResp>, Status> {
-        self.guard(&req, &[req.get_ref().ino], false).await?;
+        self.guard(&req, &[req.get_ref().ino], req.get_ref().write).await?;
         let r = req.into_inner();
         self.session(r.session)?;
         let meta = self.st.meta.clone();

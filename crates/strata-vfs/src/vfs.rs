@@ -582,12 +582,13 @@ impl Vfs {
     /// Opens a file (close-to-open: with attributes fresh from the server).
     pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32) -> Result<Opened> {
         self.qos.op().await;
-        let r = self.client.call::<_, pb::OpenResp>(Method::Open, |session| pb::OpenReq { session, ino }).await?;
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        let r =
+            self.client.call::<_, pb::OpenResp>(Method::Open, |session| pb::OpenReq { session, ino, write }).await?;
         let (_, mut a) = attr_of(r.attr)?;
         let chunk0: Vec<Slice> = r.chunk0.iter().map(slice_from_pb).collect();
         self.client.opened(ino);
-        let acc = flags & libc::O_ACCMODE;
-        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         if flags & libc::O_TRUNC != 0 && write && a.kind == FileType::File {
             match self.setattr(ctx, ino, &SetAttr { size: Some(0), ..Default::default() }).await {
                 Ok(na) => a = na,
@@ -662,7 +663,15 @@ impl Vfs {
             m.entry(h.ino).or_default().clone()
         };
         let mut w = w.lock().await;
-        let growth = self.quota_check(h.ino, &w, off, data.len() as u64)?;
+        let growth = match self.quota_check(h.ino, &w, off, data.len() as u64) {
+            Ok(g) => g,
+            Err(_) => {
+                // The use last reported may be stale (another client deleted files, the volume
+                // was expanded): ask the server before refusing.
+                self.refresh_quota().await?;
+                self.quota_check(h.ino, &w, off, data.len() as u64)?
+            }
+        };
         w.write(&self.shared, off, data, || self.next_slice_id()).await?;
         w.growth += growth;
         if w.has_finished_chunks() && w.end - off >= CHUNK_SIZE {
@@ -1072,13 +1081,19 @@ impl Vfs {
         Ok(())
     }
 
-    /// Volume size and use; an unlimited volume reports the block store's disk.
-    pub async fn statfs(&self) -> Result<StatFs> {
-        self.qos.op().await;
+    /// Asks the server for the volume's capacity and use, for the quota check at write.
+    async fn refresh_quota(&self) -> Result<pb::StatFsResp> {
         let r =
             self.client.call::<_, pb::StatFsResp>(Method::StatFs, |_| pb::StatFsReq { volume: self.volume.id }).await?;
         self.quota_capacity.store(r.capacity, Ordering::Relaxed);
         self.quota_used.store(r.used_bytes, Ordering::Relaxed);
+        Ok(r)
+    }
+
+    /// Volume size and use; an unlimited volume reports the block store's disk.
+    pub async fn statfs(&self) -> Result<StatFs> {
+        self.qos.op().await;
+        let r = self.refresh_quota().await?;
         let (total, free) = if r.capacity > 0 {
             (r.capacity, r.capacity.saturating_sub(r.used_bytes))
         } else {

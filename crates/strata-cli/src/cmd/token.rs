@@ -43,6 +43,9 @@ enum TokenCmd {
         /// Lifetime, e.g. 12h, 30d, 1y (default: no expiry).
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        /// Write the secret to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<std::path::PathBuf>,
     },
     /// Revoke a token by its id (see `strata token list`); it stops working at once.
     #[command(visible_alias = "rm")]
@@ -101,11 +104,33 @@ pub fn run(args: TokenCmdArgs) -> Result<()> {
                     print_table(&["ID", "NAME", "ROLE", "SCOPE", "CREATED", "EXPIRES"], &rows);
                 })
             }
-            TokenCmd::Create { name, role, scope, ttl } => {
+            TokenCmd::Create { name, role, scope, ttl, secret_file } => {
+                // Refuse an existing file before issuing, so no secret is left unstored.
+                let file = match &secret_file {
+                    Some(p) => Some(new_secret_file(p)?),
+                    None => None,
+                };
                 let req =
                     NewToken { name: name.clone(), role: role.into(), scope, ttl_seconds: ttl.map(|d| d.as_secs()) };
                 let t: IssuedTokenView =
                     api.post("/v1/tokens", &req).await.with_context(|| format!("cannot create token {name}"))?;
+                if let (Some(mut f), Some(p)) = (file, &secret_file) {
+                    use std::io::Write;
+                    writeln!(f, "{}", t.token)
+                        .and_then(|_| f.sync_all())
+                        .with_context(|| format!("cannot write the secret to {}", p.display()))?;
+                    let shown = TokenView::from_issued(&t);
+                    return emit(out, &shown, || {
+                        println!(
+                            "token {} ({}) issued: {} in scope {}, secret in {}",
+                            t.id,
+                            t.name,
+                            t.role.as_str(),
+                            t.scope,
+                            p.display()
+                        )
+                    });
+                }
                 emit(out, &t, || {
                     println!(
                         "token {} ({}) issued: {} in scope {}, expires {}",
@@ -128,4 +153,15 @@ pub fn run(args: TokenCmdArgs) -> Result<()> {
             }
         }
     })
+}
+
+/// Creates a new file readable by its owner only.
+fn new_secret_file(p: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .with_context(|| format!("cannot create secret file {}", p.display()))
 }

@@ -171,7 +171,17 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> 
                     ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
                 }
             })?;
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                ApiError::invalid(format!("invalid JSON body: {inner}"))
+            } else {
+                ApiError::invalid(format!("invalid JSON body: field {path}: {inner}"))
+            }
+        })?;
+        Ok(Body(value))
     }
 }
 

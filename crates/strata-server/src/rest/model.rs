@@ -235,17 +235,17 @@ pub enum BackendSpec {
     Local {
         /// Absolute directory; absent or null: the server's own data directory.
         #[serde(default)]
-        #[schema(max_length = 4096)]
+        #[schema(max_length = 4096, pattern = r"^/")]
         path: Option<String>,
     },
     /// An S3-compatible bucket.
     S3 {
         /// Endpoint URL (empty for AWS).
         #[serde(default)]
-        #[schema(max_length = 2048)]
+        #[schema(max_length = 2048, pattern = r"^(https?://\S*)?$")]
         endpoint: String,
-        /// Bucket.
-        #[schema(min_length = 1, max_length = 255)]
+        /// Bucket (S3 naming rules).
+        #[schema(min_length = 3, max_length = 63, pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")]
         bucket: String,
         /// Key prefix.
         #[serde(default)]
@@ -253,7 +253,7 @@ pub enum BackendSpec {
         prefix: String,
         /// Region.
         #[serde(default)]
-        #[schema(max_length = 64)]
+        #[schema(max_length = 64, pattern = r"^[A-Za-z0-9-]*$")]
         region: String,
     },
 }
@@ -722,6 +722,20 @@ impl From<TokenRecord> for TokenView {
             scope: t.scope,
             created: rfc3339(t.created),
             expires: t.expires.map(rfc3339),
+        }
+    }
+}
+
+impl TokenView {
+    /// The view of a token just issued, without its secret.
+    pub fn from_issued(t: &IssuedTokenView) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role,
+            scope: t.scope.clone(),
+            created: t.created.clone(),
+            expires: t.expires.clone(),
         }
     }
 }
