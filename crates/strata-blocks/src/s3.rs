@@ -57,6 +57,16 @@ pub fn parse(url: &str) -> Result<S3Url, String> {
     Ok(u)
 }
 
+/// `url` with its retry timeout set to `t` if it names an S3 store; other URLs unchanged.
+pub fn with_retry_timeout(url: &str, t: Duration) -> String {
+    let Some(rest) = url.strip_prefix("s3://") else { return url.to_string() };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut q: Vec<&str> = query.split('&').filter(|kv| !kv.is_empty() && !kv.starts_with("retry_timeout=")).collect();
+    let rt = format!("retry_timeout={}", t.as_secs().max(1));
+    q.push(&rt);
+    format!("s3://{path}?{}", q.join("&"))
+}
+
 /// Opens the store an `s3://` URL names.
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, String> {
     let u = parse(url)?;
@@ -88,6 +98,15 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_timeout_is_set_once() {
+        let u = with_retry_timeout("s3://b/p?endpoint=http://h:1&retry_timeout=5", Duration::from_secs(600));
+        assert_eq!(u, "s3://b/p?endpoint=http://h:1&retry_timeout=600");
+        assert_eq!(parse(&u).expect("parse").retry_timeout, Duration::from_secs(600));
+        assert_eq!(with_retry_timeout("s3://b", Duration::from_secs(2)), "s3://b?retry_timeout=2");
+        assert_eq!(with_retry_timeout("file:///x", Duration::from_secs(2)), "file:///x");
+    }
 
     #[test]
     fn urls_parse() {

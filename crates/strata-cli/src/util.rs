@@ -185,7 +185,8 @@ impl TokenArgs {
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "Server and token")]
 pub struct ServerArgs {
-    /// Address of `strata server`.
+    /// Address of `strata server`, HOST:PORT; several servers of one cluster as a comma-separated
+    /// list (calls go to the first that answers; mounts fail over to the next).
     #[arg(long, global = true, env = "STRATA_SERVER", default_value = "127.0.0.1:7420")]
     pub server: String,
 }

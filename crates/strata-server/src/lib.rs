@@ -173,29 +173,37 @@ enum Proto {
     Grpc,
 }
 
-/// The first four bytes of the HTTP/1 requests the REST API answers.
-const HTTP1_METHODS: [&[u8; 4]; 7] = [b"GET ", b"POST", b"PUT ", b"DELE", b"PATC", b"HEAD", b"OPTI"];
+/// Longest HTTP/1 method token recognised.
+const MAX_METHOD: usize = 15;
 
 /// What `first` (the bytes received so far) starts, or `None` while it could still be more than
-/// one protocol.
+/// one protocol. HTTP/1 is any method token (uppercase letters) and a space, so that the REST
+/// API answers methods it does not serve with 405 instead of a dropped connection; the HTTP/2
+/// preface (`PRI * HTTP/2.0`) is gRPC.
 fn classify(first: &[u8]) -> Option<Proto> {
     let magic = strata_proto::wire::MAGIC;
-    let n = first.len();
-    if n >= magic.len() && first[..magic.len()] == magic[..] {
+    if first.starts_with(magic) {
         return Some(Proto::Framed);
     }
-    let maybe_framed = n < magic.len() && first == &magic[..n];
-    if n >= 4 && HTTP1_METHODS.iter().any(|m| first[..4] == m[..]) {
-        return Some(Proto::Http1);
+    if magic.starts_with(first) {
+        return None;
     }
-    let maybe_http = n < 4 && HTTP1_METHODS.iter().any(|m| m.starts_with(first));
-    if maybe_framed || maybe_http { None } else { Some(Proto::Grpc) }
+    const H2: &[u8] = b"PRI ";
+    if first.starts_with(H2) {
+        return Some(Proto::Grpc);
+    }
+    let token = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    match first.get(token) {
+        None if token <= MAX_METHOD => None,
+        Some(b' ') if token >= 1 => Some(Proto::Http1),
+        _ => Some(Proto::Grpc),
+    }
 }
 
 /// Waits up to `timeout` for a connection's first bytes and tells what it speaks (gRPC, which
 /// answers anything unknown, when it says nothing in time).
 async fn sniff(sock: &tokio::net::TcpStream, timeout: Duration) -> Proto {
-    let mut buf = [0u8; 8];
+    let mut buf = [0u8; MAX_METHOD + 1];
     let peek = async {
         loop {
             match sock.peek(&mut buf).await {
@@ -289,7 +297,12 @@ mod tests {
         assert_eq!(classify(b"PATCH /"), Some(Proto::Http1));
         assert_eq!(classify(b"PU"), None);
         assert_eq!(classify(b"P"), None);
-        assert_eq!(classify(b"X"), Some(Proto::Grpc));
+        assert_eq!(classify(b"X"), None);
+        assert_eq!(classify(b"x"), Some(Proto::Grpc));
+        assert_eq!(classify(b"QUERY /"), Some(Proto::Http1));
+        assert_eq!(classify(b"TRACE /"), Some(Proto::Http1));
+        assert_eq!(classify(b"PRI"), None);
+        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQ"), Some(Proto::Grpc));
         assert_eq!(classify(b"PRI "), Some(Proto::Grpc));
     }
 }

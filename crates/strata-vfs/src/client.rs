@@ -4,7 +4,7 @@
 //! client.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,12 +101,19 @@ pub fn can_block() -> bool {
     DIRECT.with(|d| d.get())
 }
 
-/// Connections of the framed transport, used one call at a time each.
+/// How long connecting to one server may take before the next listed one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connections of the framed transport, used one call at a time each, to one of several
+/// servers: the one that answered last, or the next listed one when it stops answering.
 struct Pool {
-    addr: String,
+    addrs: Vec<String>,
+    /// Index in `addrs` of the server new connections go to.
+    current: AtomicUsize,
     token: String,
-    idle: Mutex<Vec<TcpStream>>,
-    idle_sync: Mutex<Vec<std::net::TcpStream>>,
+    /// Idle connections with the index of the server they lead to.
+    idle: Mutex<Vec<(usize, TcpStream)>>,
+    idle_sync: Mutex<Vec<(usize, std::net::TcpStream)>>,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
@@ -122,10 +129,49 @@ impl Pool {
         hello
     }
 
-    fn open_sync(&self) -> Result<std::net::TcpStream, Status> {
+    fn new(addrs: Vec<String>, token: &str) -> Pool {
+        Pool {
+            addrs,
+            current: AtomicUsize::new(0),
+            token: token.trim().to_string(),
+            idle: Mutex::new(Vec::new()),
+            idle_sync: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The servers to try, the current one first.
+    fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        let start = self.current.load(Ordering::Relaxed);
+        (0..self.addrs.len()).map(move |i| (start + i) % self.addrs.len())
+    }
+
+    /// Moves new connections to server `idx` after the current one failed.
+    fn switch_to(&self, idx: usize) {
+        if self.current.swap(idx, Ordering::Relaxed) != idx {
+            tracing::warn!(server = %self.addrs[idx], "switched to another strata server");
+        }
+    }
+
+    /// Forgets idle connections to a server that just failed a call: they would fail too.
+    fn drop_idle(&self, idx: usize) {
+        if let Ok(mut v) = self.idle.lock() {
+            v.retain(|(i, _)| *i != idx);
+        }
+        if let Ok(mut v) = self.idle_sync.lock() {
+            v.retain(|(i, _)| *i != idx);
+        }
+    }
+
+    fn open_one_sync(&self, addr: &str) -> Result<std::net::TcpStream, Status> {
         use std::io::Write;
-        let mut s = std::net::TcpStream::connect(&self.addr)
-            .map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
+        use std::net::ToSocketAddrs;
+        let sa = addr
+            .to_socket_addrs()
+            .map_err(|e| unavailable(&format!("resolve {addr}"), e))?
+            .next()
+            .ok_or_else(|| unavailable(&format!("resolve {addr}"), "no address"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT)
+            .map_err(|e| unavailable(&format!("connect to {addr}"), e))?;
         let _ = s.set_nodelay(true);
         s.write_all(&self.hello()).map_err(|e| unavailable("send hello", e))?;
         let (status, _, body) = wire::read_frame_sync(&mut s).map_err(|e| unavailable("read hello answer", e))?;
@@ -135,30 +181,50 @@ impl Pool {
         Ok(s)
     }
 
+    fn open_sync(&self) -> Result<(usize, std::net::TcpStream), Status> {
+        let mut last = None;
+        for idx in self.order() {
+            match self.open_one_sync(&self.addrs[idx]) {
+                Ok(s) => {
+                    self.switch_to(idx);
+                    return Ok((idx, s));
+                }
+                Err(e) if transient(&e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no server address")))
+    }
+
     fn unary_sync<Req: Message, Resp: Message + Default>(
         &self,
         method: wire::Method,
         req: &Req,
     ) -> Result<Resp, Status> {
         let idle = self.idle_sync.lock().ok().and_then(|mut v| v.pop());
-        let mut s = match idle {
-            Some(s) => s,
+        let (idx, mut s) = match idle {
+            Some(c) => c,
             None => self.open_sync()?,
         };
         let _busy = wire::Busy::start();
-        wire::write_frame_sync(&mut s, method as u16, 0, &req.encode_to_vec())
-            .map_err(|e| unavailable("send request", e))?;
+        let fail = |what: &str, e: std::io::Error| {
+            self.drop_idle(idx);
+            unavailable(what, e)
+        };
+        wire::write_frame_sync(&mut s, method as u16, 0, &req.encode_to_vec()).map_err(|e| fail("send request", e))?;
         wire::spin_until_readable(&s, SPIN, 1);
-        let (status, _, payload) = wire::read_frame_sync(&mut s).map_err(|e| unavailable("read response", e))?;
+        let (status, _, payload) = wire::read_frame_sync(&mut s).map_err(|e| fail("read response", e))?;
         if let Ok(mut v) = self.idle_sync.lock() {
-            v.push(s);
+            v.push((idx, s));
         }
         decode_reply(status, payload)
     }
 
-    async fn open(&self) -> Result<TcpStream, Status> {
-        let mut s =
-            TcpStream::connect(&self.addr).await.map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
+    async fn open_one(&self, addr: &str) -> Result<TcpStream, Status> {
+        let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| unavailable(&format!("connect to {addr}"), "timed out"))?
+            .map_err(|e| unavailable(&format!("connect to {addr}"), e))?;
         let _ = s.set_nodelay(true);
         s.write_all(&self.hello()).await.map_err(|e| unavailable("send hello", e))?;
         let (status, _, body) = wire::read_frame(&mut s).await.map_err(|e| unavailable("read hello answer", e))?;
@@ -166,6 +232,21 @@ impl Pool {
             return Err(decode_error(body));
         }
         Ok(s)
+    }
+
+    async fn open(&self) -> Result<(usize, TcpStream), Status> {
+        let mut last = None;
+        for idx in self.order().collect::<Vec<_>>() {
+            match self.open_one(&self.addrs[idx]).await {
+                Ok(s) => {
+                    self.switch_to(idx);
+                    return Ok((idx, s));
+                }
+                Err(e) if transient(&e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no server address")))
     }
 
     async fn unary<Req: Message, Resp: Message + Default>(
@@ -177,18 +258,31 @@ impl Pool {
             return self.unary_sync(method, req);
         }
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let mut s = match idle {
-            Some(s) => s,
+        let (idx, mut s) = match idle {
+            Some(c) => c,
             None => self.open().await?,
         };
+        let fail = |what: &str, e: std::io::Error| {
+            self.drop_idle(idx);
+            unavailable(what, e)
+        };
         let body = req.encode_to_vec();
-        wire::write_frame(&mut s, method as u16, 0, &body).await.map_err(|e| unavailable("send request", e))?;
-        let (status, _, payload) = wire::read_frame(&mut s).await.map_err(|e| unavailable("read response", e))?;
+        wire::write_frame(&mut s, method as u16, 0, &body).await.map_err(|e| fail("send request", e))?;
+        let (status, _, payload) = wire::read_frame(&mut s).await.map_err(|e| fail("read response", e))?;
         if let Ok(mut v) = self.idle.lock() {
-            v.push(s);
+            v.push((idx, s));
         }
         decode_reply(status, payload)
     }
+}
+
+/// The servers of a `--server` value: addresses separated by commas.
+pub fn server_list(server: &str) -> Vec<String> {
+    server
+        .split(',')
+        .map(|a| a.trim().trim_start_matches("http://").trim_end_matches('/').to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 /// How long a blocking call polls for its answer before sleeping in `read`.
@@ -230,15 +324,15 @@ impl Client {
         client_name: &str,
         retry_timeout: Duration,
     ) -> Result<(Arc<Client>, pb::MountResp)> {
-        let addr = server.trim_start_matches("http://").trim_end_matches('/').to_string();
-        let pool = Pool {
-            addr: addr.clone(),
-            token: token.trim().to_string(),
-            idle: Mutex::new(Vec::new()),
-            idle_sync: Mutex::new(Vec::new()),
-        };
+        let addrs = server_list(server);
+        if addrs.is_empty() {
+            return Err(VfsError::errno_msg(libc::EINVAL, "no server address given"));
+        }
+        let pool = Pool::new(addrs, token);
         let conn = pool.open().await.map_err(|s| match VfsError::from_status(&s) {
-            VfsError::Unavailable(m) => VfsError::Unavailable(format!("cannot reach strata server at {addr}: {m}")),
+            VfsError::Unavailable(m) => {
+                VfsError::Unavailable(format!("cannot reach strata server at {}: {m}", pool.addrs.join(", ")))
+            }
             e => e,
         })?;
         if let Ok(mut v) = pool.idle.lock() {

@@ -48,6 +48,9 @@ pub struct VfsConfig {
     /// How long the kernel caches attributes; directory attributes returned by this client's
     /// own changes are served from memory for at most this long.
     pub attr_ttl: Duration,
+    /// How long block reads and writes retry an unreachable object store before failing
+    /// with EIO (S3 stores; a long value makes I/O wait for the store to come back).
+    pub store_retry_timeout: Duration,
 }
 
 impl VfsConfig {
@@ -83,6 +86,7 @@ impl Default for VfsConfig {
             readahead_explicit: false,
             prefetch_parallel: 8,
             attr_ttl: Duration::from_secs(1),
+            store_retry_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -213,7 +217,8 @@ impl Vfs {
                 "storage class settings"
             );
         }
-        let store = BlockStore::open_with(&volume.store, codec)?;
+        let url = strata_blocks::s3::with_retry_timeout(&volume.store, cfg.store_retry_timeout);
+        let store = BlockStore::open_with(&url, codec)?;
         let disk = match (&cfg.disk_cache, store.is_local()) {
             (Some((dir, size)), false) => Some(DiskCache::open(dir.clone(), *size)?),
             _ => None,

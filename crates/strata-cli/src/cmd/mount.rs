@@ -64,6 +64,10 @@ pub struct MountArgs {
     /// failing with EIO.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub retry_timeout: Duration,
+    /// How long block reads and writes retry an unreachable S3 store before failing with EIO;
+    /// make it long (e.g. 1h) to have I/O wait for the store to come back instead.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub store_retry_timeout: Duration,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -86,6 +90,7 @@ impl MountArgs {
             readahead: self.max_readahead.unwrap_or(VfsConfig::DEFAULT_READAHEAD),
             readahead_explicit: self.max_readahead.is_some(),
             attr_ttl: self.attr_ttl,
+            store_retry_timeout: self.store_retry_timeout,
             ..VfsConfig::default()
         }
     }

@@ -127,10 +127,20 @@ impl Api {
             bail!("--server {}: TLS is not supported yet; give HOST:PORT", self.addr);
         }
         let unreachable = |e: &dyn std::fmt::Display| anyhow!("cannot reach strata server at {}: {e}", self.addr);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| unreachable(&"connection timed out"))?
-            .map_err(|e| unreachable(&e))?;
+        // Several servers may be listed (`a:7420,b:7420`): the first that accepts serves.
+        let mut stream = None;
+        let mut errors = Vec::new();
+        for addr in self.addr.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    stream = Some((addr.to_string(), s));
+                    break;
+                }
+                Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+                Err(_) => errors.push(format!("{addr}: connection timed out")),
+            }
+        }
+        let (host, stream) = stream.ok_or_else(|| unreachable(&errors.join("; ")))?;
         let _ = stream.set_nodelay(true);
         let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -139,7 +149,7 @@ impl Api {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, &self.addr)
+            .header(header::HOST, &host)
             .header(header::ACCEPT, "application/json")
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
         if body.is_some() {

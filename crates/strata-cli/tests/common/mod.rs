@@ -299,6 +299,10 @@ pub struct Cluster {
     /// The mounts, in the order they were made.
     pub mounts: Vec<MountProc>,
     server_args: Vec<String>,
+    /// The PostgreSQL database of this cluster (`STRATA_IT_PG`): base URL and name.
+    pg: Option<(String, String)>,
+    /// Whether the volume keeps its blocks in the S3 store of `STRATA_IT_S3`.
+    pub s3: bool,
     allowed: Vec<String>,
     extra_logs: Vec<PathBuf>,
     tmp: Option<tempfile::TempDir>,
@@ -333,16 +337,26 @@ impl Cluster {
             server: ServerProc { child: None, logs: Vec::new() },
             mounts: Vec::new(),
             server_args: opts.server_args.clone(),
+            pg: None,
+            s3: false,
             allowed: Vec::new(),
             extra_logs: Vec::new(),
             dir,
             tmp: Some(tmp),
         };
+        if let Some((base, db)) = pg_database(name) {
+            c.server_args.extend(["--meta".to_string(), format!("{base}/{db}")]);
+            c.pg = Some((base, db));
+        }
         c.start_server();
+        let mut volume_args = opts.volume_args.clone();
+        if !volume_args.iter().any(|a| a == "--class") && c.use_s3_class(name) {
+            volume_args.extend(["--class".to_string(), "it-s3".to_string()]);
+        }
         let mut args = vec!["volume", "create", &c.volume, "--server", &c.addr];
         let tf = c.token_file.display().to_string();
         args.extend(["--token-file", &tf]);
-        args.extend(opts.volume_args.iter().map(String::as_str));
+        args.extend(volume_args.iter().map(String::as_str));
         let out = run_strata(&args);
         assert!(
             out.status.success(),
@@ -351,6 +365,34 @@ impl Cluster {
             c.server_tail()
         );
         c
+    }
+
+    /// With `STRATA_IT_S3` (an S3 endpoint; credentials in the AWS_* variables), creates class
+    /// `it-s3` keeping blocks under a prefix of this cluster's own; whether it did.
+    fn use_s3_class(&mut self, name: &str) -> bool {
+        let Ok(endpoint) = std::env::var("STRATA_IT_S3") else { return false };
+        let prefix = format!("it-{name}-{}-{}", std::process::id(), unique());
+        let tf = self.token_file.display().to_string();
+        let out = run_strata(&[
+            "storageclass",
+            "create",
+            "it-s3",
+            "--backend",
+            "s3",
+            "--bucket",
+            "strata-test",
+            "--prefix",
+            &prefix,
+            "--endpoint",
+            &endpoint,
+            "--server",
+            &self.addr,
+            "--token-file",
+            &tf,
+        ]);
+        assert!(out.status.success(), "create the S3 class: {}", String::from_utf8_lossy(&out.stderr));
+        self.s3 = true;
+        true
     }
 
     /// The admin token.
@@ -486,6 +528,16 @@ impl Cluster {
             notes.extend(m.stop());
         }
         notes.extend(self.stop_server());
+        if let Some((base, db)) = self.pg.take() {
+            let out = run_cmd(
+                Command::new("psql")
+                    .args(["-qX", &format!("{base}/postgres"), "-c"])
+                    .arg(format!("DROP DATABASE IF EXISTS {db}")),
+            );
+            if !out.status.success() {
+                notes.push(format!("drop database {db}: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
         let mut logs: Vec<PathBuf> = self.server.logs.clone();
         logs.extend(self.mounts.iter().map(|m| m.log.clone()));
         logs.extend(self.extra_logs.iter().cloned());
@@ -525,6 +577,31 @@ impl Drop for Cluster {
         }
         assert!(notes.is_empty(), "unexpected problems in service logs or teardown:\n{}", notes.join("\n"));
     }
+}
+
+/// A number unique within this process and unlikely to repeat across runs.
+fn unique() -> u64 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    ((N.fetch_add(1, Ordering::Relaxed) as u64) << 32) | nanos as u64
+}
+
+/// With `STRATA_IT_PG` (`postgres://user@host:port`, no database), a fresh database for one
+/// cluster: its base URL and name.
+fn pg_database(name: &str) -> Option<(String, String)> {
+    let base = std::env::var("STRATA_IT_PG").ok()?.trim_end_matches('/').to_string();
+    let db = format!(
+        "strata_it_{}_{}_{}",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        std::process::id(),
+        unique()
+    );
+    let out = run_cmd(
+        Command::new("psql").args(["-qX", &format!("{base}/postgres"), "-c"]).arg(format!("CREATE DATABASE {db}")),
+    );
+    assert!(out.status.success(), "create database {db}: {}", String::from_utf8_lossy(&out.stderr));
+    Some((base, db))
 }
 
 // ---- data helpers ----

@@ -39,6 +39,10 @@ fn retryable(e: &postgres::Error) -> bool {
 impl PostgresEngine {
     /// Connects to `url` (`postgres://user:pass@host:port/db`) and applies migrations.
     pub fn open(url: &str) -> Result<Self> {
+        outside_runtime(|| Self::open_here(url))
+    }
+
+    fn open_here(url: &str) -> Result<Self> {
         let e = PostgresEngine { url: url.to_string(), pool: Mutex::new(Vec::new()) };
         let mut c = e.connect()?;
         c.batch_execute("CREATE TABLE IF NOT EXISTS strata_schema (version INT NOT NULL)")
@@ -202,13 +206,38 @@ impl KvTxn for PgTxn<'_> {
     }
 }
 
+/// Runs `f`, which drives the `postgres` crate's own runtime, so that it works when called from
+/// inside an async runtime too (that crate's `block_on` panics there): on a multi-threaded
+/// runtime the calling thread leaves it for the duration (`block_in_place`).
+fn outside_runtime<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => Err(MetaError::Engine(
+            "the PostgreSQL engine cannot run on a single-threaded async runtime's thread; use spawn_blocking".into(),
+        )),
+    }
+}
+
+impl Drop for PostgresEngine {
+    fn drop(&mut self) {
+        // Closing a connection drives the driver's runtime too.
+        let pool = self.pool.get_mut().map(std::mem::take).unwrap_or_default();
+        let _ = outside_runtime(move || {
+            drop(pool);
+            Ok(())
+        });
+    }
+}
+
 impl KvEngine for PostgresEngine {
     fn read(&self, f: TxnFn<'_>) -> Result<()> {
-        self.run(true, f)
+        outside_runtime(|| self.run(true, f))
     }
 
     fn write(&self, _durable: bool, f: TxnFn<'_>) -> Result<()> {
-        self.run(false, f)
+        outside_runtime(|| self.run(false, f))
     }
 
     fn name(&self) -> &'static str {
