@@ -24,7 +24,7 @@ JSON
         -volume.port=$((base + 2)) -volume.port.grpc=$((base + 3)) -volume.max=20 \
         -master.volumeSizeLimitMB=256 \
         -filer.port=$((base + 4)) -filer.port.grpc=$((base + 5)) \
-        -s3 -s3.port="$port" -s3.port.grpc=$((base + 6)) -s3.port.iceberg=0 -s3.config="$dir/s3.json" \
+        -s3 -s3.port="$port" -s3.port.grpc=$((base + 6)) -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" \
         >"$dir/weed.log" 2>&1 &
     echo $! >"$dir/weed.pid"
     for _ in $(seq 150); do

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// Quick start (one machine): `strata up` starts a server and mounts a volume.
 /// Cluster: run `strata server` on the storage node, `strata mount` on every node.
 #[derive(Parser, Debug)]
-#[command(name = "strata", version, about, long_about)]
+#[command(name = "strata", version, about, long_about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

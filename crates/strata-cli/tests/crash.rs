@@ -341,6 +341,7 @@ fn blocks_of_a_crashed_client_are_swept() {
                 .collect(),
             // Counts bytes in the server's block directory, so the blocks must be there.
             volume_args: vec!["--class".into(), "default".into()],
+            ..Default::default()
         },
     );
     c.allow_log("session expired without unmounting");

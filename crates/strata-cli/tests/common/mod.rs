@@ -280,6 +280,9 @@ pub struct Opts {
     pub server_args: Vec<String>,
     /// Extra arguments of `strata volume create`.
     pub volume_args: Vec<String>,
+    /// A PostgreSQL server (`postgres://user@host:port`) for the metadata, instead of
+    /// `STRATA_IT_PG`.
+    pub pg: Option<String>,
 }
 
 /// A server, one volume and its mounts, all private to one test.
@@ -344,7 +347,7 @@ impl Cluster {
             dir,
             tmp: Some(tmp),
         };
-        if let Some((base, db)) = pg_database(name) {
+        if let Some((base, db)) = pg_database(name, opts.pg.clone()) {
             c.server_args.extend(["--meta".to_string(), format!("{base}/{db}")]);
             c.pg = Some((base, db));
         }
@@ -393,6 +396,11 @@ impl Cluster {
         assert!(out.status.success(), "create the S3 class: {}", String::from_utf8_lossy(&out.stderr));
         self.s3 = true;
         true
+    }
+
+    /// The `--meta` URL of the server, when it is not the default SQLite.
+    pub fn meta_url(&self) -> Option<String> {
+        self.pg.as_ref().map(|(base, db)| format!("{base}/{db}"))
     }
 
     /// The admin token.
@@ -589,8 +597,8 @@ fn unique() -> u64 {
 
 /// With `STRATA_IT_PG` (`postgres://user@host:port`, no database), a fresh database for one
 /// cluster: its base URL and name.
-fn pg_database(name: &str) -> Option<(String, String)> {
-    let base = std::env::var("STRATA_IT_PG").ok()?.trim_end_matches('/').to_string();
+fn pg_database(name: &str, base: Option<String>) -> Option<(String, String)> {
+    let base = base.or_else(|| std::env::var("STRATA_IT_PG").ok())?.trim_end_matches('/').to_string();
     let db = format!(
         "strata_it_{}_{}_{}",
         name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
