@@ -109,7 +109,11 @@ impl Server {
             write_secret(&token_path, &secret).map_err(data_err(&token_path))?;
             tracing::info!(path = %token_path.display(), "created the admin token");
         } else if !token_path.exists() {
-            tracing::warn!(path = %token_path.display(), "admin token file is missing; issue a new token with an existing one");
+            // Normal for the second server of a shared database: the first one wrote it.
+            tracing::info!(
+                path = %token_path.display(),
+                "no admin token file here: the server that first used this metadata store wrote it"
+            );
         }
         let blocks = dir.join("blocks");
         std::fs::create_dir_all(&blocks).map_err(data_err(&blocks))?;
