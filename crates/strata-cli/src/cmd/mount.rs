@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use strata_fuse::{FuseOptions, StrataFs};
-use strata_vfs::{Client, Vfs, VfsConfig};
+use strata_vfs::{BlocksMode, Client, Vfs, VfsConfig};
 
 use crate::util::{ServerArgs, TokenArgs, is_strata_mount, parse_duration, parse_size};
 
@@ -64,6 +64,12 @@ pub struct MountArgs {
     /// failing with EIO.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub retry_timeout: Duration,
+    /// How blocks are read and written: `direct` in the volume's store (a directory this host
+    /// shares with the server, or an object store), `server` through `strata server`, or
+    /// `auto`: direct for object stores and for a block directory this host sees as the server
+    /// does (same id file), else through the server.
+    #[arg(long, value_enum, default_value_t = BlocksArg::Auto)]
+    pub blocks: BlocksArg,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -73,6 +79,27 @@ pub struct MountArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+}
+
+/// The values of `--blocks`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlocksArg {
+    /// Direct when this host sees the server's block store, else through the server.
+    Auto,
+    /// Always directly in the volume's block store.
+    Direct,
+    /// Always through `strata server`.
+    Server,
+}
+
+impl From<BlocksArg> for BlocksMode {
+    fn from(a: BlocksArg) -> Self {
+        match a {
+            BlocksArg::Auto => BlocksMode::Auto,
+            BlocksArg::Direct => BlocksMode::Direct,
+            BlocksArg::Server => BlocksMode::Server,
+        }
+    }
 }
 
 impl MountArgs {
@@ -86,6 +113,7 @@ impl MountArgs {
             readahead: self.max_readahead.unwrap_or(VfsConfig::DEFAULT_READAHEAD),
             readahead_explicit: self.max_readahead.is_some(),
             attr_ttl: self.attr_ttl,
+            blocks: self.blocks.into(),
             ..VfsConfig::default()
         }
     }
