@@ -313,3 +313,32 @@ fn hidden_block_directory_goes_through_the_server() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// A server restart under `--blocks server` mounts: a write and a read issued while the server
+/// is down (block puts and gets retried like metadata calls) complete once it is back.
+#[test]
+fn server_restart_is_survived_through_the_server() {
+    let mut c = Cluster::new("blkrestart");
+    c.allow_log("strata server unreachable");
+    c.allow_log("heartbeat failed");
+    let a = c.mount(&["--blocks", "server"]);
+    let b = c.mount(&["--blocks", "server"]);
+    let before = random_bytes(21, 9 * MIB + 1);
+    std::fs::write(c.p(a, "before"), &before).expect("write before the restart");
+
+    c.kill9_server();
+    let during = random_bytes(22, 9 * MIB + 2);
+    let (wpath, wdata) = (c.p(a, "during"), during.clone());
+    let writer = std::thread::spawn(move || std::fs::write(&wpath, &wdata).map_err(|e| e.to_string()));
+    // B never read this file: its bytes must come from the server once it is back.
+    let rpath = c.p(b, "before");
+    let reader = std::thread::spawn(move || std::fs::read(&rpath).map_err(|e| e.to_string()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!writer.is_finished() && !reader.is_finished(), "I/O finished while the server was down");
+    c.start_server();
+
+    assert_eq!(writer.join().expect("writer"), Ok(()), "write issued while the server was down");
+    let got = reader.join().expect("reader").expect("read issued while the server was down");
+    assert_bytes_eq(&got, &before, "read through the server after its restart");
+    assert_bytes_eq(&read_all(&c.p(b, "during")), &during, "written during the restart");
+}
