@@ -58,6 +58,11 @@ impl BlockError {
     pub fn errno(&self) -> i32 {
         match self {
             BlockError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            // A store that refuses the caller's credentials (blocks served by `strata server`
+            // to a read-only or revoked token) is a permission problem, not an I/O failure.
+            BlockError::Store(
+                object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
+            ) => libc::EACCES,
             _ => libc::EIO,
         }
     }

@@ -137,6 +137,29 @@ pub fn block_len_of_key(key: &str) -> Option<u32> {
     parse_block_key(key).map(|(_, _, len)| len)
 }
 
+/// Largest block a key may name: a block never spans more than one chunk.
+pub const MAX_BLOCK_LEN: u32 = strata_meta::CHUNK_SIZE as u32;
+
+/// The volume of a well-formed block key, or `None` for anything else. Only keys exactly as
+/// [`block_key`] writes them pass (decimal numbers without signs or leading zeros, the right
+/// directory levels, a length of 1 byte to [`MAX_BLOCK_LEN`]), so a key that arrives over the
+/// network names a block file of its volume and nothing else: no `..`, no absolute paths, no
+/// other prefixes.
+pub fn volume_of_block_key(key: &str) -> Option<u32> {
+    let rest = key.strip_prefix('v')?;
+    let (vol, rest) = rest.split_once('/')?;
+    if vol.is_empty() || !vol.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let vol: u32 = vol.parse().ok()?;
+    let (id, idx, len) = parse_block_key(rest)?;
+    if len == 0 || len > MAX_BLOCK_LEN {
+        return None;
+    }
+    // Re-deriving the key rejects every non-canonical spelling of the same numbers.
+    (block_key(vol, id, idx, len) == key).then_some(vol)
+}
+
 /// Object key prefix of every block of a volume.
 pub fn volume_prefix(volume: u32) -> String {
     format!("v{volume}/")
@@ -184,6 +207,42 @@ mod tests {
         assert_eq!(block_len_of_key(&block_key(3, 1_234_567, 2, 99)), Some(99));
         assert_eq!(parse_block_key(&block_key(3, 7, 2, 99)), Some((7, 2, 99)));
         assert_eq!(block_len_of_key("k"), None);
+    }
+
+    #[test]
+    fn only_well_formed_block_keys_name_a_volume() {
+        assert_eq!(volume_of_block_key(&block_key(3, 1_234_567, 2, 99)), Some(3));
+        assert_eq!(volume_of_block_key(&block_key(u32::MAX, 7, 0, MAX_BLOCK_LEN)), Some(u32::MAX));
+        for bad in [
+            "",
+            "v3",
+            "v/chunks/0/0/7_0_9",
+            "/v3/chunks/0/0/7_0_9",
+            "v3/chunks/0/0/../../../../etc/passwd",
+            "v3/chunks/0/0/../0/7_0_9",
+            "v3/../v4/chunks/0/0/7_0_9",
+            "v3/chunks/0/0/./7_0_9",
+            "v3/chunks/0/0//7_0_9",
+            "v3//chunks/0/0/7_0_9",
+            "v3/chunks/0/1/7_0_9",
+            "v3/other/0/0/7_0_9",
+            "x3/chunks/0/0/7_0_9",
+            "v03/chunks/0/0/7_0_9",
+            "v+3/chunks/0/0/7_0_9",
+            "v3/chunks/0/0/07_0_9",
+            "v3/chunks/0/0/+7_0_9",
+            "v3/chunks/0/0/7_0_9/",
+            "v3/chunks/0/0/7_0_9.tmp",
+            "v3/chunks/0/0/7_0_0",
+            "v3/chunks/0/0/7_0_67108865",
+            "v3/chunks/0/0/7_0_9\0",
+            "v99999999999/chunks/0/0/7_0_9",
+            ".strata-store-id",
+            "meta.db",
+            "../blocks/v3/chunks/0/0/7_0_9",
+        ] {
+            assert_eq!(volume_of_block_key(bad), None, "{bad:?} accepted");
+        }
     }
 
     #[test]

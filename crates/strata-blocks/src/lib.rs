@@ -12,4 +12,4 @@ pub mod store;
 pub use cache::{BlockCache, DiskCache};
 pub use codec::Codec;
 pub use error::{BlockError, Result};
-pub use store::BlockStore;
+pub use store::{BlockStore, SyncBlocks};

@@ -21,7 +21,21 @@ pub struct BlockStore {
     local_root: Option<PathBuf>,
     url: String,
     codec: Codec,
+    syncer: Option<Arc<dyn SyncBlocks>>,
 }
+
+/// Makes the blocks of a store durable when that is another process's job (blocks served by
+/// `strata server`, whose `sync` syncs its own disk).
+#[async_trait::async_trait]
+pub trait SyncBlocks: Send + Sync + std::fmt::Debug {
+    /// Makes every block stored so far durable.
+    async fn sync(&self) -> Result<()>;
+}
+
+/// Name of the file holding a block directory's id, which `strata server` writes at the top
+/// of each directory it serves (outside every volume's `v{id}/` prefix, so block collection
+/// never sees it). A client finding the same id at the same path shares the directory.
+pub const STORE_ID_FILE: &str = ".strata-store-id";
 
 /// Blocks at least this large are compressed and decompressed on the runtime's blocking pool
 /// (milliseconds of CPU), smaller ones on the calling task.
@@ -43,7 +57,7 @@ impl BlockStore {
         let bad = |reason: &str| BlockError::BadUrl { url: url.to_string(), reason: reason.to_string() };
         if url.starts_with("s3://") {
             let store = crate::s3::open(url).map_err(|reason| bad(&reason))?;
-            return Ok(BlockStore { store, local_root: None, url: url.to_string(), codec });
+            return Ok(BlockStore { store, local_root: None, url: url.to_string(), codec, syncer: None });
         }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
             PathBuf::from(rest)
@@ -58,12 +72,19 @@ impl BlockStore {
         std::fs::create_dir_all(&dir)
             .map_err(|e| BlockError::Io { what: format!("create block directory {}", dir.display()), source: e })?;
         let fs = crate::local::BlockDir::new(dir.clone()).map_err(|e| bad(&e.to_string()))?;
-        Ok(BlockStore { store: Arc::new(fs), local_root: Some(dir), url: url.to_string(), codec })
+        Ok(BlockStore { store: Arc::new(fs), local_root: Some(dir), url: url.to_string(), codec, syncer: None })
     }
 
     /// Wraps an existing object store (any backend), blocks uncompressed.
     pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Self {
-        BlockStore { store, local_root: None, url: url.to_string(), codec: Codec::None }
+        BlockStore { store, local_root: None, url: url.to_string(), codec: Codec::None, syncer: None }
+    }
+
+    /// The same store, made durable by `syncer` in [`BlockStore::sync`] (for a store whose
+    /// puts are not durable when acknowledged).
+    pub fn with_sync(mut self, syncer: Arc<dyn SyncBlocks>) -> Self {
+        self.syncer = Some(syncer);
+        self
     }
 
     /// The same store with blocks stored with `codec`.
@@ -118,6 +139,12 @@ impl BlockStore {
     /// instead of all happening at the end).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let stored = self.encode(data).await?;
+        self.put_stored(key, stored).await
+    }
+
+    /// Stores an object exactly as given, bypassing the codec: for `strata server` serving
+    /// blocks its clients already encoded (their codec, not the server's, decides the format).
+    pub async fn put_stored(&self, key: &str, stored: Bytes) -> Result<()> {
         let len = stored.len();
         self.store.put(&Path::from(key), PutPayload::from_bytes(stored)).await?;
         if let Some(root) = &self.local_root
@@ -169,6 +196,31 @@ impl BlockStore {
         self.decode(key, want, got).await
     }
 
+    /// Reads a stored object as it is (no decoding, no length check), whole or the exact
+    /// `range`: for `strata server` serving blocks to clients that decode them.
+    pub async fn get_stored(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let path = Path::from(key);
+        let got = match &range {
+            Some(r) => self.store.get_range(&path, r.clone()).await,
+            None => match self.store.get(&path).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            },
+        };
+        let got = match got {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(r) = range {
+            let want = r.end.saturating_sub(r.start) as usize;
+            if got.len() != want {
+                return Err(BlockError::Short { key: key.to_string(), got: got.len(), want });
+            }
+        }
+        Ok(got)
+    }
+
     /// Reads part of a block. A compressed block is fetched whole, decoded and sliced (its
     /// length comes from its key); callers that may read more of it should go through
     /// [`crate::BlockCache::fetch`] instead, which keeps the whole block.
@@ -208,8 +260,12 @@ impl BlockStore {
     }
 
     /// Makes every block stored so far durable. Local directories are synced with one
-    /// `syncfs`; remote stores acknowledge puts only once durable.
+    /// `syncfs`, stores with a [`SyncBlocks`] through it; object stores acknowledge puts only
+    /// once durable.
     pub async fn sync(&self) -> Result<()> {
+        if let Some(s) = &self.syncer {
+            return s.sync().await;
+        }
         let Some(root) = self.local_root.clone() else { return Ok(()) };
         tokio::task::spawn_blocking(move || syncfs(&root))
             .await

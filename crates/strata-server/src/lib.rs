@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod blocks;
 pub mod control;
 pub mod gc;
 pub mod locks;
@@ -21,13 +22,15 @@ use std::time::Duration;
 
 use strata_meta::Meta;
 use strata_proto::pb::admin_server::AdminServer;
+use strata_proto::pb::blocks_server::BlocksServer;
 use strata_proto::pb::meta_server::MetaServer;
 use tonic::service::interceptor::InterceptedService;
 
 pub use gc::GcConfig;
 use state::State;
 
-/// Largest gRPC message either side accepts (big directories, long slice lists).
+/// Largest gRPC message either side accepts (big directories, long slice lists, and the
+/// largest block: 64 MiB plus its frame and the message's own framing).
 pub const MAX_MESSAGE: usize = 256 << 20;
 
 /// Name of the admin token file in the data directory.
@@ -148,11 +151,21 @@ impl Server {
         let a2 = st.clone();
         let admin =
             InterceptedService::new(AdminServer::new(admin::AdminService::new(st.clone())), move |r| a2.auth.check(r));
+        let a3 = st.clone();
+        let blocks = InterceptedService::new(
+            BlocksServer::new(blocks::BlocksService::new(st.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            move |r| a3.auth.check(r),
+        );
         tracing::info!(addr = %self.addr, data = %st.data_dir.display(), engine = st.meta.engine(), "strata server listening");
         let res = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Blocks are megabytes: let HTTP/2 flow control grow past its 64 KiB start.
+            .http2_adaptive_window(Some(true))
             .add_service(meta)
             .add_service(admin)
+            .add_service(blocks)
             .serve_with_incoming_shutdown(grpc_conns, shutdown)
             .await;
         gc.abort();

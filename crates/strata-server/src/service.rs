@@ -69,6 +69,27 @@ fn dir_after(meta: &strata_meta::Meta, ino: u64) -> Option<pb::Attr> {
     meta.getattr(ino).ok().map(|a| attr_to_pb(ino, &a))
 }
 
+/// Refuses a token whose scope does not contain `scope` (a volume's), with EACCES.
+pub(crate) fn check_scope(who: &TokenRecord, scope: &str) -> Result<(), Status> {
+    if within(scope, &who.scope) {
+        Ok(())
+    } else {
+        Err(errno_status(
+            Code::PermissionDenied,
+            libc_eacces(),
+            format!("this token (scope {}) may not use volumes of scope {scope}", who.scope),
+        ))
+    }
+}
+
+/// Refuses read-only (viewer) tokens, with EACCES.
+pub(crate) fn check_writer(who: &TokenRecord) -> Result<(), Status> {
+    if who.role == Role::Viewer {
+        return Err(errno_status(Code::PermissionDenied, libc_eacces(), "this token is read-only (viewer)"));
+    }
+    Ok(())
+}
+
 fn bad_kind() -> Status {
     errno_status(Code::InvalidArgument, 22, "unknown file type")
 }
@@ -93,8 +114,8 @@ impl MetaService {
     /// to report.
     async fn guard<T>(&self, req: &Request<T>, inos: &[u64], write: bool) -> Result<(), Status> {
         let who = crate::auth::principal(req)?;
-        if write && who.role == Role::Viewer {
-            return Err(errno_status(Code::PermissionDenied, libc_eacces(), "this token is read-only (viewer)"));
+        if write {
+            check_writer(who)?;
         }
         for ino in inos {
             let meta = self.st.meta.clone();
@@ -118,15 +139,7 @@ impl MetaService {
             Err(strata_meta::MetaError::NoVolume(_)) => return Ok(()),
             Err(e) => return Err(meta_status(e)),
         };
-        if within(&scope, &who.scope) {
-            Ok(())
-        } else {
-            Err(errno_status(
-                Code::PermissionDenied,
-                libc_eacces(),
-                format!("this token (scope {}) may not use volumes of scope {scope}", who.scope),
-            ))
-        }
+        check_scope(who, &scope)
     }
 
     fn locks(&self) -> Result<std::sync::MutexGuard<'_, crate::locks::LockTable>, Status> {
@@ -168,10 +181,23 @@ impl MetaRpc for MetaService {
             last_seen: std::time::Instant::now(),
         });
         tracing::info!(session = id, volume = %vol.name, "client mounted");
+        // The marker a client compares to tell whether it sees this directory (first use
+        // writes it: off the runtime's workers).
+        let st = self.st.clone();
+        let url = vol.store.clone();
+        let store_id = match tokio::task::spawn_blocking(move || st.store_id(&url)).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                tracing::warn!(store = %vol.store, error = %e, "cannot write the block directory's id; clients will not use it directly");
+                String::new()
+            }
+            Err(e) => return Err(Status::internal(format!("store id task failed: {e}"))),
+        };
         Ok(Response::new(pb::MountResp {
             session: id,
             volume: Some(volume_for_mount(&vol, &usage, class.as_ref())),
             chunk_size: strata_meta::CHUNK_SIZE,
+            store_id,
         }))
     }
 

@@ -1,7 +1,8 @@
 //! State shared by the services and background tasks of one server process.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use strata_blocks::BlockStore;
@@ -30,7 +31,22 @@ pub struct State {
     stores: Mutex<HashMap<String, BlockStore>>,
     /// Scope of each volume, for authorizing calls by inode.
     volume_scopes: std::sync::RwLock<HashMap<u32, String>>,
+    /// Scope and block store of each volume, for serving its blocks.
+    volume_blocks: std::sync::RwLock<HashMap<u32, VolumeBlocks>>,
+    /// Ids of the block directories served, by store URL.
+    store_ids: Mutex<HashMap<String, String>>,
 }
+
+/// Who may use a volume's blocks and where they are (neither changes in a volume's life).
+#[derive(Clone, Debug)]
+pub struct VolumeBlocks {
+    /// The volume's scope.
+    pub scope: String,
+    /// The volume's block store URL.
+    pub store: String,
+}
+
+pub use strata_blocks::store::STORE_ID_FILE;
 
 impl State {
     /// Shared state over a namespace.
@@ -45,7 +61,55 @@ impl State {
             default_store,
             stores: Mutex::new(HashMap::new()),
             volume_scopes: std::sync::RwLock::new(HashMap::new()),
+            volume_blocks: std::sync::RwLock::new(HashMap::new()),
+            store_ids: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A volume's scope and block store (cached; a metadata read the first time, so call it
+    /// where blocking is allowed).
+    pub fn volume_blocks(&self, id: u32) -> strata_meta::Result<VolumeBlocks> {
+        if let Some(v) = self.cached_volume_blocks(id) {
+            return Ok(v);
+        }
+        let v = self.meta.volume_by_id(id)?;
+        let vb = VolumeBlocks { scope: v.scope, store: v.store };
+        if let Ok(mut m) = self.volume_blocks.write() {
+            m.insert(id, vb.clone());
+        }
+        Ok(vb)
+    }
+
+    /// A volume's scope and block store if already known (never blocks).
+    pub fn cached_volume_blocks(&self, id: u32) -> Option<VolumeBlocks> {
+        self.volume_blocks.read().ok().and_then(|m| m.get(&id).cloned())
+    }
+
+    /// The block store at `url` if already opened (never blocks).
+    pub fn cached_store(&self, url: &str) -> Option<BlockStore> {
+        self.stores.lock().ok().and_then(|m| m.get(url).cloned())
+    }
+
+    /// The id of the block directory `url` names, created in it at first use; empty for
+    /// stores that are not directories. Clients compare it with the file they see at the same
+    /// path to tell whether they share the server's directory. Touches the disk the first
+    /// time: call it where blocking is allowed.
+    pub fn store_id(&self, url: &str) -> std::io::Result<String> {
+        let dir = match url.strip_prefix("file://") {
+            Some(d) => Path::new(d),
+            None if url.starts_with('/') => Path::new(url),
+            None => return Ok(String::new()),
+        };
+        if let Ok(m) = self.store_ids.lock()
+            && let Some(id) = m.get(url)
+        {
+            return Ok(id.clone());
+        }
+        let id = ensure_store_id(dir)?;
+        if let Ok(mut m) = self.store_ids.lock() {
+            m.insert(url.to_string(), id.clone());
+        }
+        Ok(id)
     }
 
     /// The scope a volume belongs to (cached; volumes never change scope).
@@ -67,14 +131,15 @@ impl State {
         if let Ok(mut m) = self.volume_scopes.write() {
             m.remove(&id);
         }
+        if let Ok(mut m) = self.volume_blocks.write() {
+            m.remove(&id);
+        }
     }
 
     /// The block store at `url`, opened once.
     pub fn store(&self, url: &str) -> strata_blocks::Result<BlockStore> {
-        if let Ok(m) = self.stores.lock()
-            && let Some(s) = m.get(url)
-        {
-            return Ok(s.clone());
+        if let Some(s) = self.cached_store(url) {
+            return Ok(s);
         }
         let s = BlockStore::open(url)?;
         if let Ok(mut m) = self.stores.lock() {
@@ -99,5 +164,59 @@ impl State {
         if let Some(s) = known {
             tracing::info!(session = id, volume = %s.volume_name, client = %s.client, "session ended");
         }
+    }
+}
+
+/// Reads the id file of a block directory, or creates it with a new random id.
+fn ensure_store_id(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join(STORE_ID_FILE);
+    let read = |p: &Path| -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(p) {
+            Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    if let Some(id) = read(&path)? {
+        return Ok(id);
+    }
+    std::fs::create_dir_all(dir)?;
+    let id = format!("{:032x}", rand::random::<u128>());
+    // Written aside and linked into place: a reader never sees a partial id, and of two
+    // servers sharing the directory the first link wins (link never replaces).
+    let tmp = dir.join(format!("{STORE_ID_FILE}.{}.tmp", std::process::id()));
+    let linked = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(id.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, &path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(&path)?.ok_or_else(|| std::io::Error::other(format!("{} is empty", path.display())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = ensure_store_id(dir.path()).expect("create");
+        assert_eq!(a.len(), 32);
+        assert_eq!(ensure_store_id(dir.path()).expect("read"), a);
+        assert_eq!(std::fs::read_to_string(dir.path().join(STORE_ID_FILE)).expect("file").trim(), a);
+        let other = tempfile::tempdir().expect("tempdir");
+        assert_ne!(ensure_store_id(other.path()).expect("create"), a, "each directory its own id");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+        assert_eq!(left.len(), 1, "no staging file left behind");
     }
 }

@@ -29,6 +29,16 @@ pub struct TokenInterceptor {
     header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
+impl TokenInterceptor {
+    /// An interceptor presenting `token`.
+    pub fn new(token: &str) -> Result<Self> {
+        let header = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| VfsError::Unauthenticated("the token holds characters not allowed in a header".into()))?;
+        Ok(TokenInterceptor { header })
+    }
+}
+
 impl tonic::service::Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         req.metadata_mut().insert("authorization", self.header.clone());
@@ -51,10 +61,7 @@ pub async fn connect(server: &str, token: &str, connect_timeout: Duration) -> Re
         .connect()
         .await
         .map_err(|e| VfsError::Unavailable(format!("cannot reach strata server at {url}: {}", source_chain(&e))))?;
-    let header = format!("Bearer {}", token.trim())
-        .parse()
-        .map_err(|_| VfsError::Unauthenticated("the token holds characters not allowed in a header".into()))?;
-    Ok((channel, TokenInterceptor { header }))
+    Ok((channel, TokenInterceptor::new(token)?))
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -73,6 +80,41 @@ pub fn admin(channel: Channel, auth: TokenInterceptor) -> AdminRpc {
     AdminClient::with_interceptor(channel, auth)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// Runs an idempotent gRPC call with the mount's retry policy (the one [`Client::call`]
+/// follows): failures that mean the server is unreachable or restarting are retried with
+/// backoff (20 ms doubling to 1 s) until `retry_timeout` has passed; others return at once.
+pub(crate) async fn retry_transient<T, Fut>(
+    retry_timeout: Duration,
+    what: &str,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, Status>
+where
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let deadline = Instant::now() + retry_timeout;
+    let mut delay = Duration::from_millis(20);
+    let mut warned = false;
+    loop {
+        match call().await {
+            Ok(r) => {
+                if warned {
+                    tracing::info!(op = what, "strata server reachable again");
+                }
+                return Ok(r);
+            }
+            Err(s) if transient(&s) && Instant::now() < deadline => {
+                if !warned {
+                    tracing::warn!(op = what, error = %s.message(), "strata server unreachable; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(s) => return Err(s),
+        }
+    }
 }
 
 fn transient(s: &Status) -> bool {
@@ -306,6 +348,7 @@ fn decode_reply<Resp: Message + Default>(status: u16, payload: bytes::Bytes) -> 
 /// A mounted session's RPC client.
 pub struct Client {
     pool: Pool,
+    server: String,
     volume: String,
     client_name: String,
     session: AtomicU64,
@@ -354,6 +397,7 @@ impl Client {
             })?;
         let client = Arc::new(Client {
             pool,
+            server: server.to_string(),
             volume: volume.to_string(),
             client_name: client_name.to_string(),
             session: AtomicU64::new(resp.session),
@@ -362,6 +406,21 @@ impl Client {
             relogin: tokio::sync::Mutex::new(()),
         });
         Ok((client, resp))
+    }
+
+    /// The server address this client was given.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The token this client presents.
+    pub(crate) fn token(&self) -> &str {
+        &self.pool.token
+    }
+
+    /// How long calls wait for an unreachable server.
+    pub fn retry_timeout(&self) -> Duration {
+        self.retry_timeout
     }
 
     /// This client's session id.

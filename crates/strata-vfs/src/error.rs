@@ -66,6 +66,11 @@ impl VfsError {
 
 impl From<strata_blocks::BlockError> for VfsError {
     fn from(e: strata_blocks::BlockError) -> Self {
+        // A store refusing the token (blocks served by the server) is EACCES like any other
+        // refused call; every other block failure is an I/O error.
+        if e.errno() == libc::EACCES {
+            return VfsError::Denied(e.to_string());
+        }
         VfsError::Blocks(e.to_string())
     }
 }

@@ -4,10 +4,12 @@
 pub mod client;
 pub mod error;
 pub mod qos;
+pub mod remote;
 pub mod vfs;
 pub mod writer;
 
 pub use client::{Client, TokenInterceptor, admin, allow_blocking_io, connect};
 pub use error::{Result, VfsError};
 pub use qos::Qos;
-pub use vfs::{DirEntry, Opened, StatFs, Vfs, VfsConfig};
+pub use remote::RemoteBlocks;
+pub use vfs::{BlocksMode, DirEntry, Opened, StatFs, Vfs, VfsConfig, blocks_route};

@@ -51,6 +51,59 @@ pub struct VfsConfig {
     /// How long block reads and writes retry an unreachable object store before failing
     /// with EIO (S3 stores; a long value makes I/O wait for the store to come back).
     pub store_retry_timeout: Duration,
+    /// Whether blocks are read and written in the volume's store directly or through the
+    /// server.
+    pub blocks: BlocksMode,
+}
+
+/// Where a mount reads and writes blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlocksMode {
+    /// Directly when this host sees the volume's store as the server does, else through the
+    /// server (see [`blocks_route`]).
+    #[default]
+    Auto,
+    /// Always directly in the volume's store (a shared directory or an object store).
+    Direct,
+    /// Always through `strata server`'s `Blocks` service.
+    Server,
+}
+
+impl BlocksMode {
+    /// The mode's name, as the mount option spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlocksMode::Auto => "auto",
+            BlocksMode::Direct => "direct",
+            BlocksMode::Server => "server",
+        }
+    }
+}
+
+/// Decides how blocks go for a volume whose store is `store_url`, given the id the server
+/// reports for it (`MountResp::store_id`): `Direct` or `Server` (never `Auto`) and why. An
+/// explicit mode is kept. Object stores are reached directly. A block directory is used
+/// directly only if it exists on this host and holds the server's id, i.e. this host sees the
+/// server's own directory (a same-named local directory would be another disk); a server that
+/// reports no id cannot serve blocks, so the directory is used directly as before. Reads a
+/// small file: call it where blocking is allowed.
+pub fn blocks_route(mode: BlocksMode, store_url: &str, store_id: &str) -> (BlocksMode, &'static str) {
+    if mode != BlocksMode::Auto {
+        return (mode, "chosen with --blocks");
+    }
+    let dir = match store_url.strip_prefix("file://") {
+        Some(d) => std::path::Path::new(d),
+        None if store_url.starts_with('/') => std::path::Path::new(store_url),
+        None => return (BlocksMode::Direct, "the volume's store is an object store"),
+    };
+    if store_id.is_empty() {
+        return (BlocksMode::Direct, "the server names no block directory id (an older server)");
+    }
+    match std::fs::read_to_string(dir.join(strata_blocks::store::STORE_ID_FILE)) {
+        Ok(id) if id.trim() == store_id => (BlocksMode::Direct, "this host sees the server's block directory"),
+        Ok(_) => (BlocksMode::Server, "the block directory here is not the server's (its id differs)"),
+        Err(_) => (BlocksMode::Server, "the server's block directory is not visible on this host"),
+    }
 }
 
 impl VfsConfig {
@@ -87,6 +140,7 @@ impl Default for VfsConfig {
             prefetch_parallel: 8,
             attr_ttl: Duration::from_secs(1),
             store_retry_timeout: Duration::from_secs(60),
+            blocks: BlocksMode::Auto,
         }
     }
 }
@@ -217,8 +271,31 @@ impl Vfs {
                 "storage class settings"
             );
         }
-        let url = strata_blocks::s3::with_retry_timeout(&volume.store, cfg.store_retry_timeout);
-        let store = BlockStore::open_with(&url, codec)?;
+        let (route, why) = match cfg.blocks {
+            BlocksMode::Auto => {
+                let decide = || blocks_route(BlocksMode::Auto, &volume.store, &mount.store_id);
+                // A stat and a tiny read, once: moved off the worker where the runtime allows.
+                if tokio::runtime::Handle::try_current()
+                    .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+                {
+                    tokio::task::block_in_place(decide)
+                } else {
+                    decide()
+                }
+            }
+            m => blocks_route(m, &volume.store, &mount.store_id),
+        };
+        tracing::info!(volume = %volume.name, blocks = route.name(), store = %volume.store, reason = why, "block path");
+        let store = match route {
+            BlocksMode::Server => {
+                crate::remote::RemoteBlocks::new(client.server(), client.token(), volume.id, client.retry_timeout())?
+                    .block_store(&volume.store, codec)
+            }
+            _ => {
+                let url = strata_blocks::s3::with_retry_timeout(&volume.store, cfg.store_retry_timeout);
+                BlockStore::open_with(&url, codec)?
+            }
+        };
         let disk = match (&cfg.disk_cache, store.is_local()) {
             (Some((dir, size)), false) => Some(DiskCache::open(dir.clone(), *size)?),
             _ => None,
@@ -1114,6 +1191,10 @@ impl Vfs {
     }
 
     fn store_disk(&self) -> Option<(u64, u64)> {
+        // Blocks served by the server: a directory of that name here is not where they are.
+        if !self.store.is_local() {
+            return None;
+        }
         let path = self.volume.store.strip_prefix("file://")?;
         let st = nix_statvfs(path)?;
         Some(st)
@@ -1333,5 +1414,24 @@ mod tests {
         let half = VfsConfig { readahead_explicit: false, ..mine };
         let cfg = half.for_volume(&volume(2 << 30, 256 << 20));
         assert_eq!((cfg.mem_cache, cfg.readahead), (100 << 20, 256 << 20));
+    }
+
+    #[test]
+    fn auto_goes_direct_only_to_the_servers_own_directory() {
+        use strata_blocks::store::STORE_ID_FILE;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("file://{}", dir.path().display());
+        let auto = |url: &str, id: &str| blocks_route(BlocksMode::Auto, url, id).0;
+        assert_eq!(auto("s3://bucket/prefix", ""), BlocksMode::Direct);
+        assert_eq!(auto(&url, "abc"), BlocksMode::Server, "no id file here");
+        std::fs::write(dir.path().join(STORE_ID_FILE), "xyz\n").expect("write");
+        assert_eq!(auto(&url, "abc"), BlocksMode::Server, "another directory of the same name");
+        std::fs::write(dir.path().join(STORE_ID_FILE), "abc\n").expect("write");
+        assert_eq!(auto(&url, "abc"), BlocksMode::Direct);
+        assert_eq!(auto(&dir.path().display().to_string(), "abc"), BlocksMode::Direct, "a bare path");
+        assert_eq!(auto("file:///nonexistent/strata/blocks", "abc"), BlocksMode::Server);
+        assert_eq!(auto("file:///nonexistent/strata/blocks", ""), BlocksMode::Direct, "an older server");
+        assert_eq!(blocks_route(BlocksMode::Server, "s3://b/p", "").0, BlocksMode::Server);
+        assert_eq!(blocks_route(BlocksMode::Direct, &url, "nope").0, BlocksMode::Direct);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use strata_fuse::{FuseOptions, StrataFs};
-use strata_vfs::{Client, Vfs, VfsConfig};
+use strata_vfs::{BlocksMode, Client, Vfs, VfsConfig};
 
 use crate::util::{ServerArgs, TokenArgs, is_strata_mount, parse_duration, parse_size};
 
@@ -68,6 +68,12 @@ pub struct MountArgs {
     /// make it long (e.g. 1h) to have I/O wait for the store to come back instead.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub store_retry_timeout: Duration,
+    /// How blocks are read and written: `direct` in the volume's store (a directory this host
+    /// shares with the server, or an object store), `server` through `strata server`, or
+    /// `auto`: direct for object stores and for a block directory this host sees as the server
+    /// does (same id file), else through the server.
+    #[arg(long, value_enum, default_value_t = BlocksArg::Auto)]
+    pub blocks: BlocksArg,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -77,6 +83,27 @@ pub struct MountArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+}
+
+/// The values of `--blocks`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlocksArg {
+    /// Direct when this host sees the server's block store, else through the server.
+    Auto,
+    /// Always directly in the volume's block store.
+    Direct,
+    /// Always through `strata server`.
+    Server,
+}
+
+impl From<BlocksArg> for BlocksMode {
+    fn from(a: BlocksArg) -> Self {
+        match a {
+            BlocksArg::Auto => BlocksMode::Auto,
+            BlocksArg::Direct => BlocksMode::Direct,
+            BlocksArg::Server => BlocksMode::Server,
+        }
+    }
 }
 
 impl MountArgs {
@@ -91,6 +118,7 @@ impl MountArgs {
             readahead_explicit: self.max_readahead.is_some(),
             attr_ttl: self.attr_ttl,
             store_retry_timeout: self.store_retry_timeout,
+            blocks: self.blocks.into(),
             ..VfsConfig::default()
         }
     }
