@@ -185,7 +185,8 @@ impl TokenArgs {
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "Server and token")]
 pub struct ServerArgs {
-    /// Address of `strata server`.
+    /// Address of `strata server`. A mount may list several comma-separated servers that
+    /// share one metadata database; it fails over between them.
     #[arg(long, global = true, env = "STRATA_SERVER", default_value = "127.0.0.1:7420")]
     pub server: String,
 }

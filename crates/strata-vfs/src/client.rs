@@ -103,7 +103,10 @@ pub fn can_block() -> bool {
 
 /// Connections of the framed transport, used one call at a time each.
 struct Pool {
-    addr: String,
+    /// The servers this client may use (several share one metadata database); new connections
+    /// go to `current` and fail over to the next one that answers.
+    addrs: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     token: String,
     idle: Mutex<Vec<TcpStream>>,
     idle_sync: Mutex<Vec<std::net::TcpStream>>,
@@ -122,10 +125,52 @@ impl Pool {
         hello
     }
 
+    /// Server addresses in the order to try them: the current one first.
+    fn candidates(&self) -> impl Iterator<Item = (usize, &str)> {
+        let n = self.addrs.len();
+        let first = self.current.load(Ordering::Relaxed) % n.max(1);
+        (0..n).map(move |i| (first + i) % n).map(|i| (i, self.addrs[i].as_str()))
+    }
+
+    fn failed_over(&self, from: usize, to: usize) {
+        if from != to && self.current.swap(to, Ordering::Relaxed) != to {
+            tracing::warn!(server = %self.addrs[to], previous = %self.addrs[from], "failed over to another strata server");
+        }
+    }
+
+    fn connect_sync(&self) -> Result<std::net::TcpStream, Status> {
+        let mut last = None;
+        let from = self.current.load(Ordering::Relaxed) % self.addrs.len().max(1);
+        for (i, addr) in self.candidates() {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => {
+                    self.failed_over(from, i);
+                    return Ok(s);
+                }
+                Err(e) => last = Some(unavailable(&format!("connect to {addr}"), e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no server address")))
+    }
+
+    async fn connect(&self) -> Result<TcpStream, Status> {
+        let mut last = None;
+        let from = self.current.load(Ordering::Relaxed) % self.addrs.len().max(1);
+        for (i, addr) in self.candidates() {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    self.failed_over(from, i);
+                    return Ok(s);
+                }
+                Err(e) => last = Some(unavailable(&format!("connect to {addr}"), e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no server address")))
+    }
+
     fn open_sync(&self) -> Result<std::net::TcpStream, Status> {
         use std::io::Write;
-        let mut s = std::net::TcpStream::connect(&self.addr)
-            .map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
+        let mut s = self.connect_sync()?;
         let _ = s.set_nodelay(true);
         s.write_all(&self.hello()).map_err(|e| unavailable("send hello", e))?;
         let (status, _, body) = wire::read_frame_sync(&mut s).map_err(|e| unavailable("read hello answer", e))?;
@@ -157,8 +202,7 @@ impl Pool {
     }
 
     async fn open(&self) -> Result<TcpStream, Status> {
-        let mut s =
-            TcpStream::connect(&self.addr).await.map_err(|e| unavailable(&format!("connect to {}", self.addr), e))?;
+        let mut s = self.connect().await?;
         let _ = s.set_nodelay(true);
         s.write_all(&self.hello()).await.map_err(|e| unavailable("send hello", e))?;
         let (status, _, body) = wire::read_frame(&mut s).await.map_err(|e| unavailable("read hello answer", e))?;
@@ -222,7 +266,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `server` with `token` and registers a session for `volume`.
+    /// Connects to `server` with `token` and registers a session for `volume`. `server` may list
+    /// several comma-separated addresses of servers sharing one metadata store: the client
+    /// uses the first that answers and fails over to another when it stops answering.
     pub async fn mount(
         server: &str,
         token: &str,
@@ -230,9 +276,18 @@ impl Client {
         client_name: &str,
         retry_timeout: Duration,
     ) -> Result<(Arc<Client>, pb::MountResp)> {
-        let addr = server.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let addrs: Vec<String> = server
+            .split(',')
+            .map(|a| a.trim().trim_start_matches("http://").trim_end_matches('/').to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if addrs.is_empty() {
+            return Err(VfsError::errno_msg(libc::EINVAL, format!("no server address in {server:?}")));
+        }
+        let addr = addrs.join(",");
         let pool = Pool {
-            addr: addr.clone(),
+            addrs,
+            current: std::sync::atomic::AtomicUsize::new(0),
             token: token.trim().to_string(),
             idle: Mutex::new(Vec::new()),
             idle_sync: Mutex::new(Vec::new()),

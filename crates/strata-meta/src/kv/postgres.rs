@@ -143,6 +143,18 @@ impl PostgresEngine {
     }
 }
 
+impl Drop for PostgresEngine {
+    fn drop(&mut self) {
+        // A `postgres::Client` closes itself by blocking on its own runtime, which panics when
+        // the engine goes away inside a tokio runtime (a server shutting down): close the
+        // pooled connections on a plain thread.
+        let clients = self.pool.get_mut().map(std::mem::take).unwrap_or_default();
+        if !clients.is_empty() {
+            let _ = std::thread::spawn(move || drop(clients)).join();
+        }
+    }
+}
+
 struct PgTxn<'a> {
     tx: Transaction<'a>,
     /// A database error inside the closure: the transaction is aborted and must be retried or
