@@ -40,10 +40,28 @@ struct OpenTable {
     by_session: HashMap<u64, HashMap<Ino, u32>>,
 }
 
+/// Where the state of live clients (open files, sessions, advisory locks) is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateMode {
+    /// In this process's memory: fastest, correct while one server uses the store.
+    Local,
+    /// As records in the key-value engine: every server on the store sees the same opens,
+    /// sessions and locks (several `strata server` processes on one PostgreSQL database).
+    Shared,
+}
+
 /// The metadata service's view of the namespace.
 pub struct Meta {
     kv: Arc<dyn KvEngine>,
+    mode: StateMode,
+    /// Local state only.
     opens: Mutex<OpenTable>,
+    /// Local state only.
+    pub(crate) local_sessions: Mutex<crate::sessions::LocalSessions>,
+    /// Local state only.
+    pub(crate) local_locks: Mutex<crate::locks::LockTable>,
+    /// Shared state only: when this process last stored each session's heartbeat.
+    pub(crate) touched: Mutex<HashMap<u64, std::time::Instant>>,
     inos: Mutex<(u64, u64)>,
 }
 
@@ -295,10 +313,48 @@ fn set_length(t: &mut dyn KvTxn, ino: Ino, a: &mut Attr, new: u64) -> Result<()>
     charge(t, a.volume, a.charged_bytes() as i64 - before, 0)
 }
 
+/// Records one more open of `ino` by `session` (shared state), inside the caller's transaction.
+pub(crate) fn add_open(t: &mut dyn KvTxn, session: u64, ino: Ino) -> Result<()> {
+    let k = keys::open(ino, session);
+    let n: u32 = match t.get(&k)? {
+        Some(v) => dec(&v)?,
+        None => 0,
+    };
+    t.put(&k, &enc(&n.saturating_add(1))?)?;
+    t.put(&keys::session_open(session, ino), &[])
+}
+
+/// Removes every open record of a session (shared state) and returns the inodes it held.
+pub(crate) fn drop_session_opens(t: &mut dyn KvTxn, session: u64) -> Result<Vec<Ino>> {
+    let p = keys::session_open_prefix(session);
+    let mut inos = Vec::new();
+    for (k, _) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
+        let ino = keys::u64_at(&k, 9).ok_or_else(|| MetaError::Corrupt("session open key".into()))?;
+        t.delete(&keys::open(ino, session))?;
+        t.delete(&k)?;
+        inos.push(ino);
+    }
+    Ok(inos)
+}
+
 impl Meta {
-    /// The namespace over an engine.
+    /// The namespace over an engine, with the state of live clients in this process (one
+    /// server per store).
     pub fn new(kv: Arc<dyn KvEngine>) -> Result<Self> {
-        let m = Meta { kv, opens: Mutex::new(OpenTable::default()), inos: Mutex::new((0, 0)) };
+        Self::with_mode(kv, StateMode::Local)
+    }
+
+    /// The namespace over an engine, keeping the state of live clients as `mode` says.
+    pub fn with_mode(kv: Arc<dyn KvEngine>, mode: StateMode) -> Result<Self> {
+        let m = Meta {
+            kv,
+            mode,
+            opens: Mutex::new(OpenTable::default()),
+            local_sessions: Mutex::new(HashMap::new()),
+            local_locks: Mutex::new(crate::locks::LockTable::default()),
+            touched: Mutex::new(HashMap::new()),
+            inos: Mutex::new((0, 0)),
+        };
         m.write(false, |t| {
             if t.get(keys::SCHEMA)?.is_none() {
                 t.put(keys::SCHEMA, b"1")?;
@@ -311,6 +367,16 @@ impl Meta {
     /// The engine's name.
     pub fn engine(&self) -> &'static str {
         self.kv.name()
+    }
+
+    /// Where the state of live clients is kept.
+    pub fn mode(&self) -> StateMode {
+        self.mode
+    }
+
+    /// Whether the state of live clients is shared through the engine.
+    pub fn is_shared(&self) -> bool {
+        self.mode == StateMode::Shared
     }
 
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
@@ -456,10 +522,7 @@ impl Meta {
     /// queued for block deletion; with retain, only the name is released and the data stays.
     pub fn delete_volume(&self, name: &str) -> Result<Volume> {
         let vol = self.volume(name)?;
-        let opened = {
-            let o = self.opens.lock().map_err(|_| MetaError::Engine("open table poisoned".into()))?;
-            o.by_ino.keys().any(|ino| self.getattr(*ino).map(|a| a.volume == vol.id).unwrap_or(false))
-        };
+        let opened = self.open_inodes()?.into_iter().any(|ino| self.getattr(ino).is_ok_and(|a| a.volume == vol.id));
         if opened {
             return Err(MetaError::Busy(format!("volume {name} has open files")));
         }
@@ -643,7 +706,7 @@ impl Meta {
 
     /// Drops a link whose count reached zero: kept while open, destroyed otherwise.
     fn release_inode(&self, t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
-        if self.is_open(ino) {
+        if self.is_open(t, ino)? {
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &[])
         } else {
@@ -1077,12 +1140,56 @@ impl Meta {
 
     // ---- open files and collection ----
 
-    fn is_open(&self, ino: Ino) -> bool {
-        self.opens.lock().map(|o| o.by_ino.contains_key(&ino)).unwrap_or(true)
+    fn open_table(&self) -> Result<std::sync::MutexGuard<'_, OpenTable>> {
+        self.opens.lock().map_err(|_| MetaError::Engine("open table poisoned".into()))
+    }
+
+    /// Whether any session has `ino` open. With shared state this reads the open records in
+    /// the caller's transaction, so an open committed by another server is seen (or the two
+    /// transactions conflict and one is retried).
+    fn is_open(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
+        if self.is_shared() {
+            let p = keys::open_prefix(ino);
+            return Ok(!t.scan(&p, &prefix_end(&p), 1)?.is_empty());
+        }
+        // A poisoned table counts as open: keeping a file is safe, destroying it is not.
+        Ok(self.opens.lock().map(|o| o.by_ino.contains_key(&ino)).unwrap_or(true))
+    }
+
+    /// Every inode some session has open.
+    fn open_inodes(&self) -> Result<Vec<Ino>> {
+        if !self.is_shared() {
+            return Ok(self.open_table()?.by_ino.keys().copied().collect());
+        }
+        let mut out: Vec<Ino> = Vec::new();
+        let end = prefix_end(keys::OPEN_PREFIX);
+        let mut from = keys::OPEN_PREFIX.to_vec();
+        loop {
+            let page = self.read(|t| t.scan(&from, &end, 4096))?;
+            let Some((last, _)) = page.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, _) in &page {
+                if let Some(ino) = keys::u64_at(k, 1)
+                    && out.last() != Some(&ino)
+                {
+                    out.push(ino);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Records that `session` opened `ino` and returns its current attributes.
     pub fn open(&self, session: u64, ino: Ino) -> Result<Attr> {
+        if self.is_shared() {
+            // One transaction: an unlink on another server either sees this open or came first.
+            return self.write(false, |t| {
+                let a = load_attr(t, ino)?;
+                add_open(t, session, ino)?;
+                Ok(a)
+            });
+        }
         self.note_open(session, ino)?;
         match self.getattr(ino) {
             Ok(a) => Ok(a),
@@ -1095,7 +1202,10 @@ impl Meta {
 
     /// Records an open without reading attributes (a reconnecting client re-announcing).
     pub fn note_open(&self, session: u64, ino: Ino) -> Result<()> {
-        let mut o = self.opens.lock().map_err(|_| MetaError::Engine("open table poisoned".into()))?;
+        if self.is_shared() {
+            return self.write(false, |t| add_open(t, session, ino));
+        }
+        let mut o = self.open_table()?;
         *o.by_ino.entry(ino).or_insert(0) += 1;
         *o.by_session.entry(session).or_default().entry(ino).or_insert(0) += 1;
         Ok(())
@@ -1103,8 +1213,23 @@ impl Meta {
 
     /// Records a close; the last close of an unlinked inode destroys it.
     pub fn close(&self, session: u64, ino: Ino) -> Result<()> {
+        if self.is_shared() {
+            // The last close and the destruction are one transaction, so an open through
+            // another server cannot slip in between.
+            return self.write(false, |t| {
+                let k = keys::open(ino, session);
+                let Some(v) = t.get(&k)? else { return Ok(()) };
+                let n: u32 = dec(&v)?;
+                if n > 1 {
+                    return t.put(&k, &enc(&(n - 1))?);
+                }
+                t.delete(&k)?;
+                t.delete(&keys::session_open(session, ino))?;
+                self.reap_in(t, ino).map(|_| ())
+            });
+        }
         let last = {
-            let mut o = self.opens.lock().map_err(|_| MetaError::Engine("open table poisoned".into()))?;
+            let mut o = self.open_table()?;
             if let Some(s) = o.by_session.get_mut(&session)
                 && let Some(n) = s.get_mut(&ino)
             {
@@ -1134,8 +1259,14 @@ impl Meta {
 
     /// Forgets every open of a session (it closed or expired).
     pub fn close_session(&self, session: u64) -> Result<()> {
+        if self.is_shared() {
+            for ino in self.write(false, |t| drop_session_opens(t, session))? {
+                self.reap_if_unlinked(ino)?;
+            }
+            return Ok(());
+        }
         let inos: Vec<(Ino, u32)> = {
-            let o = self.opens.lock().map_err(|_| MetaError::Engine("open table poisoned".into()))?;
+            let o = self.open_table()?;
             o.by_session.get(&session).map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
         };
         for (ino, n) in inos {
@@ -1149,18 +1280,22 @@ impl Meta {
         Ok(())
     }
 
-    fn reap_if_unlinked(&self, ino: Ino) -> Result<()> {
-        self.write(false, |t| {
-            if t.get(&keys::sustained(ino))?.is_none() || self.is_open(ino) {
-                return Ok(());
-            }
-            match load_attr(t, ino) {
-                Ok(a) if a.nlink == 0 => destroy(t, ino, &a),
-                Ok(_) => t.delete(&keys::sustained(ino)),
-                Err(MetaError::NotFound) => t.delete(&keys::sustained(ino)),
-                Err(e) => Err(e),
-            }
-        })
+    /// Destroys `ino` if it is unlinked and nobody has it open, inside the caller's
+    /// transaction. Returns whether a sustained record was settled.
+    fn reap_in(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
+        if t.get(&keys::sustained(ino))?.is_none() || self.is_open(t, ino)? {
+            return Ok(false);
+        }
+        match load_attr(t, ino) {
+            Ok(a) if a.nlink == 0 => destroy(t, ino, &a)?,
+            Ok(_) | Err(MetaError::NotFound) => t.delete(&keys::sustained(ino))?,
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn reap_if_unlinked(&self, ino: Ino) -> Result<bool> {
+        self.write(false, |t| self.reap_in(t, ino))
     }
 
     /// Destroys unlinked inodes nobody has open any more (after a restart, once clients had
@@ -1174,8 +1309,7 @@ impl Meta {
         })?;
         let mut n = 0;
         for ino in inos {
-            if !self.is_open(ino) {
-                self.reap_if_unlinked(ino)?;
+            if self.reap_if_unlinked(ino)? {
                 n += 1;
             }
         }
@@ -1190,18 +1324,36 @@ impl Meta {
         let mut start = keys::PENDING_PREFIX.to_vec();
         let mut out = Vec::new();
         while out.len() < limit {
-            let page = self.read(|t| t.scan(&start, &end, 1024))?;
+            // Whether each inode is open is read in the page's own transaction (one lookup per
+            // distinct inode).
+            let (page, free) = self.read(|t| {
+                let page = t.scan(&start, &end, 1024)?;
+                let mut open: HashMap<Ino, bool> = HashMap::new();
+                let mut free = Vec::with_capacity(page.len());
+                for (k, v) in &page {
+                    let id = keys::u64_at(k, 1).ok_or_else(|| MetaError::Corrupt("pending key".into()))?;
+                    let p: Pending = dec(v)?;
+                    let is_open = match open.get(&p.ino) {
+                        Some(o) => *o,
+                        None => {
+                            let o = self.is_open(t, p.ino)?;
+                            open.insert(p.ino, o);
+                            o
+                        }
+                    };
+                    if !is_open {
+                        free.push((id, p));
+                    }
+                }
+                Ok((page, free))
+            })?;
             let Some((last, _)) = page.last() else { break };
             start = last.clone();
             start.push(0);
-            for (k, v) in &page {
-                let id = keys::u64_at(k, 1).ok_or_else(|| MetaError::Corrupt("pending key".into()))?;
-                let p: Pending = dec(v)?;
-                if !self.is_open(p.ino) {
-                    out.push((id, p));
-                    if out.len() == limit {
-                        break;
-                    }
+            for item in free {
+                out.push(item);
+                if out.len() == limit {
+                    break;
                 }
             }
         }

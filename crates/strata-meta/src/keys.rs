@@ -105,6 +105,53 @@ pub fn sustained(ino: Ino) -> [u8; 9] {
 /// Prefix of all sustained inodes.
 pub const SUSTAINED_PREFIX: &[u8] = b"O";
 
+/// Shared state only: `session` holds `ino` open this many times: `H ino session` -> count.
+/// Keyed by inode first so that "is it open anywhere" is a one-row prefix scan.
+pub fn open(ino: Ino, session: u64) -> [u8; 17] {
+    pair(b'H', ino, session)
+}
+
+/// Prefix of the open records of one inode.
+pub fn open_prefix(ino: Ino) -> [u8; 9] {
+    tagged(b'H', ino)
+}
+
+/// Prefix of all open records.
+pub const OPEN_PREFIX: &[u8] = b"H";
+
+/// Shared state only: index of a session's opens, `h session ino` (empty value).
+pub fn session_open(session: u64, ino: Ino) -> [u8; 17] {
+    pair(b'h', session, ino)
+}
+
+/// Prefix of one session's open index.
+pub fn session_open_prefix(session: u64) -> [u8; 9] {
+    tagged(b'h', session)
+}
+
+/// Shared state only: a client session with its last heartbeat: `S id`.
+pub fn session(id: u64) -> [u8; 9] {
+    tagged(b'S', id)
+}
+
+/// Prefix of all session records.
+pub const SESSION_PREFIX: &[u8] = b"S";
+
+/// Shared state only: the advisory lock ranges held on an inode: `F ino`.
+pub fn locks(ino: Ino) -> [u8; 9] {
+    tagged(b'F', ino)
+}
+
+/// Shared state only: index of the inodes a session holds locks on, `f session ino`.
+pub fn session_lock(session: u64, ino: Ino) -> [u8; 17] {
+    pair(b'f', session, ino)
+}
+
+/// Prefix of one session's lock index.
+pub fn session_lock_prefix(session: u64) -> [u8; 9] {
+    tagged(b'f', session)
+}
+
 /// Token record by hash: `T sha256`.
 pub fn token(hash: &[u8; 32]) -> Vec<u8> {
     let mut k = vec![b'T'];
@@ -149,6 +196,14 @@ fn tagged(tag: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = tag;
     k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn pair(tag: u8, a: u64, b: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = tag;
+    k[1..9].copy_from_slice(&a.to_be_bytes());
+    k[9..].copy_from_slice(&b.to_be_bytes());
     k
 }
 

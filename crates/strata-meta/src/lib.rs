@@ -8,11 +8,13 @@ pub mod error;
 pub mod fs;
 pub mod keys;
 pub mod kv;
+pub mod locks;
+pub mod sessions;
 pub mod tokens;
 pub mod types;
 
 pub use error::{MetaError, Result};
-pub use fs::{Meta, NewVolume};
+pub use fs::{Meta, NewVolume, StateMode};
 pub use types::*;
 
 /// Checks a volume (or other object) name: 1 to 253 characters of `[A-Za-z0-9._-]`, starting

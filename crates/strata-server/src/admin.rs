@@ -77,18 +77,18 @@ impl Admin for AdminService {
         require_admin(&req)?;
         let meta = self.st.meta.clone();
         let pending = blocking(move || meta.collectable(100_000).map(|v| v.len() as u64)).await?;
-        let now = std::time::Instant::now();
         let sessions = self
             .st
-            .sessions
-            .list()
+            .sessions()
+            .await
+            .map_err(crate::service::meta_status)?
             .into_iter()
             .map(|s| pb::SessionInfo {
                 id: s.id,
                 volume: s.volume_name,
                 client: s.client,
                 since_sec: s.since.sec,
-                last_seen_sec: strata_meta::Timespec::now().sec - now.duration_since(s.last_seen).as_secs() as i64,
+                last_seen_sec: s.last_seen.sec,
             })
             .collect();
         Ok(Response::new(pb::StatusResp {

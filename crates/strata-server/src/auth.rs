@@ -1,5 +1,7 @@
 //! Token authentication for every RPC: the bearer token is hashed and looked up, with a short
-//! cache so a busy client does not cost a database read per call.
+//! cache so a busy client does not cost a database read per call — only with local state. When
+//! several servers share the store, a revocation through one must take effect on all of them at
+//! once, so every call reads the token record (one indexed read).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,8 +11,8 @@ use strata_meta::Meta;
 use strata_meta::tokens::{Role, TokenRecord, hash_token};
 use tonic::{Request, Status};
 
-/// How long a verified token is trusted before it is looked up again. Revocation through this
-/// server clears the cache at once; other servers see it within this time.
+/// How long a verified token is trusted before it is looked up again (local state only, where
+/// this server is the only one that can revoke, and revocation clears the cache).
 const CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// The authenticated caller of a request, stored in its extensions.
@@ -20,13 +22,26 @@ pub struct Principal(pub TokenRecord);
 /// Verifies bearer tokens.
 pub struct Auth {
     meta: Arc<Meta>,
+    /// Off with shared state: a revocation by another server could not clear it.
+    cached: bool,
     cache: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
+}
+
+/// Runs a metadata call that may wait on the network from synchronous code: on a worker of the
+/// multi-threaded runtime (or a thread inside `Handle::block_on`) through `block_in_place`, which
+/// moves the worker's other tasks elsewhere and leaves the runtime context, so the PostgreSQL
+/// client may drive its own; on any other thread directly.
+pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 impl Auth {
     /// A verifier over the namespace's token records.
     pub fn new(meta: Arc<Meta>) -> Self {
-        Auth { meta, cache: Mutex::new(HashMap::new()) }
+        Auth { cached: !meta.is_shared(), meta, cache: Mutex::new(HashMap::new()) }
     }
 
     /// Forgets cached verifications (after a revocation).
@@ -43,6 +58,11 @@ impl Auth {
 
     fn verify(&self, secret: &str) -> Result<TokenRecord, Status> {
         let h = hash_token(secret);
+        if !self.cached {
+            return off_worker(|| self.meta.verify_token(secret))
+                .map_err(|e| Status::unavailable(format!("token check failed: {e}")))?
+                .ok_or_else(|| Status::unauthenticated("invalid, expired or revoked token"));
+        }
         if let Ok(c) = self.cache.lock()
             && let Some((rec, at)) = c.get(&h)
             && at.elapsed() < CACHE_TTL

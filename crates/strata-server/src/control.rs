@@ -294,7 +294,7 @@ impl Control {
     pub async fn delete_volume(&self, who: &TokenRecord, name: &str) -> Result<Volume> {
         needs(who, &[Role::Admin, Role::Editor], "delete volumes")?;
         self.get_volume(who, name).await?;
-        if self.st.sessions.list().iter().any(|s| s.volume_name == name) {
+        if self.st.sessions().await?.iter().any(|s| s.volume_name == name) {
             return Err(ControlError::Conflict(format!(
                 "volume {name} is mounted; unmount it everywhere first (see `strata status`)"
             )));

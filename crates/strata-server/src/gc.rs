@@ -33,9 +33,16 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
     let mut last_sweep: Option<Instant> = None;
     loop {
         tokio::time::sleep(cfg.interval).await;
-        for s in st.sessions.expire(cfg.session_timeout) {
-            tracing::warn!(session = s.id, client = %s.client, "session expired without unmounting");
-            st.end_session(s.id).await;
+        // With shared state any server may end a session silent towards all of them.
+        let (meta, timeout) = (st.meta.clone(), cfg.session_timeout);
+        match tokio::task::spawn_blocking(move || meta.expire_sessions(timeout)).await {
+            Ok(Ok(dead)) => {
+                for s in dead {
+                    tracing::warn!(session = s.id, client = %s.client, "session expired without unmounting");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "expiring silent sessions failed"),
+            Err(e) => tracing::error!(error = %e, "session expiry task failed"),
         }
         if !reaped && started.elapsed() >= cfg.orphan_grace {
             let meta = st.meta.clone();
@@ -120,7 +127,7 @@ pub async fn collect_round(st: &State) -> Result<usize, String> {
     }
     let mut done = Vec::with_capacity(batch.len());
     for (id, p) in batch {
-        let (url, bs) = match st.meta.volume_by_id(p.volume) {
+        let (url, bs) = match crate::auth::off_worker(|| st.meta.volume_by_id(p.volume)) {
             Ok(v) => (v.store, v.block_size),
             // The volume is gone; its blocks were in the default store.
             Err(_) => (st.default_store.clone(), DEFAULT_BLOCK_SIZE),

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_meta::Meta;
+use strata_meta::{Meta, StateMode};
 use strata_proto::pb::admin_server::AdminServer;
 use strata_proto::pb::blocks_server::BlocksServer;
 use strata_proto::pb::meta_server::MetaServer;
@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Background loop timings.
     pub gc: GcConfig,
+    /// Keep open files, sessions and locks in the metadata store even on SQLite (always so on
+    /// PostgreSQL, where several servers may share the database).
+    pub shared_state: bool,
 }
 
 /// A server ready to serve: store opened, token bootstrapped, port bound.
@@ -96,8 +99,13 @@ impl Server {
         let dir = std::fs::canonicalize(&dir).map_err(data_err(&cfg.data_dir))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(data_err(&dir))?;
         let url = cfg.meta_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("meta.db").display()));
+        let shared = cfg.shared_state;
         let meta = tokio::task::spawn_blocking(move || -> Result<(Meta, Option<String>), ServerError> {
-            let m = Meta::new(strata_meta::kv::open(&url)?)?;
+            let kv = strata_meta::kv::open(&url)?;
+            // A PostgreSQL database is there to be shared by several servers; SQLite is one
+            // server's embedded store, where in-memory state is faster.
+            let mode = if shared || kv.name() == "postgres" { StateMode::Shared } else { StateMode::Local };
+            let m = Meta::with_mode(kv, mode)?;
             if let Some(c) = m.bootstrap_default_class()? {
                 tracing::info!(class = %c.name, "created the default storage class");
             }
@@ -120,11 +128,12 @@ impl Server {
         }
         let blocks = dir.join("blocks");
         std::fs::create_dir_all(&blocks).map_err(data_err(&blocks))?;
-        let st = Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display())));
         let listen_err = |source| ServerError::Listen { addr: cfg.listen, source };
         let listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
         listener.set_nonblocking(true).map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
+        let st =
+            Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display()), addr.to_string()));
         Ok(Server { st, listener, addr, gc: cfg.gc })
     }
 
@@ -158,7 +167,8 @@ impl Server {
                 .max_encoding_message_size(MAX_MESSAGE),
             move |r| a3.auth.check(r),
         );
-        tracing::info!(addr = %self.addr, data = %st.data_dir.display(), engine = st.meta.engine(), "strata server listening");
+        let state = if st.meta.is_shared() { "shared" } else { "local" };
+        tracing::info!(addr = %self.addr, data = %st.data_dir.display(), engine = st.meta.engine(), state, "strata server listening");
         let res = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             // Blocks are megabytes: let HTTP/2 flow control grow past its 64 KiB start.

@@ -105,8 +105,13 @@ impl MetaService {
         MetaService { st }
     }
 
-    fn session(&self, id: u64) -> Result<(), Status> {
-        if self.st.sessions.touch(id) { Ok(()) } else { Err(unknown_session()) }
+    async fn session(&self, id: u64) -> Result<(), Status> {
+        let st = self.st.clone();
+        let touch = move || st.meta.touch_session(id, &st.server_id);
+        // Local state is a map in memory, touched right here; shared state may need a
+        // database round trip.
+        let known = if self.st.meta.is_shared() { blocking(touch).await? } else { touch().map_err(meta_status)? };
+        if known { Ok(()) } else { Err(unknown_session()) }
     }
 
     /// Authorizes a call: viewers may not change anything, and every inode it touches must be
@@ -141,10 +146,6 @@ impl MetaService {
         };
         check_scope(who, &scope)
     }
-
-    fn locks(&self) -> Result<std::sync::MutexGuard<'_, crate::locks::LockTable>, Status> {
-        self.st.locks.lock().map_err(|_| Status::internal("lock table poisoned"))
-    }
 }
 
 #[tonic::async_trait]
@@ -166,20 +167,21 @@ impl MetaRpc for MetaService {
             return Err(meta_status(strata_meta::MetaError::NoVolume(vol.name)));
         }
         let id = if r.session != 0 { r.session } else { rand::random::<u64>() | 1 };
-        if r.session != 0 && !self.st.sessions.contains(id) {
-            // A client coming back after a server restart: re-announce what it holds open.
-            for ino in &r.open_inos {
-                self.st.meta.note_open(id, *ino).map_err(meta_status)?;
-            }
-        }
-        self.st.sessions.insert(Session {
+        let now = Timespec::now();
+        let s = Session {
             id,
             volume: vol.id,
             volume_name: vol.name.clone(),
             client: r.client,
-            since: Timespec::now(),
-            last_seen: std::time::Instant::now(),
-        });
+            since: now,
+            last_seen: now,
+            server: self.st.server_id.clone(),
+        };
+        // A client coming back after a server restart (or an expiry) re-announces what it holds
+        // open; a session still known keeps its records as they are.
+        let reopened = if r.session != 0 { r.open_inos } else { Vec::new() };
+        let meta = self.st.meta.clone();
+        blocking(move || meta.register_session(s, &reopened)).await?;
         tracing::info!(session = id, volume = %vol.name, "client mounted");
         // The marker a client compares to tell whether it sees this directory (first use
         // writes it: off the runtime's workers).
@@ -202,7 +204,7 @@ impl MetaRpc for MetaService {
     }
 
     async fn heartbeat(&self, req: Request<pb::SessionReq>) -> Result<Response<pb::Empty>, Status> {
-        self.session(req.get_ref().session)?;
+        self.session(req.get_ref().session).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -242,7 +244,7 @@ impl MetaRpc for MetaService {
         let r = req.into_inner();
         let kind = FileType::from_code(r.kind).ok_or_else(bad_kind)?;
         if r.session != 0 {
-            self.session(r.session)?;
+            self.session(r.session).await?;
         }
         let meta = self.st.meta.clone();
         let ((ino, a, created), parent) = blocking(move || {
@@ -344,7 +346,7 @@ impl MetaRpc for MetaService {
     async fn open(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::OpenResp>, Status> {
         self.guard(&req, &[req.get_ref().ino], req.get_ref().write).await?;
         let r = req.into_inner();
-        self.session(r.session)?;
+        self.session(r.session).await?;
         let meta = self.st.meta.clone();
         let (a, chunk0) = blocking(move || {
             let a = meta.open(r.session, r.ino)?;
@@ -360,7 +362,7 @@ impl MetaRpc for MetaService {
 
     async fn close(&self, req: Request<pb::CloseReq>) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
-        self.session(r.session)?;
+        self.session(r.session).await?;
         let meta = self.st.meta.clone();
         blocking(move || {
             for ino in r.inos {
@@ -484,9 +486,10 @@ impl MetaRpc for MetaService {
     async fn get_lock(&self, req: Request<pb::LockReq>) -> Result<Response<pb::LockResp>, Status> {
         self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
-        self.session(r.session)?;
+        self.session(r.session).await?;
         let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
-        let found = self.locks()?.test(r.ino, (r.session, r.owner), r.start, r.end, kind);
+        let meta = self.st.meta.clone();
+        let found = blocking(move || meta.lock_test(r.ino, (r.session, r.owner), r.start, r.end, kind)).await?;
         Ok(Response::new(match found {
             Some(l) => pb::LockResp { kind: l.kind.code(), start: l.start, end: l.end, pid: l.pid },
             None => pb::LockResp { kind: LockKind::Unlock.code(), start: 0, end: 0, pid: 0 },
@@ -496,12 +499,13 @@ impl MetaRpc for MetaService {
     async fn set_lock(&self, req: Request<pb::LockReq>) -> Result<Response<pb::Empty>, Status> {
         self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
-        self.session(r.session)?;
+        self.session(r.session).await?;
         let kind = LockKind::from_code(r.kind).ok_or_else(|| Status::invalid_argument("bad lock kind"))?;
         if r.end < r.start {
             return Err(errno_status(Code::InvalidArgument, 22, "lock range ends before it starts"));
         }
-        if self.locks()?.set(r.ino, (r.session, r.owner), r.start, r.end, kind, r.pid) {
+        let meta = self.st.meta.clone();
+        if blocking(move || meta.lock_set(r.ino, (r.session, r.owner), r.start, r.end, kind, r.pid)).await? {
             Ok(Response::new(pb::Empty {}))
         } else {
             Err(errno_status(Code::FailedPrecondition, 11, "conflicting lock held"))
@@ -511,7 +515,8 @@ impl MetaRpc for MetaService {
     async fn release_locks(&self, req: Request<pb::ReleaseLocksReq>) -> Result<Response<pb::Empty>, Status> {
         self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
-        self.locks()?.release(r.ino, (r.session, r.owner));
+        let meta = self.st.meta.clone();
+        blocking(move || meta.lock_release(r.ino, (r.session, r.owner))).await?;
         Ok(Response::new(pb::Empty {}))
     }
 }

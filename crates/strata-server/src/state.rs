@@ -9,17 +9,13 @@ use strata_blocks::BlockStore;
 use strata_meta::{Meta, Timespec};
 
 use crate::auth::Auth;
-use crate::locks::LockTable;
-use crate::sessions::Sessions;
 
 /// Everything the services share.
 pub struct State {
     /// The namespace.
     pub meta: Arc<Meta>,
-    /// Live client sessions.
-    pub sessions: Sessions,
-    /// Advisory locks.
-    pub locks: Mutex<LockTable>,
+    /// This server as named in session records (its listen address).
+    pub server_id: String,
     /// Token verification.
     pub auth: Auth,
     /// Process start.
@@ -50,12 +46,11 @@ pub use strata_blocks::store::STORE_ID_FILE;
 
 impl State {
     /// Shared state over a namespace.
-    pub fn new(meta: Arc<Meta>, data_dir: PathBuf, default_store: String) -> Self {
+    pub fn new(meta: Arc<Meta>, data_dir: PathBuf, default_store: String, server_id: String) -> Self {
         State {
             auth: Auth::new(meta.clone()),
             meta,
-            sessions: Sessions::default(),
-            locks: Mutex::new(LockTable::default()),
+            server_id,
             started: Timespec::now(),
             data_dir,
             default_store,
@@ -119,7 +114,8 @@ impl State {
         {
             return Ok(s.clone());
         }
-        let scope = self.meta.volume_by_id(id)?.scope;
+        // Reached from async handlers: a PostgreSQL read must leave the runtime context.
+        let scope = crate::auth::off_worker(|| self.meta.volume_by_id(id))?.scope;
         if let Ok(mut m) = self.volume_scopes.write() {
             m.insert(id, scope.clone());
         }
@@ -150,20 +146,25 @@ impl State {
 
     /// Ends a session: its locks and open files are released.
     pub async fn end_session(&self, id: u64) {
-        let known = self.sessions.remove(id);
-        if let Ok(mut l) = self.locks.lock() {
-            l.release_session(id);
-        }
         let meta = self.meta.clone();
-        let res = tokio::task::spawn_blocking(move || meta.close_session(id)).await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(session = id, error = %e, "releasing the session's open files failed"),
+        match tokio::task::spawn_blocking(move || meta.end_session(id)).await {
+            Ok(Ok(Some(s))) => {
+                tracing::info!(session = id, volume = %s.volume_name, client = %s.client, "session ended")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(session = id, error = %e, "releasing the session's locks and open files failed")
+            }
             Err(e) => tracing::error!(session = id, error = %e, "session cleanup task failed"),
         }
-        if let Some(s) = known {
-            tracing::info!(session = id, volume = %s.volume_name, client = %s.client, "session ended");
-        }
+    }
+
+    /// All sessions (of every server, with shared state), read off the runtime's threads.
+    pub async fn sessions(&self) -> strata_meta::Result<Vec<crate::sessions::Session>> {
+        let meta = self.meta.clone();
+        tokio::task::spawn_blocking(move || meta.sessions())
+            .await
+            .map_err(|e| strata_meta::MetaError::Engine(format!("session listing task failed: {e}")))?
     }
 }
 

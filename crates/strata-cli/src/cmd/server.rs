@@ -42,6 +42,11 @@ pub struct ServerArgs {
     /// Unreferenced blocks younger than this are left alone (their client may still commit).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub orphan_block_age: Duration,
+    /// Keep open files, sessions and advisory locks in the metadata store instead of this
+    /// process's memory (always so with PostgreSQL, where several servers may share the
+    /// database and clients may fail over between them).
+    #[arg(long)]
+    pub shared_state: bool,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -61,6 +66,7 @@ impl ServerArgs {
                 sweep_interval: self.sweep_interval,
                 orphan_block_age: self.orphan_block_age,
             },
+            shared_state: self.shared_state,
         }
     }
 }

@@ -45,6 +45,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             meta_url: None,
             listen: args.listen,
             gc: strata_server::default_gc(),
+            shared_state: false,
         };
         let server = Server::bind(&cfg).await.context("cannot start strata server")?;
         let addr = server.local_addr();

@@ -301,6 +301,9 @@ pub struct Cluster {
     pub server: ServerProc,
     /// The mounts, in the order they were made.
     pub mounts: Vec<MountProc>,
+    /// More servers on the same metadata store and data directory (`start_peer`), with their
+    /// addresses.
+    pub peers: Vec<(String, ServerProc)>,
     server_args: Vec<String>,
     /// The PostgreSQL database of this cluster (`STRATA_IT_PG`): base URL and name.
     pg: Option<(String, String)>,
@@ -339,6 +342,7 @@ impl Cluster {
             volume: format!("vol-{name}"),
             server: ServerProc { child: None, logs: Vec::new() },
             mounts: Vec::new(),
+            peers: Vec::new(),
             server_args: opts.server_args.clone(),
             pg: None,
             s3: false,
@@ -426,29 +430,53 @@ impl Cluster {
     pub fn start_server(&mut self) {
         assert!(self.server.child.is_none(), "server already running");
         let log = self.dir.join(format!("server.{}.log", self.server.logs.len() + 1));
-        let f = File::create(&log).expect("server log");
+        self.server.child = Some(self.spawn_server(&self.addr, &log));
+        self.server.logs.push(log);
+    }
+
+    fn spawn_server(&self, addr: &str, log: &Path) -> Child {
+        let f = File::create(log).expect("server log");
         let mut cmd = strata();
         cmd.arg("server")
             .arg("--data")
             .arg(&self.data)
             .arg("--listen")
-            .arg(&self.addr)
+            .arg(addr)
             .args(&self.server_args)
             .stdout(f.try_clone().expect("dup"))
             .stderr(f);
         let mut child = cmd.spawn().expect("spawn strata server");
-        self.server.logs.push(log.clone());
         let ok = wait_until(Duration::from_secs(30), || {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 return true;
             }
-            TcpStream::connect(&self.addr).is_ok() && self.token_file.exists()
+            TcpStream::connect(addr).is_ok() && self.token_file.exists()
         });
         if let Ok(Some(st)) = child.try_wait() {
-            panic!("strata server exited ({st}):\n{}", tail(&log, 40));
+            panic!("strata server exited ({st}):\n{}", tail(log, 40));
         }
-        assert!(ok, "strata server did not listen on {} within 30s:\n{}", self.addr, tail(&log, 40));
-        self.server.child = Some(child);
+        assert!(ok, "strata server did not listen on {addr} within 30s:\n{}", tail(log, 40));
+        child
+    }
+
+    /// Starts one more server with the same arguments and data directory on a new port (with
+    /// `--meta postgres://…` in the options, a second server on the same database); returns its
+    /// index in `peers`.
+    pub fn start_peer(&mut self) -> usize {
+        let i = self.peers.len();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = self.dir.join(format!("peer{i}.log"));
+        let child = self.spawn_server(&addr, &log);
+        self.peers.push((addr, ServerProc { child: Some(child), logs: vec![log] }));
+        i
+    }
+
+    /// Kills peer server `i` with SIGKILL (a crash).
+    pub fn kill9_peer(&mut self, i: usize) {
+        if let Some(mut c) = self.peers[i].1.child.take() {
+            signal(&c, libc::SIGKILL);
+            let _ = c.wait();
+        }
     }
 
     /// Kills the server with SIGKILL (a crash).
@@ -493,6 +521,30 @@ impl Cluster {
 
     /// Mounts `volume` on `path` (an existing directory) with the token in `token_file`.
     pub fn mount_as(&mut self, volume: &str, token_file: &Path, path: &Path, extra: &[&str]) -> usize {
+        let server = self.addr.clone();
+        self.mount_through(&server, volume, token_file, path, extra)
+    }
+
+    /// Mounts the volume on a new mount point through `server` (an address, or several
+    /// comma-separated to fail over between).
+    pub fn mount_via(&mut self, server: &str, extra: &[&str]) -> usize {
+        let i = self.mounts.len();
+        let path = self.dir.join(format!("mnt{i}"));
+        std::fs::create_dir_all(&path).expect("mount point");
+        let (volume, token_file) = (self.volume.clone(), self.token_file.clone());
+        self.mount_through(server, &volume, &token_file, &path, extra)
+    }
+
+    /// Mounts the volume on a new mount point through `server` with the token in `token_file`.
+    pub fn mount_through_with(&mut self, server: &str, token_file: &Path, extra: &[&str]) -> usize {
+        let i = self.mounts.len();
+        let path = self.dir.join(format!("mnt{i}"));
+        std::fs::create_dir_all(&path).expect("mount point");
+        let volume = self.volume.clone();
+        self.mount_through(server, &volume, token_file, &path, extra)
+    }
+
+    fn mount_through(&mut self, server: &str, volume: &str, token_file: &Path, path: &Path, extra: &[&str]) -> usize {
         let path = &std::fs::canonicalize(path).expect("mount point");
         let i = self.mounts.len();
         let log = self.dir.join(format!("mount{i}.log"));
@@ -502,7 +554,7 @@ impl Cluster {
             .arg(volume)
             .arg(path)
             .arg("--server")
-            .arg(&self.addr)
+            .arg(server)
             .arg("--token-file")
             .arg(token_file)
             .args(["--cache-size", "128M", "--buffer-size", "256M"])
@@ -536,6 +588,16 @@ impl Cluster {
             notes.extend(m.stop());
         }
         notes.extend(self.stop_server());
+        for (addr, peer) in &mut self.peers {
+            if let Some(mut c) = peer.child.take() {
+                signal(&c, libc::SIGTERM);
+                if wait_timeout(&mut c, Duration::from_secs(30)).is_none_or(|st| !st.success()) {
+                    notes.push(format!("peer server {addr} did not stop cleanly"));
+                    signal(&c, libc::SIGKILL);
+                    let _ = c.wait();
+                }
+            }
+        }
         if let Some((base, db)) = self.pg.take() {
             let out = run_cmd(
                 Command::new("psql")
@@ -547,6 +609,7 @@ impl Cluster {
             }
         }
         let mut logs: Vec<PathBuf> = self.server.logs.clone();
+        logs.extend(self.peers.iter().flat_map(|(_, p)| p.logs.iter().cloned()));
         logs.extend(self.mounts.iter().map(|m| m.log.clone()));
         logs.extend(self.extra_logs.iter().cloned());
         for log in logs {

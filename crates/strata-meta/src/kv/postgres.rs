@@ -147,6 +147,18 @@ impl PostgresEngine {
     }
 }
 
+impl Drop for PostgresEngine {
+    fn drop(&mut self) {
+        // A `postgres::Client` closes itself by blocking on its own runtime, which panics when
+        // the engine goes away inside a tokio runtime (a server shutting down): close the
+        // pooled connections on a plain thread.
+        let clients = self.pool.get_mut().map(std::mem::take).unwrap_or_default();
+        if !clients.is_empty() {
+            let _ = std::thread::spawn(move || drop(clients)).join();
+        }
+    }
+}
+
 struct PgTxn<'a> {
     tx: Transaction<'a>,
     /// A database error inside the closure: the transaction is aborted and must be retried or
@@ -217,17 +229,6 @@ fn outside_runtime<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         Ok(_) => Err(MetaError::Engine(
             "the PostgreSQL engine cannot run on a single-threaded async runtime's thread; use spawn_blocking".into(),
         )),
-    }
-}
-
-impl Drop for PostgresEngine {
-    fn drop(&mut self) {
-        // Closing a connection drives the driver's runtime too.
-        let pool = self.pool.get_mut().map(std::mem::take).unwrap_or_default();
-        let _ = outside_runtime(move || {
-            drop(pool);
-            Ok(())
-        });
     }
 }
 

@@ -14,6 +14,8 @@ use strata_meta::*;
 /// against every engine.
 pub struct TestFs {
     pub meta: Meta,
+    /// Where `meta` (and every further instance opened on the store) keeps client state.
+    pub mode: StateMode,
     /// The metadata URL (`sqlite:///…` or `postgres://…/db`).
     pub url: String,
     pg: Option<(String, String)>,
@@ -24,6 +26,21 @@ pub struct TestFs {
 impl TestFs {
     /// A fresh, empty metadata store.
     pub fn new() -> TestFs {
+        Self::with_mode(StateMode::Local)
+    }
+
+    /// A fresh store whose client state (opens, sessions, locks) is shared through the engine,
+    /// so that several `Meta` instances on it behave like several servers.
+    pub fn shared() -> TestFs {
+        Self::with_mode(StateMode::Shared)
+    }
+
+    /// Another `Meta` on the same store (another server process).
+    pub fn another(&self) -> Meta {
+        open_url_mode(&self.url, self.mode)
+    }
+
+    fn with_mode(mode: StateMode) -> TestFs {
         if let Ok(base) = std::env::var("STRATA_TEST_PG_URL") {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let db =
@@ -33,13 +50,13 @@ impl TestFs {
                 postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).expect("connect to PostgreSQL");
             admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create test database");
             let url = format!("{base}/{db}");
-            let meta = open_url(&url);
-            return TestFs { meta, url, pg: Some((base, db)), _dir: None };
+            let meta = open_url_mode(&url, mode);
+            return TestFs { meta, mode, url, pg: Some((base, db)), _dir: None };
         }
         let dir = scratch_dir();
         let url = format!("sqlite://{}", dir.path().join("meta.db").display());
-        let meta = open_url(&url);
-        TestFs { meta, url, pg: None, _dir: Some(dir) }
+        let meta = open_url_mode(&url, mode);
+        TestFs { meta, mode, url, pg: None, _dir: Some(dir) }
     }
 
     /// Drops the current `Meta` (and its open table) and opens the same store again.
@@ -47,7 +64,7 @@ impl TestFs {
         // The old engine must go first so that its connections are closed.
         let placeholder = Meta::new(Arc::new(SqliteEngine::memory().expect("memory engine"))).expect("meta");
         drop(std::mem::replace(&mut self.meta, placeholder));
-        self.meta = open_url(&self.url);
+        self.meta = open_url_mode(&self.url, self.mode);
     }
 
     /// Creates a volume with default options and returns it.
@@ -82,7 +99,12 @@ fn scratch_dir() -> tempfile::TempDir {
 
 /// Opens `Meta` on a metadata URL.
 pub fn open_url(url: &str) -> Meta {
-    Meta::new(strata_meta::kv::open(url).expect("open engine")).expect("open meta")
+    open_url_mode(url, StateMode::Local)
+}
+
+/// Opens `Meta` on a metadata URL with client state kept as `mode` says.
+pub fn open_url_mode(url: &str, mode: StateMode) -> Meta {
+    Meta::with_mode(strata_meta::kv::open(url).expect("open engine"), mode).expect("open meta")
 }
 
 /// Opens `Meta` on the SQLite file at `path`.

@@ -747,11 +747,10 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
     let (ctl, st) = (&api.ctl, &api.st);
     let visible: std::collections::HashSet<String> =
         ctl.list_volumes(&who).await?.into_iter().map(|v| v.volume.name).collect();
-    let now = std::time::Instant::now();
-    let wall = strata_meta::Timespec::now();
     let sessions = st
-        .sessions
-        .list()
+        .sessions()
+        .await
+        .map_err(ControlError::from)?
         .into_iter()
         .filter(|s| visible.contains(&s.volume_name))
         .map(|s| SessionView {
@@ -759,10 +758,7 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
             volume: s.volume_name,
             client: s.client,
             since: rfc3339(s.since),
-            last_seen: rfc3339(strata_meta::Timespec {
-                sec: wall.sec - now.duration_since(s.last_seen).as_secs() as i64,
-                nsec: 0,
-            }),
+            last_seen: rfc3339(strata_meta::Timespec { sec: s.last_seen.sec, nsec: 0 }),
         })
         .collect();
     let cluster = who.scope == strata_meta::control::CLUSTER;

@@ -1,0 +1,174 @@
+//! Two `strata server` processes on one PostgreSQL database serving the same namespace, a client
+//! mounted through each: data, names, locks, unlinked-while-open files and token revocation
+//! agree across them, and a client fails over to the other server. Needs `STRATA_TEST_PG_URL`
+//! (`postgres://user@host:port`, e.g. from `scripts/postgres.sh start DIR PORT`); skipped with a
+//! note otherwise.
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// A fresh database on the test PostgreSQL server, dropped at the end.
+struct PgDb {
+    base: String,
+    name: String,
+}
+
+impl PgDb {
+    fn create(base: &str) -> PgDb {
+        let base = base.trim_end_matches('/').to_string();
+        let name = format!("strata_it_shared_{}", std::process::id());
+        let psql = |sql: &str| {
+            run_cmd(Command::new("psql").arg(format!("{base}/postgres")).args(["-v", "ON_ERROR_STOP=1", "-qc", sql]))
+        };
+        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let out = psql(&format!("CREATE DATABASE {name}"));
+        assert!(out.status.success(), "create database: {}", String::from_utf8_lossy(&out.stderr));
+        PgDb { base, name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.base, self.name)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = run_cmd(
+            Command::new("psql")
+                .arg(format!("{}/postgres", self.base))
+                .args(["-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)]),
+        );
+    }
+}
+
+fn setlk(f: &File, kind: i32) -> i32 {
+    // SAFETY: plain-old-data struct; every field is set below or meaningfully zero.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: valid descriptor and flock struct.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) };
+    if rc < 0 { errno() } else { 0 }
+}
+
+fn open_rw(path: &std::path::Path) -> File {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).expect("open rw")
+}
+
+#[test]
+fn two_servers_on_one_database_serve_one_namespace() {
+    let Ok(base) = std::env::var("STRATA_TEST_PG_URL") else {
+        eprintln!("note: STRATA_TEST_PG_URL is not set; skipping the two-server test (see scripts/postgres.sh)");
+        return;
+    };
+    let db = PgDb::create(&base);
+    let server_args = vec!["--meta".to_string(), db.url(), "--session-timeout".into(), "10s".into()];
+    let mut c = Cluster::with_opts("shared", Opts { server_args, ..Default::default() });
+    let b = c.start_peer();
+    let addr_b = c.peers[b].0.clone();
+    let ttl0 = ["--attr-ttl", "0", "--entry-ttl", "0"];
+    let addr_a = c.addr.clone();
+    let m1 = c.mount_via(&addr_a, &ttl0);
+    // The second client prefers server B and may fail over to A.
+    let m2 = c.mount_via(&format!("{addr_b},{addr_a}"), &ttl0);
+    c.allow_log("failed over to another strata server");
+    c.allow_log("strata server unreachable; retrying");
+
+    // Write and close through A, read exactly through B (and the other way round).
+    let data = random_bytes(7, 9 * 1024 * 1024 + 123);
+    std::fs::write(c.p(m1, "big.bin"), &data).expect("write via A");
+    assert_bytes_eq(&read_all(&c.p(m2, "big.bin")), &data, "read via B of a file written via A");
+    std::fs::write(c.p(m2, "small"), b"from B").expect("write via B");
+    assert_eq!(std::fs::read(c.p(m1, "small")).expect("read via A"), b"from B");
+
+    // Names: rename and unlink through one are seen through the other.
+    std::fs::rename(c.p(m1, "small"), c.p(m1, "renamed")).expect("rename via A");
+    assert!(!c.p(m2, "small").exists());
+    assert_eq!(std::fs::read(c.p(m2, "renamed")).expect("renamed via B"), b"from B");
+    std::fs::remove_file(c.p(m2, "renamed")).expect("unlink via B");
+    assert!(!c.p(m1, "renamed").exists(), "unlink via B is seen via A");
+
+    // A lock held through server A blocks a lock through server B, until released.
+    let fa = open_rw(&c.p(m1, "lockfile"));
+    let fb = open_rw(&c.p(m2, "lockfile"));
+    assert_eq!(setlk(&fa, libc::F_WRLCK), 0, "lock via A");
+    assert_eq!(setlk(&fb, libc::F_WRLCK), libc::EAGAIN, "a lock via B conflicts with A's");
+    assert_eq!(setlk(&fb, libc::F_RDLCK), libc::EAGAIN, "so does a read lock");
+    assert_eq!(setlk(&fa, libc::F_UNLCK), 0);
+    assert_eq!(setlk(&fb, libc::F_WRLCK), 0, "free once A unlocked");
+    assert_eq!(setlk(&fa, libc::F_RDLCK), libc::EAGAIN, "and now B's lock blocks A");
+    drop(fb);
+    assert!(wait_until(Duration::from_secs(5), || setlk(&fa, libc::F_WRLCK) == 0), "B's close released its lock");
+    drop(fa);
+
+    // A file unlinked through B while open through A stays readable (and its blocks stay) until
+    // A closes it; B's collector runs meanwhile.
+    let held = random_bytes(11, 3 * 1024 * 1024);
+    std::fs::write(c.p(m1, "held.bin"), &held).expect("write held");
+    let mut f = File::open(c.p(m1, "held.bin")).expect("open via A");
+    std::fs::remove_file(c.p(m2, "held.bin")).expect("unlink via B");
+    assert!(!c.p(m1, "held.bin").exists());
+    std::thread::sleep(Duration::from_secs(3));
+    let mut got = Vec::new();
+    f.read_to_end(&mut got).expect("read the unlinked file via A");
+    assert_bytes_eq(&got, &held, "unlinked-while-open file");
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    let mut again = vec![0u8; 4096];
+    f.read_exact(&mut again).expect("read again");
+    assert_eq!(&again[..], &held[..4096]);
+    drop(f);
+
+    // A token revoked through server A is refused by server B at its next call.
+    let secret = c.dir.join("node.token");
+    let tf = c.token_file.display().to_string();
+    let out = run_strata(&[
+        "token",
+        "create",
+        "node-1",
+        "--role",
+        "node",
+        "--secret-file",
+        secret.to_str().expect("utf-8 path"),
+        "-o",
+        "json",
+        "--server",
+        &addr_a,
+        "--token-file",
+        &tf,
+    ]);
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
+    let id = issued["id"].as_str().expect("token id").to_string();
+    let m3 = c.mount_through_with(&addr_b, &secret, &ttl0);
+    c.allow_log("token");
+    std::fs::write(c.p(m3, "node-file"), b"x").expect("write with the node token via B");
+    let out = run_strata(&["token", "revoke", &id, "--server", &addr_a, "--token-file", &tf]);
+    assert!(out.status.success(), "token revoke: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(err_of(std::fs::read(c.p(m3, "node-file"))), libc::EACCES, "B refuses the revoked token at once");
+    c.mounts[m3].stop();
+
+    // Failover: server B dies; the client that listed both carries on through A with its
+    // session, its open file and its lock.
+    let mut f2 = open_rw(&c.p(m2, "failover"));
+    f2.write_all(b"before").expect("write before failover");
+    f2.flush().expect("flush");
+    assert_eq!(setlk(&f2, libc::F_WRLCK), 0);
+    c.kill9_peer(b);
+    f2.write_all(b" after").expect("write after failover");
+    f2.sync_all().expect("fsync after failover");
+    assert_eq!(std::fs::read(c.p(m1, "failover")).expect("read via A"), b"before after");
+    let fa = open_rw(&c.p(m1, "failover"));
+    assert_eq!(setlk(&fa, libc::F_WRLCK), libc::EAGAIN, "the failed-over client still holds its lock");
+    drop(f2);
+    assert!(wait_until(Duration::from_secs(5), || setlk(&fa, libc::F_WRLCK) == 0));
+    drop(fa);
+    drop(c);
+    drop(db);
+}

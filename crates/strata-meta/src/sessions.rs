@@ -1,0 +1,217 @@
+//! Client sessions: one per mount, kept alive by heartbeats. A session that stops beating loses
+//! its open files and locks, so a dead client never pins data or blocks others.
+//!
+//! With local state the table lives in this process. With shared state each session is a
+//! record (`S id`) holding its last heartbeat as wall-clock time, so any server may expire a
+//! session that has been silent towards *all* servers, and a client that fails over to another
+//! server keeps its session, opens and locks. Servers sharing state therefore need clocks that
+//! agree to well within the session timeout (NTP does).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{dec, enc};
+use crate::error::{MetaError, Result};
+use crate::fs::Meta;
+use crate::keys;
+use crate::kv::{KvTxn, prefix_end};
+use crate::types::{Ino, Timespec};
+
+/// A shared session's heartbeat time is written at most this often by one server: a call
+/// within this interval of the last write needs no database round trip. Session timeouts are
+/// many seconds, so the stored time is never staler than a small fraction of one.
+const TOUCH_EVERY: Duration = Duration::from_millis(500);
+
+/// What is known of one client session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: u64,
+    /// Volume id it mounted.
+    pub volume: u32,
+    /// Volume name.
+    pub volume_name: String,
+    /// Client description (host and mount point).
+    pub client: String,
+    /// When it registered.
+    pub since: Timespec,
+    /// Last heartbeat or call (wall clock of the server that saw it).
+    pub last_seen: Timespec,
+    /// The server it registered with or last heartbeat through (its listen address).
+    pub server: String,
+}
+
+/// Local sessions: the record and the monotonic time of its last sign of life.
+pub(crate) type LocalSessions = HashMap<u64, (SessionInfo, Instant)>;
+
+fn poisoned() -> MetaError {
+    MetaError::Engine("session table poisoned".into())
+}
+
+fn load(t: &mut dyn KvTxn, id: u64) -> Result<Option<SessionInfo>> {
+    t.get(&keys::session(id))?.map(|v| dec(&v)).transpose()
+}
+
+fn stale(s: &SessionInfo, now: Timespec, timeout: Duration) -> bool {
+    let age_ns = (i128::from(now.sec) - i128::from(s.last_seen.sec)) * 1_000_000_000 + i128::from(now.nsec)
+        - i128::from(s.last_seen.nsec);
+    age_ns > timeout.as_nanos() as i128
+}
+
+impl Meta {
+    /// Registers (or re-registers) a session. A session unknown so far that names open inodes
+    /// (a client coming back after its server restarted or expired it) has them recorded as
+    /// open again, in the same step. Returns whether the session was already known.
+    pub fn register_session(&self, s: SessionInfo, reopened: &[Ino]) -> Result<bool> {
+        if !self.is_shared() {
+            let known = self.local_sessions.lock().map_err(|_| poisoned())?.contains_key(&s.id);
+            if !known {
+                for ino in reopened {
+                    self.note_open(s.id, *ino)?;
+                }
+            }
+            self.local_sessions.lock().map_err(|_| poisoned())?.insert(s.id, (s, Instant::now()));
+            return Ok(known);
+        }
+        let id = s.id;
+        let known = self.write(false, |t| {
+            let known = load(t, id)?.is_some();
+            if !known {
+                for ino in reopened {
+                    crate::fs::add_open(t, id, *ino)?;
+                }
+            }
+            t.put(&keys::session(id), &enc(&s)?)?;
+            Ok(known)
+        })?;
+        self.note_touched(id);
+        Ok(known)
+    }
+
+    fn note_touched(&self, id: u64) {
+        if let Ok(mut m) = self.touched.lock() {
+            m.insert(id, Instant::now());
+        }
+    }
+
+    /// Marks a session alive (heard from through `server`); `false` if it is unknown.
+    pub fn touch_session(&self, id: u64, server: &str) -> Result<bool> {
+        if !self.is_shared() {
+            let mut m = self.local_sessions.lock().map_err(|_| poisoned())?;
+            return Ok(match m.get_mut(&id) {
+                Some((s, at)) => {
+                    *at = Instant::now();
+                    s.last_seen = Timespec::now();
+                    true
+                }
+                None => false,
+            });
+        }
+        let recent =
+            self.touched.lock().ok().and_then(|m| m.get(&id).copied()).is_some_and(|at| at.elapsed() < TOUCH_EVERY);
+        if recent {
+            return Ok(true);
+        }
+        let alive = self.write(false, |t| {
+            let Some(mut s) = load(t, id)? else { return Ok(false) };
+            s.last_seen = Timespec::now();
+            if s.server != server {
+                s.server = server.to_string();
+            }
+            t.put(&keys::session(id), &enc(&s)?)?;
+            Ok(true)
+        })?;
+        if alive {
+            self.note_touched(id);
+        } else if let Ok(mut m) = self.touched.lock() {
+            m.remove(&id);
+        }
+        Ok(alive)
+    }
+
+    /// All sessions, by id.
+    pub fn sessions(&self) -> Result<Vec<SessionInfo>> {
+        let mut v: Vec<SessionInfo> = if self.is_shared() {
+            self.read(|t| {
+                t.scan(keys::SESSION_PREFIX, &prefix_end(keys::SESSION_PREFIX), usize::MAX)?
+                    .iter()
+                    .map(|(_, v)| dec(v))
+                    .collect()
+            })?
+        } else {
+            self.local_sessions.lock().map_err(|_| poisoned())?.values().map(|(s, _)| s.clone()).collect()
+        };
+        v.sort_by_key(|s| s.id);
+        Ok(v)
+    }
+
+    /// Ends a session (it unmounted): its locks and open files are released. Returns what was
+    /// known of it.
+    pub fn end_session(&self, id: u64) -> Result<Option<SessionInfo>> {
+        if !self.is_shared() {
+            let known = self.local_sessions.lock().map_err(|_| poisoned())?.remove(&id).map(|(s, _)| s);
+            self.lock_release_session(id)?;
+            self.close_session(id)?;
+            return Ok(known);
+        }
+        self.end_shared(id, None)
+    }
+
+    /// Ends every session silent for longer than `timeout` (towards every server sharing the
+    /// state) and returns them.
+    pub fn expire_sessions(&self, timeout: Duration) -> Result<Vec<SessionInfo>> {
+        if !self.is_shared() {
+            let dead: Vec<SessionInfo> = {
+                let mut m = self.local_sessions.lock().map_err(|_| poisoned())?;
+                let ids: Vec<u64> = m.iter().filter(|(_, (_, at))| at.elapsed() > timeout).map(|(id, _)| *id).collect();
+                ids.into_iter().filter_map(|id| m.remove(&id).map(|(s, _)| s)).collect()
+            };
+            for s in &dead {
+                self.lock_release_session(s.id)?;
+                self.close_session(s.id)?;
+            }
+            return Ok(dead);
+        }
+        let now = Timespec::now();
+        let candidates: Vec<u64> =
+            self.sessions()?.into_iter().filter(|s| stale(s, now, timeout)).map(|s| s.id).collect();
+        let mut out = Vec::new();
+        for id in candidates {
+            // Re-checked inside the ending transaction: the session may have beaten meanwhile,
+            // and when several servers expire at once only one of them ends it.
+            if let Some(s) = self.end_shared(id, Some(timeout))? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends a shared session (only if still stale past `timeout`, when given): one transaction
+    /// removes its record, locks and open records; unlinked files it held open last are then
+    /// destroyed one transaction each.
+    fn end_shared(&self, id: u64, timeout: Option<Duration>) -> Result<Option<SessionInfo>> {
+        let (known, inos) = self.write(false, |t| {
+            let s = load(t, id)?;
+            if let Some(timeout) = timeout
+                && s.as_ref().is_none_or(|s| !stale(s, Timespec::now(), timeout))
+            {
+                return Ok((None, Vec::new()));
+            }
+            if s.is_some() {
+                t.delete(&keys::session(id))?;
+            }
+            crate::locks::release_session_in(t, id)?;
+            let inos = crate::fs::drop_session_opens(t, id)?;
+            Ok((s, inos))
+        })?;
+        if let Ok(mut m) = self.touched.lock() {
+            m.remove(&id);
+        }
+        for ino in inos {
+            self.reap_if_unlinked(ino)?;
+        }
+        Ok(known)
+    }
+}

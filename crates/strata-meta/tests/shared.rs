@@ -1,0 +1,183 @@
+//! Client state shared through the engine: two `Meta` instances on one store behave like two
+//! servers on one database. Runs on a SQLite file by default and on PostgreSQL when
+//! `STRATA_TEST_PG_URL` is set.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use strata_meta::locks::LockKind::{Read, Unlock, Write};
+use strata_meta::sessions::SessionInfo;
+use strata_meta::*;
+
+fn root() -> Ctx {
+    Ctx::root()
+}
+
+fn truncate(m: &Meta, f: Ino, size: u64) {
+    m.setattr(&root(), f, &SetAttr { size: Some(size), ..Default::default() }).expect("truncate");
+}
+
+fn session(id: u64, server: &str) -> SessionInfo {
+    let now = Timespec::now();
+    SessionInfo {
+        id,
+        volume: 1,
+        volume_name: "v".into(),
+        client: format!("client-{id}"),
+        since: now,
+        last_seen: now,
+        server: server.into(),
+    }
+}
+
+#[test]
+fn an_inode_open_through_one_server_survives_unlink_through_another() {
+    let fs = TestFs::shared();
+    let (a, b) = (&fs.meta, fs.another());
+    assert!(a.is_shared() && b.is_shared());
+    let vol = fs.volume("v");
+    let r = vol.root;
+    let f = mkfile(a, &root(), r, "f", 0o644).unwrap();
+    let s1 = slice(a, 0, 8192);
+    a.commit_writes(f, &[(0, s1)]).unwrap();
+    assert_eq!(a.open(1, f).unwrap().size, 8192);
+    a.open(1, f).unwrap();
+
+    b.unlink(&root(), r, b"f").unwrap();
+    // Still there for the client of A: attributes, slices, and its blocks are held.
+    let at = b.getattr(f).unwrap();
+    assert_eq!((at.nlink, at.size), (0, 8192));
+    assert_eq!(a.read_chunk(f, 0).unwrap(), vec![s1]);
+    truncate(&b, f, 0);
+    assert_eq!(collectable_ids(&b), Vec::<u64>::new(), "B must not collect what A's client may read");
+
+    a.close(1, f).unwrap();
+    assert_eq!(b.getattr(f).unwrap().nlink, 0, "one open is left");
+    a.close(1, f).unwrap();
+    assert_eq!(b.getattr(f), Err(MetaError::NotFound), "the last close destroys it");
+    assert_eq!(collectable_ids(&b), vec![s1.id]);
+    assert_eq!(b.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
+}
+
+#[test]
+fn the_collector_of_one_server_holds_blocks_of_files_open_through_another() {
+    let fs = TestFs::shared();
+    let (a, b) = (&fs.meta, fs.another());
+    let r = fs.volume("v").root;
+    let f = mkfile(a, &root(), r, "f", 0o644).unwrap();
+    let s1 = slice(a, 0, 4096);
+    a.commit_writes(f, &[(0, s1)]).unwrap();
+    a.open(7, f).unwrap();
+    // An overwrite through B drops the only reference to s1; A's client may still read it.
+    truncate(&b, f, 0);
+    let s2 = slice(&b, 0, 10);
+    b.commit_writes(f, &[(0, s2)]).unwrap();
+    assert_eq!(collectable_ids(&b), Vec::<u64>::new());
+    assert_eq!(collectable_ids(a), Vec::<u64>::new());
+    a.close(7, f).unwrap();
+    assert_eq!(collectable_ids(&b), vec![s1.id]);
+
+    // Opens through both servers: the file is held until both closed.
+    a.open(8, f).unwrap();
+    b.open(9, f).unwrap();
+    b.unlink(&root(), r, b"f").unwrap();
+    a.close(8, f).unwrap();
+    assert_eq!(a.getattr(f).unwrap().nlink, 0);
+    b.close(9, f).unwrap();
+    assert_eq!(a.getattr(f), Err(MetaError::NotFound));
+    assert_eq!(collectable_ids(a), vec![s1.id, s2.id]);
+}
+
+#[test]
+fn locks_conflict_across_servers() {
+    let fs = TestFs::shared();
+    let (a, b) = (&fs.meta, fs.another());
+    let f = mkfile(a, &root(), fs.volume("v").root, "f", 0o644).unwrap();
+    assert!(a.lock_set(f, (1, 1), 0, 99, Write, 100).unwrap());
+    assert!(!b.lock_set(f, (2, 1), 50, 60, Read, 200).unwrap(), "A's write lock blocks B's reader");
+    let held = b.lock_test(f, (2, 1), 50, 60, Read).unwrap().expect("a conflicting lock");
+    assert_eq!((held.pid, held.start, held.end, held.kind), (100, 0, 99, Write));
+    assert!(b.lock_set(f, (2, 1), 100, 200, Read, 200).unwrap(), "beyond A's range");
+    // Unlocking the middle through the other server splits A's range.
+    assert!(b.lock_set(f, (1, 1), 40, 59, Unlock, 100).unwrap());
+    assert!(b.lock_set(f, (2, 1), 45, 50, Write, 200).unwrap());
+    assert!(!a.lock_set(f, (1, 1), 0, 45, Write, 100).unwrap());
+    a.lock_release(f, (2, 1)).unwrap();
+    assert!(a.lock_set(f, (1, 1), 0, 45, Write, 100).unwrap());
+    // Ending a session through either server drops its locks everywhere.
+    b.end_session(1).unwrap();
+    assert_eq!(a.lock_test(f, (3, 1), 0, u64::MAX, Write).unwrap(), None);
+    assert!(a.lock_set(f, (3, 1), 0, u64::MAX, Write, 300).unwrap());
+}
+
+#[test]
+fn sessions_expire_by_their_last_heartbeat_on_any_server() {
+    let fs = TestFs::shared();
+    let (a, b) = (&fs.meta, fs.another());
+    let r = fs.volume("v").root;
+    let f = mkfile(a, &root(), r, "f", 0o644).unwrap();
+    assert!(!a.register_session(session(1, "a"), &[]).unwrap());
+    assert!(!a.register_session(session(2, "a"), &[]).unwrap());
+    assert!(b.touch_session(1, "b").unwrap(), "a session registered through A is known to B");
+    assert!(!b.touch_session(3, "b").unwrap());
+    // Session 1 opens and locks through B (it failed over), then falls silent.
+    b.open(1, f).unwrap();
+    assert!(b.lock_set(f, (1, 5), 0, 10, Write, 1).unwrap());
+    b.unlink(&root(), r, b"f").unwrap();
+
+    let timeout = Duration::from_millis(1500);
+    std::thread::sleep(Duration::from_millis(1000));
+    // Session 2 keeps beating, but only towards B.
+    assert!(b.touch_session(2, "b").unwrap());
+    assert_eq!(a.expire_sessions(timeout).unwrap(), Vec::new(), "nobody is silent long enough yet");
+    std::thread::sleep(Duration::from_millis(700));
+    let dead: Vec<u64> = a.expire_sessions(timeout).unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(dead, vec![1], "A ends the silent session, not the one that beats towards B");
+    assert_eq!(b.expire_sessions(timeout).unwrap(), Vec::new(), "ended once");
+    assert_eq!(b.getattr(f), Err(MetaError::NotFound), "its open file went with it");
+    assert_eq!(b.lock_test(f, (9, 9), 0, 10, Write).unwrap(), None, "and its lock");
+    let left: Vec<(u64, String)> = b.sessions().unwrap().into_iter().map(|s| (s.id, s.server)).collect();
+    assert_eq!(left, vec![(2, "b".to_string())]);
+    assert!(!a.touch_session(1, "a").unwrap(), "the client must re-register");
+
+    // Re-registering an unknown session re-announces what it holds open; a known one keeps
+    // its records as they are.
+    let g = mkfile(a, &root(), r, "g", 0o644).unwrap();
+    assert!(!b.register_session(session(1, "b"), &[g]).unwrap());
+    assert!(a.register_session(session(1, "a"), &[g]).unwrap());
+    a.unlink(&root(), r, b"g").unwrap();
+    b.close(1, g).unwrap();
+    assert_eq!(a.getattr(g), Err(MetaError::NotFound), "opened once, closed once");
+    assert_eq!(b.end_session(2).unwrap().map(|s| s.id), Some(2));
+    assert_eq!(a.sessions().unwrap().len(), 1);
+}
+
+#[test]
+fn shared_opens_survive_a_server_restart() {
+    let mut fs = TestFs::shared();
+    let vol = fs.volume("v");
+    let f = mkfile(&fs.meta, &root(), vol.root, "f", 0o644).unwrap();
+    fs.meta.open(6, f).unwrap();
+    fs.meta.unlink(&root(), vol.root, b"f").unwrap();
+    fs.reopen();
+    // Unlike local state, the open is remembered: the orphan reaper leaves the file alone.
+    assert_eq!(fs.meta.reap_orphans().unwrap(), 0);
+    assert_eq!(fs.meta.getattr(f).unwrap().nlink, 0);
+    fs.meta.close_session(6).unwrap();
+    assert_eq!(fs.meta.getattr(f), Err(MetaError::NotFound));
+    assert_eq!(fs.meta.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
+}
+
+#[test]
+fn a_volume_open_through_another_server_cannot_be_deleted() {
+    let fs = TestFs::shared();
+    let (a, b) = (&fs.meta, fs.another());
+    let vol = fs.volume("v");
+    let f = mkfile(a, &root(), vol.root, "f", 0o644).unwrap();
+    a.open(1, f).unwrap();
+    assert!(matches!(b.delete_volume("v"), Err(MetaError::Busy(_))));
+    a.close(1, f).unwrap();
+    b.delete_volume("v").unwrap();
+}
