@@ -19,7 +19,9 @@ start)
  "actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
     base=$((port + 100))
-    nohup weed server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    # In a session of its own: `weed` may be a wrapper (pyenv shim) whose child is the server,
+    # so stop signals the whole process group.
+    setsid nohup weed server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.port=$base -master.port.grpc=$((base + 1)) \
         -volume.port=$((base + 2)) -volume.port.grpc=$((base + 3)) -volume.max=20 \
         -master.volumeSizeLimitMB=256 \
@@ -36,9 +38,10 @@ JSON
     ;;
 stop)
     if [[ -f "$dir/weed.pid" ]]; then
-        kill "$(cat "$dir/weed.pid")" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$(cat "$dir/weed.pid")" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$(cat "$dir/weed.pid")" 2>/dev/null || true
+        pid=$(cat "$dir/weed.pid")
+        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 -- "-$pid" 2>/dev/null || true
         rm -f "$dir/weed.pid"
     fi
     ;;

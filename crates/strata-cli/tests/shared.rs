@@ -1,52 +1,17 @@
 //! Two `strata server` processes on one PostgreSQL database serving the same namespace, a client
 //! mounted through each: data, names, locks, unlinked-while-open files and token revocation
-//! agree across them, and a client fails over to the other server. Needs `STRATA_TEST_PG_URL`
-//! (`postgres://user@host:port`, e.g. from `scripts/postgres.sh start DIR PORT`); skipped with a
-//! note otherwise.
+//! agree across them, and a client fails over to the other server. Needs `STRATA_IT_PG` (or
+//! `STRATA_TEST_PG_URL`): `postgres://user@host:port`, e.g. from `scripts/postgres.sh start DIR
+//! PORT`; skipped with a note otherwise.
 
 mod common;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// A fresh database on the test PostgreSQL server, dropped at the end.
-struct PgDb {
-    base: String,
-    name: String,
-}
-
-impl PgDb {
-    fn create(base: &str) -> PgDb {
-        let base = base.trim_end_matches('/').to_string();
-        let name = format!("strata_it_shared_{}", std::process::id());
-        let psql = |sql: &str| {
-            run_cmd(Command::new("psql").arg(format!("{base}/postgres")).args(["-v", "ON_ERROR_STOP=1", "-qc", sql]))
-        };
-        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        let out = psql(&format!("CREATE DATABASE {name}"));
-        assert!(out.status.success(), "create database: {}", String::from_utf8_lossy(&out.stderr));
-        PgDb { base, name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", self.base, self.name)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = run_cmd(
-            Command::new("psql")
-                .arg(format!("{}/postgres", self.base))
-                .args(["-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)]),
-        );
-    }
-}
 
 fn setlk(f: &File, kind: i32) -> i32 {
     // SAFETY: plain-old-data struct; every field is set below or meaningfully zero.
@@ -64,13 +29,13 @@ fn open_rw(path: &std::path::Path) -> File {
 
 #[test]
 fn two_servers_on_one_database_serve_one_namespace() {
-    let Ok(base) = std::env::var("STRATA_TEST_PG_URL") else {
-        eprintln!("note: STRATA_TEST_PG_URL is not set; skipping the two-server test (see scripts/postgres.sh)");
+    let Some(base) = std::env::var("STRATA_IT_PG").or_else(|_| std::env::var("STRATA_TEST_PG_URL")).ok() else {
+        eprintln!("note: STRATA_IT_PG is not set; skipping the two-server test (scripts/test sets it)");
         return;
     };
-    let db = PgDb::create(&base);
-    let server_args = vec!["--meta".to_string(), db.url(), "--session-timeout".into(), "10s".into()];
-    let mut c = Cluster::with_opts("shared", Opts { server_args, ..Default::default() });
+    // The harness makes a fresh database on `base` for this cluster; peers share it.
+    let server_args = vec!["--session-timeout".to_string(), "10s".into()];
+    let mut c = Cluster::with_opts("shared", Opts { server_args, pg: Some(base), ..Default::default() });
     let b = c.start_peer();
     let addr_b = c.peers[b].0.clone();
     let ttl0 = ["--attr-ttl", "0", "--entry-ttl", "0"];
