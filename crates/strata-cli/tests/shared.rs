@@ -134,6 +134,4 @@ fn two_servers_on_one_database_serve_one_namespace() {
     drop(f2);
     assert!(wait_until(Duration::from_secs(5), || setlk(&fa, libc::F_WRLCK) == 0));
     drop(fa);
-    drop(c);
-    drop(db);
 }
