@@ -43,7 +43,7 @@ fn two_servers_on_one_database_serve_one_namespace() {
     let m1 = c.mount_via(&addr_a, &ttl0);
     // The second client prefers server B and may fail over to A.
     let m2 = c.mount_via(&format!("{addr_b},{addr_a}"), &ttl0);
-    c.allow_log("failed over to another strata server");
+    c.allow_log("switched to another strata server");
     c.allow_log("strata server unreachable; retrying");
 
     // Write and close through A, read exactly through B (and the other way round).
