@@ -358,8 +358,9 @@ fn blocks_of_a_crashed_client_are_swept() {
     c.mounts[a].kill9();
     drop(f);
     assert!(dir_bytes(&blocks) >= committed + 16 * MIB, "the killed client's blocks reached the store");
+    // Seconds on a quiet machine; once took over 30 s with two full test runs on two cores.
     assert!(
-        wait_until(Duration::from_secs(30), || dir_bytes(&blocks) <= committed),
+        wait_until(Duration::from_secs(90), || dir_bytes(&blocks) <= committed),
         "unreferenced blocks were never swept: {} bytes left, {} committed",
         dir_bytes(&blocks),
         committed
