@@ -39,6 +39,8 @@ enum Cmd {
     Token(cmd::token::TokenCmdArgs),
     /// Show and set provisioning policies of scopes.
     Policy(cmd::policy::PolicyArgs),
+    /// Serve volumes over NFS or S3.
+    Gateway(cmd::gateway::GatewayArgs),
     /// Show what the server is doing.
     Status(cmd::status::StatusArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
@@ -64,6 +66,7 @@ fn main() {
         Cmd::Scope(a) => cmd::scope::run(a),
         Cmd::Token(a) => cmd::token::run(a),
         Cmd::Policy(a) => cmd::policy::run(a),
+        Cmd::Gateway(a) => cmd::gateway::run(a),
         Cmd::Status(a) => cmd::status::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
     };

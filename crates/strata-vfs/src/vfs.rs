@@ -787,10 +787,18 @@ impl Vfs {
         Ok(growth)
     }
 
+    /// The attributes last seen from the server for an inode, if any (no round trip).
+    pub fn cached_attr(&self, ino: u64) -> Option<Attr> {
+        Self::lock(&self.inodes).get(&ino).and_then(|c| c.attr)
+    }
+
     /// Uploads and commits this client's buffered writes to a file.
     pub async fn commit(&self, ino: u64, durable: bool) -> Result<()> {
         let Some(w) = self.writer(ino) else {
             if durable {
+                // Blocks of earlier, non-durable commits (periodic ones, closes) may still be in
+                // the page cache of a local store.
+                self.store.sync().await?;
                 self.client.call::<_, pb::Empty>(Method::Sync, |_| pb::Empty {}).await?;
             }
             return Ok(());

@@ -1,0 +1,140 @@
+//! `strata gateway nfs`: volumes served to NFSv3 clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use strata_nfs::{Attach, ExportSpec, Gateway};
+use strata_vfs::VfsConfig;
+
+use crate::util::{ServerArgs, TokenArgs, parse_duration, parse_size};
+
+/// Serve volumes over NFSv3 (MOUNT, NFS and a portmapper answer, all on one TCP port).
+///
+/// Each --export names the path clients mount, the volume (and optionally a directory in it),
+/// and its rules:
+///
+///   --export /datasets=ml-data:/train,ro,allow=10.0.0.0/8,allow=192.168.1.20,squash=root
+///
+/// Options: `ro` (changes fail with NFS3ERR_ROFS), `allow=CIDR` (repeatable; clients outside
+/// every allow are refused at MOUNT and on every call; default: this host only),
+/// `squash=root|all|none` (default root: uid 0 acts as the anonymous user), `anonuid=N`,
+/// `anongid=N` (default 65534), `token-file=FILE` (the export reaches the server with that
+/// token and has exactly its rights; default: the gateway's --token/--token-file).
+///
+/// Clients: `mount -t nfs -o vers=3,proto=tcp,port=PORT,mountport=PORT HOST:/datasets /mnt`,
+/// or libnfs URLs `nfs://HOST/datasets/file?nfsport=PORT&mountport=PORT&version=3`.
+/// Unstable writes are buffered and made durable by COMMIT; the write verifier changes at every
+/// start, so clients resend what a crash lost. File handles survive restarts.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NfsGatewayArgs {
+    /// Address to serve NFS, MOUNT and the portmapper on.
+    #[arg(long, default_value = "0.0.0.0:2049")]
+    pub listen: SocketAddr,
+    /// Also answer portmapper queries on this address (e.g. 0.0.0.0:111), for clients that
+    /// look ports up there.
+    #[arg(long, value_name = "ADDR")]
+    pub portmap: Option<SocketAddr>,
+    /// An export: PATH=VOLUME[:/DIR][,OPTION...] (repeatable; see above).
+    #[arg(long = "export", required = true, value_name = "SPEC")]
+    pub exports: Vec<ExportSpec>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
+    /// Memory for cached blocks per volume [default: the storage class's setting, else 512M].
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Memory for buffered writes not yet uploaded, per volume.
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    pub buffer_size: u64,
+    /// Files unused this long are closed (their writes committed).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub idle_close: Duration,
+    /// How long an operation waits for an unreachable server before failing.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub retry_timeout: Duration,
+    /// How long block reads and writes retry an unreachable S3 store.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub store_retry_timeout: Duration,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Runs the gateway until SIGINT or SIGTERM.
+pub fn run(args: NfsGatewayArgs) -> Result<()> {
+    let token = args.token.resolve()?;
+    crate::util::init_logging(args.log_json);
+    let rt = crate::runtime()?;
+    rt.block_on(serve(args, token))
+}
+
+async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (in use, or a privileged port without root?)", args.listen))?;
+    let port = listener.local_addr()?.port();
+    let pm = match args.portmap {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?),
+        None => None,
+    };
+    let vfs = VfsConfig {
+        mem_cache: args.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
+        mem_cache_explicit: args.cache_size.is_some(),
+        buffer: args.buffer_size,
+        store_retry_timeout: args.store_retry_timeout,
+        ..VfsConfig::default()
+    };
+    let how = Attach { server: &args.server.server, token: &token, vfs, retry_timeout: args.retry_timeout };
+    let exports = strata_nfs::attach(args.exports.clone(), &how).await?;
+    if exports.is_empty() {
+        bail!("no exports");
+    }
+    let g = Gateway::new(exports, port);
+    let sessions = strata_nfs::sessions(&g);
+    tracing::info!(listen = %args.listen, port, exports = g.exports().len(), "NFS gateway serving");
+    let mut tasks = vec![tokio::spawn(strata_nfs::serve(g.clone(), listener))];
+    if let Some(pm) = pm {
+        tasks.push(tokio::spawn(strata_nfs::serve(g.clone(), pm)));
+    }
+    let upkeep = {
+        let g = g.clone();
+        let sessions = sessions.clone();
+        let idle = args.idle_close;
+        tokio::spawn(async move {
+            let mut beat = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                g.close_idle(idle).await;
+                if beat.elapsed() >= Duration::from_secs(5) {
+                    beat = tokio::time::Instant::now();
+                    for v in &sessions {
+                        if let Err(e) = v.heartbeat().await {
+                            tracing::warn!(error = %e, "heartbeat failed");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    crate::cmd::server::shutdown_signal().await;
+    tracing::info!("NFS gateway stopping: closing files and committing writes");
+    for t in &tasks {
+        t.abort();
+    }
+    upkeep.abort();
+    let closed = g.close_idle(Duration::ZERO).await;
+    let mut failed = false;
+    for v in &sessions {
+        if let Err(e) = v.unmount().await {
+            tracing::error!(error = %e, "ending the volume session failed");
+            failed = true;
+        }
+    }
+    tracing::info!(closed, "NFS gateway stopped");
+    if failed {
+        bail!("some buffered writes may not have been committed");
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The gateway's state: exports attached to volumes, the write verifier, directory listings in
+//! use; and the dispatch of calls to the NFS, MOUNT and portmapper programs.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nfs3_types::mount::{dirpath, export_node, exports, fhandle3, mountres3, mountres3_ok, mountstat3};
+use nfs3_types::nfs3::nfsstat3;
+use nfs3_types::xdr_codec::{List, Opaque};
+use strata_meta::{Ctx, FileType};
+use strata_vfs::{DirEntry, Vfs};
+
+use crate::export::ExportSpec;
+use crate::files::OpenFiles;
+use crate::handle::{HandleError, HandleKey, export_of};
+use crate::nfs::Outcome;
+use crate::rpc::{self, Accept, Call};
+use crate::xdr::{XdrError, pack_into, put_u32};
+
+/// Program numbers.
+pub const PORTMAP: u32 = 100_000;
+/// Program numbers.
+pub const NFS: u32 = 100_003;
+/// Program numbers.
+pub const MOUNT: u32 = 100_005;
+
+/// One export, attached to its volume.
+pub struct Export {
+    /// Its rules.
+    pub spec: ExportSpec,
+    /// The volume's client file system.
+    pub vfs: Arc<Vfs>,
+    /// The exported directory's inode.
+    pub root: u64,
+    /// Issues and checks this export's handles.
+    pub key: HandleKey,
+    /// Files open for NFS clients.
+    pub files: Arc<OpenFiles>,
+    /// `fsid` in attributes: the volume's id.
+    pub fsid: u64,
+}
+
+struct Listing {
+    verf: u64,
+    entries: Arc<Vec<DirEntry>>,
+    at: Instant,
+}
+
+/// Listings kept for clients paging through a directory.
+const LISTINGS: usize = 1024;
+/// How long a listing is paged from before it is read again.
+const LISTING_TTL: Duration = Duration::from_secs(30);
+
+/// The gateway: exports and protocol state shared by all connections.
+pub struct Gateway {
+    exports: Vec<Arc<Export>>,
+    /// WRITE/COMMIT verifier: new at every start, so clients resend unstable writes a restart
+    /// may have lost.
+    pub(crate) verf: [u8; 8],
+    port: u16,
+    listings: Mutex<HashMap<(u32, u64), Listing>>,
+    next_listing: std::sync::atomic::AtomicU64,
+}
+
+impl Gateway {
+    /// A gateway over attached exports, answering the portmapper with `port`.
+    pub fn new(exports: Vec<Arc<Export>>, port: u16) -> Arc<Self> {
+        let mut verf = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut verf);
+        Arc::new(Gateway {
+            exports,
+            verf,
+            port,
+            listings: Mutex::new(HashMap::new()),
+            next_listing: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// The exports.
+    pub fn exports(&self) -> &[Arc<Export>] {
+        &self.exports
+    }
+
+    /// The export and inode a handle names, for a client at `peer`.
+    pub(crate) fn resolve(&self, fh: &[u8], peer: IpAddr) -> Result<(Arc<Export>, u64), nfsstat3> {
+        let id = export_of(fh).map_err(|_| nfsstat3::NFS3ERR_BADHANDLE)?;
+        let ex = self.exports.iter().find(|e| e.key.export_id() == id).ok_or(nfsstat3::NFS3ERR_STALE)?;
+        if !ex.spec.allows(peer) {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        let ino = ex.key.decode(fh).map_err(|e| match e {
+            HandleError::Malformed => nfsstat3::NFS3ERR_BADHANDLE,
+            HandleError::Stale => nfsstat3::NFS3ERR_STALE,
+        })?;
+        Ok((ex.clone(), ino))
+    }
+
+    /// A directory's entries: the listing a client is paging through (same verifier), or a
+    /// fresh one. A client continuing with a verifier the gateway no longer has gets a fresh
+    /// listing from the same position rather than an error, as most servers do.
+    pub(crate) async fn listing(
+        &self,
+        ex: &Export,
+        ctx: &Ctx,
+        dir: u64,
+        cookie: u64,
+        verf: u64,
+        plus: bool,
+    ) -> Result<(u64, Arc<Vec<DirEntry>>), nfsstat3> {
+        let key = (ex.key.export_id(), dir);
+        if cookie != 0 {
+            let m = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = m.get(&key).filter(|l| l.verf == verf && l.at.elapsed() < LISTING_TTL) {
+                return Ok((l.verf, l.entries.clone()));
+            }
+        }
+        let fh = ex.vfs.opendir(ctx, dir, plus).await.map_err(|e| match e.errno() {
+            libc::ENOENT => nfsstat3::NFS3ERR_STALE,
+            _ => crate::attr::status(&e),
+        })?;
+        let entries = ex.vfs.readdir(fh, 0).map(|v| v.into_iter().map(|(_, e)| e).collect::<Vec<_>>());
+        ex.vfs.releasedir(fh);
+        let entries = Arc::new(entries.map_err(|e| crate::attr::status(&e))?);
+        let verf = self.next_listing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut m = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= LISTINGS {
+            m.retain(|_, l| l.at.elapsed() < LISTING_TTL);
+            if m.len() >= LISTINGS
+                && let Some(oldest) = m.iter().min_by_key(|(_, l)| l.at).map(|(k, _)| *k)
+            {
+                m.remove(&oldest);
+            }
+        }
+        m.insert(key, Listing { verf, entries: entries.clone(), at: Instant::now() });
+        Ok((verf, entries))
+    }
+
+    /// Answers one call; `None` when nothing can be answered.
+    pub async fn dispatch(&self, peer: IpAddr, record: &[u8]) -> Option<Vec<u8>> {
+        let mut call = match rpc::parse_call(record) {
+            Ok(c) => c,
+            Err(rpc::BadCall::RpcMismatch(xid)) => return Some(rpc::rpc_mismatch(xid)),
+            Err(rpc::BadCall::BadCred(xid)) => return Some(rpc::auth_error(xid, rpc::AUTH_BADCRED)),
+            Err(rpc::BadCall::NotACall | rpc::BadCall::Unanswerable(_)) => return None,
+        };
+        if call.flavor != rpc::AUTH_NULL && call.flavor != rpc::AUTH_UNIX {
+            return Some(rpc::auth_error(call.xid, rpc::AUTH_TOOWEAK));
+        }
+        let xid = call.xid;
+        let reply = match (call.prog, call.vers) {
+            (NFS, 3) => {
+                let cred = call.cred.clone();
+                match self.nfs(peer, cred.as_ref(), call.proc_, &mut call.args).await {
+                    Outcome::Reply(body) => success(xid, &body),
+                    Outcome::Garbage(e) => garbage(xid, call.prog, call.proc_, &e),
+                    Outcome::NoProc => rpc::accepted(xid, Accept::ProcUnavail),
+                }
+            }
+            (MOUNT, 3) => match self.mount(peer, &mut call).await {
+                Ok(Some(body)) => success(xid, &body),
+                Ok(None) => rpc::accepted(xid, Accept::ProcUnavail),
+                Err(e) => garbage(xid, call.prog, call.proc_, &e),
+            },
+            (PORTMAP, 2) => match self.portmap(&mut call) {
+                Ok(Some(body)) => success(xid, &body),
+                Ok(None) => rpc::accepted(xid, Accept::ProcUnavail),
+                Err(e) => garbage(xid, call.prog, call.proc_, &e),
+            },
+            (NFS | MOUNT, _) => rpc::accepted(xid, Accept::ProgMismatch(3, 3)),
+            (PORTMAP, _) => rpc::accepted(xid, Accept::ProgMismatch(2, 2)),
+            _ => rpc::accepted(xid, Accept::ProgUnavail),
+        };
+        Some(reply)
+    }
+
+    /// The MOUNT program (RFC 1813, appendix I).
+    async fn mount(&self, peer: IpAddr, call: &mut Call<'_>) -> Result<Option<Vec<u8>>, XdrError> {
+        let d = &mut call.args;
+        let mut out = Vec::new();
+        match call.proc_ {
+            0 | 4 => d.finish()?,
+            1 => {
+                let path = d.opaque(crate::args::PATH_MAX)?.to_vec();
+                d.finish()?;
+                let res = self.mnt(peer, call.cred.as_ref(), &path).await;
+                match &res {
+                    Ok(_) => tracing::info!(client = %peer, path = %String::from_utf8_lossy(&path), "mounted"),
+                    Err(st) => {
+                        tracing::info!(client = %peer, path = %String::from_utf8_lossy(&path), status = %st, "mount refused")
+                    }
+                }
+                let reply = match res {
+                    Ok(fh) => mountres3::Ok(mountres3_ok {
+                        fhandle: fhandle3(Opaque::owned(fh)),
+                        auth_flavors: vec![rpc::AUTH_UNIX, rpc::AUTH_NULL],
+                    }),
+                    Err(st) => mountres3::Err(st),
+                };
+                pack_into(&mut out, &reply);
+            }
+            2 => {
+                d.finish()?;
+                put_u32(&mut out, 0); // the gateway keeps no mount list
+            }
+            3 => {
+                d.opaque(crate::args::PATH_MAX)?;
+                d.finish()?;
+            }
+            5 => {
+                d.finish()?;
+                let list: exports = List(
+                    self.exports
+                        .iter()
+                        .map(|e| export_node {
+                            ex_dir: dirpath(Opaque::owned(e.spec.path.clone().into_bytes())),
+                            ex_groups: List(
+                                e.spec
+                                    .allow
+                                    .iter()
+                                    .map(|n| nfs3_types::mount::name(Opaque::owned(n.to_string().into_bytes())))
+                                    .collect(),
+                            ),
+                        })
+                        .collect(),
+                );
+                pack_into(&mut out, &list);
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(out))
+    }
+
+    /// MNT: the handle of an export's directory (or of a directory below it).
+    async fn mnt(&self, peer: IpAddr, cred: Option<&rpc::UnixCred>, path: &[u8]) -> Result<Vec<u8>, mountstat3> {
+        let path = std::str::from_utf8(path).map_err(|_| mountstat3::MNT3ERR_INVAL)?;
+        let path = crate::export::normalize(path).ok_or(mountstat3::MNT3ERR_INVAL)?;
+        let ex = self
+            .exports
+            .iter()
+            .filter(|e| path == e.spec.path || e.spec.path == "/" || path.starts_with(&format!("{}/", e.spec.path)))
+            .max_by_key(|e| e.spec.path.len())
+            .ok_or(mountstat3::MNT3ERR_NOENT)?;
+        if !ex.spec.allows(peer) {
+            return Err(mountstat3::MNT3ERR_ACCES);
+        }
+        let ctx = ex.spec.ctx(cred);
+        let mut ino = ex.root;
+        for part in path[ex.spec.path.len()..].split('/').filter(|p| !p.is_empty()) {
+            let (next, a) = ex.vfs.lookup(&ctx, ino, part.as_bytes()).await.map_err(|e| match e.errno() {
+                libc::ENOENT => mountstat3::MNT3ERR_NOENT,
+                libc::EACCES | libc::EPERM => mountstat3::MNT3ERR_ACCES,
+                libc::ENOTDIR => mountstat3::MNT3ERR_NOTDIR,
+                _ => mountstat3::MNT3ERR_IO,
+            })?;
+            if a.kind != FileType::Dir {
+                return Err(mountstat3::MNT3ERR_NOTDIR);
+            }
+            ino = next;
+        }
+        Ok(ex.key.encode(ino))
+    }
+
+    /// Enough of the portmapper (version 2) for clients to find the gateway's one port.
+    fn portmap(&self, call: &mut Call<'_>) -> Result<Option<Vec<u8>>, XdrError> {
+        let d = &mut call.args;
+        let mut out = Vec::new();
+        const TCP: u32 = 6;
+        match call.proc_ {
+            0 => d.finish()?,
+            3 => {
+                let prog = d.u32()?;
+                let vers = d.u32()?;
+                let prot = d.u32()?;
+                let _port = d.u32()?;
+                d.finish()?;
+                let served = prot == TCP && ((prog == NFS || prog == MOUNT) && vers == 3);
+                put_u32(&mut out, if served { u32::from(self.port) } else { 0 });
+            }
+            4 => {
+                d.finish()?;
+                for (prog, vers) in [(NFS, 3), (MOUNT, 3), (PORTMAP, 2)] {
+                    put_u32(&mut out, 1);
+                    for v in [prog, vers, TCP, u32::from(self.port)] {
+                        put_u32(&mut out, v);
+                    }
+                }
+                put_u32(&mut out, 0);
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(out))
+    }
+
+    /// Closes files idle for `idle`, committing what was written to them.
+    pub async fn close_idle(&self, idle: Duration) -> usize {
+        let mut n = 0;
+        for e in &self.exports {
+            n += e.files.close_idle(idle).await;
+        }
+        n
+    }
+}
+
+fn success(xid: u32, body: &[u8]) -> Vec<u8> {
+    let mut r = rpc::accepted(xid, Accept::Success);
+    r.extend_from_slice(body);
+    r
+}
+
+fn garbage(xid: u32, prog: u32, proc_: u32, e: &XdrError) -> Vec<u8> {
+    tracing::debug!(prog, proc_, error = %e, "undecodable arguments");
+    rpc::accepted(xid, Accept::GarbageArgs)
+}

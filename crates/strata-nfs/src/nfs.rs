@@ -1,0 +1,837 @@
+//! The NFSv3 program (RFC 1813): every procedure, on the client VFS of each export.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use nfs3_types::nfs3::{
+    ACCESS3resok, COMMIT3resok, FSINFO3resok, FSSTAT3resok, LOOKUP3resok, Nfs3Option, PATHCONF3resok, READ3resok,
+    READLINK3resok, SETATTR3resok, WRITE3resok, cookieverf3, nfs_fh3, nfspath3, nfsstat3, nfstime3, stable_how,
+    writeverf3,
+};
+use nfs3_types::xdr_codec::Opaque;
+use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
+
+use crate::args::{CreateHow, NodeKind};
+use crate::attr::{self, access, fattr, post_op, status, wcc};
+use crate::gateway::{Export, Gateway};
+use crate::rpc::UnixCred;
+use crate::xdr::{Decoder, XdrError, pack_into, put_u32};
+
+/// Largest READ and WRITE transfer offered (FSINFO rtmax/wtmax).
+pub const MAX_IO: u32 = 1 << 20;
+/// Longest file name.
+const NAME_MAX: usize = 255;
+
+type NfsResult<T> = Result<T, nfsstat3>;
+
+/// What a call of the NFS program comes to.
+pub enum Outcome {
+    /// A result (status and body) to send.
+    Reply(Vec<u8>),
+    /// The arguments did not decode.
+    Garbage(XdrError),
+    /// No such procedure.
+    NoProc,
+}
+
+/// Words of the failure body after an error status: attributes and wcc data the failure
+/// carries, sent as "not present", which every client accepts.
+fn fail_words(proc_: u32) -> usize {
+    match proc_ {
+        1 => 0,
+        3..=6 | 16..=20 => 1,
+        15 => 3,
+        14 => 4,
+        _ => 2,
+    }
+}
+
+fn check_name(name: &[u8]) -> NfsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(nfsstat3::NFS3ERR_NAMETOOLONG);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(nfsstat3::NFS3ERR_INVAL);
+    }
+    Ok(())
+}
+
+fn check_new_name(name: &[u8]) -> NfsResult<()> {
+    check_name(name)?;
+    if name == b"." || name == b".." {
+        return Err(nfsstat3::NFS3ERR_EXIST);
+    }
+    Ok(())
+}
+
+fn fh3(data: Vec<u8>) -> nfs_fh3 {
+    nfs_fh3 { data: Opaque::owned(data) }
+}
+
+fn times_of(s: &SetAttr) -> bool {
+    s.uid.is_some() || s.gid.is_some() || s.size.is_some() || s.atime.is_some() || s.mtime.is_some()
+}
+
+impl Gateway {
+    /// Runs one NFS procedure for a caller at `peer`.
+    pub async fn nfs(&self, peer: IpAddr, cred: Option<&UnixCred>, proc_: u32, d: &mut Decoder<'_>) -> Outcome {
+        let mut out = Vec::with_capacity(256);
+        let res = match self.nfs_proc(peer, cred, proc_, d, &mut out).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Outcome::NoProc,
+            Err(e) => return Outcome::Garbage(e),
+        };
+        match res {
+            Ok(()) => {}
+            Err(st) => {
+                out.clear();
+                pack_into(&mut out, &st);
+                for _ in 0..fail_words(proc_) {
+                    put_u32(&mut out, 0);
+                }
+            }
+        }
+        Outcome::Reply(out)
+    }
+
+    /// Decodes arguments (`Err` = garbage), then runs the procedure, writing NFS3_OK and the
+    /// result to `out` or returning its error status.
+    async fn nfs_proc(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        proc_: u32,
+        d: &mut Decoder<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<NfsResult<()>>, XdrError> {
+        let r = match proc_ {
+            0 => {
+                d.finish()?;
+                // Void result: no status either.
+                return Ok(Some(Ok(())));
+            }
+            1 => {
+                let fh = d.fh()?;
+                d.finish()?;
+                self.getattr(peer, fh, out).await
+            }
+            2 => {
+                let fh = d.fh()?;
+                let s = d.sattr()?;
+                let guard = d.guard()?;
+                d.finish()?;
+                self.setattr(peer, cred, fh, s, guard, out).await
+            }
+            3 => {
+                let w = d.dirop()?;
+                d.finish()?;
+                self.lookup(peer, cred, w.dir, w.name, out).await
+            }
+            4 => {
+                let fh = d.fh()?;
+                let want = d.u32()?;
+                d.finish()?;
+                self.access(peer, cred, fh, want, out).await
+            }
+            5 => {
+                let fh = d.fh()?;
+                d.finish()?;
+                self.readlink(peer, fh, out).await
+            }
+            6 => {
+                let fh = d.fh()?;
+                let off = d.u64()?;
+                let count = d.u32()?;
+                d.finish()?;
+                self.read(peer, cred, fh, off, count, out).await
+            }
+            7 => {
+                let fh = d.fh()?;
+                let off = d.u64()?;
+                let count = d.u32()?;
+                let stable = d.u32()?;
+                if stable > 2 {
+                    return Err(XdrError::BadEnum(stable));
+                }
+                let data = d.opaque(crate::rpc::MAX_RECORD)?;
+                d.finish()?;
+                self.write(peer, cred, fh, off, count, stable, data, out).await
+            }
+            8 => {
+                let w = d.dirop()?;
+                let how = d.createhow()?;
+                d.finish()?;
+                self.create(peer, cred, w.dir, w.name, how, out).await
+            }
+            9 => {
+                let w = d.dirop()?;
+                let s = d.sattr()?;
+                d.finish()?;
+                self.make(peer, cred, w.dir, w.name, Make::Dir(s), out).await
+            }
+            10 => {
+                let w = d.dirop()?;
+                let s = d.sattr()?;
+                let target = d.opaque(crate::args::PATH_MAX)?;
+                d.finish()?;
+                self.make(peer, cred, w.dir, w.name, Make::Symlink(s, target.to_vec()), out).await
+            }
+            11 => {
+                let w = d.dirop()?;
+                let what = d.mknoddata()?;
+                d.finish()?;
+                self.make(peer, cred, w.dir, w.name, Make::Node(what), out).await
+            }
+            12 | 13 => {
+                let w = d.dirop()?;
+                d.finish()?;
+                self.remove(peer, cred, w.dir, w.name, proc_ == 13, out).await
+            }
+            14 => {
+                let from = d.dirop()?;
+                let to = d.dirop()?;
+                d.finish()?;
+                self.rename(peer, cred, (from.dir, from.name), (to.dir, to.name), out).await
+            }
+            15 => {
+                let fh = d.fh()?;
+                let w = d.dirop()?;
+                d.finish()?;
+                self.link(peer, cred, fh, w.dir, w.name, out).await
+            }
+            16 | 17 => {
+                let fh = d.fh()?;
+                let cookie = d.u64()?;
+                let verf = d.fixed::<8>()?;
+                let (dircount, maxcount) = if proc_ == 17 {
+                    let dc = d.u32()?;
+                    (dc, d.u32()?)
+                } else {
+                    let c = d.u32()?;
+                    (c, c)
+                };
+                d.finish()?;
+                self.readdir(peer, cred, fh, cookie, verf, dircount, maxcount, proc_ == 17, out).await
+            }
+            18 => {
+                let fh = d.fh()?;
+                d.finish()?;
+                self.fsstat(peer, fh, out).await
+            }
+            19 => {
+                let fh = d.fh()?;
+                d.finish()?;
+                self.fsinfo(peer, fh, out).await
+            }
+            20 => {
+                let fh = d.fh()?;
+                d.finish()?;
+                self.pathconf(peer, fh, out).await
+            }
+            21 => {
+                let fh = d.fh()?;
+                let _off = d.u64()?;
+                let _count = d.u32()?;
+                d.finish()?;
+                self.commit(peer, fh, out).await
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(r))
+    }
+
+    /// Current attributes of an inode; a deleted one is stale.
+    async fn attr(ex: &Export, ino: u64) -> NfsResult<Attr> {
+        match ex.vfs.getattr(ino).await {
+            Ok(a) if a.nlink == 0 => {
+                ex.files.forget(ino).await;
+                Err(nfsstat3::NFS3ERR_STALE)
+            }
+            Ok(a) => Ok(a),
+            Err(e) if e.errno() == libc::ENOENT => Err(nfsstat3::NFS3ERR_STALE),
+            Err(e) => Err(status(&e)),
+        }
+    }
+
+    /// Attributes for a reply's optional fields: cached, else asked for, else left out.
+    async fn some_attr(ex: &Export, ino: u64) -> Option<Attr> {
+        match ex.vfs.getattr(ino).await {
+            Ok(a) => Some(a),
+            Err(_) => ex.vfs.cached_attr(ino),
+        }
+    }
+
+    fn writable(ex: &Export) -> NfsResult<()> {
+        if ex.spec.read_only { Err(nfsstat3::NFS3ERR_ROFS) } else { Ok(()) }
+    }
+
+    async fn getattr(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let a = Self::attr(&ex, ino).await?;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &fattr(ino, &a, ex.fsid));
+        Ok(())
+    }
+
+    async fn setattr(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        fh: &[u8],
+        s: SetAttr,
+        guard: Option<Timespec>,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let before = Self::attr(&ex, ino).await?;
+        if let Some(want) = guard
+            && (want.sec != before.ctime.sec.clamp(0, i64::from(u32::MAX)) || want.nsec != before.ctime.nsec)
+        {
+            return Err(nfsstat3::NFS3ERR_NOT_SYNC);
+        }
+        Self::writable(&ex)?;
+        let ctx = ex.spec.ctx(cred);
+        let after = ex.vfs.setattr(&ctx, ino, &s).await.map_err(|e| status(&e))?;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &SETATTR3resok { obj_wcc: wcc(ino, Some(&before), Some(&after), ex.fsid) });
+        Ok(())
+    }
+
+    /// The inode a name in a directory stands for, `.` and `..` included (never above the
+    /// export's root).
+    async fn lookup_ino(ex: &Export, ctx: &Ctx, dir: u64, name: &[u8]) -> NfsResult<(u64, Attr)> {
+        check_name(name).map_err(|e| if e == nfsstat3::NFS3ERR_INVAL { nfsstat3::NFS3ERR_NOENT } else { e })?;
+        match name {
+            b"." => Ok((dir, Self::attr(ex, dir).await?)),
+            b".." => {
+                let d = Self::attr(ex, dir).await?;
+                if d.kind != FileType::Dir {
+                    return Err(nfsstat3::NFS3ERR_NOTDIR);
+                }
+                let up = if dir == ex.root { dir } else { d.parent };
+                Ok((up, Self::attr(ex, up).await?))
+            }
+            _ => ex.vfs.lookup(ctx, dir, name).await.map_err(|e| status(&e)),
+        }
+    }
+
+    async fn lookup(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        dir: &[u8],
+        name: &[u8],
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, dino) = self.resolve(dir, peer)?;
+        let ctx = ex.spec.ctx(cred);
+        let (ino, a) = Self::lookup_ino(&ex, &ctx, dino, name).await?;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &LOOKUP3resok {
+                object: fh3(ex.key.encode(ino)),
+                obj_attributes: post_op(ino, Some(&a), ex.fsid),
+                dir_attributes: post_op(dino, ex.vfs.cached_attr(dino).as_ref(), ex.fsid),
+            },
+        );
+        Ok(())
+    }
+
+    async fn access(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        fh: &[u8],
+        want: u32,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let a = Self::attr(&ex, ino).await?;
+        let ctx = ex.spec.ctx(cred);
+        let got = attr::allowed(&a, &ctx, ex.spec.read_only) & want;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &ACCESS3resok { obj_attributes: post_op(ino, Some(&a), ex.fsid), access: got });
+        Ok(())
+    }
+
+    async fn readlink(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let a = Self::attr(&ex, ino).await?;
+        if a.kind != FileType::Symlink {
+            return Err(nfsstat3::NFS3ERR_INVAL);
+        }
+        let target = ex.vfs.readlink(ino).await.map_err(|e| status(&e))?;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &READLINK3resok { symlink_attributes: post_op(ino, Some(&a), ex.fsid), data: nfspath3::from(target) },
+        );
+        Ok(())
+    }
+
+    /// Refuses data access the caller's ids do not allow. The owner may always read and write
+    /// (a file created read-only must still take the writes of the open that created it).
+    fn check_data(a: &Attr, ctx: &Ctx, write: bool) -> NfsResult<()> {
+        match a.kind {
+            FileType::File => {}
+            FileType::Dir => return Err(nfsstat3::NFS3ERR_ISDIR),
+            _ => return Err(nfsstat3::NFS3ERR_INVAL),
+        }
+        if ctx.uid == 0 || ctx.uid == a.uid {
+            return Ok(());
+        }
+        let need = if write { access::MODIFY } else { access::READ };
+        let got = attr::allowed(a, ctx, false);
+        // Reading needs read permission, or execute (a program being loaded).
+        if got & need != 0 || (!write && got & access::EXECUTE != 0) { Ok(()) } else { Err(nfsstat3::NFS3ERR_ACCES) }
+    }
+
+    /// Attributes for a permission check: the ones last seen (no round trip) or fresh ones.
+    async fn check_attr(ex: &Export, ino: u64) -> NfsResult<Attr> {
+        match ex.vfs.cached_attr(ino) {
+            Some(a) if a.nlink > 0 => Ok(a),
+            _ => Self::attr(ex, ino).await,
+        }
+    }
+
+    async fn read(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        fh: &[u8],
+        off: u64,
+        count: u32,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let a = Self::check_attr(&ex, ino).await?;
+        Self::check_data(&a, &ex.spec.ctx(cred), false)?;
+        let f = ex.files.get(ino, false).await.map_err(|e| open_status(&e))?;
+        let count = count.min(MAX_IO);
+        let data = ex.vfs.read(f.fh, off, count).await.map_err(|e| status(&e))?;
+        let after = ex.vfs.cached_attr(ino);
+        let eof = (data.len() as u32) < count || after.is_some_and(|a| off + data.len() as u64 >= a.size);
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &READ3resok {
+                file_attributes: post_op(ino, after.as_ref(), ex.fsid),
+                count: data.len() as u32,
+                eof,
+                data: Opaque::borrowed(&data),
+            },
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        fh: &[u8],
+        off: u64,
+        count: u32,
+        stable: u32,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        Self::writable(&ex)?;
+        if count as usize != data.len() {
+            return Err(nfsstat3::NFS3ERR_INVAL);
+        }
+        if data.len() > MAX_IO as usize {
+            return Err(nfsstat3::NFS3ERR_FBIG);
+        }
+        let before = Self::check_attr(&ex, ino).await?;
+        Self::check_data(&before, &ex.spec.ctx(cred), true)?;
+        let f = ex.files.get(ino, true).await.map_err(|e| open_status(&e))?;
+        ex.vfs.write(f.fh, off, data).await.map_err(|e| status(&e))?;
+        let committed = if stable == 0 {
+            stable_how::UNSTABLE
+        } else {
+            ex.vfs.fsync(f.fh).await.map_err(|e| status(&e))?;
+            stable_how::FILE_SYNC
+        };
+        let mut after = ex.vfs.cached_attr(ino);
+        if let Some(a) = after.as_mut() {
+            a.size = a.size.max(off + data.len() as u64);
+        }
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &WRITE3resok {
+                file_wcc: wcc(ino, None, after.as_ref(), ex.fsid),
+                count: data.len() as u32,
+                committed,
+                verf: writeverf3(self.verf),
+            },
+        );
+        Ok(())
+    }
+
+    async fn commit(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        Self::attr(&ex, ino).await?;
+        ex.vfs.commit(ino, true).await.map_err(|e| status(&e))?;
+        let after = Self::some_attr(&ex, ino).await;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &COMMIT3resok { file_wcc: wcc(ino, None, after.as_ref(), ex.fsid), verf: writeverf3(self.verf) },
+        );
+        Ok(())
+    }
+
+    /// Appends a created object's handle, attributes and the directory's wcc data.
+    async fn made(ex: &Export, dir: u64, ino: u64, a: &Attr, out: &mut Vec<u8>) {
+        let dir_after = Self::some_attr(ex, dir).await;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &Nfs3Option::Some(fh3(ex.key.encode(ino))));
+        pack_into(out, &post_op(ino, Some(a), ex.fsid));
+        pack_into(out, &wcc(dir, None, dir_after.as_ref(), ex.fsid));
+    }
+
+    /// Applies what creation itself did not set (owner, size, times).
+    async fn apply_rest(ex: &Export, ctx: &Ctx, ino: u64, a: Attr, s: &SetAttr) -> NfsResult<Attr> {
+        let rest = SetAttr { mode: None, ..s.clone() };
+        let needed = rest.uid.is_some_and(|u| u != a.uid) || rest.gid.is_some_and(|g| g != a.gid) || times_of(&rest);
+        if !needed {
+            return Ok(a);
+        }
+        ex.vfs.setattr(ctx, ino, &rest).await.map_err(|e| status(&e))
+    }
+
+    async fn create(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        dir: &[u8],
+        name: &[u8],
+        how: CreateHow,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, dino) = self.resolve(dir, peer)?;
+        Self::writable(&ex)?;
+        check_new_name(name)?;
+        let ctx = ex.spec.ctx(cred);
+        let mode = |s: &SetAttr| libc::S_IFREG | s.mode.unwrap_or(0o644);
+        let (ino, a) = match &how {
+            CreateHow::Unchecked(s) => match ex.vfs.mknod(&ctx, dino, name, mode(s), 0, 0).await {
+                Ok((ino, a)) => (ino, Self::apply_rest(&ex, &ctx, ino, a, s).await?),
+                Err(e) if e.errno() == libc::EEXIST => {
+                    let (ino, a) = ex.vfs.lookup(&ctx, dino, name).await.map_err(|e| status(&e))?;
+                    if a.kind != FileType::File {
+                        return Err(nfsstat3::NFS3ERR_EXIST);
+                    }
+                    match s.size {
+                        Some(size) => {
+                            let t = SetAttr { size: Some(size), ..Default::default() };
+                            (ino, ex.vfs.setattr(&ctx, ino, &t).await.map_err(|e| status(&e))?)
+                        }
+                        None => (ino, a),
+                    }
+                }
+                Err(e) => return Err(status(&e)),
+            },
+            CreateHow::Guarded(s) => {
+                let (ino, a) = ex.vfs.mknod(&ctx, dino, name, mode(s), 0, 0).await.map_err(|e| status(&e))?;
+                (ino, Self::apply_rest(&ex, &ctx, ino, a, s).await?)
+            }
+            CreateHow::Exclusive(verf) => {
+                // The verifier is kept in the times until the client sets real attributes, so
+                // a retransmitted CREATE finds its own file (RFC 1813, 3.3.8).
+                let stamp = verifier_times(verf);
+                match ex.vfs.mknod(&ctx, dino, name, libc::S_IFREG | 0o600, 0, 0).await {
+                    Ok((ino, _)) => {
+                        let t = SetAttr {
+                            atime: Some(SetTime::At(stamp.0)),
+                            mtime: Some(SetTime::At(stamp.1)),
+                            ..Default::default()
+                        };
+                        (ino, ex.vfs.setattr(&ctx, ino, &t).await.map_err(|e| status(&e))?)
+                    }
+                    Err(e) if e.errno() == libc::EEXIST => {
+                        let (ino, a) = ex.vfs.lookup(&ctx, dino, name).await.map_err(|e| status(&e))?;
+                        if a.kind != FileType::File || a.atime != stamp.0 || a.mtime != stamp.1 {
+                            return Err(nfsstat3::NFS3ERR_EXIST);
+                        }
+                        (ino, a)
+                    }
+                    Err(e) => return Err(status(&e)),
+                }
+            }
+        };
+        Self::made(&ex, dino, ino, &a, out).await;
+        Ok(())
+    }
+
+    async fn make(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        dir: &[u8],
+        name: &[u8],
+        what: Make,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, dino) = self.resolve(dir, peer)?;
+        Self::writable(&ex)?;
+        check_new_name(name)?;
+        let ctx = ex.spec.ctx(cred);
+        let v = &ex.vfs;
+        let made = match &what {
+            Make::Dir(s) => v.mkdir(&ctx, dino, name, s.mode.unwrap_or(0o755), 0).await.map(|r| (r, s)),
+            Make::Symlink(s, target) => {
+                if target.is_empty() {
+                    return Err(nfsstat3::NFS3ERR_INVAL);
+                }
+                v.symlink(&ctx, dino, name, target).await.map(|r| (r, s))
+            }
+            Make::Node(k) => {
+                let (kind, s, rdev) = match k {
+                    NodeKind::Chr(s, ma, mi) => (libc::S_IFCHR, s, libc::makedev(*ma, *mi) as u32),
+                    NodeKind::Blk(s, ma, mi) => (libc::S_IFBLK, s, libc::makedev(*ma, *mi) as u32),
+                    NodeKind::Sock(s) => (libc::S_IFSOCK, s, 0),
+                    NodeKind::Fifo(s) => (libc::S_IFIFO, s, 0),
+                    NodeKind::Other => return Err(nfsstat3::NFS3ERR_BADTYPE),
+                };
+                v.mknod(&ctx, dino, name, kind | s.mode.unwrap_or(0o644), 0, rdev).await.map(|r| (r, s))
+            }
+        };
+        let ((ino, a), s) = made.map_err(|e| status(&e))?;
+        let a = if matches!(what, Make::Symlink(..)) {
+            // Symbolic links have no mode of their own; owner changes apply.
+            Self::apply_rest(&ex, &ctx, ino, a, &SetAttr { uid: s.uid, gid: s.gid, ..Default::default() }).await?
+        } else {
+            Self::apply_rest(&ex, &ctx, ino, a, s).await?
+        };
+        Self::made(&ex, dino, ino, &a, out).await;
+        Ok(())
+    }
+
+    async fn remove(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        dir: &[u8],
+        name: &[u8],
+        is_dir: bool,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, dino) = self.resolve(dir, peer)?;
+        Self::writable(&ex)?;
+        check_name(name)?;
+        if name == b"." || name == b".." {
+            return Err(if is_dir { nfsstat3::NFS3ERR_INVAL } else { nfsstat3::NFS3ERR_ISDIR });
+        }
+        let ctx = ex.spec.ctx(cred);
+        let r = if is_dir { ex.vfs.rmdir(&ctx, dino, name).await } else { ex.vfs.unlink(&ctx, dino, name).await };
+        r.map_err(|e| status(&e))?;
+        let after = Self::some_attr(&ex, dino).await;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &wcc(dino, None, after.as_ref(), ex.fsid));
+        Ok(())
+    }
+
+    async fn rename(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        from: (&[u8], &[u8]),
+        to: (&[u8], &[u8]),
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, fdir) = self.resolve(from.0, peer)?;
+        let (ex2, tdir) = self.resolve(to.0, peer)?;
+        if !Arc::ptr_eq(&ex, &ex2) {
+            return Err(nfsstat3::NFS3ERR_XDEV);
+        }
+        Self::writable(&ex)?;
+        check_new_name(from.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
+        check_new_name(to.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
+        let ctx = ex.spec.ctx(cred);
+        ex.vfs.rename(&ctx, fdir, from.1, tdir, to.1, 0).await.map_err(|e| status(&e))?;
+        let fa = Self::some_attr(&ex, fdir).await;
+        let ta = if tdir == fdir { fa } else { Self::some_attr(&ex, tdir).await };
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &wcc(fdir, None, fa.as_ref(), ex.fsid));
+        pack_into(out, &wcc(tdir, None, ta.as_ref(), ex.fsid));
+        Ok(())
+    }
+
+    async fn link(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        fh: &[u8],
+        dir: &[u8],
+        name: &[u8],
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let (ex2, dino) = self.resolve(dir, peer)?;
+        if !Arc::ptr_eq(&ex, &ex2) {
+            return Err(nfsstat3::NFS3ERR_XDEV);
+        }
+        Self::writable(&ex)?;
+        check_new_name(name)?;
+        let ctx = ex.spec.ctx(cred);
+        let a = ex.vfs.link(&ctx, ino, dino, name).await.map_err(|e| status(&e))?;
+        let da = Self::some_attr(&ex, dino).await;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &post_op(ino, Some(&a), ex.fsid));
+        pack_into(out, &wcc(dino, None, da.as_ref(), ex.fsid));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn readdir(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        fh: &[u8],
+        cookie: u64,
+        verf: [u8; 8],
+        dircount: u32,
+        maxcount: u32,
+        plus: bool,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        let (ex, dino) = self.resolve(fh, peer)?;
+        let ctx = ex.spec.ctx(cred);
+        let (verf, list) = self.listing(&ex, &ctx, dino, cookie, u64::from_be_bytes(verf), plus).await?;
+        let dir_attr = list.first().and_then(|e| e.attr);
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(out, &post_op(dino, dir_attr.as_ref(), ex.fsid));
+        pack_into(out, &cookieverf3(verf.to_be_bytes()));
+        // Room: the reply so far plus the end of the list (no more entries, eof).
+        let limit = (maxcount as usize).min(MAX_IO as usize);
+        let mut used = out.len() + 8;
+        let mut names = 0usize;
+        let start = usize::try_from(cookie).unwrap_or(usize::MAX);
+        let mut sent = 0;
+        let mut eof = true;
+        for (i, e) in list.iter().enumerate().skip(start) {
+            let name_len = e.name.len() + crate::xdr::pad(e.name.len());
+            let entry_name = 8 + 4 + name_len + 8;
+            let (ino, attr) = if e.name == b".." && dino == ex.root { (dino, dir_attr) } else { (e.ino, e.attr) };
+            let mut entry = Vec::with_capacity(entry_name + 140);
+            put_u32(&mut entry, 1); // value follows
+            entry.extend_from_slice(&ino.to_be_bytes());
+            pack_into(&mut entry, &nfs3_types::nfs3::filename3::from(e.name.as_slice()));
+            entry.extend_from_slice(&(i as u64 + 1).to_be_bytes());
+            if plus {
+                pack_into(&mut entry, &post_op(ino, attr.as_ref(), ex.fsid));
+                let handle = if e.name == b".." && attr.is_none() {
+                    Nfs3Option::None
+                } else {
+                    Nfs3Option::Some(fh3(ex.key.encode(ino)))
+                };
+                pack_into(&mut entry, &handle);
+            }
+            if used + entry.len() > limit || (plus && names + entry_name > dircount.max(512) as usize) {
+                eof = false;
+                break;
+            }
+            used += entry.len();
+            names += entry_name;
+            out.extend_from_slice(&entry);
+            sent += 1;
+        }
+        if sent == 0 && !eof {
+            return Err(nfsstat3::NFS3ERR_TOOSMALL);
+        }
+        put_u32(out, 0); // no more entries
+        pack_into(out, &eof);
+        Ok(())
+    }
+
+    async fn fsstat(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let a = Self::attr(&ex, ino).await?;
+        let s = ex.vfs.statfs().await.map_err(|e| status(&e))?;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &FSSTAT3resok {
+                obj_attributes: post_op(ino, Some(&a), ex.fsid),
+                tbytes: s.total,
+                fbytes: s.free,
+                abytes: s.free,
+                tfiles: s.files,
+                ffiles: s.ffree,
+                afiles: s.ffree,
+                invarsec: 0,
+            },
+        );
+        Ok(())
+    }
+
+    async fn fsinfo(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let a = Self::attr(&ex, ino).await?;
+        const FSF3_LINK: u32 = 1;
+        const FSF3_SYMLINK: u32 = 2;
+        const FSF3_HOMOGENEOUS: u32 = 8;
+        const FSF3_CANSETTIME: u32 = 0x10;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &FSINFO3resok {
+                obj_attributes: post_op(ino, Some(&a), ex.fsid),
+                rtmax: MAX_IO,
+                rtpref: MAX_IO,
+                rtmult: 4096,
+                wtmax: MAX_IO,
+                wtpref: MAX_IO,
+                wtmult: 4096,
+                dtpref: 64 * 1024,
+                maxfilesize: strata_meta::MAX_FILE_SIZE,
+                time_delta: nfstime3 { seconds: 0, nseconds: 1 },
+                properties: FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME,
+            },
+        );
+        Ok(())
+    }
+
+    async fn pathconf(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
+        let (ex, ino) = self.resolve(fh, peer)?;
+        let a = Self::attr(&ex, ino).await?;
+        pack_into(out, &nfsstat3::NFS3_OK);
+        pack_into(
+            out,
+            &PATHCONF3resok {
+                obj_attributes: post_op(ino, Some(&a), ex.fsid),
+                linkmax: u32::MAX,
+                name_max: NAME_MAX as u32,
+                no_trunc: true,
+                chown_restricted: true,
+                case_insensitive: false,
+                case_preserving: true,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// What MKDIR, SYMLINK and MKNOD make.
+enum Make {
+    Dir(SetAttr),
+    Symlink(SetAttr, Vec<u8>),
+    Node(NodeKind),
+}
+
+/// Opening a file that was deleted is a stale handle, not a missing name.
+fn open_status(e: &strata_vfs::VfsError) -> nfsstat3 {
+    if e.errno() == libc::ENOENT { nfsstat3::NFS3ERR_STALE } else { status(e) }
+}
+
+/// The (atime, mtime) an exclusive CREATE's verifier is kept in.
+fn verifier_times(v: &[u8; 8]) -> (Timespec, Timespec) {
+    let a = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+    let m = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
+    (Timespec { sec: i64::from(a), nsec: 0 }, Timespec { sec: i64::from(m), nsec: 0 })
+}

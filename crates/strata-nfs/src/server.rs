@@ -1,0 +1,182 @@
+//! Attaching exports to volumes and serving connections.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_meta::{Ctx, FileType};
+use strata_vfs::{Client, Vfs, VfsConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::export::ExportSpec;
+use crate::files::OpenFiles;
+use crate::gateway::{Export, Gateway};
+use crate::handle::HandleKey;
+use crate::rpc::{RecordError, frame, read_record};
+
+/// Calls of one connection served at once; more wait (TCP pushes back on the client).
+const PER_CONNECTION: usize = 32;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A volume could not be attached.
+    #[error("export {path}: {msg}")]
+    Export {
+        /// The export path.
+        path: String,
+        /// What failed.
+        msg: String,
+    },
+    /// Two exports share a path.
+    #[error("export path {0} is given twice")]
+    Duplicate(String),
+}
+
+/// How the gateway reaches the server.
+pub struct Attach<'a> {
+    /// Server address(es), comma-separated.
+    pub server: &'a str,
+    /// Token of exports that name none.
+    pub token: &'a str,
+    /// Client settings for every volume.
+    pub vfs: VfsConfig,
+    /// How long calls wait for an unreachable server.
+    pub retry_timeout: Duration,
+}
+
+/// Attaches every export to its volume with its token (one session per volume and token) and
+/// finds the exported directories.
+pub async fn attach(specs: Vec<ExportSpec>, how: &Attach<'_>) -> Result<Vec<Arc<Export>>, StartError> {
+    let mut sessions: Vec<(String, String, Arc<Vfs>, Arc<OpenFiles>)> = Vec::new();
+    let mut out: Vec<Arc<Export>> = Vec::new();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    for spec in specs {
+        let fail = |msg: String| StartError::Export { path: spec.path.clone(), msg };
+        if out.iter().any(|e| e.spec.path == spec.path) {
+            return Err(StartError::Duplicate(spec.path.clone()));
+        }
+        let token = match &spec.token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| fail(format!("token file {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+            None => how.token.trim().to_string(),
+        };
+        let found = sessions.iter().find(|s| s.0 == spec.volume && s.1 == token).map(|s| (s.2.clone(), s.3.clone()));
+        let (vfs, files) = match found {
+            Some(v) => v,
+            None => {
+                let name = format!("{}:nfs{}", host.trim(), spec.path);
+                let (client, resp) = Client::mount(how.server, &token, &spec.volume, &name, how.retry_timeout)
+                    .await
+                    .map_err(|e| fail(format!("cannot attach volume {}: {e}", spec.volume)))?;
+                let vfs = Vfs::new(client, resp, how.vfs.clone())
+                    .map_err(|e| fail(format!("volume {}: {e}", spec.volume)))?;
+                let files = OpenFiles::new(vfs.clone());
+                sessions.push((spec.volume.clone(), token.clone(), vfs.clone(), files.clone()));
+                (vfs, files)
+            }
+        };
+        let mut root = vfs.root();
+        for part in spec.subpath.split('/').filter(|p| !p.is_empty()) {
+            let (ino, a) = vfs
+                .lookup(&Ctx::root(), root, part.as_bytes())
+                .await
+                .map_err(|e| fail(format!("directory {} of volume {}: {e}", spec.subpath, spec.volume)))?;
+            if a.kind != FileType::Dir {
+                return Err(fail(format!("{} of volume {} is not a directory", spec.subpath, spec.volume)));
+            }
+            root = ino;
+        }
+        let key = HandleKey::new(&spec.path, vfs.volume().id, &spec.subpath, &token);
+        if out.iter().any(|e| e.key.export_id() == key.export_id()) {
+            return Err(fail("its handle id collides with another export's; choose another path".into()));
+        }
+        let fsid = u64::from(vfs.volume().id);
+        tracing::info!(
+            export = %spec.path, volume = %spec.volume, dir = %spec.subpath, read_only = spec.read_only,
+            squash = ?spec.squash, allow = ?spec.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            "export ready"
+        );
+        out.push(Arc::new(Export { spec, vfs, root, key, files, fsid }));
+    }
+    Ok(out)
+}
+
+/// The distinct volume sessions behind the exports.
+pub fn sessions(g: &Gateway) -> Vec<Arc<Vfs>> {
+    let mut v: Vec<Arc<Vfs>> = Vec::new();
+    for e in g.exports() {
+        if !v.iter().any(|x| Arc::ptr_eq(x, &e.vfs)) {
+            v.push(e.vfs.clone());
+        }
+    }
+    v
+}
+
+/// Serves connections until the listener fails.
+pub async fn serve(g: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors and the like: keep serving the connections there are.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(connection(g.clone(), sock, peer));
+    }
+}
+
+async fn connection(g: Arc<Gateway>, sock: TcpStream, peer: SocketAddr) {
+    let ip: IpAddr = peer.ip();
+    tracing::debug!(client = %peer, "connected");
+    let (mut rd, mut wr) = sock.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PER_CONNECTION);
+    let writer = tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            if wr.write_all(&reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let slots = Arc::new(Semaphore::new(PER_CONNECTION));
+    loop {
+        let record = match read_record(&mut rd).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(RecordError::Io(e)) => {
+                tracing::debug!(client = %peer, error = %e, "connection ended");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(client = %peer, error = %e, "closing the connection");
+                break;
+            }
+        };
+        if record.len() < 8 {
+            // Not even a transaction id and message type: nothing can be answered.
+            tracing::warn!(client = %peer, bytes = record.len(), "closing the connection: record too short for RPC");
+            break;
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let g = g.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Some(reply) = g.dispatch(ip, &record).await {
+                let _ = tx.send(frame(reply)).await;
+            } else {
+                tracing::debug!(client = %ip, "ignored a record that is not a call");
+            }
+            drop(permit);
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+}
