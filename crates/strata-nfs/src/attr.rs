@@ -1,7 +1,8 @@
 //! Strata attributes and errors in NFSv3's terms.
 
 use nfs3_types::nfs3::{Nfs3Option, fattr3, ftype3, nfsstat3, nfstime3, specdata3, wcc_attr, wcc_data};
-use strata_meta::{Attr, Ctx, FileType, Timespec};
+use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
+use strata_nfs_wire::{Sattr, SetTime3};
 use strata_vfs::VfsError;
 
 /// ACCESS3 bits (RFC 1813).
@@ -34,6 +35,19 @@ fn ftype(k: FileType) -> ftype3 {
         FileType::CharDev => ftype3::NF3CHR,
         FileType::BlockDev => ftype3::NF3BLK,
     }
+}
+
+fn set_time(t: SetTime3) -> Option<SetTime> {
+    match t {
+        SetTime3::Keep => None,
+        SetTime3::Now => Some(SetTime::Now),
+        SetTime3::At(sec, nsec) => Some(SetTime::At(Timespec { sec: i64::from(sec), nsec })),
+    }
+}
+
+/// The attribute changes an `sattr3` asks for.
+pub fn setattr(s: &Sattr) -> SetAttr {
+    SetAttr { mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, atime: set_time(s.atime), mtime: set_time(s.mtime) }
 }
 
 /// `fattr3` of an inode of volume `fsid`.

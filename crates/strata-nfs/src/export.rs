@@ -8,7 +8,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use strata_meta::Ctx;
 
-use crate::rpc::UnixCred;
+use strata_nfs_wire::UnixCred;
 
 /// The uid and gid squashed callers get unless told otherwise (`nobody`/`nogroup`).
 pub const NOBODY: u32 = 65534;

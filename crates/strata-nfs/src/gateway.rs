@@ -16,8 +16,9 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::handle::{HandleError, HandleKey, export_of};
 use crate::nfs::Outcome;
-use crate::rpc::{self, Accept, Call};
-use crate::xdr::{XdrError, pack_into, put_u32};
+use crate::xdr::{pack_into, put_u32};
+use strata_nfs_wire::rpc::{self, Accept, Call};
+use strata_nfs_wire::{MountCall, PortmapCall, XdrError, decode_mount, decode_portmap};
 
 /// Program numbers.
 pub const PORTMAP: u32 = 100_000;
@@ -177,19 +178,16 @@ impl Gateway {
 
     /// The MOUNT program (RFC 1813, appendix I).
     async fn mount(&self, peer: IpAddr, call: &mut Call<'_>) -> Result<Option<Vec<u8>>, XdrError> {
-        let d = &mut call.args;
+        let Some(m) = decode_mount(call.proc_, &mut call.args)? else { return Ok(None) };
         let mut out = Vec::new();
-        match call.proc_ {
-            0 | 4 => d.finish()?,
-            1 => {
-                let path = d.opaque(crate::args::PATH_MAX)?.to_vec();
-                d.finish()?;
-                let res = self.mnt(peer, call.cred.as_ref(), &path).await;
+        match m {
+            MountCall::Null | MountCall::UmntAll | MountCall::Umnt(_) => {}
+            MountCall::Mnt(path) => {
+                let res = self.mnt(peer, call.cred.as_ref(), path).await;
+                let shown = String::from_utf8_lossy(path);
                 match &res {
-                    Ok(_) => tracing::info!(client = %peer, path = %String::from_utf8_lossy(&path), "mounted"),
-                    Err(st) => {
-                        tracing::info!(client = %peer, path = %String::from_utf8_lossy(&path), status = %st, "mount refused")
-                    }
+                    Ok(_) => tracing::info!(client = %peer, path = %shown, "mounted"),
+                    Err(st) => tracing::info!(client = %peer, path = %shown, status = %st, "mount refused"),
                 }
                 let reply = match res {
                     Ok(fh) => mountres3::Ok(mountres3_ok {
@@ -200,16 +198,9 @@ impl Gateway {
                 };
                 pack_into(&mut out, &reply);
             }
-            2 => {
-                d.finish()?;
-                put_u32(&mut out, 0); // the gateway keeps no mount list
-            }
-            3 => {
-                d.opaque(crate::args::PATH_MAX)?;
-                d.finish()?;
-            }
-            5 => {
-                d.finish()?;
+            // The gateway keeps no list of mounts.
+            MountCall::Dump => put_u32(&mut out, 0),
+            MountCall::Export => {
                 let list: exports = List(
                     self.exports
                         .iter()
@@ -227,7 +218,6 @@ impl Gateway {
                 );
                 pack_into(&mut out, &list);
             }
-            _ => return Ok(None),
         }
         Ok(Some(out))
     }
@@ -264,22 +254,16 @@ impl Gateway {
 
     /// Enough of the portmapper (version 2) for clients to find the gateway's one port.
     fn portmap(&self, call: &mut Call<'_>) -> Result<Option<Vec<u8>>, XdrError> {
-        let d = &mut call.args;
+        let Some(p) = decode_portmap(call.proc_, &mut call.args)? else { return Ok(None) };
         let mut out = Vec::new();
         const TCP: u32 = 6;
-        match call.proc_ {
-            0 => d.finish()?,
-            3 => {
-                let prog = d.u32()?;
-                let vers = d.u32()?;
-                let prot = d.u32()?;
-                let _port = d.u32()?;
-                d.finish()?;
-                let served = prot == TCP && ((prog == NFS || prog == MOUNT) && vers == 3);
+        match p {
+            PortmapCall::Null => {}
+            PortmapCall::GetPort(prog, vers, prot) => {
+                let served = prot == TCP && (prog == NFS || prog == MOUNT) && vers == 3;
                 put_u32(&mut out, if served { u32::from(self.port) } else { 0 });
             }
-            4 => {
-                d.finish()?;
+            PortmapCall::Dump => {
                 for (prog, vers) in [(NFS, 3), (MOUNT, 3), (PORTMAP, 2)] {
                     put_u32(&mut out, 1);
                     for v in [prog, vers, TCP, u32::from(self.port)] {
@@ -288,7 +272,6 @@ impl Gateway {
                 }
                 put_u32(&mut out, 0);
             }
-            _ => return Ok(None),
         }
         Ok(Some(out))
     }

@@ -2,19 +2,19 @@
 //! mounts, with per-export address allow-lists, read-only exports and id squashing, the MOUNT
 //! program and a portmapper answer on one TCP port.
 //!
-//! Replies are encoded with `nfs3_types`; arguments are decoded by this crate's bounded
-//! decoder (see [`xdr`]), since every byte comes from the network.
+//! Replies are encoded with `nfs3_types`; records and arguments are decoded by the bounded
+//! decoder of `strata-nfs-wire`, since every byte comes from the network.
 
-pub mod args;
 pub mod attr;
 pub mod export;
 pub mod files;
 pub mod gateway;
 pub mod handle;
 pub mod nfs;
-pub mod rpc;
 pub mod server;
 pub mod xdr;
+
+pub use strata_nfs_wire::{args, rpc};
 
 pub use export::{ExportSpec, Squash};
 pub use gateway::{Export, Gateway};

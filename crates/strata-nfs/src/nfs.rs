@@ -11,11 +11,11 @@ use nfs3_types::nfs3::{
 use nfs3_types::xdr_codec::Opaque;
 use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
 
-use crate::args::{CreateHow, NodeKind};
 use crate::attr::{self, access, fattr, post_op, status, wcc};
 use crate::gateway::{Export, Gateway};
-use crate::rpc::UnixCred;
-use crate::xdr::{Decoder, XdrError, pack_into, put_u32};
+use crate::xdr::{pack_into, put_u32};
+use strata_nfs_wire::args::{CreateHow, NodeKind};
+use strata_nfs_wire::{Decoder, NfsCall, UnixCred, XdrError, decode_nfs};
 
 /// Largest READ and WRITE transfer offered (FSINFO rtmax/wtmax).
 pub const MAX_IO: u32 = 1 << 20;
@@ -104,138 +104,40 @@ impl Gateway {
         d: &mut Decoder<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Option<NfsResult<()>>, XdrError> {
-        let r = match proc_ {
-            0 => {
-                d.finish()?;
-                // Void result: no status either.
-                return Ok(Some(Ok(())));
+        let Some(call) = decode_nfs(proc_, d)? else { return Ok(None) };
+        let r = match call {
+            // Void result: no status either.
+            NfsCall::Null => Ok(()),
+            NfsCall::Getattr(fh) => self.getattr(peer, fh, out).await,
+            NfsCall::Setattr(fh, s, guard) => self.setattr(peer, cred, fh, attr::setattr(&s), guard, out).await,
+            NfsCall::Lookup(w) => self.lookup(peer, cred, w.dir, w.name, out).await,
+            NfsCall::Access(fh, want) => self.access(peer, cred, fh, want, out).await,
+            NfsCall::Readlink(fh) => self.readlink(peer, fh, out).await,
+            NfsCall::Read(fh, off, count) => self.read(peer, cred, fh, off, count, out).await,
+            NfsCall::Write { fh, offset, count, stable, data } => {
+                self.write(peer, cred, fh, offset, count, stable, data, out).await
             }
-            1 => {
-                let fh = d.fh()?;
-                d.finish()?;
-                self.getattr(peer, fh, out).await
+            NfsCall::Create(w, how) => self.create(peer, cred, w.dir, w.name, how, out).await,
+            NfsCall::Mkdir(w, s) => self.make(peer, cred, w.dir, w.name, Make::Dir(attr::setattr(&s)), out).await,
+            NfsCall::Symlink(w, s, target) => {
+                let what = Make::Symlink(attr::setattr(&s), target.to_vec());
+                self.make(peer, cred, w.dir, w.name, what, out).await
             }
-            2 => {
-                let fh = d.fh()?;
-                let s = d.sattr()?;
-                let guard = d.guard()?;
-                d.finish()?;
-                self.setattr(peer, cred, fh, s, guard, out).await
+            NfsCall::Mknod(w, what) => self.make(peer, cred, w.dir, w.name, Make::Node(what), out).await,
+            NfsCall::Remove(w) => self.remove(peer, cred, w.dir, w.name, false, out).await,
+            NfsCall::Rmdir(w) => self.remove(peer, cred, w.dir, w.name, true, out).await,
+            NfsCall::Rename(from, to) => self.rename(peer, cred, (from.dir, from.name), (to.dir, to.name), out).await,
+            NfsCall::Link(fh, w) => self.link(peer, cred, fh, w.dir, w.name, out).await,
+            NfsCall::Readdir(fh, cookie, verf, count) => {
+                self.readdir(peer, cred, fh, cookie, verf, count, count, false, out).await
             }
-            3 => {
-                let w = d.dirop()?;
-                d.finish()?;
-                self.lookup(peer, cred, w.dir, w.name, out).await
+            NfsCall::Readdirplus(fh, cookie, verf, dircount, maxcount) => {
+                self.readdir(peer, cred, fh, cookie, verf, dircount, maxcount, true, out).await
             }
-            4 => {
-                let fh = d.fh()?;
-                let want = d.u32()?;
-                d.finish()?;
-                self.access(peer, cred, fh, want, out).await
-            }
-            5 => {
-                let fh = d.fh()?;
-                d.finish()?;
-                self.readlink(peer, fh, out).await
-            }
-            6 => {
-                let fh = d.fh()?;
-                let off = d.u64()?;
-                let count = d.u32()?;
-                d.finish()?;
-                self.read(peer, cred, fh, off, count, out).await
-            }
-            7 => {
-                let fh = d.fh()?;
-                let off = d.u64()?;
-                let count = d.u32()?;
-                let stable = d.u32()?;
-                if stable > 2 {
-                    return Err(XdrError::BadEnum(stable));
-                }
-                let data = d.opaque(crate::rpc::MAX_RECORD)?;
-                d.finish()?;
-                self.write(peer, cred, fh, off, count, stable, data, out).await
-            }
-            8 => {
-                let w = d.dirop()?;
-                let how = d.createhow()?;
-                d.finish()?;
-                self.create(peer, cred, w.dir, w.name, how, out).await
-            }
-            9 => {
-                let w = d.dirop()?;
-                let s = d.sattr()?;
-                d.finish()?;
-                self.make(peer, cred, w.dir, w.name, Make::Dir(s), out).await
-            }
-            10 => {
-                let w = d.dirop()?;
-                let s = d.sattr()?;
-                let target = d.opaque(crate::args::PATH_MAX)?;
-                d.finish()?;
-                self.make(peer, cred, w.dir, w.name, Make::Symlink(s, target.to_vec()), out).await
-            }
-            11 => {
-                let w = d.dirop()?;
-                let what = d.mknoddata()?;
-                d.finish()?;
-                self.make(peer, cred, w.dir, w.name, Make::Node(what), out).await
-            }
-            12 | 13 => {
-                let w = d.dirop()?;
-                d.finish()?;
-                self.remove(peer, cred, w.dir, w.name, proc_ == 13, out).await
-            }
-            14 => {
-                let from = d.dirop()?;
-                let to = d.dirop()?;
-                d.finish()?;
-                self.rename(peer, cred, (from.dir, from.name), (to.dir, to.name), out).await
-            }
-            15 => {
-                let fh = d.fh()?;
-                let w = d.dirop()?;
-                d.finish()?;
-                self.link(peer, cred, fh, w.dir, w.name, out).await
-            }
-            16 | 17 => {
-                let fh = d.fh()?;
-                let cookie = d.u64()?;
-                let verf = d.fixed::<8>()?;
-                let (dircount, maxcount) = if proc_ == 17 {
-                    let dc = d.u32()?;
-                    (dc, d.u32()?)
-                } else {
-                    let c = d.u32()?;
-                    (c, c)
-                };
-                d.finish()?;
-                self.readdir(peer, cred, fh, cookie, verf, dircount, maxcount, proc_ == 17, out).await
-            }
-            18 => {
-                let fh = d.fh()?;
-                d.finish()?;
-                self.fsstat(peer, fh, out).await
-            }
-            19 => {
-                let fh = d.fh()?;
-                d.finish()?;
-                self.fsinfo(peer, fh, out).await
-            }
-            20 => {
-                let fh = d.fh()?;
-                d.finish()?;
-                self.pathconf(peer, fh, out).await
-            }
-            21 => {
-                let fh = d.fh()?;
-                let _off = d.u64()?;
-                let _count = d.u32()?;
-                d.finish()?;
-                self.commit(peer, fh, out).await
-            }
-            _ => return Ok(None),
+            NfsCall::Fsstat(fh) => self.fsstat(peer, fh, out).await,
+            NfsCall::Fsinfo(fh) => self.fsinfo(peer, fh, out).await,
+            NfsCall::Pathconf(fh) => self.pathconf(peer, fh, out).await,
+            NfsCall::Commit(fh, _, _) => self.commit(peer, fh, out).await,
         };
         Ok(Some(r))
     }
@@ -279,13 +181,13 @@ impl Gateway {
         cred: Option<&UnixCred>,
         fh: &[u8],
         s: SetAttr,
-        guard: Option<Timespec>,
+        guard: Option<(u32, u32)>,
         out: &mut Vec<u8>,
     ) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
         let before = Self::attr(&ex, ino).await?;
         if let Some(want) = guard
-            && (want.sec != before.ctime.sec.clamp(0, i64::from(u32::MAX)) || want.nsec != before.ctime.nsec)
+            && (i64::from(want.0) != before.ctime.sec || want.1 != before.ctime.nsec)
         {
             return Err(nfsstat3::NFS3ERR_NOT_SYNC);
         }
@@ -519,8 +421,8 @@ impl Gateway {
         let ctx = ex.spec.ctx(cred);
         let mode = |s: &SetAttr| libc::S_IFREG | s.mode.unwrap_or(0o644);
         let (ino, a) = match &how {
-            CreateHow::Unchecked(s) => match ex.vfs.mknod(&ctx, dino, name, mode(s), 0, 0).await {
-                Ok((ino, a)) => (ino, Self::apply_rest(&ex, &ctx, ino, a, s).await?),
+            CreateHow::Unchecked(s) => match ex.vfs.mknod(&ctx, dino, name, mode(&attr::setattr(s)), 0, 0).await {
+                Ok((ino, a)) => (ino, Self::apply_rest(&ex, &ctx, ino, a, &attr::setattr(s)).await?),
                 Err(e) if e.errno() == libc::EEXIST => {
                     let (ino, a) = ex.vfs.lookup(&ctx, dino, name).await.map_err(|e| status(&e))?;
                     if a.kind != FileType::File {
@@ -537,8 +439,9 @@ impl Gateway {
                 Err(e) => return Err(status(&e)),
             },
             CreateHow::Guarded(s) => {
-                let (ino, a) = ex.vfs.mknod(&ctx, dino, name, mode(s), 0, 0).await.map_err(|e| status(&e))?;
-                (ino, Self::apply_rest(&ex, &ctx, ino, a, s).await?)
+                let s = attr::setattr(s);
+                let (ino, a) = ex.vfs.mknod(&ctx, dino, name, mode(&s), 0, 0).await.map_err(|e| status(&e))?;
+                (ino, Self::apply_rest(&ex, &ctx, ino, a, &s).await?)
             }
             CreateHow::Exclusive(verf) => {
                 // The verifier is kept in the times until the client sets real attributes, so
@@ -583,12 +486,12 @@ impl Gateway {
         let ctx = ex.spec.ctx(cred);
         let v = &ex.vfs;
         let made = match &what {
-            Make::Dir(s) => v.mkdir(&ctx, dino, name, s.mode.unwrap_or(0o755), 0).await.map(|r| (r, s)),
+            Make::Dir(s) => v.mkdir(&ctx, dino, name, s.mode.unwrap_or(0o755), 0).await.map(|r| (r, s.clone())),
             Make::Symlink(s, target) => {
                 if target.is_empty() {
                     return Err(nfsstat3::NFS3ERR_INVAL);
                 }
-                v.symlink(&ctx, dino, name, target).await.map(|r| (r, s))
+                v.symlink(&ctx, dino, name, target).await.map(|r| (r, s.clone()))
             }
             Make::Node(k) => {
                 let (kind, s, rdev) = match k {
@@ -598,6 +501,7 @@ impl Gateway {
                     NodeKind::Fifo(s) => (libc::S_IFIFO, s, 0),
                     NodeKind::Other => return Err(nfsstat3::NFS3ERR_BADTYPE),
                 };
+                let s = attr::setattr(s);
                 v.mknod(&ctx, dino, name, kind | s.mode.unwrap_or(0o644), 0, rdev).await.map(|r| (r, s))
             }
         };
@@ -606,7 +510,7 @@ impl Gateway {
             // Symbolic links have no mode of their own; owner changes apply.
             Self::apply_rest(&ex, &ctx, ino, a, &SetAttr { uid: s.uid, gid: s.gid, ..Default::default() }).await?
         } else {
-            Self::apply_rest(&ex, &ctx, ino, a, s).await?
+            Self::apply_rest(&ex, &ctx, ino, a, &s).await?
         };
         Self::made(&ex, dino, ino, &a, out).await;
         Ok(())

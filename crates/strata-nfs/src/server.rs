@@ -14,7 +14,7 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::gateway::{Export, Gateway};
 use crate::handle::HandleKey;
-use crate::rpc::{RecordError, frame, read_record};
+use strata_nfs_wire::rpc::{RecordError, frame, read_record};
 
 /// Calls of one connection served at once; more wait (TCP pushes back on the client).
 const PER_CONNECTION: usize = 32;
