@@ -43,21 +43,35 @@ pub fn run_strata(args: &[&str]) -> Output {
     run_cmd(strata().args(args))
 }
 
-/// Runs a command to completion, killing it after 60 s.
+/// Runs a command to completion, killing it after 60 s. Output is drained while it runs, so a
+/// command printing more than a pipe holds does not stall.
 pub fn run_cmd(cmd: &mut Command) -> Output {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn command");
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("collect output");
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!("command {cmd:?} did not finish within 60s; stderr: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            panic!("command {cmd:?} did not finish within 60s; stderr: {}", String::from_utf8_lossy(&stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on, outside the ephemeral range (so that the
