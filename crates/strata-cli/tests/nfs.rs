@@ -294,9 +294,28 @@ fn libnfs_tools_and_fuse_see_the_same_files() {
     std::fs::write(c.p(0, "ds/from-fuse.bin"), &fdata).expect("write on FUSE");
     let got = libnfs("nfs-cat", &[&g.url("/data/ds/from-fuse.bin")]);
     assert_bytes_eq(&got.stdout, &fdata, "nfs-cat of a FUSE-written file");
+    let rt = rt();
+    let port = g.port;
+    let before = rt.block_on(async {
+        let mut n = connect(port, "/data", 0, 0).await.expect("mount");
+        let root = n.root_nfs_fh3();
+        let (ds, _) = lookup(&mut n, &root, "ds").await.expect("LOOKUP ds");
+        let (f, _) = lookup(&mut n, &ds, "from-fuse.bin").await.expect("LOOKUP before the rename");
+        getattr(&mut n, &f).await.expect("GETATTR").fileid
+    });
     std::fs::rename(c.p(0, "ds/from-fuse.bin"), c.p(0, "ds/renamed.bin")).expect("rename on FUSE");
     let listing = ok(&libnfs("nfs-ls", &[&g.url("/data/ds")]), "nfs-ls after rename");
     assert!(listing.contains(" renamed.bin") && !listing.contains("from-fuse.bin"), "{listing}");
+    // Lookups are reused for the attribute lifetime (1 s): after it, the old name is gone.
+    std::thread::sleep(Duration::from_millis(1100));
+    rt.block_on(async {
+        let mut n = connect(port, "/data", 0, 0).await.expect("mount");
+        let root = n.root_nfs_fh3();
+        let (ds, _) = lookup(&mut n, &root, "ds").await.expect("LOOKUP ds");
+        assert_eq!(lookup(&mut n, &ds, "from-fuse.bin").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT);
+        let (f, _) = lookup(&mut n, &ds, "renamed.bin").await.expect("LOOKUP after the rename");
+        assert_eq!(getattr(&mut n, &f).await.expect("GETATTR").fileid, before, "same file, new name");
+    });
 
     // NFS → local, byte-exact.
     let back = c.dir.join("back.bin");

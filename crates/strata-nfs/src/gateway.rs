@@ -63,11 +63,23 @@ pub struct Gateway {
     port: u16,
     listings: Mutex<HashMap<(u32, u64), Listing>>,
     next_listing: std::sync::atomic::AtomicU64,
+    /// How long attributes and name lookups are reused (0: always asked).
+    pub(crate) attr_ttl: Duration,
+    /// Recent lookups: (export, directory, name) → inode, with when they were made.
+    names: Mutex<NameCache>,
 }
 
+/// (export, directory, name) → (inode, when it was looked up).
+type NameCache = HashMap<(u32, u64, Vec<u8>), (u64, Instant)>;
+
+/// Names remembered at most; the table is emptied when it grows past this.
+const NAMES: usize = 100_000;
+
 impl Gateway {
-    /// A gateway over attached exports, answering the portmapper with `port`.
-    pub fn new(exports: Vec<Arc<Export>>, port: u16) -> Arc<Self> {
+    /// A gateway over attached exports, answering the portmapper with `port`; attributes and
+    /// lookups are reused for `attr_ttl` (as a FUSE mount's kernel does), so another client's
+    /// change shows after at most that long, while this gateway's own changes show at once.
+    pub fn new(exports: Vec<Arc<Export>>, port: u16, attr_ttl: Duration) -> Arc<Self> {
         let mut verf = [0u8; 8];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut verf);
         Arc::new(Gateway {
@@ -76,7 +88,43 @@ impl Gateway {
             port,
             listings: Mutex::new(HashMap::new()),
             next_listing: std::sync::atomic::AtomicU64::new(1),
+            attr_ttl,
+            names: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, NameCache> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The inode a name was found to be recently, if within the attribute lifetime.
+    pub(crate) fn cached_name(&self, ex: &Export, dir: u64, name: &[u8]) -> Option<u64> {
+        if self.attr_ttl.is_zero() {
+            return None;
+        }
+        let key = (ex.key.export_id(), dir, name.to_vec());
+        self.names().get(&key).filter(|(_, at)| at.elapsed() < self.attr_ttl).map(|(ino, _)| *ino)
+    }
+
+    /// Remembers what a name is.
+    pub(crate) fn remember_name(&self, ex: &Export, dir: u64, name: &[u8], ino: u64) {
+        if self.attr_ttl.is_zero() {
+            return;
+        }
+        let mut m = self.names();
+        if m.len() >= NAMES {
+            m.clear();
+        }
+        m.insert((ex.key.export_id(), dir, name.to_vec()), (ino, Instant::now()));
+    }
+
+    /// Forgets a name (removed or renamed through this gateway), and the attributes of what it
+    /// named, whose link count changed.
+    pub(crate) fn forget_name(&self, ex: &Export, dir: u64, name: &[u8]) {
+        let gone = self.names().remove(&(ex.key.export_id(), dir, name.to_vec()));
+        if let Some((ino, _)) = gone {
+            ex.vfs.forget_attr(ino);
+        }
     }
 
     /// The exports.

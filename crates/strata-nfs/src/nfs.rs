@@ -142,9 +142,9 @@ impl Gateway {
         Ok(Some(r))
     }
 
-    /// Current attributes of an inode; a deleted one is stale.
-    async fn attr(ex: &Export, ino: u64) -> NfsResult<Attr> {
-        match ex.vfs.getattr(ino).await {
+    /// Current attributes of an inode (within the attribute lifetime); a deleted one is stale.
+    async fn attr(&self, ex: &Export, ino: u64) -> NfsResult<Attr> {
+        match ex.vfs.getattr_within(ino, self.attr_ttl).await {
             Ok(a) if a.nlink == 0 => {
                 ex.files.forget(ino).await;
                 Err(nfsstat3::NFS3ERR_STALE)
@@ -169,7 +169,7 @@ impl Gateway {
 
     async fn getattr(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let a = Self::attr(&ex, ino).await?;
+        let a = self.attr(&ex, ino).await?;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &fattr(ino, &a, ex.fsid));
         Ok(())
@@ -185,7 +185,7 @@ impl Gateway {
         out: &mut Vec<u8>,
     ) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let before = Self::attr(&ex, ino).await?;
+        let before = self.attr(&ex, ino).await?;
         if let Some(want) = guard
             && (i64::from(want.0) != before.ctime.sec || want.1 != before.ctime.nsec)
         {
@@ -201,19 +201,30 @@ impl Gateway {
 
     /// The inode a name in a directory stands for, `.` and `..` included (never above the
     /// export's root).
-    async fn lookup_ino(ex: &Export, ctx: &Ctx, dir: u64, name: &[u8]) -> NfsResult<(u64, Attr)> {
+    async fn lookup_ino(&self, ex: &Export, ctx: &Ctx, dir: u64, name: &[u8]) -> NfsResult<(u64, Attr)> {
         check_name(name).map_err(|e| if e == nfsstat3::NFS3ERR_INVAL { nfsstat3::NFS3ERR_NOENT } else { e })?;
         match name {
-            b"." => Ok((dir, Self::attr(ex, dir).await?)),
+            b"." => Ok((dir, self.attr(ex, dir).await?)),
             b".." => {
-                let d = Self::attr(ex, dir).await?;
+                let d = self.attr(ex, dir).await?;
                 if d.kind != FileType::Dir {
                     return Err(nfsstat3::NFS3ERR_NOTDIR);
                 }
                 let up = if dir == ex.root { dir } else { d.parent };
-                Ok((up, Self::attr(ex, up).await?))
+                Ok((up, self.attr(ex, up).await?))
             }
-            _ => ex.vfs.lookup(ctx, dir, name).await.map_err(|e| status(&e)),
+            _ => {
+                if let Some(ino) = self.cached_name(ex, dir, name) {
+                    match self.attr(ex, ino).await {
+                        Ok(a) => return Ok((ino, a)),
+                        // Gone meanwhile: ask the server what the name is now.
+                        Err(_) => self.forget_name(ex, dir, name),
+                    }
+                }
+                let (ino, a) = ex.vfs.lookup(ctx, dir, name).await.map_err(|e| status(&e))?;
+                self.remember_name(ex, dir, name, ino);
+                Ok((ino, a))
+            }
         }
     }
 
@@ -227,7 +238,7 @@ impl Gateway {
     ) -> NfsResult<()> {
         let (ex, dino) = self.resolve(dir, peer)?;
         let ctx = ex.spec.ctx(cred);
-        let (ino, a) = Self::lookup_ino(&ex, &ctx, dino, name).await?;
+        let (ino, a) = self.lookup_ino(&ex, &ctx, dino, name).await?;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(
             out,
@@ -249,7 +260,7 @@ impl Gateway {
         out: &mut Vec<u8>,
     ) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let a = Self::attr(&ex, ino).await?;
+        let a = self.attr(&ex, ino).await?;
         let ctx = ex.spec.ctx(cred);
         let got = attr::allowed(&a, &ctx, ex.spec.read_only) & want;
         pack_into(out, &nfsstat3::NFS3_OK);
@@ -259,7 +270,7 @@ impl Gateway {
 
     async fn readlink(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let a = Self::attr(&ex, ino).await?;
+        let a = self.attr(&ex, ino).await?;
         if a.kind != FileType::Symlink {
             return Err(nfsstat3::NFS3ERR_INVAL);
         }
@@ -290,10 +301,10 @@ impl Gateway {
     }
 
     /// Attributes for a permission check: the ones last seen (no round trip) or fresh ones.
-    async fn check_attr(ex: &Export, ino: u64) -> NfsResult<Attr> {
+    async fn check_attr(&self, ex: &Export, ino: u64) -> NfsResult<Attr> {
         match ex.vfs.cached_attr(ino) {
             Some(a) if a.nlink > 0 => Ok(a),
-            _ => Self::attr(ex, ino).await,
+            _ => self.attr(ex, ino).await,
         }
     }
 
@@ -307,7 +318,7 @@ impl Gateway {
         out: &mut Vec<u8>,
     ) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let a = Self::check_attr(&ex, ino).await?;
+        let a = self.check_attr(&ex, ino).await?;
         Self::check_data(&a, &ex.spec.ctx(cred), false)?;
         let f = ex.files.get(ino, false).await.map_err(|e| open_status(&e))?;
         let count = count.min(MAX_IO);
@@ -347,7 +358,7 @@ impl Gateway {
         if data.len() > MAX_IO as usize {
             return Err(nfsstat3::NFS3ERR_FBIG);
         }
-        let before = Self::check_attr(&ex, ino).await?;
+        let before = self.check_attr(&ex, ino).await?;
         Self::check_data(&before, &ex.spec.ctx(cred), true)?;
         let f = ex.files.get(ino, true).await.map_err(|e| open_status(&e))?;
         ex.vfs.write(f.fh, off, data).await.map_err(|e| status(&e))?;
@@ -376,9 +387,10 @@ impl Gateway {
 
     async fn commit(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        Self::attr(&ex, ino).await?;
+        self.check_attr(&ex, ino).await?;
         ex.vfs.commit(ino, true).await.map_err(|e| status(&e))?;
-        let after = Self::some_attr(&ex, ino).await;
+        // The commit's reply refreshed the cached attributes.
+        let after = ex.vfs.cached_attr(ino);
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(
             out,
@@ -388,7 +400,8 @@ impl Gateway {
     }
 
     /// Appends a created object's handle, attributes and the directory's wcc data.
-    async fn made(ex: &Export, dir: u64, ino: u64, a: &Attr, out: &mut Vec<u8>) {
+    async fn made(&self, ex: &Export, dir: u64, name: &[u8], ino: u64, a: &Attr, out: &mut Vec<u8>) {
+        self.remember_name(ex, dir, name, ino);
         let dir_after = Self::some_attr(ex, dir).await;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &Nfs3Option::Some(fh3(ex.key.encode(ino))));
@@ -467,7 +480,7 @@ impl Gateway {
                 }
             }
         };
-        Self::made(&ex, dino, ino, &a, out).await;
+        self.made(&ex, dino, name, ino, &a, out).await;
         Ok(())
     }
 
@@ -512,7 +525,7 @@ impl Gateway {
         } else {
             Self::apply_rest(&ex, &ctx, ino, a, &s).await?
         };
-        Self::made(&ex, dino, ino, &a, out).await;
+        self.made(&ex, dino, name, ino, &a, out).await;
         Ok(())
     }
 
@@ -533,6 +546,7 @@ impl Gateway {
         }
         let ctx = ex.spec.ctx(cred);
         let r = if is_dir { ex.vfs.rmdir(&ctx, dino, name).await } else { ex.vfs.unlink(&ctx, dino, name).await };
+        self.forget_name(&ex, dino, name);
         r.map_err(|e| status(&e))?;
         let after = Self::some_attr(&ex, dino).await;
         pack_into(out, &nfsstat3::NFS3_OK);
@@ -557,7 +571,10 @@ impl Gateway {
         check_new_name(from.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
         check_new_name(to.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
         let ctx = ex.spec.ctx(cred);
-        ex.vfs.rename(&ctx, fdir, from.1, tdir, to.1, 0).await.map_err(|e| status(&e))?;
+        let r = ex.vfs.rename(&ctx, fdir, from.1, tdir, to.1, 0).await;
+        self.forget_name(&ex, fdir, from.1);
+        self.forget_name(&ex, tdir, to.1);
+        r.map_err(|e| status(&e))?;
         let fa = Self::some_attr(&ex, fdir).await;
         let ta = if tdir == fdir { fa } else { Self::some_attr(&ex, tdir).await };
         pack_into(out, &nfsstat3::NFS3_OK);
@@ -584,6 +601,7 @@ impl Gateway {
         check_new_name(name)?;
         let ctx = ex.spec.ctx(cred);
         let a = ex.vfs.link(&ctx, ino, dino, name).await.map_err(|e| status(&e))?;
+        self.remember_name(&ex, dino, name, ino);
         let da = Self::some_attr(&ex, dino).await;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &post_op(ino, Some(&a), ex.fsid));
@@ -640,6 +658,9 @@ impl Gateway {
                 eof = false;
                 break;
             }
+            if plus && e.name != b"." && e.name != b".." {
+                self.remember_name(&ex, dino, &e.name, e.ino);
+            }
             used += entry.len();
             names += entry_name;
             out.extend_from_slice(&entry);
@@ -655,7 +676,7 @@ impl Gateway {
 
     async fn fsstat(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let a = Self::attr(&ex, ino).await?;
+        let a = self.attr(&ex, ino).await?;
         let s = ex.vfs.statfs().await.map_err(|e| status(&e))?;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(
@@ -676,7 +697,7 @@ impl Gateway {
 
     async fn fsinfo(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let a = Self::attr(&ex, ino).await?;
+        let a = self.attr(&ex, ino).await?;
         const FSF3_LINK: u32 = 1;
         const FSF3_SYMLINK: u32 = 2;
         const FSF3_HOMOGENEOUS: u32 = 8;
@@ -703,7 +724,7 @@ impl Gateway {
 
     async fn pathconf(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
-        let a = Self::attr(&ex, ino).await?;
+        let a = self.attr(&ex, ino).await?;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(
             out,

@@ -4,20 +4,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::{Read, Write};
+use std::sync::Mutex;
 use strata_meta::{Ctx, FileType};
 use strata_vfs::{Client, Vfs, VfsConfig};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 
 use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::gateway::{Export, Gateway};
 use crate::handle::HandleKey;
-use strata_nfs_wire::rpc::{RecordError, frame, read_record};
-
-/// Calls of one connection served at once; more wait (TCP pushes back on the client).
-const PER_CONNECTION: usize = 32;
+use strata_nfs_wire::rpc::{MAX_RECORD, RecordError, frame};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,66 +113,120 @@ pub fn sessions(g: &Gateway) -> Vec<Arc<Vfs>> {
     v
 }
 
-/// Serves connections until the listener fails.
-pub async fn serve(g: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
+/// Threads serving the calls of one connection (more calls wait; TCP pushes back on the client).
+const PER_CONNECTION: usize = 8;
+
+/// Serves connections on plain threads until the listener fails; calls run on `rt`.
+///
+/// Each connection gets a few threads that take turns reading its next record (one blocks in
+/// `read` while the others work), run the call and write the reply. A client with one call in
+/// flight is served by one thread from end to end: no hand-off between threads, and the VFS's
+/// calls to the server go over blocking sockets (`allow_blocking_io`), which on these
+/// latency-bound metadata paths saves several thread wake-ups per NFS call.
+pub fn serve(g: Arc<Gateway>, listener: std::net::TcpListener, rt: tokio::runtime::Handle) -> std::io::Result<()> {
     loop {
-        let (sock, peer) = match listener.accept().await {
+        let (sock, peer) = match listener.accept() {
             Ok(x) => x,
             Err(e) => {
                 // Out of descriptors and the like: keep serving the connections there are.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
         let _ = sock.set_nodelay(true);
-        tokio::spawn(connection(g.clone(), sock, peer));
+        if let Err(e) = connection(g.clone(), sock, peer, rt.clone()) {
+            tracing::warn!(client = %peer, error = %e, "cannot serve a connection");
+        }
     }
 }
 
-async fn connection(g: Arc<Gateway>, sock: TcpStream, peer: SocketAddr) {
-    let ip: IpAddr = peer.ip();
+struct Conn {
+    reader: Mutex<std::io::BufReader<std::net::TcpStream>>,
+    writer: Mutex<std::net::TcpStream>,
+    sock: std::net::TcpStream,
+    peer: SocketAddr,
+}
+
+fn connection(
+    g: Arc<Gateway>,
+    sock: std::net::TcpStream,
+    peer: SocketAddr,
+    rt: tokio::runtime::Handle,
+) -> std::io::Result<()> {
     tracing::debug!(client = %peer, "connected");
-    let (mut rd, mut wr) = sock.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PER_CONNECTION);
-    let writer = tokio::spawn(async move {
-        while let Some(reply) = rx.recv().await {
-            if wr.write_all(&reply).await.is_err() {
-                break;
-            }
-        }
+    let conn = Arc::new(Conn {
+        reader: Mutex::new(std::io::BufReader::with_capacity(256 * 1024, sock.try_clone()?)),
+        writer: Mutex::new(sock.try_clone()?),
+        sock,
+        peer,
     });
-    let slots = Arc::new(Semaphore::new(PER_CONNECTION));
+    for i in 0..PER_CONNECTION {
+        let (g, conn, rt) = (g.clone(), conn.clone(), rt.clone());
+        std::thread::Builder::new().name(format!("nfs-conn-{i}")).spawn(move || worker(&g, &conn, &rt))?;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn worker(g: &Gateway, conn: &Conn, rt: &tokio::runtime::Handle) {
+    strata_vfs::allow_blocking_io();
+    let ip: IpAddr = conn.peer.ip();
     loop {
-        let record = match read_record(&mut rd).await {
+        let record = match read_record_sync(&mut *lock(&conn.reader)) {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(RecordError::Io(e)) => {
-                tracing::debug!(client = %peer, error = %e, "connection ended");
+                tracing::debug!(client = %conn.peer, error = %e, "connection ended");
                 break;
             }
             Err(e) => {
-                tracing::warn!(client = %peer, error = %e, "closing the connection");
+                tracing::warn!(client = %conn.peer, error = %e, "closing the connection");
                 break;
             }
         };
         if record.len() < 8 {
             // Not even a transaction id and message type: nothing can be answered.
-            tracing::warn!(client = %peer, bytes = record.len(), "closing the connection: record too short for RPC");
+            tracing::warn!(client = %conn.peer, bytes = record.len(), "closing the connection: record too short for RPC");
             break;
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
-        let g = g.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Some(reply) = g.dispatch(ip, &record).await {
-                let _ = tx.send(frame(reply)).await;
-            } else {
-                tracing::debug!(client = %ip, "ignored a record that is not a call");
+        match rt.block_on(g.dispatch(ip, &record)) {
+            Some(reply) => {
+                if lock(&conn.writer).write_all(&frame(reply)).is_err() {
+                    break;
+                }
             }
-            drop(permit);
-        });
+            None => tracing::debug!(client = %ip, "ignored a record that is not a call"),
+        }
     }
-    drop(tx);
-    let _ = writer.await;
+    // Wakes the other threads of this connection blocked in `read`.
+    let _ = conn.sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// `strata_nfs_wire::rpc::read_record` over a blocking reader.
+fn read_record_sync(r: &mut impl Read) -> Result<Option<Vec<u8>>, RecordError> {
+    let mut out = Vec::new();
+    loop {
+        let mut hdr = [0u8; 4];
+        match r.read_exact(&mut hdr) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && out.is_empty() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let word = u32::from_be_bytes(hdr);
+        let len = (word & 0x7fff_ffff) as usize;
+        let total = out.len() + len;
+        if total > MAX_RECORD {
+            return Err(RecordError::TooLarge(total));
+        }
+        let start = out.len();
+        out.resize(total, 0);
+        r.read_exact(&mut out[start..])?;
+        if word & 0x8000_0000 != 0 {
+            return Ok(Some(out));
+        }
+    }
 }

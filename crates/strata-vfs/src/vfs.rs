@@ -175,6 +175,8 @@ struct Handle {
 #[derive(Default)]
 struct InodeCache {
     attr: Option<Attr>,
+    /// When `attr` came from the server.
+    seen: Option<Instant>,
     chunks: HashMap<u32, Arc<Vec<Slice>>>,
 }
 
@@ -387,6 +389,7 @@ impl Vfs {
             c.chunks.clear();
         }
         c.attr = Some(*fresh);
+        c.seen = Some(Instant::now());
         seen
     }
 
@@ -792,6 +795,29 @@ impl Vfs {
         Self::lock(&self.inodes).get(&ino).and_then(|c| c.attr)
     }
 
+    /// Attributes no older than `max_age` (with this client's uncommitted writes), from what
+    /// was last seen or else from the server: a front-end's attribute cache, like the kernel's
+    /// for FUSE mounts.
+    pub async fn getattr_within(&self, ino: u64, max_age: Duration) -> Result<Attr> {
+        let cached = Self::lock(&self.inodes)
+            .get(&ino)
+            .and_then(|c| c.attr.zip(c.seen))
+            .filter(|(_, seen)| seen.elapsed() < max_age)
+            .map(|(a, _)| a);
+        match cached {
+            Some(a) => Ok(self.overlay(ino, a).await),
+            None => self.getattr(ino).await,
+        }
+    }
+
+    /// Forgets the attributes seen of an inode (it was removed or changed elsewhere).
+    pub fn forget_attr(&self, ino: u64) {
+        if let Some(c) = Self::lock(&self.inodes).get_mut(&ino) {
+            c.attr = None;
+            c.seen = None;
+        }
+    }
+
     /// Uploads and commits this client's buffered writes to a file.
     pub async fn commit(&self, ino: u64, durable: bool) -> Result<()> {
         let Some(w) = self.writer(ino) else {
@@ -833,6 +859,7 @@ impl Vfs {
                 }
             }
             c.attr = Some(a);
+            c.seen = Some(Instant::now());
         }
         Ok(())
     }

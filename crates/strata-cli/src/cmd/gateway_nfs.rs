@@ -48,6 +48,11 @@ pub struct NfsGatewayArgs {
     /// Memory for buffered writes not yet uploaded, per volume.
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     pub buffer_size: u64,
+    /// How long file attributes and name lookups are reused before asking the server again:
+    /// another client's changes show through NFS after at most this long (this gateway's own
+    /// at once), as on a FUSE mount with the same --attr-ttl. 0 asks every time.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub attr_ttl: Duration,
     /// Files unused this long are closed (their writes committed).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub idle_close: Duration,
@@ -71,12 +76,11 @@ pub fn run(args: NfsGatewayArgs) -> Result<()> {
 }
 
 async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {} (in use, or a privileged port without root?)", args.listen))?;
     let port = listener.local_addr()?.port();
     let pm = match args.portmap {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?),
+        Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?),
         None => None,
     };
     let vfs = VfsConfig {
@@ -84,6 +88,7 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
         mem_cache_explicit: args.cache_size.is_some(),
         buffer: args.buffer_size,
         store_retry_timeout: args.store_retry_timeout,
+        attr_ttl: args.attr_ttl,
         ..VfsConfig::default()
     };
     let how = Attach { server: &args.server.server, token: &token, vfs, retry_timeout: args.retry_timeout };
@@ -91,12 +96,18 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
     if exports.is_empty() {
         bail!("no exports");
     }
-    let g = Gateway::new(exports, port);
+    let g = Gateway::new(exports, port, args.attr_ttl);
     let sessions = strata_nfs::sessions(&g);
     tracing::info!(listen = %args.listen, port, exports = g.exports().len(), "NFS gateway serving");
-    let mut tasks = vec![tokio::spawn(strata_nfs::serve(g.clone(), listener))];
-    if let Some(pm) = pm {
-        tasks.push(tokio::spawn(strata_nfs::serve(g.clone(), pm)));
+    // Connections are served on plain threads (see `strata_nfs::serve`); they end with the
+    // process.
+    for (l, name) in std::iter::once((listener, "nfs-accept")).chain(pm.map(|p| (p, "portmap-accept"))) {
+        let (g, rt) = (g.clone(), tokio::runtime::Handle::current());
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            if let Err(e) = strata_nfs::serve(g, l, rt) {
+                tracing::error!(error = %e, "the NFS listener failed");
+            }
+        })?;
     }
     let upkeep = {
         let g = g.clone();
@@ -120,9 +131,6 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
     };
     crate::cmd::server::shutdown_signal().await;
     tracing::info!("NFS gateway stopping: closing files and committing writes");
-    for t in &tasks {
-        t.abort();
-    }
     upkeep.abort();
     let closed = g.close_idle(Duration::ZERO).await;
     let mut failed = false;
