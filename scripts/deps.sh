@@ -12,6 +12,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # PostgreSQL: the second metadata engine, tested in CI (scripts/postgres.sh runs a private one).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+# libnfs's tools (nfs-cp, nfs-ls, nfs-cat): an independent NFS client for the gateway's tests.
+command -v nfs-cp >/dev/null 2>&1 || need+=(libnfs-utils)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
     echo "deps: installing ${need[*]}" >&2
