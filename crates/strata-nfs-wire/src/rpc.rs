@@ -1,7 +1,7 @@
 //! ONC RPC (RFC 5531) over TCP: record marking, call headers with AUTH_UNIX credentials, and
 //! reply headers.
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::io::Read;
 
 use crate::xdr::{Decoder, XdrError, put_u32};
 
@@ -23,13 +23,18 @@ pub enum RecordError {
     TooLarge(usize),
 }
 
-/// Reads one record (all its fragments); `None` at a clean end of the connection.
-pub async fn read_record(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<Vec<u8>>, RecordError> {
+/// Most bytes read into a record before any of them arrived: a fragment's header only claims a
+/// length, so its buffer grows with the bytes received (doubling from this), never ahead of them.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Reads one record (all its fragments); `None` at a clean end of the connection. The buffer
+/// never holds more than twice the bytes received plus [`READ_AHEAD`], whatever a header claims.
+pub fn read_record(r: &mut impl Read) -> Result<Option<Vec<u8>>, RecordError> {
     let mut out = Vec::new();
     loop {
         let mut hdr = [0u8; 4];
-        match r.read_exact(&mut hdr).await {
-            Ok(_) => {}
+        match r.read_exact(&mut hdr) {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && out.is_empty() => return Ok(None),
             Err(e) => return Err(e.into()),
         }
@@ -40,9 +45,13 @@ pub async fn read_record(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<Vec<
         if total > MAX_RECORD {
             return Err(RecordError::TooLarge(total));
         }
-        let start = out.len();
-        out.resize(total, 0);
-        r.read_exact(&mut out[start..]).await?;
+        while out.len() < total {
+            let start = out.len();
+            let step = (total - start).min(start.max(READ_AHEAD));
+            out.reserve_exact(step);
+            out.resize(start + step, 0);
+            r.read_exact(&mut out[start..])?;
+        }
         if last {
             return Ok(Some(out));
         }
@@ -262,19 +271,60 @@ mod tests {
         assert!(matches!(parse_call(&[0, 0]), Err(BadCall::Unanswerable(_))));
     }
 
-    #[tokio::test]
-    async fn records_join_fragments_and_refuse_oversize() {
+    #[test]
+    fn records_join_fragments_and_refuse_oversize() {
         let mut input = Vec::new();
         input.extend_from_slice(&2u32.to_be_bytes());
         input.extend_from_slice(b"ab");
         input.extend_from_slice(&(0x8000_0000u32 | 1).to_be_bytes());
         input.extend_from_slice(b"c");
         let mut r = &input[..];
-        assert_eq!(read_record(&mut r).await.unwrap(), Some(b"abc".to_vec()));
-        assert!(read_record(&mut r).await.unwrap().is_none());
+        assert_eq!(read_record(&mut r).unwrap(), Some(b"abc".to_vec()));
+        assert!(read_record(&mut r).unwrap().is_none());
 
         let big = (0x8000_0000u32 | (MAX_RECORD as u32 + 1)).to_be_bytes();
         let mut r = &big[..];
-        assert!(matches!(read_record(&mut r).await, Err(RecordError::TooLarge(_))));
+        assert!(matches!(read_record(&mut r), Err(RecordError::TooLarge(_))));
+    }
+
+    /// A reader that records the largest buffer it was asked to fill.
+    struct Probe<'a> {
+        data: &'a [u8],
+        largest_ask: usize,
+    }
+
+    impl Read for Probe<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest_ask = self.largest_ask.max(buf.len());
+            let n = self.data.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    // Found by fuzzing (fuzz/fuzz_targets/record_stream.rs, minimized to `07 00 01 ff ff`): a
+    // fragment header alone made `read_record` allocate the whole length it claimed (up to
+    // MAX_RECORD, 1.06 MiB zeroed) before any of it arrived, so each stalled connection cost a
+    // megabyte for four bytes sent.
+    #[test]
+    fn a_header_alone_does_not_allocate_what_it_claims() {
+        let hdr = (0x8000_0000u32 | (1 << 20)).to_be_bytes();
+        let mut r = Probe { data: &hdr, largest_ask: 0 };
+        assert!(
+            matches!(read_record(&mut r), Err(RecordError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof)
+        );
+        assert!(r.largest_ask <= READ_AHEAD, "asked to fill {} bytes after a 4-byte header", r.largest_ask);
+
+        // A full-size record still arrives whole, in fragments or not.
+        let body: Vec<u8> = (0..MAX_RECORD).map(|i| i as u8).collect();
+        let first = MAX_RECORD / 3;
+        let mut input = (first as u32).to_be_bytes().to_vec();
+        input.extend_from_slice(&body[..first]);
+        input.extend_from_slice(&(0x8000_0000u32 | (MAX_RECORD - first) as u32).to_be_bytes());
+        input.extend_from_slice(&body[first..]);
+        let mut r = Probe { data: &input, largest_ask: 0 };
+        assert_eq!(read_record(&mut r).unwrap(), Some(body));
+        assert!(read_record(&mut r).unwrap().is_none());
     }
 }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Mutex;
 use strata_meta::{Ctx, FileType};
 use strata_vfs::{Client, Vfs, VfsConfig};
@@ -13,7 +13,7 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::gateway::{Export, Gateway};
 use crate::handle::HandleKey;
-use strata_nfs_wire::rpc::{MAX_RECORD, RecordError, frame};
+use strata_nfs_wire::rpc::{RecordError, frame, read_record};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ fn worker(g: &Gateway, conn: &Conn, rt: &tokio::runtime::Handle) {
     strata_vfs::allow_blocking_io();
     let ip: IpAddr = conn.peer.ip();
     loop {
-        let record = match read_record_sync(&mut *lock(&conn.reader)) {
+        let record = match read_record(&mut *lock(&conn.reader)) {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(RecordError::Io(e)) => {
@@ -204,29 +204,4 @@ fn worker(g: &Gateway, conn: &Conn, rt: &tokio::runtime::Handle) {
     }
     // Wakes the other threads of this connection blocked in `read`.
     let _ = conn.sock.shutdown(std::net::Shutdown::Both);
-}
-
-/// `strata_nfs_wire::rpc::read_record` over a blocking reader.
-fn read_record_sync(r: &mut impl Read) -> Result<Option<Vec<u8>>, RecordError> {
-    let mut out = Vec::new();
-    loop {
-        let mut hdr = [0u8; 4];
-        match r.read_exact(&mut hdr) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && out.is_empty() => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        let word = u32::from_be_bytes(hdr);
-        let len = (word & 0x7fff_ffff) as usize;
-        let total = out.len() + len;
-        if total > MAX_RECORD {
-            return Err(RecordError::TooLarge(total));
-        }
-        let start = out.len();
-        out.resize(total, 0);
-        r.read_exact(&mut out[start..])?;
-        if word & 0x8000_0000 != 0 {
-            return Ok(Some(out));
-        }
-    }
 }
