@@ -22,7 +22,22 @@ pub struct BlockStore {
     url: String,
     codec: Codec,
     syncer: Option<Arc<dyn SyncBlocks>>,
+    unsynced: Arc<Unsynced>,
 }
+
+/// Block files of a local directory written since the last [`BlockStore::sync`]: syncing just
+/// them costs what a file system's `fsync` of a few files costs, where `syncfs` would also wait
+/// for every other writer of the same disk.
+#[derive(Debug, Default)]
+struct Unsynced {
+    paths: std::sync::Mutex<(Vec<PathBuf>, bool)>,
+    /// Held across a sync, so a sync that finds nothing left to do still waits for one in
+    /// progress that took its files.
+    syncing: tokio::sync::Mutex<()>,
+}
+
+/// Block files tracked at most between syncs; past this, a sync is one `syncfs`.
+const TRACKED: usize = 4096;
 
 /// Makes the blocks of a store durable when that is another process's job (blocks served by
 /// `strata server`, whose `sync` syncs its own disk).
@@ -57,7 +72,14 @@ impl BlockStore {
         let bad = |reason: &str| BlockError::BadUrl { url: url.to_string(), reason: reason.to_string() };
         if url.starts_with("s3://") {
             let store = crate::s3::open(url).map_err(|reason| bad(&reason))?;
-            return Ok(BlockStore { store, local_root: None, url: url.to_string(), codec, syncer: None });
+            return Ok(BlockStore {
+                store,
+                local_root: None,
+                url: url.to_string(),
+                codec,
+                syncer: None,
+                unsynced: Arc::default(),
+            });
         }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
             PathBuf::from(rest)
@@ -72,12 +94,26 @@ impl BlockStore {
         std::fs::create_dir_all(&dir)
             .map_err(|e| BlockError::Io { what: format!("create block directory {}", dir.display()), source: e })?;
         let fs = crate::local::BlockDir::new(dir.clone()).map_err(|e| bad(&e.to_string()))?;
-        Ok(BlockStore { store: Arc::new(fs), local_root: Some(dir), url: url.to_string(), codec, syncer: None })
+        Ok(BlockStore {
+            store: Arc::new(fs),
+            local_root: Some(dir),
+            url: url.to_string(),
+            codec,
+            syncer: None,
+            unsynced: Arc::default(),
+        })
     }
 
     /// Wraps an existing object store (any backend), blocks uncompressed.
     pub fn from_store(store: Arc<dyn ObjectStore>, url: &str) -> Self {
-        BlockStore { store, local_root: None, url: url.to_string(), codec: Codec::None, syncer: None }
+        BlockStore {
+            store,
+            local_root: None,
+            url: url.to_string(),
+            codec: Codec::None,
+            syncer: None,
+            unsynced: Arc::default(),
+        }
     }
 
     /// The same store, made durable by `syncer` in [`BlockStore::sync`] (for a store whose
@@ -147,12 +183,13 @@ impl BlockStore {
     pub async fn put_stored(&self, key: &str, stored: Bytes) -> Result<()> {
         let len = stored.len();
         self.store.put(&Path::from(key), PutPayload::from_bytes(stored)).await?;
-        if let Some(root) = &self.local_root
-            && len >= EARLY_WRITEBACK
-        {
+        if let Some(root) = &self.local_root {
             let path = root.join(key);
-            // Only a hint: failing to start write-back early costs nothing but speed.
-            let _ = tokio::task::spawn_blocking(move || start_writeback(&path)).await;
+            self.note_written(path.clone());
+            if len >= EARLY_WRITEBACK {
+                // Only a hint: failing to start write-back early costs nothing but speed.
+                let _ = tokio::task::spawn_blocking(move || start_writeback(&path)).await;
+            }
         }
         Ok(())
     }
@@ -163,10 +200,28 @@ impl BlockStore {
     pub fn put_now(&self, key: &str, data: &Bytes) -> Option<Result<()>> {
         let root = self.local_root.as_ref()?;
         let payload = PutPayload::from_bytes(self.codec.encode(data));
-        Some(
-            crate::local::write_new(&root.join(key), &payload)
-                .map_err(|e| BlockError::Io { what: format!("write block {key}"), source: e }),
-        )
+        let path = root.join(key);
+        let res = crate::local::write_new(&path, &payload)
+            .map_err(|e| BlockError::Io { what: format!("write block {key}"), source: e });
+        if res.is_ok() {
+            self.note_written(path);
+        }
+        Some(res)
+    }
+
+    /// Records a block file written in this local store outside [`BlockStore::put`] (straight
+    /// into its file), so that the next [`BlockStore::sync`] makes it durable.
+    pub fn note_written(&self, path: PathBuf) {
+        if self.local_root.is_none() {
+            return;
+        }
+        let mut u = self.unsynced.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if u.0.len() >= TRACKED {
+            u.1 = true;
+            u.0.clear();
+        } else if !u.1 {
+            u.0.push(path);
+        }
     }
 
     /// Where a block lives on disk, for a local store. The file holds the stored (possibly
@@ -259,17 +314,32 @@ impl BlockStore {
         self.store.list(Some(&Path::from(prefix))).map(|r| r.map_err(BlockError::from)).boxed()
     }
 
-    /// Makes every block stored so far durable. Local directories are synced with one
-    /// `syncfs`, stores with a [`SyncBlocks`] through it; object stores acknowledge puts only
+    /// Makes every block stored so far durable. In a local directory the block files written
+    /// since the last sync and their directories are synced (one `syncfs` when there were very
+    /// many); stores with a [`SyncBlocks`] sync through it; object stores acknowledge puts only
     /// once durable.
     pub async fn sync(&self) -> Result<()> {
         if let Some(s) = &self.syncer {
             return s.sync().await;
         }
         let Some(root) = self.local_root.clone() else { return Ok(()) };
-        tokio::task::spawn_blocking(move || syncfs(&root))
+        let _one = self.unsynced.syncing.lock().await;
+        let (paths, overflow) = {
+            let mut u = self.unsynced.paths.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut u.0), std::mem::take(&mut u.1))
+        };
+        if paths.is_empty() && !overflow {
+            return Ok(());
+        }
+        let unsynced = self.unsynced.clone();
+        let res = tokio::task::spawn_blocking(move || if overflow { syncfs(&root) } else { sync_files(&paths) })
             .await
-            .map_err(|e| BlockError::Io { what: "sync task".into(), source: std::io::Error::other(e) })?
+            .map_err(|e| BlockError::Io { what: "sync task".into(), source: std::io::Error::other(e) })?;
+        if res.is_err() {
+            // Not known to be durable: the next sync must cover them again.
+            unsynced.paths.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        }
+        res
     }
 }
 
@@ -287,6 +357,30 @@ pub fn start_writeback_of(f: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall on a descriptor `f` keeps open for the call.
     unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Syncs files' data and then the directories holding them (new names must be durable too).
+/// A file gone since (collected, or renamed into its final name, which is listed too) needs
+/// nothing.
+fn sync_files(paths: &[PathBuf]) -> Result<()> {
+    let io = |what: String| move |source| BlockError::Io { what, source };
+    let mut dirs: Vec<&FsPath> = Vec::new();
+    for p in paths {
+        match std::fs::File::open(p) {
+            Ok(f) => f.sync_data().map_err(io(format!("fsync {}", p.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(format!("open {}", p.display()))(e)),
+        }
+        if let Some(d) = p.parent()
+            && !dirs.contains(&d)
+        {
+            dirs.push(d);
+        }
+    }
+    for d in dirs {
+        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(io(format!("fsync {}", d.display())))?;
+    }
+    Ok(())
 }
 
 fn syncfs(dir: &FsPath) -> Result<()> {
@@ -307,6 +401,34 @@ fn syncfs(dir: &FsPath) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tracked(s: &BlockStore) -> (usize, bool) {
+        let u = s.unsynced.paths.lock().unwrap_or_else(|p| p.into_inner());
+        (u.0.len(), u.1)
+    }
+
+    #[tokio::test]
+    async fn sync_covers_what_was_written_then_nothing() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| BlockError::Io { what: "tempdir".into(), source: e })?;
+        let s = BlockStore::open(&format!("file://{}", dir.path().display()))?;
+        s.put("v1/chunks/0/0/5_0_4", Bytes::from_static(b"abcd")).await?;
+        assert!(s.put_now("v1/chunks/0/0/6_0_4", &Bytes::from_static(b"efgh")).is_some_and(|r| r.is_ok()));
+        assert_eq!(tracked(&s), (2, false));
+        s.sync().await?;
+        assert_eq!(tracked(&s), (0, false));
+        // A block collected before the sync needs nothing.
+        s.put("v1/chunks/0/0/7_0_4", Bytes::from_static(b"ijkl")).await?;
+        s.delete("v1/chunks/0/0/7_0_4").await?;
+        s.sync().await?;
+        // Past the tracking limit, one syncfs covers everything.
+        for i in 0..=TRACKED {
+            s.note_written(dir.path().join(format!("x{i}")));
+        }
+        assert_eq!(tracked(&s), (0, true));
+        s.sync().await?;
+        assert_eq!(tracked(&s), (0, false));
+        Ok(())
+    }
 
     #[tokio::test]
     async fn put_get_range_delete() -> Result<()> {

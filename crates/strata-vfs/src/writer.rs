@@ -122,6 +122,7 @@ fn write_direct(sh: &WriteShared, s: &mut OpenSlice, data: &[u8]) -> Result<usiz
     s.len += take as u32;
     if d.written == bs {
         strata_blocks::store::start_writeback_of(&d.file);
+        sh.store.note_written(d.path.clone());
         s.direct = None;
         s.blocks_sent += 1;
     }
@@ -133,7 +134,9 @@ fn close_direct(sh: &WriteShared, id: u64, block: u32, d: DirectBlock) -> Result
     drop(d.file);
     let key = block_key(sh.volume, id, block, d.written as u32);
     let Some(to) = sh.store.local_path(&key) else { return Ok(()) };
-    std::fs::rename(&d.path, &to).map_err(|e| io_err("rename block", e))
+    std::fs::rename(&d.path, &to).map_err(|e| io_err("rename block", e))?;
+    sh.store.note_written(to);
+    Ok(())
 }
 
 /// The dirty state of one file in this client.
