@@ -186,26 +186,34 @@ impl Gateway {
         Ok((verf, entries))
     }
 
-    /// Answers one call; `None` when nothing can be answered.
+    /// Answers one call with a framed reply record; `None` when nothing can be answered.
     pub async fn dispatch(&self, peer: IpAddr, record: &[u8]) -> Option<Vec<u8>> {
         let mut call = match rpc::parse_call(record) {
             Ok(c) => c,
-            Err(rpc::BadCall::RpcMismatch(xid)) => return Some(rpc::rpc_mismatch(xid)),
-            Err(rpc::BadCall::BadCred(xid)) => return Some(rpc::auth_error(xid, rpc::AUTH_BADCRED)),
+            Err(rpc::BadCall::RpcMismatch(xid)) => return Some(rpc::frame(rpc::rpc_mismatch(xid))),
+            Err(rpc::BadCall::BadCred(xid)) => return Some(rpc::frame(rpc::auth_error(xid, rpc::AUTH_BADCRED))),
             Err(rpc::BadCall::NotACall | rpc::BadCall::Unanswerable(_)) => return None,
         };
         if call.flavor != rpc::AUTH_NULL && call.flavor != rpc::AUTH_UNIX {
-            return Some(rpc::auth_error(call.xid, rpc::AUTH_TOOWEAK));
+            return Some(rpc::frame(rpc::auth_error(call.xid, rpc::AUTH_TOOWEAK)));
         }
         let xid = call.xid;
         let reply = match (call.prog, call.vers) {
             (NFS, 3) => {
+                // Record mark (set below) and accepted-reply header, then the result in place.
+                let mut out = Vec::with_capacity(512);
+                out.extend_from_slice(&[0; 4]);
+                out.extend_from_slice(&rpc::accepted(xid, Accept::Success));
                 let cred = call.cred.clone();
-                match self.nfs(peer, cred.as_ref(), call.proc_, &mut call.args).await {
-                    Outcome::Reply(body) => success(xid, &body),
-                    Outcome::Garbage(e) => garbage(xid, call.prog, call.proc_, &e),
-                    Outcome::NoProc => rpc::accepted(xid, Accept::ProcUnavail),
-                }
+                return Some(match self.nfs(peer, cred.as_ref(), call.proc_, &mut call.args, &mut out).await {
+                    Outcome::Done => {
+                        let mark = (out.len() - 4) as u32 | 0x8000_0000;
+                        out[..4].copy_from_slice(&mark.to_be_bytes());
+                        out
+                    }
+                    Outcome::Garbage(e) => rpc::frame(garbage(xid, call.prog, call.proc_, &e)),
+                    Outcome::NoProc => rpc::frame(rpc::accepted(xid, Accept::ProcUnavail)),
+                });
             }
             (MOUNT, 3) => match self.mount(peer, &mut call).await {
                 Ok(Some(body)) => success(xid, &body),
@@ -221,7 +229,7 @@ impl Gateway {
             (PORTMAP, _) => rpc::accepted(xid, Accept::ProgMismatch(2, 2)),
             _ => rpc::accepted(xid, Accept::ProgUnavail),
         };
-        Some(reply)
+        Some(rpc::frame(reply))
     }
 
     /// The MOUNT program (RFC 1813, appendix I).

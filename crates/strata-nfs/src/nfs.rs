@@ -26,8 +26,8 @@ type NfsResult<T> = Result<T, nfsstat3>;
 
 /// What a call of the NFS program comes to.
 pub enum Outcome {
-    /// A result (status and body) to send.
-    Reply(Vec<u8>),
+    /// The result (status and body) was appended to the reply.
+    Done,
     /// The arguments did not decode.
     Garbage(XdrError),
     /// No such procedure.
@@ -73,25 +73,30 @@ fn times_of(s: &SetAttr) -> bool {
 }
 
 impl Gateway {
-    /// Runs one NFS procedure for a caller at `peer`.
-    pub async fn nfs(&self, peer: IpAddr, cred: Option<&UnixCred>, proc_: u32, d: &mut Decoder<'_>) -> Outcome {
-        let mut out = Vec::with_capacity(256);
-        let res = match self.nfs_proc(peer, cred, proc_, d, &mut out).await {
+    /// Runs one NFS procedure for a caller at `peer`, appending its result to `out` (which
+    /// holds the reply's headers: a READ's data is copied once, straight into the reply).
+    pub async fn nfs(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        proc_: u32,
+        d: &mut Decoder<'_>,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let base = out.len();
+        let res = match self.nfs_proc(peer, cred, proc_, d, out).await {
             Ok(Some(r)) => r,
             Ok(None) => return Outcome::NoProc,
             Err(e) => return Outcome::Garbage(e),
         };
-        match res {
-            Ok(()) => {}
-            Err(st) => {
-                out.clear();
-                pack_into(&mut out, &st);
-                for _ in 0..fail_words(proc_) {
-                    put_u32(&mut out, 0);
-                }
+        if let Err(st) = res {
+            out.truncate(base);
+            pack_into(out, &st);
+            for _ in 0..fail_words(proc_) {
+                put_u32(out, 0);
             }
         }
-        Outcome::Reply(out)
+        Outcome::Done
     }
 
     /// Decodes arguments (`Err` = garbage), then runs the procedure, writing NFS3_OK and the

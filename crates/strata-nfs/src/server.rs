@@ -13,7 +13,7 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::gateway::{Export, Gateway};
 use crate::handle::HandleKey;
-use strata_nfs_wire::rpc::{RecordError, frame, read_record};
+use strata_nfs_wire::rpc::{RecordError, read_record};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +195,7 @@ fn worker(g: &Gateway, conn: &Conn, rt: &tokio::runtime::Handle) {
         }
         match rt.block_on(g.dispatch(ip, &record)) {
             Some(reply) => {
-                if lock(&conn.writer).write_all(&frame(reply)).is_err() {
+                if lock(&conn.writer).write_all(&reply).is_err() {
                     break;
                 }
             }

@@ -757,6 +757,7 @@ impl Vfs {
                 self.quota_check(h.ino, &w, off, data.len() as u64)?
             }
         };
+        w.durable = false;
         w.write(&self.shared, off, data, || self.next_slice_id()).await?;
         w.growth += growth;
         if w.has_finished_chunks() && w.end - off >= CHUNK_SIZE {
@@ -833,7 +834,12 @@ impl Vfs {
         if let Some(e) = w.error.take() {
             return Err(e);
         }
+        if durable && w.durable && !w.is_dirty() {
+            // Repeated fsync or COMMIT with no write in between.
+            return Ok(());
+        }
         let outcome = self.commit_locked(&mut w, ino, durable).await;
+        w.durable = durable && outcome.is_ok();
         // Committed or failed, the buffered writes are no longer pending: a failed commit's data
         // is gone and the caller learns it from the error.
         w.end = 0;

@@ -156,6 +156,8 @@ pub struct FileWriter {
     /// A failure of a background commit, reported by the next flush, fsync or close (the data
     /// it held is lost, and the application must learn it like a failed write-back).
     pub error: Option<VfsError>,
+    /// Nothing was written since the last durable commit: another one has nothing to do.
+    pub durable: bool,
 }
 
 impl FileWriter {
