@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """NFSv3 servers side by side, in one run, through the same libnfs client.
 
+    bench/nfs/run.py --ganesha --strata target/release/strata     # both started here, side by side
     bench/nfs/run.py --ganesha strata='nfs://127.0.0.1/bench?nfsport=2049&mountport=2049&version=3'
     bench/nfs/run.py --ganesha --size 256m --files 500          # ganesha alone, quick
     bench/nfs/run.py --help
 
 Each target is NAME=URL, the libnfs URL of a writable directory on an NFSv3 server that is
-already running. `--ganesha` also starts a private nfs-ganesha (bench/nfs/ganesha.sh) exporting
+already running. `--strata BIN` starts a private Strata (server on the embedded default, a volume,
+`strata gateway nfs`) and adds it as `strata`; `--ganesha` also starts a private nfs-ganesha (bench/nfs/ganesha.sh) exporting
 a fresh directory on the disk of the workspace and adds it as the target `ganesha`.
 
 Rows (higher is better in every row), all through bench/nfs/nfsbench.c (libnfs, sync API,
@@ -30,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -107,6 +110,7 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="strata-nfsbench-", dir=o.workdir))
         self.bin = self.work / "nfsbench"
         self.ganesha_dir: Path | None = None
+        self.strata_procs: list[subprocess.Popen] = []
         self.targets: list[tuple[str, str]] = []
         self.pids: dict[str, int] = dict(o.server_pid)  # target -> server pid, for its CPU time
         # results[row][target] = list of measurement dicts (one per repetition)
@@ -138,7 +142,50 @@ class Bench:
         log(f"ganesha 4.3 started (pid {self.pids['ganesha']}, exporting {export}): {url}")
         self.targets.append(("ganesha", url))
 
+    def start_strata(self) -> None:
+        """A private `strata server` (embedded default: SQLite, blocks on the workspace's disk),
+        a volume, and `strata gateway nfs` exporting it (squash=none, as ganesha's export)."""
+        binary = str(Path(self.o.strata).resolve())
+        d = self.work / "strata"
+        d.mkdir()
+        with socket.create_server(("127.0.0.1", 0)) as sock:
+            addr = f"127.0.0.1:{sock.getsockname()[1]}"
+        port = self.o.strata_port
+        env = {**os.environ, "STRATA_SERVER": addr, "STRATA_TOKEN_FILE": str(d / "data" / "admin.token")}
+        server_log = open(d / "server.log", "w")
+        self.strata_procs.append(subprocess.Popen([binary, "server", "--data", str(d / "data"), "--listen", addr],
+                                                  stdout=server_log, stderr=subprocess.STDOUT, env=env))
+        deadline = time.time() + 30
+        while not (d / "data" / "admin.token").exists():
+            if time.time() > deadline:
+                raise Fatal(f"strata server did not start: see {d / 'server.log'}")
+            time.sleep(0.1)
+        r = subprocess.run([binary, "volume", "create", "bench"], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise Fatal(f"strata volume create failed: {r.stderr}")
+        gw_log = open(d / "gateway.log", "w")
+        gw = subprocess.Popen([binary, "gateway", "nfs", "--listen", f"127.0.0.1:{port}",
+                               "--export", "/bench=bench,squash=none"], stdout=gw_log, stderr=subprocess.STDOUT,
+                              env=env)
+        self.strata_procs.append(gw)
+        url = f"nfs://127.0.0.1/bench?nfsport={port}&mountport={port}&version=3"
+        deadline = time.time() + 30
+        while subprocess.run(["nfs-ls", url], capture_output=True).returncode != 0:
+            if gw.poll() is not None or time.time() > deadline:
+                raise Fatal(f"strata gateway nfs did not start: see {d / 'gateway.log'}")
+            time.sleep(0.2)
+        self.pids["strata"] = gw.pid
+        log(f"strata started ({binary}, gateway pid {gw.pid}): {url}")
+        self.targets.append(("strata", url))
+
     def stop(self) -> None:
+        for proc in reversed(self.strata_procs):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.strata_procs = []
         if self.ganesha_dir is not None:
             subprocess.run(["bash", str(HERE / "ganesha.sh"), "stop", str(self.ganesha_dir)],
                            check=False)
@@ -360,6 +407,10 @@ def main() -> int:
                         "strata='nfs://127.0.0.1/bench?nfsport=2049&mountport=2049&version=3'")
     p.add_argument("--ganesha", action="store_true",
                    help="start a private nfs-ganesha (bench/nfs/ganesha.sh) and add it as target 'ganesha'")
+    p.add_argument("--strata", metavar="BIN",
+                   help="start a private strata server, volume and `strata gateway nfs` with this binary "
+                        "and add it as target 'strata'")
+    p.add_argument("--strata-port", type=int, default=20600, help="port of that gateway (default 20600)")
     p.add_argument("--ganesha-port", type=int, default=20490,
                    help="its NFS port; MOUNT is on the next port (default 20490)")
     p.add_argument("--size", type=parse_size, default=parse_size("1g"), help="big copy size (default 1g)")
@@ -396,12 +447,12 @@ def main() -> int:
         name, eq, url = t.partition("=")
         if not eq or not url.startswith("nfs://") or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             p.error(f"bad target {t!r}: expected NAME=nfs://HOST/DIR?...")
-        if name in seen or (o.ganesha and name == "ganesha"):
+        if name in seen or (o.ganesha and name == "ganesha") or (o.strata and name == "strata"):
             p.error(f"duplicate target name {name}")
         seen.add(name)
         targets.append((name, url))
-    if not targets and not o.ganesha:
-        p.error("no targets (give NAME=URL and/or --ganesha)")
+    if not targets and not o.ganesha and not o.strata:
+        p.error("no targets (give NAME=URL, --strata BIN and/or --ganesha)")
     if os.geteuid() != 0:
         print("nfs-bench: must run as root (drop_caches; ganesha needs namespaces)", file=sys.stderr)
         return 2
@@ -420,6 +471,8 @@ def main() -> int:
     try:
         b.build()
         b.targets.extend(targets)
+        if o.strata:
+            b.start_strata()
         if o.ganesha:
             b.start_ganesha()
         log(f"workspace {b.work}; targets: " + ", ".join(f"{n}={u}" for n, u in b.targets))
