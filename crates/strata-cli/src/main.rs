@@ -27,6 +27,8 @@ enum Cmd {
     Mount(cmd::mount::MountArgs),
     /// Unmount a Strata mount.
     Umount(cmd::mount::UmountArgs),
+    /// Serve volumes over NFS or S3.
+    Gateway(cmd::gateway::GatewayArgs),
     /// Manage volumes: list, describe, create, expand, delete.
     #[command(visible_alias = "vol")]
     Volume(cmd::volume::VolumeArgs),
@@ -59,6 +61,7 @@ fn main() {
         Cmd::Server(a) => cmd::server::run(a),
         Cmd::Mount(a) => cmd::mount::run(a),
         Cmd::Umount(a) => cmd::mount::umount(a),
+        Cmd::Gateway(a) => cmd::gateway::run(a),
         Cmd::Volume(a) => cmd::volume::run(a),
         Cmd::StorageClass(a) => cmd::storageclass::run(a),
         Cmd::Scope(a) => cmd::scope::run(a),

@@ -1,5 +1,7 @@
 //! One module per subcommand, and the REST client the control-plane commands share.
 
+pub mod gateway;
+pub mod gateway_s3;
 pub mod mount;
 pub mod policy;
 pub mod rest;

@@ -1,0 +1,283 @@
+//! Objects as files of a volume: path resolution, atomic writes from a streamed body, streamed
+//! reads, deletion, and ETags.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, Stream, StreamExt};
+use md5::{Digest, Md5};
+use strata_meta::{Attr, Ctx, FileType};
+use strata_vfs::Vfs;
+
+use crate::error::{GatewayError, Result};
+use crate::keys::HIDDEN_PREFIX;
+
+/// Size of each read from a file and of each buffered write: what one request holds in memory.
+pub const CHUNK: usize = 1 << 20;
+
+/// Extended attribute holding an object's ETag with the size and mtime it was computed for.
+pub const ETAG_XATTR: &[u8] = b"user.s3.etag";
+
+/// The gateway acts as root with permission checks off: what a request may do is decided by
+/// its token at the server, as for a FUSE mount's kernel-checked requests.
+pub fn ctx() -> Ctx {
+    Ctx::root()
+}
+
+/// Looks up a path from the volume root; `None` when a segment is missing or not a directory.
+pub async fn resolve(vfs: &Vfs, segs: &[&str]) -> Result<Option<(u64, Attr)>> {
+    let mut ino = vfs.root();
+    let mut attr = vfs.getattr(ino).await?;
+    for s in segs {
+        if !attr.is_dir() {
+            return Ok(None);
+        }
+        match vfs.lookup(&ctx(), ino, s.as_bytes()).await {
+            Ok((i, a)) => (ino, attr) = (i, a),
+            Err(e) if e.errno() == libc::ENOENT => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some((ino, attr)))
+}
+
+/// The regular file of an object key; directories, links and missing paths are no object.
+pub async fn resolve_object(vfs: &Vfs, key: &str, segs: &[&str]) -> Result<(u64, Attr)> {
+    match resolve(vfs, segs).await? {
+        Some((ino, a)) if a.kind == FileType::File => Ok((ino, a)),
+        _ => Err(GatewayError::NoSuchKey(key.to_string())),
+    }
+}
+
+/// The directory of `segs` under `parent`, creating missing ones.
+pub async fn ensure_dirs(vfs: &Vfs, parent: u64, segs: &[&str]) -> Result<u64> {
+    let mut ino = parent;
+    for (i, s) in segs.iter().enumerate() {
+        let found = match vfs.lookup(&ctx(), ino, s.as_bytes()).await {
+            Ok(found) => Some(found),
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e.into()),
+        };
+        let (next, attr) = match found {
+            Some(f) => f,
+            None => match vfs.mkdir(&ctx(), ino, s.as_bytes(), 0o755, 0o022).await {
+                Ok(made) => made,
+                // Another request made it meanwhile.
+                Err(e) if e.errno() == libc::EEXIST => vfs.lookup(&ctx(), ino, s.as_bytes()).await?,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if !attr.is_dir() {
+            return Err(GatewayError::KeyConflict(format!(
+                "{:?} is an object, so it cannot be a directory of other keys",
+                segs[..=i].join("/")
+            )));
+        }
+        ino = next;
+    }
+    Ok(ino)
+}
+
+/// A hidden, unique name for a file being written.
+pub fn temp_name(what: &str) -> String {
+    format!("{HIDDEN_PREFIX}{what}-{:016x}", rand::random::<u64>())
+}
+
+/// A file written from a body, still under its temporary name.
+pub struct Written {
+    /// Inode of the file.
+    pub ino: u64,
+    /// Bytes written.
+    pub size: u64,
+    /// MD5 of the content.
+    pub md5: [u8; 16],
+    /// Attributes after the last write was committed.
+    pub attr: Attr,
+}
+
+/// Writes a body into a new hidden file `name` in `dir` as it arrives (at most `CHUNK` bytes
+/// held), refusing it past `limit` bytes. On any failure the file is removed.
+pub async fn write_new<S, E>(vfs: &Vfs, dir: u64, name: &str, body: S, limit: u64) -> Result<Written>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (ino, _, fh) =
+        vfs.create(&ctx(), dir, name.as_bytes(), 0o644, 0o022, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).await?;
+    let res = fill(vfs, fh, body, limit).await;
+    let closed = vfs.release(fh).await;
+    let res = match (res, closed) {
+        (Ok(r), Ok(())) => Ok(r),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
+    };
+    let res = match res {
+        Ok((size, md5)) => vfs.getattr(ino).await.map(|attr| Written { ino, size, md5, attr }).map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    if res.is_err() {
+        discard(vfs, dir, name).await;
+    }
+    res
+}
+
+async fn fill<S, E>(vfs: &Vfs, fh: u64, mut body: S, limit: u64) -> Result<(u64, [u8; 16])>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut md5 = Md5::new();
+    let mut off = 0u64;
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::Body(e.to_string()))?;
+        if off + (buf.len() + chunk.len()) as u64 > limit {
+            return Err(GatewayError::TooLarge(limit));
+        }
+        md5.update(&chunk);
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= CHUNK {
+            vfs.write(fh, off, &buf).await?;
+            off += buf.len() as u64;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        vfs.write(fh, off, &buf).await?;
+        off += buf.len() as u64;
+    }
+    vfs.flush(fh).await?;
+    Ok((off, md5.finalize().into()))
+}
+
+/// Removes a temporary file, logging (not failing) if that is impossible.
+pub async fn discard(vfs: &Vfs, dir: u64, name: &str) {
+    if let Err(e) = vfs.unlink(&ctx(), dir, name.as_bytes()).await
+        && e.errno() != libc::ENOENT
+    {
+        tracing::warn!(name, error = %e, "could not remove a temporary file");
+    }
+}
+
+/// Records the ETag of a written file and renames it over `key_name` in `dir` (readers see the
+/// old object or the new one, never a partial one).
+pub async fn publish(vfs: &Vfs, dir: u64, tmp: &str, key_name: &str, w: &Written, etag: &str) -> Result<()> {
+    let stamp = etag_stamp(etag, &w.attr);
+    let res = async {
+        vfs.setxattr(w.ino, ETAG_XATTR, stamp.as_bytes(), 0).await?;
+        vfs.rename(&ctx(), dir, tmp.as_bytes(), dir, key_name.as_bytes(), 0).await?;
+        Ok(())
+    }
+    .await;
+    if res.is_err() {
+        discard(vfs, dir, tmp).await;
+    }
+    res
+}
+
+fn etag_stamp(etag: &str, a: &Attr) -> String {
+    format!("{etag} {} {}.{}", a.size, a.mtime.sec, a.mtime.nsec)
+}
+
+/// The ETag of a file: the one recorded when the gateway wrote it if the file has not changed
+/// since; otherwise (written through a mount) a stable tag of its inode, size and mtime, which
+/// changes whenever the content does but is not an MD5 of it.
+pub async fn etag_of(vfs: &Vfs, ino: u64, a: &Attr) -> String {
+    if let Ok(v) = vfs.getxattr(ino, ETAG_XATTR).await
+        && let Ok(s) = std::str::from_utf8(&v)
+        && let Some((etag, stamp)) = s.split_once(' ')
+        && stamp == etag_stamp("", a).trim_start()
+    {
+        return etag.to_string();
+    }
+    let mut h = Md5::new();
+    h.update(format!("{ino}:{}:{}.{}", a.size, a.mtime.sec, a.mtime.nsec));
+    hex::encode(h.finalize())
+}
+
+/// A stream of a file's bytes in `[from, to)`, read `CHUNK` at a time by a task that stops
+/// when the receiver goes away, so memory per reader stays at a couple of chunks.
+pub async fn read_stream(
+    vfs: Arc<Vfs>,
+    ino: u64,
+    from: u64,
+    to: u64,
+) -> Result<futures::channel::mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>> {
+    let opened = vfs.open(&ctx(), ino, libc::O_RDONLY).await?;
+    let (mut tx, rx) = futures::channel::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut pos = from;
+        while pos < to {
+            let want = (to - pos).min(CHUNK as u64) as u32;
+            let item = match vfs.read(opened.fh, pos, want).await {
+                Ok(d) if d.is_empty() => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the object became shorter while it was read",
+                )),
+                Ok(d) => {
+                    pos += d.len() as u64;
+                    Ok(Bytes::from(d))
+                }
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+        if let Err(e) = vfs.release(opened.fh).await {
+            tracing::debug!(ino, error = %e, "closing a read handle");
+        }
+    });
+    Ok(rx)
+}
+
+/// Removes an object's file if there is one (deleting a missing key succeeds, as in S3), then
+/// the directories the key leaves empty, so they do not linger as prefixes.
+pub async fn remove_object(vfs: &Vfs, segs: &[&str]) -> Result<()> {
+    let Some((name, dirs)) = segs.split_last() else { return Ok(()) };
+    let mut chain = vec![vfs.root()];
+    for d in dirs {
+        let parent = chain[chain.len() - 1];
+        match vfs.lookup(&ctx(), parent, d.as_bytes()).await {
+            Ok((ino, a)) if a.is_dir() => chain.push(ino),
+            Ok(_) => return Ok(()),
+            Err(e) if e.errno() == libc::ENOENT => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let dir = chain[chain.len() - 1];
+    match vfs.lookup(&ctx(), dir, name.as_bytes()).await {
+        Ok((_, a)) if a.kind == FileType::File => match vfs.unlink(&ctx(), dir, name.as_bytes()).await {
+            Ok(()) => {}
+            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) => return Err(e.into()),
+        },
+        Ok(_) => return Ok(()),
+        Err(e) if e.errno() == libc::ENOENT => {}
+        Err(e) => return Err(e.into()),
+    }
+    prune_dirs(vfs, &chain, dirs).await;
+    Ok(())
+}
+
+/// Removes empty directories from the deepest of a key's directories upwards, stopping at the
+/// first that is not empty (or cannot be removed: that only leaves an empty prefix behind).
+pub async fn prune_dirs(vfs: &Vfs, chain: &[u64], dirs: &[&str]) {
+    for i in (0..dirs.len()).rev() {
+        match vfs.rmdir(&ctx(), chain[i], dirs[i].as_bytes()).await {
+            Ok(()) => {}
+            Err(e) => {
+                if e.errno() != libc::ENOTEMPTY && e.errno() != libc::ENOENT {
+                    tracing::debug!(dir = dirs[i], error = %e, "left an empty directory");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// MD5 digests as S3 shows them.
+pub fn hex_md5(d: &[u8; 16]) -> String {
+    hex::encode(d)
+}

@@ -1,0 +1,70 @@
+//! HTTP serving: s3s's service on hyper connections, with a graceful stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+
+use crate::attach::Attachments;
+use crate::auth::{Keyring, KeyringAuth};
+use crate::gateway::{Gateway, Limits};
+
+/// Bucket names are volume names (letters, digits, '.', '_' and '-'), which S3's own rules
+/// would partly refuse.
+struct VolumeNames;
+
+impl s3s::validation::NameValidation for VolumeNames {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+}
+
+/// The S3 HTTP service of a gateway.
+pub fn service(keys: Arc<Keyring>, att: Arc<Attachments>, limits: Limits, region: String) -> S3Service {
+    let mut b = S3ServiceBuilder::new(Gateway::new(keys.clone(), att, limits, region));
+    b.set_auth(KeyringAuth(keys));
+    b.set_validation(VolumeNames);
+    b.build()
+}
+
+/// How long open connections may finish their requests once a stop was asked for.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `svc` on `listener` until `shutdown` completes, then lets open connections finish
+/// (for up to 10 s).
+pub async fn serve(listener: TcpListener, svc: S3Service, shutdown: impl Future<Output = ()>) {
+    let conns = ConnBuilder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = conns.serve_connection(TokioIo::new(stream), svc.clone()).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open {DRAIN:?} after the stop; closing them");
+    }
+}

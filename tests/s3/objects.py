@@ -1,0 +1,96 @@
+"""Objects: byte-exact put/get (multi-MiB and empty), ranged gets, head, copy (within and
+across buckets), delete and delete-objects, refused keys, an oversized PUT."""
+
+from s3common import (check, client, data, eq, error_code, expect_error, keys_of, md5, ok, parser,
+                      same_bytes)
+
+p = parser(__doc__)
+p.add_argument("--other-bucket", required=True, help="a second bucket the key may write")
+p.add_argument("--max-object-size", type=int, required=True)
+a = p.parse_args()
+s3 = client(a.endpoint, a.key, a.secret)
+b = a.bucket
+
+# Byte-exact round trips, ETag = MD5 for simple puts.
+big = data(9 * 1024 * 1024 + 123, 1)
+r = s3.put_object(Bucket=b, Key="obj/big.bin", Body=big)
+eq(r["ETag"].strip('"'), md5(big), "ETag of a put")
+got = s3.get_object(Bucket=b, Key="obj/big.bin")
+same_bytes(got["Body"].read(), big, "get of a 9 MiB object")
+eq(got["ContentLength"], len(big), "Content-Length")
+eq(got["ETag"].strip('"'), md5(big), "ETag of a get")
+s3.put_object(Bucket=b, Key="obj/empty", Body=b"")
+got = s3.get_object(Bucket=b, Key="obj/empty")
+same_bytes(got["Body"].read(), b"", "get of an empty object")
+eq(got["ContentLength"], 0, "Content-Length of an empty object")
+eq(s3.head_object(Bucket=b, Key="obj/empty")["ETag"].strip('"'), md5(b""), "ETag of the empty object")
+
+# An overwrite replaces the content.
+small = data(1000, 2)
+s3.put_object(Bucket=b, Key="obj/small", Body=data(5000, 3))
+s3.put_object(Bucket=b, Key="obj/small", Body=small)
+same_bytes(s3.get_object(Bucket=b, Key="obj/small")["Body"].read(), small, "overwritten object")
+
+# Head.
+h = s3.head_object(Bucket=b, Key="obj/big.bin")
+eq(h["ContentLength"], len(big), "head Content-Length")
+eq(h["ETag"].strip('"'), md5(big), "head ETag")
+check(h.get("LastModified") is not None, "head has Last-Modified")
+expect_error(("404", "NoSuchKey"), s3.head_object, Bucket=b, Key="obj/missing")
+expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="obj/missing")
+# A directory is no object.
+expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="obj")
+
+# Ranges: first bytes, middle, open end, suffix, past the end (416).
+for rng, want in [
+    ("bytes=0-9", big[0:10]),
+    ("bytes=4194300-4194400", big[4194300:4194401]),
+    (f"bytes={len(big) - 5}-", big[-5:]),
+    ("bytes=-7", big[-7:]),
+    (f"bytes=5-{len(big) + 100}", big[5:]),
+]:
+    r = s3.get_object(Bucket=b, Key="obj/big.bin", Range=rng)
+    same_bytes(r["Body"].read(), want, f"range {rng}")
+    eq(r["ResponseMetadata"]["HTTPStatusCode"], 206, f"status of range {rng}")
+    eq(r["ContentLength"], len(want), f"Content-Length of range {rng}")
+    check(r["ContentRange"].endswith(f"/{len(big)}"), f"Content-Range of {rng}: {r['ContentRange']}")
+expect_error("InvalidRange", s3.get_object, Bucket=b, Key="obj/big.bin", Range=f"bytes={len(big)}-")
+expect_error("InvalidRange", s3.get_object, Bucket=b, Key="obj/empty", Range="bytes=0-0")
+
+# Copy within the bucket and into another one.
+r = s3.copy_object(Bucket=b, Key="copy/of-small", CopySource={"Bucket": b, "Key": "obj/small"})
+eq(r["CopyObjectResult"]["ETag"].strip('"'), md5(small), "ETag of a copy")
+same_bytes(s3.get_object(Bucket=b, Key="copy/of-small")["Body"].read(), small, "copy in the bucket")
+s3.copy_object(Bucket=a.other_bucket, Key="from-other/big", CopySource={"Bucket": b, "Key": "obj/big.bin"})
+same_bytes(s3.get_object(Bucket=a.other_bucket, Key="from-other/big")["Body"].read(), big, "copy across buckets")
+expect_error("NoSuchKey", s3.copy_object, Bucket=b, Key="copy/x", CopySource={"Bucket": b, "Key": "obj/missing"})
+expect_error("NoSuchBucket", s3.copy_object, Bucket=b, Key="copy/x",
+             CopySource={"Bucket": "no-such-volume", "Key": "x"})
+
+# Delete: the key goes, its emptied directories do not linger as prefixes, deleting a missing
+# key succeeds.
+s3.put_object(Bucket=b, Key="del/deep/er/one", Body=b"1")
+s3.delete_object(Bucket=b, Key="del/deep/er/one")
+expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="del/deep/er/one")
+r = s3.list_objects_v2(Bucket=b, Prefix="del", Delimiter="/")
+eq(r.get("CommonPrefixes", []), [], "prefixes left by a delete")
+s3.delete_object(Bucket=b, Key="del/never-was")
+for i in range(5):
+    s3.put_object(Bucket=b, Key=f"multi/{i}", Body=b"x")
+r = s3.delete_objects(Bucket=b, Delete={"Objects": [{"Key": f"multi/{i}"} for i in range(4)] + [{"Key": "../bad"}]})
+eq(sorted(d["Key"] for d in r.get("Deleted", [])), [f"multi/{i}" for i in range(4)], "delete_objects deleted")
+eq([(e["Key"], e["Code"]) for e in r.get("Errors", [])], [("../bad", "InvalidArgument")], "delete_objects errors")
+eq(keys_of(s3, b, "multi/"), ["multi/4"], "keys left after delete_objects")
+
+# Keys that cannot be paths are refused with a clear error, and create nothing.
+for bad in ["../x", "a//b", "a/../b", "/lead", "trail/", "./x", "n" * 256, "a/.strata-s3-uploads/x"]:
+    code = error_code(s3.put_object, Bucket=b, Key=bad, Body=b"x")
+    check(code in ("InvalidArgument", "KeyTooLongError"), f"put of key {bad!r}: {code}")
+
+# A PUT larger than --max-object-size is refused and leaves nothing behind.
+before = keys_of(s3, b)
+code = error_code(s3.put_object, Bucket=b, Key="too/big", Body=b"\0" * (a.max_object_size + 1))
+eq(code, "EntityTooLarge", "oversized put")
+eq(keys_of(s3, b), before, "keys after an oversized put")
+expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="too/big")
+ok()
