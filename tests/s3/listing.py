@@ -1,6 +1,6 @@
 """ListObjectsV2 against the listing S3 gives: lexicographic key order across directories,
 prefix, delimiter (common prefixes), small max-keys paging with continuation tokens, and
-start-after."""
+start-after; ListObjects (version 1) paging with markers."""
 
 from s3common import check, client, eq, ok, parser
 
@@ -63,6 +63,28 @@ for prefix, delimiter in [(ROOT, ""), (ROOT, "/"), (ROOT + "a", ""), (ROOT + "a"
         eq(got, want, f"listing prefix={prefix!r} delimiter={delimiter!r} max_keys={max_keys}")
         if max_keys < len(want):
             check(pages > 2 or len(want) <= 2 * max_keys, f"{pages} pages for {len(want)} items")
+
+def listing_v1(prefix, delimiter, max_keys):
+    """ListObjects (version 1): resumes at NextMarker, or at the last key when there is none."""
+    out, marker = [], None
+    while True:
+        kw = {"Bucket": b, "Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            kw["Delimiter"] = delimiter
+        if marker:
+            kw["Marker"] = marker
+        r = s3.list_objects(**kw)
+        items = sorted([("K", o["Key"]) for o in r.get("Contents", [])] +
+                       [("P", c["Prefix"]) for c in r.get("CommonPrefixes", [])], key=lambda i: i[1].encode())
+        check(len(items) <= max_keys, f"v1 page of {len(items)} items with MaxKeys={max_keys}")
+        out += items
+        if not r["IsTruncated"]:
+            return out
+        marker = r.get("NextMarker") or items[-1][1]
+
+
+for prefix, delimiter in [(ROOT, ""), (ROOT, "/"), (ROOT + "a", "-"), (ROOT + "photos/", "/")]:
+    eq(listing_v1(prefix, delimiter, 2), model(prefix, delimiter), f"v1 listing {prefix!r} {delimiter!r}")
 
 got, _ = listing(ROOT, "", 3, start_after=ROOT + "a/c/d")
 eq(got, [i for i in model(ROOT, "") if i[1] > ROOT + "a/c/d"], "start-after")

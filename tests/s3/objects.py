@@ -31,6 +31,10 @@ s3.put_object(Bucket=b, Key="obj/small", Body=data(5000, 3))
 s3.put_object(Bucket=b, Key="obj/small", Body=small)
 same_bytes(s3.get_object(Bucket=b, Key="obj/small")["Body"].read(), small, "overwritten object")
 
+# A body that does not match its Content-MD5 is refused and replaces nothing.
+expect_error("BadDigest", s3.put_object, Bucket=b, Key="obj/small", Body=b"other", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
+same_bytes(s3.get_object(Bucket=b, Key="obj/small")["Body"].read(), small, "object after a bad digest")
+
 # Head.
 h = s3.head_object(Bucket=b, Key="obj/big.bin")
 eq(h["ContentLength"], len(big), "head Content-Length")

@@ -145,6 +145,7 @@ fn s3_gateway() {
     for (v, s) in [("vision-data", "ml/vision"), ("vision-scratch", "ml/vision"), ("nlp-data", "ml/nlp")] {
         cli(&c, &admin_tf, &["volume", "create", v, "--scope", s]);
     }
+    cli(&c, &admin_tf, &["volume", "create", "tiny", "--capacity", "4M"]);
     let (editor_tf, editor_id) = token(&c, "vision-editor", "editor", "ml/vision");
     let (viewer_tf, _) = token(&c, "vision-viewer", "viewer", "ml/vision");
     let (nlp_tf, _) = token(&c, "nlp-editor", "editor", "ml/nlp");
@@ -154,7 +155,11 @@ fn s3_gateway() {
     let mnt = c.mp(m).display().to_string();
     let volume = c.volume.clone();
     let max = 12 << 20;
-    let mut gw = Gateway::start(&mut c, &[&admin_tf, &editor_tf, &viewer_tf, &nlp_tf], &["--max-object-size", "12M"]);
+    let mut gw = Gateway::start(
+        &mut c,
+        &[&admin_tf, &editor_tf, &viewer_tf, &nlp_tf],
+        &["--max-object-size", "12M", "--retry-timeout", "1s"],
+    );
 
     gw.scenario(
         "objects.py",
@@ -187,10 +192,20 @@ fn s3_gateway() {
         ],
     );
     gw.scenario("garbage.py", &admin, &volume, &[]);
+    gw.scenario("quota.py", &admin, "tiny", &["--size", &(6 << 20).to_string()]);
+
+    // The server away: 503 after --retry-timeout; back: the same attachment serves again.
+    for needle in ["unreachable", "heartbeat failed", "request failed"] {
+        c.allow_log(needle);
+    }
+    assert!(c.stop_server().is_empty(), "server stop");
+    gw.scenario("unavailable.py", &admin, "tiny", &[]);
+    c.start_server();
+    gw.scenario("available.py", &admin, "tiny", &[]);
 
     // Revoked on the server: refused at the next request, though its attachment is open.
     cli(&c, &admin_tf, &["token", "revoke", &editor.id]);
-    c.allow_log("heartbeat failed");
+    c.allow_log("token refused; no longer keeping its session");
     c.allow_log("server did not acknowledge the unmount");
     gw.scenario(
         "revoked.py",

@@ -96,8 +96,14 @@ async fn heartbeat(vfs: std::sync::Weak<Vfs>) {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let Some(v) = vfs.upgrade() else { return };
-        if let Err(e) = v.heartbeat().await {
-            tracing::warn!(volume = %v.volume().name, error = %e, "heartbeat failed");
+        match v.heartbeat().await {
+            Ok(()) => {}
+            Err(e @ VfsError::Unauthenticated(_)) => {
+                // Revoked or expired: every later request of the token is refused anyway.
+                tracing::warn!(volume = %v.volume().name, error = %e, "token refused; no longer keeping its session");
+                return;
+            }
+            Err(e) => tracing::warn!(volume = %v.volume().name, error = %e, "heartbeat failed"),
         }
     }
 }

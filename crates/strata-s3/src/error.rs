@@ -44,6 +44,9 @@ pub enum GatewayError {
     /// A request argument is out of range or malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The body's MD5 is not the `Content-MD5` sent with it.
+    #[error("the Content-MD5 sent does not match the body received")]
+    BadDigest,
     /// The requested range lies outside the object.
     #[error("the range is not satisfiable for an object of {0} bytes")]
     InvalidRange(u64),
@@ -117,6 +120,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::TooSmall(_) => msg(S3ErrorCode::EntityTooSmall, text),
             GatewayError::InvalidArgument(_) => msg(S3ErrorCode::InvalidArgument, text),
             GatewayError::InvalidRange(_) => msg(S3ErrorCode::InvalidRange, text),
+            GatewayError::BadDigest => msg(S3ErrorCode::BadDigest, text),
         }
     }
 }

@@ -63,7 +63,13 @@ impl Gateway {
     }
 
     /// Writes a body to a hidden file next to the key and renames it into place.
-    async fn store(&self, vfs: &Vfs, key: &str, body: Option<StreamingBlob>) -> Result<(String, u64)> {
+    async fn store(
+        &self,
+        vfs: &Vfs,
+        key: &str,
+        body: Option<StreamingBlob>,
+        md5: Option<&str>,
+    ) -> Result<(String, u64)> {
         let segs = split_key(key)?;
         let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.to_string()))?;
         let dir = objects::ensure_dirs(vfs, vfs.root(), dirs).await?;
@@ -71,6 +77,10 @@ impl Gateway {
         let body =
             body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<std::io::Result<bytes::Bytes>>()));
         let w = objects::write_new(vfs, dir, &tmp, body, self.limits.max_object).await?;
+        if let Err(e) = objects::check_md5(md5, &w.md5) {
+            objects::discard(vfs, dir, &tmp).await;
+            return Err(e);
+        }
         let etag = objects::hex_md5(&w.md5);
         objects::publish(vfs, dir, &tmp, name, &w, &etag).await?;
         Ok((etag, w.size))
@@ -139,6 +149,50 @@ fn parts_of(m: Option<CompletedMultipartUpload>) -> Vec<(i32, String)> {
         .collect()
 }
 
+fn query(
+    prefix: Option<String>,
+    delimiter: Option<String>,
+    after: Option<Marker>,
+    max_keys: Option<i32>,
+) -> Result<Query> {
+    let max = match max_keys {
+        Some(n) if n < 0 => return Err(GatewayError::InvalidArgument("max-keys must not be negative".into())),
+        Some(n) => (n as usize).min(1000),
+        None => 1000,
+    };
+    Ok(Query { prefix: prefix.unwrap_or_default(), delimiter: delimiter.unwrap_or_default(), after, max })
+}
+
+/// A page of a listing as S3 shows it.
+struct Listing {
+    contents: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+    truncated: bool,
+    next: Option<Marker>,
+}
+
+async fn listing(vfs: &Vfs, q: &Query, url: bool) -> Result<Listing> {
+    let page = list::page(&VfsTree(vfs), vfs.root(), q).await?;
+    let enc = |s: String| if url { url_encode(&s) } else { s };
+    let next = if page.truncated { page.items.last().map(Item::marker) } else { None };
+    let mut contents = Vec::new();
+    let mut prefixes = Vec::new();
+    for item in page.items {
+        match item {
+            Item::Object { key, entry } => contents.push(Object {
+                key: Some(enc(key)),
+                size: Some(entry.size as i64),
+                last_modified: Some(timestamp(entry.mtime)),
+                e_tag: Some(etag(objects::etag_of(vfs, entry.ino, entry.size, entry.mtime).await)),
+                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                ..Default::default()
+            }),
+            Item::Prefix(p) => prefixes.push(CommonPrefix { prefix: Some(enc(p)) }),
+        }
+    }
+    Ok(Listing { contents, prefixes, truncated: page.truncated, next })
+}
+
 #[async_trait::async_trait]
 impl S3 for Gateway {
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
@@ -190,7 +244,7 @@ impl S3 for Gateway {
             content_length: Some(len as i64),
             content_range,
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(objects::etag_of(&vfs, ino, &a).await)),
+            e_tag: Some(etag(objects::etag_of(&vfs, ino, a.size, a.mtime).await)),
             last_modified: Some(timestamp(a.mtime)),
             ..Default::default()
         }))
@@ -209,7 +263,7 @@ impl S3 for Gateway {
             }
             None => (0, a.size, None),
         };
-        let e_tag = Some(etag(objects::etag_of(&vfs, ino, &a).await));
+        let e_tag = Some(etag(objects::etag_of(&vfs, ino, a.size, a.mtime).await));
         let rx = objects::read_stream(vfs, ino, from, to).await?;
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(rx)),
@@ -228,7 +282,7 @@ impl S3 for Gateway {
         self.check_size(i.content_length)?;
         split_key(&i.key)?;
         let vfs = self.volume(&token, &i.bucket).await?;
-        let (tag, size) = self.store(&vfs, &i.key, i.body).await?;
+        let (tag, size) = self.store(&vfs, &i.key, i.body, i.content_md5.as_deref()).await?;
         tracing::debug!(bucket = %i.bucket, key = %i.key, size, "put");
         Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(tag)), ..Default::default() }))
     }
@@ -248,7 +302,7 @@ impl S3 for Gateway {
         }
         let dst = self.volume(&token, &i.bucket).await?;
         let rx = objects::read_stream(src, ino, 0, a.size).await?;
-        let (tag, _) = self.store(&dst, &i.key, Some(StreamingBlob::wrap(rx))).await?;
+        let (tag, _) = self.store(&dst, &i.key, Some(StreamingBlob::wrap(rx)), None).await?;
         let (_, new) = objects::resolve_object(&dst, &i.key, &split_key(&i.key)?).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -302,13 +356,6 @@ impl S3 for Gateway {
         let token = self.token(&req)?;
         let i = req.input;
         let vfs = self.volume(&token, &i.bucket).await?;
-        let max = match i.max_keys {
-            Some(n) if n < 0 => {
-                return Err(GatewayError::InvalidArgument("max-keys must not be negative".into()).into());
-            }
-            Some(n) => (n as usize).min(1000),
-            None => 1000,
-        };
         let after = match (&i.continuation_token, &i.start_after) {
             (Some(t), _) => Some(
                 Marker::from_token(t)
@@ -317,47 +364,55 @@ impl S3 for Gateway {
             (None, Some(s)) => Some(Marker { key: s.clone(), is_prefix: false }),
             (None, None) => None,
         };
-        let q = Query {
-            prefix: i.prefix.clone().unwrap_or_default(),
-            delimiter: i.delimiter.clone().unwrap_or_default(),
-            after,
-            max,
-        };
-        let page = list::page(&VfsTree(&vfs), vfs.root(), &q).await.map_err(GatewayError::Vfs)?;
+        let q = query(i.prefix.clone(), i.delimiter.clone(), after, i.max_keys)?;
         let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let l = listing(&vfs, &q, url).await?;
         let enc = |s: String| if url { url_encode(&s) } else { s };
-        let next = if page.truncated { page.items.last().map(|it| it.marker().token()) } else { None };
-        let mut contents = Vec::new();
-        let mut prefixes = Vec::new();
-        for item in page.items {
-            match item {
-                Item::Object { key, entry } => {
-                    let a = vfs.getattr(entry.ino).await.map_err(GatewayError::Vfs)?;
-                    contents.push(Object {
-                        key: Some(enc(key)),
-                        size: Some(entry.size as i64),
-                        last_modified: Some(timestamp(entry.mtime)),
-                        e_tag: Some(etag(objects::etag_of(&vfs, entry.ino, &a).await)),
-                        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
-                        ..Default::default()
-                    });
-                }
-                Item::Prefix(p) => prefixes.push(CommonPrefix { prefix: Some(enc(p)) }),
-            }
-        }
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket),
             prefix: Some(enc(q.prefix)),
             delimiter: i.delimiter.map(enc),
-            max_keys: Some(max as i32),
-            key_count: Some((contents.len() + prefixes.len()) as i32),
+            max_keys: Some(q.max as i32),
+            key_count: Some((l.contents.len() + l.prefixes.len()) as i32),
             continuation_token: i.continuation_token,
-            next_continuation_token: next,
-            is_truncated: Some(page.truncated),
+            next_continuation_token: l.next.map(|m| m.token()),
+            is_truncated: Some(l.truncated),
             start_after: i.start_after.map(enc),
             encoding_type: i.encoding_type,
-            contents: Some(contents),
-            common_prefixes: Some(prefixes),
+            contents: Some(l.contents),
+            common_prefixes: Some(l.prefixes),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let token = self.token(&req)?;
+        let i = req.input;
+        let vfs = self.volume(&token, &i.bucket).await?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let delimiter = i.delimiter.clone().unwrap_or_default();
+        // Version 1 resumes at a plain marker string: a common prefix returned last comes back
+        // as the marker, and every key under it must then be skipped.
+        let after = i
+            .marker
+            .clone()
+            .filter(|m| !m.is_empty())
+            .map(|m| Marker { is_prefix: list::rollup(&prefix, &delimiter, &m).is_some_and(|cp| cp == m), key: m });
+        let q = query(i.prefix.clone(), i.delimiter.clone(), after, i.max_keys)?;
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let l = listing(&vfs, &q, url).await?;
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(i.bucket),
+            prefix: Some(enc(q.prefix)),
+            delimiter: i.delimiter.map(enc),
+            marker: i.marker.map(enc),
+            next_marker: l.next.filter(|_| !delimiter.is_empty()).map(|m| enc(m.key)),
+            max_keys: Some(q.max as i32),
+            is_truncated: Some(l.truncated),
+            encoding_type: i.encoding_type,
+            contents: Some(l.contents),
+            common_prefixes: Some(l.prefixes),
             ..Default::default()
         }))
     }
@@ -387,8 +442,16 @@ impl S3 for Gateway {
         let vfs = self.volume(&token, &i.bucket).await?;
         let body =
             i.body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<std::io::Result<bytes::Bytes>>()));
-        let tag =
-            multipart::upload_part(&vfs, &i.key, &i.upload_id, i.part_number, body, self.limits.max_object).await?;
+        let tag = multipart::upload_part(
+            &vfs,
+            &i.key,
+            &i.upload_id,
+            i.part_number,
+            body,
+            self.limits.max_object,
+            i.content_md5.as_deref(),
+        )
+        .await?;
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(tag)), ..Default::default() }))
     }
 

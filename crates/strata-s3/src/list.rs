@@ -137,7 +137,7 @@ async fn has_object<T: Tree>(tree: &T, dir: u64) -> Result<bool, VfsError> {
 }
 
 /// The common prefix `key` rolls up into, if the delimiter occurs after the prefix.
-fn rollup(prefix: &str, delimiter: &str, key: &str) -> Option<String> {
+pub fn rollup(prefix: &str, delimiter: &str, key: &str) -> Option<String> {
     if delimiter.is_empty() {
         return None;
     }

@@ -81,7 +81,15 @@ async fn upload_dir(vfs: &Vfs, key: &str, id: &str) -> Result<(u64, u64)> {
 
 /// Stores a part from a streamed body (replacing an earlier upload of the same number);
 /// returns its ETag.
-pub async fn upload_part<S, E>(vfs: &Vfs, key: &str, id: &str, number: i32, body: S, limit: u64) -> Result<String>
+pub async fn upload_part<S, E>(
+    vfs: &Vfs,
+    key: &str,
+    id: &str,
+    number: i32,
+    body: S,
+    limit: u64,
+    md5: Option<&str>,
+) -> Result<String>
 where
     S: futures::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -92,6 +100,7 @@ where
     let w = objects::write_new(vfs, dir, &tmp, body, limit).await?;
     let etag = objects::hex_md5(&w.md5);
     let res = async {
+        objects::check_md5(md5, &w.md5)?;
         vfs.setxattr(w.ino, PART_ETAG_XATTR, etag.as_bytes(), 0).await?;
         vfs.rename(&ctx(), dir, tmp.as_bytes(), dir, part_name(number).as_bytes(), 0).await?;
         Ok(())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, Stream, StreamExt};
 use md5::{Digest, Md5};
-use strata_meta::{Attr, Ctx, FileType};
+use strata_meta::{Attr, Ctx, FileType, Timespec};
 use strata_vfs::Vfs;
 
 use crate::error::{GatewayError, Result};
@@ -162,7 +162,7 @@ pub async fn discard(vfs: &Vfs, dir: u64, name: &str) {
 /// Records the ETag of a written file and renames it over `key_name` in `dir` (readers see the
 /// old object or the new one, never a partial one).
 pub async fn publish(vfs: &Vfs, dir: u64, tmp: &str, key_name: &str, w: &Written, etag: &str) -> Result<()> {
-    let stamp = etag_stamp(etag, &w.attr);
+    let stamp = format!("{etag} {}", stamp(w.attr.size, w.attr.mtime));
     let res = async {
         vfs.setxattr(w.ino, ETAG_XATTR, stamp.as_bytes(), 0).await?;
         vfs.rename(&ctx(), dir, tmp.as_bytes(), dir, key_name.as_bytes(), 0).await?;
@@ -175,23 +175,25 @@ pub async fn publish(vfs: &Vfs, dir: u64, tmp: &str, key_name: &str, w: &Written
     res
 }
 
-fn etag_stamp(etag: &str, a: &Attr) -> String {
-    format!("{etag} {} {}.{}", a.size, a.mtime.sec, a.mtime.nsec)
+fn stamp(size: u64, mtime: Timespec) -> String {
+    format!("{size} {}.{}", mtime.sec, mtime.nsec)
 }
 
-/// The ETag of a file: the one recorded when the gateway wrote it if the file has not changed
-/// since; otherwise (written through a mount) a stable tag of its inode, size and mtime, which
-/// changes whenever the content does but is not an MD5 of it.
-pub async fn etag_of(vfs: &Vfs, ino: u64, a: &Attr) -> String {
+/// The ETag of a file of `size` bytes last changed at `mtime`: the one recorded when the
+/// gateway wrote it if the file has not changed since; otherwise (written through a mount) a
+/// stable tag of its inode, size and mtime, which changes whenever the content does but is not
+/// an MD5 of it.
+pub async fn etag_of(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> String {
+    let stamp = stamp(size, mtime);
     if let Ok(v) = vfs.getxattr(ino, ETAG_XATTR).await
         && let Ok(s) = std::str::from_utf8(&v)
-        && let Some((etag, stamp)) = s.split_once(' ')
-        && stamp == etag_stamp("", a).trim_start()
+        && let Some((etag, recorded)) = s.split_once(' ')
+        && recorded == stamp
     {
         return etag.to_string();
     }
     let mut h = Md5::new();
-    h.update(format!("{ino}:{}:{}.{}", a.size, a.mtime.sec, a.mtime.nsec));
+    h.update(format!("{ino}:{stamp}"));
     hex::encode(h.finalize())
 }
 
@@ -277,7 +279,51 @@ pub async fn prune_dirs(vfs: &Vfs, chain: &[u64], dirs: &[&str]) {
     }
 }
 
+/// Refuses a body whose MD5 is not the `Content-MD5` the client sent (base64), if it sent one.
+pub fn check_md5(expected: Option<&str>, got: &[u8; 16]) -> Result<()> {
+    match expected {
+        Some(want) if want.trim() != base64(got) => Err(GatewayError::BadDigest),
+        _ => Ok(()),
+    }
+}
+
+/// Standard base64 with padding (what `Content-MD5` carries).
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// MD5 digests as S3 shows them.
 pub fn hex_md5(d: &[u8; 16]) -> String {
     hex::encode(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_of_digests() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        let d: [u8; 16] = Md5::digest(b"hello").into();
+        assert_eq!(base64(&d), "XUFAKrxLKna5cZ2REBfFkg==");
+        assert!(check_md5(Some("XUFAKrxLKna5cZ2REBfFkg=="), &d).is_ok());
+        assert!(check_md5(None, &d).is_ok());
+        assert!(matches!(check_md5(Some("AAAA"), &d), Err(GatewayError::BadDigest)));
+    }
 }

@@ -32,6 +32,31 @@ pub fn service(keys: Arc<Keyring>, att: Arc<Attachments>, limits: Limits, region
     b.build()
 }
 
+/// Ends the connection after an error answer to a request that came with a body. The body may
+/// be unread (a PUT refused before its data, possibly never sent after `Expect: 100-continue`),
+/// and bytes of it left on a kept-alive connection would be taken for the next request.
+#[derive(Clone)]
+struct CloseAfterRefusal(S3Service);
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for CloseAfterRefusal {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        use hyper::body::Body as _;
+        let has_body = !req.body().is_end_stream();
+        let fut = hyper::service::Service::call(&self.0, req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+                resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            }
+            Ok(resp)
+        })
+    }
+}
+
 /// How long open connections may finish their requests once a stop was asked for.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -55,7 +80,7 @@ pub async fn serve(listener: TcpListener, svc: S3Service, shutdown: impl Future<
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = conns.serve_connection(TokioIo::new(stream), svc.clone()).into_owned();
+        let conn = conns.serve_connection(TokioIo::new(stream), CloseAfterRefusal(svc.clone())).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

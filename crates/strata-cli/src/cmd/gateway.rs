@@ -11,7 +11,7 @@ pub struct GatewayArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum GatewayCmd {
-    /// Serve volumes over an S3-compatible HTTP API (buckets are volumes, keys are paths).
+    // No doc comment: the help (with the credential mapping) comes from `S3GatewayArgs`.
     S3(crate::cmd::gateway_s3::S3GatewayArgs),
 }
 

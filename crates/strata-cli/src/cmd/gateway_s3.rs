@@ -11,10 +11,10 @@ use strata_vfs::VfsConfig;
 
 use crate::util::{ServerArgs, parse_duration, parse_size};
 
-/// Serve volumes over an S3-compatible API, through the same client file system as FUSE
-/// mounts: what is written over S3 is read on every mount and the other way round.
+/// Serve volumes over an S3-compatible API (buckets are volumes, keys are paths).
 ///
-/// A bucket is a volume and a key is a path in it ("a/b/c.txt" is file c.txt in directories a
+/// Requests go through the same client file system as FUSE mounts: what is written over S3 is
+/// read on every mount and the other way round. A bucket is a volume and a key is a path in it ("a/b/c.txt" is file c.txt in directories a
 /// and b, created on demand). Credentials: every --token-file is one S3 key pair. The access
 /// key id is the token's public id (12 hex digits, the ID column of `strata token list`) and
 /// the secret access key is the token secret itself (the `strata_...` text of the file). A
@@ -30,11 +30,9 @@ pub struct S3GatewayArgs {
     /// Address to serve S3 on (HTTP; put a TLS proxy in front to serve beyond the host).
     #[arg(long, default_value = "127.0.0.1:7480")]
     pub listen: SocketAddr,
-    #[command(flatten)]
-    pub server: ServerArgs,
     /// File holding a Strata token whose key pair the gateway accepts; repeat for several
     /// tokens.
-    #[arg(long = "token-file", value_name = "FILE", required = true)]
+    #[arg(long = "token-file", value_name = "FILE", required = true, help_heading = "Server and token")]
     pub token_files: Vec<PathBuf>,
     /// Largest body of one PUT or one multipart part (S3's own limit is 5G); larger requests
     /// are refused with EntityTooLarge.
@@ -58,6 +56,9 @@ pub struct S3GatewayArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    // Last: its help heading would carry over to the options after it.
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 impl S3GatewayArgs {
