@@ -91,6 +91,15 @@ for bad in ["../x", "a//b", "a/../b", "/lead", "trail/", "./x", "n" * 256, "a/.s
     code = error_code(s3.put_object, Bucket=b, Key=bad, Body=b"x")
     check(code in ("InvalidArgument", "KeyTooLongError"), f"put of key {bad!r}: {code}")
 
+# A key whose directory is an object, or a key that is a directory of other keys, cannot be
+# a file: refused with a message, nothing changes.
+s3.put_object(Bucket=b, Key="conf/inner", Body=b"1")
+expect_error("InvalidRequest", s3.put_object, Bucket=b, Key="conf", Body=b"2")
+expect_error("InvalidRequest", s3.put_object, Bucket=b, Key="conf/inner/deeper", Body=b"3")
+expect_error("InvalidRequest", s3.copy_object, Bucket=b, Key="conf", CopySource={"Bucket": b, "Key": "obj/small"})
+eq(s3.get_object(Bucket=b, Key="conf/inner")["Body"].read(), b"1", "object beside refused conflicting puts")
+expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="conf/inner/deeper")
+
 # A PUT larger than --max-object-size is refused and leaves nothing behind.
 before = keys_of(s3, b)
 code = error_code(s3.put_object, Bucket=b, Key="too/big", Body=b"\0" * (a.max_object_size + 1))

@@ -27,18 +27,22 @@ pub fn ctx() -> Ctx {
 /// Looks up a path from the volume root; `None` when a segment is missing or not a directory.
 pub async fn resolve(vfs: &Vfs, segs: &[&str]) -> Result<Option<(u64, Attr)>> {
     let mut ino = vfs.root();
-    let mut attr = vfs.getattr(ino).await?;
+    // The root is a directory: only what is looked up beneath it needs checking.
+    let mut attr = None;
     for s in segs {
-        if !attr.is_dir() {
+        if attr.is_some_and(|a: Attr| !a.is_dir()) {
             return Ok(None);
         }
         match vfs.lookup(&ctx(), ino, s.as_bytes()).await {
-            Ok((i, a)) => (ino, attr) = (i, a),
-            Err(e) if e.errno() == libc::ENOENT => return Ok(None),
+            Ok((i, a)) => (ino, attr) = (i, Some(a)),
+            Err(e) if e.errno() == libc::ENOENT || e.errno() == libc::ENOTDIR => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Some((ino, attr)))
+    match attr {
+        Some(a) => Ok(Some((ino, a))),
+        None => Ok(Some((ino, vfs.getattr(ino).await?))),
+    }
 }
 
 /// The regular file of an object key; directories, links and missing paths are no object.
