@@ -45,6 +45,12 @@ expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="obj/missing")
 # A directory is no object.
 expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="obj")
 
+# Conditional reads against the ETag.
+tag = h["ETag"]
+eq(s3.get_object(Bucket=b, Key="obj/big.bin", IfMatch=tag, Range="bytes=0-3")["Body"].read(), big[:4], "If-Match")
+expect_error(("412", "PreconditionFailed"), s3.get_object, Bucket=b, Key="obj/big.bin", IfMatch='"0000"')
+expect_error(("304", "NotModified"), s3.head_object, Bucket=b, Key="obj/big.bin", IfNoneMatch=tag)
+
 # Ranges: first bytes, middle, open end, suffix, past the end (416).
 for rng, want in [
     ("bytes=0-9", big[0:10]),

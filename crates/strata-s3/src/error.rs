@@ -44,6 +44,12 @@ pub enum GatewayError {
     /// A request argument is out of range or malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// An `If-Match` condition does not hold.
+    #[error("the object's ETag does not match If-Match")]
+    PreconditionFailed,
+    /// An `If-None-Match` condition matched: the client's copy is current.
+    #[error("not modified")]
+    NotModified,
     /// The body's MD5 is not the `Content-MD5` sent with it.
     #[error("the Content-MD5 sent does not match the body received")]
     BadDigest,
@@ -121,6 +127,8 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidArgument(_) => msg(S3ErrorCode::InvalidArgument, text),
             GatewayError::InvalidRange(_) => msg(S3ErrorCode::InvalidRange, text),
             GatewayError::BadDigest => msg(S3ErrorCode::BadDigest, text),
+            GatewayError::PreconditionFailed => msg(S3ErrorCode::PreconditionFailed, text),
+            GatewayError::NotModified => S3Error::new(S3ErrorCode::NotModified),
         }
     }
 }

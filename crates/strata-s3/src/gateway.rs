@@ -87,6 +87,19 @@ impl Gateway {
     }
 }
 
+/// Checks a read's `If-Match` / `If-None-Match` against the object's ETag (S3 clients use
+/// them to make sure the ranges of one download come from one version).
+fn preconditions(if_match: Option<&ETagCondition>, if_none_match: Option<&ETagCondition>, tag: &str) -> Result<()> {
+    let matches = |c: &ETagCondition| c.is_any() || c.as_etag().is_some_and(|e| e.value() == tag);
+    if if_match.is_some_and(|c| !matches(c)) {
+        return Err(GatewayError::PreconditionFailed);
+    }
+    if if_none_match.is_some_and(matches) {
+        return Err(GatewayError::NotModified);
+    }
+    Ok(())
+}
+
 fn timestamp(t: Timespec) -> Timestamp {
     let at = if t.sec >= 0 {
         UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
@@ -233,6 +246,8 @@ impl S3 for Gateway {
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
         let (ino, a) = objects::resolve_object(&vfs, &i.key, &segs).await?;
+        let tag = objects::etag_of(&vfs, ino, a.size, a.mtime).await;
+        preconditions(i.if_match.as_ref(), i.if_none_match.as_ref(), &tag)?;
         let (len, content_range) = match &i.range {
             Some(r) => {
                 let got = r.check(a.size).map_err(|_| GatewayError::InvalidRange(a.size))?;
@@ -244,7 +259,7 @@ impl S3 for Gateway {
             content_length: Some(len as i64),
             content_range,
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(objects::etag_of(&vfs, ino, a.size, a.mtime).await)),
+            e_tag: Some(etag(tag)),
             last_modified: Some(timestamp(a.mtime)),
             ..Default::default()
         }))
@@ -256,6 +271,8 @@ impl S3 for Gateway {
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
         let (ino, a) = objects::resolve_object(&vfs, &i.key, &segs).await?;
+        let tag = objects::etag_of(&vfs, ino, a.size, a.mtime).await;
+        preconditions(i.if_match.as_ref(), i.if_none_match.as_ref(), &tag)?;
         let (from, to, content_range) = match &i.range {
             Some(r) => {
                 let got = r.check(a.size).map_err(|_| GatewayError::InvalidRange(a.size))?;
@@ -263,7 +280,7 @@ impl S3 for Gateway {
             }
             None => (0, a.size, None),
         };
-        let e_tag = Some(etag(objects::etag_of(&vfs, ino, a.size, a.mtime).await));
+        let e_tag = Some(etag(tag));
         let rx = objects::read_stream(vfs, ino, from, to).await?;
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(rx)),
@@ -533,6 +550,17 @@ mod tests {
     fn url_encoding_keeps_slashes() {
         assert_eq!(url_encode("a b/c+d%"), "a%20b/c%2Bd%25");
         assert_eq!(url_encode("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn conditions() {
+        let tag = |t: &str| ETagCondition::ETag(ETag::Strong(t.into()));
+        assert!(preconditions(None, None, "abc").is_ok());
+        assert!(preconditions(Some(&tag("abc")), None, "abc").is_ok());
+        assert!(preconditions(Some(&ETagCondition::Any), None, "abc").is_ok());
+        assert!(matches!(preconditions(Some(&tag("x")), None, "abc"), Err(GatewayError::PreconditionFailed)));
+        assert!(matches!(preconditions(None, Some(&tag("abc")), "abc"), Err(GatewayError::NotModified)));
+        assert!(preconditions(None, Some(&tag("x")), "abc").is_ok());
     }
 
     #[test]
