@@ -3,9 +3,14 @@ requests get a 4xx answer (or a closed connection for bytes that are not HTTP), 
 the gateway answers a proper request afterwards."""
 
 import socket
+import time
 import urllib.parse
 
-from s3common import check, client, ok, parser
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from s3common import check, client, expect_error, ok, parser
 
 p = parser(__doc__)
 a = p.parse_args()
@@ -58,6 +63,20 @@ want_4xx(b"POST /" + a.bucket.encode() + b"?delete HTTP/1.1\r\n" + host + b"Cont
 want_4xx(b"GET /../../etc/passwd HTTP/1.1\r\n" + host + b"\r\n", "path traversal")
 want_4xx(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n" + host + b"\r\n", "huge request line", closed_ok=True)
 want_4xx(b"GET / HTTP/1.1\r\n" + host + b"Content-Length: -5\r\n\r\n", "negative length", closed_ok=True)
+
+# A signed PUT whose client goes away halfway through the body: nothing is published (the
+# test then checks on a mount that no temporary file stays behind).
+req = AWSRequest(method="PUT", url=f"{a.endpoint}/{a.bucket}/cut/short", data=b"")
+S3SigV4Auth(Credentials(a.key, a.secret), "s3", "us-east-1").add_auth(req)
+head = f"PUT /{a.bucket}/cut/short HTTP/1.1\r\n".encode()
+for k, v in req.headers.items():
+    if k.lower() != "content-length":
+        head += f"{k}: {v}\r\n".encode()
+head += f"Host: {HOST}:{PORT}\r\nContent-Length: {1 << 20}\r\n\r\n".encode()
+with socket.create_connection((HOST, PORT), timeout=10) as sock:
+    sock.sendall(head + b"\0" * (300 << 10))
+    time.sleep(0.3)
+expect_error(("404", "NoSuchKey"), client(a.endpoint, a.key, a.secret).head_object, Bucket=a.bucket, Key="cut/short")
 
 # Signed but odd: a query the gateway does not serve, a bucket name no volume can have.
 s3 = client(a.endpoint, a.key, a.secret)

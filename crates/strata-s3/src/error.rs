@@ -50,6 +50,9 @@ pub enum GatewayError {
     /// An `If-None-Match` condition matched: the client's copy is current.
     #[error("not modified")]
     NotModified,
+    /// A failure of the gateway itself.
+    #[error("{0}")]
+    Internal(String),
     /// The body's MD5 is not the `Content-MD5` sent with it.
     #[error("the Content-MD5 sent does not match the body received")]
     BadDigest,
@@ -127,6 +130,10 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidArgument(_) => msg(S3ErrorCode::InvalidArgument, text),
             GatewayError::InvalidRange(_) => msg(S3ErrorCode::InvalidRange, text),
             GatewayError::BadDigest => msg(S3ErrorCode::BadDigest, text),
+            GatewayError::Internal(_) => {
+                tracing::error!(error = %text, "request failed");
+                msg(S3ErrorCode::InternalError, text)
+            }
             GatewayError::PreconditionFailed => msg(S3ErrorCode::PreconditionFailed, text),
             GatewayError::NotModified => S3Error::new(S3ErrorCode::NotModified),
         }

@@ -65,26 +65,39 @@ impl Gateway {
     /// Writes a body to a hidden file next to the key and renames it into place.
     async fn store(
         &self,
-        vfs: &Vfs,
-        key: &str,
+        vfs: Arc<Vfs>,
+        key: String,
         body: Option<StreamingBlob>,
-        md5: Option<&str>,
+        md5: Option<String>,
     ) -> Result<(String, u64)> {
-        let segs = split_key(key)?;
-        let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.to_string()))?;
-        let dir = objects::ensure_dirs(vfs, vfs.root(), dirs).await?;
-        let tmp = objects::temp_name("put");
-        let body =
-            body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<std::io::Result<bytes::Bytes>>()));
-        let w = objects::write_new(vfs, dir, &tmp, body, self.limits.max_object).await?;
-        if let Err(e) = objects::check_md5(md5, &w.md5) {
-            objects::discard(vfs, dir, &tmp).await;
-            return Err(e);
-        }
-        let etag = objects::hex_md5(&w.md5);
-        objects::publish(vfs, dir, &tmp, name, &w, &etag).await?;
-        Ok((etag, w.size))
+        let limit = self.limits.max_object;
+        detached(async move {
+            let segs = split_key(&key)?;
+            let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.clone()))?;
+            let dir = objects::ensure_dirs(&vfs, vfs.root(), dirs).await?;
+            let tmp = objects::temp_name("put");
+            let w = objects::write_new(&vfs, dir, &tmp, body.unwrap_or_else(empty_body), limit).await?;
+            if let Err(e) = objects::check_md5(md5.as_deref(), &w.md5) {
+                objects::discard(&vfs, dir, &tmp).await;
+                return Err(e);
+            }
+            let etag = objects::hex_md5(&w.md5);
+            objects::publish(&vfs, dir, &tmp, name, &w, &etag).await?;
+            Ok((etag, w.size))
+        })
+        .await
     }
+}
+
+fn empty_body() -> StreamingBlob {
+    StreamingBlob::wrap(futures::stream::empty::<std::io::Result<bytes::Bytes>>())
+}
+
+/// Runs a write to its end in a task of its own. hyper drops a request's future when its
+/// connection goes away; a write cut off at an arbitrary await would leave its temporary file
+/// and open handle behind, while a whole one sees the body fail and cleans up.
+async fn detached<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    tokio::spawn(work).await.unwrap_or_else(|e| Err(GatewayError::Internal(format!("write task failed: {e}"))))
 }
 
 /// Checks a read's `If-Match` / `If-None-Match` against the object's ETag (S3 clients use
@@ -299,7 +312,7 @@ impl S3 for Gateway {
         self.check_size(i.content_length)?;
         split_key(&i.key)?;
         let vfs = self.volume(&token, &i.bucket).await?;
-        let (tag, size) = self.store(&vfs, &i.key, i.body, i.content_md5.as_deref()).await?;
+        let (tag, size) = self.store(vfs, i.key.clone(), i.body, i.content_md5.clone()).await?;
         tracing::debug!(bucket = %i.bucket, key = %i.key, size, "put");
         Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(tag)), ..Default::default() }))
     }
@@ -319,7 +332,7 @@ impl S3 for Gateway {
         }
         let dst = self.volume(&token, &i.bucket).await?;
         let rx = objects::read_stream(src, ino, 0, a.size).await?;
-        let (tag, _) = self.store(&dst, &i.key, Some(StreamingBlob::wrap(rx)), None).await?;
+        let (tag, _) = self.store(dst.clone(), i.key.clone(), Some(StreamingBlob::wrap(rx)), None).await?;
         let (_, new) = objects::resolve_object(&dst, &i.key, &split_key(&i.key)?).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -457,18 +470,12 @@ impl S3 for Gateway {
         self.check_size(i.content_length)?;
         split_key(&i.key)?;
         let vfs = self.volume(&token, &i.bucket).await?;
-        let body =
-            i.body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<std::io::Result<bytes::Bytes>>()));
-        let tag = multipart::upload_part(
-            &vfs,
-            &i.key,
-            &i.upload_id,
-            i.part_number,
-            body,
-            self.limits.max_object,
-            i.content_md5.as_deref(),
-        )
-        .await?;
+        let limit = self.limits.max_object;
+        let (key, id, number, md5) = (i.key.clone(), i.upload_id.clone(), i.part_number, i.content_md5.clone());
+        let body = i.body.unwrap_or_else(empty_body);
+        let tag =
+            detached(async move { multipart::upload_part(&vfs, &key, &id, number, body, limit, md5.as_deref()).await })
+                .await?;
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(tag)), ..Default::default() }))
     }
 
@@ -515,11 +522,16 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let token = self.token(&req)?;
         let i = req.input;
-        let segs = split_key(&i.key)?;
+        split_key(&i.key)?;
         let vfs = self.volume(&token, &i.bucket).await?;
         let wanted = parts_of(i.multipart_upload);
-        let tag = multipart::complete(&vfs, &i.key, &segs, &i.upload_id, &wanted).await?;
-        tracing::debug!(bucket = %i.bucket, key = %i.key, parts = wanted.len(), "multipart upload completed");
+        let (key, id, n) = (i.key.clone(), i.upload_id.clone(), wanted.len());
+        let tag = detached(async move {
+            let segs = split_key(&key)?;
+            multipart::complete(&vfs, &key, &segs, &id, &wanted).await
+        })
+        .await?;
+        tracing::debug!(bucket = %i.bucket, key = %i.key, parts = n, "multipart upload completed");
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -63,7 +63,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Serves `svc` on `listener` until `shutdown` completes, then lets open connections finish
 /// (for up to 10 s).
 pub async fn serve(listener: TcpListener, svc: S3Service, shutdown: impl Future<Output = ()>) {
-    let conns = ConnBuilder::new(TokioExecutor::new());
+    let mut conns = ConnBuilder::new(TokioExecutor::new());
+    // A client that never finishes its headers does not hold a connection forever.
+    conns.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
