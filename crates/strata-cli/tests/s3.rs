@@ -103,10 +103,17 @@ impl Gateway {
     fn stop(mut self) {
         signal(&self.child, libc::SIGTERM);
         let st = wait_timeout(&mut self.child, Duration::from_secs(30));
-        if st.is_none() {
-            let _ = self.child.kill();
-        }
         assert!(st.is_some_and(|s| s.success()), "gateway stop: {st:?}\n{}", tail(&self.log, 30));
+    }
+}
+
+impl Drop for Gateway {
+    /// A failed test must not leave the gateway running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

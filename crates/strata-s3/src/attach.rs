@@ -78,15 +78,20 @@ impl Attachments {
         Err(last)
     }
 
-    /// Commits buffered writes and ends every session (at shutdown).
-    pub async fn close_all(&self) {
+    /// Commits buffered writes and ends every session (at shutdown), all at once and for at
+    /// most `limit`: with the server gone nothing can be committed, and a stop must not wait
+    /// for each session's retries in turn.
+    pub async fn close_all(&self, limit: Duration) {
         let all: Vec<((String, String), Attached)> = self.map.lock().await.drain().collect();
-        for ((token, volume), a) in all {
+        let detach = futures::future::join_all(all.into_iter().map(|((token, volume), a)| async move {
             a.heartbeat.abort();
             match a.vfs.unmount().await {
                 Ok(()) => tracing::info!(volume, token, "detached volume"),
                 Err(e) => tracing::error!(volume, token, error = %e, "could not commit at detach"),
             }
+        }));
+        if tokio::time::timeout(limit, detach).await.is_err() {
+            tracing::error!("volumes not detached within {limit:?} (is the server reachable?); stopping anyway");
         }
     }
 }

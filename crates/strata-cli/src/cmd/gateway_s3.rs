@@ -106,7 +106,7 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
         tracing::info!(listen = %args.listen, server = %args.server.server, access_keys = ?keys.ids(), "S3 gateway serving");
         strata_s3::serve(listener, svc, crate::cmd::server::shutdown_signal()).await;
         tracing::info!("stopping: committing writes and detaching volumes");
-        att.close_all().await;
+        att.close_all(args.retry_timeout + Duration::from_secs(15)).await;
         tracing::info!("S3 gateway stopped");
         Ok(())
     })
