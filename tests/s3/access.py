@@ -19,6 +19,9 @@ editor.put_object(Bucket=b, Key=a.readable_key, Body=b"for every reader of the p
 names = [x["Name"] for x in editor.list_buckets()["Buckets"]]
 check(b in names and a.other_bucket not in names, f"the project's buckets: {names}")
 
+editor.head_bucket(Bucket=b)
+eq(editor.get_bucket_location(Bucket=b).get("LocationConstraint"), None, "location of a us-east-1 bucket")
+
 other = client(a.endpoint, a.other_key, a.other_secret)
 names = [x["Name"] for x in other.list_buckets()["Buckets"]]
 eq(names, [a.other_bucket], "the other project's buckets")
@@ -26,6 +29,7 @@ expect_error(("404", "NoSuchBucket"), other.head_bucket, Bucket=b)
 expect_error("NoSuchBucket", other.get_object, Bucket=b, Key=a.readable_key)
 expect_error("NoSuchBucket", other.put_object, Bucket=b, Key="intruder", Body=b"x")
 expect_error("NoSuchBucket", other.list_objects_v2, Bucket=b)
+expect_error("NoSuchBucket", other.get_bucket_location, Bucket=b)
 expect_error("NoSuchBucket", other.copy_object, Bucket=a.other_bucket, Key="stolen",
              CopySource={"Bucket": b, "Key": a.readable_key})
 
