@@ -1,5 +1,6 @@
 """Multipart uploads: three parts uploaded out of order and completed (byte-exact, S3's
-multipart ETag), ListParts, bad completions refused, an aborted upload leaves nothing."""
+multipart ETag), ListParts, ListMultipartUploads, bad completions refused, an aborted upload
+leaves nothing."""
 
 import hashlib
 
@@ -50,11 +51,24 @@ t2 = s3.upload_part(Bucket=b, Key="mp/small-parts", UploadId=up, PartNumber=2, B
 expect_error("EntityTooSmall", s3.complete_multipart_upload, Bucket=b, Key="mp/small-parts", UploadId=up,
              MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": t1}, {"PartNumber": 2, "ETag": t2}]})
 
+# Uploads in progress are listed, with their keys.
+other = s3.create_multipart_upload(Bucket=b, Key="mp/z-second")["UploadId"]
+listed = s3.list_multipart_uploads(Bucket=b, Prefix="mp/")
+eq(sorted((u["Key"], u["UploadId"]) for u in listed.get("Uploads", [])),
+   sorted([("mp/small-parts", up), ("mp/z-second", other)]), "ListMultipartUploads")
+page = s3.list_multipart_uploads(Bucket=b, Prefix="mp/", MaxUploads=1)
+check(page["IsTruncated"] and len(page["Uploads"]) == 1, f"a page of one upload: {page.get('Uploads')}")
+rest = s3.list_multipart_uploads(Bucket=b, Prefix="mp/", KeyMarker=page["NextKeyMarker"],
+                                 UploadIdMarker=page["NextUploadIdMarker"])
+eq(len(page["Uploads"]) + len(rest.get("Uploads", [])), 2, "uploads over two pages")
+s3.abort_multipart_upload(Bucket=b, Key="mp/z-second", UploadId=other)
+
 # Abort: nothing of the upload stays visible.
 s3.abort_multipart_upload(Bucket=b, Key="mp/small-parts", UploadId=up)
 expect_error("NoSuchUpload", s3.list_parts, Bucket=b, Key="mp/small-parts", UploadId=up)
 expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="mp/small-parts")
 eq(keys_of(s3, b, "mp/"), ["mp/assembled.bin"], "keys after abort")
+eq(s3.list_multipart_uploads(Bucket=b).get("Uploads", []), [], "uploads after abort")
 expect_error("NoSuchUpload", s3.abort_multipart_upload, Bucket=b, Key="mp/x", UploadId="0" * 32)
 expect_error("NoSuchUpload", s3.abort_multipart_upload, Bucket=b, Key="mp/x", UploadId="../../etc")
 ok()

@@ -1,12 +1,15 @@
 """Objects: byte-exact put/get (multi-MiB and empty), ranged gets, head, copy (within and
 across buckets), delete and delete-objects, refused keys, an oversized PUT."""
 
+import os
+
 from s3common import (check, client, data, eq, error_code, expect_error, keys_of, md5, ok, parser,
                       same_bytes)
 
 p = parser(__doc__)
 p.add_argument("--other-bucket", required=True, help="a second bucket the key may write")
 p.add_argument("--max-object-size", type=int, required=True)
+p.add_argument("--mount", help="where the bucket's volume is mounted, to check what is left behind")
 a = p.parse_args()
 s3 = client(a.endpoint, a.key, a.secret)
 b = a.bucket
@@ -111,5 +114,7 @@ before = keys_of(s3, b)
 code = error_code(s3.put_object, Bucket=b, Key="too/big", Body=b"\0" * (a.max_object_size + 1))
 eq(code, "EntityTooLarge", "oversized put")
 eq(keys_of(s3, b), before, "keys after an oversized put")
+if a.mount:
+    check(not os.path.exists(os.path.join(a.mount, "too")), "directory made for a refused put stays")
 expect_error("NoSuchKey", s3.get_object, Bucket=b, Key="too/big")
 ok()

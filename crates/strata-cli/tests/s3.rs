@@ -172,7 +172,7 @@ fn s3_gateway() {
         "objects.py",
         &admin,
         &volume,
-        &["--other-bucket", "vision-data", "--max-object-size", &max.to_string()],
+        &["--other-bucket", "vision-data", "--max-object-size", &max.to_string(), "--mount", &mnt],
     );
     gw.scenario("multipart.py", &admin, &volume, &[]);
     gw.scenario("listing.py", &admin, &volume, &[]);

@@ -74,16 +74,24 @@ impl Gateway {
         detached(async move {
             let segs = split_key(&key)?;
             let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.clone()))?;
-            let dir = objects::ensure_dirs(&vfs, vfs.root(), dirs).await?;
+            let made = objects::ensure_dirs(&vfs, dirs).await?;
+            let dir = made.ino;
             let tmp = objects::temp_name("put");
-            let w = objects::write_new(&vfs, dir, &tmp, body.unwrap_or_else(empty_body), limit).await?;
-            if let Err(e) = objects::check_md5(md5.as_deref(), &w.md5) {
-                objects::discard(&vfs, dir, &tmp).await;
-                return Err(e);
+            let written = async {
+                let w = objects::write_new(&vfs, dir, &tmp, body.unwrap_or_else(empty_body), limit).await?;
+                if let Err(e) = objects::check_md5(md5.as_deref(), &w.md5) {
+                    objects::discard(&vfs, dir, &tmp).await;
+                    return Err(e);
+                }
+                let etag = objects::hex_md5(&w.md5);
+                objects::publish(&vfs, dir, &tmp, name, &w, &etag).await?;
+                Ok((etag, w.size))
             }
-            let etag = objects::hex_md5(&w.md5);
-            objects::publish(&vfs, dir, &tmp, name, &w, &etag).await?;
-            Ok((etag, w.size))
+            .await;
+            if written.is_err() {
+                made.undo(&vfs, dirs).await;
+            }
+            written
         })
         .await
     }
@@ -536,6 +544,53 @@ impl S3 for Gateway {
             bucket: Some(i.bucket),
             key: Some(i.key),
             e_tag: Some(etag(tag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let token = self.token(&req)?;
+        let i = req.input;
+        let vfs = self.volume(&token, &i.bucket).await?;
+        let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+        let key_marker = i.key_marker.clone().unwrap_or_default();
+        let id_marker = i.upload_id_marker.clone().unwrap_or_default();
+        // After the markers: keys past the key marker, or the same key with a later id.
+        let after = |u: &multipart::UploadInfo| match (key_marker.is_empty(), id_marker.is_empty()) {
+            (true, _) => true,
+            (false, true) => u.key > key_marker,
+            (false, false) => (u.key.as_str(), u.id.as_str()) > (key_marker.as_str(), id_marker.as_str()),
+        };
+        let all: Vec<_> =
+            multipart::list_uploads(&vfs, i.prefix.as_deref().unwrap_or("")).await?.into_iter().filter(after).collect();
+        let truncated = all.len() > max;
+        let shown: Vec<_> = all.into_iter().take(max).collect();
+        let (next_key, next_id) = match shown.last() {
+            Some(u) if truncated => (Some(u.key.clone()), Some(u.id.clone())),
+            _ => (None, None),
+        };
+        let uploads = shown
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.id),
+                initiated: Some(timestamp(u.initiated)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: i.prefix,
+            key_marker: i.key_marker,
+            upload_id_marker: i.upload_id_marker,
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            uploads: Some(uploads),
             ..Default::default()
         }))
     }

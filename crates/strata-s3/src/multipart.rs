@@ -56,7 +56,7 @@ pub struct PartInfo {
 
 /// Starts an upload for `key`; returns its id.
 pub async fn create(vfs: &Vfs, key: &str) -> Result<String> {
-    let root = objects::ensure_dirs(vfs, vfs.root(), &[uploads_dir().as_str()]).await?;
+    let root = objects::ensure_dirs(vfs, &[uploads_dir().as_str()]).await?.ino;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let (dir, _) = vfs.mkdir(&ctx(), root, id.as_bytes(), 0o700, 0).await?;
     vfs.setxattr(dir, KEY_XATTR, key.as_bytes(), 0).await?;
@@ -170,7 +170,8 @@ pub async fn complete(vfs: &Arc<Vfs>, key: &str, segs: &[&str], id: &str, wanted
     }
     let etag = format!("{}-{}", hex::encode(digests.finalize()), wanted.len());
     let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.to_string()))?;
-    let target = objects::ensure_dirs(vfs, vfs.root(), dirs).await?;
+    let made = objects::ensure_dirs(vfs, dirs).await?;
+    let target = made.ino;
     let reader = vfs.clone();
     let body = futures::stream::iter(chosen)
         .then(move |(ino, size)| objects::read_stream(reader.clone(), ino, 0, size))
@@ -179,10 +180,53 @@ pub async fn complete(vfs: &Arc<Vfs>, key: &str, segs: &[&str], id: &str, wanted
             Err(e) => futures::stream::once(async move { Err(e.to_string()) }).boxed(),
         });
     let tmp = objects::temp_name("put");
-    let w = objects::write_new(vfs, target, &tmp, Box::pin(body), u64::MAX).await?;
-    objects::publish(vfs, target, &tmp, name, &w, &etag).await?;
+    let written = match objects::write_new(vfs, target, &tmp, Box::pin(body), u64::MAX).await {
+        Ok(w) => objects::publish(vfs, target, &tmp, name, &w, &etag).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        made.undo(vfs, dirs).await;
+        return Err(e);
+    }
     remove_upload(vfs, root, dir, id).await;
     Ok(etag)
+}
+
+/// An upload in progress.
+#[derive(Clone, Debug)]
+pub struct UploadInfo {
+    /// The key it is for.
+    pub key: String,
+    /// Its id.
+    pub id: String,
+    /// When it was started (its directory's change time).
+    pub initiated: strata_meta::Timespec,
+}
+
+/// The uploads in progress whose key starts with `prefix`, by key then id.
+pub async fn list_uploads(vfs: &Vfs, prefix: &str) -> Result<Vec<UploadInfo>> {
+    let Some((root, _)) = objects::resolve(vfs, &[uploads_dir().as_str()]).await? else { return Ok(Vec::new()) };
+    let fh = vfs.opendir(&ctx(), root, true).await?;
+    let entries = vfs.readdir(fh, 0);
+    vfs.releasedir(fh);
+    let mut out = Vec::new();
+    for (_, e) in entries? {
+        let Ok(id) = String::from_utf8(e.name) else { continue };
+        if id.len() != 32 {
+            continue;
+        }
+        let key = match vfs.getxattr(e.ino, KEY_XATTR).await {
+            Ok(k) => String::from_utf8_lossy(&k).into_owned(),
+            // Removed meanwhile (completed or aborted).
+            Err(_) => continue,
+        };
+        if key.starts_with(prefix) {
+            let initiated = e.attr.map(|a| a.ctime).unwrap_or_default();
+            out.push(UploadInfo { key, id, initiated });
+        }
+    }
+    out.sort_by(|a, b| (&a.key, &a.id).cmp(&(&b.key, &b.id)));
+    Ok(out)
 }
 
 /// Ends an upload, removing its parts.

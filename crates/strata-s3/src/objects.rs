@@ -53,10 +53,33 @@ pub async fn resolve_object(vfs: &Vfs, key: &str, segs: &[&str]) -> Result<(u64,
     }
 }
 
-/// The directory of `segs` under `parent`, creating missing ones.
-pub async fn ensure_dirs(vfs: &Vfs, parent: u64, segs: &[&str]) -> Result<u64> {
-    let mut ino = parent;
+/// The directories of a key, as [`ensure_dirs`] found or made them.
+pub struct Dirs {
+    /// The deepest one (where the key's file goes).
+    pub ino: u64,
+    /// The parent of each directory, from the root down.
+    chain: Vec<u64>,
+    /// Index of the first directory this call created, if any.
+    first_new: Option<usize>,
+}
+
+impl Dirs {
+    /// Removes the directories this call created if they are still empty, so a failed write
+    /// leaves no trace.
+    pub async fn undo(&self, vfs: &Vfs, segs: &[&str]) {
+        if let Some(f) = self.first_new {
+            prune_dirs(vfs, &self.chain[f..], &segs[f..]).await;
+        }
+    }
+}
+
+/// The directory of `segs` under the volume root, creating missing ones.
+pub async fn ensure_dirs(vfs: &Vfs, segs: &[&str]) -> Result<Dirs> {
+    let mut ino = vfs.root();
+    let mut chain = Vec::with_capacity(segs.len());
+    let mut first_new = None;
     for (i, s) in segs.iter().enumerate() {
+        chain.push(ino);
         let found = match vfs.lookup(&ctx(), ino, s.as_bytes()).await {
             Ok(found) => Some(found),
             Err(e) if e.errno() == libc::ENOENT => None,
@@ -65,7 +88,10 @@ pub async fn ensure_dirs(vfs: &Vfs, parent: u64, segs: &[&str]) -> Result<u64> {
         let (next, attr) = match found {
             Some(f) => f,
             None => match vfs.mkdir(&ctx(), ino, s.as_bytes(), 0o755, 0o022).await {
-                Ok(made) => made,
+                Ok(made) => {
+                    first_new = first_new.or(Some(i));
+                    made
+                }
                 // Another request made it meanwhile.
                 Err(e) if e.errno() == libc::EEXIST => vfs.lookup(&ctx(), ino, s.as_bytes()).await?,
                 Err(e) => return Err(e.into()),
@@ -79,7 +105,7 @@ pub async fn ensure_dirs(vfs: &Vfs, parent: u64, segs: &[&str]) -> Result<u64> {
         }
         ino = next;
     }
-    Ok(ino)
+    Ok(Dirs { ino, chain, first_new })
 }
 
 /// A hidden, unique name for a file being written.
