@@ -13,7 +13,8 @@ b = a.bucket
 MiB = 1024 * 1024
 parts = {1: data(5 * MiB, 11), 2: data(5 * MiB + 17, 12), 3: data(MiB // 3, 13)}
 
-up = s3.create_multipart_upload(Bucket=b, Key="mp/assembled.bin")["UploadId"]
+up = s3.create_multipart_upload(Bucket=b, Key="mp/assembled.bin", ContentType="application/x-tar",
+                                Metadata={"shard": "7"})["UploadId"]
 etags = {}
 for n in (3, 1, 2):
     etags[n] = s3.upload_part(Bucket=b, Key="mp/assembled.bin", UploadId=up, PartNumber=n, Body=parts[n])["ETag"]
@@ -42,6 +43,7 @@ whole = parts[1] + parts[2] + parts[3]
 got = s3.get_object(Bucket=b, Key="mp/assembled.bin")
 same_bytes(got["Body"].read(), whole, "assembled object")
 eq(got["ETag"].strip('"'), want_etag, "ETag of the assembled object")
+eq((got["ContentType"], got["Metadata"]), ("application/x-tar", {"shard": "7"}), "metadata of the assembled object")
 expect_error("NoSuchUpload", s3.list_parts, Bucket=b, Key="mp/assembled.bin", UploadId=up)
 
 # A small part in the middle is refused at completion.

@@ -1,5 +1,6 @@
-"""Objects: byte-exact put/get (multi-MiB and empty), ranged gets, head, copy (within and
-across buckets), delete and delete-objects, refused keys, an oversized PUT."""
+"""Objects: byte-exact put/get (multi-MiB and empty), ranged and conditional gets, head,
+content type and user metadata, copy (within and across buckets), delete and delete-objects,
+refused keys, an oversized PUT."""
 
 import os
 
@@ -37,6 +38,21 @@ same_bytes(s3.get_object(Bucket=b, Key="obj/small")["Body"].read(), small, "over
 # A body that does not match its Content-MD5 is refused and replaces nothing.
 expect_error("BadDigest", s3.put_object, Bucket=b, Key="obj/small", Body=b"other", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
 same_bytes(s3.get_object(Bucket=b, Key="obj/small")["Body"].read(), small, "object after a bad digest")
+
+# Content-Type and user metadata are kept with the object, and by a copy unless replaced.
+s3.put_object(Bucket=b, Key="obj/typed.json", Body=b"{}", ContentType="application/json",
+              Metadata={"origin": "camera-7", "note": "a b:c"})
+h = s3.head_object(Bucket=b, Key="obj/typed.json")
+eq((h["ContentType"], h["Metadata"]), ("application/json", {"origin": "camera-7", "note": "a b:c"}), "head metadata")
+g = s3.get_object(Bucket=b, Key="obj/typed.json")
+eq((g["ContentType"], g["Metadata"]), ("application/json", {"origin": "camera-7", "note": "a b:c"}), "get metadata")
+s3.copy_object(Bucket=b, Key="obj/typed-copy", CopySource={"Bucket": b, "Key": "obj/typed.json"})
+eq(s3.head_object(Bucket=b, Key="obj/typed-copy")["Metadata"], {"origin": "camera-7", "note": "a b:c"}, "copied metadata")
+s3.copy_object(Bucket=b, Key="obj/typed-copy", CopySource={"Bucket": b, "Key": "obj/typed.json"},
+               MetadataDirective="REPLACE", ContentType="text/plain", Metadata={"new": "1"})
+h = s3.head_object(Bucket=b, Key="obj/typed-copy")
+eq((h["ContentType"], h["Metadata"]), ("text/plain", {"new": "1"}), "replaced metadata")
+expect_error("MetadataTooLarge", s3.put_object, Bucket=b, Key="obj/fat", Body=b"x", Metadata={"k": "v" * 3000})
 
 # Head.
 h = s3.head_object(Bucket=b, Key="obj/big.bin")

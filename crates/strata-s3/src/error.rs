@@ -50,6 +50,9 @@ pub enum GatewayError {
     /// An `If-None-Match` condition matched: the client's copy is current.
     #[error("not modified")]
     NotModified,
+    /// More user metadata than S3 allows.
+    #[error("{0} bytes of user metadata; at most 2048 are allowed")]
+    MetadataTooLarge(usize),
     /// A failure of the gateway itself.
     #[error("{0}")]
     Internal(String),
@@ -130,6 +133,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidArgument(_) => msg(S3ErrorCode::InvalidArgument, text),
             GatewayError::InvalidRange(_) => msg(S3ErrorCode::InvalidRange, text),
             GatewayError::BadDigest => msg(S3ErrorCode::BadDigest, text),
+            GatewayError::MetadataTooLarge(_) => msg(S3ErrorCode::MetadataTooLarge, text),
             GatewayError::Internal(_) => {
                 tracing::error!(error = %text, "request failed");
                 msg(S3ErrorCode::InternalError, text)

@@ -13,6 +13,7 @@ use crate::auth::{Keyring, Token};
 use crate::error::{GatewayError, Result, bucket_error};
 use crate::keys::split_key;
 use crate::list::{self, Entry, Item, Marker, Query, Tree};
+use crate::meta::ObjectMeta;
 use crate::multipart;
 use crate::objects::{self, ctx};
 
@@ -69,6 +70,7 @@ impl Gateway {
         key: String,
         body: Option<StreamingBlob>,
         md5: Option<String>,
+        meta: ObjectMeta,
     ) -> Result<(String, u64)> {
         let limit = self.limits.max_object;
         detached(async move {
@@ -84,7 +86,7 @@ impl Gateway {
                     return Err(e);
                 }
                 let etag = objects::hex_md5(&w.md5);
-                objects::publish(&vfs, dir, &tmp, name, &w, &etag).await?;
+                objects::publish(&vfs, dir, &tmp, name, &w, &etag, &meta).await?;
                 Ok((etag, w.size))
             }
             .await;
@@ -267,7 +269,7 @@ impl S3 for Gateway {
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
         let (ino, a) = objects::resolve_object(&vfs, &i.key, &segs).await?;
-        let tag = objects::etag_of(&vfs, ino, a.size, a.mtime).await;
+        let (tag, meta) = objects::recorded(&vfs, ino, a.size, a.mtime).await;
         preconditions(i.if_match.as_ref(), i.if_none_match.as_ref(), &tag)?;
         let (len, content_range) = match &i.range {
             Some(r) => {
@@ -282,6 +284,8 @@ impl S3 for Gateway {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(tag)),
             last_modified: Some(timestamp(a.mtime)),
+            metadata: meta.user_map(),
+            content_type: meta.content_type,
             ..Default::default()
         }))
     }
@@ -292,7 +296,7 @@ impl S3 for Gateway {
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
         let (ino, a) = objects::resolve_object(&vfs, &i.key, &segs).await?;
-        let tag = objects::etag_of(&vfs, ino, a.size, a.mtime).await;
+        let (tag, meta) = objects::recorded(&vfs, ino, a.size, a.mtime).await;
         preconditions(i.if_match.as_ref(), i.if_none_match.as_ref(), &tag)?;
         let (from, to, content_range) = match &i.range {
             Some(r) => {
@@ -310,6 +314,8 @@ impl S3 for Gateway {
             accept_ranges: Some("bytes".into()),
             e_tag,
             last_modified: Some(timestamp(a.mtime)),
+            metadata: meta.user_map(),
+            content_type: meta.content_type,
             ..Default::default()
         }))
     }
@@ -319,8 +325,9 @@ impl S3 for Gateway {
         let i = req.input;
         self.check_size(i.content_length)?;
         split_key(&i.key)?;
+        let meta = ObjectMeta::new(i.content_type, i.metadata)?;
         let vfs = self.volume(&token, &i.bucket).await?;
-        let (tag, size) = self.store(vfs, i.key.clone(), i.body, i.content_md5.clone()).await?;
+        let (tag, size) = self.store(vfs, i.key.clone(), i.body, i.content_md5.clone(), meta).await?;
         tracing::debug!(bucket = %i.bucket, key = %i.key, size, "put");
         Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(tag)), ..Default::default() }))
     }
@@ -338,9 +345,14 @@ impl S3 for Gateway {
         if a.size > self.limits.max_object {
             return Err(GatewayError::TooLarge(self.limits.max_object).into());
         }
+        let meta = if i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE) {
+            ObjectMeta::new(i.content_type.clone(), i.metadata.clone())?
+        } else {
+            objects::recorded(&src, ino, a.size, a.mtime).await.1
+        };
         let dst = self.volume(&token, &i.bucket).await?;
         let rx = objects::read_stream(src, ino, 0, a.size).await?;
-        let (tag, _) = self.store(dst.clone(), i.key.clone(), Some(StreamingBlob::wrap(rx)), None).await?;
+        let (tag, _) = self.store(dst.clone(), i.key.clone(), Some(StreamingBlob::wrap(rx)), None, meta).await?;
         let (_, new) = objects::resolve_object(&dst, &i.key, &split_key(&i.key)?).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -462,8 +474,9 @@ impl S3 for Gateway {
         let token = self.token(&req)?;
         let i = req.input;
         split_key(&i.key)?;
+        let meta = ObjectMeta::new(i.content_type, i.metadata)?;
         let vfs = self.volume(&token, &i.bucket).await?;
-        let id = multipart::create(&vfs, &i.key).await?;
+        let id = multipart::create(&vfs, &i.key, &meta).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),

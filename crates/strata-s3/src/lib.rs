@@ -9,6 +9,7 @@ pub mod error;
 pub mod gateway;
 pub mod keys;
 pub mod list;
+pub mod meta;
 pub mod multipart;
 pub mod objects;
 pub mod serve;

@@ -11,6 +11,7 @@ use strata_vfs::Vfs;
 
 use crate::error::{GatewayError, Result};
 use crate::keys::HIDDEN_PREFIX;
+use crate::meta::ObjectMeta;
 use crate::objects::{self, ctx};
 
 /// Largest part number S3 allows.
@@ -21,6 +22,9 @@ pub const MIN_PART: u64 = 5 << 20;
 
 /// Extended attribute of an upload's directory naming the key it is for.
 const KEY_XATTR: &[u8] = b"user.s3.key";
+
+/// Extended attribute of an upload's directory holding the object's metadata.
+const META_XATTR: &[u8] = b"user.s3.meta";
 
 /// Extended attribute of a part holding its ETag.
 const PART_ETAG_XATTR: &[u8] = b"user.s3.part-etag";
@@ -54,11 +58,13 @@ pub struct PartInfo {
     pub attr: Attr,
 }
 
-/// Starts an upload for `key`; returns its id.
-pub async fn create(vfs: &Vfs, key: &str) -> Result<String> {
+/// Starts an upload for `key`, the object to get `meta`; returns its id.
+pub async fn create(vfs: &Vfs, key: &str, meta: &ObjectMeta) -> Result<String> {
     let root = objects::ensure_dirs(vfs, &[uploads_dir().as_str()]).await?.ino;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let (dir, _) = vfs.mkdir(&ctx(), root, id.as_bytes(), 0o700, 0).await?;
+    vfs.setxattr(dir, META_XATTR, meta.encode().as_bytes(), 0).await?;
+    // The key last: an upload directory without it is no upload (see `upload_dir`).
     vfs.setxattr(dir, KEY_XATTR, key.as_bytes(), 0).await?;
     Ok(id)
 }
@@ -169,6 +175,10 @@ pub async fn complete(vfs: &Arc<Vfs>, key: &str, segs: &[&str], id: &str, wanted
         chosen.push((p.ino, p.attr.size));
     }
     let etag = format!("{}-{}", hex::encode(digests.finalize()), wanted.len());
+    let meta = match vfs.getxattr(dir, META_XATTR).await {
+        Ok(v) => ObjectMeta::decode(&String::from_utf8_lossy(&v)),
+        Err(_) => ObjectMeta::default(),
+    };
     let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.to_string()))?;
     let made = objects::ensure_dirs(vfs, dirs).await?;
     let target = made.ino;
@@ -181,7 +191,7 @@ pub async fn complete(vfs: &Arc<Vfs>, key: &str, segs: &[&str], id: &str, wanted
         });
     let tmp = objects::temp_name("put");
     let written = match objects::write_new(vfs, target, &tmp, Box::pin(body), u64::MAX).await {
-        Ok(w) => objects::publish(vfs, target, &tmp, name, &w, &etag).await,
+        Ok(w) => objects::publish(vfs, target, &tmp, name, &w, &etag, &meta).await,
         Err(e) => Err(e),
     };
     if let Err(e) = written {

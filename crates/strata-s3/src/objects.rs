@@ -11,6 +11,7 @@ use strata_vfs::Vfs;
 
 use crate::error::{GatewayError, Result};
 use crate::keys::HIDDEN_PREFIX;
+use crate::meta::ObjectMeta;
 
 /// Size of each read from a file and of each buffered write: what one request holds in memory.
 pub const CHUNK: usize = 1 << 20;
@@ -189,12 +190,20 @@ pub async fn discard(vfs: &Vfs, dir: u64, name: &str) {
     }
 }
 
-/// Records the ETag of a written file and renames it over `key_name` in `dir` (readers see the
-/// old object or the new one, never a partial one).
-pub async fn publish(vfs: &Vfs, dir: u64, tmp: &str, key_name: &str, w: &Written, etag: &str) -> Result<()> {
-    let stamp = format!("{etag} {}", stamp(w.attr.size, w.attr.mtime));
+/// Records the ETag and metadata of a written file and renames it over `key_name` in `dir`
+/// (readers see the old object or the new one, never a partial one).
+pub async fn publish(
+    vfs: &Vfs,
+    dir: u64,
+    tmp: &str,
+    key_name: &str,
+    w: &Written,
+    etag: &str,
+    meta: &ObjectMeta,
+) -> Result<()> {
+    let record = format!("{etag} {}\n{}", stamp(w.attr.size, w.attr.mtime), meta.encode());
     let res = async {
-        vfs.setxattr(w.ino, ETAG_XATTR, stamp.as_bytes(), 0).await?;
+        vfs.setxattr(w.ino, ETAG_XATTR, record.as_bytes(), 0).await?;
         vfs.rename(&ctx(), dir, tmp.as_bytes(), dir, key_name.as_bytes(), 0).await?;
         Ok(())
     }
@@ -209,22 +218,30 @@ fn stamp(size: u64, mtime: Timespec) -> String {
     format!("{size} {}.{}", mtime.sec, mtime.nsec)
 }
 
-/// The ETag of a file of `size` bytes last changed at `mtime`: the one recorded when the
-/// gateway wrote it if the file has not changed since; otherwise (written through a mount) a
-/// stable tag of its inode, size and mtime, which changes whenever the content does but is not
-/// an MD5 of it.
-pub async fn etag_of(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> String {
+/// The ETag and metadata of a file of `size` bytes last changed at `mtime`: those recorded when
+/// the gateway wrote it if the file has not changed since; otherwise (written through a mount)
+/// no metadata and a stable tag of its inode, size and mtime, which changes whenever the
+/// content does but is not an MD5 of it.
+pub async fn recorded(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> (String, ObjectMeta) {
     let stamp = stamp(size, mtime);
     if let Ok(v) = vfs.getxattr(ino, ETAG_XATTR).await
         && let Ok(s) = std::str::from_utf8(&v)
-        && let Some((etag, recorded)) = s.split_once(' ')
-        && recorded == stamp
     {
-        return etag.to_string();
+        let (first, rest) = s.split_once('\n').unwrap_or((s, ""));
+        if let Some((etag, at)) = first.split_once(' ')
+            && at == stamp
+        {
+            return (etag.to_string(), ObjectMeta::decode(rest));
+        }
     }
     let mut h = Md5::new();
     h.update(format!("{ino}:{stamp}"));
-    hex::encode(h.finalize())
+    (hex::encode(h.finalize()), ObjectMeta::default())
+}
+
+/// The ETag alone (see [`recorded`]).
+pub async fn etag_of(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> String {
+    recorded(vfs, ino, size, mtime).await.0
 }
 
 /// A stream of a file's bytes in `[from, to)`, read `CHUNK` at a time by a task that stops
