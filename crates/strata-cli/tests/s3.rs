@@ -165,7 +165,7 @@ fn s3_gateway() {
     let mut gw = Gateway::start(
         &mut c,
         &[&admin_tf, &editor_tf, &viewer_tf, &nlp_tf],
-        &["--max-object-size", "12M", "--retry-timeout", "1s"],
+        &["--max-object-size", "12M", "--retry-timeout", "1s", "--detach-idle", "2s"],
     );
 
     gw.scenario(
@@ -221,5 +221,12 @@ fn s3_gateway() {
         "vision-data",
         &["--readable-key", "docs/readme.txt", "--other-key", &viewer.id, "--other-secret", &viewer.secret],
     );
+    // An idle attachment is detached, so the volume can be deleted again.
+    let deleted = wait_until(Duration::from_secs(20), || {
+        run_strata(&["volume", "delete", "tiny", "--server", &c.addr, "--token-file", &admin_tf.display().to_string()])
+            .status
+            .success()
+    });
+    assert!(deleted, "volume tiny still attached after the gateway's idle time:\n{}", tail(&gw.log, 20));
     gw.stop();
 }

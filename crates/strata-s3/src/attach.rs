@@ -1,9 +1,9 @@
-//! One VFS attachment per (token, volume), opened on first use and kept: each request acts
-//! through the session of exactly the token that signed it.
+//! One VFS attachment per (token, volume), opened on first use and kept while used: each
+//! request acts through the session of exactly the token that signed it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strata_proto::pb;
 use strata_vfs::{Client, Vfs, VfsConfig, VfsError};
@@ -26,6 +26,7 @@ pub struct ServerConfig {
 struct Attached {
     vfs: Arc<Vfs>,
     heartbeat: tokio::task::JoinHandle<()>,
+    last_used: Instant,
 }
 
 /// The open attachments.
@@ -46,7 +47,8 @@ impl Attachments {
     pub async fn get(&self, token: &Token, volume: &str) -> Result<Arc<Vfs>, VfsError> {
         let key = (token.id.clone(), volume.to_string());
         let mut map = self.map.lock().await;
-        if let Some(a) = map.get(&key) {
+        if let Some(a) = map.get_mut(&key) {
+            a.last_used = Instant::now();
             return Ok(a.vfs.clone());
         }
         let name = format!("{} (token {})", self.cfg.client_name, token.id);
@@ -55,7 +57,7 @@ impl Attachments {
         let vfs = Vfs::new(client, resp, self.cfg.vfs.clone())?;
         tracing::info!(volume, token = %token.id, "attached volume");
         let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&vfs)));
-        map.insert(key, Attached { vfs: vfs.clone(), heartbeat });
+        map.insert(key, Attached { vfs: vfs.clone(), heartbeat, last_used: Instant::now() });
         Ok(vfs)
     }
 
@@ -76,6 +78,43 @@ impl Attachments {
             };
         }
         Err(last)
+    }
+
+    /// Ends the sessions unused for `idle`: an attached volume counts as mounted, which keeps
+    /// it from being deleted, and each session costs the server a heartbeat.
+    pub async fn detach_idle(&self, idle: Duration) {
+        let idle_ones: Vec<((String, String), Attached)> = {
+            let mut map = self.map.lock().await;
+            // Only the map holds an attachment no request is using (requests and read streams
+            // keep a clone while they run, and take one only under this lock).
+            let keys: Vec<(String, String)> = map
+                .iter()
+                .filter(|(_, a)| a.last_used.elapsed() >= idle && Arc::strong_count(&a.vfs) == 1)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter().filter_map(|k| map.remove(&k).map(|a| (k, a))).collect()
+        };
+        for ((token, volume), a) in idle_ones {
+            a.heartbeat.abort();
+            match a.vfs.unmount().await {
+                Ok(()) => tracing::info!(volume, token, "detached idle volume"),
+                Err(e) => tracing::warn!(volume, token, error = %e, "detaching an idle volume failed"),
+            }
+        }
+    }
+
+    /// Detaches idle volumes in the background (every quarter of `idle`, at least every 30 s)
+    /// for as long as the attachments exist.
+    pub fn spawn_reaper(self: &Arc<Self>, idle: Duration) {
+        let me = Arc::downgrade(self);
+        let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(att) = me.upgrade() else { return };
+                att.detach_idle(idle).await;
+            }
+        });
     }
 
     /// Commits buffered writes and ends every session (at shutdown), all at once and for at

@@ -53,6 +53,10 @@ pub struct S3GatewayArgs {
     /// ServiceUnavailable.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub retry_timeout: Duration,
+    /// Detach a volume from a token's session after it was unused this long (0: never). An
+    /// attached volume counts as mounted: `strata volume delete` refuses it until then.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub detach_idle: Duration,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -98,6 +102,9 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
             retry_timeout: args.retry_timeout,
             client_name: format!("{}:s3-gateway:{}", host.trim(), args.listen),
         }));
+        if !args.detach_idle.is_zero() {
+            att.spawn_reaper(args.detach_idle);
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
