@@ -54,6 +54,33 @@ h = s3.head_object(Bucket=b, Key="obj/typed-copy")
 eq((h["ContentType"], h["Metadata"]), ("text/plain", {"new": "1"}), "replaced metadata")
 expect_error("MetadataTooLarge", s3.put_object, Bucket=b, Key="obj/fat", Body=b"x", Metadata={"k": "v" * 3000})
 
+# Atomic replacement: while two versions are put over each other, every get returns one of
+# them whole.
+import threading
+
+versions = [data(3 * 1024 * 1024 + 1, 41), data(2 * 1024 * 1024 + 7, 42)]
+s3.put_object(Bucket=b, Key="obj/atomic", Body=versions[0])
+stop = threading.Event()
+
+
+def writer():
+    w = client(a.endpoint, a.key, a.secret)
+    i = 0
+    while not stop.is_set():
+        i += 1
+        w.put_object(Bucket=b, Key="obj/atomic", Body=versions[i % 2])
+
+
+t = threading.Thread(target=writer)
+t.start()
+try:
+    for _ in range(25):
+        got = s3.get_object(Bucket=b, Key="obj/atomic")["Body"].read()
+        check(got in versions, f"a get during overwrites returned {len(got)} bytes that are neither version")
+finally:
+    stop.set()
+    t.join()
+
 # Head.
 h = s3.head_object(Bucket=b, Key="obj/big.bin")
 eq(h["ContentLength"], len(big), "head Content-Length")

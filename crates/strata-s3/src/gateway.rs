@@ -295,18 +295,25 @@ impl S3 for Gateway {
         let i = &req.input;
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
-        let (ino, a) = objects::resolve_object(&vfs, &i.key, &segs).await?;
+        let (ino, a, fh) = objects::open_object(&vfs, &i.key, &segs).await?;
         let (tag, meta) = objects::recorded(&vfs, ino, a.size, a.mtime).await;
-        preconditions(i.if_match.as_ref(), i.if_none_match.as_ref(), &tag)?;
-        let (from, to, content_range) = match &i.range {
-            Some(r) => {
-                let got = r.check(a.size).map_err(|_| GatewayError::InvalidRange(a.size))?;
-                (got.start, got.end, Some(format!("bytes {}-{}/{}", got.start, got.end - 1, a.size)))
+        let checked =
+            preconditions(i.if_match.as_ref(), i.if_none_match.as_ref(), &tag).and_then(|()| match &i.range {
+                Some(r) => {
+                    let got = r.check(a.size).map_err(|_| GatewayError::InvalidRange(a.size))?;
+                    Ok((got.start, got.end, Some(format!("bytes {}-{}/{}", got.start, got.end - 1, a.size))))
+                }
+                None => Ok((0, a.size, None)),
+            });
+        let (from, to, content_range) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                objects::close(&vfs, fh).await;
+                return Err(e.into());
             }
-            None => (0, a.size, None),
         };
         let e_tag = Some(etag(tag));
-        let rx = objects::read_stream(vfs, ino, from, to).await?;
+        let rx = objects::stream_open(vfs, fh, from, to);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(rx)),
             content_length: Some((to - from) as i64),
@@ -340,18 +347,20 @@ impl S3 for Gateway {
         };
         split_key(&i.key)?;
         let src_segs = split_key(src_key)?;
+        let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let new_meta = if replace { Some(ObjectMeta::new(i.content_type.clone(), i.metadata.clone())?) } else { None };
         let src = self.volume(&token, src_bucket).await?;
-        let (ino, a) = objects::resolve_object(&src, src_key, &src_segs).await?;
+        let dst = self.volume(&token, &i.bucket).await?;
+        let (ino, a, fh) = objects::open_object(&src, src_key, &src_segs).await?;
         if a.size > self.limits.max_object {
+            objects::close(&src, fh).await;
             return Err(GatewayError::TooLarge(self.limits.max_object).into());
         }
-        let meta = if i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE) {
-            ObjectMeta::new(i.content_type.clone(), i.metadata.clone())?
-        } else {
-            objects::recorded(&src, ino, a.size, a.mtime).await.1
+        let meta = match new_meta {
+            Some(m) => m,
+            None => objects::recorded(&src, ino, a.size, a.mtime).await.1,
         };
-        let dst = self.volume(&token, &i.bucket).await?;
-        let rx = objects::read_stream(src, ino, 0, a.size).await?;
+        let rx = objects::stream_open(src, fh, 0, a.size);
         let (tag, _) = self.store(dst.clone(), i.key.clone(), Some(StreamingBlob::wrap(rx)), None, meta).await?;
         let (_, new) = objects::resolve_object(&dst, &i.key, &split_key(&i.key)?).await?;
         Ok(S3Response::new(CopyObjectOutput {

@@ -246,13 +246,39 @@ pub async fn etag_of(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> String 
 
 /// A stream of a file's bytes in `[from, to)`, read `CHUNK` at a time by a task that stops
 /// when the receiver goes away, so memory per reader stays at a couple of chunks.
-pub async fn read_stream(
-    vfs: Arc<Vfs>,
-    ino: u64,
-    from: u64,
-    to: u64,
-) -> Result<futures::channel::mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>> {
+pub async fn read_stream(vfs: Arc<Vfs>, ino: u64, from: u64, to: u64) -> Result<ByteReceiver> {
     let opened = vfs.open(&ctx(), ino, libc::O_RDONLY).await?;
+    Ok(stream_open(vfs, opened.fh, from, to))
+}
+
+/// Chunks of an object as a reader task sends them.
+pub type ByteReceiver = futures::channel::mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>;
+
+/// Opens an object's file for reading: its inode, attributes and handle. A PUT renames a new
+/// file over the key between the lookup and the open, destroying the old inode, so a vanished
+/// inode means "look again", not "no such key".
+pub async fn open_object(vfs: &Vfs, key: &str, segs: &[&str]) -> Result<(u64, Attr, u64)> {
+    let mut attempt = 0;
+    loop {
+        let (ino, a) = resolve_object(vfs, key, segs).await?;
+        match vfs.open(&ctx(), ino, libc::O_RDONLY).await {
+            Ok(o) => return Ok((ino, a, o.fh)),
+            Err(e) if e.errno() == libc::ENOENT && attempt < 10 => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Closes a handle that will not be read after all.
+pub async fn close(vfs: &Vfs, fh: u64) {
+    if let Err(e) = vfs.release(fh).await {
+        tracing::debug!(error = %e, "closing a read handle");
+    }
+}
+
+/// [`read_stream`] of an already open handle, which the reader task closes at the end.
+pub fn stream_open(vfs: Arc<Vfs>, fh: u64, from: u64, to: u64) -> ByteReceiver {
+    let opened = strata_vfs::Opened { fh, keep_cache: false, changed: false };
     let (mut tx, rx) = futures::channel::mpsc::channel(1);
     tokio::spawn(async move {
         let mut pos = from;
@@ -274,11 +300,9 @@ pub async fn read_stream(
                 break;
             }
         }
-        if let Err(e) = vfs.release(opened.fh).await {
-            tracing::debug!(ino, error = %e, "closing a read handle");
-        }
+        close(&vfs, opened.fh).await;
     });
-    Ok(rx)
+    rx
 }
 
 /// Removes an object's file if there is one (deleting a missing key succeeds, as in S3), then
