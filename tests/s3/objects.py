@@ -81,6 +81,29 @@ finally:
     stop.set()
     t.join()
 
+# Puts and deletes of keys sharing a directory, which each delete may remove when it empties:
+# no put fails because its directory went away under it.
+errors = []
+
+
+def churn(name):
+    w = client(a.endpoint, a.key, a.secret)
+    try:
+        for _ in range(30):
+            w.put_object(Bucket=b, Key=f"race/d/{name}", Body=name.encode())
+            w.delete_object(Bucket=b, Key=f"race/d/{name}")
+    except Exception as e:  # noqa: BLE001 - any failure is the finding
+        errors.append(f"{name}: {e}")
+
+
+threads = [threading.Thread(target=churn, args=(n,)) for n in ("j", "k", "l")]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+eq(errors, [], "puts and deletes in one directory")
+eq(keys_of(s3, b, "race/"), [], "keys after the churn")
+
 # Head.
 h = s3.head_object(Bucket=b, Key="obj/big.bin")
 eq(h["ContentLength"], len(big), "head Content-Length")

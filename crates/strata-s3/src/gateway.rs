@@ -76,11 +76,11 @@ impl Gateway {
         detached(async move {
             let segs = split_key(&key)?;
             let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.clone()))?;
-            let made = objects::ensure_dirs(&vfs, dirs).await?;
-            let dir = made.ino;
             let tmp = objects::temp_name("put");
+            let (made, file) = objects::create_in_dirs(&vfs, dirs, &tmp).await?;
+            let dir = made.ino;
             let written = async {
-                let w = objects::write_new(&vfs, dir, &tmp, body.unwrap_or_else(empty_body), limit).await?;
+                let w = objects::write_body(&vfs, file, body.unwrap_or_else(empty_body), limit).await?;
                 if let Err(e) = objects::check_md5(md5.as_deref(), &w.md5) {
                     objects::discard(&vfs, dir, &tmp).await;
                     return Err(e);

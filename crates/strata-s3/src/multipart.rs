@@ -180,7 +180,8 @@ pub async fn complete(vfs: &Arc<Vfs>, key: &str, segs: &[&str], id: &str, wanted
         Err(_) => ObjectMeta::default(),
     };
     let (name, dirs) = segs.split_last().ok_or_else(|| GatewayError::NoSuchKey(key.to_string()))?;
-    let made = objects::ensure_dirs(vfs, dirs).await?;
+    let tmp = objects::temp_name("put");
+    let (made, file) = objects::create_in_dirs(vfs, dirs, &tmp).await?;
     let target = made.ino;
     let reader = vfs.clone();
     let body = futures::stream::iter(chosen)
@@ -189,8 +190,7 @@ pub async fn complete(vfs: &Arc<Vfs>, key: &str, segs: &[&str], id: &str, wanted
             Ok(rx) => rx.map(|c| c.map_err(|e| e.to_string())).boxed(),
             Err(e) => futures::stream::once(async move { Err(e.to_string()) }).boxed(),
         });
-    let tmp = objects::temp_name("put");
-    let written = match objects::write_new(vfs, target, &tmp, Box::pin(body), u64::MAX).await {
+    let written = match objects::write_body(vfs, file, Box::pin(body), u64::MAX).await {
         Ok(w) => objects::publish(vfs, target, &tmp, name, &w, &etag, &meta).await,
         Err(e) => Err(e),
     };

@@ -126,30 +126,81 @@ pub struct Written {
     pub attr: Attr,
 }
 
-/// Writes a body into a new hidden file `name` in `dir` as it arrives (at most `CHUNK` bytes
-/// held), refusing it past `limit` bytes. On any failure the file is removed.
-pub async fn write_new<S, E>(vfs: &Vfs, dir: u64, name: &str, body: S, limit: u64) -> Result<Written>
+/// A new hidden file, open for writing.
+pub struct NewFile {
+    /// Its directory.
+    pub dir: u64,
+    /// Its (temporary) name.
+    pub name: String,
+    ino: u64,
+    fh: u64,
+}
+
+/// Creates the hidden file `name` in `dir`.
+pub async fn create_new(vfs: &Vfs, dir: u64, name: &str) -> Result<NewFile> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (ino, _, fh) = vfs.create(&ctx(), dir, name.as_bytes(), 0o644, 0o022, flags).await?;
+    Ok(NewFile { dir, name: name.to_string(), ino, fh })
+}
+
+/// Makes the directories of a key and creates the hidden file `name` in the deepest. A delete
+/// of the directory's last key removes the directory, and may do so between the two steps:
+/// then they are taken again.
+pub async fn create_in_dirs(vfs: &Vfs, dirs: &[&str], name: &str) -> Result<(Dirs, NewFile)> {
+    let vanished = |e: &GatewayError| matches!(e, GatewayError::Vfs(v) if v.errno() == libc::ENOENT);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let made = match ensure_dirs(vfs, dirs).await {
+            Ok(m) => m,
+            Err(e) if vanished(&e) && attempt < 10 => continue,
+            Err(e) => return Err(e),
+        };
+        match create_new(vfs, made.ino, name).await {
+            Ok(f) => return Ok((made, f)),
+            Err(e) if vanished(&e) && attempt < 10 => {}
+            Err(e) => {
+                made.undo(vfs, dirs).await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Writes a body into a new file as it arrives (at most `CHUNK` bytes held), refusing it past
+/// `limit` bytes, and closes it. On any failure the file is removed.
+pub async fn write_body<S, E>(vfs: &Vfs, f: NewFile, body: S, limit: u64) -> Result<Written>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (ino, _, fh) =
-        vfs.create(&ctx(), dir, name.as_bytes(), 0o644, 0o022, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).await?;
-    let res = fill(vfs, fh, body, limit).await;
-    let closed = vfs.release(fh).await;
+    let res = fill(vfs, f.fh, body, limit).await;
+    let closed = vfs.release(f.fh).await;
     let res = match (res, closed) {
         (Ok(r), Ok(())) => Ok(r),
         (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => Err(e.into()),
     };
     let res = match res {
-        Ok((size, md5)) => vfs.getattr(ino).await.map(|attr| Written { ino, size, md5, attr }).map_err(Into::into),
+        Ok((size, md5)) => {
+            vfs.getattr(f.ino).await.map(|attr| Written { ino: f.ino, size, md5, attr }).map_err(Into::into)
+        }
         Err(e) => Err(e),
     };
     if res.is_err() {
-        discard(vfs, dir, name).await;
+        discard(vfs, f.dir, &f.name).await;
     }
     res
+}
+
+/// Creates the hidden file `name` in `dir` and writes a body into it (see [`write_body`]).
+pub async fn write_new<S, E>(vfs: &Vfs, dir: u64, name: &str, body: S, limit: u64) -> Result<Written>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let f = create_new(vfs, dir, name).await?;
+    write_body(vfs, f, body, limit).await
 }
 
 async fn fill<S, E>(vfs: &Vfs, fh: u64, mut body: S, limit: u64) -> Result<(u64, [u8; 16])>
