@@ -81,8 +81,8 @@ finally:
     stop.set()
     t.join()
 
-# Puts and deletes of keys sharing a directory, which each delete may remove when it empties:
-# no put fails because its directory went away under it.
+# Puts and deletes of keys sharing a directory, which each delete may remove when it empties,
+# and listings meanwhile: no put or listing fails because a directory went away under it.
 errors = []
 
 
@@ -96,12 +96,22 @@ def churn(name):
         errors.append(f"{name}: {e}")
 
 
-threads = [threading.Thread(target=churn, args=(n,)) for n in ("j", "k", "l")]
+def lister():
+    w = client(a.endpoint, a.key, a.secret)
+    try:
+        for _ in range(40):
+            w.list_objects_v2(Bucket=b, Prefix="race/")
+            w.list_objects_v2(Bucket=b, Prefix="race/", Delimiter="/")
+    except Exception as e:  # noqa: BLE001 - any failure is the finding
+        errors.append(f"lister: {e}")
+
+
+threads = [threading.Thread(target=churn, args=(n,)) for n in ("j", "k", "l")] + [threading.Thread(target=lister)]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
-eq(errors, [], "puts and deletes in one directory")
+eq(errors, [], "puts, deletes and listings in one directory")
 eq(keys_of(s3, b, "race/"), [], "keys after the churn")
 
 # Head.

@@ -154,7 +154,12 @@ struct VfsTree<'a>(&'a Vfs);
 
 impl Tree for VfsTree<'_> {
     async fn children(&self, dir: u64) -> Result<Vec<Entry>, strata_vfs::VfsError> {
-        let fh = self.0.opendir(&ctx(), dir, true).await?;
+        // A directory removed since its parent was read (its last key deleted) holds nothing.
+        let fh = match self.0.opendir(&ctx(), dir, true).await {
+            Ok(fh) => fh,
+            Err(e) if e.errno() == libc::ENOENT => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let listed = self.0.readdir(fh, 0);
         self.0.releasedir(fh);
         let mut out = Vec::new();
@@ -169,7 +174,11 @@ impl Tree for VfsTree<'_> {
             let Ok(name) = String::from_utf8(e.name) else { continue };
             let attr = match e.attr {
                 Some(a) => a,
-                None => self.0.getattr(e.ino).await?,
+                None => match self.0.getattr(e.ino).await {
+                    Ok(a) => a,
+                    Err(e) if e.errno() == libc::ENOENT => continue,
+                    Err(e) => return Err(e),
+                },
             };
             out.push(Entry { name, ino: e.ino, dir: e.kind == FileType::Dir, size: attr.size, mtime: attr.mtime });
         }
