@@ -23,6 +23,7 @@ os.makedirs(os.path.join(mnt, "shared/from-fuse"), exist_ok=True)
 written = data(2 * 1024 * 1024 + 9, 22)
 with open(os.path.join(mnt, "shared/from-fuse/file.bin"), "wb") as f:
     f.write(written)
+eq(s3.head_object(Bucket=b, Key="shared/from-fuse/file.bin")["ContentLength"], len(written), "head of a mount file")
 got = s3.get_object(Bucket=b, Key="shared/from-fuse/file.bin")
 same_bytes(got["Body"].read(), written, "mount file got over S3")
 eq(got["ContentLength"], len(written), "Content-Length of a mount file")

@@ -74,9 +74,12 @@ def writer():
 t = threading.Thread(target=writer)
 t.start()
 try:
+    tags = {md5(v): len(v) for v in versions}
     for _ in range(25):
         got = s3.get_object(Bucket=b, Key="obj/atomic")["Body"].read()
         check(got in versions, f"a get during overwrites returned {len(got)} bytes that are neither version")
+        h = s3.head_object(Bucket=b, Key="obj/atomic")
+        check(tags.get(h["ETag"].strip('"')) == h["ContentLength"], f"head during overwrites: {h['ETag']}")
 finally:
     stop.set()
     t.join()

@@ -277,8 +277,17 @@ impl S3 for Gateway {
         let i = &req.input;
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
-        let (ino, a) = objects::resolve_object(&vfs, &i.key, &segs).await?;
-        let (tag, meta) = objects::recorded(&vfs, ino, a.size, a.mtime).await;
+        // An overwrite between the lookup and the read of the ETag destroys the looked-up
+        // inode: look the key up again.
+        let mut attempt = 0;
+        let (a, tag, meta) = loop {
+            let (ino, a) = objects::resolve_object(&vfs, &i.key, &segs).await?;
+            match objects::recorded_live(&vfs, ino, a.size, a.mtime).await {
+                Some((tag, meta)) => break (a, tag, meta),
+                None if attempt < 10 => attempt += 1,
+                None => return Err(GatewayError::NoSuchKey(i.key.clone()).into()),
+            }
+        };
         preconditions(i.if_match.as_ref(), i.if_none_match.as_ref(), &tag)?;
         let (len, content_range) = match &i.range {
             Some(r) => {

@@ -274,8 +274,21 @@ fn stamp(size: u64, mtime: Timespec) -> String {
 /// no metadata and a stable tag of its inode, size and mtime, which changes whenever the
 /// content does but is not an MD5 of it.
 pub async fn recorded(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> (String, ObjectMeta) {
+    from_record(vfs.getxattr(ino, ETAG_XATTR).await.ok(), ino, size, mtime)
+}
+
+/// [`recorded`], or `None` when the inode is gone (the key was overwritten or deleted since it
+/// was looked up).
+pub async fn recorded_live(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> Option<(String, ObjectMeta)> {
+    match vfs.getxattr(ino, ETAG_XATTR).await {
+        Err(e) if e.errno() == libc::ENOENT => None,
+        r => Some(from_record(r.ok(), ino, size, mtime)),
+    }
+}
+
+fn from_record(record: Option<Vec<u8>>, ino: u64, size: u64, mtime: Timespec) -> (String, ObjectMeta) {
     let stamp = stamp(size, mtime);
-    if let Ok(v) = vfs.getxattr(ino, ETAG_XATTR).await
+    if let Some(v) = record
         && let Ok(s) = std::str::from_utf8(&v)
     {
         let (first, rest) = s.split_once('\n').unwrap_or((s, ""));
@@ -329,13 +342,12 @@ pub async fn close(vfs: &Vfs, fh: u64) {
 
 /// [`read_stream`] of an already open handle, which the reader task closes at the end.
 pub fn stream_open(vfs: Arc<Vfs>, fh: u64, from: u64, to: u64) -> ByteReceiver {
-    let opened = strata_vfs::Opened { fh, keep_cache: false, changed: false };
     let (mut tx, rx) = futures::channel::mpsc::channel(1);
     tokio::spawn(async move {
         let mut pos = from;
         while pos < to {
             let want = (to - pos).min(CHUNK as u64) as u32;
-            let item = match vfs.read(opened.fh, pos, want).await {
+            let item = match vfs.read(fh, pos, want).await {
                 Ok(d) if d.is_empty() => Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the object became shorter while it was read",
@@ -351,7 +363,7 @@ pub fn stream_open(vfs: Arc<Vfs>, fh: u64, from: u64, to: u64) -> ByteReceiver {
                 break;
             }
         }
-        close(&vfs, opened.fh).await;
+        close(&vfs, fh).await;
     });
     rx
 }
