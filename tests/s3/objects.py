@@ -75,7 +75,7 @@ t = threading.Thread(target=writer)
 t.start()
 try:
     tags = {md5(v): len(v) for v in versions}
-    for _ in range(25):
+    for _ in range(15):
         got = s3.get_object(Bucket=b, Key="obj/atomic")["Body"].read()
         check(got in versions, f"a get during overwrites returned {len(got)} bytes that are neither version")
         h = s3.head_object(Bucket=b, Key="obj/atomic")
@@ -92,7 +92,7 @@ errors = []
 def churn(name):
     w = client(a.endpoint, a.key, a.secret)
     try:
-        for _ in range(30):
+        for _ in range(15):
             w.put_object(Bucket=b, Key=f"race/d/{name}", Body=name.encode())
             w.delete_object(Bucket=b, Key=f"race/d/{name}")
     except Exception as e:  # noqa: BLE001 - any failure is the finding
@@ -102,7 +102,7 @@ def churn(name):
 def lister():
     w = client(a.endpoint, a.key, a.secret)
     try:
-        for _ in range(40):
+        for _ in range(20):
             w.list_objects_v2(Bucket=b, Prefix="race/")
             w.list_objects_v2(Bucket=b, Prefix="race/", Delimiter="/")
     except Exception as e:  # noqa: BLE001 - any failure is the finding
