@@ -3,8 +3,10 @@ content type and user metadata, copy (within and across buckets), delete and del
 refused keys, an oversized PUT."""
 
 import os
+import urllib.error
+import urllib.request
 
-from s3common import (check, client, data, eq, error_code, expect_error, keys_of, md5, ok, parser,
+from s3common import (check, client, data, eq, error_code, expect_error, fail, keys_of, md5, ok, parser,
                       same_bytes)
 
 p = parser(__doc__)
@@ -34,6 +36,15 @@ small = data(1000, 2)
 s3.put_object(Bucket=b, Key="obj/small", Body=data(5000, 3))
 s3.put_object(Bucket=b, Key="obj/small", Body=small)
 same_bytes(s3.get_object(Bucket=b, Key="obj/small")["Body"].read(), small, "overwritten object")
+
+# A presigned URL works without credentials of its own; a tampered one does not.
+url = s3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "obj/small"}, ExpiresIn=60)
+same_bytes(urllib.request.urlopen(url, timeout=10).read(), small, "get through a presigned URL")
+try:
+    urllib.request.urlopen(url.replace("obj/small", "obj/big.bin"), timeout=10)
+    fail("a presigned URL for another key was served")
+except urllib.error.HTTPError as e:
+    eq(e.code, 403, "status of a tampered presigned URL")
 
 # A body that does not match its Content-MD5 is refused and replaces nothing.
 expect_error("BadDigest", s3.put_object, Bucket=b, Key="obj/small", Body=b"other", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
