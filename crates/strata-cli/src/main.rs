@@ -27,6 +27,8 @@ enum Cmd {
     Mount(cmd::mount::MountArgs),
     /// Unmount a Strata mount.
     Umount(cmd::mount::UmountArgs),
+    /// Serve volumes over NFS or S3.
+    Gateway(cmd::gateway::GatewayArgs),
     /// Manage volumes: list, describe, create, expand, delete.
     #[command(visible_alias = "vol")]
     Volume(cmd::volume::VolumeArgs),
@@ -39,8 +41,6 @@ enum Cmd {
     Token(cmd::token::TokenCmdArgs),
     /// Show and set provisioning policies of scopes.
     Policy(cmd::policy::PolicyArgs),
-    /// Serve volumes over NFS or S3.
-    Gateway(cmd::gateway::GatewayArgs),
     /// Show what the server is doing.
     Status(cmd::status::StatusArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
@@ -61,12 +61,12 @@ fn main() {
         Cmd::Server(a) => cmd::server::run(a),
         Cmd::Mount(a) => cmd::mount::run(a),
         Cmd::Umount(a) => cmd::mount::umount(a),
+        Cmd::Gateway(a) => cmd::gateway::run(a),
         Cmd::Volume(a) => cmd::volume::run(a),
         Cmd::StorageClass(a) => cmd::storageclass::run(a),
         Cmd::Scope(a) => cmd::scope::run(a),
         Cmd::Token(a) => cmd::token::run(a),
         Cmd::Policy(a) => cmd::policy::run(a),
-        Cmd::Gateway(a) => cmd::gateway::run(a),
         Cmd::Status(a) => cmd::status::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
     };

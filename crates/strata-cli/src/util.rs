@@ -195,10 +195,12 @@ pub struct ServerArgs {
 pub fn init_logging(json: bool) {
     // fuser logs a failed reply when the kernel already dropped the request (interrupted, or
     // aborted at unmount) and a failed second unmount after an outside one; neither can be
-    // acted on, so only its errors are shown.
+    // acted on, so only its errors are shown. s3s logs every S3 error answer (a wrong
+    // signature, a missing key) as an ERROR of `s3s::ops`: those are the clients' mistakes; the
+    // gateway logs its own failures itself.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "info,h2=warn,hyper=warn,tower=warn,fuser=error,fuser::reply=off,fuser::mnt=off",
+            "info,h2=warn,hyper=warn,tower=warn,fuser=error,fuser::reply=off,fuser::mnt=off,s3s::ops=off",
         )
     });
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -1,4 +1,4 @@
-//! `strata gateway`: volumes served over other protocols.
+//! `strata gateway`: serve volumes over other protocols than FUSE.
 
 use anyhow::Result;
 
@@ -6,19 +6,21 @@ use anyhow::Result;
 #[derive(clap::Args, Debug)]
 pub struct GatewayArgs {
     #[command(subcommand)]
-    pub kind: GatewayKind,
+    cmd: GatewayCmd,
 }
 
-/// The gateways.
+// No doc comments on the variants: each gateway's help (export rules, the credential mapping)
+// comes from its arguments' own documentation.
 #[derive(clap::Subcommand, Debug)]
-pub enum GatewayKind {
-    /// Serve volumes to NFSv3 clients.
+enum GatewayCmd {
     Nfs(crate::cmd::gateway_nfs::NfsGatewayArgs),
+    S3(crate::cmd::gateway_s3::S3GatewayArgs),
 }
 
-/// Runs a gateway.
+/// Runs `strata gateway`.
 pub fn run(args: GatewayArgs) -> Result<()> {
-    match args.kind {
-        GatewayKind::Nfs(a) => crate::cmd::gateway_nfs::run(a),
+    match args.cmd {
+        GatewayCmd::Nfs(a) => crate::cmd::gateway_nfs::run(a),
+        GatewayCmd::S3(a) => crate::cmd::gateway_s3::run(a),
     }
 }

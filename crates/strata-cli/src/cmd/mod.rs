@@ -2,6 +2,7 @@
 
 pub mod gateway;
 pub mod gateway_nfs;
+pub mod gateway_s3;
 pub mod mount;
 pub mod policy;
 pub mod rest;

@@ -1,0 +1,201 @@
+//! The gateways together, as the README's walkthrough runs them: a volume exported over NFS
+//! with an allow-list and a read-only export, a dataset copied in with nfs-cp, listed and read
+//! with boto3 through the S3 gateway, and read on a FUSE mount: the same bytes every way.
+
+mod common;
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::*;
+
+/// A gateway process (`strata gateway ...`), killed if the test fails.
+struct Proc {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn start(c: &mut Cluster, name: &str, args: &[String], port: u16) -> Proc {
+        let log = c.dir.join(format!("{name}.log"));
+        c.watch_log(log.clone());
+        let f = File::create(&log).expect("log");
+        let mut child =
+            strata().args(args).stdout(f.try_clone().expect("dup")).stderr(f).spawn().expect("spawn gateway");
+        let up = wait_until(Duration::from_secs(30), || {
+            matches!(child.try_wait(), Ok(Some(_))) || TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("{name} exited ({st}):\n{}", tail(&log, 40));
+        }
+        assert!(up, "{name} did not listen within 30s:\n{}", tail(&log, 40));
+        Proc { child: Some(child), log }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, libc::SIGTERM);
+            let st = wait_timeout(&mut c, Duration::from_secs(30));
+            assert!(st.is_some_and(|s| s.success()), "gateway did not stop cleanly: {st:?}\n{}", tail(&self.log, 30));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+}
+
+fn token(c: &Cluster, name: &str, role: &str) -> std::path::PathBuf {
+    let path = c.dir.join(format!("{name}.token"));
+    let tf = c.token_file.display().to_string();
+    let out = run_strata(&[
+        "token",
+        "create",
+        name,
+        "--role",
+        role,
+        "--secret-file",
+        path.to_str().expect("utf8"),
+        "--server",
+        &c.addr,
+        "--token-file",
+        &tf,
+    ]);
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+/// boto3 through the S3 gateway: every key under `prefix` with its size and SHA-256, one per
+/// line, sorted.
+const LIST_AND_HASH: &str = r#"
+import boto3, hashlib, sys
+endpoint, secret_file, bucket, prefix = sys.argv[1:5]
+secret = open(secret_file).read().strip()
+key_id = hashlib.sha256(secret.encode()).hexdigest()[:12]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="us-east-1")
+keys = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 2}):
+    keys += [(o["Key"], o["Size"]) for o in page.get("Contents", [])]
+for key, size in sorted(keys):
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert len(body) == size, (key, len(body), size)
+    print(key, size, hashlib.sha256(body).hexdigest())
+"#;
+
+/// SHA-256 of `data` (hex), by `sha256sum` through a file in `dir`.
+fn sha256_hex(dir: &Path, data: &[u8]) -> String {
+    let p = dir.join("hash-input");
+    std::fs::write(&p, data).expect("write");
+    let out = run_cmd(Command::new("sha256sum").arg(&p));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn dataset_in_over_nfs_out_over_s3_and_fuse() {
+    if run_cmd(Command::new("python3").args(["-c", "import boto3"])).status.code() != Some(0) {
+        panic!("boto3 is missing: scripts/deps.sh installs it");
+    }
+    let mut c = Cluster::with_mounts("gateways", 1);
+    let vol = c.volume.clone();
+    let addr = c.addr.clone();
+    let editor = token(&c, "nfs-writer", "editor");
+    let viewer = token(&c, "s3-reader", "viewer");
+
+    // NFS: read-write for this host, read-only for everyone (here: also this host, on a second
+    // path), and a path nobody here may mount.
+    let nfs_port = free_port();
+    let mut nfs = Proc::start(
+        &mut c,
+        "nfs-gateway",
+        &[
+            "gateway".into(),
+            "nfs".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{nfs_port}"),
+            "--export".into(),
+            format!("/datasets={vol},allow=127.0.0.1/32,squash=none"),
+            "--export".into(),
+            format!("/datasets-ro={vol},ro,allow=0.0.0.0/0,squash=none"),
+            "--export".into(),
+            format!("/elsewhere={vol},allow=192.0.2.0/24"),
+            "--server".into(),
+            addr.clone(),
+            "--token-file".into(),
+            editor.display().to_string(),
+        ],
+        nfs_port,
+    );
+    let url = |path: &str| format!("nfs://127.0.0.1{path}?nfsport={nfs_port}&mountport={nfs_port}&version=3");
+    std::fs::create_dir(c.p(0, "train")).expect("mkdir on FUSE");
+
+    let local = c.dir.join("dataset");
+    std::fs::create_dir(&local).expect("mkdir");
+    let mut files = vec![("train/shard-0.bin".to_string(), random_bytes(7, 6 * 1024 * 1024 + 3))];
+    for i in 1..5 {
+        files.push((format!("train/shard-{i}.bin"), random_bytes(7 + i, 300_000 * i as usize)));
+    }
+    for (key, data) in &files {
+        let p = local.join(key.replace('/', "_"));
+        std::fs::write(&p, data).expect("write");
+        let out = run_cmd(Command::new("nfs-cp").arg(&p).arg(url(&format!("/datasets/{key}"))));
+        assert!(out.status.success(), "nfs-cp {key}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The read-only export refuses a copy; the other subnet's export refuses the mount.
+    let p = local.join("train_shard-0.bin");
+    let out = run_cmd(Command::new("nfs-cp").arg(&p).arg(url("/datasets-ro/train/refused.bin")));
+    assert!(!out.status.success(), "nfs-cp into a read-only export succeeded");
+    let out = run_cmd(Command::new("nfs-ls").arg(url("/elsewhere")));
+    assert!(!out.status.success(), "nfs-ls of an export for another subnet succeeded");
+    // But the read-only export reads.
+    let out = run_cmd(Command::new("nfs-cat").arg(url("/datasets-ro/train/shard-1.bin")));
+    assert_bytes_eq(&out.stdout, &files[1].1, "nfs-cat through the read-only export");
+
+    // S3, with a viewer token: list (paged) and get every object.
+    let s3_port = free_port();
+    let mut s3 = Proc::start(
+        &mut c,
+        "s3-gateway",
+        &[
+            "gateway".into(),
+            "s3".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{s3_port}"),
+            "--server".into(),
+            addr.clone(),
+            "--token-file".into(),
+            viewer.display().to_string(),
+        ],
+        s3_port,
+    );
+    let out = run_cmd(Command::new("python3").args([
+        "-c",
+        LIST_AND_HASH,
+        &format!("http://127.0.0.1:{s3_port}"),
+        viewer.to_str().expect("utf8"),
+        &vol,
+        "train/",
+    ]));
+    assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut want: Vec<String> =
+        files.iter().map(|(k, d)| format!("{k} {} {}", d.len(), sha256_hex(&c.dir, d))).collect();
+    want.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want, "S3 listing and contents");
+
+    // FUSE: the same bytes.
+    for (key, data) in &files {
+        assert_bytes_eq(&read_all(&c.p(0, key)), data, &format!("{key} on FUSE"));
+    }
+    assert!(!Path::new(&c.p(0, "train/refused.bin")).exists(), "the read-only export wrote a file");
+    s3.stop();
+    nfs.stop();
+}

@@ -1,0 +1,153 @@
+//! One VFS attachment per (token, volume), opened on first use and kept while used: each
+//! request acts through the session of exactly the token that signed it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_proto::pb;
+use strata_vfs::{Client, Vfs, VfsConfig, VfsError};
+
+use crate::auth::Token;
+
+/// How the gateway reaches the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// `HOST:PORT`, or several of one cluster separated by commas.
+    pub server: String,
+    /// Client tunables of each attachment.
+    pub vfs: VfsConfig,
+    /// How long a call waits for an unreachable server before failing.
+    pub retry_timeout: Duration,
+    /// Name the sessions are registered under (`strata status` shows it).
+    pub client_name: String,
+}
+
+struct Attached {
+    vfs: Arc<Vfs>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    last_used: Instant,
+}
+
+/// The open attachments.
+pub struct Attachments {
+    cfg: ServerConfig,
+    // Held across a mount so two first requests for one volume do not open two sessions.
+    map: tokio::sync::Mutex<HashMap<(String, String), Attached>>,
+}
+
+impl Attachments {
+    /// No attachments yet.
+    pub fn new(cfg: ServerConfig) -> Self {
+        Attachments { cfg, map: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// The attachment of `volume` for `token`, mounting it on first use. A volume outside the
+    /// token's scope fails as the server answers it: not found.
+    pub async fn get(&self, token: &Token, volume: &str) -> Result<Arc<Vfs>, VfsError> {
+        let key = (token.id.clone(), volume.to_string());
+        let mut map = self.map.lock().await;
+        if let Some(a) = map.get_mut(&key) {
+            a.last_used = Instant::now();
+            return Ok(a.vfs.clone());
+        }
+        let name = format!("{} (token {})", self.cfg.client_name, token.id);
+        let (client, resp) =
+            Client::mount(&self.cfg.server, &token.secret, volume, &name, self.cfg.retry_timeout).await?;
+        let vfs = Vfs::new(client, resp, self.cfg.vfs.clone())?;
+        tracing::info!(volume, token = %token.id, "attached volume");
+        let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&vfs)));
+        map.insert(key, Attached { vfs: vfs.clone(), heartbeat, last_used: Instant::now() });
+        Ok(vfs)
+    }
+
+    /// The volumes `token` may see, as the server lists them for it.
+    pub async fn list_volumes(&self, token: &Token) -> Result<Vec<pb::VolumeInfo>, VfsError> {
+        let mut last = VfsError::errno_msg(libc::EINVAL, "no server address given");
+        for server in strata_vfs::client::server_list(&self.cfg.server) {
+            let (channel, auth) = match strata_vfs::connect(&server, &token.secret, Duration::from_secs(5)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            return match strata_vfs::admin(channel, auth).list_volumes(pb::Empty {}).await {
+                Ok(r) => Ok(r.into_inner().volumes),
+                Err(s) => Err(VfsError::from_status(&s)),
+            };
+        }
+        Err(last)
+    }
+
+    /// Ends the sessions unused for `idle`: an attached volume counts as mounted, which keeps
+    /// it from being deleted, and each session costs the server a heartbeat.
+    pub async fn detach_idle(&self, idle: Duration) {
+        let idle_ones: Vec<((String, String), Attached)> = {
+            let mut map = self.map.lock().await;
+            // Only the map holds an attachment no request is using (requests and read streams
+            // keep a clone while they run, and take one only under this lock).
+            let keys: Vec<(String, String)> = map
+                .iter()
+                .filter(|(_, a)| a.last_used.elapsed() >= idle && Arc::strong_count(&a.vfs) == 1)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter().filter_map(|k| map.remove(&k).map(|a| (k, a))).collect()
+        };
+        for ((token, volume), a) in idle_ones {
+            a.heartbeat.abort();
+            match a.vfs.unmount().await {
+                Ok(()) => tracing::info!(volume, token, "detached idle volume"),
+                Err(e) => tracing::warn!(volume, token, error = %e, "detaching an idle volume failed"),
+            }
+        }
+    }
+
+    /// Detaches idle volumes in the background (every quarter of `idle`, at least every 30 s)
+    /// for as long as the attachments exist.
+    pub fn spawn_reaper(self: &Arc<Self>, idle: Duration) {
+        let me = Arc::downgrade(self);
+        let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(att) = me.upgrade() else { return };
+                att.detach_idle(idle).await;
+            }
+        });
+    }
+
+    /// Commits buffered writes and ends every session (at shutdown), all at once and for at
+    /// most `limit`: with the server gone nothing can be committed, and a stop must not wait
+    /// for each session's retries in turn.
+    pub async fn close_all(&self, limit: Duration) {
+        let all: Vec<((String, String), Attached)> = self.map.lock().await.drain().collect();
+        let detach = futures::future::join_all(all.into_iter().map(|((token, volume), a)| async move {
+            a.heartbeat.abort();
+            match a.vfs.unmount().await {
+                Ok(()) => tracing::info!(volume, token, "detached volume"),
+                Err(e) => tracing::error!(volume, token, error = %e, "could not commit at detach"),
+            }
+        }));
+        if tokio::time::timeout(limit, detach).await.is_err() {
+            tracing::error!("volumes not detached within {limit:?} (is the server reachable?); stopping anyway");
+        }
+    }
+}
+
+/// Keeps a session alive; stops once the attachment is gone.
+async fn heartbeat(vfs: std::sync::Weak<Vfs>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let Some(v) = vfs.upgrade() else { return };
+        match v.heartbeat().await {
+            Ok(()) => {}
+            Err(e @ VfsError::Unauthenticated(_)) => {
+                // Revoked or expired: every later request of the token is refused anyway.
+                tracing::warn!(volume = %v.volume().name, error = %e, "token refused; no longer keeping its session");
+                return;
+            }
+            Err(e) => tracing::warn!(volume = %v.volume().name, error = %e, "heartbeat failed"),
+        }
+    }
+}
