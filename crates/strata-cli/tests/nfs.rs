@@ -756,6 +756,17 @@ fn malformed_rpc() {
         let mut b = [0u8; 256];
         let _ = s.read(&mut b);
     }
+    // The portmapper answer: NFS and MOUNT v3 over TCP are on this port, anything else nowhere.
+    let getport = |prog: u32, vers: u32| {
+        let mut args = Vec::new();
+        for v in [prog, vers, 6, 0] {
+            args.extend_from_slice(&v.to_be_bytes());
+        }
+        exchange(port, &call(11, 100_000, 2, 3, &args)).expect("GETPORT reply")
+    };
+    assert_eq!(getport(NFS, 3)[6], u32::from(port), "GETPORT of NFS v3");
+    assert_eq!(getport(100_005, 3)[6], u32::from(port), "GETPORT of MOUNT v3");
+    assert_eq!(getport(100_021, 4)[6], 0, "GETPORT of NLM");
     // Still serving: NULL answers and a client works.
     let r = exchange(port, &call(9, NFS, 3, 0, &[])).expect("NULL reply");
     assert_eq!(&r[..6], &[9, 1, 0, 0, 0, 0], "NULL: {r:?}");
