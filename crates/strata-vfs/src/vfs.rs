@@ -923,8 +923,12 @@ impl Vfs {
         let mut buf = vec![0u8; (end - start) as usize];
         for seg in visible(&slices, start, end - start) {
             if let Source::Data { id, size, off } = seg.src {
-                let at = (seg.pos - start) as usize;
-                self.read_slice(id, size, off, &mut buf[at..at + seg.len as usize], true).await?;
+                let mut at = (seg.pos - start) as usize;
+                let mut sink = |b: &[u8]| {
+                    buf[at..at + b.len()].copy_from_slice(b);
+                    at += b.len();
+                };
+                self.read_slice(id, size, off, seg.len as usize, true, &mut sink).await?;
             }
         }
         let id = self.next_slice_id().await?;
@@ -1064,34 +1068,46 @@ impl Vfs {
     }
 
     async fn read_range(&self, ino: u64, off: u64, end: u64, whole_blocks: bool) -> Result<Vec<u8>> {
-        let mut out = vec![0u8; (end - off) as usize];
+        // Filled in order, segment after segment (holes as zeros), so that the bytes are
+        // written once: zeroing a megabyte first would cost as much as copying it.
+        let mut out = Vec::with_capacity((end - off) as usize);
         for (idx, pos, n) in chunk_pieces(off, end - off) {
             let slices = self.chunk(ino, idx).await?;
-            let base = u64::from(idx) * CHUNK_SIZE;
             for seg in visible(&slices, pos, n) {
-                if let Source::Data { id, size, off: soff } = seg.src {
-                    let at = (base + u64::from(seg.pos) - off) as usize;
-                    let dst = &mut out[at..at + seg.len as usize];
-                    self.read_slice(id, size, soff, dst, whole_blocks).await?;
+                match seg.src {
+                    Source::Data { id, size, off: soff } => {
+                        let mut sink = |b: &[u8]| out.extend_from_slice(b);
+                        self.read_slice(id, size, soff, seg.len as usize, whole_blocks, &mut sink).await?;
+                    }
+                    _ => out.resize(out.len() + seg.len as usize, 0),
                 }
             }
         }
         Ok(out)
     }
 
-    async fn read_slice(&self, id: u64, size: u32, soff: u32, dst: &mut [u8], whole: bool) -> Result<()> {
+    /// Reads `len` bytes of slice `id` from `soff` on, handing them to `sink` in order.
+    async fn read_slice(
+        &self,
+        id: u64,
+        size: u32,
+        soff: u32,
+        len: usize,
+        whole: bool,
+        sink: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<()> {
         let bs = self.volume.block_size;
         let mut done = 0usize;
-        while done < dst.len() {
+        while done < len {
             let pos = soff + done as u32;
             let b = pos / bs;
             let bstart = b * bs;
             let blen = (size - bstart).min(bs);
             let key = block_key(self.volume.id, id, b, blen);
             let in_block = (pos - bstart) as usize;
-            let n = (blen as usize - in_block).min(dst.len() - done);
+            let n = (blen as usize - in_block).min(len - done);
             if let Some(data) = self.cache.peek(&key) {
-                dst[done..done + n].copy_from_slice(&data[in_block..in_block + n]);
+                sink(&data[in_block..in_block + n]);
             } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize || self.store.is_compressed() {
                 // Whole blocks through the cache (a compressed block can only be read whole).
                 let data = if crate::client::can_block() {
@@ -1099,10 +1115,10 @@ impl Vfs {
                 } else {
                     self.cache.fetch(&self.store, &key, blen as usize).await?
                 };
-                dst[done..done + n].copy_from_slice(&data[in_block..in_block + n]);
+                sink(&data[in_block..in_block + n]);
             } else {
                 let data = self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await?;
-                dst[done..done + n].copy_from_slice(&data);
+                sink(&data);
             }
             done += n;
         }
