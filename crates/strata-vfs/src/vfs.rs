@@ -1061,8 +1061,13 @@ impl Vfs {
             seq && st.window > 0
         };
         let out = self.read_range(ino, off, end, sequential).await?;
-        if sequential && end < fsize {
-            self.readahead(&h, ino, end, fsize).await;
+        if sequential
+            && end < fsize
+            && let Some(me) = self.me.upgrade()
+        {
+            // In the background: starting the fetches may wait for a free prefetch slot (and a
+            // chunk's slice list), which this read's answer must not.
+            tokio::spawn(async move { me.readahead(&h, ino, end, fsize).await });
         }
         Ok(out)
     }
