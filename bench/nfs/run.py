@@ -170,7 +170,13 @@ class Bench:
         self.strata_procs.append(gw)
         url = f"nfs://127.0.0.1/bench?nfsport={port}&mountport={port}&version=3"
         deadline = time.time() + 30
-        while subprocess.run(["nfs-ls", url], capture_output=True).returncode != 0:
+        def answers() -> bool:
+            try:
+                return subprocess.run(["nfs-ls", url], capture_output=True, timeout=10).returncode == 0
+            except subprocess.TimeoutExpired:
+                return False
+
+        while not answers():
             if gw.poll() is not None or time.time() > deadline:
                 raise Fatal(f"strata gateway nfs did not start: see {d / 'gateway.log'}")
             time.sleep(0.2)
