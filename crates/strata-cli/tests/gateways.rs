@@ -53,26 +53,6 @@ impl Drop for Proc {
     }
 }
 
-fn token(c: &Cluster, name: &str, role: &str) -> std::path::PathBuf {
-    let path = c.dir.join(format!("{name}.token"));
-    let tf = c.token_file.display().to_string();
-    let out = run_strata(&[
-        "token",
-        "create",
-        name,
-        "--role",
-        role,
-        "--secret-file",
-        path.to_str().expect("utf8"),
-        "--server",
-        &c.addr,
-        "--token-file",
-        &tf,
-    ]);
-    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-    path
-}
-
 /// boto3 through the S3 gateway: every key under `prefix` with its size and SHA-256, one per
 /// line, sorted.
 const LIST_AND_HASH: &str = r#"
@@ -107,8 +87,8 @@ fn dataset_in_over_nfs_out_over_s3_and_fuse() {
     let mut c = Cluster::with_mounts("gateways", 1);
     let vol = c.volume.clone();
     let addr = c.addr.clone();
-    let editor = token(&c, "nfs-writer", "editor");
-    let viewer = token(&c, "s3-reader", "viewer");
+    let editor = c.issue_token("nfs-writer", "editor");
+    let viewer = c.issue_token("s3-reader", "viewer");
 
     // NFS: read-write for this host, read-only for everyone (here: also this host, on a second
     // path), and a path nobody here may mount.

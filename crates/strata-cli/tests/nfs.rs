@@ -533,22 +533,7 @@ fn export_rules() {
     std::fs::write(c.p(0, "sub/inside.txt"), b"inside").expect("write");
     std::fs::write(c.p(0, "secret.txt"), b"root only").expect("write");
     std::fs::set_permissions(c.p(0, "secret.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
-    let viewer = c.dir.join("viewer.token");
-    let tf = c.token_file.display().to_string();
-    let out = run_strata(&[
-        "token",
-        "create",
-        "viewer-t",
-        "--role",
-        "viewer",
-        "--secret-file",
-        viewer.to_str().expect("utf8"),
-        "--server",
-        &c.addr,
-        "--token-file",
-        &tf,
-    ]);
-    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    let viewer = c.issue_token("viewer-t", "viewer");
     let mut g = Gateway::start(
         &mut c,
         &[

@@ -421,6 +421,29 @@ impl Cluster {
         self.pg.as_ref().map(|(base, db)| format!("{base}/{db}"))
     }
 
+    /// Issues a token of `role` in the cluster scope (with the admin token); the file its secret
+    /// was written to.
+    pub fn issue_token(&self, name: &str, role: &str) -> PathBuf {
+        let path = self.dir.join(format!("{name}.token"));
+        let tf = self.token_file.display().to_string();
+        let secret = path.display().to_string();
+        let out = run_strata(&[
+            "token",
+            "create",
+            name,
+            "--role",
+            role,
+            "--secret-file",
+            &secret,
+            "--server",
+            &self.addr,
+            "--token-file",
+            &tf,
+        ]);
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        path
+    }
+
     /// The admin token.
     pub fn token(&self) -> String {
         std::fs::read_to_string(&self.token_file).expect("token file").trim().to_string()
