@@ -33,8 +33,18 @@ impl BlockCache {
     /// A cache of at most `mem_bytes` in memory, backed by `disk` if given.
     pub fn new(mem_bytes: u64, disk: Option<DiskCache>) -> Self {
         let items = (mem_bytes / (1 << 20)).max(16) as usize;
+        // quick_cache keeps 97% of a shard for blocks read twice by default, leaving new blocks
+        // a cold ring smaller than one 4 MiB block: once the cache is full, each block read
+        // ahead evicted the one before it before the reader got there, and a long sequential
+        // read fetched most blocks twice. Half for new blocks holds a whole read-ahead window.
+        let opts = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(mem_bytes.max(1))
+            .hot_allocation(0.5)
+            .build()
+            .expect("estimated items and weight capacity are set");
         BlockCache {
-            mem: quick_cache::sync::Cache::with_weighter(items, mem_bytes.max(1), ByteWeighter),
+            mem: quick_cache::sync::Cache::with_options(opts, ByteWeighter, Default::default(), Default::default()),
             disk: disk.map(Arc::new),
         }
     }
@@ -265,6 +275,19 @@ mod tests {
         assert_eq!(c.used(), 10);
         let again = DiskCache::open(dir.path().to_path_buf(), 10).expect("reopen");
         assert_eq!(again.used(), 10, "index rebuilt from the directory");
+    }
+
+    #[test]
+    fn blocks_read_ahead_survive_a_full_cache() {
+        // A long sequential read: the cache has long been full of blocks nobody reads again,
+        // and the blocks fetched ahead of the reader must still be there when it arrives.
+        let cache = BlockCache::new(64 << 20, None);
+        let block = Bytes::from(vec![7u8; 1 << 20]);
+        for i in 0..200 {
+            cache.insert(&format!("b/{i}"), block.clone());
+        }
+        let missing: Vec<_> = (192..200).filter(|i| cache.peek(&format!("b/{i}")).is_none()).collect();
+        assert!(missing.is_empty(), "the last 8 MiB inserted into a 64 MiB cache were evicted: {missing:?}");
     }
 
     #[tokio::test]

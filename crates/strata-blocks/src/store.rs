@@ -224,6 +224,57 @@ impl BlockStore {
         }
     }
 
+    /// Takes blocks off the list the next [`BlockStore::sync`] makes durable: a commit that
+    /// journals them with the metadata leaves their files' sync to the server.
+    pub fn forget_unsynced(&self, keys: &[String]) {
+        let Some(root) = &self.local_root else { return };
+        let mut u = self.unsynced.paths.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            let path = root.join(k);
+            if let Some(i) = u.0.iter().rposition(|p| *p == path) {
+                u.0.swap_remove(i);
+            }
+        }
+    }
+
+    /// The bytes a block is stored as (what its file holds in a local store).
+    pub fn stored_form(&self, data: &Bytes) -> Bytes {
+        self.codec.encode(data)
+    }
+
+    /// Makes journaled blocks (key, bytes as stored) of this local store durable; returns how
+    /// many files were rewritten. With `repair` (after a crash) a file that is missing or holds
+    /// other bytes is first rewritten from the journal; without, a missing file is left so (its
+    /// slice was collected meanwhile). Keys must be checked block keys.
+    pub async fn sync_journaled(&self, blocks: Vec<(String, Vec<u8>)>, repair: bool) -> Result<usize> {
+        let Some(root) = self.local_root.clone() else { return Ok(0) };
+        tokio::task::spawn_blocking(move || {
+            let mut rewritten = 0;
+            let mut paths = Vec::with_capacity(blocks.len());
+            for (key, data) in &blocks {
+                let path = root.join(key);
+                if repair {
+                    let same = match std::fs::read(&path) {
+                        Ok(got) => got == *data,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                        Err(e) => return Err(BlockError::Io { what: format!("read block {key}"), source: e }),
+                    };
+                    if !same {
+                        rewrite(&path, data)
+                            .map_err(|e| BlockError::Io { what: format!("rewrite block {key}"), source: e })?;
+                        rewritten += 1;
+                    }
+                }
+                paths.push(path);
+            }
+            // One file system sync beats hundreds of fsyncs, each a journal commit.
+            if paths.len() > 64 { syncfs(&root) } else { sync_files(&paths) }?;
+            Ok(rewritten)
+        })
+        .await
+        .map_err(|e| BlockError::Io { what: "journal sync task".into(), source: std::io::Error::other(e) })?
+    }
+
     /// Where a block lives on disk, for a local store. The file holds the stored (possibly
     /// compressed) form: see [`BlockStore::is_compressed`] before writing it directly.
     pub fn local_path(&self, key: &str) -> Option<PathBuf> {
@@ -234,6 +285,9 @@ impl BlockStore {
     /// store is not a local directory.
     pub fn get_now(&self, key: &str, want: usize) -> Option<Result<Bytes>> {
         let root = self.local_root.as_ref()?;
+        if self.codec == Codec::None && want >= MAP_AT_LEAST {
+            return Some(map_block(&root.join(key), key, want));
+        }
         Some(match std::fs::read(root.join(key)) {
             Ok(b) => self.codec.decode(key, want, Bytes::from(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlockError::Missing(key.to_string())),
@@ -243,6 +297,16 @@ impl BlockStore {
 
     /// Reads a whole block, checking its length (and, compressed, its integrity).
     pub async fn get(&self, key: &str, want: usize) -> Result<Bytes> {
+        if self.local_root.is_some() {
+            // Straight into an unzeroed buffer: the object store's local reader zero-fills
+            // its buffer first, which for a block read from disk costs as much as the copy.
+            let me = self.clone();
+            let key2 = key.to_string();
+            return tokio::task::spawn_blocking(move || me.get_now(&key2, want))
+                .await
+                .map_err(|e| BlockError::Io { what: format!("read block {key}"), source: std::io::Error::other(e) })?
+                .unwrap_or_else(|| Err(BlockError::Missing(key.to_string())));
+        }
         let got = match self.store.get(&Path::from(key)).await {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),
@@ -397,6 +461,44 @@ fn sync_files(paths: &[PathBuf]) -> Result<()> {
     })
 }
 
+/// Uncompressed blocks at least this large are mapped rather than read.
+const MAP_AT_LEAST: usize = 64 << 10;
+
+/// A whole uncompressed block file, mapped: its bytes are the page cache's, with no copy into
+/// (and no zero-filled pages of) a buffer of ours. Block files are never changed once written,
+/// only deleted or replaced by a rename, which leaves a mapping intact.
+fn map_block(path: &FsPath, key: &str, want: usize) -> Result<Bytes> {
+    let io = |e| BlockError::Io { what: format!("read block {key}"), source: e };
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlockError::Missing(key.to_string())),
+        Err(e) => return Err(io(e)),
+    };
+    let len = f.metadata().map_err(io)?.len();
+    if len != want as u64 {
+        return Err(BlockError::Short { key: key.to_string(), got: len as usize, want });
+    }
+    // SAFETY: the mapping is read-only and block files are immutable (see above), so the
+    // bytes cannot change under the `Bytes` that owns the mapping.
+    let map = unsafe { memmap2::MmapOptions::new().len(want).populate().map(&f) }.map_err(io)?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// Replaces a block file's content atomically (a new file, synced, renamed over it).
+fn rewrite(path: &FsPath, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".repair");
+    let tmp = PathBuf::from(tmp);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
 fn syncfs(dir: &FsPath) -> Result<()> {
     use std::os::fd::AsRawFd;
     let f =
@@ -441,6 +543,51 @@ mod tests {
         assert_eq!(tracked(&s), (0, true));
         s.sync().await?;
         assert_eq!(tracked(&s), (0, false));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn journaled_blocks_are_synced_and_repaired() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| BlockError::Io { what: "tempdir".into(), source: e })?;
+        let s = BlockStore::open(&format!("file://{}", dir.path().display()))?;
+        let (k1, k2, k3) = ("v1/chunks/0/0/5_0_4", "v1/chunks/0/0/6_0_4", "v1/chunks/0/0/7_0_4");
+        for k in [k1, k2, k3] {
+            assert!(s.put_now(k, &Bytes::from_static(b"abcd")).is_some_and(|r| r.is_ok()));
+        }
+        // Journaled blocks leave the list the next sync covers.
+        s.forget_unsynced(&[k1.to_string(), k2.to_string()]);
+        assert_eq!(tracked(&s), (1, false));
+        let path = |k: &str| dir.path().join(k);
+        std::fs::remove_file(path(k1)).map_err(|e| BlockError::Io { what: "rm".into(), source: e })?;
+        std::fs::write(path(k2), b"ab").map_err(|e| BlockError::Io { what: "tear".into(), source: e })?;
+        let j = |k: &str| (k.to_string(), b"abcd".to_vec());
+        // In the background a missing file is a collected one: left alone.
+        assert_eq!(s.sync_journaled(vec![j(k1), j(k3)], false).await?, 0);
+        assert!(!path(k1).exists());
+        // After a crash, missing and torn files are rewritten; intact ones are not.
+        assert_eq!(s.sync_journaled(vec![j(k1), j(k2), j(k3)], true).await?, 2);
+        for k in [k1, k2, k3] {
+            assert_eq!(s.get(k, 4).await?, Bytes::from_static(b"abcd"), "{k}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn large_local_blocks_are_mapped_and_checked() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| BlockError::Io { what: "tempdir".into(), source: e })?;
+        let s = BlockStore::open(&format!("file://{}", dir.path().display()))?;
+        let data = Bytes::from((0..MAP_AT_LEAST + 3).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let key = format!("v1/chunks/0/0/5_0_{}", data.len());
+        s.put(&key, data.clone()).await?;
+        assert_eq!(s.get(&key, data.len()).await?, data);
+        let mapped = s.get_now(&key, data.len()).expect("local")?;
+        // The mapping stays readable after the file is deleted (block collection).
+        s.delete(&key).await?;
+        assert_eq!(mapped, data);
+        assert!(matches!(s.get(&key, data.len()).await, Err(BlockError::Missing(_))));
+        std::fs::write(dir.path().join(&key), &data[..100])
+            .map_err(|e| BlockError::Io { what: "tear".into(), source: e })?;
+        assert!(matches!(s.get(&key, data.len()).await, Err(BlockError::Short { got: 100, .. })));
         Ok(())
     }
 

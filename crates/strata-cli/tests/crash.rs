@@ -369,3 +369,72 @@ fn blocks_of_a_crashed_client_are_swept() {
     let dead = c.mp(a).to_path_buf();
     let _ = Command::new("umount").arg("-l").arg(&dead).status();
 }
+
+/// The log of the server's latest start.
+fn last_server_log(c: &Cluster) -> String {
+    c.server.logs.last().map(|p| strip_ansi(&std::fs::read_to_string(p).unwrap_or_default())).unwrap_or_default()
+}
+
+/// Block files under `dir` whose key names a block of `len` bytes.
+fn block_files_of_len(dir: &std::path::Path, len: usize) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let suffix = format!("_{len}");
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A durable commit of a small file to a local block directory leaves the block file's sync to
+/// the server, with a copy of its bytes in the metadata commit. A power loss can then lose or
+/// tear the file: here the server is killed before it synced them and the files are removed
+/// and truncated, and the restarted server rewrites them from the copies.
+#[test]
+fn journaled_small_blocks_are_restored_after_a_crash() {
+    // No background round (which would sync the files and drop the copies) before the kill.
+    let opts = Opts { server_args: vec!["--gc-interval".into(), "1h".into()], ..Opts::default() };
+    let mut c = Cluster::with_opts("journal", opts);
+    if c.s3 {
+        // Blocks in S3 are durable when stored; nothing is journaled.
+        return;
+    }
+    c.allow_log("strata server unreachable");
+    c.allow_log("heartbeat failed");
+    let a = c.mount(&[]);
+    let (one, two) = (random_bytes(41, 10_007), random_bytes(42, 10_007));
+    for (name, data) in [("one", &one), ("two", &two)] {
+        let mut f = File::create(c.p(a, name)).expect("create");
+        f.write_all(data).expect("write");
+        f.sync_all().expect("fsync");
+    }
+    c.kill9_server();
+    let blocks = block_files_of_len(&c.data.join("blocks"), 10_007);
+    assert_eq!(blocks.len(), 2, "one block file per small file: {blocks:?}");
+    std::fs::remove_file(&blocks[0]).expect("lose one block file");
+    OpenOptions::new().write(true).open(&blocks[1]).expect("open").set_len(100).expect("tear the other");
+
+    c.start_server();
+    // The repair runs before the server answers calls; the port may accept connections sooner.
+    let repaired = wait_until(Duration::from_secs(30), || last_server_log(&c).contains("strata server listening"));
+    let log = last_server_log(&c);
+    assert!(repaired && log.contains("synced journaled blocks blocks=2 rewritten=2"), "restart log:\n{log}");
+    // A new mount reads from the block files, not from a cache.
+    let b = c.mount(&[]);
+    assert_bytes_eq(&read_all(&c.p(b, "one")), &one, "one after the restart");
+    assert_bytes_eq(&read_all(&c.p(b, "two")), &two, "two after the restart");
+    assert_eq!(std::fs::metadata(&blocks[0]).expect("restored").len(), 10_007);
+    // Once synced by a background round, the copies are gone: a second restart rewrites nothing.
+    assert_eq!(c.stop_server(), Vec::<String>::new(), "clean stop");
+    c.start_server();
+    assert!(wait_until(Duration::from_secs(30), || last_server_log(&c).contains("strata server listening")));
+    let log = last_server_log(&c);
+    assert!(!log.contains("synced journaled blocks"), "copies left after a clean stop:\n{log}");
+}

@@ -1000,7 +1000,25 @@ impl Meta {
 
     /// Records written slices and the new length, in one transaction.
     pub fn commit_writes(&self, ino: Ino, writes: &[(u32, Slice)]) -> Result<Attr> {
-        self.write(false, |t| {
+        self.commit_writes_with(ino, writes, &[], false)
+    }
+
+    /// [`Meta::commit_writes`], where `durable` makes this commit and every one before it durable. `journal` holds blocks of
+    /// these slices (key, bytes as stored) that the client wrote to a local block directory but
+    /// did not sync: they are kept with the commit, so one sync of the metadata makes the data
+    /// durable too, until the server has synced the block files ([`Meta::journaled`],
+    /// [`Meta::forget_journaled`]) or, after a crash, rewritten them from here.
+    pub fn commit_writes_with(
+        &self,
+        ino: Ino,
+        writes: &[(u32, Slice)],
+        journal: &[(String, Vec<u8>)],
+        durable: bool,
+    ) -> Result<Attr> {
+        self.write(durable, |t| {
+            for (key, data) in journal {
+                t.put(&keys::journal(key), data)?;
+            }
             let mut a = load_attr(t, ino)?;
             if a.kind != FileType::File {
                 return Err(MetaError::Invalid("write to a non-file".into()));
@@ -1383,6 +1401,31 @@ impl Meta {
                 }
             }
             Ok(ids)
+        })
+    }
+
+    /// Up to `limit` journaled blocks: key and bytes as stored.
+    pub fn journaled(&self, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let end = prefix_end(keys::JOURNAL_PREFIX);
+        self.read(|t| {
+            t.scan(keys::JOURNAL_PREFIX, &end, limit)?
+                .into_iter()
+                .map(|(k, v)| {
+                    let key =
+                        String::from_utf8(k[1..].to_vec()).map_err(|_| MetaError::Corrupt("journal key".into()))?;
+                    Ok((key, v))
+                })
+                .collect()
+        })
+    }
+
+    /// Drops journaled blocks whose files are durable (or gone with their slice).
+    pub fn forget_journaled(&self, keys_done: &[String]) -> Result<()> {
+        self.write(false, |t| {
+            for k in keys_done {
+                t.delete(&keys::journal(k))?;
+            }
+            Ok(())
         })
     }
 

@@ -97,6 +97,18 @@ pub fn slice_refs(slice: u64) -> [u8; 9] {
     tagged(b'R', slice)
 }
 
+/// A small block whose durability a commit left to the server: `J block-key` -> its bytes as
+/// stored (see `Meta::commit_writes`).
+pub fn journal(block_key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + block_key.len());
+    k.push(b'J');
+    k.extend_from_slice(block_key.as_bytes());
+    k
+}
+
+/// Prefix of all journaled blocks.
+pub const JOURNAL_PREFIX: &[u8] = b"J";
+
 /// Inode unlinked while open, kept until its last close: `O ino`.
 pub fn sustained(ino: Ino) -> [u8; 9] {
     tagged(b'O', ino)

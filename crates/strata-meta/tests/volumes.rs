@@ -19,6 +19,27 @@ fn truncate(m: &Meta, ino: Ino, size: u64) -> Result<Attr> {
 }
 
 #[test]
+fn journaled_blocks_go_with_their_commit() {
+    let fs = TestFs::new();
+    let m = &fs.meta;
+    let vol = m.create_volume("j", &NewVolume { capacity: MIB, ..Default::default() }).unwrap();
+    let f = mkfile(m, &root(), vol.root, "f", 0o644).unwrap();
+    let a = slice(m, 0, 4096);
+    let ka = format!("v{}/chunks/0/0/{}_0_4096", vol.id, a.id);
+    m.commit_writes_with(f, &[(0, a)], &[(ka.clone(), vec![1; 4096])], true).unwrap();
+    assert_eq!(m.journaled(10).unwrap(), vec![(ka.clone(), vec![1; 4096])]);
+    // A refused commit journals nothing either.
+    let b = slice(m, 0, 2 * MIB as u32);
+    let kb = format!("v{}/chunks/0/0/{}_0_4096", vol.id, b.id);
+    assert_eq!(m.commit_writes_with(f, &[(0, b)], &[(kb, vec![2; 4096])], true).map(|a| a.size), Err(MetaError::Quota));
+    assert_eq!(m.journaled(10).unwrap().len(), 1);
+    assert_eq!(m.journaled(0).unwrap().len(), 0);
+    m.forget_journaled(std::slice::from_ref(&ka)).unwrap();
+    assert!(m.journaled(10).unwrap().is_empty());
+    assert_eq!(m.read_chunk(f, 0).unwrap(), vec![a]);
+}
+
+#[test]
 fn byte_quota_refuses_growth_and_changes_nothing() {
     let fs = TestFs::new();
     let m = &fs.meta;

@@ -67,6 +67,16 @@ impl OpenFiles {
         raced.ok_or_else(|| strata_vfs::VfsError::from_errno(libc::EBADF))
     }
 
+    /// Takes a file the gateway just created as open for writing (see [`Vfs::open_created`]),
+    /// so the WRITEs that follow need no open.
+    pub fn created(&self, ino: u64) {
+        self.lock().entry((ino, true)).or_insert_with(|| Slot {
+            fh: self.vfs.open_created(ino),
+            used: Instant::now(),
+            busy: Arc::new(()),
+        });
+    }
+
     /// Closes descriptors unused for `idle` (all of them with `Duration::ZERO`); returns how
     /// many were closed. Errors of the commits on close are logged: NFS clients learn of lost
     /// writes at COMMIT, which commits first.
@@ -81,8 +91,12 @@ impl OpenFiles {
             keys.iter().filter_map(|k| m.remove(k)).map(|s| s.fh).collect()
         };
         for fh in &victims {
-            if let Err(e) = self.vfs.release(*fh).await {
-                tracing::warn!(error = %e, "closing a file for NFS clients failed");
+            match self.vfs.release(*fh).await {
+                Ok(()) => {}
+                // Removed meanwhile (a file the gateway created is not held open against an
+                // unlink, as NFS has no opens): what it buffered went with it.
+                Err(e) if e.errno() == libc::ENOENT => tracing::debug!(error = %e, "closed a removed file"),
+                Err(e) => tracing::warn!(error = %e, "closing a file for NFS clients failed"),
             }
         }
         victims.len()

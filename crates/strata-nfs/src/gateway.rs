@@ -16,6 +16,7 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::handle::{HandleError, HandleKey, export_of};
 use crate::nfs::Outcome;
+use crate::reply::Reply;
 use crate::xdr::{pack_into, put_u32};
 use strata_nfs_wire::rpc::{self, Accept, Call};
 use strata_nfs_wire::{MountCall, PortmapCall, XdrError, decode_mount, decode_portmap};
@@ -187,32 +188,33 @@ impl Gateway {
     }
 
     /// Answers one call with a framed reply record; `None` when nothing can be answered.
-    pub async fn dispatch(&self, peer: IpAddr, record: &[u8]) -> Option<Vec<u8>> {
+    pub async fn dispatch(&self, peer: IpAddr, record: &[u8]) -> Option<Reply> {
         let mut call = match rpc::parse_call(record) {
             Ok(c) => c,
-            Err(rpc::BadCall::RpcMismatch(xid)) => return Some(rpc::frame(rpc::rpc_mismatch(xid))),
-            Err(rpc::BadCall::BadCred(xid)) => return Some(rpc::frame(rpc::auth_error(xid, rpc::AUTH_BADCRED))),
+            Err(rpc::BadCall::RpcMismatch(xid)) => return Some(Reply::framed(rpc::frame(rpc::rpc_mismatch(xid)))),
+            Err(rpc::BadCall::BadCred(xid)) => {
+                return Some(Reply::framed(rpc::frame(rpc::auth_error(xid, rpc::AUTH_BADCRED))));
+            }
             Err(rpc::BadCall::NotACall | rpc::BadCall::Unanswerable(_)) => return None,
         };
         if call.flavor != rpc::AUTH_NULL && call.flavor != rpc::AUTH_UNIX {
-            return Some(rpc::frame(rpc::auth_error(call.xid, rpc::AUTH_TOOWEAK)));
+            return Some(Reply::framed(rpc::frame(rpc::auth_error(call.xid, rpc::AUTH_TOOWEAK))));
         }
         let xid = call.xid;
         let reply = match (call.prog, call.vers) {
             (NFS, 3) => {
                 // Record mark (set below) and accepted-reply header, then the result in place.
-                let mut out = Vec::with_capacity(512);
-                out.extend_from_slice(&[0; 4]);
-                out.extend_from_slice(&rpc::accepted(xid, Accept::Success));
+                let mut out = Reply { head: Vec::with_capacity(512), data: Vec::new() };
+                out.head.extend_from_slice(&[0; 4]);
+                out.head.extend_from_slice(&rpc::accepted(xid, Accept::Success));
                 let cred = call.cred.clone();
                 return Some(match self.nfs(peer, cred.as_ref(), call.proc_, &mut call.args, &mut out).await {
                     Outcome::Done => {
-                        let mark = (out.len() - 4) as u32 | 0x8000_0000;
-                        out[..4].copy_from_slice(&mark.to_be_bytes());
+                        out.seal();
                         out
                     }
-                    Outcome::Garbage(e) => rpc::frame(garbage(xid, call.prog, call.proc_, &e)),
-                    Outcome::NoProc => rpc::frame(rpc::accepted(xid, Accept::ProcUnavail)),
+                    Outcome::Garbage(e) => Reply::framed(rpc::frame(garbage(xid, call.prog, call.proc_, &e))),
+                    Outcome::NoProc => Reply::framed(rpc::frame(rpc::accepted(xid, Accept::ProcUnavail))),
                 });
             }
             (MOUNT, 3) => match self.mount(peer, &mut call).await {
@@ -229,7 +231,7 @@ impl Gateway {
             (PORTMAP, _) => rpc::accepted(xid, Accept::ProgMismatch(2, 2)),
             _ => rpc::accepted(xid, Accept::ProgUnavail),
         };
-        Some(rpc::frame(reply))
+        Some(Reply::framed(rpc::frame(reply)))
     }
 
     /// The MOUNT program (RFC 1813, appendix I).

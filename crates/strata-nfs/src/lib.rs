@@ -11,6 +11,7 @@ pub mod files;
 pub mod gateway;
 pub mod handle;
 pub mod nfs;
+pub mod reply;
 pub mod server;
 pub mod xdr;
 
@@ -18,4 +19,5 @@ pub use strata_nfs_wire::{args, rpc};
 
 pub use export::{ExportSpec, Squash};
 pub use gateway::{Export, Gateway};
+pub use reply::Reply;
 pub use server::{Attach, StartError, attach, serve, sessions};

@@ -4,15 +4,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use nfs3_types::nfs3::{
-    ACCESS3resok, COMMIT3resok, FSINFO3resok, FSSTAT3resok, LOOKUP3resok, Nfs3Option, PATHCONF3resok, READ3resok,
-    READLINK3resok, SETATTR3resok, WRITE3resok, cookieverf3, nfs_fh3, nfspath3, nfsstat3, nfstime3, stable_how,
-    writeverf3,
+    ACCESS3resok, COMMIT3resok, FSINFO3resok, FSSTAT3resok, LOOKUP3resok, Nfs3Option, PATHCONF3resok, READLINK3resok,
+    SETATTR3resok, WRITE3resok, cookieverf3, nfs_fh3, nfspath3, nfsstat3, nfstime3, stable_how, writeverf3,
 };
 use nfs3_types::xdr_codec::Opaque;
 use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
 
 use crate::attr::{self, access, fattr, post_op, status, wcc};
 use crate::gateway::{Export, Gateway};
+use crate::reply::Reply;
 use crate::xdr::{pack_into, put_u32};
 use strata_nfs_wire::args::{CreateHow, NodeKind};
 use strata_nfs_wire::{Decoder, NfsCall, UnixCred, XdrError, decode_nfs};
@@ -74,26 +74,27 @@ fn times_of(s: &SetAttr) -> bool {
 
 impl Gateway {
     /// Runs one NFS procedure for a caller at `peer`, appending its result to `out` (which
-    /// holds the reply's headers: a READ's data is copied once, straight into the reply).
+    /// holds the reply's headers; a READ's data follows as the block cache's own buffers).
     pub async fn nfs(
         &self,
         peer: IpAddr,
         cred: Option<&UnixCred>,
         proc_: u32,
         d: &mut Decoder<'_>,
-        out: &mut Vec<u8>,
+        out: &mut Reply,
     ) -> Outcome {
-        let base = out.len();
+        let base = out.head.len();
         let res = match self.nfs_proc(peer, cred, proc_, d, out).await {
             Ok(Some(r)) => r,
             Ok(None) => return Outcome::NoProc,
             Err(e) => return Outcome::Garbage(e),
         };
         if let Err(st) = res {
-            out.truncate(base);
-            pack_into(out, &st);
+            out.head.truncate(base);
+            out.data.clear();
+            pack_into(&mut out.head, &st);
             for _ in 0..fail_words(proc_) {
-                put_u32(out, 0);
+                put_u32(&mut out.head, 0);
             }
         }
         Outcome::Done
@@ -107,10 +108,24 @@ impl Gateway {
         cred: Option<&UnixCred>,
         proc_: u32,
         d: &mut Decoder<'_>,
-        out: &mut Vec<u8>,
+        reply: &mut Reply,
     ) -> Result<Option<NfsResult<()>>, XdrError> {
         let Some(call) = decode_nfs(proc_, d)? else { return Ok(None) };
-        let r = match call {
+        Ok(Some(match call {
+            NfsCall::Read(fh, off, count) => self.read(peer, cred, fh, off, count, reply).await,
+            call => self.proc_in_head(peer, cred, call, &mut reply.head).await,
+        }))
+    }
+
+    /// Runs a procedure whose whole result goes in the reply's head (all but READ).
+    async fn proc_in_head(
+        &self,
+        peer: IpAddr,
+        cred: Option<&UnixCred>,
+        call: NfsCall<'_>,
+        out: &mut Vec<u8>,
+    ) -> NfsResult<()> {
+        match call {
             // Void result: no status either.
             NfsCall::Null => Ok(()),
             NfsCall::Getattr(fh) => self.getattr(peer, fh, out).await,
@@ -118,7 +133,8 @@ impl Gateway {
             NfsCall::Lookup(w) => self.lookup(peer, cred, w.dir, w.name, out).await,
             NfsCall::Access(fh, want) => self.access(peer, cred, fh, want, out).await,
             NfsCall::Readlink(fh) => self.readlink(peer, fh, out).await,
-            NfsCall::Read(fh, off, count) => self.read(peer, cred, fh, off, count, out).await,
+            // Answered by `nfs_proc`, which gives it the whole reply for its data.
+            NfsCall::Read(..) => Err(nfsstat3::NFS3ERR_SERVERFAULT),
             NfsCall::Write { fh, offset, count, stable, data } => {
                 self.write(peer, cred, fh, offset, count, stable, data, out).await
             }
@@ -143,8 +159,7 @@ impl Gateway {
             NfsCall::Fsinfo(fh) => self.fsinfo(peer, fh, out).await,
             NfsCall::Pathconf(fh) => self.pathconf(peer, fh, out).await,
             NfsCall::Commit(fh, _, _) => self.commit(peer, fh, out).await,
-        };
-        Ok(Some(r))
+        }
     }
 
     /// Current attributes of an inode (within the attribute lifetime); a deleted one is stale.
@@ -320,26 +335,25 @@ impl Gateway {
         fh: &[u8],
         off: u64,
         count: u32,
-        out: &mut Vec<u8>,
+        out: &mut Reply,
     ) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
         let a = self.check_attr(&ex, ino).await?;
         Self::check_data(&a, &ex.spec.ctx(cred), false)?;
         let f = ex.files.get(ino, false).await.map_err(|e| open_status(&e))?;
         let count = count.min(MAX_IO);
-        let data = ex.vfs.read(f.fh, off, count).await.map_err(|e| status(&e))?;
+        let data = ex.vfs.read_bytes(f.fh, off, count).await.map_err(|e| status(&e))?;
+        let len: usize = data.iter().map(|d| d.len()).sum();
         let after = ex.vfs.cached_attr(ino);
-        let eof = (data.len() as u32) < count || after.is_some_and(|a| off + data.len() as u64 >= a.size);
-        pack_into(out, &nfsstat3::NFS3_OK);
-        pack_into(
-            out,
-            &READ3resok {
-                file_attributes: post_op(ino, after.as_ref(), ex.fsid),
-                count: data.len() as u32,
-                eof,
-                data: Opaque::borrowed(&data),
-            },
-        );
+        let eof = (len as u32) < count || after.is_some_and(|a| off + len as u64 >= a.size);
+        // READ3resok field by field up to the data's length; the data itself goes out as the
+        // cache's buffers.
+        pack_into(&mut out.head, &nfsstat3::NFS3_OK);
+        pack_into(&mut out.head, &post_op(ino, after.as_ref(), ex.fsid));
+        put_u32(&mut out.head, len as u32);
+        put_u32(&mut out.head, u32::from(eof));
+        put_u32(&mut out.head, len as u32);
+        out.push_opaque(data);
         Ok(())
     }
 
@@ -440,7 +454,10 @@ impl Gateway {
         let mode = |s: &SetAttr| libc::S_IFREG | s.mode.unwrap_or(0o644);
         let (ino, a) = match &how {
             CreateHow::Unchecked(s) => match ex.vfs.mknod(&ctx, dino, name, mode(&attr::setattr(s)), 0, 0).await {
-                Ok((ino, a)) => (ino, Self::apply_rest(&ex, &ctx, ino, a, &attr::setattr(s)).await?),
+                Ok((ino, a)) => {
+                    ex.files.created(ino);
+                    (ino, Self::apply_rest(&ex, &ctx, ino, a, &attr::setattr(s)).await?)
+                }
                 Err(e) if e.errno() == libc::EEXIST => {
                     let (ino, a) = ex.vfs.lookup(&ctx, dino, name).await.map_err(|e| status(&e))?;
                     if a.kind != FileType::File {
@@ -459,6 +476,7 @@ impl Gateway {
             CreateHow::Guarded(s) => {
                 let s = attr::setattr(s);
                 let (ino, a) = ex.vfs.mknod(&ctx, dino, name, mode(&s), 0, 0).await.map_err(|e| status(&e))?;
+                ex.files.created(ino);
                 (ino, Self::apply_rest(&ex, &ctx, ino, a, &s).await?)
             }
             CreateHow::Exclusive(verf) => {
@@ -467,6 +485,7 @@ impl Gateway {
                 let stamp = verifier_times(verf);
                 match ex.vfs.mknod(&ctx, dino, name, libc::S_IFREG | 0o600, 0, 0).await {
                     Ok((ino, _)) => {
+                        ex.files.created(ino);
                         let t = SetAttr {
                             atime: Some(SetTime::At(stamp.0)),
                             mtime: Some(SetTime::At(stamp.1)),

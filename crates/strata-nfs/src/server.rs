@@ -4,7 +4,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::io::Write;
 use std::sync::Mutex;
 use strata_meta::{Ctx, FileType};
 use strata_vfs::{Client, Vfs, VfsConfig};
@@ -195,7 +194,7 @@ fn worker(g: &Gateway, conn: &Conn, rt: &tokio::runtime::Handle) {
         }
         match rt.block_on(g.dispatch(ip, &record)) {
             Some(reply) => {
-                if lock(&conn.writer).write_all(&reply).is_err() {
+                if reply.write_to(&mut *lock(&conn.writer)).is_err() {
                     break;
                 }
             }

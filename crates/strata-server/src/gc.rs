@@ -33,6 +33,9 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
     let mut last_sweep: Option<Instant> = None;
     loop {
         tokio::time::sleep(cfg.interval).await;
+        if let Err(e) = crate::journal::flush(&st, false).await {
+            tracing::error!(error = %e, "syncing journaled blocks failed; will retry");
+        }
         // With shared state any server may end a session silent towards all of them.
         let (meta, timeout) = (st.meta.clone(), cfg.session_timeout);
         match tokio::task::spawn_blocking(move || meta.expire_sessions(timeout)).await {

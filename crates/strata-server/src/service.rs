@@ -134,6 +134,49 @@ impl MetaService {
         Ok(())
     }
 
+    /// The blocks a durable commit journals, checked: well-formed keys of the committed slices,
+    /// in volumes the caller may write whose stores are this server's local directories.
+    async fn check_journal(
+        &self,
+        who: &TokenRecord,
+        r: &pb::CommitReq,
+        writes: &[(u32, strata_meta::Slice)],
+    ) -> Result<Vec<(String, Vec<u8>)>, Status> {
+        if r.journal.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !r.durable {
+            return Err(Status::invalid_argument("journaled blocks need a durable commit"));
+        }
+        if r.journal.iter().map(|b| b.data.len()).sum::<usize>() > crate::journal::MAX_COMMIT_BYTES {
+            return Err(Status::invalid_argument("too many journaled bytes for one commit"));
+        }
+        let mut vols: Vec<u32> = Vec::new();
+        for b in &r.journal {
+            let vol = strata_blocks::layout::volume_of_block_key(&b.key)
+                .ok_or_else(|| Status::invalid_argument(format!("journaled block {:?}: not a block key", b.key)))?;
+            let id = strata_blocks::layout::slice_of_key(&b.key).unwrap_or(0);
+            if !writes.iter().any(|(_, s)| s.id == id) {
+                return Err(Status::invalid_argument(format!("journaled block {} is not of a committed slice", b.key)));
+            }
+            if !vols.contains(&vol) {
+                vols.push(vol);
+            }
+        }
+        for vol in vols {
+            self.check_volume(who, vol)?;
+            let st = self.st.clone();
+            let vb = blocking(move || st.volume_blocks(vol)).await?;
+            let local = self.st.store(&vb.store).map(|s| s.is_local()).unwrap_or(false);
+            if !local {
+                return Err(Status::failed_precondition(format!(
+                    "volume {vol}'s blocks are not in a directory of this server: sync them instead of journaling"
+                )));
+            }
+        }
+        Ok(r.journal.iter().map(|b| (b.key.clone(), b.data.clone())).collect())
+    }
+
     fn guard_volume<T>(&self, req: &Request<T>, vol: u32) -> Result<(), Status> {
         self.check_volume(crate::auth::principal(req)?, vol)
     }
@@ -384,6 +427,7 @@ impl MetaRpc for MetaService {
 
     async fn commit_writes(&self, req: Request<pb::CommitReq>) -> Result<Response<pb::CommitResp>, Status> {
         self.guard(&req, &[req.get_ref().ino], true).await?;
+        let req_who = crate::auth::principal(&req)?.clone();
         let r = req.into_inner();
         let writes: Vec<(u32, strata_meta::Slice)> = r
             .writes
@@ -391,13 +435,11 @@ impl MetaRpc for MetaService {
             .map(|w| w.slice.as_ref().map(|s| (w.index, slice_from_pb(s))))
             .collect::<Option<_>>()
             .ok_or_else(|| Status::invalid_argument("write without a slice"))?;
+        let journal = self.check_journal(&req_who, &r, &writes).await?;
         let meta = self.st.meta.clone();
         let ino = r.ino;
         let (a, crowded, capacity, used) = blocking(move || {
-            let a = meta.commit_writes(ino, &writes)?;
-            if r.durable {
-                meta.sync()?;
-            }
+            let a = meta.commit_writes_with(ino, &writes, &journal, r.durable)?;
             let mut idxs: Vec<u32> = writes.iter().map(|(i, _)| *i).collect();
             idxs.dedup();
             let mut crowded = Vec::new();

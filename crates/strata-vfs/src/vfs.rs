@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use strata_blocks::layout::{Source, block_key, chunk_pieces, visible};
 use strata_blocks::{BlockCache, BlockStore, Codec, DiskCache};
 use strata_meta::{Attr, CHUNK_SIZE, Ctx, FileType, SetAttr, Slice};
@@ -170,6 +172,8 @@ struct Handle {
     write: bool,
     read: Mutex<ReadState>,
     dir: Option<Vec<DirEntry>>,
+    /// The server counts this handle's file as open here (see [`Vfs::open_created`]).
+    counted: bool,
 }
 
 #[derive(Default)]
@@ -637,7 +641,7 @@ impl Vfs {
             };
             entries.push(DirEntry { name: e.name, ino: e.ino, kind, attr });
         }
-        Ok(self.add_handle(Handle { ino, write: false, read: Mutex::default(), dir: Some(entries) }))
+        Ok(self.add_handle(Handle { ino, write: false, read: Mutex::default(), dir: Some(entries), counted: false }))
     }
 
     /// Entries of an open directory from position `offset` on (positions are list indexes).
@@ -688,8 +692,15 @@ impl Vfs {
         if a.size > 0 && flags & libc::O_TRUNC == 0 {
             Self::lock(&self.inodes).entry(ino).or_default().chunks.entry(0).or_insert_with(|| Arc::new(chunk0));
         }
-        let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
+        let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None, counted: true });
         Ok(Opened { fh, keep_cache: keep, changed: seen == Seen::Changed })
+    }
+
+    /// Opens for writing a file this client has just created, without a call to the server:
+    /// creating it proved the right to write it. The server does not count it as open here, so
+    /// the file goes at once if another client unlinks it (as over NFS, which has no opens).
+    pub fn open_created(&self, ino: u64) -> u64 {
+        self.add_handle(Handle { ino, write: true, read: Mutex::default(), dir: None, counted: false })
     }
 
     /// Creates and opens a regular file (`O_EXCL` honoured).
@@ -713,7 +724,7 @@ impl Vfs {
             a = self.setattr(ctx, ino, &SetAttr { size: Some(0), ..Default::default() }).await?;
         }
         self.observe(ino, &a);
-        let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None });
+        let fh = self.add_handle(Handle { ino, write, read: Mutex::default(), dir: None, counted: true });
         Ok((ino, a, fh))
     }
 
@@ -878,7 +889,12 @@ impl Vfs {
         durable: bool,
     ) -> Result<Option<(Vec<(u32, Slice)>, pb::CommitResp)>> {
         let slices = w.drain(&self.shared).await?;
+        let journal = if durable { self.journal_of(&slices) } else { Vec::new() };
+        let journaled: Vec<String> = journal.iter().map(|b| b.key.clone()).collect();
         if durable {
+            // Journaled blocks become durable with the metadata; any other block written
+            // since the last sync (of this file or another) is synced here as before.
+            self.store.forget_unsynced(&journaled);
             self.store.sync().await?;
         }
         if slices.is_empty() {
@@ -891,9 +907,40 @@ impl Vfs {
             slices.iter().map(|(idx, s)| pb::ChunkWrite { index: *idx, slice: Some(slice_to_pb(s)) }).collect();
         let r = self
             .client
-            .call::<_, pb::CommitResp>(Method::CommitWrites, |_| pb::CommitReq { ino, writes: writes.clone(), durable })
-            .await?;
-        Ok(Some((slices, r)))
+            .call::<_, pb::CommitResp>(Method::CommitWrites, |_| pb::CommitReq {
+                ino,
+                writes: writes.clone(),
+                durable,
+                journal: journal.clone(),
+            })
+            .await;
+        if r.is_err() {
+            // Not committed, so not journaled either: leave them to the next sync.
+            for k in &journaled {
+                if let Some(p) = self.store.local_path(k) {
+                    self.store.note_written(p);
+                }
+            }
+        }
+        Ok(Some((slices, r?)))
+    }
+
+    /// The blocks of `slices` that a durable commit can hand to the server instead of syncing
+    /// them: only for a local block directory, and only a few small blocks still in the cache
+    /// (a sync of large writes costs little next to writing them). Empty when not all qualify.
+    fn journal_of(&self, slices: &[(u32, Slice)]) -> Vec<pb::JournaledBlock> {
+        if !self.store.is_local() || slices.iter().map(|(_, s)| u64::from(s.size)).sum::<u64>() > JOURNAL_MAX {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (_, s) in slices {
+            for (i, len) in strata_blocks::layout::slice_blocks(s.size, self.volume.block_size) {
+                let key = block_key(self.volume.id, s.id, i, len);
+                let Some(data) = self.cache.peek(&key) else { return Vec::new() };
+                out.push(pb::JournaledBlock { data: self.store.stored_form(&data).to_vec(), key });
+            }
+        }
+        out
     }
 
     fn start_compaction(&self, ino: u64, idx: u32) {
@@ -924,8 +971,8 @@ impl Vfs {
         for seg in visible(&slices, start, end - start) {
             if let Source::Data { id, size, off } = seg.src {
                 let mut at = (seg.pos - start) as usize;
-                let mut sink = |b: &[u8]| {
-                    buf[at..at + b.len()].copy_from_slice(b);
+                let mut sink = |b: Bytes| {
+                    buf[at..at + b.len()].copy_from_slice(&b);
                     at += b.len();
                 };
                 self.read_slice(id, size, off, seg.len as usize, true, &mut sink).await?;
@@ -1010,7 +1057,9 @@ impl Vfs {
                 m.remove(&h.ino);
             }
         }
-        self.close_ino(h.ino).await;
+        if h.counted {
+            self.close_ino(h.ino).await;
+        }
         res
     }
 
@@ -1030,6 +1079,17 @@ impl Vfs {
 
     /// Reads up to `size` bytes at `off`.
     pub async fn read(&self, fh: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let segs = self.read_bytes(fh, off, size).await?;
+        let mut out = Vec::with_capacity(segs.iter().map(Bytes::len).sum());
+        for s in &segs {
+            out.extend_from_slice(s);
+        }
+        Ok(out)
+    }
+
+    /// Reads up to `size` bytes at `off` as the cached blocks' own bytes, in order (holes as
+    /// shared zeros): a caller that sends them with vectored writes copies nothing.
+    pub async fn read_bytes(&self, fh: u64, off: u64, size: u32) -> Result<Vec<Bytes>> {
         let h = self.handle(fh)?;
         let ino = h.ino;
         if let Some(w) = self.writer(ino)
@@ -1057,6 +1117,11 @@ impl Vfs {
                 off == st.last_end || (off > st.last_end.saturating_sub(1 << 20) && off <= st.last_end + (1 << 20));
             let max = self.cfg.readahead;
             st.window = if seq { (st.window * 2).clamp(max.min(8 << 20), max) } else { 0 };
+            if !seq {
+                // A new stream (say the file read again from the start): what was fetched
+                // ahead of the old one says nothing about this one.
+                st.prefetched_to = end;
+            }
             st.last_end = end;
             seq && st.window > 0
         };
@@ -1072,19 +1137,24 @@ impl Vfs {
         Ok(out)
     }
 
-    async fn read_range(&self, ino: u64, off: u64, end: u64, whole_blocks: bool) -> Result<Vec<u8>> {
-        // Filled in order, segment after segment (holes as zeros), so that the bytes are
-        // written once: zeroing a megabyte first would cost as much as copying it.
-        let mut out = Vec::with_capacity((end - off) as usize);
+    async fn read_range(&self, ino: u64, off: u64, end: u64, whole_blocks: bool) -> Result<Vec<Bytes>> {
+        let mut out = Vec::new();
         for (idx, pos, n) in chunk_pieces(off, end - off) {
             let slices = self.chunk(ino, idx).await?;
             for seg in visible(&slices, pos, n) {
                 match seg.src {
                     Source::Data { id, size, off: soff } => {
-                        let mut sink = |b: &[u8]| out.extend_from_slice(b);
+                        let mut sink = |b: Bytes| out.push(b);
                         self.read_slice(id, size, soff, seg.len as usize, whole_blocks, &mut sink).await?;
                     }
-                    _ => out.resize(out.len() + seg.len as usize, 0),
+                    _ => {
+                        let mut left = seg.len as usize;
+                        while left > 0 {
+                            let k = left.min(ZEROS.len());
+                            out.push(Bytes::from_static(&ZEROS[..k]));
+                            left -= k;
+                        }
+                    }
                 }
             }
         }
@@ -1099,7 +1169,7 @@ impl Vfs {
         soff: u32,
         len: usize,
         whole: bool,
-        sink: &mut (dyn FnMut(&[u8]) + Send),
+        sink: &mut (dyn FnMut(Bytes) + Send),
     ) -> Result<()> {
         let bs = self.volume.block_size;
         let mut done = 0usize;
@@ -1112,7 +1182,7 @@ impl Vfs {
             let in_block = (pos - bstart) as usize;
             let n = (blen as usize - in_block).min(len - done);
             if let Some(data) = self.cache.peek(&key) {
-                sink(&data[in_block..in_block + n]);
+                sink(data.slice(in_block..in_block + n));
             } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize || self.store.is_compressed() {
                 // Whole blocks through the cache (a compressed block can only be read whole).
                 let data = if crate::client::can_block() {
@@ -1120,10 +1190,9 @@ impl Vfs {
                 } else {
                     self.cache.fetch(&self.store, &key, blen as usize).await?
                 };
-                sink(&data[in_block..in_block + n]);
+                sink(data.slice(in_block..in_block + n));
             } else {
-                let data = self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await?;
-                sink(&data);
+                sink(self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await?);
             }
             done += n;
         }
@@ -1381,6 +1450,12 @@ impl Vfs {
 /// Writes stay buffered at most this long before they are committed, even if the file is
 /// never closed: a slow writer's data becomes visible and crash-safe, and no uploaded block
 /// stays unreferenced for long (the server collects old unreferenced blocks).
+/// Most bytes of blocks a durable commit journals instead of syncing their files.
+const JOURNAL_MAX: u64 = 256 << 10;
+
+/// Shared zeros that holes are read as.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
 const COMMIT_AFTER: Duration = Duration::from_secs(5);
 
 /// Commits buffered writes older than [`COMMIT_AFTER`] until the file system goes away.
