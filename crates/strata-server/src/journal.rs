@@ -11,10 +11,10 @@ use strata_blocks::layout::volume_of_block_key;
 use crate::state::State;
 
 /// Most bytes of blocks one commit may journal.
-pub const MAX_COMMIT_BYTES: usize = 1 << 20;
+pub const MAX_COMMIT_BYTES: usize = 256 << 10;
 
-/// Journaled blocks handled per round.
-const BATCH: usize = 1024;
+/// Journaled blocks handled per round (rows are at most 256 KiB: at most 64 MiB in memory).
+const BATCH: usize = 256;
 
 /// Makes every journaled block durable in its store and forgets it; returns how many blocks
 /// were handled and how many files were rewritten. `repair` (at start, before serving) first

@@ -932,12 +932,18 @@ impl Vfs {
         if !self.store.is_local() || slices.iter().map(|(_, s)| u64::from(s.size)).sum::<u64>() > JOURNAL_MAX {
             return Vec::new();
         }
-        let mut out = Vec::new();
+        let (mut out, mut total) = (Vec::new(), 0u64);
         for (_, s) in slices {
             for (i, len) in strata_blocks::layout::slice_blocks(s.size, self.volume.block_size) {
                 let key = block_key(self.volume.id, s.id, i, len);
                 let Some(data) = self.cache.peek(&key) else { return Vec::new() };
-                out.push(pb::JournaledBlock { data: self.store.stored_form(&data).to_vec(), key });
+                let stored = self.store.stored_form(&data);
+                // A compressed block that did not shrink is stored a little larger.
+                total += stored.len() as u64;
+                if total > JOURNAL_MAX {
+                    return Vec::new();
+                }
+                out.push(pb::JournaledBlock { data: stored.to_vec(), key });
             }
         }
         out
@@ -1450,7 +1456,8 @@ impl Vfs {
 /// Writes stay buffered at most this long before they are committed, even if the file is
 /// never closed: a slow writer's data becomes visible and crash-safe, and no uploaded block
 /// stays unreferenced for long (the server collects old unreferenced blocks).
-/// Most bytes of blocks a durable commit journals instead of syncing their files.
+/// Most bytes of blocks a durable commit journals instead of syncing their files (the
+/// server's limit, `strata_server::journal::MAX_COMMIT_BYTES`, is the same).
 const JOURNAL_MAX: u64 = 256 << 10;
 
 /// Shared zeros that holes are read as.
