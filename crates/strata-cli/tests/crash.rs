@@ -438,3 +438,44 @@ fn journaled_small_blocks_are_restored_after_a_crash() {
     let log = last_server_log(&c);
     assert!(!log.contains("synced journaled blocks"), "copies left after a clean stop:\n{log}");
 }
+
+/// A client cannot use the journal to have the server write what it likes: journals without a
+/// durable commit, with keys that are not block keys of the committed slices, or too large, are
+/// refused whole (the commit with them), and nothing changes.
+#[test]
+fn journals_the_server_cannot_accept_are_refused() {
+    use strata_proto::{pb, wire::Method};
+    let mut c = Cluster::new("badjournal");
+    let a = c.mount(&[]);
+    std::fs::write(c.p(a, "f"), b"").expect("create");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(c.p(a, "f")).expect("stat"));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (token, addr, volume) = (c.token(), c.addr.clone(), c.volume.clone());
+    rt.block_on(async {
+        let (client, mounted) =
+            strata_vfs::Client::mount(&addr, &token, &volume, "bad-journal", Duration::from_secs(5))
+                .await
+                .expect("attach");
+        let vol = mounted.volume.expect("volume").id;
+        let id = 1 << 40;
+        let slice = pb::Slice { pos: 0, id, size: 4096, off: 0, len: 4096 };
+        let block = |key: String, len: usize| pb::JournaledBlock { key, data: vec![7; len] };
+        let own = format!("v{vol}/chunks/{}/{}/{id}_0_4096", id / 1_000_000, id / 1_000);
+        let other = format!("v{vol}/chunks/0/0/5_0_4096");
+        let cases = [
+            ("not durable", false, vec![block(own.clone(), 4096)], "durable commit"),
+            ("path traversal", true, vec![block("../../../etc/passwd".into(), 4096)], "not a block key"),
+            ("another slice", true, vec![block(other, 4096)], "not of a committed slice"),
+            ("too large", true, vec![block(own.clone(), 300 << 10)], "too many journaled bytes"),
+        ];
+        for (what, durable, journal, says) in cases {
+            let req =
+                pb::CommitReq { ino, writes: vec![pb::ChunkWrite { index: 0, slice: Some(slice) }], durable, journal };
+            let e = client.call::<_, pb::CommitResp>(Method::CommitWrites, |_| req.clone()).await.expect_err(what);
+            assert!(e.to_string().contains(says), "{what}: {e}");
+        }
+    });
+    // No slice was committed: the file is as it was, and no file appeared outside the volume.
+    assert_eq!(std::fs::metadata(c.p(a, "f")).expect("stat").len(), 0);
+    assert!(!c.data.join("etc").exists() && !c.dir.join("etc").exists());
+}
