@@ -19,11 +19,14 @@ start)
  "actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
     base=$((port + 100))
+    # Volumes of 256 MB, grown seven at a time per collection, are never preallocated; the
+    # suites write a few GB in all (space of deleted blocks comes back only at a vacuum), so
+    # room for 100 keeps the store from running out of writable volumes (HTTP 500) mid-run.
     # In a session of its own: `weed` may be a wrapper (pyenv shim) whose child is the server,
     # so stop signals the whole process group.
     setsid nohup weed server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.port=$base -master.port.grpc=$((base + 1)) \
-        -volume.port=$((base + 2)) -volume.port.grpc=$((base + 3)) -volume.max=20 \
+        -volume.port=$((base + 2)) -volume.port.grpc=$((base + 3)) -volume.max=100 \
         -master.volumeSizeLimitMB=256 \
         -filer.port=$((base + 4)) -filer.port.grpc=$((base + 5)) \
         -s3 -s3.port="$port" -s3.port.grpc=$((base + 6)) -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" \
