@@ -13,6 +13,7 @@ pub mod handle;
 pub mod nfs;
 pub mod reply;
 pub mod server;
+mod wake;
 pub mod xdr;
 
 pub use strata_nfs_wire::{args, rpc};

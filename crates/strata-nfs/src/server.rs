@@ -12,6 +12,8 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::gateway::{Export, Gateway};
 use crate::handle::HandleKey;
+use crate::wake::{Closing, Pending, Waiter, pending};
+use std::os::fd::AsRawFd;
 use strata_nfs_wire::rpc::{RecordError, read_record};
 
 /// Why the gateway could not start.
@@ -117,9 +119,9 @@ const PER_CONNECTION: usize = 8;
 
 /// Serves connections on plain threads until the listener fails; calls run on `rt`.
 ///
-/// Each connection gets a few threads that take turns reading its next record (one blocks in
-/// `read` while the others work), run the call and write the reply. A client with one call in
-/// flight is served by one thread from end to end: no hand-off between threads, and the VFS's
+/// Each connection gets a few threads, each sleeping until the kernel wakes one of them for the
+/// next record ([`crate::wake`]), which it reads, runs and answers. A client with one call in
+/// flight is served by one thread from end to end and no thread wakes another, and the VFS's
 /// calls to the server go over blocking sockets (`allow_blocking_io`), which on these
 /// latency-bound metadata paths saves several thread wake-ups per NFS call.
 pub fn serve(g: Arc<Gateway>, listener: std::net::TcpListener, rt: tokio::runtime::Handle) -> std::io::Result<()> {
@@ -141,9 +143,11 @@ pub fn serve(g: Arc<Gateway>, listener: std::net::TcpListener, rt: tokio::runtim
 }
 
 struct Conn {
-    reader: Mutex<std::io::BufReader<std::net::TcpStream>>,
+    /// Held while a worker reads one record, so records are never interleaved.
+    reading: Mutex<()>,
     writer: Mutex<std::net::TcpStream>,
     sock: std::net::TcpStream,
+    closing: Closing,
     peer: SocketAddr,
 }
 
@@ -155,14 +159,16 @@ fn connection(
 ) -> std::io::Result<()> {
     tracing::debug!(client = %peer, "connected");
     let conn = Arc::new(Conn {
-        reader: Mutex::new(std::io::BufReader::with_capacity(256 * 1024, sock.try_clone()?)),
+        reading: Mutex::new(()),
         writer: Mutex::new(sock.try_clone()?),
         sock,
+        closing: Closing::new()?,
         peer,
     });
     for i in 0..PER_CONNECTION {
+        let waiter = Waiter::new(conn.sock.as_raw_fd(), &conn.closing)?;
         let (g, conn, rt) = (g.clone(), conn.clone(), rt.clone());
-        std::thread::Builder::new().name(format!("nfs-conn-{i}")).spawn(move || worker(&g, &conn, &rt))?;
+        std::thread::Builder::new().name(format!("nfs-conn-{i}")).spawn(move || worker(&g, &conn, &waiter, &rt))?;
     }
     Ok(())
 }
@@ -171,27 +177,55 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn worker(g: &Gateway, conn: &Conn, rt: &tokio::runtime::Handle) {
+/// The connection's next record, `Ok(None)` when another worker took it, `Err` when the
+/// connection is over (closed, broken, or sent something that is not RPC).
+fn next_record(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
+    let _turn = lock(&conn.reading);
+    match pending(&conn.sock) {
+        Ok(Pending::Data) => {}
+        Ok(Pending::Nothing) => return Ok(None),
+        Ok(Pending::Closed) => return Err(()),
+        Err(e) => {
+            tracing::debug!(client = %conn.peer, error = %e, "connection ended");
+            return Err(());
+        }
+    }
+    match read_record(&mut &conn.sock) {
+        Ok(Some(r)) if r.len() >= 8 => Ok(Some(r)),
+        Ok(Some(r)) => {
+            // Not even a transaction id and message type: nothing can be answered.
+            tracing::warn!(client = %conn.peer, bytes = r.len(), "closing the connection: record too short for RPC");
+            Err(())
+        }
+        Ok(None) => Err(()),
+        Err(RecordError::Io(e)) => {
+            tracing::debug!(client = %conn.peer, error = %e, "connection ended");
+            Err(())
+        }
+        Err(e) => {
+            tracing::warn!(client = %conn.peer, error = %e, "closing the connection");
+            Err(())
+        }
+    }
+}
+
+fn worker(g: &Gateway, conn: &Conn, waiter: &Waiter, rt: &tokio::runtime::Handle) {
     strata_vfs::allow_blocking_io();
     let ip: IpAddr = conn.peer.ip();
     loop {
-        let record = match read_record(&mut *lock(&conn.reader)) {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(RecordError::Io(e)) => {
-                tracing::debug!(client = %conn.peer, error = %e, "connection ended");
-                break;
-            }
+        match waiter.wait() {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
-                tracing::warn!(client = %conn.peer, error = %e, "closing the connection");
+                tracing::warn!(client = %conn.peer, error = %e, "closing the connection: waiting for calls failed");
                 break;
             }
-        };
-        if record.len() < 8 {
-            // Not even a transaction id and message type: nothing can be answered.
-            tracing::warn!(client = %conn.peer, bytes = record.len(), "closing the connection: record too short for RPC");
-            break;
         }
+        let record = match next_record(conn) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(()) => break,
+        };
         match rt.block_on(g.dispatch(ip, &record)) {
             Some(reply) => {
                 if reply.write_to(&mut *lock(&conn.writer)).is_err() {
@@ -201,6 +235,7 @@ fn worker(g: &Gateway, conn: &Conn, rt: &tokio::runtime::Handle) {
             None => tracing::debug!(client = %ip, "ignored a record that is not a call"),
         }
     }
-    // Wakes the other threads of this connection blocked in `read`.
+    // Wakes the other workers of this connection, whichever way it ended.
+    conn.closing.signal();
     let _ = conn.sock.shutdown(std::net::Shutdown::Both);
 }

@@ -111,6 +111,15 @@ impl KvTxn for SqliteTxn<'_> {
 
 impl KvEngine for SqliteEngine {
     fn read(&self, f: TxnFn<'_>) -> Result<()> {
+        // The writer's page cache is always current (nobody else writes), while a pooled
+        // reader must reload every page it touches after any commit: so reads use the writer
+        // whenever it is idle, and the pool only while it is busy.
+        if let Ok(mut conn) = self.writer.try_lock() {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            f(&mut SqliteTxn { conn: &tx })?;
+            tx.finish()?;
+            return Ok(());
+        }
         match self.take_reader()? {
             Some(mut conn) => {
                 let res = (|| {
@@ -135,20 +144,20 @@ impl KvEngine for SqliteEngine {
     fn write(&self, durable: bool, f: TxnFn<'_>) -> Result<()> {
         let mut conn = lock(&self.writer)?;
         if durable && self.path.is_some() {
-            conn.execute_batch("PRAGMA synchronous=FULL")?;
+            conn.prepare_cached("PRAGMA synchronous=FULL")?.execute([])?;
         }
         let res = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             f(&mut SqliteTxn { conn: &tx })?;
             if durable {
                 // A commit with nothing written would not touch (or sync) the WAL.
-                tx.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (x'00', x'00')", [])?;
+                tx.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (x'00', x'00')")?.execute([])?;
             }
             tx.commit()?;
             Ok(())
         })();
         if durable && self.path.is_some() {
-            conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+            conn.prepare_cached("PRAGMA synchronous=NORMAL")?.execute([])?;
         }
         res
     }
