@@ -1000,7 +1000,7 @@ impl Meta {
 
     /// Records written slices and the new length, in one transaction.
     pub fn commit_writes(&self, ino: Ino, writes: &[(u32, Slice)]) -> Result<Attr> {
-        self.commit_writes_with(ino, writes, &[], false)
+        Ok(self.commit_writes_with(ino, writes, &[], false)?.attr)
     }
 
     /// [`Meta::commit_writes`], where `durable` makes this commit and every one before it durable. `journal` holds blocks of
@@ -1014,7 +1014,7 @@ impl Meta {
         writes: &[(u32, Slice)],
         journal: &[(String, Vec<u8>)],
         durable: bool,
-    ) -> Result<Attr> {
+    ) -> Result<Committed> {
         self.write(durable, |t| {
             for (key, data) in journal {
                 t.put(&keys::journal(key), data)?;
@@ -1040,17 +1040,25 @@ impl Meta {
             let before = a.charged_bytes() as i64;
             a.size = end;
             charge(t, a.volume, a.charged_bytes() as i64 - before, 0)?;
+            let mut chunk_slices: Vec<(u32, usize)> = Vec::new();
             for (idx, s) in writes.iter().filter(|(_, s)| s.len > 0) {
                 let ck = keys::chunk(ino, *idx);
                 let mut raw = t.get(&ck)?.unwrap_or_default();
                 push_slice(&mut raw, s);
                 t.put(&ck, &raw)?;
+                let n = raw.len() / crate::codec::SLICE_LEN;
+                match chunk_slices.iter_mut().find(|(i, _)| i == idx) {
+                    Some(e) => e.1 = n,
+                    None => chunk_slices.push((*idx, n)),
+                }
             }
             let ts = now();
             a.mtime = ts;
             a.ctime = ts;
             store_attr(t, ino, &a)?;
-            Ok(a)
+            let used_bytes = load_usage(t, a.volume)?.bytes;
+            let capacity = load_volume(t, a.volume)?.capacity;
+            Ok(Committed { attr: a, chunk_slices, used_bytes, capacity })
         })
     }
 

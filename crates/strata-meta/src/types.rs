@@ -152,6 +152,19 @@ impl Attr {
     }
 }
 
+/// What a commit of writes leaves behind, read in the commit's own transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    /// The file's attributes after the commit.
+    pub attr: Attr,
+    /// How many slices each written chunk holds now.
+    pub chunk_slices: Vec<(u32, usize)>,
+    /// Bytes charged to the file's volume.
+    pub used_bytes: u64,
+    /// The volume's capacity in bytes (0: none).
+    pub capacity: u64,
+}
+
 /// One write's data inside a chunk. Later slices in a chunk's list cover earlier ones.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Slice {

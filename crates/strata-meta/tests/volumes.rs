@@ -26,17 +26,26 @@ fn journaled_blocks_go_with_their_commit() {
     let f = mkfile(m, &root(), vol.root, "f", 0o644).unwrap();
     let a = slice(m, 0, 4096);
     let ka = format!("v{}/chunks/0/0/{}_0_4096", vol.id, a.id);
-    m.commit_writes_with(f, &[(0, a)], &[(ka.clone(), vec![1; 4096])], true).unwrap();
+    let c = m.commit_writes_with(f, &[(0, a)], &[(ka.clone(), vec![1; 4096])], true).unwrap();
+    // The commit reports what it left, read in its own transaction.
+    assert_eq!((c.attr.size, c.chunk_slices.clone(), c.used_bytes, c.capacity), (4096, vec![(0, 1)], 4096, MIB));
     assert_eq!(m.journaled(10).unwrap(), vec![(ka.clone(), vec![1; 4096])]);
+    let (a2, a3) = (slice(m, 4096, 4096), slice(m, 8192, 4096));
+    let c = m.commit_writes_with(f, &[(0, a2), (0, a3)], &[], false).unwrap();
+    assert_eq!((c.chunk_slices.clone(), c.used_bytes), (vec![(0, 3)], 3 * 4096), "{c:?}");
+    assert_eq!(m.usage(vol.id).unwrap().bytes, c.used_bytes);
     // A refused commit journals nothing either.
     let b = slice(m, 0, 2 * MIB as u32);
     let kb = format!("v{}/chunks/0/0/{}_0_4096", vol.id, b.id);
-    assert_eq!(m.commit_writes_with(f, &[(0, b)], &[(kb, vec![2; 4096])], true).map(|a| a.size), Err(MetaError::Quota));
+    assert_eq!(
+        m.commit_writes_with(f, &[(0, b)], &[(kb, vec![2; 4096])], true).map(|c| c.attr.size),
+        Err(MetaError::Quota)
+    );
     assert_eq!(m.journaled(10).unwrap().len(), 1);
     assert_eq!(m.journaled(0).unwrap().len(), 0);
     m.forget_journaled(std::slice::from_ref(&ka)).unwrap();
     assert!(m.journaled(10).unwrap().is_empty());
-    assert_eq!(m.read_chunk(f, 0).unwrap(), vec![a]);
+    assert_eq!(m.read_chunk(f, 0).unwrap(), vec![a, a2, a3]);
 }
 
 #[test]

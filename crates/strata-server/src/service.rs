@@ -438,22 +438,14 @@ impl MetaRpc for MetaService {
         let journal = self.check_journal(&req_who, &r, &writes).await?;
         let meta = self.st.meta.clone();
         let ino = r.ino;
-        let (a, crowded, capacity, used) = blocking(move || {
-            let a = meta.commit_writes_with(ino, &writes, &journal, r.durable)?;
-            let mut idxs: Vec<u32> = writes.iter().map(|(i, _)| *i).collect();
-            idxs.dedup();
-            let mut crowded = Vec::new();
-            for idx in idxs {
-                if meta.read_chunk(ino, idx)?.len() > COMPACT_AFTER {
-                    crowded.push(idx);
-                }
-            }
-            let used = meta.usage(a.volume)?.bytes;
-            let capacity = meta.volume_by_id(a.volume)?.capacity;
-            Ok((a, crowded, capacity, used))
-        })
-        .await?;
-        Ok(Response::new(pb::CommitResp { attr: Some(attr_to_pb(ino, &a)), crowded, capacity, used_bytes: used }))
+        let c = blocking(move || meta.commit_writes_with(ino, &writes, &journal, r.durable)).await?;
+        let crowded = c.chunk_slices.iter().filter(|(_, n)| *n > COMPACT_AFTER).map(|(i, _)| *i).collect();
+        Ok(Response::new(pb::CommitResp {
+            attr: Some(attr_to_pb(ino, &c.attr)),
+            crowded,
+            capacity: c.capacity,
+            used_bytes: c.used_bytes,
+        }))
     }
 
     async fn compact_chunk(&self, req: Request<pb::CompactReq>) -> Result<Response<pb::BoolResp>, Status> {
