@@ -76,6 +76,8 @@ fn open_conn(path: Option<&Path>) -> Result<Connection> {
 
 struct SqliteTxn<'c> {
     conn: &'c Connection,
+    /// Whether this transaction changed anything (so its commit touches the WAL).
+    wrote: bool,
 }
 
 impl KvTxn for SqliteTxn<'_> {
@@ -87,12 +89,13 @@ impl KvTxn for SqliteTxn<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut st = self.conn.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)")?;
         st.execute(params![key, value])?;
+        self.wrote = true;
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         let mut st = self.conn.prepare_cached("DELETE FROM kv WHERE k = ?1")?;
-        st.execute(params![key])?;
+        self.wrote |= st.execute(params![key])? > 0;
         Ok(())
     }
 
@@ -105,7 +108,9 @@ impl KvTxn for SqliteTxn<'_> {
 
     fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<usize> {
         let mut st = self.conn.prepare_cached("DELETE FROM kv WHERE k >= ?1 AND k < ?2")?;
-        Ok(st.execute(params![start, end])?)
+        let n = st.execute(params![start, end])?;
+        self.wrote |= n > 0;
+        Ok(n)
     }
 }
 
@@ -116,7 +121,7 @@ impl KvEngine for SqliteEngine {
         // whenever it is idle, and the pool only while it is busy.
         if let Ok(mut conn) = self.writer.try_lock() {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-            f(&mut SqliteTxn { conn: &tx })?;
+            f(&mut SqliteTxn { conn: &tx, wrote: false })?;
             tx.finish()?;
             return Ok(());
         }
@@ -124,7 +129,7 @@ impl KvEngine for SqliteEngine {
             Some(mut conn) => {
                 let res = (|| {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-                    f(&mut SqliteTxn { conn: &tx })?;
+                    f(&mut SqliteTxn { conn: &tx, wrote: false })?;
                     tx.finish()?;
                     Ok(())
                 })();
@@ -134,7 +139,7 @@ impl KvEngine for SqliteEngine {
             None => {
                 let mut conn = lock(&self.writer)?;
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-                f(&mut SqliteTxn { conn: &tx })?;
+                f(&mut SqliteTxn { conn: &tx, wrote: false })?;
                 tx.finish()?;
                 Ok(())
             }
@@ -148,8 +153,9 @@ impl KvEngine for SqliteEngine {
         }
         let res = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            f(&mut SqliteTxn { conn: &tx })?;
-            if durable {
+            let mut txn = SqliteTxn { conn: &tx, wrote: false };
+            f(&mut txn)?;
+            if durable && !txn.wrote {
                 // A commit with nothing written would not touch (or sync) the WAL.
                 tx.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (x'00', x'00')")?.execute([])?;
             }
