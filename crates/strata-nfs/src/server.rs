@@ -215,7 +215,6 @@ fn next_record(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
 fn worker(g: &Gateway, conn: &Conn, waiter: &Waiter, rt: &tokio::runtime::Handle) {
     strata_vfs::allow_blocking_io();
     let ip: IpAddr = conn.peer.ip();
-    let mut poller = strata_proto::wire::Poller::default();
     loop {
         match waiter.wait() {
             Ok(true) => {}
@@ -240,7 +239,7 @@ fn worker(g: &Gateway, conn: &Conn, waiter: &Waiter, rt: &tokio::runtime::Handle
         }
         // A client calling in a loop sends its next call within tens of microseconds: catch
         // it awake rather than sleep and be woken (see `spin_until_readable`).
-        poller.poll(&conn.sock, NEXT_CALL_SPIN, 0);
+        strata_proto::wire::spin_until_readable(&conn.sock, NEXT_CALL_SPIN, 0);
     }
     // Wakes the other workers of this connection, whichever way it ended.
     conn.closing.signal();

@@ -141,76 +141,30 @@ impl Drop for Busy {
 /// (an interrupt to an idle virtual CPU) costs as much as the call itself. When other calls are
 /// in progress the cores have work, and a poller would only take them from the threads it waits
 /// for; so would more pollers than spare cores.
-pub fn spin_until_readable(s: &std::net::TcpStream, spin: std::time::Duration, busy: usize) -> Spun {
+pub fn spin_until_readable(s: &std::net::TcpStream, spin: std::time::Duration, busy: usize) {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::Ordering;
     static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let limit = *LIMIT
         .get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).saturating_sub(1).max(1));
     if BUSY.load(Ordering::Acquire) > busy {
-        return Spun::Skipped;
+        return;
     }
     if SPINNING.fetch_add(1, Ordering::AcqRel) >= limit {
         SPINNING.fetch_sub(1, Ordering::AcqRel);
-        return Spun::Skipped;
+        return;
     }
     let started = std::time::Instant::now();
     let mut byte = [0u8; 1];
-    let mut out = Spun::Skipped;
-    while BUSY.load(Ordering::Relaxed) <= busy {
-        if started.elapsed() >= spin {
-            out = Spun::Missed;
-            break;
-        }
+    while started.elapsed() < spin && BUSY.load(Ordering::Relaxed) <= busy {
         // SAFETY: a peek of at most one byte into a live buffer on a descriptor `s` keeps open.
         let n = unsafe { libc::recv(s.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         if n != -1 {
-            out = Spun::Caught;
             break;
         }
         std::hint::spin_loop();
     }
     SPINNING.fetch_sub(1, Ordering::AcqRel);
-    out
-}
-
-/// How a [`spin_until_readable`] went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Spun {
-    /// The socket became readable while polling.
-    Caught,
-    /// Polled the whole time in vain.
-    Missed,
-    /// Did not poll (or stopped): other calls were in progress, or enough threads polled.
-    Skipped,
-}
-
-/// Polls a connection for its next message only while polling pays: after a poll that waited
-/// in vain it skips the next one, then 3, 7 ... up to 63, and a poll that catches a message
-/// starts over. A peer whose next call comes late (a gateway between calls of its own client,
-/// say) then costs no polling, while one calling in a tight loop is caught awake every time.
-#[derive(Debug, Default)]
-pub struct Poller {
-    misses: u32,
-    skip: u32,
-}
-
-impl Poller {
-    /// [`spin_until_readable`], unless recent polls on this connection were in vain.
-    pub fn poll(&mut self, s: &std::net::TcpStream, spin: std::time::Duration, busy: usize) {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return;
-        }
-        match spin_until_readable(s, spin, busy) {
-            Spun::Caught => self.misses = 0,
-            Spun::Missed => {
-                self.misses = (self.misses + 1).min(6);
-                self.skip = (1 << self.misses) - 1;
-            }
-            Spun::Skipped => {}
-        }
-    }
 }
 
 /// The wire form of a failed call.
@@ -284,37 +238,5 @@ mod tests {
         assert_eq!(crate::status_errno(&back), Some(2));
         assert!(back.metadata().get(crate::SESSION_KEY).is_some());
         assert_eq!(Method::from_u16(999), None);
-    }
-    #[test]
-    fn poller_backs_off_after_vain_polls_and_resumes_when_one_catches() {
-        use std::io::Write;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-        let (s, _) = l.accept().expect("accept");
-        let spin = std::time::Duration::from_millis(1);
-        let mut p = Poller::default();
-        p.poll(&s, spin, 0);
-        assert_eq!((p.misses, p.skip), (1, 1), "a vain poll skips the next one");
-        p.poll(&s, spin, 0);
-        assert_eq!((p.misses, p.skip), (1, 0), "skipped, without polling");
-        p.poll(&s, spin, 0);
-        assert_eq!((p.misses, p.skip), (2, 3), "a second vain poll in a row skips three");
-        for _ in 0..3 {
-            p.poll(&s, spin, 0);
-        }
-        c.write_all(b"x").expect("write");
-        p.poll(&s, spin, 0);
-        assert_eq!((p.misses, p.skip), (0, 0), "a poll that catches a message starts over");
-        let mut q = Poller { misses: 6, skip: 0 };
-        q.poll(&s, spin, 0);
-        // `s` still holds the unread byte: a catch, not a miss.
-        assert_eq!((q.misses, q.skip), (0, 0));
-        let (_c2, s2) = {
-            let c2 = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-            (c2, l.accept().expect("accept").0)
-        };
-        let mut q = Poller { misses: 6, skip: 0 };
-        q.poll(&s2, spin, 0);
-        assert_eq!((q.misses, q.skip), (6, 63), "backing off stops at 63 skipped polls");
     }
 }

@@ -64,9 +64,8 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
     if wire::write_frame_sync(&mut sock, OK, 0, &[]).is_err() {
         return;
     }
-    let mut poller = wire::Poller::default();
     loop {
-        poller.poll(&sock, SPIN, 0);
+        wire::spin_until_readable(&sock, SPIN, 0);
         let (method, id, payload) = match wire::read_frame_sync(&mut sock) {
             Ok(f) => f,
             Err(e) => {
