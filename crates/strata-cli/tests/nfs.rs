@@ -752,6 +752,21 @@ fn malformed_rpc() {
     assert_eq!(getport(NFS, 3)[6], u32::from(port), "GETPORT of NFS v3");
     assert_eq!(getport(100_005, 3)[6], u32::from(port), "GETPORT of MOUNT v3");
     assert_eq!(getport(100_021, 4)[6], 0, "GETPORT of NLM");
+    // 200 calls sent at once on one connection (as a kernel client pipelines them): every one
+    // is answered, though their arrival woke only one of the connection's workers.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let burst: Vec<u8> = (1000..1200u32).flat_map(|xid| record(&call(xid, NFS, 3, 0, &[]))).collect();
+    s.write_all(&burst).expect("send the burst");
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let mut hdr = [0u8; 4];
+        s.read_exact(&mut hdr).expect("a reply to every pipelined call");
+        let mut body = vec![0u8; (u32::from_be_bytes(hdr) & 0x7fff_ffff) as usize];
+        s.read_exact(&mut body).expect("reply body");
+        answered.insert(u32::from_be_bytes([body[0], body[1], body[2], body[3]]));
+    }
+    assert_eq!(answered, (1000..1200u32).collect(), "each pipelined call answered once");
     // Still serving: NULL answers and a client works.
     let r = exchange(port, &call(9, NFS, 3, 0, &[])).expect("NULL reply");
     assert_eq!(&r[..6], &[9, 1, 0, 0, 0, 0], "NULL: {r:?}");

@@ -12,7 +12,7 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::gateway::{Export, Gateway};
 use crate::handle::HandleKey;
-use crate::wake::{Closing, Pending, Waiter, pending};
+use crate::wake::{Event, Pending, Waiter, pending};
 use std::os::fd::AsRawFd;
 use strata_nfs_wire::rpc::{RecordError, read_record};
 
@@ -150,7 +150,10 @@ struct Conn {
     reading: Mutex<()>,
     writer: Mutex<std::net::TcpStream>,
     sock: std::net::TcpStream,
-    closing: Closing,
+    /// Wakes one more worker: calls are waiting behind the one just taken.
+    more: Event,
+    /// Wakes every worker: the connection is over.
+    closing: Event,
     peer: SocketAddr,
 }
 
@@ -165,11 +168,12 @@ fn connection(
         reading: Mutex::new(()),
         writer: Mutex::new(sock.try_clone()?),
         sock,
-        closing: Closing::new()?,
+        more: Event::new()?,
+        closing: Event::new()?,
         peer,
     });
     for i in 0..PER_CONNECTION {
-        let waiter = Waiter::new(conn.sock.as_raw_fd(), &conn.closing)?;
+        let waiter = Waiter::new(conn.sock.as_raw_fd(), &conn.more, &conn.closing)?;
         let (g, conn, rt) = (g.clone(), conn.clone(), rt.clone());
         std::thread::Builder::new().name(format!("nfs-conn-{i}")).spawn(move || worker(&g, &conn, &waiter, &rt))?;
     }
@@ -194,7 +198,13 @@ fn next_record(conn: &Conn) -> Result<Option<Vec<u8>>, ()> {
         }
     }
     match read_record(&mut &conn.sock) {
-        Ok(Some(r)) if r.len() >= 8 => Ok(Some(r)),
+        Ok(Some(r)) if r.len() >= 8 => {
+            // More calls already here (a client sending several at once) woke nobody else.
+            if pending(&conn.sock).is_ok_and(|p| p == Pending::Data) {
+                conn.more.signal();
+            }
+            Ok(Some(r))
+        }
         Ok(Some(r)) => {
             // Not even a transaction id and message type: nothing can be answered.
             tracing::warn!(client = %conn.peer, bytes = r.len(), "closing the connection: record too short for RPC");

@@ -4,7 +4,10 @@
 //! registered with `EPOLLEXCLUSIVE`: when a call arrives the kernel wakes one sleeper, and a
 //! worker that has just taken a call hands nothing on. (Workers taking turns on a lock around
 //! a blocking `read` cost a futex wake and a context switch per call, which on a small VM was a
-//! third of the gateway's CPU time on metadata-heavy loads.) A connection's `closing` event is
+//! third of the gateway's CPU time on metadata-heavy loads.) Two events complete it: `more`,
+//! also exclusive, which a worker that finds further calls already waiting behind the one it
+//! took signals to wake one more worker (calls that arrive together, as a kernel client sends
+//! them, are then served in parallel, since their arrival woke only one); and `closing`,
 //! registered without the flag, so one signal wakes every worker when the connection ends.
 
 use std::io;
@@ -25,19 +28,19 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
-/// An event that wakes every worker of a connection (an `eventfd`).
-pub(crate) struct Closing(OwnedFd);
+/// An event workers of a connection wait on (an `eventfd`).
+pub(crate) struct Event(OwnedFd);
 
-impl Closing {
+impl Event {
     /// A new, unsignalled event.
-    pub(crate) fn new() -> io::Result<Closing> {
+    pub(crate) fn new() -> io::Result<Event> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a descriptor we own.
         let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(Closing(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Event(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// Wakes every worker waiting on this connection (they then see it closing).
+    /// Signals the event: wakes one waiter where it is registered exclusive, all otherwise.
     pub(crate) fn signal(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to a descriptor this value keeps open. A
@@ -49,14 +52,18 @@ impl Closing {
 /// One worker's place to sleep until its connection has a call or is closing.
 pub(crate) struct Waiter {
     ep: OwnedFd,
+    /// The connection's `more` event (owned by the connection, which outlives its workers).
+    more: RawFd,
 }
 
 const SOCKET: u64 = 1;
 const CLOSING: u64 = 2;
+const MORE: u64 = 3;
 
 impl Waiter {
-    /// Watches `sock` (one wakes per call, shared with the other workers) and `closing`.
-    pub(crate) fn new(sock: RawFd, closing: &Closing) -> io::Result<Waiter> {
+    /// Watches `sock` and `more` (each wakes one of the connection's workers) and `closing`
+    /// (wakes them all).
+    pub(crate) fn new(sock: RawFd, more: &Event, closing: &Event) -> io::Result<Waiter> {
         // SAFETY: epoll_create1 takes no pointers; a non-negative result is a descriptor we own.
         let ep = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `ep` was just returned by epoll_create1 and is owned by nobody else.
@@ -68,16 +75,17 @@ impl Waiter {
         };
         // EPOLLEXCLUSIVE allows no other flags (EPOLLRDHUP would be EINVAL); a hang-up is always reported.
         add(sock, libc::EPOLLIN | libc::EPOLLEXCLUSIVE, SOCKET)?;
+        add(more.0.as_raw_fd(), libc::EPOLLIN | libc::EPOLLEXCLUSIVE, MORE)?;
         add(closing.0.as_raw_fd(), libc::EPOLLIN, CLOSING)?;
-        Ok(Waiter { ep })
+        Ok(Waiter { ep, more: more.0.as_raw_fd() })
     }
 
-    /// Sleeps until the socket is readable; `false` when the connection is closing instead.
+    /// Sleeps until the socket may hold a call; `false` when the connection is closing instead.
     pub(crate) fn wait(&self) -> io::Result<bool> {
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 3];
         loop {
-            // SAFETY: `evs` is a live array of 2 events and we pass its length.
-            let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), evs.as_mut_ptr(), 2, -1) };
+            // SAFETY: `evs` is a live array of 3 events and we pass its length.
+            let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), evs.as_mut_ptr(), 3, -1) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -88,6 +96,13 @@ impl Waiter {
             let ready = &evs[..n as usize];
             if ready.iter().any(|e| e.u64 == CLOSING) {
                 return Ok(false);
+            }
+            if ready.iter().any(|e| e.u64 == MORE) {
+                // This worker answers the signal; left set, it would wake the others in turn.
+                let mut n: u64 = 0;
+                // SAFETY: reads at most 8 bytes into a live u64 from the connection's eventfd,
+                // which outlives this worker; non-blocking, and "nothing to read" is fine.
+                let _ = unsafe { libc::read(self.more, (&mut n as *mut u64).cast(), 8) };
             }
             if !ready.is_empty() {
                 return Ok(true);
@@ -135,7 +150,8 @@ mod tests {
         let (mut c, s) = pair();
         assert_eq!(pending(&s).expect("peek"), Pending::Nothing);
         c.write_all(b"x").expect("write");
-        let w = Waiter::new(s.as_raw_fd(), &Closing::new().expect("eventfd")).expect("epoll");
+        let (more, closing) = (Event::new().expect("eventfd"), Event::new().expect("eventfd"));
+        let w = Waiter::new(s.as_raw_fd(), &more, &closing).expect("epoll");
         assert!(w.wait().expect("wait"), "readable socket wakes the waiter");
         assert_eq!(pending(&s).expect("peek"), Pending::Data);
         // The peek consumed nothing.
@@ -149,13 +165,14 @@ mod tests {
     #[test]
     fn closing_wakes_every_waiter() {
         let (_c, s) = pair();
-        let closing = Arc::new(Closing::new().expect("eventfd"));
+        let closing = Arc::new(Event::new().expect("eventfd"));
+        let more = Arc::new(Event::new().expect("eventfd"));
         let s = Arc::new(s);
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..4 {
-            let (closing, s, tx) = (closing.clone(), s.clone(), tx.clone());
+            let (closing, more, s, tx) = (closing.clone(), more.clone(), s.clone(), tx.clone());
             std::thread::spawn(move || {
-                let w = Waiter::new(s.as_raw_fd(), &closing).expect("epoll");
+                let w = Waiter::new(s.as_raw_fd(), &more, &closing).expect("epoll");
                 tx.send(w.wait().expect("wait")).expect("send");
             });
         }
@@ -164,6 +181,29 @@ mod tests {
         for _ in 0..4 {
             let readable = rx.recv_timeout(Duration::from_secs(5)).expect("every waiter wakes");
             assert!(!readable, "woken by closing, not by data");
+        }
+    }
+    #[test]
+    fn more_wakes_one_waiter_and_closing_the_rest() {
+        let (_c, s) = pair();
+        let closing = Arc::new(Event::new().expect("eventfd"));
+        let more = Arc::new(Event::new().expect("eventfd"));
+        let s = Arc::new(s);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..3 {
+            let (closing, more, s, tx) = (closing.clone(), more.clone(), s.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let w = Waiter::new(s.as_raw_fd(), &more, &closing).expect("epoll");
+                tx.send(w.wait().expect("wait")).expect("send");
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        more.signal();
+        assert!(rx.recv_timeout(Duration::from_secs(5)).expect("one waiter wakes"), "woken to look for a call");
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "one signal wakes one waiter");
+        closing.signal();
+        for _ in 0..2 {
+            assert!(!rx.recv_timeout(Duration::from_secs(5)).expect("the others wake"), "woken by closing");
         }
     }
 }
