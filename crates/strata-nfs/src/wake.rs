@@ -162,42 +162,38 @@ mod tests {
         assert_eq!(pending(&s).expect("peek"), Pending::Closed);
     }
 
-    #[test]
-    fn closing_wakes_every_waiter() {
-        let (_c, s) = pair();
-        let closing = Arc::new(Event::new().expect("eventfd"));
-        let more = Arc::new(Event::new().expect("eventfd"));
+    /// `n` threads waiting on one connection's socket and events; each sends what its wait
+    /// returned. The returned stream is the connection's peer, kept open.
+    fn waiters(n: usize) -> (TcpStream, Arc<Event>, Arc<Event>, std::sync::mpsc::Receiver<bool>) {
+        let (c, s) = pair();
+        let (more, closing) = (Arc::new(Event::new().expect("eventfd")), Arc::new(Event::new().expect("eventfd")));
         let s = Arc::new(s);
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..4 {
+        for _ in 0..n {
             let (closing, more, s, tx) = (closing.clone(), more.clone(), s.clone(), tx.clone());
             std::thread::spawn(move || {
                 let w = Waiter::new(s.as_raw_fd(), &more, &closing).expect("epoll");
                 tx.send(w.wait().expect("wait")).expect("send");
             });
         }
+        // Let them all reach epoll_wait.
         std::thread::sleep(Duration::from_millis(50));
+        (c, more, closing, rx)
+    }
+
+    #[test]
+    fn closing_wakes_every_waiter() {
+        let (_c, _more, closing, rx) = waiters(4);
         closing.signal();
         for _ in 0..4 {
             let readable = rx.recv_timeout(Duration::from_secs(5)).expect("every waiter wakes");
             assert!(!readable, "woken by closing, not by data");
         }
     }
+
     #[test]
     fn more_wakes_one_waiter_and_closing_the_rest() {
-        let (_c, s) = pair();
-        let closing = Arc::new(Event::new().expect("eventfd"));
-        let more = Arc::new(Event::new().expect("eventfd"));
-        let s = Arc::new(s);
-        let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..3 {
-            let (closing, more, s, tx) = (closing.clone(), more.clone(), s.clone(), tx.clone());
-            std::thread::spawn(move || {
-                let w = Waiter::new(s.as_raw_fd(), &more, &closing).expect("epoll");
-                tx.send(w.wait().expect("wait")).expect("send");
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        let (_c, more, closing, rx) = waiters(3);
         more.signal();
         assert!(rx.recv_timeout(Duration::from_secs(5)).expect("one waiter wakes"), "woken to look for a call");
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "one signal wakes one waiter");
