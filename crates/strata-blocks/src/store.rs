@@ -151,7 +151,8 @@ impl BlockStore {
         tokio::task::spawn_blocking(move || codec.encode(&data)).await.map_err(join_err)
     }
 
-    async fn decode(&self, key: &str, want: usize, stored: Bytes) -> Result<Bytes> {
+    /// A block's bytes from the form it is stored in (checked like a read from the store).
+    pub async fn decode(&self, key: &str, want: usize, stored: Bytes) -> Result<Bytes> {
         let codec = self.codec;
         if !codec.is_compressing() || want < OFFLOAD {
             return codec.decode(key, want, stored);
@@ -243,33 +244,34 @@ impl BlockStore {
     }
 
     /// Makes journaled blocks (key, bytes as stored) of this local store durable; returns how
-    /// many files were rewritten. With `repair` (after a crash) a file that is missing or holds
-    /// other bytes is first rewritten from the journal; without, a missing file is left so (its
-    /// slice was collected meanwhile). Keys must be checked block keys.
-    pub async fn sync_journaled(&self, blocks: Vec<(String, Vec<u8>)>, repair: bool) -> Result<usize> {
+    /// many files were written. A missing file is written from the journal: clients leave the
+    /// files of small blocks a durable commit journals to the server (block collection waits
+    /// for that). A file that exists but holds other bytes (torn by a crash mid-write) is
+    /// replaced. Keys must be checked block keys.
+    pub async fn sync_journaled(&self, blocks: Vec<(String, Vec<u8>)>) -> Result<usize> {
         let Some(root) = self.local_root.clone() else { return Ok(0) };
         tokio::task::spawn_blocking(move || {
-            let mut rewritten = 0;
+            let mut written = 0;
             let mut paths = Vec::with_capacity(blocks.len());
             for (key, data) in &blocks {
                 let path = root.join(key);
-                if repair {
-                    let same = match std::fs::read(&path) {
-                        Ok(got) => got == *data,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                        Err(e) => return Err(BlockError::Io { what: format!("read block {key}"), source: e }),
-                    };
-                    if !same {
-                        rewrite(&path, data)
-                            .map_err(|e| BlockError::Io { what: format!("rewrite block {key}"), source: e })?;
-                        rewritten += 1;
+                let io = |e| BlockError::Io { what: format!("write journaled block {key}"), source: e };
+                // Synced below with the others, so no sync of its own.
+                match crate::local::write_new(&path, &PutPayload::from(data.clone())) {
+                    Ok(()) => written += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if std::fs::read(&path).map_err(io)? != *data {
+                            replace(&path, data).map_err(io)?;
+                            written += 1;
+                        }
                     }
+                    Err(e) => return Err(io(e)),
                 }
                 paths.push(path);
             }
             // One file system sync beats hundreds of fsyncs, each a journal commit.
             if paths.len() > 64 { syncfs(&root) } else { sync_files(&paths) }?;
-            Ok(rewritten)
+            Ok(written)
         })
         .await
         .map_err(|e| BlockError::Io { what: "journal sync task".into(), source: std::io::Error::other(e) })?
@@ -484,19 +486,24 @@ fn map_block(path: &FsPath, key: &str, want: usize) -> Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
-/// Replaces a block file's content atomically (a new file, synced, renamed over it).
-fn rewrite(path: &FsPath, data: &[u8]) -> std::io::Result<()> {
+/// Replaces a block file's content atomically (a new file renamed over it, so no reader or
+/// second writer ever sees it partly written); not synced.
+fn replace(path: &FsPath, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".repair");
+    // Unique per writer: several servers may flush one shared directory's journal at once.
+    tmp.push(format!(".j{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let tmp = PathBuf::from(tmp);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
+    let written = f.write_all(data).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn syncfs(dir: &FsPath) -> Result<()> {
@@ -561,11 +568,16 @@ mod tests {
         std::fs::remove_file(path(k1)).map_err(|e| BlockError::Io { what: "rm".into(), source: e })?;
         std::fs::write(path(k2), b"ab").map_err(|e| BlockError::Io { what: "tear".into(), source: e })?;
         let j = |k: &str| (k.to_string(), b"abcd".to_vec());
-        // In the background a missing file is a collected one: left alone.
-        assert_eq!(s.sync_journaled(vec![j(k1), j(k3)], false).await?, 0);
-        assert!(!path(k1).exists());
-        // After a crash, missing and torn files are rewritten; intact ones are not.
-        assert_eq!(s.sync_journaled(vec![j(k1), j(k2), j(k3)], true).await?, 2);
+        // A missing file is one the client left to the server, or lost in a crash: written.
+        assert_eq!(s.sync_journaled(vec![j(k1), j(k3)]).await?, 1);
+        assert_eq!(s.get(k1, 4).await?, Bytes::from_static(b"abcd"));
+        // Missing and torn files are rewritten; intact ones are not.
+        std::fs::remove_file(path(k1)).map_err(|e| BlockError::Io { what: "rm".into(), source: e })?;
+        assert_eq!(s.sync_journaled(vec![j(k1), j(k2), j(k3)]).await?, 2);
+        let names = std::fs::read_dir(path(k1).parent().expect("dir"))
+            .map_err(|e| BlockError::Io { what: "ls".into(), source: e })?
+            .count();
+        assert_eq!(names, 3, "no temporary file is left");
         for k in [k1, k2, k3] {
             assert_eq!(s.get(k, 4).await?, Bytes::from_static(b"abcd"), "{k}");
         }

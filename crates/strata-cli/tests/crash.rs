@@ -401,10 +401,10 @@ fn block_files_of_len(dir: &std::path::Path, len: usize) -> Vec<std::path::PathB
     out
 }
 
-/// A durable commit of a small file to a local block directory leaves the block file's sync to
-/// the server, with a copy of its bytes in the metadata commit. A power loss can then lose or
-/// tear the file: here the server is killed before it synced them and the files are removed
-/// and truncated, and the restarted server rewrites them from the copies.
+/// A durable commit of a small file to a local block directory leaves the block file to the
+/// server, with a copy of its bytes in the metadata commit: here the server is killed before
+/// its background round wrote the files, and the restarted server writes them from the copies
+/// before it serves (torn files are rewritten the same way: the block store's unit tests).
 #[test]
 fn journaled_small_blocks_are_restored_after_a_crash() {
     // No background round (which would sync the files and drop the copies) before the kill.
@@ -425,9 +425,7 @@ fn journaled_small_blocks_are_restored_after_a_crash() {
     }
     c.kill9_server();
     let blocks = block_files_of_len(&c.data.join("blocks"), 10_007);
-    assert_eq!(blocks.len(), 2, "one block file per small file: {blocks:?}");
-    std::fs::remove_file(&blocks[0]).expect("lose one block file");
-    OpenOptions::new().write(true).open(&blocks[1]).expect("open").set_len(100).expect("tear the other");
+    assert_eq!(blocks, Vec::<std::path::PathBuf>::new(), "the client left the block files to the server");
 
     c.start_server();
     // The repair runs before the server answers calls; the port may accept connections sooner.
@@ -438,13 +436,42 @@ fn journaled_small_blocks_are_restored_after_a_crash() {
     let b = c.mount(&[]);
     assert_bytes_eq(&read_all(&c.p(b, "one")), &one, "one after the restart");
     assert_bytes_eq(&read_all(&c.p(b, "two")), &two, "two after the restart");
-    assert_eq!(std::fs::metadata(&blocks[0]).expect("restored").len(), 10_007);
+    assert_eq!(block_files_of_len(&c.data.join("blocks"), 10_007).len(), 2, "one block file per small file");
     // Once synced by a background round, the copies are gone: a second restart rewrites nothing.
     assert_eq!(c.stop_server(), Vec::<String>::new(), "clean stop");
     c.start_server();
     assert!(wait_until(Duration::from_secs(30), || last_server_log(&c).contains("strata server listening")));
     let log = last_server_log(&c);
     assert!(!log.contains("synced journaled blocks"), "copies left after a clean stop:\n{log}");
+}
+
+/// Until the server's background round writes a journaled block's file, other clients read
+/// the journaled copy; the round then writes the file.
+#[test]
+fn journaled_blocks_are_read_before_their_files_are_written() {
+    // Rounds far apart, so the test sees the block before its file exists.
+    let opts = Opts { server_args: vec!["--gc-interval".into(), "1h".into()], ..Opts::default() };
+    let mut c = Cluster::with_opts("journalread", opts);
+    if c.s3 {
+        return;
+    }
+    c.allow_log("strata server unreachable");
+    c.allow_log("heartbeat failed");
+    let (a, b) = (c.mount(&[]), c.mount(&[]));
+    let data = random_bytes(44, 9_001);
+    let mut f = File::create(c.p(a, "f")).expect("create");
+    f.write_all(&data).expect("write");
+    f.sync_all().expect("fsync");
+    drop(f);
+    let blocks = c.data.join("blocks");
+    assert!(block_files_of_len(&blocks, 9_001).is_empty(), "the file is the server's to write");
+    assert_bytes_eq(&read_all(&c.p(b, "f")), &data, "read on another mount before the file exists");
+    // A clean stop's last round writes it.
+    assert_eq!(c.stop_server(), Vec::<String>::new(), "clean stop");
+    assert_eq!(block_files_of_len(&blocks, 9_001).len(), 1, "written by the server's last round");
+    c.start_server();
+    let fresh = c.mount(&[]);
+    assert_bytes_eq(&read_all(&c.p(fresh, "f")), &data, "read from the file after the restart");
 }
 
 /// A client cannot use the journal to have the server write what it likes: journals without a

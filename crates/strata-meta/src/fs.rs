@@ -1427,7 +1427,26 @@ impl Meta {
         })
     }
 
-    /// Drops journaled blocks whose files are durable (or gone with their slice).
+    /// The journaled copy of one block (bytes as stored): what a reader gets while the server
+    /// has not yet written the block's file. `None` when the block is not journaled.
+    pub fn journaled_block(&self, block_key: &str) -> Result<Option<Vec<u8>>> {
+        self.read(|t| t.get(&keys::journal(block_key)))
+    }
+
+    /// Those of `block_keys` that are still journaled (their files may not be written yet).
+    pub fn journaled_among(&self, block_keys: &[String]) -> Result<Vec<String>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for k in block_keys {
+                if t.get(&keys::journal(k))?.is_some() {
+                    out.push(k.clone());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Drops journaled blocks whose files are durable.
     pub fn forget_journaled(&self, keys_done: &[String]) -> Result<()> {
         self.write(false, |t| {
             for k in keys_done {

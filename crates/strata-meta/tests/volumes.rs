@@ -43,8 +43,14 @@ fn journaled_blocks_go_with_their_commit() {
     );
     assert_eq!(m.journaled(10).unwrap().len(), 1);
     assert_eq!(m.journaled(0).unwrap().len(), 0);
+    // Readers find the copy until the server has written the block's file.
+    assert_eq!(m.journaled_block(&ka).unwrap(), Some(vec![1; 4096]));
+    let other = format!("v{}/chunks/0/0/{}_0_4096", vol.id, a2.id);
+    assert_eq!(m.journaled_among(&[other.clone(), ka.clone()]).unwrap(), vec![ka.clone()]);
     m.forget_journaled(std::slice::from_ref(&ka)).unwrap();
     assert!(m.journaled(10).unwrap().is_empty());
+    assert_eq!(m.journaled_block(&ka).unwrap(), None);
+    assert!(m.journaled_among(&[other, ka]).unwrap().is_empty());
     assert_eq!(m.read_chunk(f, 0).unwrap(), vec![a, a2, a3]);
 }
 

@@ -45,7 +45,7 @@ methods! {
     Link = 8, Unlink = 9, Rmdir = 10, Rename = 11, Readlink = 12, Readdir = 13, Open = 14,
     Close = 15, ReadChunk = 16, CommitWrites = 17, CompactChunk = 18, AllocSlices = 19,
     Sync = 20, GetXattr = 21, ListXattr = 22, SetXattr = 23, RemoveXattr = 24, StatFs = 25,
-    GetLock = 26, SetLock = 27, ReleaseLocks = 28,
+    GetLock = 26, SetLock = 27, ReleaseLocks = 28, JournaledBlock = 29,
 }
 
 /// A whole frame (header and payload) ready to be written with one call.

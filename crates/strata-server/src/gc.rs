@@ -33,7 +33,7 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
     let mut last_sweep: Option<Instant> = None;
     loop {
         tokio::time::sleep(cfg.interval).await;
-        if let Err(e) = crate::journal::flush(&st, false).await {
+        if let Err(e) = crate::journal::flush(&st).await {
             tracing::error!(error = %e, "syncing journaled blocks failed; will retry");
         }
         // With shared state any server may end a session silent towards all of them.
@@ -128,15 +128,33 @@ pub async fn collect_round(st: &State) -> Result<usize, String> {
     if batch.is_empty() {
         return Ok(0);
     }
-    let mut done = Vec::with_capacity(batch.len());
+    let mut slices = Vec::with_capacity(batch.len());
     for (id, p) in batch {
         let (url, bs) = match crate::auth::off_worker(|| st.meta.volume_by_id(p.volume)) {
             Ok(v) => (v.store, v.block_size),
             // The volume is gone; its blocks were in the default store.
             Err(_) => (st.default_store.clone(), DEFAULT_BLOCK_SIZE),
         };
-        let store = st.store(&url).map_err(|e| e.to_string())?;
         let keys: Vec<String> = slice_blocks(p.size, bs).map(|(i, len)| block_key(p.volume, id, i, len)).collect();
+        slices.push((id, url, keys));
+    }
+    // A slice with blocks still journaled waits for the next round: the journal's flush may
+    // be writing their files (clients leave that to the server), so deleting them now could
+    // leave a file behind. A pending slice gains no journaled blocks, so the wait ends.
+    let all: Vec<String> = slices.iter().flat_map(|(_, _, k)| k.iter().cloned()).collect();
+    let meta = st.meta.clone();
+    let journaled: std::collections::HashSet<String> = tokio::task::spawn_blocking(move || meta.journaled_among(&all))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    let mut done = Vec::with_capacity(slices.len());
+    for (id, url, keys) in slices {
+        if keys.iter().any(|k| journaled.contains(k)) {
+            continue;
+        }
+        let store = st.store(&url).map_err(|e| e.to_string())?;
         let deletes = keys.into_iter().map(|k| {
             let store = store.clone();
             async move { store.delete(&k).await }

@@ -1,8 +1,10 @@
 //! Small blocks whose durability a commit handed to the server: a durable commit of a few small
-//! blocks written to a local block directory carries their bytes in the metadata transaction,
-//! so one metadata sync makes data and metadata durable, instead of a sync of each block file
-//! and its directory first. The server syncs those files in the background and then forgets
-//! the copies; after a crash it rewrites any file the copy shows to be missing or torn.
+//! blocks of a local block directory carries their bytes in the metadata transaction, so one
+//! metadata sync makes data and metadata durable. The client does not even write those files:
+//! the server writes and syncs them in the background and then forgets the copies (readers
+//! that come first get the copy, `JournaledBlock`), and block collection leaves a slice alone
+//! while any of its blocks is journaled. After a crash the server rewrites any file the copy
+//! shows to be missing or torn before it serves.
 
 use std::collections::HashMap;
 
@@ -16,10 +18,10 @@ pub const MAX_COMMIT_BYTES: usize = 256 << 10;
 /// Journaled blocks handled per round (rows are at most 256 KiB: at most 64 MiB in memory).
 const BATCH: usize = 256;
 
-/// Makes every journaled block durable in its store and forgets it; returns how many blocks
-/// were handled and how many files were rewritten. `repair` (at start, before serving) first
-/// rewrites block files that are missing or differ from their journaled bytes.
-pub async fn flush(st: &State, repair: bool) -> Result<(usize, usize), String> {
+/// Makes every journaled block durable in its store (writing files clients left to the server,
+/// rewriting files a crash tore) and forgets it; returns how many blocks were handled and how
+/// many files were written.
+pub async fn flush(st: &State) -> Result<(usize, usize), String> {
     let (mut done, mut rewritten) = (0, 0);
     loop {
         let meta = st.meta.clone();
@@ -50,7 +52,7 @@ pub async fn flush(st: &State, repair: bool) -> Result<(usize, usize), String> {
                 Err(e) => return Err(e.to_string()),
             };
             let store = st.store(&url).map_err(|e| e.to_string())?;
-            rewritten += store.sync_journaled(blocks, repair).await.map_err(|e| e.to_string())?;
+            rewritten += store.sync_journaled(blocks).await.map_err(|e| e.to_string())?;
         }
         done += keys.len();
         let meta = st.meta.clone();

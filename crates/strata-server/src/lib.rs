@@ -151,7 +151,7 @@ impl Server {
         let st = self.st.clone();
         // Blocks whose durability rests on journaled copies (commits just before a crash):
         // rewritten where the copy shows them missing or torn, before anyone reads them.
-        match journal::flush(&st, true).await {
+        match journal::flush(&st).await {
             Ok((n, fixed)) if n > 0 => tracing::info!(blocks = n, rewritten = fixed, "synced journaled blocks"),
             Ok(_) => {}
             Err(e) => return Err(ServerError::Journal(e)),
@@ -192,7 +192,7 @@ impl Server {
         gc.abort();
         acceptor.abort();
         // Make everything committed so far durable before exiting.
-        if let Err(e) = journal::flush(&st, false).await {
+        if let Err(e) = journal::flush(&st).await {
             tracing::error!(error = %e, "final sync of journaled blocks failed; the next start repeats it");
         }
         let meta = st.meta.clone();

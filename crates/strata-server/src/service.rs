@@ -466,6 +466,19 @@ impl MetaRpc for MetaService {
         Ok(Response::new(pb::AllocResp { first }))
     }
 
+    async fn journaled_block(&self, req: Request<pb::BlockKeyReq>) -> Result<Response<pb::BytesResp>, Status> {
+        let key = req.get_ref().key.clone();
+        let vol = strata_blocks::layout::volume_of_block_key(&key)
+            .ok_or_else(|| Status::invalid_argument(format!("{key:?} is not a block key")))?;
+        self.guard(&req, &[], false).await?;
+        self.guard_volume(&req, vol)?;
+        let meta = self.st.meta.clone();
+        match blocking(move || meta.journaled_block(&key)).await? {
+            Some(data) => Ok(Response::new(pb::BytesResp { data })),
+            None => Err(errno_status(Code::NotFound, strata_meta::error::libc_consts::ENOENT, "no journaled copy")),
+        }
+    }
+
     async fn sync(&self, _req: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
         let meta = self.st.meta.clone();
         blocking(move || meta.sync()).await?;

@@ -150,5 +150,6 @@ async fn dispatch(svc: &Arc<MetaService>, p: Principal, method: u16, payload: By
         Method::GetLock => route!(svc, p, payload, get_lock, pb::LockReq),
         Method::SetLock => route!(svc, p, payload, set_lock, pb::LockReq),
         Method::ReleaseLocks => route!(svc, p, payload, release_locks, pb::ReleaseLocksReq),
+        Method::JournaledBlock => route!(svc, p, payload, journaled_block, pb::BlockKeyReq),
     }
 }

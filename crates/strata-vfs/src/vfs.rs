@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use strata_blocks::layout::{Source, block_key, chunk_pieces, visible};
-use strata_blocks::{BlockCache, BlockStore, Codec, DiskCache};
+use strata_blocks::{BlockCache, BlockError, BlockStore, Codec, DiskCache};
 use strata_meta::{Attr, CHUNK_SIZE, Ctx, FileType, SetAttr, Slice};
 use strata_proto::conv::*;
 use strata_proto::pb;
@@ -888,9 +888,18 @@ impl Vfs {
         ino: u64,
         durable: bool,
     ) -> Result<Option<(Vec<(u32, Slice)>, pb::CommitResp)>> {
-        let slices = w.drain(&self.shared).await?;
+        let (slices, deferred) =
+            if durable { w.drain_deferring(&self.shared).await? } else { (w.drain(&self.shared).await?, Vec::new()) };
         let journal = if durable { self.journal_of(&slices) } else { Vec::new() };
         let journaled: Vec<String> = journal.iter().map(|b| b.key.clone()).collect();
+        // Deferred blocks the journal does not carry (too many bytes, or evicted from the
+        // cache meanwhile) are stored the usual way, and synced below.
+        let unjournaled = deferred.into_iter().filter(|(k, _)| !journaled.contains(k));
+        futures::future::try_join_all(unjournaled.map(|(k, data)| {
+            let store = self.store.clone();
+            async move { store.put(&k, data).await }
+        }))
+        .await?;
         if durable {
             // Journaled blocks become durable with the metadata; any other block written
             // since the last sync (of this file or another) is synced here as before.
@@ -914,14 +923,8 @@ impl Vfs {
                 journal: journal.clone(),
             })
             .await;
-        if r.is_err() {
-            // Not committed, so not journaled either: leave them to the next sync.
-            for k in &journaled {
-                if let Some(p) = self.store.local_path(k) {
-                    self.store.note_written(p);
-                }
-            }
-        }
+        // Not committed, so not journaled either; their slices are not referenced, so their
+        // blocks (never written to the store) are not needed.
         Ok(Some((slices, r?)))
     }
 
@@ -1191,18 +1194,48 @@ impl Vfs {
                 sink(data.slice(in_block..in_block + n));
             } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize || self.store.is_compressed() {
                 // Whole blocks through the cache (a compressed block can only be read whole).
-                let data = if crate::client::can_block() {
-                    self.cache.fetch_now(&self.store, &key, blen as usize).await?
+                let fetched = if crate::client::can_block() {
+                    self.cache.fetch_now(&self.store, &key, blen as usize).await
                 } else {
-                    self.cache.fetch(&self.store, &key, blen as usize).await?
+                    self.cache.fetch(&self.store, &key, blen as usize).await
+                };
+                let data = match fetched {
+                    Err(BlockError::Missing(_)) if self.store.is_local() => {
+                        self.journaled_copy(&key, blen as usize).await?
+                    }
+                    r => r?,
                 };
                 sink(data.slice(in_block..in_block + n));
             } else {
-                sink(self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await?);
+                match self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await {
+                    Err(BlockError::Missing(_)) if self.store.is_local() => {
+                        sink(self.journaled_copy(&key, blen as usize).await?.slice(in_block..in_block + n))
+                    }
+                    r => sink(r?),
+                }
             }
             done += n;
         }
         Ok(())
+    }
+
+    /// A block whose file is missing from the local store: a durable commit may have left the
+    /// file to the server, which writes it within a background round and until then answers
+    /// with the journaled copy. Without a copy the file was written meanwhile, or is lost.
+    async fn journaled_copy(&self, key: &str, len: usize) -> Result<Bytes> {
+        let r = self
+            .client
+            .call::<_, pb::BytesResp>(Method::JournaledBlock, |_| pb::BlockKeyReq { key: key.to_string() })
+            .await;
+        match r {
+            Ok(r) => {
+                let data = self.store.decode(key, len, Bytes::from(r.data)).await?;
+                self.cache.insert(key, data.clone());
+                Ok(data)
+            }
+            Err(e) if e.errno() == libc::ENOENT => Ok(self.cache.fetch(&self.store, key, len).await?),
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts background fetches of the blocks after a sequential read.

@@ -158,6 +158,9 @@ pub struct FileWriter {
     pub error: Option<VfsError>,
     /// Nothing was written since the last durable commit: another one has nothing to do.
     pub durable: bool,
+    /// While a durable commit drains: the short blocks kept out of the local store (in the
+    /// cache only), for the commit to journal (the server then writes their files) or write.
+    deferred: Option<Vec<(String, Bytes)>>,
 }
 
 impl FileWriter {
@@ -267,6 +270,13 @@ impl FileWriter {
 
     fn upload(&mut self, sh: &WriteShared, id: u64, block: u32, buf: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
         let key = block_key(sh.volume, id, block, buf.len() as u32);
+        if let Some(deferred) = self.deferred.as_mut().filter(|_| buf.len() < sh.block_size as usize) {
+            let data = Bytes::from(buf);
+            sh.cache.insert(&key, data.clone());
+            deferred.push((key, data));
+            drop(permit);
+            return;
+        }
         // A short (tail) block on a thread that may block and a local store: write it right
         // here. Small files then cost no hand-off between threads at close.
         if buf.len() < sh.block_size as usize && crate::client::can_block() {
@@ -354,6 +364,19 @@ impl FileWriter {
         let res = self.reap_uploads(true).await;
         let slices = std::mem::take(&mut self.finished);
         res.map(|()| slices)
+    }
+
+    /// [`FileWriter::drain`] for a durable commit to a local store: the short blocks not yet
+    /// stored are not written but returned (key, bytes), to be journaled with the commit or,
+    /// if they cannot be, stored by the caller before it commits.
+    pub async fn drain_deferring(&mut self, sh: &WriteShared) -> Result<(Vec<(u32, Slice)>, Vec<(String, Bytes)>)> {
+        if !sh.store.is_local() {
+            return Ok((self.drain(sh).await?, Vec::new()));
+        }
+        self.deferred = Some(Vec::new());
+        let res = self.drain(sh).await;
+        let deferred = self.deferred.take().unwrap_or_default();
+        Ok((res?, deferred))
     }
 
     /// Whether there are finished slices worth committing before the file is closed (whole
