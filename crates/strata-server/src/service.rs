@@ -123,11 +123,19 @@ impl MetaService {
             check_writer(who)?;
         }
         for ino in inos {
-            let meta = self.st.meta.clone();
             let ino = *ino;
-            let vol = match blocking(move || meta.getattr(ino)).await {
-                Ok(a) => a.volume,
-                Err(_) => continue,
+            let vol = match self.st.cached_inode_volume(ino) {
+                Some(v) => v,
+                None => {
+                    let meta = self.st.meta.clone();
+                    match blocking(move || meta.getattr(ino)).await {
+                        Ok(a) => {
+                            self.st.note_inode_volume(ino, a.volume);
+                            a.volume
+                        }
+                        Err(_) => continue,
+                    }
+                }
             };
             self.check_volume(who, vol)?;
         }

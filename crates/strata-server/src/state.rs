@@ -10,6 +10,9 @@ use strata_meta::{Meta, Timespec};
 
 use crate::auth::Auth;
 
+/// Most inodes whose volume is remembered (about 40 bytes each).
+const INODE_VOLUMES_MAX: usize = 1 << 18;
+
 /// Everything the services share.
 pub struct State {
     /// The namespace.
@@ -27,6 +30,10 @@ pub struct State {
     stores: Mutex<HashMap<String, BlockStore>>,
     /// Scope of each volume, for authorizing calls by inode.
     volume_scopes: std::sync::RwLock<HashMap<u32, String>>,
+    /// Volume of each inode seen by a call: an inode never moves to another volume and its
+    /// number is never reused, so authorizing a call by inode needs no transaction after the
+    /// first.
+    inode_volumes: std::sync::RwLock<HashMap<u64, u32>>,
     /// Scope and block store of each volume, for serving its blocks.
     volume_blocks: std::sync::RwLock<HashMap<u32, VolumeBlocks>>,
     /// Ids of the block directories served, by store URL.
@@ -56,6 +63,7 @@ impl State {
             default_store,
             stores: Mutex::new(HashMap::new()),
             volume_scopes: std::sync::RwLock::new(HashMap::new()),
+            inode_volumes: std::sync::RwLock::new(HashMap::new()),
             volume_blocks: std::sync::RwLock::new(HashMap::new()),
             store_ids: Mutex::new(HashMap::new()),
         }
@@ -120,6 +128,21 @@ impl State {
             m.insert(id, scope.clone());
         }
         Ok(scope)
+    }
+
+    /// The volume inode `ino` was seen in, if known.
+    pub fn cached_inode_volume(&self, ino: u64) -> Option<u32> {
+        self.inode_volumes.read().ok()?.get(&ino).copied()
+    }
+
+    /// Notes the volume of inode `ino` (the cache starts over past a bound).
+    pub fn note_inode_volume(&self, ino: u64, vol: u32) {
+        if let Ok(mut m) = self.inode_volumes.write() {
+            if m.len() >= INODE_VOLUMES_MAX {
+                m.clear();
+            }
+            m.insert(ino, vol);
+        }
     }
 
     /// Drops a deleted volume from the caches.
