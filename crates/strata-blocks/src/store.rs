@@ -250,7 +250,8 @@ impl BlockStore {
     /// replaced. Keys must be checked block keys.
     pub async fn sync_journaled(&self, blocks: Vec<(String, Vec<u8>)>) -> Result<usize> {
         let Some(root) = self.local_root.clone() else { return Ok(0) };
-        tokio::task::spawn_blocking(move || {
+        // Background work: it must not take CPU from calls in progress.
+        crate::background::run(move || {
             let mut written = 0;
             let mut paths = Vec::with_capacity(blocks.len());
             for (key, data) in &blocks {
@@ -274,7 +275,9 @@ impl BlockStore {
             Ok(written)
         })
         .await
-        .map_err(|e| BlockError::Io { what: "journal sync task".into(), source: std::io::Error::other(e) })?
+        .unwrap_or_else(|| {
+            Err(BlockError::Io { what: "journal sync task".into(), source: std::io::Error::other("panicked") })
+        })
     }
 
     /// Where a block lives on disk, for a local store. The file holds the stored (possibly
@@ -372,6 +375,32 @@ impl BlockStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes blocks that may be missing, as background work: in a local directory on the
+    /// low-priority background thread, elsewhere a few at a time.
+    pub async fn delete_background(&self, keys: Vec<String>) -> Result<()> {
+        let Some(root) = self.local_root.clone() else {
+            use futures::StreamExt;
+            let deletes = keys.into_iter().map(|k| async move { self.delete(&k).await });
+            let results: Vec<Result<()>> = futures::stream::iter(deletes).buffer_unordered(16).collect().await;
+            return results.into_iter().collect();
+        };
+        crate::background::run(move || {
+            for k in &keys {
+                match std::fs::remove_file(root.join(k)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(BlockError::Io { what: format!("delete block {k}"), source: e });
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(BlockError::Io { what: "delete task".into(), source: std::io::Error::other("panicked") })
+        })
     }
 
     /// Blocks under a key prefix, with their last modification, one page at a time.

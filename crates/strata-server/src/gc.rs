@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use strata_blocks::layout::{block_key, slice_blocks};
 use strata_meta::DEFAULT_BLOCK_SIZE;
 
@@ -155,12 +154,7 @@ pub async fn collect_round(st: &State) -> Result<usize, String> {
             continue;
         }
         let store = st.store(&url).map_err(|e| e.to_string())?;
-        let deletes = keys.into_iter().map(|k| {
-            let store = store.clone();
-            async move { store.delete(&k).await }
-        });
-        let results: Vec<_> = futures::stream::iter(deletes).buffer_unordered(16).collect().await;
-        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+        if let Err(e) = store.delete_background(keys).await {
             tracing::warn!(slice = id, error = %e, "could not delete a block; will retry");
             continue;
         }
