@@ -243,21 +243,21 @@ impl BlockStore {
         self.codec.encode(data)
     }
 
-    /// Makes journaled blocks (key, bytes as stored) of this local store durable; returns how
-    /// many files were written. A missing file is written from the journal: clients leave the
-    /// files of small blocks a durable commit journals to the server (block collection waits
-    /// for that). A file that exists but holds other bytes (torn by a crash mid-write) is
-    /// replaced. Keys must be checked block keys.
-    pub async fn sync_journaled(&self, blocks: Vec<(String, Vec<u8>)>) -> Result<usize> {
-        let Some(root) = self.local_root.clone() else { return Ok(0) };
-        // Background work: it must not take CPU from calls in progress.
+    /// Writes the files of journaled blocks (key, bytes as stored) of this local store, as
+    /// background work; returns how many files were written and the paths to sync (see
+    /// [`BlockStore::sync_paths`]). A missing file is written from the journal: clients leave
+    /// the files of small blocks a durable commit journals to the server (block collection
+    /// waits for that). A file that exists but holds other bytes (torn by a crash mid-write)
+    /// is replaced. Keys must be checked block keys.
+    pub async fn write_journaled(&self, blocks: Vec<(String, Vec<u8>)>) -> Result<(usize, Vec<PathBuf>)> {
+        let Some(root) = self.local_root.clone() else { return Ok((0, Vec::new())) };
         crate::background::run(move || {
             let mut written = 0;
             let mut paths = Vec::with_capacity(blocks.len());
             for (key, data) in &blocks {
                 let path = root.join(key);
                 let io = |e| BlockError::Io { what: format!("write journaled block {key}"), source: e };
-                // Synced below with the others, so no sync of its own.
+                // Synced later with the others, so no sync of its own.
                 match crate::local::write_new(&path, &PutPayload::from(data.clone())) {
                     Ok(()) => written += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -270,14 +270,22 @@ impl BlockStore {
                 }
                 paths.push(path);
             }
-            // One file system sync beats hundreds of fsyncs, each a journal commit.
-            if paths.len() > 64 { syncfs(&root) } else { sync_files(&paths) }?;
-            Ok(written)
+            Ok((written, paths))
         })
         .await
-        .unwrap_or_else(|| {
-            Err(BlockError::Io { what: "journal sync task".into(), source: std::io::Error::other("panicked") })
-        })
+        .unwrap_or_else(|| panicked("journal write task"))
+    }
+
+    /// Makes files of this local store durable, with their directories, as background work:
+    /// one `syncfs` beats hundreds of fsyncs, each a journal commit.
+    pub async fn sync_paths(&self, paths: Vec<PathBuf>) -> Result<()> {
+        let Some(root) = self.local_root.clone() else { return Ok(()) };
+        if paths.is_empty() {
+            return Ok(());
+        }
+        crate::background::run(move || if paths.len() > 64 { syncfs(&root) } else { sync_files(&paths) })
+            .await
+            .unwrap_or_else(|| panicked("sync task"))
     }
 
     /// Where a block lives on disk, for a local store. The file holds the stored (possibly
@@ -436,6 +444,11 @@ impl BlockStore {
         }
         res
     }
+}
+
+/// The error of a background task that panicked.
+fn panicked<T>(what: &str) -> Result<T> {
+    Err(BlockError::Io { what: what.into(), source: std::io::Error::other("panicked") })
 }
 
 /// Blocks at least this large start their write-back as soon as they are stored.
@@ -598,11 +611,13 @@ mod tests {
         std::fs::write(path(k2), b"ab").map_err(|e| BlockError::Io { what: "tear".into(), source: e })?;
         let j = |k: &str| (k.to_string(), b"abcd".to_vec());
         // A missing file is one the client left to the server, or lost in a crash: written.
-        assert_eq!(s.sync_journaled(vec![j(k1), j(k3)]).await?, 1);
+        let (n, paths) = s.write_journaled(vec![j(k1), j(k3)]).await?;
+        assert_eq!((n, paths.clone()), (1, vec![path(k1), path(k3)]));
+        s.sync_paths(paths).await?;
         assert_eq!(s.get(k1, 4).await?, Bytes::from_static(b"abcd"));
         // Missing and torn files are rewritten; intact ones are not.
         std::fs::remove_file(path(k1)).map_err(|e| BlockError::Io { what: "rm".into(), source: e })?;
-        assert_eq!(s.sync_journaled(vec![j(k1), j(k2), j(k3)]).await?, 2);
+        assert_eq!(s.write_journaled(vec![j(k1), j(k2), j(k3)]).await?.0, 2);
         let names = std::fs::read_dir(path(k1).parent().expect("dir"))
             .map_err(|e| BlockError::Io { what: "ls".into(), source: e })?
             .count();

@@ -1412,11 +1412,21 @@ impl Meta {
         })
     }
 
-    /// Up to `limit` journaled blocks: key and bytes as stored.
-    pub fn journaled(&self, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Up to `limit` journaled blocks, in key order after block key `after` (from the first
+    /// when `None`): key and bytes as stored.
+    pub fn journaled(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
         let end = prefix_end(keys::JOURNAL_PREFIX);
+        let start = match after {
+            // The smallest key greater than `after`'s.
+            Some(k) => {
+                let mut s = keys::journal(k);
+                s.push(0);
+                s
+            }
+            None => keys::JOURNAL_PREFIX.to_vec(),
+        };
         self.read(|t| {
-            t.scan(keys::JOURNAL_PREFIX, &end, limit)?
+            t.scan(&start, &end, limit)?
                 .into_iter()
                 .map(|(k, v)| {
                     let key =

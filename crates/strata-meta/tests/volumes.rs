@@ -29,7 +29,7 @@ fn journaled_blocks_go_with_their_commit() {
     let c = m.commit_writes_with(f, &[(0, a)], &[(ka.clone(), vec![1; 4096])], true).unwrap();
     // The commit reports what it left, read in its own transaction.
     assert_eq!((c.attr.size, c.chunk_slices.clone(), c.used_bytes, c.capacity), (4096, vec![(0, 1)], 4096, MIB));
-    assert_eq!(m.journaled(10).unwrap(), vec![(ka.clone(), vec![1; 4096])]);
+    assert_eq!(m.journaled(None, 10).unwrap(), vec![(ka.clone(), vec![1; 4096])]);
     let (a2, a3) = (slice(m, 4096, 4096), slice(m, 8192, 4096));
     let c = m.commit_writes_with(f, &[(0, a2), (0, a3)], &[], false).unwrap();
     assert_eq!((c.chunk_slices.clone(), c.used_bytes), (vec![(0, 3)], 3 * 4096), "{c:?}");
@@ -41,14 +41,16 @@ fn journaled_blocks_go_with_their_commit() {
         m.commit_writes_with(f, &[(0, b)], &[(kb, vec![2; 4096])], true).map(|c| c.attr.size),
         Err(MetaError::Quota)
     );
-    assert_eq!(m.journaled(10).unwrap().len(), 1);
-    assert_eq!(m.journaled(0).unwrap().len(), 0);
+    assert_eq!(m.journaled(None, 10).unwrap().len(), 1);
+    assert_eq!(m.journaled(None, 0).unwrap().len(), 0);
+    assert!(m.journaled(Some(&ka), 10).unwrap().is_empty(), "nothing after the only one");
+    assert_eq!(m.journaled(Some("v0"), 10).unwrap().len(), 1);
     // Readers find the copy until the server has written the block's file.
     assert_eq!(m.journaled_block(&ka).unwrap(), Some(vec![1; 4096]));
     let other = format!("v{}/chunks/0/0/{}_0_4096", vol.id, a2.id);
     assert_eq!(m.journaled_among(&[other.clone(), ka.clone()]).unwrap(), vec![ka.clone()]);
     m.forget_journaled(std::slice::from_ref(&ka)).unwrap();
-    assert!(m.journaled(10).unwrap().is_empty());
+    assert!(m.journaled(None, 10).unwrap().is_empty());
     assert_eq!(m.journaled_block(&ka).unwrap(), None);
     assert!(m.journaled_among(&[other, ka]).unwrap().is_empty());
     assert_eq!(m.read_chunk(f, 0).unwrap(), vec![a, a2, a3]);

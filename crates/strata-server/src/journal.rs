@@ -7,7 +7,9 @@
 //! shows to be missing or torn before it serves.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
+use strata_blocks::BlockStore;
 use strata_blocks::layout::volume_of_block_key;
 
 use crate::state::State;
@@ -15,25 +17,33 @@ use crate::state::State;
 /// Most bytes of blocks one commit may journal.
 pub const MAX_COMMIT_BYTES: usize = 256 << 10;
 
-/// Journaled blocks handled per round (rows are at most 256 KiB: at most 64 MiB in memory).
+/// Journaled blocks read at a time (rows are at most 256 KiB: at most 64 MiB in memory).
 const BATCH: usize = 256;
 
-/// Makes every journaled block durable in its store (writing files clients left to the server,
-/// rewriting files a crash tore) and forgets it; returns how many blocks were handled and how
-/// many files were written.
+/// Most journaled blocks one flush handles (the rest waits for the next): their keys are kept
+/// until the single sync at its end.
+const MAX_PER_FLUSH: usize = 64 << 10;
+
+/// Journaled blocks forgotten per transaction.
+const FORGET_BATCH: usize = 1024;
+
+/// Makes journaled blocks durable in their stores (writing files clients left to the server,
+/// rewriting files a crash tore; one sync per store at the end) and forgets them; returns how
+/// many blocks were handled and how many files were written.
 pub async fn flush(st: &State) -> Result<(usize, usize), String> {
-    let (mut done, mut rewritten) = (0, 0);
+    let (mut keys, mut written) = (Vec::new(), 0);
+    let mut to_sync: HashMap<String, (BlockStore, Vec<PathBuf>)> = HashMap::new();
+    let mut after: Option<String> = None;
     loop {
         let meta = st.meta.clone();
-        let batch = tokio::task::spawn_blocking(move || meta.journaled(BATCH))
+        let from = after.clone();
+        let batch = tokio::task::spawn_blocking(move || meta.journaled(from.as_deref(), BATCH))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        if batch.is_empty() {
-            return Ok((done, rewritten));
-        }
         let full = batch.len() == BATCH;
-        let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+        after = batch.last().map(|(k, _)| k.clone());
+        keys.extend(batch.iter().map(|(k, _)| k.clone()));
         let mut by_vol: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
         for (k, v) in batch {
             match volume_of_block_key(&k) {
@@ -52,16 +62,25 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
                 Err(e) => return Err(e.to_string()),
             };
             let store = st.store(&url).map_err(|e| e.to_string())?;
-            rewritten += store.sync_journaled(blocks).await.map_err(|e| e.to_string())?;
+            let (n, paths) = store.write_journaled(blocks).await.map_err(|e| e.to_string())?;
+            written += n;
+            to_sync.entry(url).or_insert_with(|| (store, Vec::new())).1.extend(paths);
         }
-        done += keys.len();
-        let meta = st.meta.clone();
-        tokio::task::spawn_blocking(move || meta.forget_journaled(&keys))
+        if !full || keys.len() >= MAX_PER_FLUSH {
+            break;
+        }
+    }
+    // One sync per store for the whole flush: each is a burst of disk writes that calls in
+    // progress (their own syncs) wait behind.
+    for (_, (store, paths)) in to_sync {
+        store.sync_paths(paths).await.map_err(|e| e.to_string())?;
+    }
+    for chunk in keys.chunks(FORGET_BATCH) {
+        let (meta, chunk) = (st.meta.clone(), chunk.to_vec());
+        tokio::task::spawn_blocking(move || meta.forget_journaled(&chunk))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        if !full {
-            return Ok((done, rewritten));
-        }
     }
+    Ok((keys.len(), written))
 }
