@@ -47,7 +47,7 @@ pub(crate) fn write_new(path: &std::path::Path, payload: &PutPayload) -> std::io
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
+                create_dirs(parent)?;
             }
             std::fs::OpenOptions::new().write(true).create_new(true).open(path)?
         }
@@ -57,6 +57,56 @@ pub(crate) fn write_new(path: &std::path::Path, payload: &PutPayload) -> std::io
         file.write_all(part)?;
     }
     Ok(())
+}
+
+/// Creates a block directory and its missing parents, each marked as the top of a directory
+/// hierarchy (ext4's `TOPDIR` flag, `chattr +T`): ext4 then spreads the directories created in
+/// it over the disk's block groups instead of packing them next to their parent. New blocks
+/// (in new directories, as slice ids grow) so land away from the inodes of blocks just
+/// collected, which ext4 without a journal scans past on every file it creates (a tenth of a
+/// millisecond per small file after a large delete, measured). Other file systems refuse the
+/// flag, which changes nothing.
+pub(crate) fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {
+            mark_topdir(dir);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                create_dirs(parent)?;
+            }
+            match std::fs::create_dir(dir) {
+                Ok(()) => {
+                    mark_topdir(dir);
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `FS_TOPDIR_FL` of `linux/fs.h`.
+const FS_TOPDIR_FL: libc::c_int = 0x0002_0000;
+
+/// Sets the `TOPDIR` flag on a directory, if its file system has it (a hint: failures are
+/// ignored).
+fn mark_topdir(dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(dir) else { return };
+    let mut flags: libc::c_int = 0;
+    // SAFETY: both ioctls read or write one int through a valid pointer, on a descriptor `f`
+    // keeps open for the calls.
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) == 0 && flags & FS_TOPDIR_FL == 0 {
+            flags |= FS_TOPDIR_FL;
+            libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags);
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -123,6 +173,31 @@ mod tests {
         assert_eq!(s.get(&key).await?.bytes().await?, bytes::Bytes::from_static(b"xyz"));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("v1/chunks/0/0")).into_iter().flatten().collect();
         assert_eq!(leftovers.len(), 1, "no staging files left behind");
+        Ok(())
+    }
+
+    #[test]
+    fn new_block_directories_are_marked_as_tops_on_ext4() -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir()?;
+        let leaf = dir.path().join("v1/chunks/0/3");
+        create_dirs(&leaf)?;
+        create_dirs(&leaf)?;
+        // SAFETY: statfs fills the struct through a valid pointer.
+        let ext4 = unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+            libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == 0xEF53
+        };
+        for d in ["v1", "v1/chunks", "v1/chunks/0", "v1/chunks/0/3"] {
+            let f = std::fs::File::open(dir.path().join(d))?;
+            let mut flags: libc::c_int = 0;
+            // SAFETY: reads one int through a valid pointer on an open descriptor.
+            let got = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } == 0;
+            if ext4 {
+                assert!(got && flags & FS_TOPDIR_FL != 0, "{d}: flags {flags:#x}");
+            }
+        }
         Ok(())
     }
 }

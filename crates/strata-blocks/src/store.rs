@@ -538,7 +538,7 @@ fn replace(path: &FsPath, data: &[u8]) -> std::io::Result<()> {
     tmp.push(format!(".j{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let tmp = PathBuf::from(tmp);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        crate::local::create_dirs(parent)?;
     }
     let mut f = std::fs::File::create(&tmp)?;
     let written = f.write_all(data).and_then(|()| std::fs::rename(&tmp, path));

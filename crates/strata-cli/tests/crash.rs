@@ -474,6 +474,39 @@ fn journaled_blocks_are_read_before_their_files_are_written() {
     assert_bytes_eq(&read_all(&c.p(fresh, "f")), &data, "read from the file after the restart");
 }
 
+/// The block files of small fsynced files are written in batches by the server: those of files
+/// deleted before then are never written at all, and the deleted file's slices are still
+/// collected.
+#[test]
+fn journaled_blocks_of_deleted_files_are_never_written() {
+    // Rounds (and collection) every 100 ms, but journaled blocks wait for the stop.
+    let args = ["--gc-interval", "100ms", "--journal-delay", "1h"].map(String::from).to_vec();
+    let mut c = Cluster::with_opts("journaldel", Opts { server_args: args, ..Opts::default() });
+    if c.s3 {
+        return;
+    }
+    c.allow_log("strata server unreachable");
+    c.allow_log("heartbeat failed");
+    let a = c.mount(&[]);
+    let (kept, gone) = (random_bytes(45, 7_001), random_bytes(46, 7_002));
+    for (name, data) in [("kept", &kept), ("gone", &gone)] {
+        let mut f = File::create(c.p(a, name)).expect("create");
+        f.write_all(data).expect("write");
+        f.sync_all().expect("fsync");
+    }
+    std::fs::remove_file(c.p(a, "gone")).expect("unlink");
+    let blocks = c.data.join("blocks");
+    // Several rounds pass: the deleted file's slice waits for the journal, nothing is written.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(block_files_of_len(&blocks, 7_001).is_empty() && block_files_of_len(&blocks, 7_002).is_empty());
+    assert_eq!(c.stop_server(), Vec::<String>::new(), "clean stop");
+    assert_eq!(block_files_of_len(&blocks, 7_001).len(), 1, "the kept file's block is written at the stop");
+    assert!(block_files_of_len(&blocks, 7_002).is_empty(), "the deleted file's block is never written");
+    c.start_server();
+    let b = c.mount(&[]);
+    assert_bytes_eq(&read_all(&c.p(b, "kept")), &kept, "kept, after the restart");
+}
+
 /// A client cannot use the journal to have the server write what it likes: journals without a
 /// durable commit, with keys that are not block keys of the committed slices, or too large, are
 /// refused whole (the commit with them), and nothing changes.

@@ -1386,6 +1386,31 @@ impl Meta {
         Ok(out)
     }
 
+    /// Those of `ids` that are collectable now (see [`Meta::collectable`]): unreferenced, of
+    /// an inode open nowhere, so nobody reads their blocks again.
+    pub fn collectable_among(&self, ids: &[u64]) -> Result<std::collections::HashSet<u64>> {
+        self.read(|t| {
+            let mut out = std::collections::HashSet::new();
+            let mut open: HashMap<Ino, bool> = HashMap::new();
+            for id in ids {
+                let Some(v) = t.get(&keys::pending(*id))? else { continue };
+                let p: Pending = dec(&v)?;
+                let is_open = match open.get(&p.ino) {
+                    Some(o) => *o,
+                    None => {
+                        let o = self.is_open(t, p.ino)?;
+                        open.insert(p.ino, o);
+                        o
+                    }
+                };
+                if !is_open {
+                    out.insert(*id);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Every slice id the namespace still needs: referenced by a chunk, or awaiting collection.
     /// A block whose slice is not in this set was uploaded by a client that never committed it.
     pub fn referenced_slices(&self) -> Result<std::collections::HashSet<u64>> {

@@ -992,6 +992,10 @@ impl Harness {
         // A collector taking a few at a time gets the first ones, whatever open files hold.
         let few = ok(meta.collectable(2), "collectable(2)")?;
         prop_assert_eq!(&few[..], &got[..got.len().min(2)], "collectable(2)");
+        // Asked about given slices (every one committed), the same answer.
+        let all: Vec<u64> = m.committed.iter().copied().collect();
+        let among: BTreeSet<u64> = ok(meta.collectable_among(&all), "collectable_among")?.into_iter().collect();
+        prop_assert_eq!(&among, &ids, "collectable_among");
         // The same, derived without the model's pending list: committed ids that no chunk of a
         // live inode holds any more.
         let mut live = BTreeSet::new();

@@ -23,17 +23,30 @@ pub struct GcConfig {
     pub sweep_interval: Duration,
     /// An unreferenced block younger than this is left alone (its client may still commit it).
     pub orphan_block_age: Duration,
+    /// How long journaled blocks may wait for their files (sooner when many are waiting).
+    pub journal_delay: Duration,
 }
+
+/// Journaled blocks committed since the last flush that start one at the next round.
+const JOURNAL_HIGH: usize = 16 << 10;
 
 /// Runs the background loop until the process ends.
 pub async fn run(st: Arc<State>, cfg: GcConfig) {
     let started = Instant::now();
     let mut reaped = false;
     let mut last_sweep: Option<Instant> = None;
+    let mut last_flush = Instant::now();
     loop {
         tokio::time::sleep(cfg.interval).await;
-        if let Err(e) = crate::journal::flush(&st).await {
-            tracing::error!(error = %e, "syncing journaled blocks failed; will retry");
+        // Journaled blocks are durable already: their files are written in batches, and not
+        // at all for files deleted meanwhile.
+        let waiting = st.journaled_since_flush.load(std::sync::atomic::Ordering::Relaxed);
+        if last_flush.elapsed() >= cfg.journal_delay || waiting >= JOURNAL_HIGH {
+            last_flush = Instant::now();
+            st.journaled_since_flush.fetch_sub(waiting, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = crate::journal::flush(&st).await {
+                tracing::error!(error = %e, "writing journaled blocks failed; will retry");
+            }
         }
         // With shared state any server may end a session silent towards all of them.
         let (meta, timeout) = (st.meta.clone(), cfg.session_timeout);

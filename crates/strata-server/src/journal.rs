@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use strata_blocks::BlockStore;
-use strata_blocks::layout::volume_of_block_key;
+use strata_blocks::layout::{slice_of_key, volume_of_block_key};
 
 use crate::state::State;
 
@@ -44,8 +44,20 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
         let full = batch.len() == BATCH;
         after = batch.last().map(|(k, _)| k.clone());
         keys.extend(batch.iter().map(|(k, _)| k.clone()));
+        // Blocks of slices nobody will read again (their file was deleted, and is open
+        // nowhere) need no file: the row is just forgotten, and collection then finds nothing
+        // to delete. Nothing makes such a slice referenced again.
+        let ids: Vec<u64> = batch.iter().filter_map(|(k, _)| slice_of_key(k)).collect();
+        let meta = st.meta.clone();
+        let gone = tokio::task::spawn_blocking(move || meta.collectable_among(&ids))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         let mut by_vol: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
         for (k, v) in batch {
+            if slice_of_key(&k).is_some_and(|id| gone.contains(&id)) {
+                continue;
+            }
             match volume_of_block_key(&k) {
                 Some(vol) => by_vol.entry(vol).or_default().push((k, v)),
                 // Never written by a commit (keys are checked there): nothing to sync.

@@ -321,6 +321,7 @@ pub fn default_gc() -> GcConfig {
         orphan_grace: Duration::from_secs(120),
         sweep_interval: Duration::from_secs(3600),
         orphan_block_age: Duration::from_secs(3600),
+        journal_delay: Duration::from_secs(1),
     }
 }
 

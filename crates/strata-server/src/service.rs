@@ -446,7 +446,11 @@ impl MetaRpc for MetaService {
         let journal = self.check_journal(&req_who, &r, &writes).await?;
         let meta = self.st.meta.clone();
         let ino = r.ino;
+        let journaled = journal.len();
         let c = blocking(move || meta.commit_writes_with(ino, &writes, &journal, r.durable)).await?;
+        if journaled > 0 {
+            self.st.journaled_since_flush.fetch_add(journaled, std::sync::atomic::Ordering::Relaxed);
+        }
         let crowded = c.chunk_slices.iter().filter(|(_, n)| *n > COMPACT_AFTER).map(|(i, _)| *i).collect();
         Ok(Response::new(pb::CommitResp {
             attr: Some(attr_to_pb(ino, &c.attr)),

@@ -34,6 +34,8 @@ pub struct State {
     /// number is never reused, so authorizing a call by inode needs no transaction after the
     /// first.
     inode_volumes: std::sync::RwLock<HashMap<u64, u32>>,
+    /// Blocks journaled by commits since the last journal flush (see `gc::run`).
+    pub journaled_since_flush: std::sync::atomic::AtomicUsize,
     /// Scope and block store of each volume, for serving its blocks.
     volume_blocks: std::sync::RwLock<HashMap<u32, VolumeBlocks>>,
     /// Ids of the block directories served, by store URL.
@@ -64,6 +66,7 @@ impl State {
             stores: Mutex::new(HashMap::new()),
             volume_scopes: std::sync::RwLock::new(HashMap::new()),
             inode_volumes: std::sync::RwLock::new(HashMap::new()),
+            journaled_since_flush: std::sync::atomic::AtomicUsize::new(0),
             volume_blocks: std::sync::RwLock::new(HashMap::new()),
             store_ids: Mutex::new(HashMap::new()),
         }

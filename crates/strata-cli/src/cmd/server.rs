@@ -31,6 +31,12 @@ pub struct ServerArgs {
     /// Pause between background rounds (block collection, session expiry).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub gc_interval: Duration,
+    /// How long the small blocks of durable commits (an NFS COMMIT or fsync of a small file)
+    /// may stay only in the metadata store, where the commit made them durable, before the
+    /// server writes their block files; blocks of files deleted sooner are never written.
+    /// Readers on other hosts get them from the server meanwhile.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub journal_delay: Duration,
     /// After a start, how long clients get to re-announce files they hold open before unlinked
     /// files are destroyed.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
@@ -65,6 +71,7 @@ impl ServerArgs {
                 orphan_grace: self.orphan_grace,
                 sweep_interval: self.sweep_interval,
                 orphan_block_age: self.orphan_block_age,
+                journal_delay: self.journal_delay,
             },
             shared_state: self.shared_state,
         }
