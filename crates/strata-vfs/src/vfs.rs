@@ -160,11 +160,45 @@ pub struct DirEntry {
     pub attr: Option<Attr>,
 }
 
-#[derive(Default)]
+/// A handle's read-ahead state: where the last read ended, the window, and how far ahead
+/// blocks were already fetched.
+#[derive(Default, Debug)]
 struct ReadState {
     last_end: u64,
     window: u64,
     prefetched_to: u64,
+}
+
+impl ReadState {
+    /// Notes a read of `off..end` with read-ahead up to `max` bytes; whether it continues a
+    /// sequential stream (within 1 MiB of where the last read ended), after which read-ahead
+    /// runs. The window doubles with each sequential read, from 8 MiB; any other read ends
+    /// the stream.
+    fn note_read(&mut self, off: u64, end: u64, max: u64) -> bool {
+        let seq =
+            off == self.last_end || (off > self.last_end.saturating_sub(1 << 20) && off <= self.last_end + (1 << 20));
+        self.window = if seq { (self.window * 2).clamp(max.min(8 << 20), max) } else { 0 };
+        if !seq {
+            // A new stream (say the file read again from the start): what was fetched ahead
+            // of the old one says nothing about this one.
+            self.prefetched_to = end;
+        }
+        self.last_end = end;
+        seq && self.window > 0
+    }
+
+    /// The range to fetch ahead of a sequential read that ended at `from`, in a file of
+    /// `fsize` bytes (and notes it fetched); `None` when what is already fetched covers
+    /// enough of the window.
+    fn ahead(&mut self, from: u64, fsize: u64) -> Option<(u64, u64)> {
+        let stop = fsize.min(from + self.window);
+        let start = from.max(self.prefetched_to);
+        if start >= stop || start.saturating_sub(from) > self.window / 2 {
+            return None;
+        }
+        self.prefetched_to = stop;
+        Some((start, stop))
+    }
 }
 
 struct Handle {
@@ -1120,20 +1154,7 @@ impl Vfs {
         }
         let end = fsize.min(off + u64::from(size));
         self.qos.data(end - off).await;
-        let sequential = {
-            let mut st = h.read.lock().unwrap_or_else(|p| p.into_inner());
-            let seq =
-                off == st.last_end || (off > st.last_end.saturating_sub(1 << 20) && off <= st.last_end + (1 << 20));
-            let max = self.cfg.readahead;
-            st.window = if seq { (st.window * 2).clamp(max.min(8 << 20), max) } else { 0 };
-            if !seq {
-                // A new stream (say the file read again from the start): what was fetched
-                // ahead of the old one says nothing about this one.
-                st.prefetched_to = end;
-            }
-            st.last_end = end;
-            seq && st.window > 0
-        };
+        let sequential = h.read.lock().unwrap_or_else(|p| p.into_inner()).note_read(off, end, self.cfg.readahead);
         let out = self.read_range(ino, off, end, sequential).await?;
         if sequential
             && end < fsize
@@ -1240,15 +1261,8 @@ impl Vfs {
 
     /// Starts background fetches of the blocks after a sequential read.
     async fn readahead(&self, h: &Handle, ino: u64, from: u64, fsize: u64) {
-        let (start, stop) = {
-            let mut st = h.read.lock().unwrap_or_else(|p| p.into_inner());
-            let stop = fsize.min(from + st.window);
-            let start = from.max(st.prefetched_to);
-            if start >= stop || start.saturating_sub(from) > st.window / 2 {
-                return;
-            }
-            st.prefetched_to = stop;
-            (start, stop)
+        let Some((start, stop)) = h.read.lock().unwrap_or_else(|p| p.into_inner()).ahead(from, fsize) else {
+            return;
         };
         let bs = u64::from(self.volume.block_size);
         for (idx, pos, n) in chunk_pieces(start, stop - start) {
@@ -1560,6 +1574,43 @@ mod tests {
 
     fn volume(cache_mem_bytes: u64, readahead_bytes: u64) -> pb::VolumeInfo {
         pb::VolumeInfo { cache_mem_bytes, readahead_bytes, ..Default::default() }
+    }
+
+    #[test]
+    fn read_ahead_grows_with_a_stream_and_restarts_after_a_jump() {
+        const MIB: u64 = 1 << 20;
+        let (max, fsize) = (64 * MIB, 1 << 40);
+        let mut st = ReadState::default();
+        // A stream from the start: the window starts at 8 MiB and doubles up to the maximum.
+        assert!(st.note_read(0, MIB, max));
+        assert_eq!(st.ahead(MIB, fsize), Some((MIB, 9 * MIB)));
+        let mut at = MIB;
+        for want in [16, 32, 64] {
+            assert!(st.note_read(at, at + MIB, max));
+            at += MIB;
+            assert_eq!(st.window, want * MIB);
+            let (_, stop) = st.ahead(at, fsize).expect("fetches ahead");
+            assert_eq!(stop, at + want * MIB);
+        }
+        // While more than half the window is fetched already, nothing more is fetched; the
+        // window stays at the maximum.
+        assert!(st.note_read(at, at + MIB, max));
+        assert_eq!(st.window, max);
+        assert_eq!(st.ahead(at + MIB, fsize), None, "{st:?}");
+        // A jump ends the stream: no read-ahead, and the old stream's fetches are forgotten.
+        assert!(!st.note_read(500 * MIB, 501 * MIB, max));
+        assert_eq!((st.window, st.prefetched_to), (0, 501 * MIB));
+        // The next sequential read restarts it from 8 MiB at the new place, not behind or past it.
+        assert!(st.note_read(501 * MIB, 502 * MIB, max));
+        assert_eq!(st.ahead(502 * MIB, fsize), Some((502 * MIB, 510 * MIB)));
+        // Reading the file again from the start is a new stream too.
+        assert!(!st.note_read(0, MIB, max));
+        assert!(st.note_read(MIB, 2 * MIB, max));
+        assert_eq!(st.ahead(2 * MIB, fsize), Some((2 * MIB, 10 * MIB)));
+        // Never past the end of the file; with read-ahead off, none at all.
+        assert_eq!(ReadState { window: 8 * MIB, ..Default::default() }.ahead(MIB, 3 * MIB), Some((MIB, 3 * MIB)));
+        let mut off = ReadState::default();
+        assert!(!off.note_read(0, MIB, 0) && !off.note_read(MIB, 2 * MIB, 0));
     }
 
     #[test]
