@@ -19,9 +19,10 @@ fn worker() -> &'static Mutex<Sender<Job>> {
         let spawned = std::thread::Builder::new().name("strata-background".into()).spawn(move || {
             // SAFETY: plain system calls; on Linux a nice value is per thread, and lowering
             // one's own priority is always allowed.
-            unsafe {
-                let tid = libc::gettid();
-                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                tracing::warn!(error = %e, "background thread runs at normal priority");
             }
             for job in rx {
                 // A panicking job must not take the thread (and every later job) with it.

@@ -401,6 +401,27 @@ fn block_files_of_len(dir: &std::path::Path, len: usize) -> Vec<std::path::PathB
     out
 }
 
+/// A cluster for the journal's tests: the server started with `server_args`, restarts of it
+/// expected in the mounts' logs. `None` with S3 blocks, which are durable when stored (nothing
+/// is journaled).
+fn journal_cluster(name: &str, server_args: &[&str]) -> Option<Cluster> {
+    let server_args = server_args.iter().map(|a| a.to_string()).collect();
+    let mut c = Cluster::with_opts(name, Opts { server_args, ..Opts::default() });
+    if c.s3 {
+        return None;
+    }
+    c.allow_log("strata server unreachable");
+    c.allow_log("heartbeat failed");
+    Some(c)
+}
+
+/// Writes `data` to a new file at `path` and fsyncs it.
+fn write_fsynced(path: &std::path::Path, data: &[u8]) {
+    let mut f = File::create(path).expect("create");
+    f.write_all(data).expect("write");
+    f.sync_all().expect("fsync");
+}
+
 /// A durable commit of a small file to a local block directory leaves the block file to the
 /// server, with a copy of its bytes in the metadata commit: here the server is killed before
 /// its background round wrote the files, and the restarted server writes them from the copies
@@ -408,20 +429,11 @@ fn block_files_of_len(dir: &std::path::Path, len: usize) -> Vec<std::path::PathB
 #[test]
 fn journaled_small_blocks_are_restored_after_a_crash() {
     // No background round (which would sync the files and drop the copies) before the kill.
-    let opts = Opts { server_args: vec!["--gc-interval".into(), "1h".into()], ..Opts::default() };
-    let mut c = Cluster::with_opts("journal", opts);
-    if c.s3 {
-        // Blocks in S3 are durable when stored; nothing is journaled.
-        return;
-    }
-    c.allow_log("strata server unreachable");
-    c.allow_log("heartbeat failed");
+    let Some(mut c) = journal_cluster("journal", &["--gc-interval", "1h"]) else { return };
     let a = c.mount(&[]);
     let (one, two) = (random_bytes(41, 10_007), random_bytes(42, 10_007));
     for (name, data) in [("one", &one), ("two", &two)] {
-        let mut f = File::create(c.p(a, name)).expect("create");
-        f.write_all(data).expect("write");
-        f.sync_all().expect("fsync");
+        write_fsynced(&c.p(a, name), data);
     }
     c.kill9_server();
     let blocks = block_files_of_len(&c.data.join("blocks"), 10_007);
@@ -450,19 +462,10 @@ fn journaled_small_blocks_are_restored_after_a_crash() {
 #[test]
 fn journaled_blocks_are_read_before_their_files_are_written() {
     // Rounds far apart, so the test sees the block before its file exists.
-    let opts = Opts { server_args: vec!["--gc-interval".into(), "1h".into()], ..Opts::default() };
-    let mut c = Cluster::with_opts("journalread", opts);
-    if c.s3 {
-        return;
-    }
-    c.allow_log("strata server unreachable");
-    c.allow_log("heartbeat failed");
+    let Some(mut c) = journal_cluster("journalread", &["--gc-interval", "1h"]) else { return };
     let (a, b) = (c.mount(&[]), c.mount(&[]));
     let data = random_bytes(44, 9_001);
-    let mut f = File::create(c.p(a, "f")).expect("create");
-    f.write_all(&data).expect("write");
-    f.sync_all().expect("fsync");
-    drop(f);
+    write_fsynced(&c.p(a, "f"), &data);
     let blocks = c.data.join("blocks");
     assert!(block_files_of_len(&blocks, 9_001).is_empty(), "the file is the server's to write");
     assert_bytes_eq(&read_all(&c.p(b, "f")), &data, "read on another mount before the file exists");
@@ -475,24 +478,16 @@ fn journaled_blocks_are_read_before_their_files_are_written() {
 }
 
 /// The block files of small fsynced files are written in batches by the server: those of files
-/// deleted before then are never written at all, and the deleted file's slices are still
-/// collected.
+/// deleted before then are never written at all, while collection rounds run.
 #[test]
 fn journaled_blocks_of_deleted_files_are_never_written() {
     // Rounds (and collection) every 100 ms, but journaled blocks wait for the stop.
-    let args = ["--gc-interval", "100ms", "--journal-delay", "1h"].map(String::from).to_vec();
-    let mut c = Cluster::with_opts("journaldel", Opts { server_args: args, ..Opts::default() });
-    if c.s3 {
-        return;
-    }
-    c.allow_log("strata server unreachable");
-    c.allow_log("heartbeat failed");
+    let args = ["--gc-interval", "100ms", "--journal-delay", "1h"];
+    let Some(mut c) = journal_cluster("journaldel", &args) else { return };
     let a = c.mount(&[]);
     let (kept, gone) = (random_bytes(45, 7_001), random_bytes(46, 7_002));
     for (name, data) in [("kept", &kept), ("gone", &gone)] {
-        let mut f = File::create(c.p(a, name)).expect("create");
-        f.write_all(data).expect("write");
-        f.sync_all().expect("fsync");
+        write_fsynced(&c.p(a, name), data);
     }
     std::fs::remove_file(c.p(a, "gone")).expect("unlink");
     let blocks = c.data.join("blocks");
@@ -542,6 +537,28 @@ fn journals_the_server_cannot_accept_are_refused() {
             let e = client.call::<_, pb::CommitResp>(Method::CommitWrites, |_| req.clone()).await.expect_err(what);
             assert!(e.to_string().contains(says), "{what}: {e}");
         }
+    });
+    // Asking for a journaled copy: only block keys, and a clear "none" for a block without one.
+    rt.block_on(async {
+        let (client, mounted) =
+            strata_vfs::Client::mount(&addr, &token, &volume, "bad-journal-read", Duration::from_secs(5))
+                .await
+                .expect("attach");
+        let vol = mounted.volume.expect("volume").id;
+        let ask = |key: &str| {
+            let key = key.to_string();
+            let client = client.clone();
+            async move {
+                client
+                    .call::<_, pb::BytesResp>(Method::JournaledBlock, |_| pb::BlockKeyReq { key: key.clone() })
+                    .await
+                    .expect_err("no copy")
+            }
+        };
+        let e = ask("../../../etc/passwd").await;
+        assert!(e.to_string().contains("not a block key"), "{e}");
+        let e = ask(&format!("v{vol}/chunks/0/0/5_0_4096")).await;
+        assert_eq!(e.errno(), libc::ENOENT, "{e}");
     });
     // No slice was committed: the file is as it was, and no file appeared outside the volume.
     assert_eq!(std::fs::metadata(c.p(a, "f")).expect("stat").len(), 0);

@@ -1173,6 +1173,16 @@ impl Meta {
     /// Whether any session has `ino` open. With shared state this reads the open records in
     /// the caller's transaction, so an open committed by another server is seen (or the two
     /// transactions conflict and one is retried).
+    /// [`Meta::is_open`], asked once per inode in one transaction (`seen` remembers answers).
+    fn is_open_seen(&self, t: &mut dyn KvTxn, seen: &mut HashMap<Ino, bool>, ino: Ino) -> Result<bool> {
+        if let Some(o) = seen.get(&ino) {
+            return Ok(*o);
+        }
+        let o = self.is_open(t, ino)?;
+        seen.insert(ino, o);
+        Ok(o)
+    }
+
     fn is_open(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
         if self.is_shared() {
             let p = keys::open_prefix(ino);
@@ -1359,15 +1369,7 @@ impl Meta {
                 for (k, v) in &page {
                     let id = keys::u64_at(k, 1).ok_or_else(|| MetaError::Corrupt("pending key".into()))?;
                     let p: Pending = dec(v)?;
-                    let is_open = match open.get(&p.ino) {
-                        Some(o) => *o,
-                        None => {
-                            let o = self.is_open(t, p.ino)?;
-                            open.insert(p.ino, o);
-                            o
-                        }
-                    };
-                    if !is_open {
+                    if !self.is_open_seen(t, &mut open, p.ino)? {
                         free.push((id, p));
                     }
                 }
@@ -1395,15 +1397,7 @@ impl Meta {
             for id in ids {
                 let Some(v) = t.get(&keys::pending(*id))? else { continue };
                 let p: Pending = dec(&v)?;
-                let is_open = match open.get(&p.ino) {
-                    Some(o) => *o,
-                    None => {
-                        let o = self.is_open(t, p.ino)?;
-                        open.insert(p.ino, o);
-                        o
-                    }
-                };
-                if !is_open {
+                if !self.is_open_seen(t, &mut open, p.ino)? {
                     out.insert(*id);
                 }
             }
