@@ -254,15 +254,16 @@ impl BlockStore {
         crate::background::run(move || {
             let mut written = 0;
             let mut paths = Vec::with_capacity(blocks.len());
-            for (key, data) in &blocks {
-                let path = root.join(key);
+            for (key, data) in blocks {
+                let path = root.join(&key);
                 let io = |e| BlockError::Io { what: format!("write journaled block {key}"), source: e };
+                let data = Bytes::from(data);
                 // Synced later with the others, so no sync of its own.
-                match crate::local::write_new(&path, &PutPayload::from(data.clone())) {
+                match crate::local::write_new(&path, &PutPayload::from_bytes(data.clone())) {
                     Ok(()) => written += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        if std::fs::read(&path).map_err(io)? != *data {
-                            replace(&path, data).map_err(io)?;
+                        if std::fs::read(&path).map_err(io)? != data {
+                            replace(&path, &data).map_err(io)?;
                             written += 1;
                         }
                     }
@@ -406,9 +407,7 @@ impl BlockStore {
             Ok(())
         })
         .await
-        .unwrap_or_else(|| {
-            Err(BlockError::Io { what: "delete task".into(), source: std::io::Error::other("panicked") })
-        })
+        .unwrap_or_else(|| panicked("delete task"))
     }
 
     /// Blocks under a key prefix, with their last modification, one page at a time.
@@ -528,8 +527,8 @@ fn map_block(path: &FsPath, key: &str, want: usize) -> Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
-/// Replaces a block file's content atomically (a new file renamed over it, so no reader or
-/// second writer ever sees it partly written); not synced.
+/// Replaces an existing block file's content atomically (a new file renamed over it, so no
+/// reader or second writer ever sees it partly written); not synced.
 fn replace(path: &FsPath, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -537,9 +536,6 @@ fn replace(path: &FsPath, data: &[u8]) -> std::io::Result<()> {
     // Unique per writer: several servers may flush one shared directory's journal at once.
     tmp.push(format!(".j{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let tmp = PathBuf::from(tmp);
-    if let Some(parent) = path.parent() {
-        crate::local::create_dirs(parent)?;
-    }
     let mut f = std::fs::File::create(&tmp)?;
     let written = f.write_all(data).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
