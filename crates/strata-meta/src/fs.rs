@@ -63,6 +63,10 @@ pub struct Meta {
     /// Shared state only: when this process last stored each session's heartbeat.
     pub(crate) touched: Mutex<HashMap<u64, std::time::Instant>>,
     inos: Mutex<(u64, u64)>,
+    /// Local state only: whether unlinks leave destruction to [`Meta::reap_doomed`].
+    defer_destroy: std::sync::atomic::AtomicBool,
+    /// Unlinked inodes open nowhere, waiting for [`Meta::reap_doomed`].
+    doomed: Mutex<Vec<Ino>>,
 }
 
 /// Options of a new volume.
@@ -229,6 +233,27 @@ fn free_chunk(t: &mut dyn KvTxn, vol: u32, ino: Ino, raw: &[u8]) -> Result<()> {
 
 /// Removes an inode and everything hanging off it.
 fn destroy(t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
+    destroy_rest(t, ino, a)?;
+    charge(t, a.volume, -(a.charged_bytes() as i64), -1)
+}
+
+/// [`destroy`] of an inode whose unlink gave `given` bytes and the inode back to the volume;
+/// what it was charged since (a commit of writes buffered before the unlink) goes back now.
+fn destroy_uncharged(t: &mut dyn KvTxn, ino: Ino, a: &Attr, given: u64) -> Result<()> {
+    destroy_rest(t, ino, a)?;
+    // Positive after a truncation that gave back part of `given` twice: restored without a
+    // quota check, as it only undoes that.
+    let delta = given as i64 - a.charged_bytes() as i64;
+    if delta == 0 {
+        return Ok(());
+    }
+    let mut u = load_usage(t, a.volume)?;
+    u.bytes = u.bytes.saturating_add_signed(delta);
+    t.put(&keys::usage(a.volume), &enc(&u)?)
+}
+
+/// [`destroy`] but for the usage.
+fn destroy_rest(t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
     if a.kind == FileType::File {
         let p = keys::chunk_prefix(ino);
         let end = prefix_end(&p);
@@ -249,8 +274,7 @@ fn destroy(t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
     let xp = keys::xattr_prefix(ino);
     t.delete_range(&xp, &prefix_end(&xp))?;
     t.delete(&keys::attr(ino))?;
-    t.delete(&keys::sustained(ino))?;
-    charge(t, a.volume, -(a.charged_bytes() as i64), -1)
+    t.delete(&keys::sustained(ino))
 }
 
 /// Stores a new volume: its record, name, usage and empty root directory.
@@ -354,6 +378,8 @@ impl Meta {
             local_locks: Mutex::new(crate::locks::LockTable::default()),
             touched: Mutex::new(HashMap::new()),
             inos: Mutex::new((0, 0)),
+            defer_destroy: std::sync::atomic::AtomicBool::new(false),
+            doomed: Mutex::new(Vec::new()),
         };
         m.write(false, |t| {
             if t.get(keys::SCHEMA)?.is_none() {
@@ -709,9 +735,67 @@ impl Meta {
         if self.is_open(t, ino)? {
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &[])
+        } else if self.defers_destroy() {
+            // The usage goes back now, so quotas see the space at once; the rows go later.
+            store_attr(t, ino, a)?;
+            t.put(&keys::sustained(ino), &keys::uncharged(a.charged_bytes()))?;
+            charge(t, a.volume, -(a.charged_bytes() as i64), -1)?;
+            // Pushed before the commit: an entry of a transaction that rolls back finds no
+            // sustained record when reaped, and is dropped then.
+            self.doomed.lock().map_err(|_| MetaError::Corrupt("doomed list poisoned".into()))?.push(ino);
+            Ok(())
         } else {
             destroy(t, ino, a)
         }
+    }
+
+    fn defers_destroy(&self) -> bool {
+        self.defer_destroy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// With local state, makes unlinks of files open nowhere leave the inode's destruction
+    /// (its chunk rows, freeing its slices) to [`Meta::reap_doomed`]: a server calls that in
+    /// the background, so an unlink's transaction stays as small as when the file is open.
+    /// The usage is given back by the unlink either way. No effect with shared state.
+    pub fn set_defer_destroy(&self, on: bool) {
+        self.defer_destroy.store(on && !self.is_shared(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many unlinked inodes wait for [`Meta::reap_doomed`].
+    pub fn doomed_count(&self) -> usize {
+        self.doomed.lock().map(|d| d.len()).unwrap_or(0)
+    }
+
+    /// Destroys the inodes unlinked since the last call that are still open nowhere (an
+    /// inode opened meanwhile waits for its last close); returns how many went. A crash
+    /// loses nothing: their sustained records stay, for [`Meta::reap_orphans`].
+    pub fn reap_doomed(&self) -> Result<usize> {
+        const BATCH: usize = 512;
+        let inos =
+            std::mem::take(&mut *self.doomed.lock().map_err(|_| MetaError::Corrupt("doomed list poisoned".into()))?);
+        let mut n = 0;
+        for (i, batch) in inos.chunks(BATCH).enumerate() {
+            let done = self.write(false, |t| {
+                let mut k = 0;
+                for ino in batch {
+                    if self.reap_in(t, *ino)? {
+                        k += 1;
+                    }
+                }
+                Ok(k)
+            });
+            match done {
+                Ok(k) => n += k,
+                Err(e) => {
+                    // Back in the list for the next call.
+                    if let Ok(mut d) = self.doomed.lock() {
+                        d.extend_from_slice(&inos[i * BATCH..]);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Removes a non-directory entry.
@@ -1319,11 +1403,15 @@ impl Meta {
     /// Destroys `ino` if it is unlinked and nobody has it open, inside the caller's
     /// transaction. Returns whether a sustained record was settled.
     fn reap_in(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
-        if t.get(&keys::sustained(ino))?.is_none() || self.is_open(t, ino)? {
+        let Some(mark) = t.get(&keys::sustained(ino))? else { return Ok(false) };
+        if self.is_open(t, ino)? {
             return Ok(false);
         }
         match load_attr(t, ino) {
-            Ok(a) if a.nlink == 0 => destroy(t, ino, &a)?,
+            Ok(a) if a.nlink == 0 => match keys::uncharged_bytes(&mark) {
+                Some(given) => destroy_uncharged(t, ino, &a, given)?,
+                None => destroy(t, ino, &a)?,
+            },
             Ok(_) | Err(MetaError::NotFound) => t.delete(&keys::sustained(ino))?,
             Err(e) => return Err(e),
         }

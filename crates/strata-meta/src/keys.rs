@@ -109,9 +109,21 @@ pub fn journal(block_key: &str) -> Vec<u8> {
 /// Prefix of all journaled blocks.
 pub const JOURNAL_PREFIX: &[u8] = b"J";
 
-/// Inode unlinked while open, kept until its last close: `O ino`.
+/// Inode unlinked while open, kept until its last close: `O ino`. The value is empty, or
+/// [`uncharged`] when the unlink already gave its usage back to the volume.
 pub fn sustained(ino: Ino) -> [u8; 9] {
     tagged(b'O', ino)
+}
+
+/// Value of a sustained record whose unlink gave `bytes` of usage and the inode back to the
+/// volume: `u bytes`.
+pub fn uncharged(bytes: u64) -> [u8; 9] {
+    tagged(b'u', bytes)
+}
+
+/// The bytes an [`uncharged`] value gave back; `None` for any other value.
+pub fn uncharged_bytes(v: &[u8]) -> Option<u64> {
+    if v.first() == Some(&b'u') { u64_at(v, 1) } else { None }
 }
 
 /// Prefix of all sustained inodes.

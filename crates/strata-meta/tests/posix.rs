@@ -773,3 +773,67 @@ fn special_files_and_odd_lookups() {
     assert_eq!(m.lookup(&root(), d, b"x").map(|x| x.0), Err(MetaError::NotFound));
     assert_eq!(m.readdir(&root(), d, false), Err(MetaError::NotFound));
 }
+
+#[test]
+fn deferred_destruction_gives_usage_back_at_once_and_the_rest_when_reaped() {
+    let mut fs = TestFs::new();
+    let vol = fs.volume("v");
+    let r = vol.root;
+    let m = &fs.meta;
+    m.set_defer_destroy(true);
+    let f = mkfile(m, &root(), r, "f", 0o644).unwrap();
+    let s1 = slice(m, 0, 8192);
+    m.commit_writes(f, &[(0, s1)]).unwrap();
+    m.unlink(&root(), r, b"f").unwrap();
+    assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
+    if m.is_shared() {
+        // Shared state never defers: the unlink destroyed the file.
+        assert_eq!(m.getattr(f), Err(MetaError::NotFound));
+        assert_eq!(m.doomed_count(), 0);
+        return;
+    }
+    // Gone by name and from the usage, its rows and slices still there.
+    assert_eq!(ino_of(m, r, "f"), Err(MetaError::NotFound));
+    assert_eq!(m.getattr(f).unwrap().nlink, 0);
+    assert!(!collectable_ids(m).contains(&s1.id));
+    assert_eq!(m.doomed_count(), 1);
+    assert_eq!(m.reap_doomed().unwrap(), 1);
+    assert_eq!(m.getattr(f), Err(MetaError::NotFound));
+    assert!(collectable_ids(m).contains(&s1.id));
+    assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
+    assert_eq!(m.reap_doomed().unwrap(), 0);
+
+    // Writes committed after the unlink (buffered before it) are given back by the reaping.
+    let g = mkfile(m, &root(), r, "g", 0o644).unwrap();
+    m.commit_writes(g, &[(0, slice(m, 0, 4096))]).unwrap();
+    m.unlink(&root(), r, b"g").unwrap();
+    m.commit_writes(g, &[(0, slice(m, 0, 8192))]).unwrap();
+    assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 4096, inodes: 1 });
+    assert_eq!(m.reap_doomed().unwrap(), 1);
+    assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
+
+    // Opened by inode before the reaping: it lives until the last close.
+    let k = mkfile(m, &root(), r, "k", 0o644).unwrap();
+    m.unlink(&root(), r, b"k").unwrap();
+    m.open(7, k).unwrap();
+    assert_eq!(m.reap_doomed().unwrap(), 0);
+    assert_eq!(m.getattr(k).unwrap().nlink, 0);
+    m.close(7, k).unwrap();
+    assert_eq!(m.getattr(k), Err(MetaError::NotFound));
+    assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
+
+    // A restart before the reaping loses nothing: the restart's reaping destroys it, without
+    // giving its usage back twice.
+    let h = mkfile(m, &root(), r, "h", 0o644).unwrap();
+    let s4 = slice(m, 0, 4096);
+    m.commit_writes(h, &[(0, s4)]).unwrap();
+    m.unlink(&root(), r, b"h").unwrap();
+    fs.reopen();
+    let m = &fs.meta;
+    assert_eq!(m.doomed_count(), 0);
+    assert_eq!(m.getattr(h).unwrap().nlink, 0);
+    assert_eq!(m.reap_orphans().unwrap(), 1);
+    assert_eq!(m.getattr(h), Err(MetaError::NotFound));
+    assert!(collectable_ids(m).contains(&s4.id));
+    assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
+}

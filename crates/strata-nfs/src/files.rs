@@ -42,9 +42,15 @@ impl OpenFiles {
 
     /// A descriptor of `ino` open for reading or writing, opened now if needed.
     pub async fn get(&self, ino: u64, write: bool) -> Result<InUse> {
-        if let Some(s) = self.lock().get_mut(&(ino, write)) {
-            s.used = Instant::now();
-            return Ok(InUse { fh: s.fh, _busy: s.busy.clone() });
+        {
+            let mut m = self.lock();
+            // A file open for writing reads as well: a client reading back what it wrote
+            // needs no second open.
+            let key = if write || m.contains_key(&(ino, false)) { (ino, write) } else { (ino, true) };
+            if let Some(s) = m.get_mut(&key) {
+                s.used = Instant::now();
+                return Ok(InUse { fh: s.fh, _busy: s.busy.clone() });
+            }
         }
         let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
         let opened = self.vfs.open(&Ctx::root(), ino, flags).await?;

@@ -1,5 +1,6 @@
-//! Background work: expiring silent sessions, destroying unlinked files nobody holds open, and
-//! deleting the blocks of slices whose last reference went.
+//! Background work: expiring silent sessions, destroying unlinked files nobody holds open
+//! (right after their unlink, and after a restart), and deleting the blocks of slices whose
+//! last reference went.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,28 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "sweep for unreferenced blocks failed"),
             }
+        }
+    }
+}
+
+/// How often unlinked files wait for destruction at most (see [`reap_doomed`]).
+const REAP_EVERY: Duration = Duration::from_millis(20);
+
+/// Destroys unlinked files open nowhere in batches, off the unlinks' own transactions
+/// ([`strata_meta::Meta::set_defer_destroy`]); runs until the process ends.
+pub async fn reap_doomed(st: Arc<State>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if st.meta.doomed_count() == 0 {
+            continue;
+        }
+        let meta = st.meta.clone();
+        match tokio::task::spawn_blocking(move || meta.reap_doomed()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "destroying unlinked files failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "destroying unlinked files: task failed"),
         }
     }
 }

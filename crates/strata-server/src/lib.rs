@@ -157,6 +157,8 @@ impl Server {
             Err(e) => return Err(ServerError::Journal(e)),
         }
         let gc = tokio::spawn(gc::run(st.clone(), self.gc));
+        st.meta.set_defer_destroy(true);
+        let reaper = tokio::spawn(gc::reap_doomed(st.clone()));
         let svc = Arc::new(service::MetaService::new(st.clone()));
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|source| ServerError::Listen { addr: self.addr, source })?;
@@ -190,7 +192,13 @@ impl Server {
             .serve_with_incoming_shutdown(grpc_conns, shutdown)
             .await;
         gc.abort();
+        reaper.abort();
         acceptor.abort();
+        // Unlinked files not destroyed yet would otherwise wait for the next start's reaping.
+        let meta = st.meta.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || meta.reap_doomed()).await {
+            tracing::warn!(error = %e, "destroying unlinked files failed; the next start does it");
+        }
         // Make everything committed so far durable before exiting.
         if let Err(e) = journal::flush(&st).await {
             tracing::error!(error = %e, "final sync of journaled blocks failed; the next start repeats it");

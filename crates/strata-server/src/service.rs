@@ -457,6 +457,11 @@ impl MetaRpc for MetaService {
             crowded,
             capacity: c.capacity,
             used_bytes: c.used_bytes,
+            chunks: c
+                .chunk_slices
+                .iter()
+                .map(|(i, n)| pb::ChunkSlices { index: *i, count: u32::try_from(*n).unwrap_or(u32::MAX) })
+                .collect(),
         }))
     }
 

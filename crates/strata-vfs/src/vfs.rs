@@ -904,9 +904,23 @@ impl Vfs {
         {
             let mut m = Self::lock(&self.inodes);
             let c = m.entry(ino).or_default();
-            for (idx, s) in &slices {
-                if let Some(list) = c.chunks.get_mut(idx) {
-                    Arc::make_mut(list).push(*s);
+            for n in &r.chunks {
+                let ours: Vec<Slice> =
+                    slices.iter().filter(|(i, s)| *i == n.index && s.len > 0).map(|(_, s)| *s).collect();
+                let count = n.count as usize;
+                match c.chunks.get_mut(&n.index) {
+                    // The server appended ours after the list this client knew.
+                    Some(list) if list.len() + ours.len() == count => Arc::make_mut(list).extend(ours),
+                    // Another client wrote to the chunk meanwhile: read it again when needed.
+                    Some(_) => {
+                        c.chunks.remove(&n.index);
+                    }
+                    // Every slice of the chunk is one of ours (a new file written at once), so
+                    // a read-back needs no call for the list.
+                    None if ours.len() == count => {
+                        c.chunks.insert(n.index, Arc::new(ours));
+                    }
+                    None => {}
                 }
             }
             c.attr = Some(a);
