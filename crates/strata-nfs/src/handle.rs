@@ -28,7 +28,8 @@ pub enum HandleError {
 #[derive(Clone)]
 pub struct HandleKey {
     export_id: u32,
-    key: [u8; 32],
+    /// The HMAC with its key already absorbed: a handle costs two hash blocks, not four.
+    keyed: Hmac<Sha256>,
 }
 
 impl HandleKey {
@@ -44,7 +45,12 @@ impl HandleKey {
         h.update(export_path.as_bytes());
         let key: [u8; 32] = h.finalize().into();
         let id = Sha256::digest(export_path.as_bytes());
-        HandleKey { export_id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]), key }
+        // HMAC pads a key shorter than the hash's block with zeros: this is the same MAC as
+        // keyed with the 32 bytes alone (handles issued before stay valid).
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&key);
+        let keyed = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into());
+        HandleKey { export_id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]), keyed }
     }
 
     /// The id that handles of this export start with (after the version byte).
@@ -53,11 +59,7 @@ impl HandleKey {
     }
 
     fn mac(&self, ino: u64) -> [u8; MAC_LEN] {
-        // HMAC accepts keys of any length: `new_from_slice` cannot fail here.
-        let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => return [0; MAC_LEN],
-        };
+        let mut m = self.keyed.clone();
         m.update(&self.export_id.to_be_bytes());
         m.update(&ino.to_be_bytes());
         let full = m.finalize().into_bytes();
@@ -124,6 +126,15 @@ mod tests {
         // A restarted gateway derives the same key.
         assert_eq!(HandleKey::new("/data", 3, "/", "strata_secret").decode(&fh), Ok(42));
         assert_eq!(export_of(&fh), Ok(k.export_id()));
+    }
+
+    #[test]
+    fn handles_are_standard_hmac_sha256_and_never_change() {
+        // Computed independently (Python's hmac with the 32-byte derived key): a gateway of
+        // any version issues and accepts exactly this handle, so mounts survive upgrades.
+        let want = "01bd47413b000000000000002adc1687f2ea7864cf5a8816e9fa10f6d7";
+        let fh = HandleKey::new("/data", 3, "/", "strata_secret").encode(42);
+        assert_eq!(fh.iter().map(|b| format!("{b:02x}")).collect::<String>(), want);
     }
 
     #[test]

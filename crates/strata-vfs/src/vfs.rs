@@ -412,11 +412,21 @@ impl Vfs {
     /// Records attributes fresh from the server and says how they compare with what this
     /// client saw before; a changed file loses its cached slice lists.
     fn observe(&self, ino: u64, fresh: &Attr) -> Seen {
+        Self::note_seen(&mut self.inode_cache(), ino, fresh, Instant::now())
+    }
+
+    /// The per-inode cache, pruned to the open inodes when it has grown large.
+    fn inode_cache(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InodeCache>> {
         let mut m = Self::lock(&self.inodes);
         if m.len() > 200_000 {
             let open: std::collections::HashSet<u64> = Self::lock(&self.handles).values().map(|h| h.ino).collect();
             m.retain(|k, _| open.contains(k));
         }
+        m
+    }
+
+    /// [`Vfs::observe`] inside a held cache lock (one lock for a whole listing).
+    fn note_seen(m: &mut HashMap<u64, InodeCache>, ino: u64, fresh: &Attr, now: Instant) -> Seen {
         let c = m.entry(ino).or_default();
         let seen = match c.attr {
             None => Seen::New,
@@ -427,7 +437,7 @@ impl Vfs {
             c.chunks.clear();
         }
         c.attr = Some(*fresh);
-        c.seen = Some(Instant::now());
+        c.seen = Some(now);
         seen
     }
 
@@ -438,16 +448,19 @@ impl Vfs {
     /// Overlays uncommitted local writes on server attributes.
     async fn overlay(&self, ino: u64, mut a: Attr) -> Attr {
         if let Some(w) = self.writer(ino) {
-            let w = w.lock().await;
-            if w.is_dirty() {
-                a.size = a.size.max(w.end);
-                if let Some(t) = w.mtime {
-                    a.mtime = a.mtime.max(t);
-                    a.ctime = a.ctime.max(t);
-                }
-            }
+            Self::overlay_with(&*w.lock().await, &mut a);
         }
         a
+    }
+
+    fn overlay_with(w: &FileWriter, a: &mut Attr) {
+        if w.is_dirty() {
+            a.size = a.size.max(w.end);
+            if let Some(t) = w.mtime {
+                a.mtime = a.mtime.max(t);
+                a.ctime = a.ctime.max(t);
+            }
+        }
     }
 
     // ---- names ----
@@ -666,14 +679,33 @@ impl Vfs {
         entries.push(DirEntry { name: b"..".to_vec(), ino: parent, kind: FileType::Dir, attr: None });
         for e in r.entries {
             let kind = FileType::from_code(e.kind).ok_or_else(|| VfsError::Server("bad entry type".into()))?;
-            let attr = match e.attr.as_ref().and_then(attr_from_pb) {
-                Some((_, a)) => {
-                    self.observe(e.ino, &a);
-                    Some(self.overlay(e.ino, a).await)
-                }
-                None => None,
-            };
+            let attr = e.attr.as_ref().and_then(attr_from_pb).map(|(_, a)| a);
             entries.push(DirEntry { name: e.name, ino: e.ino, kind, attr });
+        }
+        // One lock of each map for the whole listing, not one per entry.
+        {
+            let mut m = self.inode_cache();
+            let now = Instant::now();
+            for e in &entries[2..] {
+                if let Some(a) = &e.attr {
+                    Self::note_seen(&mut m, e.ino, a, now);
+                }
+            }
+        }
+        let written: Vec<(usize, Arc<tokio::sync::Mutex<FileWriter>>)> = {
+            let w = Self::lock(&self.writers);
+            entries
+                .iter()
+                .enumerate()
+                .skip(2)
+                .filter(|(_, e)| e.attr.is_some())
+                .filter_map(|(i, e)| w.get(&e.ino).map(|x| (i, x.clone())))
+                .collect()
+        };
+        for (i, w) in written {
+            if let Some(a) = entries[i].attr.as_mut() {
+                Self::overlay_with(&*w.lock().await, a);
+            }
         }
         Ok(self.add_handle(Handle { ino, write: false, read: Mutex::default(), dir: Some(entries), counted: false }))
     }
