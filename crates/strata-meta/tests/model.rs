@@ -146,6 +146,8 @@ enum Op {
     /// Drops `Meta` (losing the open table) and opens the same database again.
     Reopen,
     ReapOrphans,
+    /// Destroys the inodes unlinked while open nowhere, as the server's reaper does.
+    ReapDoomed,
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -237,6 +239,7 @@ fn op(reopen: bool) -> BoxedStrategy<Op> {
         2 => any::<Index>().prop_map(|handle| Op::Close { handle }),
         1 => session.prop_map(|session| Op::CloseSession { session }),
         1 => Just(Op::Collect),
+        1 => Just(Op::ReapDoomed),
     ];
     if reopen {
         prop_oneof![20 => base, 1 => Just(Op::Reopen), 1 => Just(Op::ReapOrphans)].boxed()
@@ -285,6 +288,11 @@ struct Model {
     committed: BTreeSet<u64>,
     /// Slice ids the collector forgot (their blocks are gone).
     forgotten: BTreeSet<u64>,
+    /// Whether unlinks defer destruction (`Meta::set_defer_destroy`).
+    defer: bool,
+    /// Deferred: unlinked while open nowhere, out of the usage, rows kept until reaped; with
+    /// whether `Meta::reap_doomed` still lists them (a reopen forgets the list).
+    doomed: BTreeMap<Ino, (Node, bool)>,
 }
 
 fn charged(kind: FileType, size: u64) -> u64 {
@@ -435,9 +443,23 @@ impl Model {
 
     /// A link count reached zero: the inode lives on while open.
     fn release(&mut self, ino: Ino) {
-        if !self.is_open(ino) {
+        if self.is_open(ino) {
+            return;
+        }
+        if self.defer {
+            let n = self.nodes.remove(&ino).expect("model: releasing a missing inode");
+            self.entries.remove(&ino);
+            self.doomed.insert(ino, (n, true));
+        } else {
             self.destroy(ino);
         }
+    }
+
+    /// A deferred destruction happens.
+    fn reap(&mut self, ino: Ino) {
+        let (n, _) = self.doomed.remove(&ino).expect("model: reaping an inode not doomed");
+        self.free(ino, n.chunks.into_values().flatten());
+        self.destroyed.push(ino);
     }
 
     fn drop_link(&mut self, ino: Ino) {
@@ -895,14 +917,30 @@ impl Harness {
             }
             Op::Reopen => {
                 self.fs.reopen();
+                self.fs.meta.set_defer_destroy(m.defer);
                 m.handles.clear();
+                for d in m.doomed.values_mut() {
+                    d.1 = false;
+                }
             }
             Op::ReapOrphans => {
                 let orphans = m.orphans();
+                let doomed: Vec<Ino> = m.doomed.keys().copied().collect();
                 let n = ok(self.fs.meta.reap_orphans(), "reap_orphans")?;
-                prop_assert_eq!(n, orphans.len(), "orphans reaped");
+                prop_assert_eq!(n, orphans.len() + doomed.len(), "orphans reaped");
                 for ino in orphans {
                     m.destroy(ino);
+                }
+                for ino in doomed {
+                    m.reap(ino);
+                }
+            }
+            Op::ReapDoomed => {
+                let listed: Vec<Ino> = m.doomed.iter().filter(|(_, d)| d.1).map(|(i, _)| *i).collect();
+                let n = ok(self.fs.meta.reap_doomed(), "reap_doomed")?;
+                prop_assert_eq!(n, listed.len(), "doomed inodes reaped");
+                for ino in listed {
+                    m.reap(ino);
                 }
             }
         }
@@ -999,7 +1037,7 @@ impl Harness {
         // The same, derived without the model's pending list: committed ids that no chunk of a
         // live inode holds any more.
         let mut live = BTreeSet::new();
-        for (ino, n) in &m.nodes {
+        for (ino, n) in m.nodes.iter().chain(m.doomed.iter().map(|(i, d)| (i, &d.0))) {
             for idx in n.chunks.keys() {
                 live.extend(ok(meta.read_chunk(*ino, *idx), "read_chunk")?.iter().map(|s| s.id));
             }
@@ -1019,9 +1057,12 @@ impl Harness {
     }
 }
 
-/// Runs `ops` on a fresh volume, comparing the whole state with the model after every step.
-fn run(quota: (u64, u64), ops: &[Op]) -> std::result::Result<Harness, TestCaseError> {
+/// Runs `ops` on a fresh volume, comparing the whole state with the model after every step;
+/// with `defer`, unlinks leave destruction to `reap_doomed` (local state only).
+fn run(quota: (u64, u64), defer: bool, ops: &[Op]) -> std::result::Result<Harness, TestCaseError> {
     let mut h = Harness::new(quota.0, quota.1);
+    h.fs.meta.set_defer_destroy(defer);
+    h.model.defer = defer && !h.fs.meta.is_shared();
     h.check_all()?;
     for op in ops {
         h.step(op)?;
@@ -1035,22 +1076,26 @@ proptest! {
 
     /// Random operations agree with the model at every step.
     #[test]
-    fn operations_match_model(quota in quotas(), ops in prop::collection::vec(op(false), 1..80)) {
-        run(quota, &ops)?;
+    fn operations_match_model(quota in quotas(), defer in any::<bool>(), ops in prop::collection::vec(op(false), 1..80)) {
+        run(quota, defer, &ops)?;
     }
 
     /// Reopening the database shows the same state (less the open table: unlinked open inodes
     /// become orphans, reaped by `reap_orphans`).
     #[test]
-    fn reopen_shows_same_tree(quota in quotas(), ops in prop::collection::vec(op(true), 1..80)) {
-        let mut h = run(quota, &ops)?;
+    fn reopen_shows_same_tree(quota in quotas(), defer in any::<bool>(), ops in prop::collection::vec(op(true), 1..80)) {
+        let mut h = run(quota, defer, &ops)?;
         h.fs.reopen();
         h.model.handles.clear();
         h.check_all()?;
         let orphans = h.model.orphans();
-        prop_assert_eq!(h.fs.meta.reap_orphans().map_err(fail)?, orphans.len());
+        let doomed: Vec<Ino> = h.model.doomed.keys().copied().collect();
+        prop_assert_eq!(h.fs.meta.reap_orphans().map_err(fail)?, orphans.len() + doomed.len());
         for ino in orphans {
             h.model.destroy(ino);
+        }
+        for ino in doomed {
+            h.model.reap(ino);
         }
         h.check_all()?;
         // Opening once more changes nothing.
