@@ -955,6 +955,13 @@ impl Vfs {
                     None => {}
                 }
             }
+            // A chunk written but not counted (a server that does not count): its cached list
+            // lacks this commit's slices.
+            for (idx, _) in &slices {
+                if !r.chunks.iter().any(|n| n.index == *idx) {
+                    c.chunks.remove(idx);
+                }
+            }
             c.attr = Some(a);
             c.seen = Some(Instant::now());
         }
