@@ -32,12 +32,18 @@ struct Gateway {
 
 impl Gateway {
     fn start(c: &mut Cluster, exports: &[&str]) -> Gateway {
+        Self::start_with(c, exports, &[])
+    }
+
+    /// [`Gateway::start`] with more options.
+    fn start_with(c: &mut Cluster, exports: &[&str], extra: &[&str]) -> Gateway {
         let port = free_port();
         let mut args: Vec<String> =
             vec!["gateway".into(), "nfs".into(), "--listen".into(), format!("127.0.0.1:{port}")];
         for e in exports {
             args.extend(["--export".to_string(), e.to_string()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(["--server".into(), c.addr.clone(), "--token-file".into(), c.token_file.display().to_string()]);
         let mut g = Gateway { port, args, log: PathBuf::new(), logs: 0, child: None };
         g.spawn(c);
@@ -778,5 +784,50 @@ fn malformed_rpc() {
     });
     assert!(g.alive(), "gateway died:\n{}", tail(&g.log, 30));
     c.allow_log("closing the connection");
+    g.stop();
+}
+
+/// Past `--max-connections`, a new connection is closed at once and served ones go on; a
+/// closed connection frees its place.
+#[test]
+fn connections_beyond_the_limit_are_closed() {
+    let mut c = Cluster::new("nfs-limit");
+    c.allow_log("refused a connection: too many connections");
+    let vol = c.volume.clone();
+    let mut g = Gateway::start_with(&mut c, &[&format!("/v={vol},squash=none")], &["--max-connections", "1"]);
+    // Gateway::start's readiness probe took the place for a moment: wait until it is free.
+    let url = g.url("/v/");
+    assert!(wait_until(Duration::from_secs(10), || libnfs("nfs-ls", &[&url]).status.success()), "nfs-ls");
+    let held = TcpStream::connect(("127.0.0.1", g.port)).expect("connect");
+    // The held connection is served: a NULL call is answered.
+    let mut s = held.try_clone().expect("dup");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(&record(&call(7, 100_003, 3, 0, &[]))).expect("send");
+    let mut hdr = [0u8; 4];
+    s.read_exact(&mut hdr).expect("NULL reply on the held connection");
+    // One more is closed by the gateway without an answer.
+    let mut extra = TcpStream::connect(("127.0.0.1", g.port)).expect("connect");
+    extra.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let _ = extra.write_all(&record(&call(8, 100_003, 3, 0, &[])));
+    let mut b = [0u8; 4];
+    let got = extra.read(&mut b);
+    assert!(
+        matches!(got, Ok(0))
+            || got
+                .as_ref()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut),
+        "a connection past the limit was answered: {got:?}"
+    );
+    assert!(!libnfs("nfs-ls", &[&url]).status.success(), "nfs-ls past the limit succeeded");
+    let log = std::fs::read_to_string(&g.log).expect("gateway log");
+    assert!(log.contains("too many connections"), "no log line for the refused connection:\n{log}");
+    // Closing the held one frees its place.
+    drop(s);
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(10), || libnfs("nfs-ls", &[&url]).status.success()),
+        "nfs-ls after the held connection closed"
+    );
+    assert!(g.alive());
     g.stop();
 }

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::sync::Mutex;
@@ -127,7 +128,16 @@ const PER_CONNECTION: usize = 8;
 /// flight is served by one thread from end to end and no thread wakes another, and the VFS's
 /// calls to the server go over blocking sockets (`allow_blocking_io`), which on these
 /// latency-bound metadata paths saves several thread wake-ups per NFS call.
-pub fn serve(g: Arc<Gateway>, listener: std::net::TcpListener, rt: tokio::runtime::Handle) -> std::io::Result<()> {
+///
+/// At most `max_connections` connections are served at once: one more is closed as soon as it
+/// is accepted (each connection holds [`PER_CONNECTION`] threads).
+pub fn serve(
+    g: Arc<Gateway>,
+    listener: std::net::TcpListener,
+    rt: tokio::runtime::Handle,
+    max_connections: usize,
+) -> std::io::Result<()> {
+    let live = Arc::new(AtomicUsize::new(0));
     loop {
         let (sock, peer) = match listener.accept() {
             Ok(x) => x,
@@ -138,8 +148,15 @@ pub fn serve(g: Arc<Gateway>, listener: std::net::TcpListener, rt: tokio::runtim
                 continue;
             }
         };
+        if live.load(Ordering::Acquire) >= max_connections {
+            tracing::warn!(client = %peer, limit = max_connections, "refused a connection: too many connections");
+            drop(sock);
+            continue;
+        }
+        live.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(live.clone());
         let _ = sock.set_nodelay(true);
-        if let Err(e) = connection(g.clone(), sock, peer, rt.clone()) {
+        if let Err(e) = connection(g.clone(), sock, peer, rt.clone(), slot) {
             tracing::warn!(client = %peer, error = %e, "cannot serve a connection");
         }
     }
@@ -155,6 +172,17 @@ struct Conn {
     /// Wakes every worker: the connection is over.
     closing: Event,
     peer: SocketAddr,
+    /// Counts the connection until its last worker lets go of it.
+    _slot: Slot,
+}
+
+/// One live connection of a listener's count; released when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn connection(
@@ -162,6 +190,7 @@ fn connection(
     sock: std::net::TcpStream,
     peer: SocketAddr,
     rt: tokio::runtime::Handle,
+    slot: Slot,
 ) -> std::io::Result<()> {
     tracing::debug!(client = %peer, "connected");
     let conn = Arc::new(Conn {
@@ -171,6 +200,7 @@ fn connection(
         more: Event::new()?,
         closing: Event::new()?,
         peer,
+        _slot: slot,
     });
     for i in 0..PER_CONNECTION {
         let waiter = Waiter::new(conn.sock.as_raw_fd(), &conn.more, &conn.closing)?;

@@ -62,6 +62,10 @@ pub struct NfsGatewayArgs {
     /// How long block reads and writes retry an unreachable S3 store.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub store_retry_timeout: Duration,
+    /// Connections served at once, per listening port; one more is closed when accepted.
+    /// Each connection takes 8 threads (its calls run in parallel up to that).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -112,8 +116,9 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
     // process.
     for (l, name) in std::iter::once((listener, "nfs-accept")).chain(pm.map(|p| (p, "portmap-accept"))) {
         let (g, rt) = (g.clone(), tokio::runtime::Handle::current());
+        let max = args.max_connections as usize;
         std::thread::Builder::new().name(name.into()).spawn(move || {
-            if let Err(e) = strata_nfs::serve(g, l, rt) {
+            if let Err(e) = strata_nfs::serve(g, l, rt, max) {
                 tracing::error!(error = %e, "the NFS listener failed");
             }
         })?;
