@@ -742,11 +742,17 @@ impl Meta {
             charge(t, a.volume, -(a.charged_bytes() as i64), -1)?;
             // Pushed before the commit: an entry of a transaction that rolls back finds no
             // sustained record when reaped, and is dropped then.
-            self.doomed.lock().map_err(|_| MetaError::Corrupt("doomed list poisoned".into()))?.push(ino);
+            self.doomed().push(ino);
             Ok(())
         } else {
             destroy(t, ino, a)
         }
+    }
+
+    /// The doomed list; a panic elsewhere cannot leave a list of inode numbers inconsistent,
+    /// and every entry is checked again when reaped, so a poisoned lock is simply taken.
+    fn doomed(&self) -> std::sync::MutexGuard<'_, Vec<Ino>> {
+        self.doomed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn defers_destroy(&self) -> bool {
@@ -763,7 +769,7 @@ impl Meta {
 
     /// How many unlinked inodes wait for [`Meta::reap_doomed`].
     pub fn doomed_count(&self) -> usize {
-        self.doomed.lock().map(|d| d.len()).unwrap_or(0)
+        self.doomed().len()
     }
 
     /// Destroys the inodes unlinked since the last call that are still open nowhere (an
@@ -771,8 +777,7 @@ impl Meta {
     /// loses nothing: their sustained records stay, for [`Meta::reap_orphans`].
     pub fn reap_doomed(&self) -> Result<usize> {
         const BATCH: usize = 512;
-        let inos =
-            std::mem::take(&mut *self.doomed.lock().map_err(|_| MetaError::Corrupt("doomed list poisoned".into()))?);
+        let inos = std::mem::take(&mut *self.doomed());
         let mut n = 0;
         for (i, batch) in inos.chunks(BATCH).enumerate() {
             let done = self.write(false, |t| {
@@ -788,9 +793,7 @@ impl Meta {
                 Ok(k) => n += k,
                 Err(e) => {
                     // Back in the list for the next call.
-                    if let Ok(mut d) = self.doomed.lock() {
-                        d.extend_from_slice(&inos[i * BATCH..]);
-                    }
+                    self.doomed().extend_from_slice(&inos[i * BATCH..]);
                     return Err(e);
                 }
             }
