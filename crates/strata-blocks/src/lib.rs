@@ -7,6 +7,7 @@ pub mod codec;
 pub mod error;
 pub mod layout;
 pub mod local;
+pub mod mapped;
 pub mod s3;
 pub mod store;
 

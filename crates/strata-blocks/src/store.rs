@@ -521,10 +521,8 @@ fn map_block(path: &FsPath, key: &str, want: usize) -> Result<Bytes> {
     if len != want as u64 {
         return Err(BlockError::Short { key: key.to_string(), got: len as usize, want });
     }
-    // SAFETY: the mapping is read-only and block files are immutable (see above), so the
-    // bytes cannot change under the `Bytes` that owns the mapping.
-    let map = unsafe { memmap2::MmapOptions::new().len(want).populate().map(&f) }.map_err(io)?;
-    Ok(Bytes::from_owner(map))
+    // SAFETY: block files are immutable (see above).
+    unsafe { crate::mapped::map_immutable(&f, want) }.map_err(io)
 }
 
 /// Replaces an existing block file's content atomically (a new file renamed over it, so no

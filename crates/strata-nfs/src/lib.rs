@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod handle;
 pub mod nfs;
 pub mod reply;
+pub mod send;
 pub mod server;
 mod wake;
 pub mod xdr;

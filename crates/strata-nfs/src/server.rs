@@ -13,6 +13,7 @@ use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::gateway::{Export, Gateway};
 use crate::handle::HandleKey;
+use crate::send::Sender;
 use crate::wake::{Event, Pending, Waiter, pending};
 use std::os::fd::AsRawFd;
 use strata_nfs_wire::rpc::{RecordError, read_record};
@@ -165,7 +166,7 @@ pub fn serve(
 struct Conn {
     /// Held while a worker reads one record, so records are never interleaved.
     reading: Mutex<()>,
-    writer: Mutex<std::net::TcpStream>,
+    writer: Mutex<Sender>,
     sock: std::net::TcpStream,
     /// Wakes one more worker: calls are waiting behind the one just taken.
     more: Event,
@@ -195,7 +196,7 @@ fn connection(
     tracing::debug!(client = %peer, "connected");
     let conn = Arc::new(Conn {
         reading: Mutex::new(()),
-        writer: Mutex::new(sock.try_clone()?),
+        writer: Mutex::new(Sender::new(sock.try_clone()?)),
         sock,
         more: Event::new()?,
         closing: Event::new()?,
@@ -271,7 +272,7 @@ fn worker(g: &Gateway, conn: &Conn, waiter: &Waiter, rt: &tokio::runtime::Handle
         };
         match rt.block_on(g.dispatch(ip, &record)) {
             Some(reply) => {
-                if reply.write_to(&mut *lock(&conn.writer)).is_err() {
+                if lock(&conn.writer).send(&reply).is_err() {
                     break;
                 }
             }

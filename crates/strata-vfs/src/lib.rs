@@ -12,4 +12,5 @@ pub use client::{Client, TokenInterceptor, admin, allow_blocking_io, connect};
 pub use error::{Result, VfsError};
 pub use qos::Qos;
 pub use remote::RemoteBlocks;
+pub use strata_blocks::mapped::is_mapped;
 pub use vfs::{BlocksMode, DirEntry, Opened, StatFs, Vfs, VfsConfig, blocks_route};
