@@ -1016,8 +1016,13 @@ impl Meta {
             let mut out = Vec::new();
             for (k, v) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
                 let (child, kind) = dec_entry(&v)?;
-                let attr = if plus { Some(load_attr(t, child)?) } else { None };
-                out.push(Entry { name: k[9..].to_vec(), ino: child, kind, attr });
+                out.push(Entry { name: k[9..].to_vec(), ino: child, kind, attr: None });
+            }
+            if plus {
+                let keys: Vec<Vec<u8>> = out.iter().map(|e| keys::attr(e.ino).to_vec()).collect();
+                for (e, v) in out.iter_mut().zip(t.get_many(&keys)?) {
+                    e.attr = Some(dec(&v.ok_or(MetaError::NotFound)?)?);
+                }
             }
             Ok(out)
         })

@@ -837,3 +837,39 @@ fn deferred_destruction_gives_usage_back_at_once_and_the_rest_when_reaped() {
     assert!(collectable_ids(m).contains(&s4.id));
     assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
 }
+
+#[test]
+fn readdir_plus_gives_every_entry_its_own_attributes() {
+    let fs = TestFs::new();
+    let (m, r) = (&fs.meta, fs.volume("v").root);
+    let d = mkdir(m, &root(), r, "d", 0o755).unwrap();
+    let mut made = Vec::new();
+    for i in 0..300u32 {
+        let name = format!("f{i:04}");
+        let ino = mkfile(m, &root(), d, &name, 0o600 | (i % 64)).unwrap();
+        truncate(m, &root(), ino, u64::from(i) * 7).unwrap();
+        made.push((name, ino));
+    }
+    let sub = mkdir(m, &root(), d, "sub", 0o700).unwrap();
+    // A second name for one file: both entries carry that inode's attributes (nlink 2).
+    m.link(&root(), made[5].1, d, b"zz-link").unwrap();
+    let plus = m.readdir(&root(), d, true).unwrap();
+    let names: Vec<&[u8]> = plus.iter().map(|e| e.name.as_slice()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries come in name order");
+    assert_eq!(plus.len(), 302);
+    for e in &plus {
+        let a = e.attr.as_ref().expect("readdir plus carries attributes");
+        assert_eq!(*a, m.getattr(e.ino).unwrap(), "attributes of {:?}", String::from_utf8_lossy(&e.name));
+    }
+    let link = plus.iter().find(|e| e.name == b"zz-link").expect("the link is listed");
+    assert_eq!((link.ino, link.attr.as_ref().map(|a| (a.nlink, a.size))), (made[5].1, Some((2, 35))));
+    assert_eq!(plus.iter().find(|e| e.ino == sub).map(|e| e.kind), Some(FileType::Dir));
+    let plain = m.readdir(&root(), d, false).unwrap();
+    assert!(plain.iter().all(|e| e.attr.is_none()));
+    assert_eq!(
+        plain.iter().map(|e| (&e.name, e.ino)).collect::<Vec<_>>(),
+        plus.iter().map(|e| (&e.name, e.ino)).collect::<Vec<_>>()
+    );
+}

@@ -29,6 +29,11 @@ pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 pub trait KvTxn {
     /// Reads one key.
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Reads several keys, each answer at its key's place; engines override it to save the
+    /// per-key cost of a statement (or a round trip).
+    fn get_many(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     /// Writes one key (insert or replace).
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
     /// Deletes one key; deleting a missing key is not an error.

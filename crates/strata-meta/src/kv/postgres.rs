@@ -182,6 +182,18 @@ impl KvTxn for PgTxn<'_> {
         }
     }
 
+    fn get_many(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        // One round trip: a listing's attributes would otherwise cost one per entry.
+        let rows = match self.tx.query("SELECT k, v FROM strata_kv WHERE k = ANY($1)", &[&keys]) {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.note(e)),
+        };
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        // A key may be asked for twice (two names of one inode).
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         match self.tx.execute(
             "INSERT INTO strata_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",

@@ -86,6 +86,15 @@ impl KvTxn for SqliteTxn<'_> {
         Ok(st.query_row(params![key], |r| r.get::<_, Vec<u8>>(0)).optional()?)
     }
 
+    fn get_many(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut st = self.conn.prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(st.query_row(params![k], |r| r.get::<_, Vec<u8>>(0)).optional()?);
+        }
+        Ok(out)
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut st = self.conn.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)")?;
         st.execute(params![key, value])?;
@@ -196,6 +205,9 @@ mod tests {
         e.read(&mut |t| {
             assert_eq!(t.get(b"a1")?, None);
             assert_eq!(t.get(b"b1")?, Some(b"z".to_vec()));
+            let keys = [b"b1".to_vec(), b"a1".to_vec(), b"b1".to_vec(), Vec::new()];
+            assert_eq!(t.get_many(&keys)?, vec![Some(b"z".to_vec()), None, Some(b"z".to_vec()), None]);
+            assert_eq!(t.get_many(&[])?, Vec::<Option<Vec<u8>>>::new());
             Ok(())
         })
     }
