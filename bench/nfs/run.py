@@ -14,7 +14,9 @@ a fresh directory on the disk of the workspace and adds it as the target `ganesh
 Rows (higher is better in every row), all through bench/nfs/nfsbench.c (libnfs, sync API,
 one connection, one thread), built with gcc into the workspace:
 
-  copy in      a local file of --size random bytes written in 1 MiB WRITEs, then COMMIT
+  copy in      a local file of --size random bytes written in 1 MiB WRITEs, then COMMIT; the
+               file is read into the page cache first, for every target (a copy out's
+               drop_caches would otherwise leave it on disk for whichever target goes next)
   copy out     after sync + drop_caches: read back in 1 MiB READs into a local file, hash checked
   files *      --files files of --file-size bytes in a fresh directory: create+write+COMMIT+close,
                list (READDIRPLUS), stat, open+read+verify+close, unlink
@@ -75,6 +77,13 @@ def drop_caches() -> bool:
     except OSError as e:
         log(f"cannot drop caches ({e}); copy out is not cold")
         return False
+
+
+def warm(path: Path) -> None:
+    """Reads a file once so that it is in the page cache."""
+    with open(path, "rb") as f:
+        while f.read(16 << 20):
+            pass
 
 
 def prefault_memory() -> None:
@@ -260,6 +269,7 @@ class Bench:
             # copy in
             for name, url in order:
                 subprocess.run(["sync"])
+                warm(src)
                 try:
                     m = self.nfsbench("put", str(src), with_file(url, big), *bs, *commit, target=name)[0]
                     self.record("copy_in", name, m)
@@ -287,6 +297,7 @@ class Bench:
                             drop_caches()
                         else:
                             subprocess.run(["sync"])
+                            warm(src)
                         try:
                             t, c, h, sv = self.timed(["nfs-cp", *mk(with_file(url, big + "-nfscp"))], name)
                             m = {"phase": row, "bytes": o.size, "seconds": t,
