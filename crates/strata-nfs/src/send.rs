@@ -63,7 +63,9 @@ impl Sender {
 
     /// Writes the whole record; after an error the connection's stream is broken.
     pub fn send(&mut self, reply: &Reply) -> io::Result<()> {
-        let mapped: usize = reply.data.iter().filter(|d| by_reference(d)).map(Bytes::len).sum();
+        // Looked up once per segment: each lookup takes the registry's lock.
+        let refs: Vec<bool> = reply.data.iter().map(by_reference).collect();
+        let mapped: usize = reply.data.iter().zip(&refs).filter(|(_, r)| **r).map(|(d, _)| d.len()).sum();
         if mapped < SPLICE_AT_LEAST {
             return reply.write_to(&mut &self.sock);
         }
@@ -77,18 +79,19 @@ impl Sender {
                 }
             },
         };
-        self.spliced(&pipe, reply)?;
+        self.spliced(&pipe, reply, &refs)?;
         self.pipe = Some(pipe);
         Ok(())
     }
 
-    fn spliced(&self, pipe: &Pipe, reply: &Reply) -> io::Result<()> {
+    /// Sends `reply`, the segments marked in `refs` by reference through `pipe`.
+    fn spliced(&self, pipe: &Pipe, reply: &Reply, refs: &[bool]) -> io::Result<()> {
         let sock = self.sock.as_raw_fd();
         let last = reply.data.iter().rposition(|d| !d.is_empty());
         send_all(sock, &reply.head, last.is_some())?;
-        for (i, d) in reply.data.iter().enumerate() {
+        for (i, (d, &by_ref)) in reply.data.iter().zip(refs).enumerate() {
             let more = last.is_some_and(|l| i < l);
-            if by_reference(d) {
+            if by_ref {
                 splice_all(pipe, sock, d, more)?;
             } else {
                 send_all(sock, d, more)?;
