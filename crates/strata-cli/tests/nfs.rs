@@ -224,9 +224,23 @@ async fn getattr(c: &mut Conn, f: &nfs_fh3) -> Result<fattr3, nfsstat3> {
 
 /// Every name in a directory, paging READDIRPLUS (or READDIR) with a small reply size.
 async fn list(c: &mut Conn, dir: &nfs_fh3, plus: bool, max: u32) -> Vec<String> {
+    let mut at = Paging::default();
+    list_pages(c, dir, plus, max, usize::MAX, &mut at).await
+}
+
+/// Where a client paging through a directory is.
+#[derive(Default)]
+struct Paging {
+    cookie: u64,
+    verf: cookieverf3,
+    eof: bool,
+}
+
+/// The names of up to `replies` more replies of a listing, continuing from `at`.
+async fn list_pages(c: &mut Conn, dir: &nfs_fh3, plus: bool, max: u32, replies: usize, at: &mut Paging) -> Vec<String> {
     let mut names = Vec::new();
-    let (mut cookie, mut verf) = (0u64, cookieverf3::default());
-    loop {
+    let (mut cookie, mut verf) = (at.cookie, at.verf.clone());
+    for _ in 0..replies {
         let (entries, eof, v): (Vec<(String, u64)>, bool, cookieverf3) = if plus {
             let r = c
                 .readdirplus(&READDIRPLUS3args {
@@ -260,10 +274,12 @@ async fn list(c: &mut Conn, dir: &nfs_fh3, plus: bool, max: u32) -> Vec<String> 
             cookie = *last;
         }
         names.extend(entries.into_iter().map(|(n, _)| n));
+        (at.cookie, at.verf, at.eof) = (cookie, verf.clone(), eof);
         if eof {
-            return names;
+            break;
         }
     }
+    names
 }
 
 /// A dataset copied in with nfs-cp is listed by nfs-ls and read byte-exact on a FUSE mount of
@@ -468,17 +484,46 @@ fn every_procedure() {
             .expect("rpc");
         assert_eq!(code(&r), nfsstat3::NFS3ERR_EXIST);
 
-        // Paged listings: 150 names with small replies, READDIR and READDIRPLUS.
-        for i in 0..150 {
-            create(&mut n, &d, &format!("entry-{i:03}-{}", "n".repeat(i % 40)), 0o644).await.expect("CREATE");
+        // Paged listings with small replies, READDIR and READDIRPLUS: enough names that the
+        // gateway fetches them from the server in several pages while the client reads.
+        const NAMES: usize = 1300;
+        let entry = |i: usize| format!("entry-{i:04}-{}", "n".repeat(i % 40));
+        for i in 0..NAMES {
+            create(&mut n, &d, &entry(i), 0o644).await.expect("CREATE");
         }
-        for plus in [false, true] {
-            let mut names = list(&mut n, &d, plus, 1024).await;
+        let mut want: Vec<String> = (0..NAMES).map(entry).collect();
+        want.extend([".", "..", "fifo", "ln"].map(String::from));
+        want.sort();
+        for (plus, max) in [(false, 1024), (true, 1024), (true, 65536)] {
+            let mut names = list(&mut n, &d, plus, max).await;
             names.sort();
-            let mut want: Vec<String> = (0..150).map(|i| format!("entry-{i:03}-{}", "n".repeat(i % 40))).collect();
-            want.extend([".", "..", "fifo", "ln"].map(String::from));
-            want.sort();
-            assert_eq!(names, want, "listing (plus={plus})");
+            assert_eq!(names, want, "listing (plus={plus}, replies of {max} bytes)");
+        }
+        // The directory changes while a client pages through it: every name there all along is
+        // listed exactly once.
+        let mut at = Paging::default();
+        let mut names = list_pages(&mut n, &d, true, 4096, 1, &mut at).await;
+        assert!(!at.eof && names.len() > 2, "{names:?}");
+        for i in [1, NAMES / 2, NAMES - 1] {
+            let r = n.remove(&REMOVE3args { object: dirop(&d, &entry(i)) }).await.expect("rpc");
+            assert_eq!(code(&r), nfsstat3::NFS3_OK);
+        }
+        for new in ["entry-0000-new", "zzz-new"] {
+            create(&mut n, &d, new, 0o644).await.expect("CREATE");
+        }
+        names.extend(list_pages(&mut n, &d, true, 4096, usize::MAX, &mut at).await);
+        assert!(at.eof);
+        for w in &want {
+            let seen = names.iter().filter(|x| *x == w).count();
+            let removed = [1, NAMES / 2, NAMES - 1].iter().any(|i| entry(*i) == *w);
+            assert!(seen == 1 || (removed && seen == 0), "{w} listed {seen} times");
+        }
+        for i in [1, NAMES / 2, NAMES - 1] {
+            create(&mut n, &d, &entry(i), 0o644).await.expect("CREATE");
+        }
+        for new in ["entry-0000-new", "zzz-new"] {
+            let r = n.remove(&REMOVE3args { object: dirop(&d, new) }).await.expect("rpc");
+            assert_eq!(code(&r), nfsstat3::NFS3_OK);
         }
 
         // REMOVE, RMDIR (not empty, then empty); the removed file's handle is stale.

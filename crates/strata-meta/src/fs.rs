@@ -1009,22 +1009,34 @@ impl Meta {
 
     /// Entries of a directory (without "." and ".."), optionally with their attributes.
     pub fn readdir(&self, ctx: &Ctx, ino: Ino, plus: bool) -> Result<Vec<Entry>> {
+        Ok(self.readdir_page(ctx, ino, plus, b"", 0)?.entries)
+    }
+
+    /// Entries of a directory in name order: those after the name `after` (all when empty), at
+    /// most `limit` of them (0: no limit); with the directory's attributes and whether more
+    /// entries follow. A large directory is listed page by page, each page one transaction.
+    pub fn readdir_page(&self, ctx: &Ctx, ino: Ino, plus: bool, after: &[u8], limit: usize) -> Result<DirPage> {
         self.read(|t| {
-            let d = load_dir(t, ino)?;
-            access(ctx, &d, 4)?;
+            let dir = load_dir(t, ino)?;
+            access(ctx, &dir, 4)?;
             let p = keys::dentry_prefix(ino);
+            // The first key after `after`: names never hold a NUL byte, so nothing lies between.
+            let start = if after.is_empty() { p.to_vec() } else { [&p[..], after, &[0]].concat() };
+            let want = if limit == 0 { usize::MAX } else { limit.saturating_add(1) };
             let mut out = Vec::new();
-            for (k, v) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
+            for (k, v) in t.scan(&start, &prefix_end(&p), want)? {
                 let (child, kind) = dec_entry(&v)?;
                 out.push(Entry { name: k[9..].to_vec(), ino: child, kind, attr: None });
             }
+            let more = limit != 0 && out.len() > limit;
+            out.truncate(if more { limit } else { out.len() });
             if plus {
                 let keys: Vec<Vec<u8>> = out.iter().map(|e| keys::attr(e.ino).to_vec()).collect();
                 for (e, v) in out.iter_mut().zip(t.get_many(&keys)?) {
                     e.attr = Some(dec(&v.ok_or(MetaError::NotFound)?)?);
                 }
             }
-            Ok(out)
+            Ok(DirPage { entries: out, dir, more })
         })
     }
 

@@ -180,6 +180,17 @@ pub struct Slice {
     pub len: u32,
 }
 
+/// One page of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirPage {
+    /// The entries, in name order.
+    pub entries: Vec<Entry>,
+    /// The directory's attributes.
+    pub dir: Attr,
+    /// Whether entries follow the last one (the page was cut at its limit).
+    pub more: bool,
+}
+
 /// A directory entry as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

@@ -873,3 +873,46 @@ fn readdir_plus_gives_every_entry_its_own_attributes() {
         plus.iter().map(|e| (&e.name, e.ino)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn directory_pages_join_into_the_whole_listing() {
+    let fs = TestFs::new();
+    let (m, r) = (&fs.meta, fs.volume("v").root);
+    let d = mkdir(m, &root(), r, "d", 0o755).unwrap();
+    for i in 0..250u32 {
+        mkfile(m, &root(), d, &format!("f{i:04}"), 0o644).unwrap();
+    }
+    // "f0010" is a prefix of nothing listed but sorts before "f0010x": names after it follow.
+    mkfile(m, &root(), d, "f0010x", 0o644).unwrap();
+    let whole = m.readdir(&root(), d, true).unwrap();
+    for limit in [1usize, 7, 100, 251, 252, 1000] {
+        let (mut joined, mut after, mut calls) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let page = m.readdir_page(&root(), d, true, &after, limit).unwrap();
+            calls += 1;
+            assert!(page.entries.len() <= limit, "a page holds at most its limit");
+            assert_eq!(page.dir, m.getattr(d).unwrap(), "pages carry the directory's attributes");
+            assert_eq!(page.more, joined.len() + page.entries.len() < whole.len(), "limit {limit}");
+            if let Some(e) = page.entries.last() {
+                after = e.name.clone();
+            }
+            joined.extend(page.entries);
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(joined, whole, "pages of {limit} join into the listing");
+        assert_eq!(calls, whole.len().div_ceil(limit).max(1), "limit {limit}");
+    }
+    // After a name that is not in the directory: from the next name on.
+    let page = m.readdir_page(&root(), d, false, b"f0009zzz", 2).unwrap();
+    let names: Vec<&[u8]> = page.entries.iter().map(|e| e.name.as_slice()).collect();
+    assert_eq!(names, [b"f0010".as_slice(), b"f0010x"]);
+    assert!(page.more);
+    // After the last name: an empty last page.
+    let page = m.readdir_page(&root(), d, false, b"f0249", 10).unwrap();
+    assert!(page.entries.is_empty() && !page.more);
+    // A file is no directory to page through.
+    let f = whole[0].ino;
+    assert_eq!(m.readdir_page(&root(), f, false, b"", 5).map(|p| p.more), Err(MetaError::NotDir));
+}

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use nfs3_types::mount::{dirpath, export_node, exports, fhandle3, mountres3, mountres3_ok, mountstat3};
 use nfs3_types::nfs3::nfsstat3;
 use nfs3_types::xdr_codec::{List, Opaque};
@@ -44,9 +46,52 @@ pub struct Export {
     pub fsid: u64,
 }
 
+/// A directory listing as it arrives: pages in name order, "." and ".." first, appended by a
+/// fetch that runs ahead of the client paging through them.
+#[derive(Clone, Default)]
+pub(crate) struct Progress {
+    pages: Vec<Arc<Vec<DirEntry>>>,
+    /// Entries in all pages.
+    len: usize,
+    /// How the fetch ended; `None` while pages are still coming.
+    end: Option<Result<(), nfsstat3>>,
+}
+
+impl Progress {
+    fn push(&mut self, page: Vec<DirEntry>) {
+        self.len += page.len();
+        self.pages.push(Arc::new(page));
+    }
+
+    /// The entries from position `start` on that have arrived, with their positions.
+    pub(crate) fn from(&self, start: usize) -> impl Iterator<Item = (usize, &DirEntry)> {
+        let (mut first, mut base) = (0, 0);
+        while first < self.pages.len() && base + self.pages[first].len() <= start {
+            base += self.pages[first].len();
+            first += 1;
+        }
+        self.pages[first..]
+            .iter()
+            .flat_map(|p| p.iter())
+            .enumerate()
+            .skip(start.saturating_sub(base))
+            .map(move |(i, e)| (base + i, e))
+    }
+
+    /// The listed directory's own attributes (those of its "." entry).
+    pub(crate) fn dir_attr(&self) -> Option<strata_meta::Attr> {
+        self.pages.first().and_then(|p| p.first()).and_then(|e| e.attr)
+    }
+
+    /// How the fetch ended, once it has.
+    pub(crate) fn end(&self) -> Option<Result<(), nfsstat3>> {
+        self.end
+    }
+}
+
 struct Listing {
     verf: u64,
-    entries: Arc<Vec<DirEntry>>,
+    progress: watch::Receiver<Progress>,
     at: Instant,
 }
 
@@ -54,6 +99,12 @@ struct Listing {
 const LISTINGS: usize = 1024;
 /// How long a listing is paged from before it is read again.
 const LISTING_TTL: Duration = Duration::from_secs(30);
+/// Entries fetched before the first reply: a few replies' worth, so that the client's first
+/// calls are answered while the rest of a large directory is still being read.
+const FIRST_PAGE: u32 = 128;
+/// Entries per later fetch: small enough that the fetches keep ahead of a client reading
+/// 50 entries per call, large enough that few calls go to the server.
+const NEXT_PAGE: u32 = 512;
 
 /// The gateway: exports and protocol state shared by all connections.
 pub struct Gateway {
@@ -119,6 +170,21 @@ impl Gateway {
         m.insert((ex.key.export_id(), dir, name.to_vec()), (ino, Instant::now()));
     }
 
+    /// Remembers what the names of a listing reply are, under one lock.
+    pub(crate) fn remember_names(&self, ex: &Export, dir: u64, names: Vec<(Vec<u8>, u64)>) {
+        if self.attr_ttl.is_zero() {
+            return;
+        }
+        let (id, now) = (ex.key.export_id(), Instant::now());
+        let mut m = self.names();
+        for (name, ino) in names {
+            if m.len() >= NAMES {
+                m.clear();
+            }
+            m.insert((id, dir, name), (ino, now));
+        }
+    }
+
     /// Forgets a name (removed or renamed through this gateway), and the attributes of what it
     /// named, whose link count changed.
     pub(crate) fn forget_name(&self, ex: &Export, dir: u64, name: &[u8]) {
@@ -150,6 +216,9 @@ impl Gateway {
     /// A directory's entries: the listing a client is paging through (same verifier), or a
     /// fresh one. A client continuing with a verifier the gateway no longer has gets a fresh
     /// listing from the same position rather than an error, as most servers do.
+    ///
+    /// A fresh listing holds the directory's first page at once; the rest is fetched in the
+    /// background, page by page, while the client reads the first.
     pub(crate) async fn listing(
         &self,
         ex: &Export,
@@ -158,21 +227,31 @@ impl Gateway {
         cookie: u64,
         verf: u64,
         plus: bool,
-    ) -> Result<(u64, Arc<Vec<DirEntry>>), nfsstat3> {
+    ) -> Result<(u64, watch::Receiver<Progress>), nfsstat3> {
         let key = (ex.key.export_id(), dir);
         if cookie != 0 {
             let m = self.listings.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(l) = m.get(&key).filter(|l| l.verf == verf && l.at.elapsed() < LISTING_TTL) {
-                return Ok((l.verf, l.entries.clone()));
+                return Ok((l.verf, l.progress.clone()));
             }
         }
-        let fh = ex.vfs.opendir(ctx, dir, plus).await.map_err(|e| match e.errno() {
-            libc::ENOENT => nfsstat3::NFS3ERR_STALE,
-            _ => crate::attr::status(&e),
-        })?;
-        let entries = ex.vfs.readdir(fh, 0).map(|v| v.into_iter().map(|(_, e)| e).collect::<Vec<_>>());
-        ex.vfs.releasedir(fh);
-        let entries = Arc::new(entries.map_err(|e| crate::attr::status(&e))?);
+        let page = ex.vfs.list_dir(ctx, dir, plus, &[], FIRST_PAGE).await.map_err(|e| listing_status(&e))?;
+        let mut first = Vec::with_capacity(page.entries.len() + 2);
+        first.extend(ex.vfs.dots(dir, page.dir));
+        let last = page.entries.last().map(|e| e.name.clone());
+        first.extend(page.entries);
+        let mut progress = Progress::default();
+        progress.push(first);
+        let (tx, rx) = if page.more {
+            let (tx, rx) = watch::channel(progress);
+            (Some(tx), rx)
+        } else {
+            progress.end = Some(Ok(()));
+            (None, watch::channel(progress).1)
+        };
+        if let (Some(tx), Some(after)) = (tx, last) {
+            tokio::spawn(fetch_rest(ex.vfs.clone(), ctx.clone(), dir, plus, after, tx));
+        }
         let verf = self.next_listing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut m = self.listings.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= LISTINGS {
@@ -183,8 +262,8 @@ impl Gateway {
                 m.remove(&oldest);
             }
         }
-        m.insert(key, Listing { verf, entries: entries.clone(), at: Instant::now() });
-        Ok((verf, entries))
+        m.insert(key, Listing { verf, progress: rx.clone(), at: Instant::now() });
+        Ok((verf, rx))
     }
 
     /// Answers one call with a framed reply record; `None` when nothing can be answered.
@@ -353,4 +432,41 @@ fn success(xid: u32, body: &[u8]) -> Vec<u8> {
 fn garbage(xid: u32, prog: u32, proc_: u32, e: &XdrError) -> Vec<u8> {
     tracing::debug!(prog, proc_, error = %e, "undecodable arguments");
     rpc::accepted(xid, Accept::GarbageArgs)
+}
+
+fn listing_status(e: &strata_vfs::VfsError) -> nfsstat3 {
+    match e.errno() {
+        libc::ENOENT => nfsstat3::NFS3ERR_STALE,
+        _ => crate::attr::status(e),
+    }
+}
+
+/// Fetches a directory's pages after the name `after` into `tx` until the last, or until
+/// nobody reads the listing any more.
+async fn fetch_rest(vfs: Arc<Vfs>, ctx: Ctx, dir: u64, plus: bool, mut after: Vec<u8>, tx: watch::Sender<Progress>) {
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match vfs.list_dir(&ctx, dir, plus, &after, NEXT_PAGE).await {
+            Ok(page) => {
+                let more = page.more;
+                match page.entries.last() {
+                    Some(e) if more => after = e.name.clone(),
+                    _ => {
+                        tx.send_modify(|p| {
+                            p.push(page.entries);
+                            p.end = Some(Ok(()));
+                        });
+                        return;
+                    }
+                }
+                tx.send_modify(|p| p.push(page.entries));
+            }
+            Err(e) => {
+                tx.send_modify(|p| p.end = Some(Err(listing_status(&e))));
+                return;
+            }
+        }
+    }
 }

@@ -648,8 +648,8 @@ impl Gateway {
     ) -> NfsResult<()> {
         let (ex, dino) = self.resolve(fh, peer)?;
         let ctx = ex.spec.ctx(cred);
-        let (verf, list) = self.listing(&ex, &ctx, dino, cookie, u64::from_be_bytes(verf), plus).await?;
-        let dir_attr = list.first().and_then(|e| e.attr);
+        let (verf, mut rx) = self.listing(&ex, &ctx, dino, cookie, u64::from_be_bytes(verf), plus).await?;
+        let dir_attr = rx.borrow().dir_attr();
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &post_op(dino, dir_attr.as_ref(), ex.fsid));
         pack_into(out, &cookieverf3(verf.to_be_bytes()));
@@ -657,42 +657,59 @@ impl Gateway {
         let limit = (maxcount as usize).min(MAX_IO as usize);
         let mut used = out.len() + 8;
         let mut names = 0usize;
-        let start = usize::try_from(cookie).unwrap_or(usize::MAX);
+        let mut next = usize::try_from(cookie).unwrap_or(usize::MAX);
         let mut sent = 0;
-        let mut eof = true;
-        for (i, e) in list.iter().enumerate().skip(start) {
-            let name_len = e.name.len() + crate::xdr::pad(e.name.len());
-            let entry_name = 8 + 4 + name_len + 8;
-            let (ino, attr) = if e.name == b".." && dino == ex.root { (dino, dir_attr) } else { (e.ino, e.attr) };
-            let mut entry = Vec::with_capacity(entry_name + 140);
-            put_u32(&mut entry, 1); // value follows
-            entry.extend_from_slice(&ino.to_be_bytes());
-            pack_into(&mut entry, &nfs3_types::nfs3::filename3::from(e.name.as_slice()));
-            entry.extend_from_slice(&(i as u64 + 1).to_be_bytes());
-            if plus {
-                pack_into(&mut entry, &post_op(ino, attr.as_ref(), ex.fsid));
-                let handle = if e.name == b".." && attr.is_none() {
-                    Nfs3Option::None
-                } else {
-                    Nfs3Option::Some(fh3(ex.key.encode(ino)))
-                };
-                pack_into(&mut entry, &handle);
+        // Names sent, which LOOKUPs that follow then find without asking the server.
+        let mut listed: Vec<(Vec<u8>, u64)> = Vec::new();
+        let eof = 'fill: loop {
+            // Entries that have arrived go out at once; the reply waits for more only when it
+            // has room left and the listing is still being fetched.
+            let progress = rx.borrow_and_update().clone();
+            for (i, e) in progress.from(next) {
+                let name_len = e.name.len() + crate::xdr::pad(e.name.len());
+                let entry_name = 8 + 4 + name_len + 8;
+                let (ino, attr) = if e.name == b".." && dino == ex.root { (dino, dir_attr) } else { (e.ino, e.attr) };
+                let mut entry = Vec::with_capacity(entry_name + 140);
+                put_u32(&mut entry, 1); // value follows
+                entry.extend_from_slice(&ino.to_be_bytes());
+                pack_into(&mut entry, &nfs3_types::nfs3::filename3::from(e.name.as_slice()));
+                entry.extend_from_slice(&(i as u64 + 1).to_be_bytes());
+                if plus {
+                    pack_into(&mut entry, &post_op(ino, attr.as_ref(), ex.fsid));
+                    let handle = if e.name == b".." && attr.is_none() {
+                        Nfs3Option::None
+                    } else {
+                        Nfs3Option::Some(fh3(ex.key.encode(ino)))
+                    };
+                    pack_into(&mut entry, &handle);
+                }
+                if used + entry.len() > limit || (plus && names + entry_name > dircount.max(512) as usize) {
+                    break 'fill false;
+                }
+                if plus && e.name != b"." && e.name != b".." {
+                    listed.push((e.name.clone(), e.ino));
+                }
+                used += entry.len();
+                names += entry_name;
+                out.extend_from_slice(&entry);
+                sent += 1;
+                next = i + 1;
             }
-            if used + entry.len() > limit || (plus && names + entry_name > dircount.max(512) as usize) {
-                eof = false;
-                break;
+            match progress.end() {
+                Some(Ok(())) => break true,
+                Some(Err(st)) => return Err(st),
+                None => {
+                    if rx.changed().await.is_err() {
+                        // The fetch is gone without saying how it ended.
+                        return Err(nfsstat3::NFS3ERR_IO);
+                    }
+                }
             }
-            if plus && e.name != b"." && e.name != b".." {
-                self.remember_name(&ex, dino, &e.name, e.ino);
-            }
-            used += entry.len();
-            names += entry_name;
-            out.extend_from_slice(&entry);
-            sent += 1;
-        }
+        };
         if sent == 0 && !eof {
             return Err(nfsstat3::NFS3ERR_TOOSMALL);
         }
+        self.remember_names(&ex, dino, listed);
         put_u32(out, 0); // no more entries
         pack_into(out, &eof);
         Ok(())

@@ -381,8 +381,13 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().ino], false).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
-        let entries = blocking(move || meta.readdir(&ctx_from_pb(r.caller.as_ref()), r.ino, r.plus)).await?;
-        let entries = entries
+        let ino = r.ino;
+        let page = blocking(move || {
+            meta.readdir_page(&ctx_from_pb(r.caller.as_ref()), r.ino, r.plus, &r.after, r.limit as usize)
+        })
+        .await?;
+        let entries = page
+            .entries
             .into_iter()
             .map(|e| pb::DirEntry {
                 ino: e.ino,
@@ -391,7 +396,7 @@ impl MetaRpc for MetaService {
                 name: e.name,
             })
             .collect();
-        Ok(Response::new(pb::ReaddirResp { entries }))
+        Ok(Response::new(pb::ReaddirResp { entries, more: page.more, dir: Some(attr_to_pb(ino, &page.dir)) }))
     }
 
     async fn open(&self, req: Request<pb::OpenReq>) -> Result<Response<pb::OpenResp>, Status> {

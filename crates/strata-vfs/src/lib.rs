@@ -13,4 +13,4 @@ pub use error::{Result, VfsError};
 pub use qos::Qos;
 pub use remote::RemoteBlocks;
 pub use strata_blocks::mapped::is_mapped;
-pub use vfs::{BlocksMode, DirEntry, Opened, StatFs, Vfs, VfsConfig, blocks_route};
+pub use vfs::{BlocksMode, DirEntry, DirPage, Opened, StatFs, Vfs, VfsConfig, blocks_route};

@@ -147,6 +147,17 @@ impl Default for VfsConfig {
     }
 }
 
+/// One page of a directory listing (see [`Vfs::list_dir`]).
+#[derive(Clone, Debug)]
+pub struct DirPage {
+    /// Entries in name order.
+    pub entries: Vec<DirEntry>,
+    /// The directory's attributes.
+    pub dir: Attr,
+    /// Whether entries follow the last one.
+    pub more: bool,
+}
+
 /// A directory entry as the front-end lists it.
 #[derive(Clone, Debug)]
 pub struct DirEntry {
@@ -667,26 +678,58 @@ impl Vfs {
 
     /// Opens a directory, reading its whole listing (with attributes when `plus`).
     pub async fn opendir(&self, ctx: &Ctx, ino: u64, plus: bool) -> Result<u64> {
+        let page = self.list_dir(ctx, ino, plus, &[], 0).await?;
+        let mut entries = Vec::with_capacity(page.entries.len() + 2);
+        entries.extend(self.dots(ino, page.dir));
+        entries.extend(page.entries);
+        Ok(self.add_handle(Handle { ino, write: false, read: Mutex::default(), dir: Some(entries), counted: false }))
+    }
+
+    /// The "." and ".." entries of directory `ino`, whose attributes are `dir` (".." of the
+    /// volume's root is the root itself).
+    pub fn dots(&self, ino: u64, dir: Attr) -> [DirEntry; 2] {
+        let parent = if ino == self.volume.root { ino } else { dir.parent };
+        [
+            DirEntry { name: b".".to_vec(), ino, kind: FileType::Dir, attr: Some(dir) },
+            DirEntry { name: b"..".to_vec(), ino: parent, kind: FileType::Dir, attr: None },
+        ]
+    }
+
+    /// One page of a directory's entries in name order, without "." and "..": those after the
+    /// name `after` (from the first when empty), at most `limit` (0: all), with this client's
+    /// buffered writes shown in the sizes; with the directory's attributes and whether more
+    /// entries follow.
+    pub async fn list_dir(&self, ctx: &Ctx, ino: u64, plus: bool, after: &[u8], limit: u32) -> Result<DirPage> {
         self.qos.op().await;
         let r = self
             .client
-            .call::<_, pb::ReaddirResp>(Method::Readdir, |_| pb::ReaddirReq { caller: Some(ctx_to_pb(ctx)), ino, plus })
+            .call::<_, pb::ReaddirResp>(Method::Readdir, |_| pb::ReaddirReq {
+                caller: Some(ctx_to_pb(ctx)),
+                ino,
+                plus,
+                after: after.to_vec(),
+                limit,
+            })
             .await?;
-        let mut entries = Vec::with_capacity(r.entries.len() + 2);
-        let dir = self.getattr(ino).await?;
-        entries.push(DirEntry { name: b".".to_vec(), ino, kind: FileType::Dir, attr: Some(dir) });
-        let parent = if ino == self.volume.root { ino } else { dir.parent };
-        entries.push(DirEntry { name: b"..".to_vec(), ino: parent, kind: FileType::Dir, attr: None });
+        let dir = match r.dir.as_ref().and_then(attr_from_pb) {
+            Some((_, a)) => {
+                self.observe(ino, &a);
+                a
+            }
+            // A server that predates listing pages sends all entries and no attributes.
+            None => self.getattr(ino).await?,
+        };
+        let mut entries = Vec::with_capacity(r.entries.len());
         for e in r.entries {
             let kind = FileType::from_code(e.kind).ok_or_else(|| VfsError::Server("bad entry type".into()))?;
             let attr = e.attr.as_ref().and_then(attr_from_pb).map(|(_, a)| a);
             entries.push(DirEntry { name: e.name, ino: e.ino, kind, attr });
         }
-        // One lock of each map for the whole listing, not one per entry.
+        // One lock of each map for the whole page, not one per entry.
         {
             let mut m = self.inode_cache();
             let now = Instant::now();
-            for e in &entries[2..] {
+            for e in &entries {
                 if let Some(a) = &e.attr {
                     Self::note_seen(&mut m, e.ino, a, now);
                 }
@@ -697,7 +740,6 @@ impl Vfs {
             entries
                 .iter()
                 .enumerate()
-                .skip(2)
                 .filter(|(_, e)| e.attr.is_some())
                 .filter_map(|(i, e)| w.get(&e.ino).map(|x| (i, x.clone())))
                 .collect()
@@ -707,7 +749,7 @@ impl Vfs {
                 Self::overlay_with(&*w.lock().await, a);
             }
         }
-        Ok(self.add_handle(Handle { ino, write: false, read: Mutex::default(), dir: Some(entries), counted: false }))
+        Ok(DirPage { entries, dir, more: r.more })
     }
 
     /// Entries of an open directory from position `offset` on (positions are list indexes).
