@@ -239,7 +239,7 @@ struct Paging {
 /// The names of up to `replies` more replies of a listing, continuing from `at`.
 async fn list_pages(c: &mut Conn, dir: &nfs_fh3, plus: bool, max: u32, replies: usize, at: &mut Paging) -> Vec<String> {
     let mut names = Vec::new();
-    let (mut cookie, mut verf) = (at.cookie, at.verf.clone());
+    let (mut cookie, mut verf) = (at.cookie, at.verf);
     for _ in 0..replies {
         let (entries, eof, v): (Vec<(String, u64)>, bool, cookieverf3) = if plus {
             let r = c
@@ -274,7 +274,7 @@ async fn list_pages(c: &mut Conn, dir: &nfs_fh3, plus: bool, max: u32, replies: 
             cookie = *last;
         }
         names.extend(entries.into_iter().map(|(n, _)| n));
-        (at.cookie, at.verf, at.eof) = (cookie, verf.clone(), eof);
+        (at.cookie, at.verf, at.eof) = (cookie, verf, eof);
         if eof {
             break;
         }
