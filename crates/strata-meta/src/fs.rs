@@ -1029,7 +1029,9 @@ impl Meta {
                 out.push(Entry { name: k[9..].to_vec(), ino: child, kind, attr: None });
             }
             let more = limit != 0 && out.len() > limit;
-            out.truncate(if more { limit } else { out.len() });
+            if more {
+                out.truncate(limit);
+            }
             if plus {
                 let keys: Vec<Vec<u8>> = out.iter().map(|e| keys::attr(e.ino).to_vec()).collect();
                 for (e, v) in out.iter_mut().zip(t.get_many(&keys)?) {

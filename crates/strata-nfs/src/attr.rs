@@ -94,6 +94,12 @@ pub fn status(e: &VfsError) -> nfsstat3 {
     errno_status(e.errno())
 }
 
+/// The status of an operation on what a handle names: a missing object is a stale handle
+/// (it was deleted), not a missing name.
+pub fn handle_status(e: &VfsError) -> nfsstat3 {
+    if e.errno() == libc::ENOENT { nfsstat3::NFS3ERR_STALE } else { status(e) }
+}
+
 /// The NFS status for an errno.
 pub fn errno_status(errno: i32) -> nfsstat3 {
     match errno {

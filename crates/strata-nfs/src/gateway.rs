@@ -51,15 +51,12 @@ pub struct Export {
 #[derive(Clone, Default)]
 pub(crate) struct Progress {
     pages: Vec<Arc<Vec<DirEntry>>>,
-    /// Entries in all pages.
-    len: usize,
     /// How the fetch ended; `None` while pages are still coming.
     end: Option<Result<(), nfsstat3>>,
 }
 
 impl Progress {
     fn push(&mut self, page: Vec<DirEntry>) {
-        self.len += page.len();
         self.pages.push(Arc::new(page));
     }
 
@@ -160,14 +157,7 @@ impl Gateway {
 
     /// Remembers what a name is.
     pub(crate) fn remember_name(&self, ex: &Export, dir: u64, name: &[u8], ino: u64) {
-        if self.attr_ttl.is_zero() {
-            return;
-        }
-        let mut m = self.names();
-        if m.len() >= NAMES {
-            m.clear();
-        }
-        m.insert((ex.key.export_id(), dir, name.to_vec()), (ino, Instant::now()));
+        self.remember_names(ex, dir, vec![(name.to_vec(), ino)]);
     }
 
     /// Remembers what the names of a listing reply are, under one lock.
@@ -235,21 +225,19 @@ impl Gateway {
                 return Ok((l.verf, l.progress.clone()));
             }
         }
-        let page = ex.vfs.list_dir(ctx, dir, plus, &[], FIRST_PAGE).await.map_err(|e| listing_status(&e))?;
+        let page =
+            ex.vfs.list_dir(ctx, dir, plus, &[], FIRST_PAGE).await.map_err(|e| crate::attr::handle_status(&e))?;
+        let after = next_after(&page.entries, page.more);
         let mut first = Vec::with_capacity(page.entries.len() + 2);
         first.extend(ex.vfs.dots(dir, page.dir));
-        let last = page.entries.last().map(|e| e.name.clone());
         first.extend(page.entries);
         let mut progress = Progress::default();
         progress.push(first);
-        let (tx, rx) = if page.more {
-            let (tx, rx) = watch::channel(progress);
-            (Some(tx), rx)
-        } else {
+        if after.is_none() {
             progress.end = Some(Ok(()));
-            (None, watch::channel(progress).1)
-        };
-        if let (Some(tx), Some(after)) = (tx, last) {
+        }
+        let (tx, rx) = watch::channel(progress);
+        if let Some(after) = after {
             tokio::spawn(fetch_rest(ex.vfs.clone(), ctx.clone(), dir, plus, after, tx));
         }
         let verf = self.next_listing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -434,11 +422,9 @@ fn garbage(xid: u32, prog: u32, proc_: u32, e: &XdrError) -> Vec<u8> {
     rpc::accepted(xid, Accept::GarbageArgs)
 }
 
-fn listing_status(e: &strata_vfs::VfsError) -> nfsstat3 {
-    match e.errno() {
-        libc::ENOENT => nfsstat3::NFS3ERR_STALE,
-        _ => crate::attr::status(e),
-    }
+/// The name the next page of a listing starts after, when one follows `entries`.
+fn next_after(entries: &[DirEntry], more: bool) -> Option<Vec<u8>> {
+    entries.last().filter(|_| more).map(|e| e.name.clone())
 }
 
 /// Fetches a directory's pages after the name `after` into `tx` until the last, or until
@@ -450,21 +436,21 @@ async fn fetch_rest(vfs: Arc<Vfs>, ctx: Ctx, dir: u64, plus: bool, mut after: Ve
         }
         match vfs.list_dir(&ctx, dir, plus, &after, NEXT_PAGE).await {
             Ok(page) => {
-                let more = page.more;
-                match page.entries.last() {
-                    Some(e) if more => after = e.name.clone(),
-                    _ => {
-                        tx.send_modify(|p| {
-                            p.push(page.entries);
-                            p.end = Some(Ok(()));
-                        });
-                        return;
+                let next = next_after(&page.entries, page.more);
+                let done = next.is_none();
+                tx.send_modify(|p| {
+                    p.push(page.entries);
+                    if done {
+                        p.end = Some(Ok(()));
                     }
+                });
+                match next {
+                    Some(n) => after = n,
+                    None => return,
                 }
-                tx.send_modify(|p| p.push(page.entries));
             }
             Err(e) => {
-                tx.send_modify(|p| p.end = Some(Err(listing_status(&e))));
+                tx.send_modify(|p| p.end = Some(Err(crate::attr::handle_status(&e))));
                 return;
             }
         }

@@ -10,7 +10,7 @@ use nfs3_types::nfs3::{
 use nfs3_types::xdr_codec::Opaque;
 use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
 
-use crate::attr::{self, access, fattr, post_op, status, wcc};
+use crate::attr::{self, access, fattr, handle_status, post_op, status, wcc};
 use crate::gateway::{Export, Gateway};
 use crate::reply::Reply;
 use crate::xdr::{pack_into, put_u32};
@@ -170,8 +170,7 @@ impl Gateway {
                 Err(nfsstat3::NFS3ERR_STALE)
             }
             Ok(a) => Ok(a),
-            Err(e) if e.errno() == libc::ENOENT => Err(nfsstat3::NFS3ERR_STALE),
-            Err(e) => Err(status(&e)),
+            Err(e) => Err(handle_status(&e)),
         }
     }
 
@@ -340,7 +339,7 @@ impl Gateway {
         let (ex, ino) = self.resolve(fh, peer)?;
         let a = self.check_attr(&ex, ino).await?;
         Self::check_data(&a, &ex.spec.ctx(cred), false)?;
-        let f = ex.files.get(ino, false).await.map_err(|e| open_status(&e))?;
+        let f = ex.files.get(ino, false).await.map_err(|e| handle_status(&e))?;
         let count = count.min(MAX_IO);
         let data = ex.vfs.read_bytes(f.fh, off, count).await.map_err(|e| status(&e))?;
         let len: usize = data.iter().map(|d| d.len()).sum();
@@ -379,7 +378,7 @@ impl Gateway {
         }
         let before = self.check_attr(&ex, ino).await?;
         Self::check_data(&before, &ex.spec.ctx(cred), true)?;
-        let f = ex.files.get(ino, true).await.map_err(|e| open_status(&e))?;
+        let f = ex.files.get(ino, true).await.map_err(|e| handle_status(&e))?;
         ex.vfs.write(f.fh, off, data).await.map_err(|e| status(&e))?;
         let committed = if stable == 0 {
             stable_how::UNSTABLE
@@ -788,11 +787,6 @@ enum Make {
     Dir(SetAttr),
     Symlink(SetAttr, Vec<u8>),
     Node(NodeKind),
-}
-
-/// Opening a file that was deleted is a stale handle, not a missing name.
-fn open_status(e: &strata_vfs::VfsError) -> nfsstat3 {
-    if e.errno() == libc::ENOENT { nfsstat3::NFS3ERR_STALE } else { status(e) }
 }
 
 /// The (atime, mtime) an exclusive CREATE's verifier is kept in.
