@@ -28,6 +28,8 @@ struct Gateway {
     log: PathBuf,
     logs: usize,
     child: Option<Child>,
+    /// Environment for the gateway process (say a log filter).
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -45,7 +47,7 @@ impl Gateway {
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(["--server".into(), c.addr.clone(), "--token-file".into(), c.token_file.display().to_string()]);
-        let mut g = Gateway { port, args, log: PathBuf::new(), logs: 0, child: None };
+        let mut g = Gateway { port, args, log: PathBuf::new(), logs: 0, child: None, env: Vec::new() };
         g.spawn(c);
         g
     }
@@ -55,8 +57,13 @@ impl Gateway {
         self.log = c.dir.join(format!("nfs-gateway.{}.{}.log", self.port, self.logs));
         c.watch_log(self.log.clone());
         let f = File::create(&self.log).expect("log");
-        let mut child =
-            strata().args(&self.args).stdout(f.try_clone().expect("dup")).stderr(f).spawn().expect("spawn gateway");
+        let mut child = strata()
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn gateway");
         let addr = format!("127.0.0.1:{}", self.port);
         let up = wait_until(Duration::from_secs(30), || {
             matches!(child.try_wait(), Ok(Some(_))) || TcpStream::connect(&addr).is_ok()
@@ -344,6 +351,81 @@ fn libnfs_tools_and_fuse_see_the_same_files() {
     ok(&libnfs("nfs-cp", &[&g.url("/data/ds/big.bin"), back.to_str().expect("utf8")]), "nfs-cp out");
     assert_bytes_eq(&read_all(&back), &files[0].1, "copied out");
     assert!(g.alive());
+    g.stop();
+}
+
+/// A client that listed a directory and goes on looking names up in it after the gateway's
+/// names expired gets them from one fresh reading of the whole directory, which shows another
+/// client's changes (renamed, removed, created, rewritten) exactly as single lookups would; a
+/// remembered name is never given to a caller who may not search its directory.
+#[test]
+fn listed_directories_are_read_again_whole() {
+    let mut c = Cluster::with_opts("nfs-refresh", Opts::default());
+    c.mount(&["--attr-ttl", "0", "--entry-ttl", "0"]);
+    let vol = c.volume.clone();
+    std::fs::create_dir(c.p(0, "ds")).expect("mkdir on FUSE");
+    for i in 0..40 {
+        std::fs::write(c.p(0, &format!("ds/f{i:02}")), vec![i as u8; 100 + i]).expect("write on FUSE");
+    }
+    std::fs::create_dir(c.p(0, "locked")).expect("mkdir on FUSE");
+    std::fs::write(c.p(0, "locked/x"), b"x").expect("write on FUSE");
+    std::fs::set_permissions(c.p(0, "locked"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let mut g = Gateway::start_with(&mut c, &[&format!("/v={vol},squash=none")], &["--attr-ttl", "300ms"]);
+    g.env = vec![("RUST_LOG".into(), "strata_nfs=debug".into())];
+    g.restart(&mut c);
+    let port = g.port;
+    let rt = rt();
+    let ttl = Duration::from_millis(400);
+    let ids = rt.block_on(async {
+        let mut n = connect(port, "/v", 0, 0).await.expect("mount");
+        let root = n.root_nfs_fh3();
+        let (ds, _) = lookup(&mut n, &root, "ds").await.expect("LOOKUP ds");
+        assert_eq!(list(&mut n, &ds, true, 64 << 10).await.len(), 42, "40 files, . and ..");
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            let (f, _) = lookup(&mut n, &ds, &format!("f{i:02}")).await.expect("LOOKUP");
+            ids.push(getattr(&mut n, &f).await.expect("GETATTR").fileid);
+        }
+        // A name remembered for root is not one for a caller who may not search "locked".
+        let (locked, _) = lookup(&mut n, &root, "locked").await.expect("LOOKUP locked");
+        lookup(&mut n, &locked, "x").await.expect("LOOKUP locked/x as root");
+        let mut other = connect(port, "/v", 1000, 1000).await.expect("mount as 1000");
+        assert_eq!(lookup(&mut other, &locked, "x").await.unwrap_err(), nfsstat3::NFS3ERR_ACCES);
+        ids
+    });
+
+    // Another client changes the directory; the gateway's names expire.
+    std::fs::rename(c.p(0, "ds/f00"), c.p(0, "ds/g00")).expect("rename on FUSE");
+    std::fs::remove_file(c.p(0, "ds/f01")).expect("unlink on FUSE");
+    std::fs::write(c.p(0, "ds/f40"), b"new").expect("create on FUSE");
+    std::fs::write(c.p(0, "ds/f02"), vec![9u8; 5000]).expect("rewrite on FUSE");
+    std::thread::sleep(ttl);
+    rt.block_on(async {
+        let mut n = connect(port, "/v", 0, 0).await.expect("mount");
+        let root = n.root_nfs_fh3();
+        let (ds, _) = lookup(&mut n, &root, "ds").await.expect("LOOKUP ds");
+        assert_eq!(lookup(&mut n, &ds, "f00").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT, "renamed away");
+        let (g00, _) = lookup(&mut n, &ds, "g00").await.expect("LOOKUP g00");
+        assert_eq!(getattr(&mut n, &g00).await.expect("GETATTR").fileid, ids[0], "same file, new name");
+        assert_eq!(lookup(&mut n, &ds, "f01").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT, "removed");
+        let (f40, _) = lookup(&mut n, &ds, "f40").await.expect("LOOKUP f40");
+        assert_eq!(nfs_read_all(&mut n, &f40).await, b"new");
+        let (f02, a) = lookup(&mut n, &ds, "f02").await.expect("LOOKUP f02");
+        assert_eq!(a.map(|a| a.size), Some(5000), "attributes from the fresh reading");
+        assert_eq!(nfs_read_all(&mut n, &f02).await, vec![9u8; 5000]);
+        for (i, id) in ids.iter().enumerate().skip(3) {
+            let (f, a) = lookup(&mut n, &ds, &format!("f{i:02}")).await.expect("LOOKUP");
+            assert_eq!(a.map(|a| a.size), Some(100 + i as u64));
+            assert_eq!(getattr(&mut n, &f).await.expect("GETATTR").fileid, *id);
+        }
+    });
+    let log = std::fs::read_to_string(&g.log).expect("gateway log");
+    let refreshes: Vec<&str> = log.lines().filter(|l| l.contains("read a directory's names again")).collect();
+    assert!(
+        refreshes.iter().any(|l| l.contains("entries=40")),
+        "no refresh of the 40-entry directory:\n{}",
+        tail(&g.log, 30)
+    );
     g.stop();
 }
 

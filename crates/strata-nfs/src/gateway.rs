@@ -17,6 +17,7 @@ use strata_vfs::{DirEntry, Vfs};
 use crate::export::ExportSpec;
 use crate::files::OpenFiles;
 use crate::handle::{HandleError, HandleKey, export_of};
+use crate::names::Names;
 use crate::nfs::Outcome;
 use crate::reply::Reply;
 use crate::xdr::{pack_into, put_u32};
@@ -114,15 +115,12 @@ pub struct Gateway {
     next_listing: std::sync::atomic::AtomicU64,
     /// How long attributes and name lookups are reused (0: always asked).
     pub(crate) attr_ttl: Duration,
-    /// Recent lookups: (export, directory, name) → inode, with when they were made.
-    names: Mutex<NameCache>,
+    /// Names recently seen in directories, and directories worth reading again whole.
+    pub(crate) names: Names,
 }
 
-/// (export, directory, name) → (inode, when it was looked up).
-type NameCache = HashMap<(u32, u64, Vec<u8>), (u64, Instant)>;
-
-/// Names remembered at most; the table is emptied when it grows past this.
-const NAMES: usize = 100_000;
+/// Entries a refresh of a directory's names reads at most.
+const REFRESH_MAX: usize = 16_384;
 
 impl Gateway {
     /// A gateway over attached exports, answering the portmapper with `port`; attributes and
@@ -138,21 +136,13 @@ impl Gateway {
             listings: Mutex::new(HashMap::new()),
             next_listing: std::sync::atomic::AtomicU64::new(1),
             attr_ttl,
-            names: Mutex::new(HashMap::new()),
+            names: Names::new(attr_ttl),
         })
-    }
-
-    fn names(&self) -> std::sync::MutexGuard<'_, NameCache> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The inode a name was found to be recently, if within the attribute lifetime.
     pub(crate) fn cached_name(&self, ex: &Export, dir: u64, name: &[u8]) -> Option<u64> {
-        if self.attr_ttl.is_zero() {
-            return None;
-        }
-        let key = (ex.key.export_id(), dir, name.to_vec());
-        self.names().get(&key).filter(|(_, at)| at.elapsed() < self.attr_ttl).map(|(ino, _)| *ino)
+        self.names.get(ex.key.export_id(), dir, name)
     }
 
     /// Remembers what a name is.
@@ -162,24 +152,39 @@ impl Gateway {
 
     /// Remembers what the names of a listing reply are, under one lock.
     pub(crate) fn remember_names(&self, ex: &Export, dir: u64, names: Vec<(Vec<u8>, u64)>) {
-        if self.attr_ttl.is_zero() {
-            return;
-        }
-        let (id, now) = (ex.key.export_id(), Instant::now());
-        let mut m = self.names();
-        for (name, ino) in names {
-            if m.len() >= NAMES {
-                m.clear();
+        self.names.remember(ex.key.export_id(), dir, names);
+    }
+
+    /// Reads a directory's names and their attributes again whole (up to [`REFRESH_MAX`]), a
+    /// page per call, and remembers them. A failure (say the caller may not read the
+    /// directory) only leaves the names as they were: lookups then ask the server one by one.
+    pub(crate) async fn refresh_names(&self, ex: &Export, ctx: &Ctx, dir: u64) {
+        let id = ex.key.export_id();
+        let (mut after, mut read) = (Vec::new(), 0);
+        loop {
+            let page = match ex.vfs.list_dir(ctx, dir, true, &after, NEXT_PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(dir, error = %e, "refreshing a directory's names");
+                    break;
+                }
+            };
+            read += page.entries.len();
+            let next = next_after(&page.entries, page.more);
+            self.names.remember(id, dir, page.entries.into_iter().map(|e| (e.name, e.ino)).collect());
+            match next {
+                Some(a) if read < REFRESH_MAX => after = a,
+                _ => break,
             }
-            m.insert((id, dir, name), (ino, now));
         }
+        tracing::debug!(dir, entries = read, "read a directory's names again");
+        self.names.refreshed(id, dir, read);
     }
 
     /// Forgets a name (removed or renamed through this gateway), and the attributes of what it
     /// named, whose link count changed.
     pub(crate) fn forget_name(&self, ex: &Export, dir: u64, name: &[u8]) {
-        let gone = self.names().remove(&(ex.key.export_id(), dir, name.to_vec()));
-        if let Some((ino, _)) = gone {
+        if let Some(ino) = self.names.forget(ex.key.export_id(), dir, name) {
             ex.vfs.forget_attr(ino);
         }
     }
@@ -227,6 +232,7 @@ impl Gateway {
         }
         let page =
             ex.vfs.list_dir(ctx, dir, plus, &[], FIRST_PAGE).await.map_err(|e| crate::attr::handle_status(&e))?;
+        self.names.listed(ex.key.export_id(), dir);
         let after = next_after(&page.entries, page.more);
         let mut first = Vec::with_capacity(page.entries.len() + 2);
         first.extend(ex.vfs.dots(dir, page.dir));

@@ -10,6 +10,7 @@ pub mod export;
 pub mod files;
 pub mod gateway;
 pub mod handle;
+mod names;
 pub mod nfs;
 pub mod reply;
 pub mod send;

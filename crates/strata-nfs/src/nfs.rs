@@ -233,16 +233,36 @@ impl Gateway {
                 Ok((up, self.attr(ex, up).await?))
             }
             _ => {
-                if let Some(ino) = self.cached_name(ex, dir, name) {
-                    match self.attr(ex, ino).await {
-                        Ok(a) => return Ok((ino, a)),
-                        // Gone meanwhile: ask the server what the name is now.
-                        Err(_) => self.forget_name(ex, dir, name),
+                if let Some(found) = self.remembered(ex, ctx, dir, name).await {
+                    return Ok(found);
+                }
+                if self.names.claim_refresh(ex.key.export_id(), dir) {
+                    self.refresh_names(ex, ctx, dir).await;
+                    if let Some(found) = self.remembered(ex, ctx, dir, name).await {
+                        return Ok(found);
                     }
                 }
                 let (ino, a) = ex.vfs.lookup(ctx, dir, name).await.map_err(|e| status(&e))?;
                 self.remember_name(ex, dir, name, ino);
                 Ok((ino, a))
+            }
+        }
+    }
+
+    /// A name's inode and attributes from what this gateway remembers, if the caller may
+    /// search the directory (the server checks that on the lookups it answers).
+    async fn remembered(&self, ex: &Export, ctx: &Ctx, dir: u64, name: &[u8]) -> Option<(u64, Attr)> {
+        let ino = self.cached_name(ex, dir, name)?;
+        let d = self.check_attr(ex, dir).await.ok()?;
+        if attr::allowed(&d, ctx, false) & access::LOOKUP == 0 {
+            return None;
+        }
+        match self.attr(ex, ino).await {
+            Ok(a) => Some((ino, a)),
+            // Gone meanwhile: ask the server what the name is now.
+            Err(_) => {
+                self.forget_name(ex, dir, name);
+                None
             }
         }
     }
