@@ -3,7 +3,7 @@
 //! A chunk's slice list is ordered oldest first and later slices cover earlier ones, so the
 //! bytes visible at a position come from the newest slice covering it, or zeros if none does.
 
-use strata_meta::{CHUNK_SIZE, Slice};
+use strata_types::{CHUNK_SIZE, Slice};
 
 /// One piece of a chunk range: `len` bytes at chunk offset `pos`, from a slice or a hole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub fn block_len_of_key(key: &str) -> Option<u32> {
 }
 
 /// Largest block a key may name: a block never spans more than one chunk.
-pub const MAX_BLOCK_LEN: u32 = strata_meta::CHUNK_SIZE as u32;
+pub const MAX_BLOCK_LEN: u32 = strata_types::CHUNK_SIZE as u32;
 
 /// The volume of a well-formed block key, or `None` for anything else. Only keys exactly as
 /// [`block_key`] writes them pass (decimal numbers without signs or leading zeros, the right

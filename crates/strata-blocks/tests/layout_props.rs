@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use strata_blocks::layout::{Source, chunk_pieces, slice_blocks, visible};
-use strata_meta::{CHUNK_SIZE, Slice};
+use strata_types::{CHUNK_SIZE, Slice};
 
 /// What a byte of the model holds: zero, or byte `off` of stored slice `id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

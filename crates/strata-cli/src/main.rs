@@ -1,5 +1,6 @@
 //! `strata`: shared storage for AI/ML clusters.
 
+mod client_args;
 mod cmd;
 mod util;
 

@@ -14,7 +14,7 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
     ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
+use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
 use strata_vfs::{Vfs, VfsError};
 
 /// Mount settings of the FUSE front-end.

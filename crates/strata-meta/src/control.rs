@@ -6,9 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MetaError, Result};
-use crate::fs::Meta;
 use crate::keys;
 use crate::kv::{KvTxn, prefix_end};
+use crate::meta::Meta;
 use crate::types::{Reclaim, Timespec, Usage, Volume};
 
 /// The root scope.
@@ -96,42 +96,7 @@ pub fn validate_scope(path: &str) -> Result<ScopeKind> {
 /// Largest value of a class's cache and QoS settings (2^60).
 pub const MAX_SETTING: u64 = 1 << 60;
 
-/// How a volume may be attached (the Kubernetes access modes).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AccessMode {
-    /// Read-write by many nodes at once.
-    ReadWriteMany,
-    /// Read-only by many nodes.
-    ReadOnlyMany,
-    /// Read-write by one node.
-    ReadWriteOnce,
-}
-
-impl AccessMode {
-    /// Every mode.
-    pub const ALL: [AccessMode; 3] = [AccessMode::ReadWriteMany, AccessMode::ReadOnlyMany, AccessMode::ReadWriteOnce];
-
-    /// The mode for its name (case-insensitive, `RWX`/`ROX`/`RWO` accepted).
-    pub fn parse(s: &str) -> Result<AccessMode> {
-        match s.to_ascii_lowercase().as_str() {
-            "readwritemany" | "rwx" => Ok(AccessMode::ReadWriteMany),
-            "readonlymany" | "rox" => Ok(AccessMode::ReadOnlyMany),
-            "readwriteonce" | "rwo" => Ok(AccessMode::ReadWriteOnce),
-            _ => Err(MetaError::Invalid(format!(
-                "access mode {s:?} is not one of ReadWriteMany, ReadOnlyMany, ReadWriteOnce"
-            ))),
-        }
-    }
-
-    /// Its name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessMode::ReadWriteMany => "ReadWriteMany",
-            AccessMode::ReadOnlyMany => "ReadOnlyMany",
-            AccessMode::ReadWriteOnce => "ReadWriteOnce",
-        }
-    }
-}
+pub use strata_types::AccessMode;
 
 /// Block compression of a class.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -319,6 +284,15 @@ pub struct StorageClass {
 }
 
 impl StorageClass {
+    /// Sets what this class prescribes for every client of a volume: QoS limits per mount and
+    /// cache defaults.
+    pub fn apply_client_settings(&self, v: &mut strata_types::VolumeInfo) {
+        v.qos_bytes_per_sec = self.qos.bytes_per_sec;
+        v.qos_ops_per_sec = self.qos.ops_per_sec;
+        v.cache_mem_bytes = self.cache.mem_bytes;
+        v.readahead_bytes = self.cache.readahead_bytes;
+    }
+
     /// Checks the class's own fields.
     pub fn validate(&self) -> Result<()> {
         crate::validate_name(&self.name)?;
@@ -853,7 +827,7 @@ impl Meta {
                 created: ts,
                 access_mode: mode,
             };
-            crate::fs::init_volume(t, &vol)?;
+            crate::volumes::init_volume(t, &vol)?;
             Ok(vol)
         })
     }

@@ -86,6 +86,19 @@ pub enum MetaError {
     /// The storage engine failed (EIO).
     #[error("metadata engine: {0}")]
     Engine(String),
+    /// The store was written by a newer Strata, whose records this build may misread (EIO).
+    #[error(
+        "the metadata store was written by a newer Strata ({what} version {found}; this build knows up to {supported}): \
+         upgrade strata to use it"
+    )]
+    NewerStore {
+        /// Which version: the namespace's schema, or the engine's tables.
+        what: &'static str,
+        /// The version found in the store.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
     /// A stored record did not decode (EIO): the store holds something this version cannot read.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -114,7 +127,7 @@ impl MetaError {
             TooBig => libc_consts::EFBIG,
             WouldBlock => libc_consts::EAGAIN,
             Busy(_) => libc_consts::EBUSY,
-            Engine(_) | Corrupt(_) => libc_consts::EIO,
+            Engine(_) | Corrupt(_) | NewerStore { .. } => libc_consts::EIO,
         }
     }
 
@@ -140,6 +153,24 @@ impl MetaError {
             libc_consts::EAGAIN => WouldBlock,
             libc_consts::EBUSY => Busy(msg.to_string()),
             _ => Engine(msg.to_string()),
+        }
+    }
+}
+
+impl From<strata_types::ParseAccessModeError> for MetaError {
+    fn from(e: strata_types::ParseAccessModeError) -> Self {
+        MetaError::Invalid(e.to_string())
+    }
+}
+
+impl From<strata_types::NameError> for MetaError {
+    fn from(e: strata_types::NameError) -> Self {
+        use strata_types::NameError;
+        match e {
+            NameError::TooLong => MetaError::NameTooLong,
+            // Every directory has these already; an entry by that name would be shadowed.
+            NameError::Dot => MetaError::Exists,
+            NameError::Empty | NameError::BadByte => MetaError::Invalid("bad file name".into()),
         }
     }
 }

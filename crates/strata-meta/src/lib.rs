@@ -2,20 +2,29 @@
 //! as transactions over a key-value engine. Only `strata server` links this crate: clients reach
 //! the namespace through the server's RPC, so every rule is enforced in one place.
 
+mod chunks;
 pub mod codec;
 pub mod control;
 pub mod error;
-pub mod fs;
+mod gc;
 pub mod keys;
 pub mod kv;
+mod local;
 pub mod locks;
+mod meta;
+pub mod namespace;
+mod open;
 pub mod sessions;
 pub mod tokens;
+mod txn;
 pub mod types;
+mod volumes;
 
 pub use error::{MetaError, Result};
-pub use fs::{Meta, NewVolume, StateMode};
+pub use meta::{Meta, SCHEMA_VERSION, StateMode};
+pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, access};
 pub use types::*;
+pub use volumes::NewVolume;
 
 /// Checks a volume (or other object) name: 1 to 253 characters of `[A-Za-z0-9._-]`, starting
 /// with a letter or digit.

@@ -7,16 +7,13 @@
 //! server keeps its session, opens and locks. Servers sharing state therefore need clocks that
 //! agree to well within the session timeout (NTP does).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
 
 use crate::codec::{dec, enc};
 use crate::error::{MetaError, Result};
-use crate::fs::Meta;
 use crate::keys;
 use crate::kv::{KvTxn, prefix_end};
+use crate::meta::Meta;
 use crate::types::{Ino, Timespec};
 
 /// A shared session's heartbeat time is written at most this often by one server: a call
@@ -24,27 +21,7 @@ use crate::types::{Ino, Timespec};
 /// many seconds, so the stored time is never staler than a small fraction of one.
 const TOUCH_EVERY: Duration = Duration::from_millis(500);
 
-/// What is known of one client session.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// Session id.
-    pub id: u64,
-    /// Volume id it mounted.
-    pub volume: u32,
-    /// Volume name.
-    pub volume_name: String,
-    /// Client description (host and mount point).
-    pub client: String,
-    /// When it registered.
-    pub since: Timespec,
-    /// Last heartbeat or call (wall clock of the server that saw it).
-    pub last_seen: Timespec,
-    /// The server it registered with or last heartbeat through (its listen address).
-    pub server: String,
-}
-
-/// Local sessions: the record and the monotonic time of its last sign of life.
-pub(crate) type LocalSessions = HashMap<u64, (SessionInfo, Instant)>;
+pub use crate::types::SessionInfo;
 
 fn poisoned() -> MetaError {
     MetaError::Engine("session table poisoned".into())
@@ -80,7 +57,7 @@ impl Meta {
             let known = load(t, id)?.is_some();
             if !known {
                 for ino in reopened {
-                    crate::fs::add_open(t, id, *ino)?;
+                    crate::open::add_open(t, id, *ino)?;
                 }
             }
             t.put(&keys::session(id), &enc(&s)?)?;
@@ -203,7 +180,7 @@ impl Meta {
                 t.delete(&keys::session(id))?;
             }
             crate::locks::release_session_in(t, id)?;
-            let inos = crate::fs::drop_session_opens(t, id)?;
+            let inos = crate::open::drop_session_opens(t, id)?;
             Ok((s, inos))
         })?;
         if let Ok(mut m) = self.touched.lock() {

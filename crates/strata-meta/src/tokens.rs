@@ -2,12 +2,11 @@
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{MetaError, Result};
-use crate::fs::Meta;
 use crate::keys;
 use crate::kv::prefix_end;
+use crate::meta::Meta;
 use crate::types::Timespec;
 
 /// What a token may do.
@@ -42,10 +41,7 @@ pub struct TokenRecord {
     pub expires: Option<Timespec>,
 }
 
-/// SHA-256 of a token secret.
-pub fn hash_token(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
+pub use strata_types::hash_token;
 
 fn new_secret() -> String {
     let mut b = [0u8; 24];

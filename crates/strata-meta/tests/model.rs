@@ -21,8 +21,8 @@ use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
 use common::TestFs;
-use strata_meta::fs::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 use strata_meta::*;
+use strata_meta::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 
 const C: u64 = CHUNK_SIZE;
 /// A small alphabet so that names collide often.

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use strata_meta::error::libc_consts as errno;
-use strata_meta::fs::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, access};
 use strata_meta::*;
+use strata_meta::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, access};
 
 const C: u64 = CHUNK_SIZE;
 

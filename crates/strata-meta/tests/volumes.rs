@@ -262,3 +262,65 @@ fn deleting_a_volume_with_retain_keeps_its_data() {
     assert_eq!(names(m, again.root), Vec::<String>::new());
     assert_eq!(names(m, vol.root), vec!["a", "f-again", "g"]);
 }
+
+#[test]
+fn a_store_written_by_a_newer_strata_is_refused() {
+    let mut fs = TestFs::new();
+    fs.volume("data");
+    let version = |url: &str| {
+        let kv = strata_meta::kv::open(url).expect("engine");
+        let mut v = None;
+        kv.read(&mut |t| {
+            v = t.get(strata_meta::keys::SCHEMA)?;
+            Ok(())
+        })
+        .expect("read");
+        v
+    };
+    assert_eq!(version(&fs.url), Some(SCHEMA_VERSION.to_string().into_bytes()), "a new store records its version");
+    // Reopening a store of this version works, and leaves the version alone.
+    fs.reopen();
+    let newer = (SCHEMA_VERSION + 1).to_string();
+    strata_meta::kv::open(&fs.url)
+        .expect("engine")
+        .write(true, &mut |t| t.put(strata_meta::keys::SCHEMA, newer.as_bytes()))
+        .expect("write");
+    let err = match Meta::with_mode(strata_meta::kv::open(&fs.url).expect("engine"), fs.mode) {
+        Ok(_) => panic!("a store of schema version {newer} was opened"),
+        Err(e) => e,
+    };
+    assert_eq!(err, MetaError::NewerStore { what: "schema", found: SCHEMA_VERSION + 1, supported: SCHEMA_VERSION });
+    assert!(err.to_string().contains("newer Strata"), "{err}");
+    assert_eq!(err.errno(), strata_meta::error::libc_consts::EIO);
+    assert_eq!(version(&fs.url), Some(newer.into_bytes()), "the refusal changed nothing");
+    // A garbled version is corruption, not a version.
+    strata_meta::kv::open(&fs.url)
+        .expect("engine")
+        .write(true, &mut |t| t.put(strata_meta::keys::SCHEMA, b"x"))
+        .expect("write");
+    assert!(matches!(
+        Meta::with_mode(strata_meta::kv::open(&fs.url).expect("engine"), fs.mode),
+        Err(MetaError::Corrupt(_))
+    ));
+    // Back to this version for the harness's own cleanup.
+    strata_meta::kv::open(&fs.url)
+        .expect("engine")
+        .write(true, &mut |t| t.put(strata_meta::keys::SCHEMA, SCHEMA_VERSION.to_string().as_bytes()))
+        .expect("write");
+    if fs.url.starts_with("postgres") {
+        // PostgreSQL's own tables carry a version too: newer tables are refused, not migrated down.
+        let mut c = postgres::Client::connect(&fs.url, postgres::NoTls).expect("connect");
+        let have: i32 = c.query_one("SELECT version FROM strata_schema", &[]).expect("version").get(0);
+        c.execute("UPDATE strata_schema SET version = $1", &[&(have + 1)]).expect("bump");
+        match strata_meta::kv::open(&fs.url) {
+            Err(MetaError::NewerStore { what, found, supported }) => {
+                assert_eq!((what, found, supported), ("PostgreSQL tables", have as u32 + 1, have as u32))
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("newer PostgreSQL tables were opened"),
+        }
+        let after: i32 = c.query_one("SELECT version FROM strata_schema", &[]).expect("version").get(0);
+        assert_eq!(after, have + 1, "the refusal changed nothing");
+        c.execute("UPDATE strata_schema SET version = $1", &[&have]).expect("restore");
+    }
+}

@@ -1,8 +1,8 @@
 //! Strata attributes and errors in NFSv3's terms.
 
 use nfs3_types::nfs3::{Nfs3Option, fattr3, ftype3, nfsstat3, nfstime3, specdata3, wcc_attr, wcc_data};
-use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
 use strata_nfs_wire::{Sattr, SetTime3};
+use strata_types::{Attr, Ctx, FileType, MAY_EXEC, MAY_READ, MAY_WRITE, SetAttr, SetTime, Timespec};
 use strata_vfs::VfsError;
 
 /// ACCESS3 bits (RFC 1813).
@@ -127,31 +127,22 @@ pub fn errno_status(errno: i32) -> nfsstat3 {
     }
 }
 
-/// The ACCESS bits `ctx` has on an inode (`read_only`: the export refuses changes).
+/// The ACCESS bits `ctx` has on an inode by its mode bits (`read_only`: the export refuses
+/// changes).
 pub fn allowed(a: &Attr, ctx: &Ctx, read_only: bool) -> u32 {
     use access::*;
-    let bits = if ctx.uid == 0 {
-        // Root may do anything but execute a file nobody may execute.
-        let x = if a.kind == FileType::Dir || a.mode & 0o111 != 0 { 0o1 } else { 0 };
-        0o6 | x
-    } else if ctx.uid == a.uid {
-        (a.mode >> 6) & 7
-    } else if ctx.in_group(a.gid) {
-        (a.mode >> 3) & 7
-    } else {
-        a.mode & 7
-    };
+    let bits = a.permitted(ctx);
     let mut out = 0;
-    if bits & 4 != 0 {
+    if bits & MAY_READ != 0 {
         out |= READ;
     }
-    if bits & 2 != 0 && !read_only {
+    if bits & MAY_WRITE != 0 && !read_only {
         out |= MODIFY | EXTEND;
         if a.kind == FileType::Dir {
             out |= DELETE;
         }
     }
-    if bits & 1 != 0 {
+    if bits & MAY_EXEC != 0 {
         out |= if a.kind == FileType::Dir { LOOKUP } else { EXECUTE };
     }
     out

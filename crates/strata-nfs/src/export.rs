@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use strata_meta::Ctx;
+use strata_types::Ctx;
 
 use strata_nfs_wire::UnixCred;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_meta::Ctx;
+use strata_types::Ctx;
 use strata_vfs::{Result, Vfs};
 
 struct Slot {

@@ -6,11 +6,11 @@
 //! decoder of `strata-nfs-wire`, since every byte comes from the network.
 
 pub mod attr;
+pub mod dispatch;
 pub mod export;
 pub mod files;
 pub mod gateway;
 pub mod handle;
-mod names;
 pub mod nfs;
 pub mod reply;
 pub mod send;

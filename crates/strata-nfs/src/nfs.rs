@@ -8,7 +8,7 @@ use nfs3_types::nfs3::{
     SETATTR3resok, WRITE3resok, cookieverf3, nfs_fh3, nfspath3, nfsstat3, nfstime3, stable_how, writeverf3,
 };
 use nfs3_types::xdr_codec::Opaque;
-use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
+use strata_types::{Attr, Ctx, FileType, NameError, SetAttr, SetTime, Timespec};
 
 use crate::attr::{self, access, fattr, handle_status, post_op, status, wcc};
 use crate::gateway::{Export, Gateway};
@@ -19,8 +19,6 @@ use strata_nfs_wire::{Decoder, NfsCall, UnixCred, XdrError, decode_nfs};
 
 /// Largest READ and WRITE transfer offered (FSINFO rtmax/wtmax).
 pub const MAX_IO: u32 = 1 << 20;
-/// Longest file name.
-const NAME_MAX: usize = 255;
 
 type NfsResult<T> = Result<T, nfsstat3>;
 
@@ -46,22 +44,25 @@ fn fail_words(proc_: u32) -> usize {
     }
 }
 
+/// A name an existing entry may have (`.` and `..` included).
 fn check_name(name: &[u8]) -> NfsResult<()> {
-    if name.len() > NAME_MAX {
-        return Err(nfsstat3::NFS3ERR_NAMETOOLONG);
+    match strata_types::check_name(name) {
+        Err(NameError::Dot) => Ok(()),
+        r => r.map_err(name_status),
     }
-    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
-        return Err(nfsstat3::NFS3ERR_INVAL);
-    }
-    Ok(())
 }
 
+/// A name a new entry may have.
 fn check_new_name(name: &[u8]) -> NfsResult<()> {
-    check_name(name)?;
-    if name == b"." || name == b".." {
-        return Err(nfsstat3::NFS3ERR_EXIST);
+    strata_types::check_name(name).map_err(name_status)
+}
+
+fn name_status(e: NameError) -> nfsstat3 {
+    match e {
+        NameError::TooLong => nfsstat3::NFS3ERR_NAMETOOLONG,
+        NameError::Dot => nfsstat3::NFS3ERR_EXIST,
+        NameError::Empty | NameError::BadByte => nfsstat3::NFS3ERR_INVAL,
     }
-    Ok(())
 }
 
 fn fh3(data: Vec<u8>) -> nfs_fh3 {
@@ -232,38 +233,7 @@ impl Gateway {
                 let up = if dir == ex.root { dir } else { d.parent };
                 Ok((up, self.attr(ex, up).await?))
             }
-            _ => {
-                if let Some(found) = self.remembered(ex, ctx, dir, name).await {
-                    return Ok(found);
-                }
-                if self.names.claim_refresh(ex.key.export_id(), dir) {
-                    self.refresh_names(ex, ctx, dir).await;
-                    if let Some(found) = self.remembered(ex, ctx, dir, name).await {
-                        return Ok(found);
-                    }
-                }
-                let (ino, a) = ex.vfs.lookup(ctx, dir, name).await.map_err(|e| status(&e))?;
-                self.remember_name(ex, dir, name, ino);
-                Ok((ino, a))
-            }
-        }
-    }
-
-    /// A name's inode and attributes from what this gateway remembers, if the caller may
-    /// search the directory (the server checks that on the lookups it answers).
-    async fn remembered(&self, ex: &Export, ctx: &Ctx, dir: u64, name: &[u8]) -> Option<(u64, Attr)> {
-        let ino = self.cached_name(ex, dir, name)?;
-        let d = self.check_attr(ex, dir).await.ok()?;
-        if attr::allowed(&d, ctx, false) & access::LOOKUP == 0 {
-            return None;
-        }
-        match self.attr(ex, ino).await {
-            Ok(a) => Some((ino, a)),
-            // Gone meanwhile: ask the server what the name is now.
-            Err(_) => {
-                self.forget_name(ex, dir, name);
-                None
-            }
+            _ => ex.vfs.lookup_cached(ctx, dir, name).await.map_err(|e| status(&e)),
         }
     }
 
@@ -438,8 +408,7 @@ impl Gateway {
     }
 
     /// Appends a created object's handle, attributes and the directory's wcc data.
-    async fn made(&self, ex: &Export, dir: u64, name: &[u8], ino: u64, a: &Attr, out: &mut Vec<u8>) {
-        self.remember_name(ex, dir, name, ino);
+    async fn made(&self, ex: &Export, dir: u64, ino: u64, a: &Attr, out: &mut Vec<u8>) {
         let dir_after = Self::some_attr(ex, dir).await;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &Nfs3Option::Some(fh3(ex.key.encode(ino))));
@@ -523,7 +492,7 @@ impl Gateway {
                 }
             }
         };
-        self.made(&ex, dino, name, ino, &a, out).await;
+        self.made(&ex, dino, ino, &a, out).await;
         Ok(())
     }
 
@@ -568,7 +537,7 @@ impl Gateway {
         } else {
             Self::apply_rest(&ex, &ctx, ino, a, &s).await?
         };
-        self.made(&ex, dino, name, ino, &a, out).await;
+        self.made(&ex, dino, ino, &a, out).await;
         Ok(())
     }
 
@@ -589,7 +558,6 @@ impl Gateway {
         }
         let ctx = ex.spec.ctx(cred);
         let r = if is_dir { ex.vfs.rmdir(&ctx, dino, name).await } else { ex.vfs.unlink(&ctx, dino, name).await };
-        self.forget_name(&ex, dino, name);
         r.map_err(|e| status(&e))?;
         let after = Self::some_attr(&ex, dino).await;
         pack_into(out, &nfsstat3::NFS3_OK);
@@ -614,10 +582,7 @@ impl Gateway {
         check_new_name(from.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
         check_new_name(to.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
         let ctx = ex.spec.ctx(cred);
-        let r = ex.vfs.rename(&ctx, fdir, from.1, tdir, to.1, 0).await;
-        self.forget_name(&ex, fdir, from.1);
-        self.forget_name(&ex, tdir, to.1);
-        r.map_err(|e| status(&e))?;
+        ex.vfs.rename(&ctx, fdir, from.1, tdir, to.1, 0).await.map_err(|e| status(&e))?;
         let fa = Self::some_attr(&ex, fdir).await;
         let ta = if tdir == fdir { fa } else { Self::some_attr(&ex, tdir).await };
         pack_into(out, &nfsstat3::NFS3_OK);
@@ -644,7 +609,6 @@ impl Gateway {
         check_new_name(name)?;
         let ctx = ex.spec.ctx(cred);
         let a = ex.vfs.link(&ctx, ino, dino, name).await.map_err(|e| status(&e))?;
-        self.remember_name(&ex, dino, name, ino);
         let da = Self::some_attr(&ex, dino).await;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &post_op(ino, Some(&a), ex.fsid));
@@ -728,7 +692,7 @@ impl Gateway {
         if sent == 0 && !eof {
             return Err(nfsstat3::NFS3ERR_TOOSMALL);
         }
-        self.remember_names(&ex, dino, listed);
+        ex.vfs.remember_names(dino, listed);
         put_u32(out, 0); // no more entries
         pack_into(out, &eof);
         Ok(())
@@ -774,7 +738,7 @@ impl Gateway {
                 wtpref: MAX_IO,
                 wtmult: 4096,
                 dtpref: 64 * 1024,
-                maxfilesize: strata_meta::MAX_FILE_SIZE,
+                maxfilesize: strata_types::MAX_FILE_SIZE,
                 time_delta: nfstime3 { seconds: 0, nseconds: 1 },
                 properties: FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME,
             },
@@ -791,7 +755,7 @@ impl Gateway {
             &PATHCONF3resok {
                 obj_attributes: post_op(ino, Some(&a), ex.fsid),
                 linkmax: u32::MAX,
-                name_max: NAME_MAX as u32,
+                name_max: strata_types::NAME_MAX as u32,
                 no_trunc: true,
                 chown_restricted: true,
                 case_insensitive: false,

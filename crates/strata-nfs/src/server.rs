@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::sync::Mutex;
-use strata_meta::{Ctx, FileType};
-use strata_vfs::{Client, Vfs, VfsConfig};
+use strata_types::{Ctx, FileType};
+use strata_vfs::{Vfs, VfsConfig};
 
 use crate::export::ExportSpec;
 use crate::files::OpenFiles;
@@ -40,10 +40,9 @@ pub struct Attach<'a> {
     pub server: &'a str,
     /// Token of exports that name none.
     pub token: &'a str,
-    /// Client settings for every volume.
+    /// Client settings for every volume (its `retry_timeout` is how long calls wait for an
+    /// unreachable server).
     pub vfs: VfsConfig,
-    /// How long calls wait for an unreachable server.
-    pub retry_timeout: Duration,
 }
 
 /// Attaches every export to its volume with its token (one session per volume and token) and
@@ -51,7 +50,7 @@ pub struct Attach<'a> {
 pub async fn attach(specs: Vec<ExportSpec>, how: &Attach<'_>) -> Result<Vec<Arc<Export>>, StartError> {
     let mut sessions: Vec<(String, String, Arc<Vfs>, Arc<OpenFiles>)> = Vec::new();
     let mut out: Vec<Arc<Export>> = Vec::new();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = strata_vfs::host_name();
     for spec in specs {
         let fail = |msg: String| StartError::Export { path: spec.path.clone(), msg };
         if out.iter().any(|e| e.spec.path == spec.path) {
@@ -68,27 +67,22 @@ pub async fn attach(specs: Vec<ExportSpec>, how: &Attach<'_>) -> Result<Vec<Arc<
         let (vfs, files) = match found {
             Some(v) => v,
             None => {
-                let name = format!("{}:nfs{}", host.trim(), spec.path);
-                let (client, resp) = Client::mount(how.server, &token, &spec.volume, &name, how.retry_timeout)
+                let name = format!("{host}:nfs{}", spec.path);
+                let vfs = Vfs::attach(how.server, &token, &spec.volume, &name, how.vfs.clone())
                     .await
                     .map_err(|e| fail(format!("cannot attach volume {}: {e}", spec.volume)))?;
-                let vfs = Vfs::new(client, resp, how.vfs.clone())
-                    .map_err(|e| fail(format!("volume {}: {e}", spec.volume)))?;
                 let files = OpenFiles::new(vfs.clone());
                 sessions.push((spec.volume.clone(), token.clone(), vfs.clone(), files.clone()));
                 (vfs, files)
             }
         };
-        let mut root = vfs.root();
-        for part in spec.subpath.split('/').filter(|p| !p.is_empty()) {
-            let (ino, a) = vfs
-                .lookup(&Ctx::root(), root, part.as_bytes())
-                .await
-                .map_err(|e| fail(format!("directory {} of volume {}: {e}", spec.subpath, spec.volume)))?;
-            if a.kind != FileType::Dir {
-                return Err(fail(format!("{} of volume {} is not a directory", spec.subpath, spec.volume)));
-            }
-            root = ino;
+        let parts: Vec<&[u8]> = spec.subpath.split('/').filter(|p| !p.is_empty()).map(str::as_bytes).collect();
+        let (root, a) = vfs
+            .walk(&Ctx::root(), vfs.root(), &parts, true)
+            .await
+            .map_err(|e| fail(format!("directory {} of volume {}: {e}", spec.subpath, spec.volume)))?;
+        if a.kind != FileType::Dir {
+            return Err(fail(format!("{} of volume {} is not a directory", spec.subpath, spec.volume)));
         }
         let key = HandleKey::new(&spec.path, vfs.volume().id, &spec.subpath, &token);
         if out.iter().any(|e| e.key.export_id() == key.export_id()) {

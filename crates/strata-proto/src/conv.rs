@@ -1,6 +1,6 @@
 //! Conversions between wire messages and the namespace's own types.
 
-use strata_meta::{Attr, Ctx, FileType, SetAttr, SetTime, Slice, Timespec, Usage, Volume};
+use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Slice, Timespec, VolumeInfo};
 
 use crate::pb;
 
@@ -118,44 +118,54 @@ pub fn setattr_from_pb(r: &pb::SetAttrReq) -> SetAttr {
     }
 }
 
-/// A volume and its usage to the wire.
-pub fn volume_to_pb(v: &Volume, u: &Usage) -> pb::VolumeInfo {
-    pb::VolumeInfo {
+/// A volume's description from the wire.
+pub fn volume_from_pb(v: pb::VolumeInfo) -> VolumeInfo {
+    VolumeInfo {
         id: v.id,
-        name: v.name.clone(),
+        name: v.name,
         root: v.root,
-        class: v.class.clone(),
+        class: v.class,
         capacity: v.capacity,
         inode_limit: v.inode_limit,
         block_size: v.block_size,
-        store: v.store.clone(),
-        compression: v.compression.clone(),
-        reclaim: match v.reclaim {
-            strata_meta::Reclaim::Delete => "delete".into(),
-            strata_meta::Reclaim::Retain => "retain".into(),
-        },
-        scope: v.scope.clone(),
-        created_sec: v.created.sec,
-        used_bytes: u.bytes,
-        used_inodes: u.inodes,
-        qos_bytes_per_sec: 0,
-        qos_ops_per_sec: 0,
-        cache_mem_bytes: 0,
-        readahead_bytes: 0,
-        access_mode: v.access_mode.as_str().to_string(),
+        store: v.store,
+        compression: v.compression,
+        reclaim: v.reclaim,
+        scope: v.scope,
+        created_sec: v.created_sec,
+        used_bytes: v.used_bytes,
+        used_inodes: v.used_inodes,
+        qos_bytes_per_sec: v.qos_bytes_per_sec,
+        qos_ops_per_sec: v.qos_ops_per_sec,
+        cache_mem_bytes: v.cache_mem_bytes,
+        readahead_bytes: v.readahead_bytes,
+        access_mode: v.access_mode,
     }
 }
 
-/// A volume with its class's per-mount settings, as a mount receives it.
-pub fn volume_for_mount(v: &Volume, u: &Usage, class: Option<&strata_meta::control::StorageClass>) -> pb::VolumeInfo {
-    let mut p = volume_to_pb(v, u);
-    if let Some(c) = class {
-        p.qos_bytes_per_sec = c.qos.bytes_per_sec;
-        p.qos_ops_per_sec = c.qos.ops_per_sec;
-        p.cache_mem_bytes = c.cache.mem_bytes;
-        p.readahead_bytes = c.cache.readahead_bytes;
+/// A volume's description to the wire.
+pub fn volume_to_pb(v: VolumeInfo) -> pb::VolumeInfo {
+    pb::VolumeInfo {
+        id: v.id,
+        name: v.name,
+        root: v.root,
+        class: v.class,
+        capacity: v.capacity,
+        inode_limit: v.inode_limit,
+        block_size: v.block_size,
+        store: v.store,
+        compression: v.compression,
+        reclaim: v.reclaim,
+        scope: v.scope,
+        created_sec: v.created_sec,
+        used_bytes: v.used_bytes,
+        used_inodes: v.used_inodes,
+        qos_bytes_per_sec: v.qos_bytes_per_sec,
+        qos_ops_per_sec: v.qos_ops_per_sec,
+        cache_mem_bytes: v.cache_mem_bytes,
+        readahead_bytes: v.readahead_bytes,
+        access_mode: v.access_mode,
     }
-    p
 }
 
 #[cfg(test)]
@@ -173,5 +183,31 @@ mod tests {
             mtime: Some(SetTime::At(Timespec { sec: -5, nsec: 7 })),
         };
         assert_eq!(setattr_from_pb(&setattr_to_pb(&Ctx::root(), 3, &s)), s);
+    }
+
+    #[test]
+    fn volume_round_trips() {
+        let v = VolumeInfo {
+            id: 7,
+            name: "data".into(),
+            root: 9,
+            class: "fast".into(),
+            capacity: 1 << 30,
+            inode_limit: 5,
+            block_size: 4 << 20,
+            store: "file:///x".into(),
+            compression: "lz4".into(),
+            reclaim: "retain".into(),
+            scope: "dept/proj".into(),
+            created_sec: -3,
+            used_bytes: 4096,
+            used_inodes: 2,
+            qos_bytes_per_sec: 10,
+            qos_ops_per_sec: 11,
+            cache_mem_bytes: 12,
+            readahead_bytes: 13,
+            access_mode: "ReadWriteMany".into(),
+        };
+        assert_eq!(volume_from_pb(volume_to_pb(v.clone())), v);
     }
 }

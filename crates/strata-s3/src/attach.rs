@@ -1,12 +1,13 @@
 //! One VFS attachment per (token, volume), opened on first use and kept while used: each
-//! request acts through the session of exactly the token that signed it.
+//! request acts through the session of exactly the token that signed it. Attaching,
+//! heartbeats and detaching are the VFS's own (`Vfs::attach`, `Vfs::detach`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_proto::pb;
-use strata_vfs::{Client, Vfs, VfsConfig, VfsError};
+use strata_vfs::{Vfs, VfsConfig, VfsError};
 
 use crate::auth::Token;
 
@@ -15,17 +16,15 @@ use crate::auth::Token;
 pub struct ServerConfig {
     /// `HOST:PORT`, or several of one cluster separated by commas.
     pub server: String,
-    /// Client tunables of each attachment.
+    /// Client tunables of each attachment (its `retry_timeout` is how long a call waits for
+    /// an unreachable server before failing).
     pub vfs: VfsConfig,
-    /// How long a call waits for an unreachable server before failing.
-    pub retry_timeout: Duration,
     /// Name the sessions are registered under (`strata status` shows it).
     pub client_name: String,
 }
 
 struct Attached {
     vfs: Arc<Vfs>,
-    heartbeat: tokio::task::JoinHandle<()>,
     last_used: Instant,
 }
 
@@ -52,12 +51,9 @@ impl Attachments {
             return Ok(a.vfs.clone());
         }
         let name = format!("{} (token {})", self.cfg.client_name, token.id);
-        let (client, resp) =
-            Client::mount(&self.cfg.server, &token.secret, volume, &name, self.cfg.retry_timeout).await?;
-        let vfs = Vfs::new(client, resp, self.cfg.vfs.clone())?;
+        let vfs = Vfs::attach(&self.cfg.server, &token.secret, volume, &name, self.cfg.vfs.clone()).await?;
         tracing::info!(volume, token = %token.id, "attached volume");
-        let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&vfs)));
-        map.insert(key, Attached { vfs: vfs.clone(), heartbeat, last_used: Instant::now() });
+        map.insert(key, Attached { vfs: vfs.clone(), last_used: Instant::now() });
         Ok(vfs)
     }
 
@@ -95,8 +91,7 @@ impl Attachments {
             keys.into_iter().filter_map(|k| map.remove(&k).map(|a| (k, a))).collect()
         };
         for ((token, volume), a) in idle_ones {
-            a.heartbeat.abort();
-            match a.vfs.unmount().await {
+            match a.vfs.detach().await {
                 Ok(()) => tracing::info!(volume, token, "detached idle volume"),
                 Err(e) => tracing::warn!(volume, token, error = %e, "detaching an idle volume failed"),
             }
@@ -123,31 +118,13 @@ impl Attachments {
     pub async fn close_all(&self, limit: Duration) {
         let all: Vec<((String, String), Attached)> = self.map.lock().await.drain().collect();
         let detach = futures::future::join_all(all.into_iter().map(|((token, volume), a)| async move {
-            a.heartbeat.abort();
-            match a.vfs.unmount().await {
+            match a.vfs.detach().await {
                 Ok(()) => tracing::info!(volume, token, "detached volume"),
                 Err(e) => tracing::error!(volume, token, error = %e, "could not commit at detach"),
             }
         }));
         if tokio::time::timeout(limit, detach).await.is_err() {
             tracing::error!("volumes not detached within {limit:?} (is the server reachable?); stopping anyway");
-        }
-    }
-}
-
-/// Keeps a session alive; stops once the attachment is gone.
-async fn heartbeat(vfs: std::sync::Weak<Vfs>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let Some(v) = vfs.upgrade() else { return };
-        match v.heartbeat().await {
-            Ok(()) => {}
-            Err(e @ VfsError::Unauthenticated(_)) => {
-                // Revoked or expired: every later request of the token is refused anyway.
-                tracing::warn!(volume = %v.volume().name, error = %e, "token refused; no longer keeping its session");
-                return;
-            }
-            Err(e) => tracing::warn!(volume = %v.volume().name, error = %e, "heartbeat failed"),
         }
     }
 }

@@ -25,7 +25,7 @@ impl std::fmt::Debug for Token {
 /// The public id of a token secret, as `strata token list` shows it: the first 12 hex digits
 /// of its SHA-256.
 pub fn public_id(secret: &str) -> String {
-    hex::encode(&strata_meta::tokens::hash_token(secret.trim())[..6])
+    strata_types::token_id(secret.trim())
 }
 
 /// The tokens the gateway holds, by access key id.

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
-use strata_meta::{FileType, Timespec};
+use strata_types::{FileType, Timespec};
 use strata_vfs::Vfs;
 
 use crate::attach::Attachments;

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use strata_meta::Timespec;
+use strata_types::Timespec;
 use strata_vfs::VfsError;
 
 use crate::keys::is_hidden;

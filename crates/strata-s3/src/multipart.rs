@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use md5::{Digest, Md5};
-use strata_meta::Attr;
+use strata_types::Attr;
 use strata_vfs::Vfs;
 
 use crate::error::{GatewayError, Result};
@@ -210,7 +210,7 @@ pub struct UploadInfo {
     /// Its id.
     pub id: String,
     /// When it was started (its directory's change time).
-    pub initiated: strata_meta::Timespec,
+    pub initiated: strata_types::Timespec,
 }
 
 /// The uploads in progress whose key starts with `prefix`, by key then id.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, Stream, StreamExt};
 use md5::{Digest, Md5};
-use strata_meta::{Attr, Ctx, FileType, Timespec};
+use strata_types::{Attr, Ctx, FileType, Timespec};
 use strata_vfs::Vfs;
 
 use crate::error::{GatewayError, Result};
@@ -26,23 +26,14 @@ pub fn ctx() -> Ctx {
 }
 
 /// Looks up a path from the volume root; `None` when a segment is missing or not a directory.
+/// The directories come through the name cache, the last name from the server: a request sees
+/// the latest object of a key.
 pub async fn resolve(vfs: &Vfs, segs: &[&str]) -> Result<Option<(u64, Attr)>> {
-    let mut ino = vfs.root();
-    // The root is a directory: only what is looked up beneath it needs checking.
-    let mut attr = None;
-    for s in segs {
-        if attr.is_some_and(|a: Attr| !a.is_dir()) {
-            return Ok(None);
-        }
-        match vfs.lookup(&ctx(), ino, s.as_bytes()).await {
-            Ok((i, a)) => (ino, attr) = (i, Some(a)),
-            Err(e) if e.errno() == libc::ENOENT || e.errno() == libc::ENOTDIR => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match attr {
-        Some(a) => Ok(Some((ino, a))),
-        None => Ok(Some((ino, vfs.getattr(ino).await?))),
+    let names: Vec<&[u8]> = segs.iter().map(|s| s.as_bytes()).collect();
+    match vfs.walk(&ctx(), vfs.root(), &names, true).await {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if e.errno() == libc::ENOENT || e.errno() == libc::ENOTDIR => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -81,7 +72,7 @@ pub async fn ensure_dirs(vfs: &Vfs, segs: &[&str]) -> Result<Dirs> {
     let mut first_new = None;
     for (i, s) in segs.iter().enumerate() {
         chain.push(ino);
-        let found = match vfs.lookup(&ctx(), ino, s.as_bytes()).await {
+        let found = match vfs.lookup_cached(&ctx(), ino, s.as_bytes()).await {
             Ok(found) => Some(found),
             Err(e) if e.errno() == libc::ENOENT => None,
             Err(e) => return Err(e.into()),
@@ -375,7 +366,7 @@ pub async fn remove_object(vfs: &Vfs, segs: &[&str]) -> Result<()> {
     let mut chain = vec![vfs.root()];
     for d in dirs {
         let parent = chain[chain.len() - 1];
-        match vfs.lookup(&ctx(), parent, d.as_bytes()).await {
+        match vfs.lookup_cached(&ctx(), parent, d.as_bytes()).await {
             Ok((ino, a)) if a.is_dir() => chain.push(ino),
             Ok(_) => return Ok(()),
             Err(e) if e.errno() == libc::ENOENT => return Ok(()),

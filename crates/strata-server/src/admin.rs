@@ -57,20 +57,22 @@ impl Admin for AdminService {
             )
             .await
             .map_err(control_status)?;
-        Ok(Response::new(volume_to_pb(&v.volume, &v.usage)))
+        Ok(Response::new(volume_to_pb(v.volume.info(&v.usage))))
     }
 
     async fn list_volumes(&self, req: Request<pb::Empty>) -> Result<Response<pb::VolumeList>, Status> {
         let who = principal(&req)?.clone();
         let vols = Control::new(self.st.clone()).list_volumes(&who).await.map_err(control_status)?;
-        Ok(Response::new(pb::VolumeList { volumes: vols.iter().map(|v| volume_to_pb(&v.volume, &v.usage)).collect() }))
+        Ok(Response::new(pb::VolumeList {
+            volumes: vols.iter().map(|v| volume_to_pb(v.volume.info(&v.usage))).collect(),
+        }))
     }
 
     async fn delete_volume(&self, req: Request<pb::VolumeName>) -> Result<Response<pb::VolumeInfo>, Status> {
         let who = principal(&req)?.clone();
         let name = req.into_inner().name;
         let v = Control::new(self.st.clone()).delete_volume(&who, &name).await.map_err(control_status)?;
-        Ok(Response::new(volume_to_pb(&v, &Default::default())))
+        Ok(Response::new(volume_to_pb(v.info(&Default::default()))))
     }
 
     async fn status(&self, req: Request<pb::Empty>) -> Result<Response<pb::StatusResp>, Status> {

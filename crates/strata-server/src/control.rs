@@ -245,7 +245,8 @@ impl Control {
         needs(who, &[Role::Admin, Role::Editor], "create volumes")?;
         let scope = req.scope.clone().unwrap_or_else(|| who.scope.clone());
         in_scope(who, &scope, "create volumes")?;
-        let access_mode = req.access_mode.as_deref().map(AccessMode::parse).transpose()?;
+        let access_mode =
+            req.access_mode.as_deref().map(AccessMode::parse).transpose().map_err(strata_meta::MetaError::from)?;
         let reclaim = match req.reclaim.as_deref() {
             None => None,
             Some("delete") => Some(Reclaim::Delete),

@@ -14,9 +14,6 @@ use strata_blocks::layout::{slice_of_key, volume_of_block_key};
 
 use crate::state::State;
 
-/// Most bytes of blocks one commit may journal.
-pub const MAX_COMMIT_BYTES: usize = 256 << 10;
-
 /// Journaled blocks read at a time (rows are at most 256 KiB: at most 64 MiB in memory).
 const BATCH: usize = 256;
 

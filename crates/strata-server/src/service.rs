@@ -156,7 +156,7 @@ impl MetaService {
         if !r.durable {
             return Err(Status::invalid_argument("journaled blocks need a durable commit"));
         }
-        if r.journal.iter().map(|b| b.data.len()).sum::<usize>() > crate::journal::MAX_COMMIT_BYTES {
+        if r.journal.iter().map(|b| b.data.len()).sum::<usize>() > strata_meta::MAX_JOURNAL_BYTES {
             return Err(Status::invalid_argument("too many journaled bytes for one commit"));
         }
         let mut vols: Vec<u32> = Vec::new();
@@ -246,9 +246,13 @@ impl MetaRpc for MetaService {
             }
             Err(e) => return Err(Status::internal(format!("store id task failed: {e}"))),
         };
+        let mut info = vol.info(&usage);
+        if let Some(c) = &class {
+            c.apply_client_settings(&mut info);
+        }
         Ok(Response::new(pb::MountResp {
             session: id,
-            volume: Some(volume_for_mount(&vol, &usage, class.as_ref())),
+            volume: Some(volume_to_pb(info)),
             chunk_size: strata_meta::CHUNK_SIZE,
             store_id,
         }))

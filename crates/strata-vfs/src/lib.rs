@@ -1,16 +1,23 @@
 //! Strata's client file system library: one implementation of POSIX semantics on the client
-//! side, under every front-end (FUSE mount, and later the NFS and S3 gateways).
+//! side, under every front-end (the FUSE mount, the NFS and S3 gateways): attaching a volume,
+//! names and paths (with the gateways' name cache), reads with caching and read-ahead, writes
+//! with write-back buffering and commits.
 
 pub mod client;
+pub mod config;
 pub mod error;
+mod names;
 pub mod qos;
 pub mod remote;
 pub mod vfs;
 pub mod writer;
 
 pub use client::{Client, TokenInterceptor, admin, allow_blocking_io, connect};
+pub use config::{BlocksMode, VfsConfig, blocks_route};
 pub use error::{Result, VfsError};
 pub use qos::Qos;
 pub use remote::RemoteBlocks;
 pub use strata_blocks::mapped::is_mapped;
-pub use vfs::{BlocksMode, DirEntry, DirPage, Opened, StatFs, Vfs, VfsConfig, blocks_route};
+pub use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec, VolumeInfo};
+pub use vfs::attach::host_name;
+pub use vfs::{DirEntry, DirPage, Opened, StatFs, Vfs};

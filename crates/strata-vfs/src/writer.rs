@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use strata_blocks::layout::{block_key, chunk_pieces};
 use strata_blocks::{BlockCache, BlockStore};
-use strata_meta::{Slice, Timespec};
+use strata_types::{Slice, Timespec};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -257,7 +257,7 @@ impl FileWriter {
                     self.upload(sh, id, block, buf, permit);
                 }
             }
-            if u64::from(pos + n) == strata_meta::CHUNK_SIZE {
+            if u64::from(pos + n) == strata_types::CHUNK_SIZE {
                 // The slice reached the end of its chunk: nothing can extend it.
                 self.finish_slice(sh, idx).await?;
             }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use strata_nfs::{Attach, ExportSpec, Gateway};
-use strata_vfs::VfsConfig;
 
-use crate::util::{ServerArgs, TokenArgs, parse_duration, parse_size};
+use crate::client_args::ClientArgs;
+use crate::util::{ServerArgs, TokenArgs, parse_duration};
 
 /// Serve volumes over NFSv3 (MOUNT, NFS and a portmapper answer, all on one TCP port).
 ///
@@ -38,30 +38,9 @@ pub struct NfsGatewayArgs {
     /// An export: PATH=VOLUME[:/DIR][,OPTION...] (repeatable; see above).
     #[arg(long = "export", required = true, value_name = "SPEC")]
     pub exports: Vec<ExportSpec>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub token: TokenArgs,
-    /// Memory for cached blocks per volume [default: the storage class's setting, else 512M].
-    #[arg(long, value_parser = parse_size)]
-    pub cache_size: Option<u64>,
-    /// Memory for buffered writes not yet uploaded, per volume.
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
-    pub buffer_size: u64,
-    /// How long file attributes and name lookups are reused before asking the server again:
-    /// another client's changes show through NFS after at most this long (this gateway's own
-    /// at once), as on a FUSE mount with the same --attr-ttl. 0 asks every time.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub attr_ttl: Duration,
     /// Files unused this long are closed (their writes committed).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub idle_close: Duration,
-    /// How long an operation waits for an unreachable server before failing.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub retry_timeout: Duration,
-    /// How long block reads and writes retry an unreachable S3 store.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub store_retry_timeout: Duration,
     /// Connections served at once, per listening port; one more is closed when accepted.
     /// Each connection takes 8 threads (its calls run in parallel up to that).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -69,6 +48,12 @@ pub struct NfsGatewayArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -96,20 +81,12 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
         Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?),
         None => None,
     };
-    let vfs = VfsConfig {
-        mem_cache: args.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
-        mem_cache_explicit: args.cache_size.is_some(),
-        buffer: args.buffer_size,
-        store_retry_timeout: args.store_retry_timeout,
-        attr_ttl: args.attr_ttl,
-        ..VfsConfig::default()
-    };
-    let how = Attach { server: &args.server.server, token: &token, vfs, retry_timeout: args.retry_timeout };
+    let how = Attach { server: &args.server.server, token: &token, vfs: args.client.vfs_config(true) };
     let exports = strata_nfs::attach(args.exports.clone(), &how).await?;
     if exports.is_empty() {
         bail!("no exports");
     }
-    let g = Gateway::new(exports, port, args.attr_ttl);
+    let g = Gateway::new(exports, port, args.client.attr_ttl);
     let sessions = strata_nfs::sessions(&g);
     tracing::info!(listen = %args.listen, port, exports = g.exports().len(), "NFS gateway serving");
     // Connections are served on plain threads (see `strata_nfs::serve`); they end with the
@@ -125,21 +102,11 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
     }
     let upkeep = {
         let g = g.clone();
-        let sessions = sessions.clone();
         let idle = args.idle_close;
         tokio::spawn(async move {
-            let mut beat = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 g.close_idle(idle).await;
-                if beat.elapsed() >= Duration::from_secs(5) {
-                    beat = tokio::time::Instant::now();
-                    for v in &sessions {
-                        if let Err(e) = v.heartbeat().await {
-                            tracing::warn!(error = %e, "heartbeat failed");
-                        }
-                    }
-                }
             }
         })
     };
@@ -149,7 +116,7 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
     let closed = g.close_idle(Duration::ZERO).await;
     let mut failed = false;
     for v in &sessions {
-        if let Err(e) = v.unmount().await {
+        if let Err(e) = v.detach().await {
             tracing::error!(error = %e, "ending the volume session failed");
             failed = true;
         }

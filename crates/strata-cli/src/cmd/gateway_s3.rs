@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use strata_s3::{Attachments, Keyring, Limits, ServerConfig};
-use strata_vfs::VfsConfig;
 
+use crate::client_args::ClientArgs;
 use crate::util::{ServerArgs, parse_duration, parse_size};
 
 /// Serve volumes over an S3-compatible API (buckets are volumes, keys are paths).
@@ -26,6 +26,7 @@ use crate::util::{ServerArgs, parse_duration, parse_size};
 /// `boto3.client("s3", endpoint_url="http://127.0.0.1:7480", aws_access_key_id=ID,
 /// aws_secret_access_key=open("vision.token").read().strip())`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("retry_timeout", |a| a.default_value("30s")), mut_arg("buffer_size", |a| a.default_value("256M")))]
 pub struct S3GatewayArgs {
     /// Address to serve S3 on (HTTP; put a TLS proxy in front to serve beyond the host).
     #[arg(long, default_value = "127.0.0.1:7480")]
@@ -41,18 +42,6 @@ pub struct S3GatewayArgs {
     /// Region the gateway names in its answers and expects in signatures' scope.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
-    /// Memory for cached blocks, per attached volume and token [default: the storage class's
-    /// setting, else 512M].
-    #[arg(long, value_parser = parse_size)]
-    pub cache_size: Option<u64>,
-    /// Memory for written data not yet uploaded, per attached volume and token; writers wait
-    /// when it is full.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    pub buffer_size: u64,
-    /// How long a request waits for an unreachable server before failing with
-    /// ServiceUnavailable.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub retry_timeout: Duration,
     /// Detach a volume from a token's session after it was unused this long (0: never). An
     /// attached volume counts as mounted: `strata volume delete` refuses it until then.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
@@ -60,21 +49,15 @@ pub struct S3GatewayArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
-    // Last: its help heading would carry over to the options after it.
+    // Last: their help headings would carry over to the options after them. Caches and
+    // buffers are per attached volume and token.
+    #[command(flatten)]
+    pub client: ClientArgs,
     #[command(flatten)]
     pub server: ServerArgs,
 }
 
 impl S3GatewayArgs {
-    fn vfs_config(&self) -> VfsConfig {
-        VfsConfig {
-            mem_cache: self.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
-            mem_cache_explicit: self.cache_size.is_some(),
-            buffer: self.buffer_size,
-            ..VfsConfig::default()
-        }
-    }
-
     fn secrets(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for f in &self.token_files {
@@ -95,12 +78,10 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
     crate::util::init_logging(args.log_json);
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let att = Arc::new(Attachments::new(ServerConfig {
             server: args.server.server.clone(),
-            vfs: args.vfs_config(),
-            retry_timeout: args.retry_timeout,
-            client_name: format!("{}:s3-gateway:{}", host.trim(), args.listen),
+            vfs: args.client.vfs_config(true),
+            client_name: format!("{}:s3-gateway:{}", strata_vfs::host_name(), args.listen),
         }));
         if !args.detach_idle.is_zero() {
             att.spawn_reaper(args.detach_idle);
@@ -113,7 +94,7 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
         tracing::info!(listen = %args.listen, server = %args.server.server, access_keys = ?keys.ids(), "S3 gateway serving");
         strata_s3::serve(listener, svc, crate::cmd::server::shutdown_signal()).await;
         tracing::info!("stopping: committing writes and detaching volumes");
-        att.close_all(args.retry_timeout + Duration::from_secs(15)).await;
+        att.close_all(args.client.retry_timeout + Duration::from_secs(15)).await;
         tracing::info!("S3 gateway stopped");
         Ok(())
     })

@@ -8,72 +8,33 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use strata_fuse::{FuseOptions, StrataFs};
-use strata_vfs::{BlocksMode, Client, Vfs, VfsConfig};
+use strata_vfs::Vfs;
 
-use crate::util::{ServerArgs, TokenArgs, is_strata_mount, parse_duration, parse_size};
+use crate::client_args::ClientArgs;
+use crate::util::{ServerArgs, TokenArgs, is_strata_mount, parse_duration};
 
 /// Mount a volume with FUSE. Consistency is close-to-open: what one client wrote and closed,
 /// every client that opens the file afterwards reads; a client always sees its own writes.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("retry_timeout", |a| a.default_value("5m")))]
 pub struct MountArgs {
     /// Volume to mount (see `strata volume list`).
     pub volume: String,
     /// Existing empty directory to mount it on.
     pub mountpoint: PathBuf,
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub token: TokenArgs,
     /// Run in the background once mounted; logs go to --log-file.
     #[arg(short = 'd', long)]
     pub daemon: bool,
     /// Log file of a background mount [default: /tmp/strata-mount-VOLUME.log].
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// How long the kernel caches file attributes (size, times, mode). Longer is faster for
-    /// metadata-heavy work; other clients' changes show up after at most this long.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub attr_ttl: Duration,
     /// How long the kernel caches name lookups (other clients' renames and deletes show up
     /// after at most this long).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub entry_ttl: Duration,
-    /// Memory for cached blocks [default: the storage class's setting, else 512M].
-    #[arg(long, value_parser = parse_size)]
-    pub cache_size: Option<u64>,
-    /// Directory for a local-disk block cache (used when blocks are not on a local directory).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Size of the local-disk block cache.
-    #[arg(long, default_value = "10G", value_parser = parse_size)]
-    pub disk_cache_size: u64,
-    /// Memory for buffered writes not yet uploaded; writers wait when it is full.
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
-    pub buffer_size: u64,
-    /// Largest read-ahead window for sequential reads [default: the storage class's setting,
-    /// else 64M].
-    #[arg(long, value_parser = parse_size)]
-    pub max_readahead: Option<u64>,
-    /// Concurrent block uploads.
-    #[arg(long, default_value_t = 16)]
-    pub upload_parallel: usize,
     /// Threads serving kernel requests.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// How long an operation waits for an unreachable server (e.g. during a restart) before
-    /// failing with EIO.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub retry_timeout: Duration,
-    /// How long block reads and writes retry an unreachable S3 store before failing with EIO;
-    /// make it long (e.g. 1h) to have I/O wait for the store to come back instead.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub store_retry_timeout: Duration,
-    /// How blocks are read and written: `direct` in the volume's store (a directory this host
-    /// shares with the server, or an object store), `server` through `strata server`, or
-    /// `auto`: direct for object stores and for a block directory this host sees as the server
-    /// does (same id file), else through the server.
-    #[arg(long, value_enum, default_value_t = BlocksArg::Auto)]
-    pub blocks: BlocksArg,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -83,49 +44,18 @@ pub struct MountArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
-}
-
-/// The values of `--blocks`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlocksArg {
-    /// Direct when this host sees the server's block store, else through the server.
-    Auto,
-    /// Always directly in the volume's block store.
-    Direct,
-    /// Always through `strata server`.
-    Server,
-}
-
-impl From<BlocksArg> for BlocksMode {
-    fn from(a: BlocksArg) -> Self {
-        match a {
-            BlocksArg::Auto => BlocksMode::Auto,
-            BlocksArg::Direct => BlocksMode::Direct,
-            BlocksArg::Server => BlocksMode::Server,
-        }
-    }
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 impl MountArgs {
-    fn vfs_config(&self) -> VfsConfig {
-        VfsConfig {
-            mem_cache: self.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
-            mem_cache_explicit: self.cache_size.is_some(),
-            disk_cache: self.cache_dir.clone().map(|d| (d, self.disk_cache_size)),
-            buffer: self.buffer_size,
-            upload_parallel: self.upload_parallel,
-            readahead: self.max_readahead.unwrap_or(VfsConfig::DEFAULT_READAHEAD),
-            readahead_explicit: self.max_readahead.is_some(),
-            attr_ttl: self.attr_ttl,
-            store_retry_timeout: self.store_retry_timeout,
-            blocks: self.blocks.into(),
-            ..VfsConfig::default()
-        }
-    }
-
     fn fuse_options(&self) -> FuseOptions {
         FuseOptions {
-            attr_ttl: self.attr_ttl,
+            attr_ttl: self.client.attr_ttl,
             entry_ttl: self.entry_ttl,
             threads: self.threads,
             allow_other: !self.no_allow_other,
@@ -159,40 +89,34 @@ fn tune_readahead(mp: &Path, kb: u64) {
 /// unmounted from outside; then commits buffered writes and ends the session.
 pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mp = check_mountpoint(&args.mountpoint)?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let client_name = format!("{}:{}", host.trim(), mp.display());
-    let (client, resp) = Client::mount(&args.server.server, token, &args.volume, &client_name, args.retry_timeout)
+    let client_name = format!("{}:{}", strata_vfs::host_name(), mp.display());
+    let vfs = Vfs::attach(&args.server.server, token, &args.volume, &client_name, args.client.vfs_config(false))
         .await
         .with_context(|| format!("cannot mount volume {}", args.volume))?;
-    let vfs = Vfs::new(client, resp, args.vfs_config())?;
     let fs = StrataFs::new(vfs.clone(), tokio::runtime::Handle::current(), args.fuse_options());
-    let session = strata_fuse::spawn(fs, &mp, &args.volume)
-        .with_context(|| format!("cannot mount FUSE at {} (is /dev/fuse available and are you root?)", mp.display()))?;
-    let vfs2 = vfs.clone();
+    let session = match strata_fuse::spawn(fs, &mp, &args.volume) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(d) = vfs.detach().await {
+                tracing::warn!(error = %d, "ending the session failed");
+            }
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot mount FUSE at {} (is /dev/fuse available and are you root?)", mp.display())));
+        }
+    };
     let mp2 = mp.clone();
     tokio::task::spawn_blocking(move || tune_readahead(&mp2, 16 * 1024));
-    let heart = tokio::spawn(heartbeat(vfs2));
     tracing::info!(volume = %args.volume, mountpoint = %mp.display(), "mounted");
     let ended_outside = tokio::select! {
         _ = shutdown => false,
         _ = wait_finished(&session) => true,
     };
-    heart.abort();
     if ended_outside {
         tracing::info!("file system was unmounted");
     } else {
         tracing::info!(mountpoint = %mp.display(), "unmounting");
     }
     finish(session, &vfs, &mp, ended_outside).await
-}
-
-async fn heartbeat(vfs: Arc<Vfs>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        if let Err(e) = vfs.heartbeat().await {
-            tracing::warn!(error = %e, "heartbeat failed");
-        }
-    }
 }
 
 async fn wait_finished(s: &fuser::BackgroundSession) {
@@ -221,7 +145,7 @@ async fn finish(session: fuser::BackgroundSession, vfs: &Arc<Vfs>, mp: &Path, en
         Ok(Err(_)) => tracing::warn!("FUSE session thread failed"),
         Err(_) => tracing::warn!("files still open 10s after unmount; committing and exiting"),
     }
-    vfs.unmount().await.context("committing buffered writes at unmount")?;
+    vfs.detach().await.context("committing buffered writes at unmount")?;
     tracing::info!("unmounted");
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `strata volume`: list, describe, create, expand and delete volumes.
 
 use anyhow::{Context, Result};
-use strata_meta::control::AccessMode;
 use strata_server::rest::model::{AccessModeName, NewVolume, ReclaimName, VolumePatch, VolumeView};
+use strata_types::AccessMode;
 
 use crate::cmd::rest::{Api, seg};
 use crate::util::{Output, ServerArgs, TokenArgs, emit, human, parse_size, print_fields, print_table, size_or_dash};
@@ -80,7 +80,7 @@ enum VolumeCmd {
 
 /// Parses an access mode (`ReadWriteMany`, `rwx`, ...).
 pub fn parse_access_mode(s: &str) -> Result<AccessModeName, String> {
-    AccessMode::parse(s).map(Into::into).map_err(|e| e.to_string().replace("invalid argument: ", ""))
+    AccessMode::parse(s).map(Into::into).map_err(|e| e.to_string())
 }
 
 /// Parses a reclaim policy.

@@ -60,6 +60,14 @@ impl PostgresEngine {
                 0
             }
         };
+        if have > MIGRATIONS.len() as i32 {
+            // Written by a newer Strata: its tables may mean something this build misreads.
+            return Err(MetaError::NewerStore {
+                what: "PostgreSQL tables",
+                found: have as u32,
+                supported: MIGRATIONS.len() as u32,
+            });
+        }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(have.max(0) as usize) {
             tx.batch_execute(m).map_err(|err| engine_err(&format!("migration {}", i + 1), err))?;
         }

@@ -1,13 +1,14 @@
-//! Names the gateway has recently seen in directories, reused for the attribute lifetime, and
+//! Names a client has recently seen in directories, reused for the attribute lifetime, and
 //! when to read a directory's names again whole.
 //!
-//! NFS clients look every path up name by name. Without a remembered answer each LOOKUP is a
-//! round trip to the metadata server, several times the gateway's own work. Names listed by a
-//! client are remembered, but expire after the attribute lifetime like every attribute; a client
-//! going through a directory it listed then pays one round trip per file. So once a client has
-//! listed a directory, the first lookup in it that finds its names expired reads the whole
-//! directory again, attributes included, a few hundred entries per call; this continues for as
-//! long as the refreshed names are used (see [`Names::claim_refresh`]).
+//! The gateways have no kernel dentry cache in front of them: NFS clients look every path up
+//! name by name, and every S3 request names a whole path. Without a remembered answer each
+//! name is a round trip to the metadata server, several times the gateway's own work. Names
+//! are remembered, but expire after the attribute lifetime like every attribute; a client
+//! going through a directory it listed would then pay one round trip per file. So once a
+//! client has listed a directory, the first lookup in it that finds its names expired reads
+//! the whole directory again, attributes included, a few hundred entries per call; this
+//! continues for as long as the refreshed names are used (see [`Names::claim_refresh`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -25,17 +26,17 @@ const INTEREST: Duration = Duration::from_secs(30);
 /// A refresh is repeated only if at least one in this many of its names were looked up.
 const USEFUL_SHARE: usize = 8;
 
-/// (export, directory, name).
-type Key = (u32, u64, Vec<u8>);
+/// (directory, name).
+type Key = (u64, Vec<u8>);
 
-/// What the gateway knows of directories' names.
+/// What a client knows of directories' names.
 pub(crate) struct Names {
     /// How long a remembered name is used (zero: never remembered).
     ttl: Duration,
-    /// (export, directory, name) → (inode, when it was seen).
+    /// (directory, name) → (inode, when it was seen).
     map: Mutex<HashMap<Key, (u64, Instant)>>,
-    /// (export, directory) → how its names were last read whole, and used since.
-    dirs: Mutex<HashMap<(u32, u64), DirUse>>,
+    /// Directory → how its names were last read whole, and used since.
+    dirs: Mutex<HashMap<u64, DirUse>>,
 }
 
 /// A directory whose names were read whole: by a client's listing or by a refresh.
@@ -62,20 +63,20 @@ impl Names {
     }
 
     /// The inode a name was found to be within the lifetime, if any.
-    pub(crate) fn get(&self, export: u32, dir: u64, name: &[u8]) -> Option<u64> {
+    pub(crate) fn get(&self, dir: u64, name: &[u8]) -> Option<u64> {
         if self.ttl.is_zero() {
             return None;
         }
-        let key = (export, dir, name.to_vec());
+        let key = (dir, name.to_vec());
         let ino = lock(&self.map).get(&key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(ino, _)| *ino)?;
-        if let Some(u) = lock(&self.dirs).get_mut(&(export, dir)) {
+        if let Some(u) = lock(&self.dirs).get_mut(&dir) {
             u.hits += 1;
         }
         Some(ino)
     }
 
     /// Remembers what names in a directory are, under one lock.
-    pub(crate) fn remember(&self, export: u32, dir: u64, names: Vec<(Vec<u8>, u64)>) {
+    pub(crate) fn remember(&self, dir: u64, names: Vec<(Vec<u8>, u64)>) {
         if self.ttl.is_zero() {
             return;
         }
@@ -85,22 +86,25 @@ impl Names {
             if m.len() >= NAMES {
                 m.clear();
             }
-            m.insert((export, dir, name), (ino, now));
+            m.insert((dir, name), (ino, now));
         }
     }
 
     /// Forgets a name; returns the inode it named, if it was remembered.
-    pub(crate) fn forget(&self, export: u32, dir: u64, name: &[u8]) -> Option<u64> {
-        lock(&self.map).remove(&(export, dir, name.to_vec())).map(|(ino, _)| ino)
+    pub(crate) fn forget(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        lock(&self.map).remove(&(dir, name.to_vec())).map(|(ino, _)| ino)
     }
 
     /// A client started listing a directory.
-    pub(crate) fn listed(&self, export: u32, dir: u64) {
+    pub(crate) fn listed(&self, dir: u64) {
         if self.ttl.is_zero() {
             return;
         }
         let mut d = lock(&self.dirs);
-        if d.len() >= DIRS && !d.contains_key(&(export, dir)) {
+        if d.len() >= DIRS && !d.contains_key(&dir) {
             d.retain(|_, u| u.since.elapsed() < INTEREST);
             if d.len() >= DIRS
                 && let Some(oldest) = d.iter().min_by_key(|(_, u)| u.since).map(|(k, _)| *k)
@@ -108,7 +112,7 @@ impl Names {
                 d.remove(&oldest);
             }
         }
-        d.insert((export, dir), DirUse { since: Instant::now(), listed: true, entries: 0, hits: 0 });
+        d.insert(dir, DirUse { since: Instant::now(), listed: true, entries: 0, hits: 0 });
     }
 
     /// Whether a lookup that missed in `dir` should read the directory's names again whole;
@@ -120,9 +124,9 @@ impl Names {
     /// were looked up again: a client going through the directory, not one name now and then.
     /// A miss while those names are still fresh is a name that was not there, and asks the
     /// server alone.
-    pub(crate) fn claim_refresh(&self, export: u32, dir: u64) -> bool {
+    pub(crate) fn claim_refresh(&self, dir: u64) -> bool {
         let mut d = lock(&self.dirs);
-        let Some(u) = d.get_mut(&(export, dir)) else { return false };
+        let Some(u) = d.get_mut(&dir) else { return false };
         let age = u.since.elapsed();
         if age < self.ttl || age >= INTEREST || !(u.listed || u.hits.saturating_mul(USEFUL_SHARE) >= u.entries) {
             return false;
@@ -132,8 +136,8 @@ impl Names {
     }
 
     /// A refresh read `entries` names of `dir`.
-    pub(crate) fn refreshed(&self, export: u32, dir: u64, entries: usize) {
-        if let Some(u) = lock(&self.dirs).get_mut(&(export, dir)) {
+    pub(crate) fn refreshed(&self, dir: u64, entries: usize) {
+        if let Some(u) = lock(&self.dirs).get_mut(&dir) {
             u.entries = entries;
         }
     }
@@ -150,40 +154,40 @@ mod tests {
     #[test]
     fn names_expire_after_the_lifetime_and_are_forgotten_on_request() {
         let n = names(40);
-        n.remember(1, 10, vec![(b"a".to_vec(), 100), (b"b".to_vec(), 101)]);
-        assert_eq!(n.get(1, 10, b"a"), Some(100));
-        assert_eq!(n.get(2, 10, b"a"), None, "another export's directory");
-        assert_eq!(n.forget(1, 10, b"a"), Some(100));
-        assert_eq!(n.get(1, 10, b"a"), None);
+        n.remember(10, vec![(b"a".to_vec(), 100), (b"b".to_vec(), 101)]);
+        assert_eq!(n.get(10, b"a"), Some(100));
+        assert_eq!(n.get(11, b"a"), None, "another directory");
+        assert_eq!(n.forget(10, b"a"), Some(100));
+        assert_eq!(n.get(10, b"a"), None);
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(n.get(1, 10, b"b"), None, "expired");
+        assert_eq!(n.get(10, b"b"), None, "expired");
         let never = names(0);
-        never.remember(1, 10, vec![(b"a".to_vec(), 100)]);
-        assert_eq!(never.get(1, 10, b"a"), None);
-        never.listed(1, 10);
-        assert!(!never.claim_refresh(1, 10));
+        never.remember(10, vec![(b"a".to_vec(), 100)]);
+        assert_eq!(never.get(10, b"a"), None);
+        never.listed(10);
+        assert!(!never.claim_refresh(10));
     }
 
     #[test]
     fn a_listed_directory_is_refreshed_once_its_names_expire_and_only_by_one_caller() {
         let n = names(30);
-        assert!(!n.claim_refresh(1, 10), "never listed");
-        n.listed(1, 10);
-        assert!(!n.claim_refresh(1, 10), "a miss among fresh names is a new name");
+        assert!(!n.claim_refresh(10), "never listed");
+        n.listed(10);
+        assert!(!n.claim_refresh(10), "a miss among fresh names is a new name");
         std::thread::sleep(Duration::from_millis(40));
-        assert!(n.claim_refresh(1, 10));
-        assert!(!n.claim_refresh(1, 10), "claimed already");
-        n.refreshed(1, 10, 16);
+        assert!(n.claim_refresh(10));
+        assert!(!n.claim_refresh(10), "claimed already");
+        n.refreshed(10, 16);
         // Two of sixteen names used: worth refreshing again once they expire.
-        n.remember(1, 10, (0..16u64).map(|i| (format!("f{i}").into_bytes(), i)).collect());
-        assert!(n.get(1, 10, b"f1").is_some() && n.get(1, 10, b"f2").is_some());
+        n.remember(10, (0..16u64).map(|i| (format!("f{i}").into_bytes(), i)).collect());
+        assert!(n.get(10, b"f1").is_some() && n.get(10, b"f2").is_some());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(n.claim_refresh(1, 10));
-        n.refreshed(1, 10, 16);
+        assert!(n.claim_refresh(10));
+        n.refreshed(10, 16);
         // One of sixteen: a name now and then; single lookups are cheaper.
-        n.remember(1, 10, (0..16u64).map(|i| (format!("f{i}").into_bytes(), i)).collect());
-        assert!(n.get(1, 10, b"f3").is_some());
+        n.remember(10, (0..16u64).map(|i| (format!("f{i}").into_bytes(), i)).collect());
+        assert!(n.get(10, b"f3").is_some());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(!n.claim_refresh(1, 10));
+        assert!(!n.claim_refresh(10));
     }
 }

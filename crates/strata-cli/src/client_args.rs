@@ -1,0 +1,99 @@
+//! The options every client of a volume shares (`strata mount`, `strata gateway nfs`,
+//! `strata gateway s3`): caches, write-back, retries and the block path. One set of flags,
+//! one meaning; a command changes only a default, with `mut_arg`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_vfs::{BlocksMode, VfsConfig};
+
+use crate::util::{parse_duration, parse_size};
+
+/// Client cache, write-back and retry options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Client cache and retries")]
+pub struct ClientArgs {
+    /// Memory for cached blocks, per attached volume [default: the storage class's setting,
+    /// else 512M].
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Directory for a local-disk block cache (used when blocks are not in a local directory).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Size of the local-disk block cache.
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub disk_cache_size: u64,
+    /// Memory for written data not yet uploaded, per attached volume; writers wait when it is
+    /// full.
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    pub buffer_size: u64,
+    /// Largest read-ahead window for sequential reads [default: the storage class's setting,
+    /// else 64M].
+    #[arg(long, value_parser = parse_size)]
+    pub max_readahead: Option<u64>,
+    /// Concurrent block uploads.
+    #[arg(long, default_value_t = 16)]
+    pub upload_parallel: usize,
+    /// How long file attributes and names are reused before asking the server again: another
+    /// client's changes show up after at most this long (this client's own at once). Longer is
+    /// faster for metadata-heavy work; 0 asks every time.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub attr_ttl: Duration,
+    /// How long an operation waits for an unreachable server (e.g. during a restart or a
+    /// failover) before failing (EIO, NFS3ERR_JUKEBOX, S3 ServiceUnavailable).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub retry_timeout: Duration,
+    /// How long block reads and writes retry an unreachable S3 store before failing; make it
+    /// long (e.g. 1h) to have I/O wait for the store to come back instead.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub store_retry_timeout: Duration,
+    /// How blocks are read and written: `direct` in the volume's store (a directory this host
+    /// shares with the server, or an object store), `server` through `strata server`, or
+    /// `auto`: direct for object stores and for a block directory this host sees as the server
+    /// does (same id file), else through the server.
+    #[arg(long, value_enum, default_value_t = BlocksArg::Auto)]
+    pub blocks: BlocksArg,
+}
+
+/// The values of `--blocks`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlocksArg {
+    /// Direct when this host sees the server's block store, else through the server.
+    Auto,
+    /// Always directly in the volume's block store.
+    Direct,
+    /// Always through `strata server`.
+    Server,
+}
+
+impl From<BlocksArg> for BlocksMode {
+    fn from(a: BlocksArg) -> Self {
+        match a {
+            BlocksArg::Auto => BlocksMode::Auto,
+            BlocksArg::Direct => BlocksMode::Direct,
+            BlocksArg::Server => BlocksMode::Server,
+        }
+    }
+}
+
+impl ClientArgs {
+    /// The client file system's settings; `name_cache` for front-ends without a kernel cache
+    /// of names in front of them (the gateways).
+    pub fn vfs_config(&self, name_cache: bool) -> VfsConfig {
+        VfsConfig {
+            mem_cache: self.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
+            mem_cache_explicit: self.cache_size.is_some(),
+            disk_cache: self.cache_dir.clone().map(|d| (d, self.disk_cache_size)),
+            buffer: self.buffer_size,
+            upload_parallel: self.upload_parallel,
+            readahead: self.max_readahead.unwrap_or(VfsConfig::DEFAULT_READAHEAD),
+            readahead_explicit: self.max_readahead.is_some(),
+            attr_ttl: self.attr_ttl,
+            retry_timeout: self.retry_timeout,
+            store_retry_timeout: self.store_retry_timeout,
+            blocks: self.blocks.into(),
+            name_cache,
+            ..VfsConfig::default()
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The metadata service's handle on its store: the engine, where the state of live clients is
+//! kept, transactions, id counters, and the schema version check at open.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::codec::{dec, enc};
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::kv::{KvEngine, KvTxn};
+use crate::local::{LocalSessions, LockTable, OpenTable};
+use crate::types::Ino;
+
+const IDS_PER_BATCH: u64 = 1024;
+
+/// The version of the namespace's records this build writes (`!schema`); a store that says
+/// more was written by a newer Strata and is refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Checks a store's recorded schema version against [`SCHEMA_VERSION`].
+fn check_schema(v: &[u8]) -> Result<()> {
+    let found: u32 = std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| MetaError::Corrupt(format!("schema version {:?}", String::from_utf8_lossy(v))))?;
+    if found > SCHEMA_VERSION {
+        return Err(MetaError::NewerStore { what: "schema", found, supported: SCHEMA_VERSION });
+    }
+    Ok(())
+}
+
+/// Where the state of live clients (open files, sessions, advisory locks) is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateMode {
+    /// In this process's memory: fastest, correct while one server uses the store.
+    Local,
+    /// As records in the key-value engine: every server on the store sees the same opens,
+    /// sessions and locks (several `strata server` processes on one PostgreSQL database).
+    Shared,
+}
+
+/// The metadata service's view of the namespace.
+pub struct Meta {
+    pub(crate) kv: Arc<dyn KvEngine>,
+    pub(crate) mode: StateMode,
+    /// Local state only.
+    pub(crate) opens: Mutex<OpenTable>,
+    /// Local state only.
+    pub(crate) local_sessions: Mutex<LocalSessions>,
+    /// Local state only.
+    pub(crate) local_locks: Mutex<LockTable>,
+    /// Shared state only: when this process last stored each session's heartbeat.
+    pub(crate) touched: Mutex<HashMap<u64, std::time::Instant>>,
+    pub(crate) inos: Mutex<(u64, u64)>,
+    /// Local state only: whether unlinks leave destruction to [`Meta::reap_doomed`].
+    pub(crate) defer_destroy: std::sync::atomic::AtomicBool,
+    /// Unlinked inodes open nowhere, waiting for [`Meta::reap_doomed`].
+    pub(crate) doomed: Mutex<Vec<Ino>>,
+}
+
+impl Meta {
+    /// The namespace over an engine, with the state of live clients in this process (one
+    /// server per store).
+    pub fn new(kv: Arc<dyn KvEngine>) -> Result<Self> {
+        Self::with_mode(kv, StateMode::Local)
+    }
+
+    /// The namespace over an engine, keeping the state of live clients as `mode` says.
+    pub fn with_mode(kv: Arc<dyn KvEngine>, mode: StateMode) -> Result<Self> {
+        let m = Meta {
+            kv,
+            mode,
+            opens: Mutex::new(OpenTable::default()),
+            local_sessions: Mutex::new(HashMap::new()),
+            local_locks: Mutex::new(LockTable::default()),
+            touched: Mutex::new(HashMap::new()),
+            inos: Mutex::new((0, 0)),
+            defer_destroy: std::sync::atomic::AtomicBool::new(false),
+            doomed: Mutex::new(Vec::new()),
+        };
+        m.write(false, |t| match t.get(keys::SCHEMA)? {
+            None => t.put(keys::SCHEMA, SCHEMA_VERSION.to_string().as_bytes()),
+            Some(v) => check_schema(&v),
+        })?;
+        Ok(m)
+    }
+
+    /// The engine's name.
+    pub fn engine(&self) -> &'static str {
+        self.kv.name()
+    }
+
+    /// Where the state of live clients is kept.
+    pub fn mode(&self) -> StateMode {
+        self.mode
+    }
+
+    /// Whether the state of live clients is shared through the engine.
+    pub fn is_shared(&self) -> bool {
+        self.mode == StateMode::Shared
+    }
+
+    pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
+        let mut out = None;
+        self.kv.read(&mut |t| {
+            out = Some(f(t)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
+    }
+
+    pub(crate) fn write<R>(&self, durable: bool, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
+        let mut out = None;
+        self.kv.write(durable, &mut |t| {
+            out = Some(f(t)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
+    }
+
+    pub(crate) fn bump_counter(&self, name: &str, n: u64) -> Result<u64> {
+        self.write(false, |t| {
+            let k = keys::counter(name);
+            let cur: u64 = match t.get(&k)? {
+                Some(v) => dec(&v)?,
+                None => 1,
+            };
+            t.put(&k, &enc(&(cur + n))?)?;
+            Ok(cur)
+        })
+    }
+
+    pub(crate) fn alloc_ino(&self) -> Result<Ino> {
+        let mut r = self.inos.lock().map_err(|_| MetaError::Engine("inode allocator poisoned".into()))?;
+        if r.0 >= r.1 {
+            let first = self.bump_counter("inode", IDS_PER_BATCH)?;
+            *r = (first, first + IDS_PER_BATCH);
+        }
+        let ino = r.0;
+        r.0 += 1;
+        Ok(ino)
+    }
+
+    /// Reserves `n` consecutive slice ids and returns the first.
+    pub fn alloc_slice_ids(&self, n: u64) -> Result<u64> {
+        self.bump_counter("slice", n.max(1))
+    }
+
+    /// Makes every earlier commit durable.
+    pub fn sync(&self) -> Result<()> {
+        self.write(true, |_| Ok(()))
+    }
+}

@@ -1,0 +1,301 @@
+//! Open files and reaping: which inodes are open where (in this process, or as records shared
+//! through the engine), unlinked inodes kept while open and destroyed at the last close, and
+//! the deferred destruction of unlinked inodes open nowhere.
+
+use std::collections::HashMap;
+
+use crate::codec::{dec, enc};
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::kv::{KvTxn, prefix_end};
+use crate::local::OpenTable;
+use crate::meta::Meta;
+use crate::txn::*;
+use crate::types::*;
+
+/// Records one more open of `ino` by `session` (shared state), inside the caller's transaction.
+pub(crate) fn add_open(t: &mut dyn KvTxn, session: u64, ino: Ino) -> Result<()> {
+    let k = keys::open(ino, session);
+    let n: u32 = match t.get(&k)? {
+        Some(v) => dec(&v)?,
+        None => 0,
+    };
+    t.put(&k, &enc(&n.saturating_add(1))?)?;
+    t.put(&keys::session_open(session, ino), &[])
+}
+
+/// Removes every open record of a session (shared state) and returns the inodes it held.
+pub(crate) fn drop_session_opens(t: &mut dyn KvTxn, session: u64) -> Result<Vec<Ino>> {
+    let p = keys::session_open_prefix(session);
+    let mut inos = Vec::new();
+    for (k, _) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
+        let ino = keys::u64_at(&k, 9).ok_or_else(|| MetaError::Corrupt("session open key".into()))?;
+        t.delete(&keys::open(ino, session))?;
+        t.delete(&k)?;
+        inos.push(ino);
+    }
+    Ok(inos)
+}
+
+impl Meta {
+    /// Drops a link whose count reached zero: kept while open, destroyed otherwise.
+    pub(crate) fn release_inode(&self, t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
+        if self.is_open(t, ino)? {
+            store_attr(t, ino, a)?;
+            t.put(&keys::sustained(ino), &[])
+        } else if self.defers_destroy() {
+            // The usage goes back now, so quotas see the space at once; the rows go later.
+            store_attr(t, ino, a)?;
+            t.put(&keys::sustained(ino), &keys::uncharged(a.charged_bytes()))?;
+            charge(t, a.volume, -(a.charged_bytes() as i64), -1)?;
+            // Pushed before the commit: an entry of a transaction that rolls back finds no
+            // sustained record when reaped, and is dropped then.
+            self.doomed().push(ino);
+            Ok(())
+        } else {
+            destroy(t, ino, a)
+        }
+    }
+
+    /// The doomed list; a panic elsewhere cannot leave a list of inode numbers inconsistent,
+    /// and every entry is checked again when reaped, so a poisoned lock is simply taken.
+    pub(crate) fn doomed(&self) -> std::sync::MutexGuard<'_, Vec<Ino>> {
+        self.doomed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn defers_destroy(&self) -> bool {
+        self.defer_destroy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// With local state, makes unlinks of files open nowhere leave the inode's destruction
+    /// (its chunk rows, freeing its slices) to [`Meta::reap_doomed`]: a server calls that in
+    /// the background, so an unlink's transaction stays as small as when the file is open.
+    /// The usage is given back by the unlink either way. No effect with shared state.
+    pub fn set_defer_destroy(&self, on: bool) {
+        self.defer_destroy.store(on && !self.is_shared(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many unlinked inodes wait for [`Meta::reap_doomed`].
+    pub fn doomed_count(&self) -> usize {
+        self.doomed().len()
+    }
+
+    /// Destroys the inodes unlinked since the last call that are still open nowhere (an
+    /// inode opened meanwhile waits for its last close); returns how many went. A crash
+    /// loses nothing: their sustained records stay, for [`Meta::reap_orphans`].
+    pub fn reap_doomed(&self) -> Result<usize> {
+        const BATCH: usize = 512;
+        let inos = std::mem::take(&mut *self.doomed());
+        let mut n = 0;
+        for (i, batch) in inos.chunks(BATCH).enumerate() {
+            let done = self.write(false, |t| {
+                let mut k = 0;
+                for ino in batch {
+                    if self.reap_in(t, *ino)? {
+                        k += 1;
+                    }
+                }
+                Ok(k)
+            });
+            match done {
+                Ok(k) => n += k,
+                Err(e) => {
+                    // Back in the list for the next call.
+                    self.doomed().extend_from_slice(&inos[i * BATCH..]);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn open_table(&self) -> Result<std::sync::MutexGuard<'_, OpenTable>> {
+        self.opens.lock().map_err(|_| MetaError::Engine("open table poisoned".into()))
+    }
+
+    /// Whether any session has `ino` open. With shared state this reads the open records in
+    /// the caller's transaction, so an open committed by another server is seen (or the two
+    /// transactions conflict and one is retried).
+    /// [`Meta::is_open`], asked once per inode in one transaction (`seen` remembers answers).
+    pub(crate) fn is_open_seen(&self, t: &mut dyn KvTxn, seen: &mut HashMap<Ino, bool>, ino: Ino) -> Result<bool> {
+        if let Some(o) = seen.get(&ino) {
+            return Ok(*o);
+        }
+        let o = self.is_open(t, ino)?;
+        seen.insert(ino, o);
+        Ok(o)
+    }
+
+    pub(crate) fn is_open(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
+        if self.is_shared() {
+            let p = keys::open_prefix(ino);
+            return Ok(!t.scan(&p, &prefix_end(&p), 1)?.is_empty());
+        }
+        // A poisoned table counts as open: keeping a file is safe, destroying it is not.
+        Ok(self.opens.lock().map(|o| o.by_ino.contains_key(&ino)).unwrap_or(true))
+    }
+
+    /// Every inode some session has open.
+    pub(crate) fn open_inodes(&self) -> Result<Vec<Ino>> {
+        if !self.is_shared() {
+            return Ok(self.open_table()?.by_ino.keys().copied().collect());
+        }
+        let mut out: Vec<Ino> = Vec::new();
+        let end = prefix_end(keys::OPEN_PREFIX);
+        let mut from = keys::OPEN_PREFIX.to_vec();
+        loop {
+            let page = self.read(|t| t.scan(&from, &end, 4096))?;
+            let Some((last, _)) = page.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, _) in &page {
+                if let Some(ino) = keys::u64_at(k, 1)
+                    && out.last() != Some(&ino)
+                {
+                    out.push(ino);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `session` opened `ino` and returns its current attributes.
+    pub fn open(&self, session: u64, ino: Ino) -> Result<Attr> {
+        if self.is_shared() {
+            // One transaction: an unlink on another server either sees this open or came first.
+            return self.write(false, |t| {
+                let a = load_attr(t, ino)?;
+                add_open(t, session, ino)?;
+                Ok(a)
+            });
+        }
+        self.note_open(session, ino)?;
+        match self.getattr(ino) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.close(session, ino)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records an open without reading attributes (a reconnecting client re-announcing).
+    pub fn note_open(&self, session: u64, ino: Ino) -> Result<()> {
+        if self.is_shared() {
+            return self.write(false, |t| add_open(t, session, ino));
+        }
+        let mut o = self.open_table()?;
+        *o.by_ino.entry(ino).or_insert(0) += 1;
+        *o.by_session.entry(session).or_default().entry(ino).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Records a close; the last close of an unlinked inode destroys it.
+    pub fn close(&self, session: u64, ino: Ino) -> Result<()> {
+        if self.is_shared() {
+            // The last close and the destruction are one transaction, so an open through
+            // another server cannot slip in between.
+            return self.write(false, |t| {
+                let k = keys::open(ino, session);
+                let Some(v) = t.get(&k)? else { return Ok(()) };
+                let n: u32 = dec(&v)?;
+                if n > 1 {
+                    return t.put(&k, &enc(&(n - 1))?);
+                }
+                t.delete(&k)?;
+                t.delete(&keys::session_open(session, ino))?;
+                self.reap_in(t, ino).map(|_| ())
+            });
+        }
+        let last = {
+            let mut o = self.open_table()?;
+            if let Some(s) = o.by_session.get_mut(&session)
+                && let Some(n) = s.get_mut(&ino)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    s.remove(&ino);
+                }
+            } else {
+                return Ok(());
+            }
+            match o.by_ino.get_mut(&ino) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    o.by_ino.remove(&ino);
+                    true
+                }
+            }
+        };
+        if last {
+            self.reap_if_unlinked(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every open of a session (it closed or expired).
+    pub fn close_session(&self, session: u64) -> Result<()> {
+        if self.is_shared() {
+            for ino in self.write(false, |t| drop_session_opens(t, session))? {
+                self.reap_if_unlinked(ino)?;
+            }
+            return Ok(());
+        }
+        let inos: Vec<(Ino, u32)> = {
+            let o = self.open_table()?;
+            o.by_session.get(&session).map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
+        };
+        for (ino, n) in inos {
+            for _ in 0..n {
+                self.close(session, ino)?;
+            }
+        }
+        if let Ok(mut o) = self.opens.lock() {
+            o.by_session.remove(&session);
+        }
+        Ok(())
+    }
+
+    /// Destroys `ino` if it is unlinked and nobody has it open, inside the caller's
+    /// transaction. Returns whether a sustained record was settled.
+    pub(crate) fn reap_in(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
+        let Some(mark) = t.get(&keys::sustained(ino))? else { return Ok(false) };
+        if self.is_open(t, ino)? {
+            return Ok(false);
+        }
+        match load_attr(t, ino) {
+            Ok(a) if a.nlink == 0 => match keys::uncharged_bytes(&mark) {
+                Some(given) => destroy_uncharged(t, ino, &a, given)?,
+                None => destroy(t, ino, &a)?,
+            },
+            Ok(_) | Err(MetaError::NotFound) => t.delete(&keys::sustained(ino))?,
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn reap_if_unlinked(&self, ino: Ino) -> Result<bool> {
+        self.write(false, |t| self.reap_in(t, ino))
+    }
+
+    /// Destroys unlinked inodes nobody has open any more (after a restart, once clients had
+    /// time to re-announce their open files).
+    pub fn reap_orphans(&self) -> Result<usize> {
+        let inos: Vec<Ino> = self.read(|t| {
+            Ok(t.scan(keys::SUSTAINED_PREFIX, &prefix_end(keys::SUSTAINED_PREFIX), 10_000)?
+                .into_iter()
+                .filter_map(|(k, _)| keys::u64_at(&k, 1))
+                .collect())
+        })?;
+        let mut n = 0;
+        for ino in inos {
+            if self.reap_if_unlinked(ino)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

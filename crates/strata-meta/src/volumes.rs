@@ -1,0 +1,190 @@
+//! Volumes: creating, describing, resizing and deleting the top-level namespaces, and their
+//! usage.
+
+use crate::codec::{dec_entry, enc};
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::kv::{KvTxn, prefix_end};
+use crate::meta::Meta;
+use crate::txn::*;
+use crate::types::*;
+
+/// Options of a new volume.
+#[derive(Clone, Debug, Default)]
+pub struct NewVolume {
+    /// Storage class.
+    pub class: String,
+    /// Byte quota, 0 for none.
+    pub capacity: u64,
+    /// Inode quota, 0 for none.
+    pub inode_limit: u64,
+    /// Block size (0 for the default).
+    pub block_size: u32,
+    /// Block store URL.
+    pub store: String,
+    /// Compression.
+    pub compression: String,
+    /// Reclaim policy.
+    pub reclaim: Reclaim,
+    /// Owning scope.
+    pub scope: String,
+}
+
+/// Stores a new volume: its record, name, usage and empty root directory.
+pub(crate) fn init_volume(t: &mut dyn KvTxn, vol: &Volume) -> Result<()> {
+    let ts = vol.created;
+    let attr = Attr {
+        kind: FileType::Dir,
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        nlink: 2,
+        size: 0,
+        atime: ts,
+        mtime: ts,
+        ctime: ts,
+        parent: vol.root,
+        volume: vol.id,
+    };
+    store_attr(t, vol.root, &attr)?;
+    t.put(&keys::volume(vol.id), &serde_json::to_vec(vol).map_err(|e| MetaError::Corrupt(e.to_string()))?)?;
+    t.put(&keys::volume_name(&vol.name), &vol.id.to_be_bytes())?;
+    t.put(&keys::usage(vol.id), &enc(&Usage { bytes: 0, inodes: 1 })?)
+}
+
+impl Meta {
+    /// Creates a volume with an empty root directory.
+    pub fn create_volume(&self, name: &str, opts: &NewVolume) -> Result<Volume> {
+        crate::validate_name(name)?;
+        let root = self.alloc_ino()?;
+        let id = self.alloc_volume_id()?;
+        self.write(true, |t| {
+            if t.get(&keys::volume_name(name))?.is_some() {
+                return Err(MetaError::VolumeExists(name.to_string()));
+            }
+            let vol = Volume {
+                id,
+                name: name.to_string(),
+                root,
+                class: opts.class.clone(),
+                capacity: opts.capacity,
+                inode_limit: opts.inode_limit,
+                block_size: if opts.block_size == 0 { DEFAULT_BLOCK_SIZE } else { opts.block_size },
+                store: opts.store.clone(),
+                compression: if opts.compression.is_empty() { "none".into() } else { opts.compression.clone() },
+                reclaim: opts.reclaim,
+                scope: if opts.scope.is_empty() { "cluster".into() } else { opts.scope.clone() },
+                created: now(),
+                access_mode: AccessMode::ReadWriteMany,
+            };
+            init_volume(t, &vol)?;
+            Ok(vol)
+        })
+    }
+
+    /// Reserves a volume id.
+    pub(crate) fn alloc_volume_id(&self) -> Result<u32> {
+        let id = self.bump_counter("volume", 1)?;
+        u32::try_from(id).map_err(|_| MetaError::Invalid("too many volumes".into()))
+    }
+
+    /// A volume by name.
+    pub fn volume(&self, name: &str) -> Result<Volume> {
+        self.read(|t| {
+            let id = t.get(&keys::volume_name(name))?.ok_or_else(|| MetaError::NoVolume(name.to_string()))?;
+            let id: [u8; 4] = id.as_slice().try_into().map_err(|_| MetaError::Corrupt("volume index".into()))?;
+            load_volume(t, u32::from_be_bytes(id))
+        })
+    }
+
+    /// A volume by id.
+    pub fn volume_by_id(&self, id: u32) -> Result<Volume> {
+        self.read(|t| load_volume(t, id))
+    }
+
+    /// All volumes with their usage, by name.
+    pub fn list_volumes(&self) -> Result<Vec<(Volume, Usage)>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for (_, v) in t.scan(keys::VOLUME_PREFIX, &prefix_end(keys::VOLUME_PREFIX), usize::MAX)? {
+                let vol: Volume = serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                let u = load_usage(t, vol.id)?;
+                out.push((vol, u));
+            }
+            out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+            Ok(out)
+        })
+    }
+
+    /// Changes a volume's quotas; shrinking below current use is refused.
+    pub fn set_volume_quota(&self, name: &str, capacity: Option<u64>, inode_limit: Option<u64>) -> Result<Volume> {
+        let id = self.volume(name)?.id;
+        self.write(true, |t| {
+            let mut v = load_volume(t, id)?;
+            let u = load_usage(t, id)?;
+            if let Some(c) = capacity {
+                if c != 0 && c < u.bytes {
+                    return Err(MetaError::Invalid(format!("capacity {c} is below the {} bytes in use", u.bytes)));
+                }
+                v.capacity = c;
+            }
+            if let Some(n) = inode_limit {
+                if n != 0 && n < u.inodes {
+                    return Err(MetaError::Invalid(format!("inode limit {n} is below the {} inodes in use", u.inodes)));
+                }
+                v.inode_limit = n;
+            }
+            t.put(&keys::volume(id), &serde_json::to_vec(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?)?;
+            Ok(v)
+        })
+    }
+
+    /// Deletes a volume. With the delete reclaim policy its whole tree goes and its slices are
+    /// queued for block deletion; with retain, only the name is released and the data stays.
+    pub fn delete_volume(&self, name: &str) -> Result<Volume> {
+        let vol = self.volume(name)?;
+        let opened = self.open_inodes()?.into_iter().any(|ino| self.getattr(ino).is_ok_and(|a| a.volume == vol.id));
+        if opened {
+            return Err(MetaError::Busy(format!("volume {name} has open files")));
+        }
+        self.write(true, |t| {
+            t.delete(&keys::volume_name(name))?;
+            t.delete(&keys::volume(vol.id))?;
+            if vol.reclaim == Reclaim::Retain {
+                return Ok(());
+            }
+            // Depth-first removal of the whole tree.
+            let mut stack = vec![vol.root];
+            while let Some(dir) = stack.pop() {
+                let p = keys::dentry_prefix(dir);
+                for (k, v) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
+                    let (ino, kind) = dec_entry(&v)?;
+                    t.delete(&k)?;
+                    if kind == FileType::Dir {
+                        stack.push(ino);
+                    }
+                    if let Ok(mut a) = load_attr(t, ino) {
+                        a.nlink = a.nlink.saturating_sub(1);
+                        if a.nlink == 0 || kind == FileType::Dir {
+                            destroy(t, ino, &a)?;
+                        } else {
+                            store_attr(t, ino, &a)?;
+                        }
+                    }
+                }
+                if let Ok(a) = load_attr(t, dir) {
+                    destroy(t, dir, &a)?;
+                }
+            }
+            t.delete(&keys::usage(vol.id))?;
+            Ok(())
+        })?;
+        Ok(vol)
+    }
+
+    /// Space and inode use of a volume.
+    pub fn usage(&self, vol: u32) -> Result<Usage> {
+        self.read(|t| load_usage(t, vol))
+    }
+}
