@@ -371,7 +371,7 @@ fn listed_directories_are_read_again_whole() {
     std::fs::write(c.p(0, "locked/x"), b"x").expect("write on FUSE");
     std::fs::set_permissions(c.p(0, "locked"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
     let mut g = Gateway::start_with(&mut c, &[&format!("/v={vol},squash=none")], &["--attr-ttl", "300ms"]);
-    g.env = vec![("RUST_LOG".into(), "strata_nfs=debug".into())];
+    g.env = vec![("RUST_LOG".into(), "strata_nfs=debug,strata_vfs=debug".into())];
     g.restart(&mut c);
     let port = g.port;
     let rt = rt();

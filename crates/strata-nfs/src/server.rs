@@ -77,13 +77,18 @@ pub async fn attach(specs: Vec<ExportSpec>, how: &Attach<'_>) -> Result<Vec<Arc<
             }
         };
         let parts: Vec<&[u8]> = spec.subpath.split('/').filter(|p| !p.is_empty()).map(str::as_bytes).collect();
-        let (root, a) = vfs
-            .walk(&Ctx::root(), vfs.root(), &parts, true)
-            .await
-            .map_err(|e| fail(format!("directory {} of volume {}: {e}", spec.subpath, spec.volume)))?;
-        if a.kind != FileType::Dir {
-            return Err(fail(format!("{} of volume {} is not a directory", spec.subpath, spec.volume)));
-        }
+        let root = if parts.is_empty() {
+            vfs.root()
+        } else {
+            let (ino, a) = vfs
+                .walk(&Ctx::root(), vfs.root(), &parts, true)
+                .await
+                .map_err(|e| fail(format!("directory {} of volume {}: {e}", spec.subpath, spec.volume)))?;
+            if a.kind != FileType::Dir {
+                return Err(fail(format!("{} of volume {} is not a directory", spec.subpath, spec.volume)));
+            }
+            ino
+        };
         let key = HandleKey::new(&spec.path, vfs.volume().id, &spec.subpath, &token);
         if out.iter().any(|e| e.key.export_id() == key.export_id()) {
             return Err(fail("its handle id collides with another export's; choose another path".into()));

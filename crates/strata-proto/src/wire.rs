@@ -24,29 +24,77 @@ pub const OK: u16 = 0;
 /// Frame status: the payload is an `RpcError`.
 pub const ERR: u16 = 1;
 
-macro_rules! methods {
-    ($($name:ident = $n:expr),* $(,)?) => {
+/// The one table of the `Meta` service's calls: `Name = wire number => generated method
+/// (request type)`. It hands the table to the macro `$then`, which generates what it needs:
+/// [`Method`] here, the framed transport's dispatch in `strata-server`. Adding a call is a
+/// line here, the `rpc` in `strata.proto`, and its handler.
+#[macro_export]
+macro_rules! meta_methods {
+    ($then:ident) => {
+        $then! {
+            Mount = 1 => mount(MountReq),
+            Heartbeat = 2 => heartbeat(SessionReq),
+            Unmount = 3 => unmount(SessionReq),
+            Lookup = 4 => lookup(LookupReq),
+            GetAttr = 5 => get_attr(InoReq),
+            SetAttr = 6 => set_attr(SetAttrReq),
+            Mknod = 7 => mknod(MknodReq),
+            Link = 8 => link(LinkReq),
+            Unlink = 9 => unlink(NameReq),
+            Rmdir = 10 => rmdir(NameReq),
+            Rename = 11 => rename(RenameReq),
+            Readlink = 12 => readlink(InoReq),
+            Readdir = 13 => readdir(ReaddirReq),
+            Open = 14 => open(OpenReq),
+            Close = 15 => close(CloseReq),
+            ReadChunk = 16 => read_chunk(ChunkReq),
+            CommitWrites = 17 => commit_writes(CommitReq),
+            CompactChunk = 18 => compact_chunk(CompactReq),
+            AllocSlices = 19 => alloc_slices(AllocReq),
+            Sync = 20 => sync(Empty),
+            GetXattr = 21 => get_xattr(XattrReq),
+            ListXattr = 22 => list_xattr(InoReq),
+            SetXattr = 23 => set_xattr(XattrReq),
+            RemoveXattr = 24 => remove_xattr(XattrReq),
+            StatFs = 25 => stat_fs(StatFsReq),
+            GetLock = 26 => get_lock(LockReq),
+            SetLock = 27 => set_lock(LockReq),
+            ReleaseLocks = 28 => release_locks(ReleaseLocksReq),
+            JournaledBlock = 29 => journaled_block(BlockKeyReq),
+        }
+    };
+}
+
+macro_rules! method_enum {
+    ($($name:ident = $n:literal => $handler:ident($req:ident)),* $(,)?) => {
         /// The calls of the `Meta` service, by wire number.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr(u16)]
         pub enum Method { $($name = $n),* }
 
         impl Method {
+            /// Every call, in wire-number order.
+            pub const ALL: &[Method] = &[$(Method::$name),*];
+
             /// The method for a wire number.
             pub fn from_u16(v: u16) -> Option<Self> {
                 match v { $($n => Some(Method::$name),)* _ => None }
+            }
+
+            /// The call's name, as in `strata.proto`.
+            pub fn name(self) -> &'static str {
+                match self { $(Method::$name => stringify!($name),)* }
+            }
+
+            /// The name of the call's request message.
+            pub fn request(self) -> &'static str {
+                match self { $(Method::$name => stringify!($req),)* }
             }
         }
     };
 }
 
-methods! {
-    Mount = 1, Heartbeat = 2, Unmount = 3, Lookup = 4, GetAttr = 5, SetAttr = 6, Mknod = 7,
-    Link = 8, Unlink = 9, Rmdir = 10, Rename = 11, Readlink = 12, Readdir = 13, Open = 14,
-    Close = 15, ReadChunk = 16, CommitWrites = 17, CompactChunk = 18, AllocSlices = 19,
-    Sync = 20, GetXattr = 21, ListXattr = 22, SetXattr = 23, RemoveXattr = 24, StatFs = 25,
-    GetLock = 26, SetLock = 27, ReleaseLocks = 28, JournaledBlock = 29,
-}
+meta_methods!(method_enum);
 
 /// A whole frame (header and payload) ready to be written with one call.
 fn encode_frame(kind: u16, id: u32, payload: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -238,5 +286,27 @@ mod tests {
         assert_eq!(crate::status_errno(&back), Some(2));
         assert!(back.metadata().get(crate::SESSION_KEY).is_some());
         assert_eq!(Method::from_u16(999), None);
+    }
+
+    #[test]
+    fn the_method_table_is_the_protos_meta_service() {
+        let proto = include_str!("../proto/strata.proto");
+        let start = proto.find("service Meta {").expect("service Meta");
+        let body = &proto[start..start + proto[start..].find('}').expect("end of service")];
+        let rpcs: Vec<(String, String)> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .map(|l| {
+                let (name, rest) = l.split_once('(').expect("rpc line");
+                (name.trim().to_string(), rest.split(')').next().unwrap_or("").trim().to_string())
+            })
+            .collect();
+        let table: Vec<(String, String)> =
+            Method::ALL.iter().map(|m| (m.name().to_string(), m.request().to_string())).collect();
+        assert_eq!(table, rpcs, "the table in wire.rs and the rpcs of strata.proto differ");
+        for (i, m) in Method::ALL.iter().enumerate() {
+            assert_eq!(Method::from_u16(*m as u16), Some(*m));
+            assert!(Method::ALL[..i].iter().all(|o| *o as u16 != *m as u16), "wire number {} twice", *m as u16);
+        }
     }
 }

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata_proto::pb;
-use strata_vfs::{Vfs, VfsConfig, VfsError};
+use strata_vfs::{Vfs, VfsConfig, VfsError, VolumeInfo};
 
 use crate::auth::Token;
 
@@ -58,22 +57,8 @@ impl Attachments {
     }
 
     /// The volumes `token` may see, as the server lists them for it.
-    pub async fn list_volumes(&self, token: &Token) -> Result<Vec<pb::VolumeInfo>, VfsError> {
-        let mut last = VfsError::errno_msg(libc::EINVAL, "no server address given");
-        for server in strata_vfs::client::server_list(&self.cfg.server) {
-            let (channel, auth) = match strata_vfs::connect(&server, &token.secret, Duration::from_secs(5)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            return match strata_vfs::admin(channel, auth).list_volumes(pb::Empty {}).await {
-                Ok(r) => Ok(r.into_inner().volumes),
-                Err(s) => Err(VfsError::from_status(&s)),
-            };
-        }
-        Err(last)
+    pub async fn list_volumes(&self, token: &Token) -> Result<Vec<VolumeInfo>, VfsError> {
+        strata_vfs::client::list_volumes(&self.cfg.server, &token.secret).await
     }
 
     /// Ends the sessions unused for `idle`: an attached volume counts as mounted, which keeps

@@ -7,10 +7,8 @@ pub mod blocks;
 pub mod control;
 pub mod gc;
 pub mod journal;
-pub mod locks;
 pub mod rest;
 pub mod service;
-pub mod sessions;
 pub mod state;
 pub mod wire;
 

@@ -11,9 +11,9 @@ use strata_proto::pb::meta_server::Meta as MetaRpc;
 use strata_proto::{errno_status, pb};
 use tonic::{Code, Request, Response, Status};
 
-use crate::locks::LockKind;
-use crate::sessions::Session;
 use crate::state::State;
+use strata_meta::locks::LockKind;
+use strata_meta::sessions::SessionInfo;
 
 /// A chunk with more slices than this is handed back to the client to compact: reads cost
 /// grows with the list, and overwrites keep covered blocks alive.
@@ -219,7 +219,7 @@ impl MetaRpc for MetaService {
         }
         let id = if r.session != 0 { r.session } else { rand::random::<u64>() | 1 };
         let now = Timespec::now();
-        let s = Session {
+        let s = SessionInfo {
             id,
             volume: vol.id,
             volume_name: vol.name.clone(),

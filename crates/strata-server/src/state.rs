@@ -186,7 +186,7 @@ impl State {
     }
 
     /// All sessions (of every server, with shared state), read off the runtime's threads.
-    pub async fn sessions(&self) -> strata_meta::Result<Vec<crate::sessions::Session>> {
+    pub async fn sessions(&self) -> strata_meta::Result<Vec<strata_meta::sessions::SessionInfo>> {
         let meta = self.meta.clone();
         tokio::task::spawn_blocking(move || meta.sessions())
             .await

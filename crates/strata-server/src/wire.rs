@@ -119,37 +119,16 @@ macro_rules! route {
     }};
 }
 
-async fn dispatch(svc: &Arc<MetaService>, p: Principal, method: u16, payload: Bytes) -> Result<Vec<u8>, Status> {
-    let m = Method::from_u16(method).ok_or_else(|| Status::unimplemented(format!("unknown method {method}")))?;
-    match m {
-        Method::Mount => route!(svc, p, payload, mount, pb::MountReq),
-        Method::Heartbeat => route!(svc, p, payload, heartbeat, pb::SessionReq),
-        Method::Unmount => route!(svc, p, payload, unmount, pb::SessionReq),
-        Method::Lookup => route!(svc, p, payload, lookup, pb::LookupReq),
-        Method::GetAttr => route!(svc, p, payload, get_attr, pb::InoReq),
-        Method::SetAttr => route!(svc, p, payload, set_attr, pb::SetAttrReq),
-        Method::Mknod => route!(svc, p, payload, mknod, pb::MknodReq),
-        Method::Link => route!(svc, p, payload, link, pb::LinkReq),
-        Method::Unlink => route!(svc, p, payload, unlink, pb::NameReq),
-        Method::Rmdir => route!(svc, p, payload, rmdir, pb::NameReq),
-        Method::Rename => route!(svc, p, payload, rename, pb::RenameReq),
-        Method::Readlink => route!(svc, p, payload, readlink, pb::InoReq),
-        Method::Readdir => route!(svc, p, payload, readdir, pb::ReaddirReq),
-        Method::Open => route!(svc, p, payload, open, pb::OpenReq),
-        Method::Close => route!(svc, p, payload, close, pb::CloseReq),
-        Method::ReadChunk => route!(svc, p, payload, read_chunk, pb::ChunkReq),
-        Method::CommitWrites => route!(svc, p, payload, commit_writes, pb::CommitReq),
-        Method::CompactChunk => route!(svc, p, payload, compact_chunk, pb::CompactReq),
-        Method::AllocSlices => route!(svc, p, payload, alloc_slices, pb::AllocReq),
-        Method::Sync => route!(svc, p, payload, sync, pb::Empty),
-        Method::GetXattr => route!(svc, p, payload, get_xattr, pb::XattrReq),
-        Method::ListXattr => route!(svc, p, payload, list_xattr, pb::InoReq),
-        Method::SetXattr => route!(svc, p, payload, set_xattr, pb::XattrReq),
-        Method::RemoveXattr => route!(svc, p, payload, remove_xattr, pb::XattrReq),
-        Method::StatFs => route!(svc, p, payload, stat_fs, pb::StatFsReq),
-        Method::GetLock => route!(svc, p, payload, get_lock, pb::LockReq),
-        Method::SetLock => route!(svc, p, payload, set_lock, pb::LockReq),
-        Method::ReleaseLocks => route!(svc, p, payload, release_locks, pb::ReleaseLocksReq),
-        Method::JournaledBlock => route!(svc, p, payload, journaled_block, pb::BlockKeyReq),
-    }
+macro_rules! dispatch_table {
+    ($($name:ident = $n:literal => $handler:ident($req:ident)),* $(,)?) => {
+        /// Runs one framed call through the same handler gRPC uses.
+        async fn dispatch(svc: &Arc<MetaService>, p: Principal, method: u16, payload: Bytes) -> Result<Vec<u8>, Status> {
+            let m = Method::from_u16(method).ok_or_else(|| Status::unimplemented(format!("unknown method {method}")))?;
+            match m {
+                $(Method::$name => route!(svc, p, payload, $handler, pb::$req),)*
+            }
+        }
+    };
 }
+
+strata_proto::meta_methods!(dispatch_table);

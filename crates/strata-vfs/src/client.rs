@@ -318,6 +318,25 @@ impl Pool {
     }
 }
 
+/// The volumes `token` may see, as the first of `server`'s addresses that answers lists them.
+pub async fn list_volumes(server: &str, token: &str) -> Result<Vec<strata_types::VolumeInfo>> {
+    let mut last = VfsError::errno_msg(libc::EINVAL, "no server address given");
+    for addr in server_list(server) {
+        let (channel, auth) = match connect(&addr, token, Duration::from_secs(5)).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        return match admin(channel, auth).list_volumes(pb::Empty {}).await {
+            Ok(r) => Ok(r.into_inner().volumes.into_iter().map(strata_proto::conv::volume_from_pb).collect()),
+            Err(s) => Err(VfsError::from_status(&s)),
+        };
+    }
+    Err(last)
+}
+
 /// The servers of a `--server` value: addresses separated by commas.
 pub fn server_list(server: &str) -> Vec<String> {
     server

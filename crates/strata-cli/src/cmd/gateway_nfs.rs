@@ -74,6 +74,7 @@ pub fn run(args: NfsGatewayArgs) -> Result<()> {
 }
 
 async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
+    let stop = crate::cmd::server::shutdown_signal();
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {} (in use, or a privileged port without root?)", args.listen))?;
     let port = listener.local_addr()?.port();
@@ -110,7 +111,7 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
             }
         })
     };
-    crate::cmd::server::shutdown_signal().await;
+    stop.await;
     tracing::info!("NFS gateway stopping: closing files and committing writes");
     upkeep.abort();
     let closed = g.close_idle(Duration::ZERO).await;

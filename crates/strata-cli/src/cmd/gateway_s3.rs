@@ -78,6 +78,7 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
     crate::util::init_logging(args.log_json);
     let rt = crate::runtime()?;
     rt.block_on(async {
+        let stop = crate::cmd::server::shutdown_signal();
         let att = Arc::new(Attachments::new(ServerConfig {
             server: args.server.server.clone(),
             vfs: args.client.vfs_config(true),
@@ -92,7 +93,7 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
         let limits = Limits { max_object: args.max_object_size };
         let svc = strata_s3::service(keys.clone(), att.clone(), limits, args.region.clone());
         tracing::info!(listen = %args.listen, server = %args.server.server, access_keys = ?keys.ids(), "S3 gateway serving");
-        strata_s3::serve(listener, svc, crate::cmd::server::shutdown_signal()).await;
+        strata_s3::serve(listener, svc, stop).await;
         tracing::info!("stopping: committing writes and detaching volumes");
         att.close_all(args.client.retry_timeout + Duration::from_secs(15)).await;
         tracing::info!("S3 gateway stopped");

@@ -172,7 +172,7 @@ pub fn run(args: MountArgs) -> Result<()> {
     }
     crate::util::init_logging(args.log_json);
     let rt = crate::runtime()?;
-    rt.block_on(serve(&args, &token, crate::cmd::server::shutdown_signal()))
+    rt.block_on(async { serve(&args, &token, crate::cmd::server::shutdown_signal()).await })
 }
 
 fn daemonize(args: &MountArgs) -> Result<()> {

@@ -79,16 +79,21 @@ impl ServerArgs {
 }
 
 /// Waits for SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the process still stops on the default action.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    // Registered now, not when first awaited: a signal that comes while the command is still
+    // starting (attaching volumes, say) stops it cleanly once it is up, instead of killing it.
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers the process still stops on the default action.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 
@@ -97,8 +102,9 @@ pub fn run(args: ServerArgs) -> Result<()> {
     crate::util::init_logging(args.log_json);
     let rt = crate::runtime()?;
     rt.block_on(async {
+        let stop = shutdown_signal();
         let server = Server::bind(&args.config()).await.context("cannot start strata server")?;
-        server.serve(shutdown_signal()).await.context("strata server failed")?;
+        server.serve(stop).await.context("strata server failed")?;
         tracing::info!("strata server stopped");
         Ok(())
     })
