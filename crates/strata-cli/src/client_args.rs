@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use strata_vfs::{BlocksMode, VfsConfig};
 
-use crate::util::{parse_duration, parse_size};
+use crate::util::{ServerArgs, TokenArgs, parse_duration, parse_size};
 
 /// Client cache, write-back and retry options.
 #[derive(clap::Args, Debug, Clone)]
@@ -53,6 +53,18 @@ pub struct ClientArgs {
     /// does (same id file), else through the server.
     #[arg(long, value_enum, default_value_t = BlocksArg::Auto)]
     pub blocks: BlocksArg,
+}
+
+/// Everything a client that attaches volumes with one token needs: the server, the token, and
+/// the client options (`strata mount`, `strata gateway nfs`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// The values of `--blocks`.

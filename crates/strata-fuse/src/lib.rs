@@ -15,7 +15,7 @@ use fuser::{
     ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
-use strata_vfs::{Vfs, VfsError};
+use strata_vfs::{ByteLock, Vfs, VfsError};
 
 /// Mount settings of the FUSE front-end.
 #[derive(Clone, Debug)]
@@ -539,8 +539,9 @@ impl Filesystem for StrataFs {
         pid: u32,
         reply: ReplyLock,
     ) {
-        match self.run(self.vfs.getlk(self.ino(ino), lock_owner.0, start, end, typ as u32, pid)) {
-            Ok(Some((k, s, e, p))) => reply.locked(s, e, k as i32, p),
+        let lock = ByteLock { owner: lock_owner.0, start, end, kind: typ as u32, pid };
+        match self.run(self.vfs.getlk(self.ino(ino), &lock)) {
+            Ok(Some(l)) => reply.locked(l.start, l.end, l.kind as i32, l.pid),
             Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
             Err(e) => reply.error(errno(&e)),
         }
@@ -561,7 +562,8 @@ impl Filesystem for StrataFs {
     ) {
         let i = self.ino(ino);
         self.note_lock(i);
-        let res = self.run(self.vfs.setlk(i, lock_owner.0, start, end, typ as u32, pid, sleep));
+        let lock = ByteLock { owner: lock_owner.0, start, end, kind: typ as u32, pid };
+        let res = self.run(self.vfs.setlk(i, &lock, sleep));
         Self::empty(reply, res);
     }
 

@@ -153,20 +153,7 @@ mod tests {
     use super::*;
 
     fn attr(kind: FileType, mode: u32, uid: u32, gid: u32) -> Attr {
-        Attr {
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev: 0,
-            nlink: 1,
-            size: 5000,
-            atime: Timespec::default(),
-            mtime: Timespec::default(),
-            ctime: Timespec::default(),
-            parent: 1,
-            volume: 1,
-        }
+        Attr { size: 5000, parent: 1, volume: 1, ..Attr::new(kind, mode, uid, gid) }
     }
 
     fn ctx(uid: u32, gid: u32) -> Ctx {

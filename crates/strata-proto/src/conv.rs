@@ -118,54 +118,42 @@ pub fn setattr_from_pb(r: &pb::SetAttrReq) -> SetAttr {
     }
 }
 
+/// Builds `$to` from `$v` field by field: the wire's `VolumeInfo` and `strata-types`'
+/// `VolumeInfo` have the same fields, named once here.
+macro_rules! volume_fields {
+    ($($to:ident)::+, $v:ident) => {
+        $($to)::+ {
+            id: $v.id,
+            name: $v.name,
+            root: $v.root,
+            class: $v.class,
+            capacity: $v.capacity,
+            inode_limit: $v.inode_limit,
+            block_size: $v.block_size,
+            store: $v.store,
+            compression: $v.compression,
+            reclaim: $v.reclaim,
+            scope: $v.scope,
+            created_sec: $v.created_sec,
+            used_bytes: $v.used_bytes,
+            used_inodes: $v.used_inodes,
+            qos_bytes_per_sec: $v.qos_bytes_per_sec,
+            qos_ops_per_sec: $v.qos_ops_per_sec,
+            cache_mem_bytes: $v.cache_mem_bytes,
+            readahead_bytes: $v.readahead_bytes,
+            access_mode: $v.access_mode,
+        }
+    };
+}
+
 /// A volume's description from the wire.
 pub fn volume_from_pb(v: pb::VolumeInfo) -> VolumeInfo {
-    VolumeInfo {
-        id: v.id,
-        name: v.name,
-        root: v.root,
-        class: v.class,
-        capacity: v.capacity,
-        inode_limit: v.inode_limit,
-        block_size: v.block_size,
-        store: v.store,
-        compression: v.compression,
-        reclaim: v.reclaim,
-        scope: v.scope,
-        created_sec: v.created_sec,
-        used_bytes: v.used_bytes,
-        used_inodes: v.used_inodes,
-        qos_bytes_per_sec: v.qos_bytes_per_sec,
-        qos_ops_per_sec: v.qos_ops_per_sec,
-        cache_mem_bytes: v.cache_mem_bytes,
-        readahead_bytes: v.readahead_bytes,
-        access_mode: v.access_mode,
-    }
+    volume_fields!(VolumeInfo, v)
 }
 
 /// A volume's description to the wire.
 pub fn volume_to_pb(v: VolumeInfo) -> pb::VolumeInfo {
-    pb::VolumeInfo {
-        id: v.id,
-        name: v.name,
-        root: v.root,
-        class: v.class,
-        capacity: v.capacity,
-        inode_limit: v.inode_limit,
-        block_size: v.block_size,
-        store: v.store,
-        compression: v.compression,
-        reclaim: v.reclaim,
-        scope: v.scope,
-        created_sec: v.created_sec,
-        used_bytes: v.used_bytes,
-        used_inodes: v.used_inodes,
-        qos_bytes_per_sec: v.qos_bytes_per_sec,
-        qos_ops_per_sec: v.qos_ops_per_sec,
-        cache_mem_bytes: v.cache_mem_bytes,
-        readahead_bytes: v.readahead_bytes,
-        access_mode: v.access_mode,
-    }
+    volume_fields!(pb::VolumeInfo, v)
 }
 
 #[cfg(test)]

@@ -126,6 +126,25 @@ pub const MAY_WRITE: u32 = 2;
 pub const MAY_EXEC: u32 = 1;
 
 impl Attr {
+    /// The attributes of a new inode of `kind` with permission bits `mode`, owned by
+    /// `uid:gid`: one link, empty, all times zero, in no directory or volume yet.
+    pub fn new(kind: FileType, mode: u32, uid: u32, gid: u32) -> Attr {
+        Attr {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev: 0,
+            nlink: 1,
+            size: 0,
+            atime: Timespec::default(),
+            mtime: Timespec::default(),
+            ctime: Timespec::default(),
+            parent: 0,
+            volume: 0,
+        }
+    }
+
     /// Whether this inode is a directory.
     pub fn is_dir(&self) -> bool {
         self.kind == FileType::Dir
@@ -240,20 +259,7 @@ mod tests {
     use super::*;
 
     fn attr(kind: FileType, mode: u32, uid: u32, gid: u32) -> Attr {
-        Attr {
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev: 0,
-            nlink: 1,
-            size: 0,
-            atime: Timespec::default(),
-            mtime: Timespec::default(),
-            ctime: Timespec::default(),
-            parent: 1,
-            volume: 1,
-        }
+        Attr::new(kind, mode, uid, gid)
     }
 
     fn user(uid: u32, gid: u32, groups: Vec<u32>) -> Ctx {

@@ -20,4 +20,4 @@ pub use remote::RemoteBlocks;
 pub use strata_blocks::mapped::is_mapped;
 pub use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec, VolumeInfo};
 pub use vfs::attach::host_name;
-pub use vfs::{DirEntry, DirPage, Opened, StatFs, Vfs};
+pub use vfs::{ByteLock, DirEntry, DirPage, Opened, StatFs, Vfs};

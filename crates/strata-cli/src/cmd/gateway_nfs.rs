@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use strata_nfs::{Attach, ExportSpec, Gateway};
 
-use crate::client_args::ClientArgs;
-use crate::util::{ServerArgs, TokenArgs, parse_duration};
+use crate::client_args::AttachArgs;
+use crate::util::parse_duration;
 
 /// Serve volumes over NFSv3 (MOUNT, NFS and a portmapper answer, all on one TCP port).
 ///
@@ -49,16 +49,12 @@ pub struct NfsGatewayArgs {
     #[arg(long)]
     pub log_json: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub token: TokenArgs,
+    pub attach: AttachArgs,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub fn run(args: NfsGatewayArgs) -> Result<()> {
-    let token = args.token.resolve()?;
+    let token = args.attach.token.resolve()?;
     // Every READ and WRITE allocates and frees buffers of up to 1 MiB. Above glibc's mmap
     // threshold each one is a fresh mapping: page faults and kernel zeroing per call, a fifth of
     // the CPU of a large copy. Keep them in the heap (freed memory above 64 MiB per arena is
@@ -82,12 +78,12 @@ async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
         Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?),
         None => None,
     };
-    let how = Attach { server: &args.server.server, token: &token, vfs: args.client.vfs_config(true) };
+    let how = Attach { server: &args.attach.server.server, token: &token, vfs: args.attach.client.vfs_config(true) };
     let exports = strata_nfs::attach(args.exports.clone(), &how).await?;
     if exports.is_empty() {
         bail!("no exports");
     }
-    let g = Gateway::new(exports, port, args.client.attr_ttl);
+    let g = Gateway::new(exports, port, args.attach.client.attr_ttl);
     let sessions = strata_nfs::sessions(&g);
     tracing::info!(listen = %args.listen, port, exports = g.exports().len(), "NFS gateway serving");
     // Connections are served on plain threads (see `strata_nfs::serve`); they end with the

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use strata_fuse::{FuseOptions, StrataFs};
 use strata_vfs::Vfs;
 
-use crate::client_args::ClientArgs;
-use crate::util::{ServerArgs, TokenArgs, is_strata_mount, parse_duration};
+use crate::client_args::AttachArgs;
+use crate::util::{is_strata_mount, parse_duration};
 
 /// Mount a volume with FUSE. Consistency is close-to-open: what one client wrote and closed,
 /// every client that opens the file afterwards reads; a client always sees its own writes.
@@ -45,17 +45,13 @@ pub struct MountArgs {
     #[arg(long)]
     pub log_json: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub token: TokenArgs,
+    pub attach: AttachArgs,
 }
 
 impl MountArgs {
     fn fuse_options(&self) -> FuseOptions {
         FuseOptions {
-            attr_ttl: self.client.attr_ttl,
+            attr_ttl: self.attach.client.attr_ttl,
             entry_ttl: self.entry_ttl,
             threads: self.threads,
             allow_other: !self.no_allow_other,
@@ -90,9 +86,15 @@ fn tune_readahead(mp: &Path, kb: u64) {
 pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mp = check_mountpoint(&args.mountpoint)?;
     let client_name = format!("{}:{}", strata_vfs::host_name(), mp.display());
-    let vfs = Vfs::attach(&args.server.server, token, &args.volume, &client_name, args.client.vfs_config(false))
-        .await
-        .with_context(|| format!("cannot mount volume {}", args.volume))?;
+    let vfs = Vfs::attach(
+        &args.attach.server.server,
+        token,
+        &args.volume,
+        &client_name,
+        args.attach.client.vfs_config(false),
+    )
+    .await
+    .with_context(|| format!("cannot mount volume {}", args.volume))?;
     let fs = StrataFs::new(vfs.clone(), tokio::runtime::Handle::current(), args.fuse_options());
     let session = match strata_fuse::spawn(fs, &mp, &args.volume) {
         Ok(s) => s,
@@ -166,7 +168,7 @@ fn detach(mp: &Path) -> std::io::Result<()> {
 
 /// Runs `strata mount`.
 pub fn run(args: MountArgs) -> Result<()> {
-    let token = args.token.resolve()?;
+    let token = args.attach.token.resolve()?;
     if args.daemon && std::env::var_os("STRATA_MOUNT_CHILD").is_none() {
         return daemonize(&args);
     }

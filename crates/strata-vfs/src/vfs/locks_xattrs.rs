@@ -8,6 +8,38 @@ use strata_proto::wire::Method;
 use super::Vfs;
 use crate::error::Result;
 
+/// Kind of a [`ByteLock`] that releases.
+pub const UNLOCK: u32 = 2;
+
+/// A byte-range lock as a front-end asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteLock {
+    /// The lock owner within this client (the kernel's lock-owner id).
+    pub owner: u64,
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+    /// 0 read, 1 write, [`UNLOCK`].
+    pub kind: u32,
+    /// The process that holds or asks for it.
+    pub pid: u32,
+}
+
+impl ByteLock {
+    fn request(&self, session: u64, ino: u64) -> pb::LockReq {
+        pb::LockReq {
+            session,
+            ino,
+            owner: self.owner,
+            start: self.start,
+            end: self.end,
+            kind: self.kind,
+            pid: self.pid,
+        }
+    }
+}
+
 impl Vfs {
     /// Value of an extended attribute.
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
@@ -58,60 +90,21 @@ impl Vfs {
         Ok(())
     }
 
-    /// The first lock that would conflict (POSIX semantics), if any.
-    pub async fn getlk(
-        &self,
-        ino: u64,
-        owner: u64,
-        start: u64,
-        end: u64,
-        kind: u32,
-        pid: u32,
-    ) -> Result<Option<(u32, u64, u64, u32)>> {
+    /// The first lock of another owner that would conflict with `lock` (POSIX semantics), if
+    /// any; its owner is not told (0).
+    pub async fn getlk(&self, ino: u64, lock: &ByteLock) -> Result<Option<ByteLock>> {
         self.qos.op().await;
-        let r = self
-            .client
-            .call::<_, pb::LockResp>(Method::GetLock, |session| pb::LockReq {
-                session,
-                ino,
-                owner,
-                start,
-                end,
-                kind,
-                pid,
-            })
-            .await?;
-        Ok(if r.kind == 2 { None } else { Some((r.kind, r.start, r.end, r.pid)) })
+        let r = self.client.call::<_, pb::LockResp>(Method::GetLock, |session| lock.request(session, ino)).await?;
+        Ok((r.kind != UNLOCK).then_some(ByteLock { owner: 0, start: r.start, end: r.end, kind: r.kind, pid: r.pid }))
     }
 
     /// Takes or releases a lock; with `wait`, retries until granted.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn setlk(
-        &self,
-        ino: u64,
-        owner: u64,
-        start: u64,
-        end: u64,
-        kind: u32,
-        pid: u32,
-        wait: bool,
-    ) -> Result<()> {
+    pub async fn setlk(&self, ino: u64, lock: &ByteLock, wait: bool) -> Result<()> {
         self.qos.op().await;
         let mut delay = Duration::from_millis(5);
         let started = Instant::now();
         loop {
-            let res = self
-                .client
-                .call::<_, pb::Empty>(Method::SetLock, |session| pb::LockReq {
-                    session,
-                    ino,
-                    owner,
-                    start,
-                    end,
-                    kind,
-                    pid,
-                })
-                .await;
+            let res = self.client.call::<_, pb::Empty>(Method::SetLock, |session| lock.request(session, ino)).await;
             match res {
                 Err(e) if wait && e.errno() == libc::EAGAIN => {
                     if started.elapsed() > Duration::from_secs(60) {

@@ -37,6 +37,7 @@ use crate::names::Names;
 use crate::writer::{FileWriter, WriteShared};
 
 use files::send_closes;
+pub use locks_xattrs::{ByteLock, UNLOCK};
 pub use namespace::{DirEntry, DirPage};
 use read::ReadState;
 use write::commit_old_writes;
