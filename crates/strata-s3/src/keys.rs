@@ -1,11 +1,13 @@
 //! Object keys as paths inside a volume: which keys are accepted and how they split into names.
 
+use strata_types::NameError;
+
 /// Names the gateway keeps for itself (temporary files, multipart parts): never objects, never
 /// listed, and refused as key segments so no client can collide with them.
 pub const HIDDEN_PREFIX: &str = ".strata-s3-";
 
 /// Longest name of one path segment (a file system name).
-pub const MAX_NAME: usize = 255;
+pub const MAX_NAME: usize = strata_types::NAME_MAX;
 
 /// Longest key S3 allows.
 pub const MAX_KEY: usize = 1024;
@@ -50,15 +52,14 @@ pub fn split_key(key: &str) -> Result<Vec<&str>, KeyError> {
     }
     let segs: Vec<&str> = key.split('/').collect();
     for s in &segs {
-        if s.is_empty() {
-            return Err(KeyError::EmptySegment);
-        }
-        if *s == "." || *s == ".." {
-            return Err(KeyError::DotSegment);
-        }
-        if s.len() > MAX_NAME {
-            return Err(KeyError::NameTooLong);
-        }
+        // Each segment is a file name: the one rule every front-end and the server apply.
+        strata_types::check_name(s.as_bytes()).map_err(|e| match e {
+            NameError::Empty => KeyError::EmptySegment,
+            NameError::Dot => KeyError::DotSegment,
+            NameError::TooLong => KeyError::NameTooLong,
+            // '/' splits segments and NUL was refused above.
+            NameError::BadByte => KeyError::Nul,
+        })?;
         if is_hidden(s) {
             return Err(KeyError::Reserved);
         }
