@@ -1,6 +1,8 @@
 //! Strata metadata: the namespace (inodes, entries, chunks of slices), volumes and tokens, kept
-//! as transactions over a key-value engine. Only `strata server` links this crate: clients reach
-//! the namespace through the server's RPC, so every rule is enforced in one place.
+//! as transactions over a key-value engine (SQLite or PostgreSQL). Only `strata-server` depends
+//! on this crate (checked by `strata-cli/tests/architecture.rs`): clients reach the namespace
+//! through the server's RPC, so every rule is enforced in one place. The plain types it stores
+//! (`Attr`, `Slice`, ...) are `strata-types`', re-exported here.
 
 mod chunks;
 pub mod codec;
