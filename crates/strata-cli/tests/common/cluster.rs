@@ -406,6 +406,13 @@ impl Cluster {
 
     fn teardown(&mut self) -> Vec<String> {
         let mut notes = Vec::new();
+        // Mounts the test made itself (`strata mount -d`) and left behind when it failed: gone
+        // before their server, or removing the test directory would wait on them for good.
+        for mp in mounts_under(&self.dir) {
+            if !self.mounts.iter().any(|m| m.path == mp) {
+                umount_lazy(&mp);
+            }
+        }
         // Newest first: a later mount may reuse the mount point of an earlier, crashed one.
         for m in self.mounts.iter_mut().rev() {
             notes.extend(m.stop());
@@ -441,7 +448,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let notes = self.teardown();
-        let still_mounted: Vec<&PathBuf> = self.mounts.iter().map(|m| &m.path).filter(|p| mounted_at(p)).collect();
+        let still_mounted = mounts_under(&self.dir);
         if !still_mounted.is_empty() || std::env::var_os("STRATA_IT_KEEP").is_some() {
             // Never delete through a live mount; leave the directory for inspection.
             if let Some(t) = self.tmp.take() {

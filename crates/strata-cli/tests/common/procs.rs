@@ -356,6 +356,19 @@ pub fn mounted_at(path: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
+/// Mount points of this process's namespace at or below `dir` (canonical), deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
 /// Lazily detaches whatever is mounted at `path` (a dead or hung FUSE mount).
 pub fn umount_lazy(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).expect("path");
