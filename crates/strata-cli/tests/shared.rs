@@ -2,7 +2,7 @@
 //! mounted through each: data, names, locks, unlinked-while-open files and token revocation
 //! agree across them, and a client fails over to the other server. Needs PostgreSQL
 //! (`STRATA_TEST_PG_URL=postgres://user@host:port`, e.g. from `scripts/postgres.sh start DIR
-//! PORT`): ignored by a plain `cargo test`, run by `scripts/test` with `--include-ignored` in
+//! PORT`): ignored by a plain `cargo test`, run by `scripts/test` with `--ignored` in
 //! its PostgreSQL steps; fails when run without the variable.
 
 mod common;
