@@ -4,7 +4,11 @@
 pub mod background;
 pub mod cache;
 pub mod codec;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod error;
+#[cfg(feature = "testing")]
+pub mod faults;
 pub mod layout;
 pub mod local;
 pub mod mapped;

@@ -6,47 +6,18 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use strata_blocks::conformance::{self, Offers};
 use strata_blocks::layout::block_key;
 use strata_blocks::{BlockError, Codec};
 use strata_vfs::RemoteBlocks;
 
 const MIB: usize = 1 << 20;
-
-fn cli(c: &Cluster, token_file: &Path, args: &[&str]) -> String {
-    let tf = token_file.to_string_lossy().into_owned();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--server", &c.addr, "--token-file", &tf]);
-    let out = run_strata(&all);
-    assert!(out.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Issues a token and writes its secret to a file in the test directory; its id.
-fn token(c: &Cluster, name: &str, role: &str, scope: &str) -> (PathBuf, String) {
-    let path = c.dir.join(format!("{name}.token"));
-    let p = path.display().to_string();
-    let out = cli(
-        c,
-        &c.token_file,
-        &["token", "create", name, "--role", role, "--scope", scope, "--secret-file", &p, "-o", "json"],
-    );
-    let v: serde_json::Value = serde_json::from_str(&out).expect("token JSON");
-    (path, v["id"].as_str().expect("token id").to_string())
-}
-
-fn volume_id(c: &Cluster, name: &str) -> u32 {
-    let out = cli(c, &c.token_file, &["volume", "describe", name, "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("volume JSON");
-    v["id"].as_u64().expect("volume id") as u32
-}
 
 /// The `block path` line a mount logged, which says how its blocks go.
 fn block_path_line(log: &Path) -> String {
@@ -56,13 +27,6 @@ fn block_path_line(log: &Path) -> String {
 
 fn goes(line: &str, how: &str) -> bool {
     line.contains(&format!("blocks={how}")) || line.contains(&format!("blocks=\"{how}\""))
-}
-
-/// Writes `data` to `path`, fsyncs and closes it; the errno of the first failure.
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), i32> {
-    let mut f = File::create(path).map_err(|e| e.raw_os_error().unwrap_or(-1))?;
-    f.write_all(data).map_err(|e| e.raw_os_error().unwrap_or(-1))?;
-    f.sync_all().map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
 /// Two mounts with `--blocks server`: large and small files, written and closed (or fsynced)
@@ -108,8 +72,8 @@ fn two_mounts_through_the_server() {
     assert_bytes_eq(&read_all(&c.p(a, "big")), &want, "overwritten big file");
 
     // A compressed volume: the client compresses, the server stores the frames as they are.
-    cli(&c, &c.token_file, &["storageclass", "create", "zs", "--compression", "zstd"]);
-    cli(&c, &c.token_file, &["volume", "create", "zvol", "--class", "zs"]);
+    c.cli(&["storageclass", "create", "zs", "--compression", "zstd"]);
+    c.cli(&["volume", "create", "zvol", "--class", "zs"]);
     let (za, zb) = (c.dir.join("za"), c.dir.join("zb"));
     for d in [&za, &zb] {
         std::fs::create_dir(d).expect("mkdir");
@@ -120,7 +84,7 @@ fn two_mounts_through_the_server() {
     let texty: Vec<u8> = (0..9 * MIB).map(|i| b"strata blocks "[(i / 7) % 14]).collect();
     std::fs::write(c.p(ma, "text"), &texty).expect("write compressible");
     assert_bytes_eq(&read_all(&c.p(mb, "text")), &texty, "compressed volume through the server");
-    let vid = volume_id(&c, "zvol");
+    let vid = c.volume_id("zvol");
     let dir = c.data.join("blocks").join(format!("v{vid}"));
     let mut files = Vec::new();
     let mut stack = vec![dir];
@@ -149,11 +113,11 @@ fn two_mounts_through_the_server() {
 fn remote_store_conforms_and_is_authorized() {
     let mut c = Cluster::new("blkauth");
     c.allow_log("token");
-    cli(&c, &c.token_file, &["scope", "create", "other"]);
-    let vol = volume_id(&c, &c.volume);
-    let (viewer, _) = token(&c, "viewer", "viewer", "cluster");
-    let (stranger, _) = token(&c, "stranger", "editor", "other");
-    let (editor, editor_id) = token(&c, "editor", "editor", "cluster");
+    c.cli(&["scope", "create", "other"]);
+    let vol = c.volume_id(&c.volume);
+    let (viewer, _) = c.issue_token_in("viewer", "viewer", "cluster");
+    let (stranger, _) = c.issue_token_in("stranger", "editor", "other");
+    let (editor, editor_id) = c.issue_token_in("editor", "editor", "cluster");
     let secret = |p: &Path| std::fs::read_to_string(p).expect("token").trim().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let url = format!("file://{}", c.data.join("blocks").display());
@@ -163,29 +127,15 @@ fn remote_store_conforms_and_is_authorized() {
         let open = |tok: &str, codec: Codec| {
             RemoteBlocks::new(&c.addr, tok, vol, Duration::from_secs(5)).expect("remote").block_store(&url, codec)
         };
-        for (n, codec) in [Codec::None, Codec::Zstd].into_iter().enumerate() {
-            let store = open(&admin, codec);
-            let base = 1000 * (n as u64 + 1);
-            let (k1, k2) = (block_key(vol, base + 1, 0, 4 << 20), block_key(vol, base + 2, 0, 1000));
-            let big = Bytes::from(random_bytes(base, 4 << 20));
-            store.put(&k1, big.clone()).await.expect("put 4 MiB");
-            store.put(&k2, Bytes::from(random_bytes(base + 2, 1000))).await.expect("put small");
-            store.put(&k2, Bytes::from(random_bytes(base + 2, 1000))).await.expect("a retried put");
-            assert_eq!(store.get(&k1, 4 << 20).await.expect("get"), big);
-            assert_eq!(store.get_range(&k1, 100..5000).await.expect("range"), big.slice(100..5000));
-            assert_eq!(store.get(&k2, 1000).await.expect("get small"), Bytes::from(random_bytes(base + 2, 1000)));
-            assert!(matches!(store.get(&k1, 5).await, Err(BlockError::Short { .. } | BlockError::Corrupt { .. })));
-            let gone = block_key(vol, base + 3, 0, 10);
-            assert!(matches!(store.get(&gone, 10).await, Err(BlockError::Missing(_))), "{codec:?}");
-            if codec == Codec::None {
-                assert!(store.get_range(&k1, (4 << 20) - 10..(4 << 20) + 10).await.is_err(), "range past the end");
-            }
-            store.sync().await.expect("sync");
-            let on_disk = std::fs::read(c.data.join("blocks").join(&k1)).expect("block file");
+        // The conformance suite every block store runs, on every codec; what it cannot check
+        // through clients (they never list or delete), the server's disk shows.
+        let runs = conformance::check_every_codec(|codec| open(&admin, codec), vol, Offers::PUT_GET_SYNC).await;
+        for (run, codec) in runs.iter().zip([Codec::None, Codec::Lz4, Codec::Zstd]) {
+            let on_disk = std::fs::read(c.data.join("blocks").join(&run.big)).expect("block file");
             assert_eq!(on_disk.starts_with(b"SBLK"), codec.is_compressing(), "{codec:?}: stored as sent");
         }
 
-        let k = block_key(vol, 1001, 0, 4 << 20);
+        let k = runs[0].big.clone();
         let as_viewer = open(&secret(&viewer), Codec::None);
         assert_eq!(as_viewer.get_range(&k, 0..10).await.expect("a viewer reads").len(), 10);
         let e = as_viewer.put(&block_key(vol, 5000, 0, 3), Bytes::from_static(b"abc")).await.expect_err("viewer put");
@@ -211,7 +161,7 @@ fn remote_store_conforms_and_is_authorized() {
         // Revocation applies at the very next call.
         let as_editor = open(&secret(&editor), Codec::None);
         as_editor.put(&block_key(vol, 5003, 0, 3), Bytes::from_static(b"abc")).await.expect("editor put");
-        cli(&c, &c.token_file, &["token", "revoke", &editor_id]);
+        c.cli(&["token", "revoke", &editor_id]);
         let e = as_editor.get(&block_key(vol, 5003, 0, 3), 3).await.expect_err("revoked");
         assert_eq!(e.errno(), libc::EACCES, "{e}");
     });
@@ -258,60 +208,37 @@ fn hidden_block_directory_goes_through_the_server() {
         c.addr,
         tf.display()
     );
-    let f = File::create(&log).expect("log");
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().expect("dup"))
-        .stderr(f)
-        .spawn()
-        .expect("unshare");
-    let pid = child.id();
-    let mounted = || {
-        std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-            .is_ok_and(|m| m.lines().any(|l| l.contains(&format!(" {} ", mp.display())) && l.contains("fuse")))
-    };
-    let up = wait_until(Duration::from_secs(30), || matches!(child.try_wait(), Ok(Some(_))) || mounted());
-    let in_ns =
-        |cmd: &str| run_cmd(Command::new("nsenter").args(["-t", &pid.to_string(), "-m", "--", "sh", "-c", cmd]));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert!(up && matches!(child.try_wait(), Ok(None)), "hidden mount did not come up:\n{}", tail(&log, 30));
-        assert!(!is_fuse_mount(&mp), "the hidden mount is visible only in its namespace");
-        let line = block_path_line(&log);
-        assert!(goes(&line, "server") && line.contains("not visible"), "hidden mount: {line:?}");
-        let ls = in_ns(&format!("ls -A '{}'", c.data.display()));
-        assert!(ls.status.success() && ls.stdout.is_empty(), "the data directory is hidden: {ls:?}");
+    let mut cmd = Command::new("unshare");
+    quiet_env(&mut cmd).args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    let mut hidden = Service::start("hidden mount", &mut cmd, &log);
+    let pid = hidden.pid();
+    hidden.wait_ready(|| fuse_mounted_in(pid, &mp), String::new);
+    let in_ns = |cmd: &str| in_mount_ns(pid, &["sh", "-c", cmd]);
+    assert!(!is_fuse_mount(&mp), "the hidden mount is visible only in its namespace");
+    let line = block_path_line(&log);
+    assert!(goes(&line, "server") && line.contains("not visible"), "hidden mount: {line:?}");
+    let ls = in_ns(&format!("ls -A '{}'", c.data.display()));
+    assert!(ls.status.success() && ls.stdout.is_empty(), "the data directory is hidden: {ls:?}");
 
-        // Written in the namespace, read on the host mount (which reads the directory itself).
-        let data = random_bytes(7, 9 * MIB + 5);
-        let src = c.dir.join("src.bin");
-        std::fs::write(&src, &data).expect("source");
-        let w = in_ns(&format!("cp '{}' '{}/from-hidden' && sync", src.display(), mp.display()));
-        assert!(w.status.success(), "write in the namespace: {}", String::from_utf8_lossy(&w.stderr));
-        assert_bytes_eq(&read_all(&c.p(host, "from-hidden")), &data, "hidden mount's file on the host");
+    // Written in the namespace, read on the host mount (which reads the directory itself).
+    let data = random_bytes(7, 9 * MIB + 5);
+    let src = c.dir.join("src.bin");
+    std::fs::write(&src, &data).expect("source");
+    let w = in_ns(&format!("cp '{}' '{}/from-hidden' && sync", src.display(), mp.display()));
+    assert!(w.status.success(), "write in the namespace: {}", String::from_utf8_lossy(&w.stderr));
+    assert_bytes_eq(&read_all(&c.p(host, "from-hidden")), &data, "hidden mount's file on the host");
 
-        // Written on the host mount, read in the namespace.
-        let other = random_bytes(8, 5 * MIB + 17);
-        std::fs::write(c.p(host, "from-host"), &other).expect("host write");
-        let back = c.dir.join("back.bin");
-        let r = in_ns(&format!("cat '{}/from-host' > '{}'", mp.display(), back.display()));
-        assert!(r.status.success(), "read in the namespace: {}", String::from_utf8_lossy(&r.stderr));
-        assert_bytes_eq(&std::fs::read(&back).expect("copied back"), &other, "host file in the hidden mount");
-        let small = in_ns(&format!("printf tiny > '{}/small' && cat '{}/small'", mp.display(), mp.display()));
-        assert_eq!(small.stdout, b"tiny");
-        assert_eq!(std::fs::read(c.p(host, "small")).expect("small"), b"tiny");
-    }));
-    signal(&child, libc::SIGTERM);
-    if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-        signal(&child, libc::SIGKILL);
-        let _ = child.wait();
-    }
-    if let Err(p) = result {
-        eprintln!("--- hidden mount log ---\n{}", tail(&log, 40));
-        std::panic::resume_unwind(p);
-    }
+    // Written on the host mount, read in the namespace.
+    let other = random_bytes(8, 5 * MIB + 17);
+    std::fs::write(c.p(host, "from-host"), &other).expect("host write");
+    let back = c.dir.join("back.bin");
+    let r = in_ns(&format!("cat '{}/from-host' > '{}'", mp.display(), back.display()));
+    assert!(r.status.success(), "read in the namespace: {}", String::from_utf8_lossy(&r.stderr));
+    assert_bytes_eq(&std::fs::read(&back).expect("copied back"), &other, "host file in the hidden mount");
+    let small = in_ns(&format!("printf tiny > '{}/small' && cat '{}/small'", mp.display(), mp.display()));
+    assert_eq!(small.stdout, b"tiny");
+    assert_eq!(std::fs::read(c.p(host, "small")).expect("small"), b"tiny");
+    let _ = hidden.stop();
 }
 
 /// A server restart under `--blocks server` mounts: a write and a read issued while the server

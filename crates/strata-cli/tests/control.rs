@@ -136,31 +136,10 @@ fn volume(a: &Rest, name: &str, scope: &str, class: &str, capacity: u64) -> Valu
     a.ok("POST", "/v1/volumes", Some(json!({"name": name, "scope": scope, "class": class, "capacity": capacity})))
 }
 
-/// Writes `data` to `path` and closes it; the errno of the first failure.
-fn write_file(path: &Path, data: &[u8]) -> Result<(), i32> {
-    let mut f = File::create(path).map_err(|e| e.raw_os_error().unwrap_or(-1))?;
-    f.write_all(data).map_err(|e| e.raw_os_error().unwrap_or(-1))?;
-    f.sync_all().map_err(|e| e.raw_os_error().unwrap_or(-1))
-}
-
-fn cli(c: &Cluster, token_file: &Path, args: &[&str]) -> std::process::Output {
-    let tf = token_file.to_string_lossy().into_owned();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--server", &c.addr, "--token-file", &tf]);
-    run_strata(&all)
-}
-
-#[track_caller]
-fn cli_ok(c: &Cluster, token_file: &Path, args: &[&str]) -> String {
-    let out = cli(c, token_file, args);
-    assert!(out.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A failing command: exit code 1 and one `strata:` line with every phrase.
 #[track_caller]
 fn cli_fails(c: &Cluster, token_file: &Path, args: &[&str], phrases: &[&str]) {
-    let out = cli(c, token_file, args);
+    let out = c.cli_as(token_file, args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "strata {args:?} should fail: {err}");
     assert!(err.starts_with("strata: ") && err.trim().lines().count() == 1, "one clear line: {err}");
@@ -178,20 +157,19 @@ fn cli_fails(c: &Cluster, token_file: &Path, args: &[&str], phrases: &[&str]) {
 fn new_user_walkthrough() {
     let mut c = Cluster::new("walk");
     let admin_tf = c.token_file.clone();
-    let out = cli_ok(&c, &admin_tf, &["storageclass", "list"]);
+    let out = c.cli_ok_as(&admin_tf, &["storageclass", "list"]);
     assert!(out.contains("default") && out.contains("NAME"), "class table: {out}");
-    cli_ok(&c, &admin_tf, &["storageclass", "create", "fast", "--description", "NVMe", "--compression", "lz4"]);
+    c.cli_ok_as(&admin_tf, &["storageclass", "create", "fast", "--description", "NVMe", "--compression", "lz4"]);
     for s in ["ml", "ml/vision", "ml/nlp"] {
-        cli_ok(&c, &admin_tf, &["scope", "create", s]);
+        c.cli_ok_as(&admin_tf, &["scope", "create", s]);
     }
-    cli_ok(&c, &admin_tf, &["policy", "set", "ml", "--allowed-classes", "fast", "--max-volume-size", "1G"]);
-    let shown = cli_ok(&c, &admin_tf, &["policy", "show", "ml/vision"]);
+    c.cli_ok_as(&admin_tf, &["policy", "set", "ml", "--allowed-classes", "fast", "--max-volume-size", "1G"]);
+    let shown = c.cli_ok_as(&admin_tf, &["policy", "show", "ml/vision"]);
     assert!(shown.contains("allowed_classes") && shown.contains("fast") && shown.contains("ml"), "{shown}");
 
     let vis_tf = c.dir.join("vision.token");
     let vis = vis_tf.to_string_lossy().into_owned();
-    let tok: Value = serde_json::from_str(&cli_ok(
-        &c,
+    let tok: Value = serde_json::from_str(&c.cli_ok_as(
         &admin_tf,
         &[
             "token",
@@ -221,7 +199,7 @@ fn new_user_walkthrough() {
     );
 
     // Allowed: the project's volume in the allowed class, within the size limit.
-    cli_ok(&c, &vis_tf, &["volume", "create", "data", "--class", "fast", "--capacity", "8M"]);
+    c.cli_ok_as(&vis_tf, &["volume", "create", "data", "--class", "fast", "--capacity", "8M"]);
     // Refused, each naming the rule and the scope that set it.
     cli_fails(
         &c,
@@ -236,7 +214,7 @@ fn new_user_walkthrough() {
         &["allowed_classes", "scope ml"],
     );
     // The project token sees only its volume.
-    let list: Value = serde_json::from_str(&cli_ok(&c, &vis_tf, &["volume", "list", "-o", "json"])).expect("json");
+    let list: Value = serde_json::from_str(&c.cli_ok_as(&vis_tf, &["volume", "list", "-o", "json"])).expect("json");
     let names: Vec<&str> = list.as_array().expect("array").iter().filter_map(|v| v["name"].as_str()).collect();
     assert_eq!(names, ["data"]);
 
@@ -260,7 +238,7 @@ fn new_user_walkthrough() {
     assert!(written >= 6 * MIB, "only {written} bytes fit into 8 MiB");
 
     // Expand online: the mount sees the new size and writing goes on.
-    let out = cli_ok(&c, &vis_tf, &["volume", "expand", "data", "--capacity", "32M"]);
+    let out = c.cli_ok_as(&vis_tf, &["volume", "expand", "data", "--capacity", "32M"]);
     assert!(out.contains("32.0 MiB"), "{out}");
     assert!(wait_until(Duration::from_secs(10), || statvfs(c.mp(m)).0 == 32 * MIB), "df after expansion");
     for i in 0..4 {
@@ -370,7 +348,7 @@ fn policy_inheritance_and_enforcement() {
 
     // A policy naming an unknown class is refused; the CLI shows where each rule comes from.
     assert_err(a.call("PUT", "/v1/policies/ml", Some(json!({"allowed_classes": ["nope"]}))), 404, &["nope"], "bad");
-    let shown = cli_ok(&c, &c.token_file, &["policy", "show", "ml/nlp"]);
+    let shown = c.cli_ok_as(&c.token_file, &["policy", "show", "ml/nlp"]);
     assert!(shown.contains("enforced_class") && shown.contains("cheap"), "{shown}");
 }
 
@@ -475,16 +453,16 @@ fn authorization_matrix() {
     let vis_editor = c.dir.join("editor.token");
     std::fs::write(&vis_editor, &callers[3].2.token).expect("token");
     let e = c.mount_as("vis", &vis_editor, &c.dir.join("seed"), &["--attr-ttl", "0", "--entry-ttl", "0"]);
-    write_file(&c.p(e, "hello"), b"from the editor").expect("editor writes");
+    write_synced(&c.p(e, "hello"), b"from the editor").expect("editor writes");
     for (i, (role, scope, who)) in callers.iter().enumerate() {
         let tf = who.token_file(&c.dir, &format!("t{i}"));
         let mp = c.dir.join(format!("m{i}"));
         std::fs::create_dir(&mp).expect("mkdir");
-        let out = cli(&c, &tf, &["mount", "vis", &mp.to_string_lossy(), "-d"]);
+        let out = c.cli_as(&tf, &["mount", "vis", &mp.to_string_lossy(), "-d"]);
         if !within("ml/vision", scope) {
             assert_eq!(out.status.code(), Some(1), "{role} of {scope} mounted another project's volume");
             assert!(!is_fuse_mount(&mp));
-            let out = cli(&c, &tf, &["mount", "nlp", &mp.to_string_lossy(), "-d"]);
+            let out = c.cli_as(&tf, &["mount", "nlp", &mp.to_string_lossy(), "-d"]);
             assert!(out.status.success(), "{role} of {scope} mounts its own: {}", String::from_utf8_lossy(&out.stderr));
             assert!(wait_until(Duration::from_secs(10), || is_fuse_mount(&mp)));
             assert!(!mp.join("hello").exists(), "another volume's namespace");
@@ -494,7 +472,7 @@ fn authorization_matrix() {
         assert!(out.status.success(), "{role} of {scope} mount: {}", String::from_utf8_lossy(&out.stderr));
         assert!(wait_until(Duration::from_secs(10), || is_fuse_mount(&mp)), "mounted");
         assert_eq!(std::fs::read(mp.join("hello")).expect("read"), b"from the editor", "{role} reads");
-        let w = write_file(&mp.join(format!("by-{i}")), b"x");
+        let w = write_synced(&mp.join(format!("by-{i}")), b"x");
         if *role == "viewer" {
             assert_eq!(w, Err(libc::EACCES), "a viewer writes");
             let f = std::fs::OpenOptions::new().write(true).open(mp.join("hello"));
@@ -571,7 +549,7 @@ fn quota_exact_with_two_writers() {
     assert_eq!(statvfs(c.mp(0)).1, total, "df's use");
     // Deleting gives the room back to both clients at once.
     std::fs::remove_file(c.p(0, "w0")).expect("unlink");
-    write_file(&c.p(1, "after"), &random_bytes(9, 4 * MIB as usize)).expect("write after freeing room");
+    write_synced(&c.p(1, "after"), &random_bytes(9, 4 * MIB as usize)).expect("write after freeing room");
 }
 
 // ---- tokens ----
@@ -598,14 +576,14 @@ fn revoked_and_expired_tokens() {
             c.mount_as("team-vol", &tf, &mp, &["--attr-ttl", "0", "--entry-ttl", "0"])
         })
         .collect();
-    write_file(&c.p(mounts[0], "a"), b"before").expect("write with a live token");
+    write_synced(&c.p(mounts[0], "a"), b"before").expect("write with a live token");
     assert_eq!(std::fs::read(c.p(mounts[1], "a")).expect("read"), b"before");
 
     // Revocation: the very next operation of the live mount is refused.
     a.ok("DELETE", &format!("/v1/tokens/{node_id}"), None);
     assert_eq!(err_of(std::fs::read(c.p(mounts[0], "a"))), libc::EACCES, "read after revocation");
     assert_eq!(err_of(std::fs::read_dir(c.mp(mounts[0]))), libc::EACCES, "readdir after revocation");
-    assert_eq!(write_file(&c.p(mounts[0], "b"), b"x"), Err(libc::EACCES), "create after revocation");
+    assert_eq!(write_synced(&c.p(mounts[0], "b"), b"x"), Err(libc::EACCES), "create after revocation");
     assert_err(node.call("GET", "/v1/volumes", None), 401, &[], "REST after revocation");
 
     // Expiry: the 3-second token works, then stops working by itself.

@@ -4,54 +4,10 @@
 
 mod common;
 
-use std::fs::File;
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
-
-/// A gateway process (`strata gateway ...`), killed if the test fails.
-struct Proc {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn start(c: &mut Cluster, name: &str, args: &[String], port: u16) -> Proc {
-        let log = c.dir.join(format!("{name}.log"));
-        c.watch_log(log.clone());
-        let f = File::create(&log).expect("log");
-        let mut child =
-            strata().args(args).stdout(f.try_clone().expect("dup")).stderr(f).spawn().expect("spawn gateway");
-        let up = wait_until(Duration::from_secs(30), || {
-            matches!(child.try_wait(), Ok(Some(_))) || TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("{name} exited ({st}):\n{}", tail(&log, 40));
-        }
-        assert!(up, "{name} did not listen within 30s:\n{}", tail(&log, 40));
-        Proc { child: Some(child), log }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(&c, libc::SIGTERM);
-            let st = wait_timeout(&mut c, Duration::from_secs(30));
-            assert!(st.is_some_and(|s| s.success()), "gateway did not stop cleanly: {st:?}\n{}", tail(&self.log, 30));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(&c, libc::SIGKILL);
-            let _ = c.wait();
-        }
-    }
-}
 
 /// boto3 through the S3 gateway: every key under `prefix` with its size and SHA-256, one per
 /// line, sorted.
@@ -86,35 +42,22 @@ fn dataset_in_over_nfs_out_over_s3_and_fuse() {
     }
     let mut c = Cluster::with_mounts("gateways", 1);
     let vol = c.volume.clone();
-    let addr = c.addr.clone();
     let editor = c.issue_token("nfs-writer", "editor");
     let viewer = c.issue_token("s3-reader", "viewer");
 
     // NFS: read-write for this host, read-only for everyone (here: also this host, on a second
     // path), and a path nobody here may mount.
-    let nfs_port = free_port();
-    let mut nfs = Proc::start(
+    let mut nfs = Gateway::nfs_as(
         &mut c,
-        "nfs-gateway",
+        &editor,
         &[
-            "gateway".into(),
-            "nfs".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{nfs_port}"),
-            "--export".into(),
-            format!("/datasets={vol},allow=127.0.0.1/32,squash=none"),
-            "--export".into(),
-            format!("/datasets-ro={vol},ro,allow=0.0.0.0/0,squash=none"),
-            "--export".into(),
-            format!("/elsewhere={vol},allow=192.0.2.0/24"),
-            "--server".into(),
-            addr.clone(),
-            "--token-file".into(),
-            editor.display().to_string(),
+            &format!("/datasets={vol},allow=127.0.0.1/32,squash=none"),
+            &format!("/datasets-ro={vol},ro,allow=0.0.0.0/0,squash=none"),
+            &format!("/elsewhere={vol},allow=192.0.2.0/24"),
         ],
-        nfs_port,
+        &[],
     );
-    let url = |path: &str| format!("nfs://127.0.0.1{path}?nfsport={nfs_port}&mountport={nfs_port}&version=3");
+    let url = |path: &str| nfs.nfs_url(path);
     std::fs::create_dir(c.p(0, "train")).expect("mkdir on FUSE");
 
     let local = c.dir.join("dataset");
@@ -140,26 +83,11 @@ fn dataset_in_over_nfs_out_over_s3_and_fuse() {
     assert_bytes_eq(&out.stdout, &files[1].1, "nfs-cat through the read-only export");
 
     // S3, with a viewer token: list (paged) and get every object.
-    let s3_port = free_port();
-    let mut s3 = Proc::start(
-        &mut c,
-        "s3-gateway",
-        &[
-            "gateway".into(),
-            "s3".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{s3_port}"),
-            "--server".into(),
-            addr.clone(),
-            "--token-file".into(),
-            viewer.display().to_string(),
-        ],
-        s3_port,
-    );
+    let mut s3 = Gateway::s3(&mut c, &[&viewer], &[]);
     let out = run_cmd(Command::new("python3").args([
         "-c",
         LIST_AND_HASH,
-        &format!("http://127.0.0.1:{s3_port}"),
+        &s3.endpoint(),
         viewer.to_str().expect("utf8"),
         &vol,
         "train/",

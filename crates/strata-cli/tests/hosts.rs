@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -22,7 +22,7 @@ fn ip(args: &[&str]) {
 /// Network namespaces and the processes in them, removed on drop.
 struct Hosts {
     names: Vec<String>,
-    procs: Vec<Child>,
+    procs: Vec<Service>,
 }
 
 impl Hosts {
@@ -53,13 +53,11 @@ impl Hosts {
 
     /// A process in namespace `ns`, output to `log`.
     fn spawn(&mut self, ns: &str, args: &[&str], log: &Path) -> u32 {
-        let f = std::fs::File::create(log).expect("log");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(args);
-        cmd.env("NO_COLOR", "1").env_remove("STRATA_TOKEN").env_remove("STRATA_SERVER").env_remove("RUST_LOG");
-        let child = cmd.stdin(Stdio::null()).stdout(f.try_clone().expect("dup")).stderr(f).spawn().expect("spawn");
-        let pid = child.id();
-        self.procs.push(child);
+        quiet_env(&mut cmd).args(["netns", "exec", ns]).args(args);
+        let s = Service::start(&format!("{} in {ns}", args[0]), &mut cmd, log);
+        let pid = s.pid();
+        self.procs.push(s);
         pid
     }
 }
@@ -67,28 +65,13 @@ impl Hosts {
 impl Drop for Hosts {
     fn drop(&mut self) {
         // Mount processes first (SIGTERM unmounts in their own namespace), the server last.
-        for c in self.procs.iter_mut().rev() {
-            signal(c, libc::SIGTERM);
-            if wait_timeout(c, Duration::from_secs(20)).is_none() {
-                signal(c, libc::SIGKILL);
-                let _ = c.wait();
-            }
+        for s in self.procs.iter_mut().rev() {
+            let _ = s.stop_within(Duration::from_secs(20));
         }
         for n in &self.names {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
     }
-}
-
-/// Whether process `pid` sees a FUSE mount at `mp` (in its own mount namespace).
-fn mounted_in(pid: u32, mp: &Path) -> bool {
-    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts")).unwrap_or_default();
-    mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(&*mp.to_string_lossy()) && l.contains("fuse"))
-}
-
-/// Runs a command inside the mount namespace of process `pid`.
-fn inside(pid: u32, args: &[&str]) -> std::process::Output {
-    run_cmd(Command::new("nsenter").args(["-t", &pid.to_string(), "-m", "--"]).args(args))
 }
 
 #[test]
@@ -117,36 +100,14 @@ fn clients_on_separate_hosts_share_a_volume_through_the_server() {
     // The control plane from client host 1.
     let c1 = h.names[1].clone();
     let tf = token.to_string_lossy().into_owned();
-    let ok = wait_until(Duration::from_secs(30), || {
-        run_cmd(Command::new("ip").args([
-            "netns",
-            "exec",
-            &c1,
-            bin,
-            "volume",
-            "list",
-            "--server",
-            "10.201.1.1:7420",
-            "--token-file",
-            &tf,
-        ]))
-        .status
-        .success()
-    });
+    let on_host1 = |args: &[&str]| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &c1, bin]).args(args).args(["--server", "10.201.1.1:7420", "--token-file", &tf]);
+        run_cmd(&mut cmd)
+    };
+    let ok = wait_until(Duration::from_secs(30), || on_host1(&["volume", "list"]).status.success());
     assert!(ok, "server unreachable from client host 1:\n{}", tail(&dir.join("server.log"), 20));
-    let out = run_cmd(Command::new("ip").args([
-        "netns",
-        "exec",
-        &c1,
-        bin,
-        "volume",
-        "create",
-        "shared",
-        "--server",
-        "10.201.1.1:7420",
-        "--token-file",
-        &tf,
-    ]));
+    let out = on_host1(&["volume", "create", "shared"]);
     assert!(out.status.success(), "volume create: {}", String::from_utf8_lossy(&out.stderr));
 
     // Each client: its own host address, the block directory hidden, the volume mounted.
@@ -165,7 +126,7 @@ fn clients_on_separate_hosts_share_a_volume_through_the_server() {
         let ns = h.names[n].clone();
         let pid = h.spawn(&ns, &["sh", "-c", &script], &dir.join(format!("mount{n}.log")));
         assert!(
-            wait_until(Duration::from_secs(30), || mounted_in(pid, &mp)),
+            wait_until(Duration::from_secs(30), || fuse_mounted_in(pid, &mp)),
             "client {n} did not mount:\n{}",
             tail(&dir.join(format!("mount{n}.log")), 20)
         );
@@ -180,7 +141,7 @@ fn clients_on_separate_hosts_share_a_volume_through_the_server() {
             "client {n} does not move blocks through the server:\n{log}"
         );
     }
-    let out = inside(pids[0], &["ls", "-A", &blocks.to_string_lossy()]);
+    let out = in_mount_ns(pids[0], &["ls", "-A", &blocks.to_string_lossy()]);
     assert!(out.status.success() && out.stdout.is_empty(), "client 1 sees the block directory: {out:?}");
 
     // A large file (several blocks) and small files written by one, read exactly by the other.
@@ -188,26 +149,26 @@ fn clients_on_separate_hosts_share_a_volume_through_the_server() {
     let src = dir.join("big.src");
     std::fs::write(&src, &big).expect("source file");
     let dst1 = mps[0].join("big");
-    let out = inside(pids[0], &["cp", &src.to_string_lossy(), &dst1.to_string_lossy()]);
+    let out = in_mount_ns(pids[0], &["cp", &src.to_string_lossy(), &dst1.to_string_lossy()]);
     assert!(out.status.success(), "cp on client 1: {}", String::from_utf8_lossy(&out.stderr));
-    let out = inside(
+    let out = in_mount_ns(
         pids[0],
         &["sh", "-c", &format!("for i in 1 2 3 4 5; do echo small-$i > {}/s$i; done", mps[0].display())],
     );
     assert!(out.status.success(), "small files on client 1: {}", String::from_utf8_lossy(&out.stderr));
-    let out = inside(pids[1], &["cmp", &src.to_string_lossy(), &mps[1].join("big").to_string_lossy()]);
+    let out = in_mount_ns(pids[1], &["cmp", &src.to_string_lossy(), &mps[1].join("big").to_string_lossy()]);
     assert!(out.status.success(), "client 2 reads the big file differently: {}", String::from_utf8_lossy(&out.stdout));
     for i in 1..=5 {
-        let out = inside(pids[1], &["cat", &mps[1].join(format!("s{i}")).to_string_lossy()]);
+        let out = in_mount_ns(pids[1], &["cat", &mps[1].join(format!("s{i}")).to_string_lossy()]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("small-{i}\n"), "small file {i} on client 2");
     }
     // And the other way round, with a rename seen across hosts.
-    let out = inside(
+    let out = in_mount_ns(
         pids[1],
         &["sh", "-c", &format!("echo back > {0}/from2 && mv {0}/from2 {0}/from2.done", mps[1].display())],
     );
     assert!(out.status.success(), "client 2 writes: {}", String::from_utf8_lossy(&out.stderr));
-    let out = inside(pids[0], &["cat", &mps[0].join("from2.done").to_string_lossy()]);
+    let out = in_mount_ns(pids[0], &["cat", &mps[0].join("from2.done").to_string_lossy()]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "back\n", "client 1 reads client 2's file");
     // The blocks are on the server's disk (seen from the test's own namespace).
     assert!(dir_has_files(&blocks), "no blocks on the server's disk");

@@ -3,49 +3,11 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn open_rw(path: &std::path::Path) -> File {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).expect("open rw")
-}
-
-fn flock_struct(kind: i32, start: i64, len: i64) -> libc::flock {
-    // SAFETY: plain-old-data struct; every field is set below or meaningfully zero.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
-    fl.l_start = start;
-    fl.l_len = len;
-    fl
-}
-
-/// fcntl(F_SETLK / F_SETLKW); 0 or the errno.
-fn setlk(f: &File, cmd: i32, kind: i32, start: i64, len: i64) -> i32 {
-    let fl = flock_struct(kind, start, len);
-    // SAFETY: valid descriptor and flock struct.
-    let rc = unsafe { libc::fcntl(f.as_raw_fd(), cmd, &fl) };
-    if rc < 0 { errno() } else { 0 }
-}
-
-/// fcntl(F_GETLK): the conflicting lock, if any.
-fn getlk(f: &File, kind: i32, start: i64, len: i64) -> Option<libc::flock> {
-    let mut fl = flock_struct(kind, start, len);
-    // SAFETY: valid descriptor and flock struct.
-    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
-    assert_eq!(rc, 0, "F_GETLK: {}", errname(errno()));
-    if i32::from(fl.l_type) == libc::F_UNLCK { None } else { Some(fl) }
-}
-
-fn flock(f: &File, op: i32) -> i32 {
-    // SAFETY: valid descriptor.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
-    if rc < 0 { errno() } else { 0 }
-}
 
 #[test]
 fn fcntl_write_lock_across_clients() {

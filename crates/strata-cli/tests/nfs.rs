@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -20,92 +19,6 @@ use nfs3_client::tokio::{TokioConnector, TokioIo};
 use nfs3_client::{ConnectError, MountError, Nfs3Connection, Nfs3ConnectionBuilder};
 
 type Conn = Nfs3Connection<TokioIo<tokio::net::TcpStream>>;
-
-/// A running `strata gateway nfs`.
-struct Gateway {
-    port: u16,
-    args: Vec<String>,
-    log: PathBuf,
-    logs: usize,
-    child: Option<Child>,
-    /// Environment for the gateway process (say a log filter).
-    env: Vec<(String, String)>,
-}
-
-impl Gateway {
-    fn start(c: &mut Cluster, exports: &[&str]) -> Gateway {
-        Self::start_with(c, exports, &[])
-    }
-
-    /// [`Gateway::start`] with more options.
-    fn start_with(c: &mut Cluster, exports: &[&str], extra: &[&str]) -> Gateway {
-        let port = free_port();
-        let mut args: Vec<String> =
-            vec!["gateway".into(), "nfs".into(), "--listen".into(), format!("127.0.0.1:{port}")];
-        for e in exports {
-            args.extend(["--export".to_string(), e.to_string()]);
-        }
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.extend(["--server".into(), c.addr.clone(), "--token-file".into(), c.token_file.display().to_string()]);
-        let mut g = Gateway { port, args, log: PathBuf::new(), logs: 0, child: None, env: Vec::new() };
-        g.spawn(c);
-        g
-    }
-
-    fn spawn(&mut self, c: &mut Cluster) {
-        self.logs += 1;
-        self.log = c.dir.join(format!("nfs-gateway.{}.{}.log", self.port, self.logs));
-        c.watch_log(self.log.clone());
-        let f = File::create(&self.log).expect("log");
-        let mut child = strata()
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(f.try_clone().expect("dup"))
-            .stderr(f)
-            .spawn()
-            .expect("spawn gateway");
-        let addr = format!("127.0.0.1:{}", self.port);
-        let up = wait_until(Duration::from_secs(30), || {
-            matches!(child.try_wait(), Ok(Some(_))) || TcpStream::connect(&addr).is_ok()
-        });
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("gateway exited ({st}):\n{}", tail(&self.log, 40));
-        }
-        assert!(up, "gateway did not listen within 30s:\n{}", tail(&self.log, 40));
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(&c, libc::SIGTERM);
-            let st = wait_timeout(&mut c, Duration::from_secs(30));
-            assert!(st.is_some_and(|s| s.success()), "gateway did not stop cleanly: {st:?}\n{}", tail(&self.log, 30));
-        }
-    }
-
-    fn restart(&mut self, c: &mut Cluster) {
-        self.stop();
-        self.spawn(c);
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// A libnfs URL of `path` (export path included).
-    fn url(&self, path: &str) -> String {
-        format!("nfs://127.0.0.1{path}?nfsport={0}&mountport={0}&version=3", self.port)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(&c, libc::SIGKILL);
-            let _ = c.wait();
-        }
-    }
-}
 
 fn libnfs(tool: &str, args: &[&str]) -> std::process::Output {
     run_cmd(Command::new(tool).args(args))
@@ -296,7 +209,7 @@ async fn list_pages(c: &mut Conn, dir: &nfs_fh3, plus: bool, max: u32, replies: 
 fn libnfs_tools_and_fuse_see_the_same_files() {
     let mut c = Cluster::with_mounts("nfs-tools", 1);
     let vol = c.volume.clone();
-    let mut g = Gateway::start(&mut c, &[&format!("/data={vol},squash=none")]);
+    let mut g = Gateway::nfs(&mut c, &[&format!("/data={vol},squash=none")], &[]);
     std::fs::create_dir(c.p(0, "ds")).expect("mkdir on FUSE");
 
     let local = c.dir.join("local");
@@ -308,9 +221,9 @@ fn libnfs_tools_and_fuse_see_the_same_files() {
     for (n, data) in &files {
         let p = local.join(n);
         std::fs::write(&p, data).expect("write local");
-        ok(&libnfs("nfs-cp", &[p.to_str().expect("utf8"), &g.url(&format!("/data/ds/{n}"))]), "nfs-cp in");
+        ok(&libnfs("nfs-cp", &[p.to_str().expect("utf8"), &g.nfs_url(&format!("/data/ds/{n}"))]), "nfs-cp in");
     }
-    let listing = ok(&libnfs("nfs-ls", &[&g.url("/data/ds")]), "nfs-ls");
+    let listing = ok(&libnfs("nfs-ls", &[&g.nfs_url("/data/ds")]), "nfs-ls");
     for (n, data) in &files {
         let line =
             listing.lines().find(|l| l.ends_with(&format!(" {n}"))).unwrap_or_else(|| panic!("{n} not in {listing}"));
@@ -321,7 +234,7 @@ fn libnfs_tools_and_fuse_see_the_same_files() {
     // FUSE → NFS: contents, then a rename (no attribute caching in the gateway: seen at once).
     let fdata = random_bytes(9, 3 * 1024 * 1024 + 5);
     std::fs::write(c.p(0, "ds/from-fuse.bin"), &fdata).expect("write on FUSE");
-    let got = libnfs("nfs-cat", &[&g.url("/data/ds/from-fuse.bin")]);
+    let got = libnfs("nfs-cat", &[&g.nfs_url("/data/ds/from-fuse.bin")]);
     assert_bytes_eq(&got.stdout, &fdata, "nfs-cat of a FUSE-written file");
     let rt = rt();
     let port = g.port;
@@ -333,7 +246,7 @@ fn libnfs_tools_and_fuse_see_the_same_files() {
         getattr(&mut n, &f).await.expect("GETATTR").fileid
     });
     std::fs::rename(c.p(0, "ds/from-fuse.bin"), c.p(0, "ds/renamed.bin")).expect("rename on FUSE");
-    let listing = ok(&libnfs("nfs-ls", &[&g.url("/data/ds")]), "nfs-ls after rename");
+    let listing = ok(&libnfs("nfs-ls", &[&g.nfs_url("/data/ds")]), "nfs-ls after rename");
     assert!(listing.contains(" renamed.bin") && !listing.contains("from-fuse.bin"), "{listing}");
     // Lookups are reused for the attribute lifetime (1 s): after it, the old name is gone.
     std::thread::sleep(Duration::from_millis(1100));
@@ -348,7 +261,7 @@ fn libnfs_tools_and_fuse_see_the_same_files() {
 
     // NFS → local, byte-exact.
     let back = c.dir.join("back.bin");
-    ok(&libnfs("nfs-cp", &[&g.url("/data/ds/big.bin"), back.to_str().expect("utf8")]), "nfs-cp out");
+    ok(&libnfs("nfs-cp", &[&g.nfs_url("/data/ds/big.bin"), back.to_str().expect("utf8")]), "nfs-cp out");
     assert_bytes_eq(&read_all(&back), &files[0].1, "copied out");
     assert!(g.alive());
     g.stop();
@@ -370,7 +283,7 @@ fn listed_directories_are_read_again_whole() {
     std::fs::create_dir(c.p(0, "locked")).expect("mkdir on FUSE");
     std::fs::write(c.p(0, "locked/x"), b"x").expect("write on FUSE");
     std::fs::set_permissions(c.p(0, "locked"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
-    let mut g = Gateway::start_with(&mut c, &[&format!("/v={vol},squash=none")], &["--attr-ttl", "300ms"]);
+    let mut g = Gateway::nfs(&mut c, &[&format!("/v={vol},squash=none")], &["--attr-ttl", "300ms"]);
     g.env = vec![("RUST_LOG".into(), "strata_nfs=debug,strata_vfs=debug".into())];
     g.restart(&mut c);
     let port = g.port;
@@ -440,7 +353,7 @@ fn every_procedure() {
     );
     c.mount(&[]);
     let vol = c.volume.clone();
-    let mut g = Gateway::start(&mut c, &[&format!("/v={vol},squash=none")]);
+    let mut g = Gateway::nfs(&mut c, &[&format!("/v={vol},squash=none")], &[]);
     let port = g.port;
     let rt = rt();
     let (root, file_fh, verf1) = rt.block_on(async {
@@ -667,7 +580,7 @@ fn export_rules() {
     std::fs::write(c.p(0, "secret.txt"), b"root only").expect("write");
     std::fs::set_permissions(c.p(0, "secret.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let viewer = c.issue_token("viewer-t", "viewer");
-    let mut g = Gateway::start(
+    let mut g = Gateway::nfs(
         &mut c,
         &[
             &format!("/rw={vol}"),
@@ -677,6 +590,7 @@ fn export_rules() {
             &format!("/sub={vol}:/sub,squash=none"),
             &format!("/view={vol},squash=none,token-file={}", viewer.display()),
         ],
+        &[],
     );
     let port = g.port;
     let rt = rt();
@@ -763,7 +677,7 @@ fn export_rules() {
         assert_eq!(write(&mut n, &f, 0, b"x", stable_how::FILE_SYNC).await.unwrap_err(), nfsstat3::NFS3ERR_ACCES);
     });
     // libnfs agrees about the allow-list.
-    let out = libnfs("nfs-ls", &[&g.url("/far")]);
+    let out = libnfs("nfs-ls", &[&g.nfs_url("/far")]);
     assert!(!out.status.success(), "nfs-ls of a refused export succeeded");
     // Owners as FUSE sees them.
     use std::os::unix::fs::MetadataExt;
@@ -814,7 +728,7 @@ fn closed(s: &mut TcpStream) -> bool {
 fn malformed_rpc() {
     let mut c = Cluster::new("nfs-bad");
     let vol = c.volume.clone();
-    let mut g = Gateway::start(&mut c, &[&format!("/v={vol}")]);
+    let mut g = Gateway::nfs(&mut c, &[&format!("/v={vol}")], &[]);
     let port = g.port;
     const NFS: u32 = 100_003;
     // GETATTR with a handle longer than NFS3_FHSIZE: GARBAGE_ARGS (accept_stat 4).
@@ -921,9 +835,9 @@ fn connections_beyond_the_limit_are_closed() {
     let mut c = Cluster::new("nfs-limit");
     c.allow_log("refused a connection: too many connections");
     let vol = c.volume.clone();
-    let mut g = Gateway::start_with(&mut c, &[&format!("/v={vol},squash=none")], &["--max-connections", "1"]);
-    // Gateway::start's readiness probe took the place for a moment: wait until it is free.
-    let url = g.url("/v/");
+    let mut g = Gateway::nfs(&mut c, &[&format!("/v={vol},squash=none")], &["--max-connections", "1"]);
+    // The launcher's readiness probe took the place for a moment: wait until it is free.
+    let url = g.nfs_url("/v/");
     assert!(wait_until(Duration::from_secs(10), || libnfs("nfs-ls", &[&url]).status.success()), "nfs-ls");
     let held = TcpStream::connect(("127.0.0.1", g.port)).expect("connect");
     // The held connection is served: a NULL call is answered.

@@ -1,38 +1,22 @@
 //! Two `strata server` processes on one PostgreSQL database serving the same namespace, a client
 //! mounted through each: data, names, locks, unlinked-while-open files and token revocation
-//! agree across them, and a client fails over to the other server. Needs `STRATA_IT_PG` (or
-//! `STRATA_TEST_PG_URL`): `postgres://user@host:port`, e.g. from `scripts/postgres.sh start DIR
-//! PORT`; skipped with a note otherwise.
+//! agree across them, and a client fails over to the other server. Needs PostgreSQL
+//! (`STRATA_TEST_PG_URL=postgres://user@host:port`, e.g. from `scripts/postgres.sh start DIR
+//! PORT`): ignored by a plain `cargo test`, run by `scripts/test` with `--ignored` in
+//! its PostgreSQL steps; fails when run without the variable.
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::*;
 
-fn setlk(f: &File, kind: i32) -> i32 {
-    // SAFETY: plain-old-data struct; every field is set below or meaningfully zero.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
-    // SAFETY: valid descriptor and flock struct.
-    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) };
-    if rc < 0 { errno() } else { 0 }
-}
-
-fn open_rw(path: &std::path::Path) -> File {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).expect("open rw")
-}
-
 #[test]
+#[ignore = "needs PostgreSQL: set STRATA_TEST_PG_URL (scripts/test does)"]
 fn two_servers_on_one_database_serve_one_namespace() {
-    let Some(base) = std::env::var("STRATA_IT_PG").or_else(|_| std::env::var("STRATA_TEST_PG_URL")).ok() else {
-        eprintln!("note: STRATA_IT_PG is not set; skipping the two-server test (scripts/test sets it)");
-        return;
-    };
+    let base = services::need_pg();
     // The harness makes a fresh database on `base` for this cluster; peers share it.
     let server_args = vec!["--session-timeout".to_string(), "10s".into()];
     let mut c = Cluster::with_opts("shared", Opts { server_args, pg: Some(base), ..Default::default() });
@@ -63,14 +47,14 @@ fn two_servers_on_one_database_serve_one_namespace() {
     // A lock held through server A blocks a lock through server B, until released.
     let fa = open_rw(&c.p(m1, "lockfile"));
     let fb = open_rw(&c.p(m2, "lockfile"));
-    assert_eq!(setlk(&fa, libc::F_WRLCK), 0, "lock via A");
-    assert_eq!(setlk(&fb, libc::F_WRLCK), libc::EAGAIN, "a lock via B conflicts with A's");
-    assert_eq!(setlk(&fb, libc::F_RDLCK), libc::EAGAIN, "so does a read lock");
-    assert_eq!(setlk(&fa, libc::F_UNLCK), 0);
-    assert_eq!(setlk(&fb, libc::F_WRLCK), 0, "free once A unlocked");
-    assert_eq!(setlk(&fa, libc::F_RDLCK), libc::EAGAIN, "and now B's lock blocks A");
+    assert_eq!(lock_whole(&fa, libc::F_WRLCK), 0, "lock via A");
+    assert_eq!(lock_whole(&fb, libc::F_WRLCK), libc::EAGAIN, "a lock via B conflicts with A's");
+    assert_eq!(lock_whole(&fb, libc::F_RDLCK), libc::EAGAIN, "so does a read lock");
+    assert_eq!(lock_whole(&fa, libc::F_UNLCK), 0);
+    assert_eq!(lock_whole(&fb, libc::F_WRLCK), 0, "free once A unlocked");
+    assert_eq!(lock_whole(&fa, libc::F_RDLCK), libc::EAGAIN, "and now B's lock blocks A");
     drop(fb);
-    assert!(wait_until(Duration::from_secs(5), || setlk(&fa, libc::F_WRLCK) == 0), "B's close released its lock");
+    assert!(wait_until(Duration::from_secs(5), || lock_whole(&fa, libc::F_WRLCK) == 0), "B's close released its lock");
     drop(fa);
 
     // A file unlinked through B while open through A stays readable (and its blocks stay) until
@@ -91,31 +75,11 @@ fn two_servers_on_one_database_serve_one_namespace() {
     drop(f);
 
     // A token revoked through server A is refused by server B at its next call.
-    let secret = c.dir.join("node.token");
-    let tf = c.token_file.display().to_string();
-    let out = run_strata(&[
-        "token",
-        "create",
-        "node-1",
-        "--role",
-        "node",
-        "--secret-file",
-        secret.to_str().expect("utf-8 path"),
-        "-o",
-        "json",
-        "--server",
-        &addr_a,
-        "--token-file",
-        &tf,
-    ]);
-    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token json");
-    let id = issued["id"].as_str().expect("token id").to_string();
+    let (secret, id) = c.issue_token_in("node-1", "node", "cluster");
     let m3 = c.mount_through_with(&addr_b, &secret, &ttl0);
     c.allow_log("token");
     std::fs::write(c.p(m3, "node-file"), b"x").expect("write with the node token via B");
-    let out = run_strata(&["token", "revoke", &id, "--server", &addr_a, "--token-file", &tf]);
-    assert!(out.status.success(), "token revoke: {}", String::from_utf8_lossy(&out.stderr));
+    c.cli(&["token", "revoke", &id]);
     assert_eq!(err_of(std::fs::read(c.p(m3, "node-file"))), libc::EACCES, "B refuses the revoked token at once");
     c.mounts[m3].stop();
 
@@ -124,14 +88,14 @@ fn two_servers_on_one_database_serve_one_namespace() {
     let mut f2 = open_rw(&c.p(m2, "failover"));
     f2.write_all(b"before").expect("write before failover");
     f2.flush().expect("flush");
-    assert_eq!(setlk(&f2, libc::F_WRLCK), 0);
+    assert_eq!(lock_whole(&f2, libc::F_WRLCK), 0);
     c.kill9_peer(b);
     f2.write_all(b" after").expect("write after failover");
     f2.sync_all().expect("fsync after failover");
     assert_eq!(std::fs::read(c.p(m1, "failover")).expect("read via A"), b"before after");
     let fa = open_rw(&c.p(m1, "failover"));
-    assert_eq!(setlk(&fa, libc::F_WRLCK), libc::EAGAIN, "the failed-over client still holds its lock");
+    assert_eq!(lock_whole(&fa, libc::F_WRLCK), libc::EAGAIN, "the failed-over client still holds its lock");
     drop(f2);
-    assert!(wait_until(Duration::from_secs(5), || setlk(&fa, libc::F_WRLCK) == 0));
+    assert!(wait_until(Duration::from_secs(5), || lock_whole(&fa, libc::F_WRLCK) == 0));
     drop(fa);
 }

@@ -387,9 +387,7 @@ fn an_unlinked_open_inode_lives_until_its_last_close() {
     let vol = fs.volume("v");
     let r = vol.root;
     let m = &fs.meta;
-    let f = mkfile(m, &root(), r, "f", 0o644).unwrap();
-    let s1 = slice(m, 0, 8192);
-    m.commit_writes(f, &[(0, s1)]).unwrap();
+    let (f, s1) = file_with_slice(m, r, "f", 8192);
     assert_eq!(m.open(1, f).unwrap().size, 8192);
     m.open(2, f).unwrap();
     m.unlink(&root(), r, b"f").unwrap();
@@ -454,9 +452,7 @@ fn truncating_down_then_up_reads_zeros() {
     let fs = TestFs::new();
     let vol = fs.volume("v");
     let m = &fs.meta;
-    let f = mkfile(m, &root(), vol.root, "f", 0o644).unwrap();
-    let s1 = slice(m, 0, 10_000);
-    m.commit_writes(f, &[(0, s1)]).unwrap();
+    let (f, s1) = file_with_slice(m, vol.root, "f", 10_000);
     truncate(m, &root(), f, 3000).unwrap();
     assert_eq!(m.read_chunk(f, 0).unwrap(), vec![s1, hole(3000, 7000)], "a hole covers the cut-off tail");
     assert_eq!(truncate(m, &root(), f, 20_000).unwrap().size, 20_000);
@@ -781,9 +777,7 @@ fn deferred_destruction_gives_usage_back_at_once_and_the_rest_when_reaped() {
     let r = vol.root;
     let m = &fs.meta;
     m.set_defer_destroy(true);
-    let f = mkfile(m, &root(), r, "f", 0o644).unwrap();
-    let s1 = slice(m, 0, 8192);
-    m.commit_writes(f, &[(0, s1)]).unwrap();
+    let (f, s1) = file_with_slice(m, r, "f", 8192);
     m.unlink(&root(), r, b"f").unwrap();
     assert_eq!(m.usage(vol.id).unwrap(), Usage { bytes: 0, inodes: 1 });
     if m.is_shared() {

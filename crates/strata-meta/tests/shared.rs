@@ -39,9 +39,7 @@ fn an_inode_open_through_one_server_survives_unlink_through_another() {
     assert!(a.is_shared() && b.is_shared());
     let vol = fs.volume("v");
     let r = vol.root;
-    let f = mkfile(a, &root(), r, "f", 0o644).unwrap();
-    let s1 = slice(a, 0, 8192);
-    a.commit_writes(f, &[(0, s1)]).unwrap();
+    let (f, s1) = file_with_slice(a, r, "f", 8192);
     assert_eq!(a.open(1, f).unwrap().size, 8192);
     a.open(1, f).unwrap();
 
@@ -66,9 +64,7 @@ fn the_collector_of_one_server_holds_blocks_of_files_open_through_another() {
     let fs = TestFs::shared();
     let (a, b) = (&fs.meta, fs.another());
     let r = fs.volume("v").root;
-    let f = mkfile(a, &root(), r, "f", 0o644).unwrap();
-    let s1 = slice(a, 0, 4096);
-    a.commit_writes(f, &[(0, s1)]).unwrap();
+    let (f, s1) = file_with_slice(a, r, "f", 4096);
     a.open(7, f).unwrap();
     // An overwrite through B drops the only reference to s1; A's client may still read it.
     truncate(&b, f, 0);

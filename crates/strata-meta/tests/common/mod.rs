@@ -8,9 +8,12 @@ use std::sync::Arc;
 use strata_meta::kv::sqlite::SqliteEngine;
 use strata_meta::*;
 
+#[path = "../../../../tests/support/services.rs"]
+mod services;
+
 /// A `Meta` over a real engine that lives as long as this value: a SQLite file in a temporary
-/// directory, or, when `STRATA_TEST_PG_URL` names a PostgreSQL server
-/// (`postgres://user@host:port`, no database), a fresh database on it. The same suite thus runs
+/// directory, or, when the environment names a PostgreSQL server (`STRATA_TEST_PG_URL`, see
+/// `tests/support/services.rs`), a fresh database on it. The same suite thus runs
 /// against every engine.
 pub struct TestFs {
     pub meta: Meta,
@@ -41,11 +44,10 @@ impl TestFs {
     }
 
     fn with_mode(mode: StateMode) -> TestFs {
-        if let Ok(base) = std::env::var("STRATA_TEST_PG_URL") {
+        if let Some(base) = services::pg_url() {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let db =
                 format!("strata_test_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-            let base = base.trim_end_matches('/').to_string();
             let mut admin =
                 postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).expect("connect to PostgreSQL");
             admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create test database");
@@ -141,6 +143,15 @@ pub fn symlink(m: &Meta, ctx: &Ctx, parent: Ino, name: &str, target: &str) -> Re
 pub fn slice(m: &Meta, pos: u32, len: u32) -> Slice {
     let id = m.alloc_slice_ids(1).expect("slice id");
     Slice { pos, id, size: len, off: 0, len }
+}
+
+/// Creates regular file `name` in `dir` holding one committed slice of `len` bytes at offset 0;
+/// the file and the slice.
+pub fn file_with_slice(m: &Meta, dir: Ino, name: &str, len: u32) -> (Ino, Slice) {
+    let f = mkfile(m, &Ctx::root(), dir, name, 0o644).expect("create the file");
+    let s = slice(m, 0, len);
+    m.commit_writes(f, &[(0, s)]).expect("commit its slice");
+    (f, s)
 }
 
 /// Ids of every slice pending deletion that the collector may take now, sorted.
