@@ -28,6 +28,22 @@ pub struct GcConfig {
     pub journal_delay: Duration,
 }
 
+/// What a background step's error says when the runtime shut down under it (the server is
+/// stopping): the step did not fail, so nothing is logged and the loop ends.
+pub(crate) const STOPPING: &str = "the server is stopping";
+
+/// Runs metadata work on the blocking pool, its errors as text; a task cancelled by the
+/// runtime's shutdown is [`STOPPING`].
+pub(crate) async fn meta_task<T: Send + 'static>(
+    f: impl FnOnce() -> strata_meta::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) if e.is_cancelled() => Err(STOPPING.to_string()),
+        Err(e) => Err(format!("background task failed: {e}")),
+    }
+}
+
 /// Journaled blocks committed since the last flush that start one at the next round.
 const JOURNAL_HIGH: usize = 16 << 10;
 
@@ -45,38 +61,44 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
         if last_flush.elapsed() >= cfg.journal_delay || waiting >= JOURNAL_HIGH {
             last_flush = Instant::now();
             st.journaled_since_flush.fetch_sub(waiting, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = crate::journal::flush(&st).await {
-                tracing::error!(error = %e, "writing journaled blocks failed; will retry");
+            match crate::journal::flush(&st).await {
+                Err(e) if e == STOPPING => return,
+                Err(e) => tracing::error!(error = %e, "writing journaled blocks failed; will retry"),
+                Ok(_) => {}
             }
         }
         // With shared state any server may end a session silent towards all of them.
         let (meta, timeout) = (st.meta.clone(), cfg.session_timeout);
-        match tokio::task::spawn_blocking(move || meta.expire_sessions(timeout)).await {
-            Ok(Ok(dead)) => {
+        match meta_task(move || meta.expire_sessions(timeout)).await {
+            Ok(dead) => {
                 for s in dead {
                     tracing::warn!(session = s.id, client = %s.client, "session expired without unmounting");
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "expiring silent sessions failed"),
-            Err(e) => tracing::error!(error = %e, "session expiry task failed"),
+            Err(e) if e == STOPPING => return,
+            Err(e) => tracing::error!(error = %e, "expiring silent sessions failed"),
         }
         if !reaped && started.elapsed() >= cfg.orphan_grace {
             let meta = st.meta.clone();
-            match tokio::task::spawn_blocking(move || meta.reap_orphans()).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(files = n, "destroyed unlinked files left open before a restart"),
-                Ok(Err(e)) => tracing::error!(error = %e, "reaping unlinked files failed"),
-                _ => {}
+            match meta_task(move || meta.reap_orphans()).await {
+                Ok(n) if n > 0 => tracing::info!(files = n, "destroyed unlinked files left open before a restart"),
+                Ok(_) => {}
+                Err(e) if e == STOPPING => return,
+                Err(e) => tracing::error!(error = %e, "reaping unlinked files failed"),
             }
             reaped = true;
         }
-        if let Err(e) = collect_round(&st).await {
-            tracing::error!(error = %e, "block collection round failed");
+        match collect_round(&st).await {
+            Err(e) if e == STOPPING => return,
+            Err(e) => tracing::error!(error = %e, "block collection round failed"),
+            Ok(_) => {}
         }
         if started.elapsed() >= cfg.orphan_grace && last_sweep.is_none_or(|t| t.elapsed() >= cfg.sweep_interval) {
             last_sweep = Some(Instant::now());
             match sweep_unreferenced(&st, cfg.orphan_block_age).await {
                 Ok(n) if n > 0 => tracing::info!(blocks = n, "deleted blocks no slice references"),
                 Ok(_) => {}
+                Err(e) if e == STOPPING => return,
                 Err(e) => tracing::error!(error = %e, "sweep for unreferenced blocks failed"),
             }
         }
@@ -97,10 +119,10 @@ pub async fn reap_doomed(st: Arc<State>) {
             continue;
         }
         let meta = st.meta.clone();
-        match tokio::task::spawn_blocking(move || meta.reap_doomed()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "destroying unlinked files failed; will retry"),
-            Err(e) => tracing::error!(error = %e, "destroying unlinked files: task failed"),
+        match meta_task(move || meta.reap_doomed()).await {
+            Ok(_) => {}
+            Err(e) if e == STOPPING => return,
+            Err(e) => tracing::error!(error = %e, "destroying unlinked files failed; will retry"),
         }
     }
 }
@@ -114,9 +136,8 @@ pub async fn sweep_unreferenced(st: &State, min_age: Duration) -> Result<usize, 
     let meta = st.meta.clone();
     let vols = {
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || meta.list_volumes()).await.map_err(|e| e.to_string())?
-    }
-    .map_err(|e| e.to_string())?;
+        meta_task(move || meta.list_volumes()).await?
+    };
     // Listed before the referenced set is read, so a block committed meanwhile is in the set.
     let mut candidates = Vec::new();
     let now = std::time::SystemTime::now();
@@ -136,10 +157,7 @@ pub async fn sweep_unreferenced(st: &State, min_age: Duration) -> Result<usize, 
     if candidates.is_empty() {
         return Ok(0);
     }
-    let live = tokio::task::spawn_blocking(move || meta.referenced_slices())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let live = meta_task(move || meta.referenced_slices()).await?;
     let mut n = 0;
     for (store, key, id) in candidates {
         if live.contains(&id) {
@@ -156,10 +174,7 @@ pub async fn sweep_unreferenced(st: &State, min_age: Duration) -> Result<usize, 
 /// Deletes the blocks of one batch of unreferenced slices; returns how many slices went.
 pub async fn collect_round(st: &State) -> Result<usize, String> {
     let meta = st.meta.clone();
-    let batch = tokio::task::spawn_blocking(move || meta.collectable(1000))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let batch = meta_task(move || meta.collectable(1000)).await?;
     if batch.is_empty() {
         return Ok(0);
     }
@@ -178,12 +193,8 @@ pub async fn collect_round(st: &State) -> Result<usize, String> {
     // leave a file behind. A pending slice gains no journaled blocks, so the wait ends.
     let all: Vec<String> = slices.iter().flat_map(|(_, _, k)| k.iter().cloned()).collect();
     let meta = st.meta.clone();
-    let journaled: std::collections::HashSet<String> = tokio::task::spawn_blocking(move || meta.journaled_among(&all))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
+    let journaled: std::collections::HashSet<String> =
+        meta_task(move || meta.journaled_among(&all)).await?.into_iter().collect();
     let mut done = Vec::with_capacity(slices.len());
     for (id, url, keys) in slices {
         if keys.iter().any(|k| journaled.contains(k)) {
@@ -198,10 +209,7 @@ pub async fn collect_round(st: &State) -> Result<usize, String> {
     }
     let n = done.len();
     let meta = st.meta.clone();
-    tokio::task::spawn_blocking(move || meta.forget_pending(&done))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    meta_task(move || meta.forget_pending(&done)).await?;
     tracing::debug!(slices = n, "collected unreferenced blocks");
     Ok(n)
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use strata_blocks::BlockStore;
 use strata_blocks::layout::{slice_of_key, volume_of_block_key};
 
+use crate::gc::meta_task;
 use crate::state::State;
 
 /// Journaled blocks read at a time (rows are at most 256 KiB: at most 64 MiB in memory).
@@ -34,10 +35,7 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
     loop {
         let meta = st.meta.clone();
         let from = after.clone();
-        let batch = tokio::task::spawn_blocking(move || meta.journaled(from.as_deref(), BATCH))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let batch = meta_task(move || meta.journaled(from.as_deref(), BATCH)).await?;
         let full = batch.len() == BATCH;
         after = batch.last().map(|(k, _)| k.clone());
         keys.extend(batch.iter().map(|(k, _)| k.clone()));
@@ -46,10 +44,7 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
         // to delete. Nothing makes such a slice referenced again.
         let ids: Vec<u64> = batch.iter().filter_map(|(k, _)| slice_of_key(k)).collect();
         let meta = st.meta.clone();
-        let gone = tokio::task::spawn_blocking(move || meta.collectable_among(&ids))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let gone = meta_task(move || meta.collectable_among(&ids)).await?;
         let mut by_vol: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
         for (k, v) in batch {
             if slice_of_key(&k).is_some_and(|id| gone.contains(&id)) {
@@ -63,13 +58,13 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
         }
         for (vol, blocks) in by_vol {
             let st2 = st.meta.clone();
-            let url = match tokio::task::spawn_blocking(move || st2.volume_by_id(vol)).await {
-                Ok(Ok(v)) => v.store,
+            let found = meta_task(move || match st2.volume_by_id(vol) {
+                Ok(v) => Ok(Some(v.store)),
                 // The volume was deleted with its blocks.
-                Ok(Err(strata_meta::MetaError::NoVolume(_))) => continue,
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(e) => return Err(e.to_string()),
-            };
+                Err(strata_meta::MetaError::NoVolume(_)) => Ok(None),
+                Err(e) => Err(e),
+            });
+            let Some(url) = found.await? else { continue };
             let store = st.store(&url).map_err(|e| e.to_string())?;
             let (n, paths) = store.write_journaled(blocks).await.map_err(|e| e.to_string())?;
             written += n;
@@ -86,10 +81,7 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
     }
     for chunk in keys.chunks(FORGET_BATCH) {
         let (meta, chunk) = (st.meta.clone(), chunk.to_vec());
-        tokio::task::spawn_blocking(move || meta.forget_journaled(&chunk))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        meta_task(move || meta.forget_journaled(&chunk)).await?;
     }
     Ok((keys.len(), written))
 }
