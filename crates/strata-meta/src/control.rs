@@ -284,6 +284,26 @@ pub struct StorageClass {
 }
 
 impl StorageClass {
+    /// A class named `name` whose blocks are on the server's own disk, with every other setting
+    /// at its default: uncompressed 4 MiB blocks, no QoS limit, deleted on reclaim, every access
+    /// mode, expandable, not the default class.
+    pub fn local(name: &str) -> StorageClass {
+        StorageClass {
+            name: name.into(),
+            description: String::new(),
+            backend: Backend::Local { path: None },
+            block_size: crate::types::DEFAULT_BLOCK_SIZE,
+            compression: Compression::None,
+            cache: CachePolicy::default(),
+            qos: Qos::default(),
+            reclaim: Reclaim::Delete,
+            access_modes: AccessMode::ALL.to_vec(),
+            allow_expansion: true,
+            is_default: false,
+            created: Timespec::now(),
+        }
+    }
+
     /// Sets what this class prescribes for every client of a volume: QoS limits per mount and
     /// cache defaults.
     pub fn apply_client_settings(&self, v: &mut strata_types::VolumeInfo) {
@@ -868,18 +888,9 @@ impl Meta {
             return Ok(None);
         }
         let c = StorageClass {
-            name: "default".into(),
             description: "Blocks on the server's own disk".into(),
-            backend: Backend::Local { path: None },
-            block_size: crate::types::DEFAULT_BLOCK_SIZE,
-            compression: Compression::None,
-            cache: CachePolicy::default(),
-            qos: Qos::default(),
-            reclaim: Reclaim::Delete,
-            access_modes: AccessMode::ALL.to_vec(),
-            allow_expansion: true,
             is_default: true,
-            created: Timespec::now(),
+            ..StorageClass::local("default")
         };
         match self.create_class(&c) {
             Ok(c) => Ok(Some(c)),

@@ -4,7 +4,7 @@
 mod common;
 
 use strata_meta::control::*;
-use strata_meta::{Meta, MetaError, Reclaim, Timespec};
+use strata_meta::{Meta, MetaError, Timespec};
 
 const GIB: u64 = 1 << 30;
 
@@ -16,20 +16,7 @@ fn meta() -> (common::TestFs, ()) {
 }
 
 fn class(name: &str) -> StorageClass {
-    StorageClass {
-        name: name.into(),
-        description: String::new(),
-        backend: Backend::Local { path: None },
-        block_size: 4 << 20,
-        compression: Compression::None,
-        cache: CachePolicy::default(),
-        qos: Qos::default(),
-        reclaim: Reclaim::Delete,
-        access_modes: AccessMode::ALL.to_vec(),
-        allow_expansion: true,
-        is_default: false,
-        created: Timespec::default(),
-    }
+    StorageClass { created: Timespec::default(), ..StorageClass::local(name) }
 }
 
 fn req(name: &str, scope: &str, class: Option<&str>, capacity: u64) -> VolumeRequest {
