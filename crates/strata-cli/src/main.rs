@@ -28,6 +28,8 @@ enum Cmd {
     Mount(cmd::mount::MountArgs),
     /// Unmount a Strata mount.
     Umount(cmd::mount::UmountArgs),
+    /// Serve the Kubernetes CSI driver (controller, node, or both).
+    Csi(cmd::csi::CsiArgs),
     /// Serve volumes over NFS or S3.
     Gateway(cmd::gateway::GatewayArgs),
     /// Manage volumes: list, describe, create, expand, delete.
@@ -62,6 +64,7 @@ fn main() {
         Cmd::Server(a) => cmd::server::run(a),
         Cmd::Mount(a) => cmd::mount::run(a),
         Cmd::Umount(a) => cmd::mount::umount(a),
+        Cmd::Csi(a) => cmd::csi::run(a),
         Cmd::Gateway(a) => cmd::gateway::run(a),
         Cmd::Volume(a) => cmd::volume::run(a),
         Cmd::StorageClass(a) => cmd::storageclass::run(a),

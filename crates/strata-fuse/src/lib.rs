@@ -53,6 +53,50 @@ pub struct StrataFs {
     locked: Mutex<HashSet<u64>>,
     /// Channel for invalidating kernel caches, set once the session is running.
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    /// Serves a kernel connection an earlier process served: unknown handles are its.
+    resumed: bool,
+    /// Lets requests through, or holds them while the worker hands over.
+    gate: Arc<Gate>,
+}
+
+/// Requests in flight, and a switch that stops new ones for a hand-over: a held request stays
+/// unanswered in the kernel, which sends it again to the next worker (see [`serve_fd`]).
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: std::sync::atomic::AtomicBool,
+    inflight: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    fn enter(&self) -> GateGuard<'_> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.inflight.fetch_add(1, SeqCst);
+        if self.closed.load(SeqCst) {
+            self.inflight.fetch_sub(1, SeqCst);
+            // Never answered here: the next worker answers it after the resend.
+            loop {
+                std::thread::park();
+            }
+        }
+        GateGuard(self)
+    }
+
+    /// Stops taking requests and waits until none is in flight.
+    pub async fn close(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.closed.store(true, SeqCst);
+        while self.inflight.load(SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn errno(e: &VfsError) -> Errno {
@@ -106,13 +150,39 @@ fn ctx(req: &Request) -> Ctx {
 impl StrataFs {
     /// A FUSE file system serving `vfs`, running async work on `rt`.
     pub fn new(vfs: Arc<Vfs>, rt: tokio::runtime::Handle, opts: FuseOptions) -> Self {
-        StrataFs { vfs, rt, opts, locked: Mutex::new(HashSet::new()), notifier: Arc::new(OnceLock::new()) }
+        StrataFs {
+            vfs,
+            rt,
+            opts,
+            locked: Mutex::new(HashSet::new()),
+            notifier: Arc::new(OnceLock::new()),
+            resumed: false,
+            gate: Arc::default(),
+        }
+    }
+
+    /// The gate of this file system's requests, for a hand-over (see [`Gate::close`]).
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
     }
 
     /// Runs a client operation to completion on this FUSE thread.
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+        let _in = self.gate.enter();
         strata_vfs::allow_blocking_io();
         self.rt.block_on(f)
+    }
+
+    /// The handle to use for the kernel's `fh`: on a resumed connection, one the earlier worker
+    /// gave out is opened again first.
+    fn fh(&self, fh: FileHandle, ino: INodeNo, write: bool) -> u64 {
+        if self.resumed && self.vfs.handle_ino(fh.0).is_err() {
+            let i = self.ino(ino);
+            if let Err(e) = self.run(self.vfs.adopt(fh.0, i, write)) {
+                tracing::warn!(fh = fh.0, ino = i, error = %e, "cannot reopen a handle of the earlier worker");
+            }
+        }
+        fh.0
     }
 
     fn ino(&self, i: INodeNo) -> u64 {
@@ -321,7 +391,7 @@ impl Filesystem for StrataFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -329,7 +399,8 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.run(self.vfs.read(fh.0, offset, size)) {
+        let fh = self.fh(fh, ino, false);
+        match self.run(self.vfs.read(fh, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
@@ -338,7 +409,7 @@ impl Filesystem for StrataFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -347,7 +418,8 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.run(self.vfs.write(fh.0, offset, data)) {
+        let fh = self.fh(fh, ino, true);
+        match self.run(self.vfs.write(fh, offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
@@ -355,8 +427,9 @@ impl Filesystem for StrataFs {
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
         let i = self.ino(ino);
+        let fh = self.fh(fh, ino, false);
         let res = self.run(async {
-            let r = self.vfs.flush(fh.0).await;
+            let r = self.vfs.flush(fh).await;
             if self.has_locked(i) {
                 self.vfs.release_locks(i, lock_owner.0).await?;
             }
@@ -376,6 +449,10 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let i = self.ino(ino);
+        if self.resumed && self.vfs.handle_ino(fh.0).is_err() {
+            // The earlier worker's handle, never used since: nothing of it is held here.
+            return reply.ok();
+        }
         let res = self.run(async {
             if let Some(owner) = lock_owner
                 && self.has_locked(i)
@@ -387,8 +464,9 @@ impl Filesystem for StrataFs {
         Self::empty(reply, res);
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        Self::empty(reply, self.run(self.vfs.fsync(fh.0)));
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let fh = self.fh(fh, ino, false);
+        Self::empty(reply, self.run(self.vfs.fsync(fh)));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -398,8 +476,9 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.vfs.readdir(fh.0, offset) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let fh = self.fh(fh, ino, false);
+        match self.vfs.readdir(fh, offset) {
             Ok(list) => {
                 for (next, e) in list {
                     if reply.add(self.fuse_ino(e.ino), next, kind(e.kind), OsStr::from_bytes(&e.name)) {
@@ -414,7 +493,8 @@ impl Filesystem for StrataFs {
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let dir = self.ino(ino);
-        match self.vfs.readdir(fh.0, offset) {
+        let fh = self.fh(fh, ino, false);
+        match self.vfs.readdir(fh, offset) {
             Ok(list) => {
                 for (next, e) in list {
                     let a = match e.attr {
@@ -582,8 +662,9 @@ impl Filesystem for StrataFs {
             return;
         }
         let i = self.ino(ino);
+        let fh = self.fh(fh, ino, true);
         let res = self.run(async {
-            self.vfs.flush(fh.0).await?;
+            self.vfs.flush(fh).await?;
             let a = self.vfs.getattr(i).await?;
             let end = offset.checked_add(length).ok_or_else(|| VfsError::from_errno(libc::EFBIG))?;
             if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > a.size {
@@ -622,6 +703,101 @@ pub fn spawn(fs: StrataFs, mountpoint: &Path, volume: &str) -> std::io::Result<f
     let session = fuser::spawn_mount(fs, mountpoint, &cfg)?;
     let _ = notifier.set(session.notifier());
     Ok(session)
+}
+
+/// Serves `fs` on `fd`, a `/dev/fuse` descriptor already mounted by someone else (the CSI node
+/// plugin, which keeps a copy). Without `resume` the kernel's INIT is still waiting and is
+/// answered as usual. With `resume` an earlier worker answered it and died or handed over: the
+/// session is started on a stand-in INIT, then put on `fd`, and the kernel is asked to send
+/// again every request the earlier worker read and never answered (`FUSE_NOTIFY_RESEND`, Linux
+/// 6.9), so the callers waiting on them get their answers from this process. `fd` stays open
+/// under its number, where the plugin finds it again after its own restart.
+pub fn serve_fd(
+    mut fs: StrataFs,
+    fd: std::os::fd::OwnedFd,
+    resume: bool,
+    volume: &str,
+) -> std::io::Result<fuser::BackgroundSession> {
+    use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+    let mut cfg = mount_config(&fs.opts, volume);
+    // One shared descriptor: a cloned one is the kernel's own queue, whose unanswered requests
+    // the kernel fails when the process holding it dies, instead of keeping them to resend.
+    cfg.clone_fd = false;
+    let notifier = fs.notifier.clone();
+    let session = if resume {
+        fs.resumed = true;
+        fs.vfs.number_handles_from(handle_base());
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        nix::unistd::write(&ours, &stand_in_init()).map_err(std::io::Error::from)?;
+        let session = fuser::Session::from_fd(fs, theirs, cfg.acl, cfg)?;
+        let target = session.as_fd().as_raw_fd();
+        let raw = fd.into_raw_fd();
+        // SAFETY: both descriptors are open and owned here; dup2 swaps what `target` refers to
+        // in one step, so the session never sees a closed descriptor.
+        if unsafe { libc::dup2(raw, target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        drop(ours);
+        // `raw` stays open on purpose (see above).
+        let bg = session.spawn()?;
+        let _ = resend(raw);
+        bg
+    } else {
+        fuser::Session::from_fd(fs, fd, cfg.acl, cfg)?.spawn()?
+    };
+    let _ = notifier.set(session.notifier());
+    Ok(session)
+}
+
+/// Handle numbers of this process start above any an earlier worker gave out: at the clock's
+/// nanoseconds, which no earlier worker's count reached.
+fn handle_base() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1 << 62)
+}
+
+/// A FUSE_INIT as the kernel sends it (header, then `fuse_init_in` of ABI 7.36+), offering every
+/// capability: the session then enables what this file system asks for, as the kernel did
+/// when the first worker answered the real one.
+fn stand_in_init() -> Vec<u8> {
+    const FUSE_INIT: u32 = 26;
+    const INIT_LEN: u32 = 40 + 64;
+    let mut m = Vec::with_capacity(INIT_LEN as usize);
+    m.extend_from_slice(&INIT_LEN.to_ne_bytes());
+    m.extend_from_slice(&FUSE_INIT.to_ne_bytes());
+    m.extend_from_slice(&1u64.to_ne_bytes()); // unique
+    m.extend_from_slice(&0u64.to_ne_bytes()); // nodeid
+    m.extend_from_slice(&[0u8; 12]); // uid, gid, pid
+    m.extend_from_slice(&[0u8; 4]); // total_extlen, padding
+    for v in [7u32, 36, 1 << 20, u32::MAX, u32::MAX] {
+        // major, minor, max_readahead, flags, flags2
+        m.extend_from_slice(&v.to_ne_bytes());
+    }
+    m.extend_from_slice(&[0u8; 44]); // unused
+    m
+}
+
+/// Asks the kernel to queue again the requests read from this connection and not answered.
+fn resend(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    const FUSE_NOTIFY_RESEND: i32 = 7;
+    let mut m = Vec::with_capacity(16);
+    m.extend_from_slice(&16u32.to_ne_bytes());
+    m.extend_from_slice(&FUSE_NOTIFY_RESEND.to_ne_bytes());
+    m.extend_from_slice(&0u64.to_ne_bytes());
+    // SAFETY: `fd` is open; the buffer is valid for its length.
+    let n = unsafe { libc::write(fd, m.as_ptr().cast(), m.len()) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        // Kernels before 6.9 lack it: requests the earlier worker held stay unanswered.
+        tracing::warn!(error = %e, "the kernel cannot resend the earlier worker's requests");
+        return Err(e);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! One module per subcommand, and the REST client the control-plane commands share.
 
+pub mod csi;
 pub mod gateway;
 pub mod gateway_nfs;
 pub mod gateway_s3;

@@ -44,6 +44,17 @@ pub struct MountArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Name this client shows in `strata status` [default: HOST:MOUNTPOINT].
+    #[arg(long)]
+    pub client_name: Option<String>,
+    /// Serve an already mounted `/dev/fuse` descriptor inherited under this number instead of
+    /// mounting (the CSI node plugin's FUSE workers); SIGTERM then hands the connection over
+    /// instead of unmounting.
+    #[arg(long, value_name = "FD", hide = true)]
+    pub fuse_fd: Option<i32>,
+    /// With --fuse-fd: an earlier worker served this connection; take it over.
+    #[arg(long, requires = "fuse_fd", hide = true)]
+    pub resume: bool,
     #[command(flatten)]
     pub attach: AttachArgs,
 }
@@ -84,8 +95,12 @@ fn tune_readahead(mp: &Path, kb: u64) {
 /// Mounts `volume` at `mountpoint` and serves until `shutdown` completes or the file system is
 /// unmounted from outside; then commits buffered writes and ends the session.
 pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output = ()>) -> Result<()> {
+    if let Some(fd) = args.fuse_fd {
+        return serve_worker(args, token, fd, shutdown).await;
+    }
     let mp = check_mountpoint(&args.mountpoint)?;
-    let client_name = format!("{}:{}", strata_vfs::host_name(), mp.display());
+    let client_name =
+        args.client_name.clone().unwrap_or_else(|| format!("{}:{}", strata_vfs::host_name(), mp.display()));
     let vfs = Vfs::attach(
         &args.attach.server.server,
         token,
@@ -119,6 +134,54 @@ pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output =
         tracing::info!(mountpoint = %mp.display(), "unmounting");
     }
     finish(session, &vfs, &mp, ended_outside).await
+}
+
+/// A FUSE worker of the CSI node plugin: serves the kernel connection on `fd`, which the plugin
+/// mounted and keeps a copy of. Unmounting (by the plugin) ends it like a normal mount; SIGTERM
+/// hands over: requests in flight finish, new ones wait in the kernel, buffered writes are
+/// committed, and the process exits leaving the mount to the next worker.
+async fn serve_worker(args: &MountArgs, token: &str, fd: i32, shutdown: impl Future<Output = ()>) -> Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::FileTypeExt;
+    let path = format!("/proc/self/fd/{fd}");
+    let is_fuse =
+        std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == libc::makedev(10, 229));
+    if !is_fuse {
+        bail!("--fuse-fd {fd} is not an open /dev/fuse descriptor");
+    }
+    // SAFETY: checked above to be open; this process owns it from here on.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mp = args.mountpoint.clone();
+    let client_name =
+        args.client_name.clone().unwrap_or_else(|| format!("{}:{}", strata_vfs::host_name(), mp.display()));
+    let vfs = Vfs::attach(
+        &args.attach.server.server,
+        token,
+        &args.volume,
+        &client_name,
+        args.attach.client.vfs_config(false),
+    )
+    .await
+    .with_context(|| format!("cannot attach volume {}", args.volume))?;
+    let fs = StrataFs::new(vfs.clone(), tokio::runtime::Handle::current(), args.fuse_options());
+    let gate = fs.gate();
+    let session = strata_fuse::serve_fd(fs, owned, args.resume, &args.volume)
+        .with_context(|| format!("cannot serve the FUSE connection of {}", mp.display()))?;
+    tracing::info!(volume = %args.volume, mountpoint = %mp.display(), resume = args.resume, "serving the kernel connection");
+    let ended_outside = tokio::select! {
+        _ = shutdown => false,
+        _ = wait_finished(&session) => true,
+    };
+    if ended_outside {
+        tracing::info!("file system was unmounted");
+        return finish(session, &vfs, &mp, true).await;
+    }
+    tracing::info!("handing over: finishing requests in flight");
+    gate.close().await;
+    vfs.detach().await.context("committing buffered writes at hand-over")?;
+    tracing::info!("handed over; the next worker takes the connection");
+    // The session's threads wait in the kernel for requests that are no longer ours.
+    std::process::exit(0);
 }
 
 async fn wait_finished(s: &fuser::BackgroundSession) {

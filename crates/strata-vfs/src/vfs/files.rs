@@ -104,6 +104,50 @@ impl Vfs {
         }
     }
 
+    /// Takes over handle `fh` that an earlier process serving the same kernel connection gave
+    /// out (a FUSE worker replaced under a live mount): the file or directory is opened again
+    /// under that number, so the kernel's open descriptors keep working.
+    pub async fn adopt(&self, fh: u64, ino: u64, write: bool) -> Result<()> {
+        if self.handle(fh).is_ok() {
+            return Ok(());
+        }
+        let root = Ctx::root();
+        let a = self.getattr(ino).await?;
+        let new = if a.kind == FileType::Dir {
+            self.opendir(&root, ino, true).await?
+        } else {
+            self.open(&root, ino, if write { libc::O_RDWR } else { libc::O_RDONLY }).await?.fh
+        };
+        let extra = {
+            let mut hs = Self::lock(&self.handles);
+            let h = hs.remove(&new);
+            match (h, hs.contains_key(&fh)) {
+                (Some(h), false) => {
+                    hs.insert(fh, h);
+                    None
+                }
+                // Another thread adopted it first: give this opening back.
+                (h, _) => h,
+            }
+        };
+        if let Some(h) = extra {
+            Self::lock(&self.handles).insert(new, h);
+            if a.kind == FileType::Dir {
+                self.releasedir(new);
+            } else {
+                self.release(new).await?;
+            }
+        }
+        tracing::debug!(fh, ino, write, "adopted a handle of an earlier worker");
+        Ok(())
+    }
+
+    /// Numbers new handles from `base` on, above every number an earlier process serving the
+    /// same kernel connection gave out.
+    pub fn number_handles_from(&self, base: u64) {
+        self.next_fh.fetch_max(base, Ordering::Relaxed);
+    }
+
     /// Releases a handle (last close of a descriptor): commits anything left and closes.
     pub async fn release(&self, fh: u64) -> Result<()> {
         let h = Self::lock(&self.handles).remove(&fh).ok_or_else(|| VfsError::from_errno(libc::EBADF))?;

@@ -1,0 +1,541 @@
+//! The Controller service: volumes created, listed, resized and deleted through Strata's
+//! control plane, each call with the token of the volume's namespace.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::caps;
+use crate::control::{ControlError, ControlPlane, VolumeRecord, VolumeRequest};
+use crate::logged;
+use crate::pb::controller_server::Controller;
+use crate::pb::controller_service_capability::{Rpc, rpc};
+use crate::pb::{self, ControllerServiceCapability, controller_service_capability};
+
+/// StorageClass parameter naming the Strata storage class.
+pub const PARAM_CLASS: &str = "strata.io/class";
+/// StorageClass parameter naming the scope, `${pvc.namespace}` replaced.
+pub const PARAM_SCOPE: &str = "strata.io/scope";
+/// StorageClass parameter with the inode quota.
+pub const PARAM_INODES: &str = "strata.io/inodes";
+/// StorageClass parameter with the reclaim policy of the data (`delete` or `retain`).
+pub const PARAM_RECLAIM: &str = "strata.io/reclaim";
+/// Parameters the external provisioner adds with `--extra-create-metadata`.
+const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
+const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
+const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
+
+/// Volume context key: the volume may be published to one pod only (ReadWriteOncePod).
+pub const CTX_SINGLE_POD: &str = "strata.io/single-pod";
+/// Volume context key: the volume's Strata access mode (ReadOnlyMany volumes mount read-only).
+pub const CTX_ACCESS: &str = "strata.io/access";
+
+/// The Controller service.
+pub struct ControllerService {
+    control: Arc<dyn ControlPlane>,
+    /// The driver's own token: listing and capacity, never provisioning.
+    token: Option<String>,
+}
+
+/// The parameters of a StorageClass, checked.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Params {
+    class: Option<String>,
+    scope: Option<String>,
+    inodes: u64,
+    reclaim: Option<String>,
+}
+
+fn parse_params(p: &HashMap<String, String>) -> Result<Params, Status> {
+    let mut out = Params::default();
+    for (k, v) in p {
+        match k.as_str() {
+            PARAM_CLASS => out.class = Some(v.clone()).filter(|v| !v.is_empty()),
+            PARAM_SCOPE => out.scope = Some(v.clone()).filter(|v| !v.is_empty()),
+            PARAM_INODES => {
+                out.inodes =
+                    v.parse().map_err(|_| Status::invalid_argument(format!("{PARAM_INODES}: {v:?} is not a count")))?
+            }
+            PARAM_RECLAIM => match v.to_ascii_lowercase().as_str() {
+                "delete" | "retain" => out.reclaim = Some(v.to_ascii_lowercase()),
+                _ => return Err(Status::invalid_argument(format!("{PARAM_RECLAIM}: {v:?} is not delete or retain"))),
+            },
+            PVC_NAMESPACE | PVC_NAME | PV_NAME => {}
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown parameter {k:?} (known: {PARAM_CLASS}, {PARAM_SCOPE}, {PARAM_INODES}, {PARAM_RECLAIM})"
+                )));
+            }
+        }
+    }
+    if let Some(t) = out.scope.take() {
+        let mut s = t.clone();
+        for (var, key) in [("${pvc.namespace}", PVC_NAMESPACE), ("${pvc.name}", PVC_NAME)] {
+            if s.contains(var) {
+                let val = p.get(key).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "{PARAM_SCOPE} {t:?} uses {var}, but the request does not carry {key} \
+                         (run the external-provisioner with --extra-create-metadata)"
+                    ))
+                })?;
+                s = s.replace(var, val);
+            }
+        }
+        out.scope = Some(s);
+    }
+    Ok(out)
+}
+
+/// The Strata volume name for a CSI volume name: the name itself where Strata allows it
+/// (Kubernetes' `pvc-<uuid>` names are), else a digest of it, so any name the spec allows maps
+/// to exactly one volume.
+pub fn volume_name(csi_name: &str) -> String {
+    let valid = !csi_name.is_empty()
+        && csi_name.len() <= 253
+        && csi_name.as_bytes()[0].is_ascii_alphanumeric()
+        && csi_name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        csi_name.to_string()
+    } else {
+        format!("csi-{}", &hex::encode(Sha256::digest(csi_name.as_bytes()))[..40])
+    }
+}
+
+/// The token in a call's secrets, if any.
+fn secret_token(secrets: &HashMap<String, String>) -> Option<&str> {
+    secrets.get(crate::TOKEN_KEY).map(|t| t.trim()).filter(|t| !t.is_empty())
+}
+
+fn need_token(secrets: &HashMap<String, String>, what: &str) -> Result<String, Status> {
+    secret_token(secrets).map(str::to_string).ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "no Strata token to {what}: the StorageClass must name a Secret (csi.storage.k8s.io/*-secret-name, \
+             namespace ${{pvc.namespace}}) and that Secret must exist in the claim's namespace with key \"{}\"",
+            crate::TOKEN_KEY
+        ))
+    })
+}
+
+/// The bytes a capacity range asks for: required, else the limit, else none (0).
+fn wanted(range: Option<&pb::CapacityRange>) -> Result<(u64, u64, u64), Status> {
+    let Some(r) = range else { return Ok((0, 0, 0)) };
+    if r.required_bytes < 0 || r.limit_bytes < 0 {
+        return Err(Status::invalid_argument("capacity_range must not be negative"));
+    }
+    let (req, lim) = (r.required_bytes as u64, r.limit_bytes as u64);
+    if lim != 0 && req > lim {
+        return Err(Status::out_of_range(format!("required_bytes {req} exceeds limit_bytes {lim}")));
+    }
+    Ok((if req != 0 { req } else { lim }, req, lim))
+}
+
+fn fits(capacity: u64, req: u64, lim: u64) -> bool {
+    (req == 0 || capacity == 0 || capacity >= req) && (lim == 0 || (capacity != 0 && capacity <= lim))
+}
+
+fn csi_volume(v: &VolumeRecord, single_pod: bool) -> pb::Volume {
+    let mut ctx = HashMap::new();
+    ctx.insert("strata.io/scope".to_string(), v.scope.clone());
+    ctx.insert("strata.io/class".to_string(), v.class.clone());
+    ctx.insert(CTX_ACCESS.to_string(), v.access_mode.as_str().to_string());
+    if single_pod {
+        ctx.insert(CTX_SINGLE_POD.to_string(), "true".to_string());
+    }
+    pb::Volume {
+        capacity_bytes: i64::try_from(v.capacity).unwrap_or(i64::MAX),
+        volume_id: v.name.clone(),
+        volume_context: ctx,
+        content_source: None,
+        accessible_topology: Vec::new(),
+    }
+}
+
+impl ControllerService {
+    /// A controller acting through `control`; `token` is the driver's own.
+    pub fn new(control: Arc<dyn ControlPlane>, token: Option<String>) -> Self {
+        ControllerService { control, token }
+    }
+
+    /// The token for a read: the call's, else the driver's own.
+    fn read_token(&self, secrets: &HashMap<String, String>) -> Result<String, Status> {
+        secret_token(secrets).map(str::to_string).or_else(|| self.token.clone()).ok_or_else(|| {
+            Status::failed_precondition("the controller has no token of its own (start it with --token-file)")
+        })
+    }
+
+    async fn create(&self, r: pb::CreateVolumeRequest) -> Result<pb::CreateVolumeResponse, Status> {
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let access = caps::access(&r.volume_capabilities)?;
+        let (capacity, req, lim) = wanted(r.capacity_range.as_ref())?;
+        let params = parse_params(&r.parameters)?;
+        if r.volume_content_source.is_some() {
+            return Err(Status::invalid_argument(
+                "volume_content_source: volumes from snapshots or other volumes are not supported yet",
+            ));
+        }
+        if !r.mutable_parameters.is_empty() {
+            return Err(Status::invalid_argument("mutable_parameters are not supported (no MODIFY_VOLUME)"));
+        }
+        let token = need_token(&r.secrets, "create the volume")?;
+        let name = volume_name(&r.name);
+        let compatible = |v: &VolumeRecord| -> Result<(), Status> {
+            let class_ok = params.class.as_ref().is_none_or(|c| *c == v.class);
+            let scope_ok = params.scope.as_ref().is_none_or(|s| *s == v.scope);
+            if fits(v.capacity, req, lim)
+                && class_ok
+                && scope_ok
+                && caps::serves(v.access_mode, &r.volume_capabilities).is_ok()
+            {
+                Ok(())
+            } else {
+                Err(Status::already_exists(format!(
+                    "volume {name} exists with capacity {}, class {}, scope {}, access {}: not what this request asks",
+                    v.capacity,
+                    v.class,
+                    v.scope,
+                    v.access_mode.as_str()
+                )))
+            }
+        };
+        if let Some(v) = self.control.get_volume(&token, &name).await? {
+            compatible(&v)?;
+            return Ok(pb::CreateVolumeResponse { volume: Some(csi_volume(&v, access.single_pod)) });
+        }
+        let want = VolumeRequest {
+            name: name.clone(),
+            scope: params.scope.clone(),
+            class: params.class.clone(),
+            capacity,
+            inodes: params.inodes,
+            access_mode: Some(access.mode),
+            reclaim: params.reclaim.clone(),
+        };
+        let v = match self.control.create_volume(&token, &want).await {
+            Ok(v) => v,
+            // Two calls for one name raced: the other one created it.
+            Err(ControlError::AlreadyExists(m)) => match self.control.get_volume(&token, &name).await? {
+                Some(v) => {
+                    compatible(&v)?;
+                    v
+                }
+                None => return Err(Status::already_exists(m)),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        Ok(pb::CreateVolumeResponse { volume: Some(csi_volume(&v, access.single_pod)) })
+    }
+
+    async fn delete(&self, r: pb::DeleteVolumeRequest) -> Result<pb::DeleteVolumeResponse, Status> {
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let token = self.read_token(&r.secrets)?;
+        match self.control.delete_volume(&token, &r.volume_id).await {
+            Ok(()) | Err(ControlError::NotFound(_)) => Ok(pb::DeleteVolumeResponse {}),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn expand(&self, r: pb::ControllerExpandVolumeRequest) -> Result<pb::ControllerExpandVolumeResponse, Status> {
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let Some(range) = r.capacity_range.as_ref() else {
+            return Err(Status::invalid_argument("capacity_range is required"));
+        };
+        let (capacity, _, lim) = wanted(Some(range))?;
+        if capacity == 0 {
+            return Err(Status::invalid_argument("capacity_range must ask for some bytes"));
+        }
+        let token = need_token(&r.secrets, "expand the volume")?;
+        let v = self
+            .control
+            .get_volume(&token, &r.volume_id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
+        if let Some(cap) = &r.volume_capability {
+            caps::serves(v.access_mode, std::slice::from_ref(cap)).map_err(Status::invalid_argument)?;
+        }
+        // Never shrink: a request for less than the volume has is already satisfied.
+        let v = if v.capacity != 0 && v.capacity >= capacity {
+            v
+        } else {
+            if v.capacity == 0 && lim == 0 {
+                return Ok(pb::ControllerExpandVolumeResponse { capacity_bytes: 0, node_expansion_required: false });
+            }
+            self.control.resize_volume(&token, &r.volume_id, capacity).await?
+        };
+        Ok(pb::ControllerExpandVolumeResponse {
+            capacity_bytes: i64::try_from(v.capacity).unwrap_or(i64::MAX),
+            node_expansion_required: false,
+        })
+    }
+
+    async fn validate(
+        &self,
+        r: pb::ValidateVolumeCapabilitiesRequest,
+    ) -> Result<pb::ValidateVolumeCapabilitiesResponse, Status> {
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        if r.volume_capabilities.is_empty() {
+            return Err(Status::invalid_argument("volume_capabilities is required"));
+        }
+        parse_params(&r.parameters)?;
+        let token = self.read_token(&r.secrets)?;
+        let v = self
+            .control
+            .get_volume(&token, &r.volume_id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
+        Ok(match caps::serves(v.access_mode, &r.volume_capabilities) {
+            Ok(()) if r.mutable_parameters.is_empty() => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
+                    volume_context: r.volume_context,
+                    volume_capabilities: r.volume_capabilities,
+                    parameters: r.parameters,
+                    mutable_parameters: Default::default(),
+                }),
+                message: String::new(),
+            },
+            Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: "mutable_parameters are not supported".into(),
+            },
+            Err(why) => pb::ValidateVolumeCapabilitiesResponse { confirmed: None, message: why },
+        })
+    }
+
+    async fn list(&self, r: pb::ListVolumesRequest) -> Result<pb::ListVolumesResponse, Status> {
+        if r.max_entries < 0 {
+            return Err(Status::invalid_argument("max_entries must not be negative"));
+        }
+        // The token is the last name of the previous page: names come sorted, so volumes
+        // created or deleted between pages neither repeat nor hide the others.
+        if !r.starting_token.is_empty() && volume_name(&r.starting_token) != r.starting_token {
+            return Err(Status::aborted(format!("starting_token {:?} is not one this driver gave", r.starting_token)));
+        }
+        let token = self.read_token(&HashMap::new())?;
+        let mut all = self.control.list_volumes(&token).await?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let after: Vec<_> = all.into_iter().filter(|v| v.name.as_str() > r.starting_token.as_str()).collect();
+        let max = if r.max_entries == 0 { usize::MAX } else { r.max_entries as usize };
+        let more = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let next_token = if more { page.last().map(|v| v.name.clone()).unwrap_or_default() } else { String::new() };
+        Ok(pb::ListVolumesResponse {
+            entries: page
+                .iter()
+                .map(|v| pb::list_volumes_response::Entry { volume: Some(csi_volume(v, false)), status: None })
+                .collect(),
+            next_token,
+        })
+    }
+
+    async fn capacity(&self, r: pb::GetCapacityRequest) -> Result<pb::GetCapacityResponse, Status> {
+        if !r.volume_capabilities.is_empty() {
+            caps::access(&r.volume_capabilities)?;
+        }
+        let params = parse_params(&r.parameters)?;
+        let token = self.read_token(&HashMap::new())?;
+        if let Some(c) = &params.class
+            && !self.control.class_exists(&token, c).await?
+        {
+            return Err(Status::invalid_argument(format!("no storage class {c}")));
+        }
+        // A templated scope names no one scope: answer for the driver's token's.
+        let scope = params.scope.as_deref().filter(|s| !s.contains("${"));
+        let room = self.control.room(&token, scope).await?;
+        let clamp = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        Ok(pb::GetCapacityResponse {
+            available_capacity: room.available.map_or(i64::MAX, clamp),
+            maximum_volume_size: room.max_volume_size.map(clamp),
+            minimum_volume_size: None,
+        })
+    }
+
+    async fn get(&self, r: pb::ControllerGetVolumeRequest) -> Result<pb::ControllerGetVolumeResponse, Status> {
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let token = self.read_token(&HashMap::new())?;
+        let v = self
+            .control
+            .get_volume(&token, &r.volume_id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
+        Ok(pb::ControllerGetVolumeResponse { volume: Some(csi_volume(&v, false)), status: None })
+    }
+}
+
+fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!("{what} is not supported by this driver")))
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        r: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let name = r.name.clone();
+        logged("CreateVolume", &volume_name(&name), self.create(r).await)
+    }
+
+    async fn delete_volume(
+        &self,
+        r: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        logged("DeleteVolume", &id, self.delete(r).await)
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _: Request<pb::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
+        unimplemented("ControllerPublishVolume")
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _: Request<pb::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<pb::ControllerUnpublishVolumeResponse>, Status> {
+        unimplemented("ControllerUnpublishVolume")
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        r: Request<pb::ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<pb::ValidateVolumeCapabilitiesResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        logged("ValidateVolumeCapabilities", &id, self.validate(r).await)
+    }
+
+    async fn list_volumes(
+        &self,
+        r: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        logged("ListVolumes", "", self.list(r.into_inner()).await)
+    }
+
+    async fn get_capacity(
+        &self,
+        r: Request<pb::GetCapacityRequest>,
+    ) -> Result<Response<pb::GetCapacityResponse>, Status> {
+        logged("GetCapacity", "", self.capacity(r.into_inner()).await)
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<pb::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<pb::ControllerGetCapabilitiesResponse>, Status> {
+        let caps = ADVERTISED
+            .iter()
+            .map(|t| ControllerServiceCapability {
+                r#type: Some(controller_service_capability::Type::Rpc(Rpc { r#type: *t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(pb::ControllerGetCapabilitiesResponse { capabilities: caps }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        unimplemented("CreateSnapshot")
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        unimplemented("DeleteSnapshot")
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        unimplemented("ListSnapshots")
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        r: Request<pb::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<pb::ControllerExpandVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        logged("ControllerExpandVolume", &id, self.expand(r).await)
+    }
+
+    async fn controller_get_volume(
+        &self,
+        r: Request<pb::ControllerGetVolumeRequest>,
+    ) -> Result<Response<pb::ControllerGetVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        logged("ControllerGetVolume", &id, self.get(r).await)
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _: Request<pb::ControllerModifyVolumeRequest>,
+    ) -> Result<Response<pb::ControllerModifyVolumeResponse>, Status> {
+        unimplemented("ControllerModifyVolume")
+    }
+}
+
+/// The controller capabilities the driver advertises.
+const ADVERTISED: [rpc::Type; 5] = [
+    rpc::Type::CreateDeleteVolume,
+    rpc::Type::ListVolumes,
+    rpc::Type::GetCapacity,
+    rpc::Type::ExpandVolume,
+    rpc::Type::GetVolume,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_valid_unique_volume_names() {
+        let k8s = "pvc-0f6b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(volume_name(k8s), k8s);
+        let odd = volume_name("my volume/ü");
+        assert!(odd.starts_with("csi-") && odd.len() == 44);
+        assert_ne!(odd, volume_name("my volume/u"));
+        let long = "a".repeat(300);
+        assert_eq!(volume_name(&long), volume_name(&long));
+        assert!(volume_name(&long).len() <= 253);
+    }
+
+    #[test]
+    fn scope_templates_take_the_claims_namespace() {
+        let mut p = HashMap::new();
+        p.insert(PARAM_SCOPE.to_string(), "ml/${pvc.namespace}".to_string());
+        assert!(parse_params(&p).is_err(), "no namespace passed: refused, not guessed");
+        p.insert(PVC_NAMESPACE.to_string(), "vision".to_string());
+        assert_eq!(parse_params(&p).expect("params").scope.as_deref(), Some("ml/vision"));
+        p.insert("strata.io/colour".to_string(), "blue".to_string());
+        assert!(parse_params(&p).is_err(), "unknown parameters are refused");
+    }
+
+    #[test]
+    fn capacity_ranges() {
+        let r = |req, lim| pb::CapacityRange { required_bytes: req, limit_bytes: lim };
+        assert_eq!(wanted(Some(&r(10, 0))).expect("ok").0, 10);
+        assert_eq!(wanted(Some(&r(0, 20))).expect("ok").0, 20);
+        assert!(wanted(Some(&r(30, 20))).is_err());
+        assert!(wanted(Some(&r(-1, 0))).is_err());
+        assert!(fits(10, 10, 0) && fits(10, 5, 10) && !fits(10, 11, 0) && !fits(0, 0, 10));
+    }
+}
