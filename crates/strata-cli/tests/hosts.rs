@@ -179,7 +179,3 @@ fn clients_on_separate_hosts_share_a_volume_through_the_server() {
     }
     drop(h);
 }
-
-fn dir_has_files(p: &Path) -> bool {
-    std::fs::read_dir(p).map(|rd| rd.flatten().any(|e| e.path().is_file() || dir_has_files(&e.path()))).unwrap_or(false)
-}

@@ -78,6 +78,11 @@ impl StateDir {
         self.root.join("staged").join(format!("{}.token", key(staging)))
     }
 
+    /// Where a staged volume's worker records its session id (see `strata mount --session-file`).
+    pub fn session_path(&self, staging: &Path) -> PathBuf {
+        self.root.join("staged").join(format!("{}.session", key(staging)))
+    }
+
     /// The log file of a staged volume's workers.
     pub fn log_path(&self, staging: &Path) -> PathBuf {
         self.root.join("logs").join(format!("{}.log", key(staging)))
@@ -98,7 +103,7 @@ impl StateDir {
 
     /// Forgets a staged volume (record and token).
     pub fn remove_staged(&self, staging: &Path) -> std::io::Result<()> {
-        for p in [self.staged_path(staging), self.token_path(staging)] {
+        for p in [self.staged_path(staging), self.token_path(staging), self.session_path(staging)] {
             match std::fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

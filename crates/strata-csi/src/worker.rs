@@ -114,6 +114,8 @@ pub fn spawn(
         .arg(state.token_path(&s.staging))
         .arg("--fuse-fd")
         .arg(WORKER_FD.to_string())
+        .arg("--session-file")
+        .arg(state.session_path(&s.staging))
         .arg("--client-name")
         .arg(format!("csi:{node_id}:{}", s.volume))
         .args(&cmd.extra_args);

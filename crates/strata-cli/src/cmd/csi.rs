@@ -20,6 +20,7 @@ use crate::cmd::rest::{Api, ApiFailure, scope_path, seg};
 /// bind-mounts it into pods. Workers outlive a plugin restart, and a worker that dies is
 /// replaced on the same kernel connection. See README "Kubernetes".
 #[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
 pub struct CsiArgs {
     /// Services to serve: controller (with the provisioner), node (one per node, with the
     /// kubelet) or all.

@@ -55,6 +55,10 @@ pub struct MountArgs {
     /// With --fuse-fd: an earlier worker served this connection; take it over.
     #[arg(long, requires = "fuse_fd", hide = true)]
     pub resume: bool,
+    /// With --fuse-fd: a file holding the session id of the worker serving the connection; a
+    /// resuming worker ends the earlier one's session, then records its own.
+    #[arg(long, requires = "fuse_fd", hide = true)]
+    pub session_file: Option<PathBuf>,
     #[command(flatten)]
     pub attach: AttachArgs,
 }
@@ -163,6 +167,9 @@ async fn serve_worker(args: &MountArgs, token: &str, fd: i32, shutdown: impl Fut
     )
     .await
     .with_context(|| format!("cannot attach volume {}", args.volume))?;
+    if let Some(f) = &args.session_file {
+        hand_over_session(&vfs, f, args.resume).await;
+    }
     let fs = StrataFs::new(vfs.clone(), tokio::runtime::Handle::current(), args.fuse_options());
     let gate = fs.gate();
     let session = strata_fuse::serve_fd(fs, owned, args.resume, &args.volume)
@@ -182,6 +189,24 @@ async fn serve_worker(args: &MountArgs, token: &str, fd: i32, shutdown: impl Fut
     tracing::info!("handed over; the next worker takes the connection");
     // The session's threads wait in the kernel for requests that are no longer ours.
     std::process::exit(0);
+}
+
+/// Ends the session of the worker this one replaces (its id in `file`) and records this
+/// worker's own there. Failing either only delays the end of the old session to its timeout.
+async fn hand_over_session(vfs: &Vfs, file: &Path, resume: bool) {
+    if resume
+        && let Ok(text) = std::fs::read_to_string(file)
+        && let Ok(old) = text.trim().parse::<u64>()
+        && old != vfs.session_id()
+    {
+        match vfs.end_session(old).await {
+            Ok(()) => tracing::info!(session = old, "ended the session of the worker replaced"),
+            Err(e) => tracing::warn!(session = old, error = %e, "cannot end the replaced worker's session"),
+        }
+    }
+    if let Err(e) = std::fs::write(file, vfs.session_id().to_string()) {
+        tracing::warn!(path = %file.display(), error = %e, "cannot record the session id");
+    }
 }
 
 async fn wait_finished(s: &fuser::BackgroundSession) {

@@ -204,3 +204,11 @@ fn fork_run(user: Option<(u32, u32)>, f: impl FnOnce() -> i32) -> i32 {
         libc::WEXITSTATUS(status)
     }
 }
+
+/// Whether a directory tree holds any file but dot-files (a block store's id marker).
+pub fn dir_has_files(p: &Path) -> bool {
+    let dot = |e: &std::fs::DirEntry| e.file_name().as_encoded_bytes().starts_with(b".");
+    std::fs::read_dir(p)
+        .map(|rd| rd.flatten().any(|e| (e.path().is_file() && !dot(&e)) || dir_has_files(&e.path())))
+        .unwrap_or(false)
+}

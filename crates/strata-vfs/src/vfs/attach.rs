@@ -70,6 +70,19 @@ impl Vfs {
         }
     }
 
+    /// This attachment's session id.
+    pub fn session_id(&self) -> u64 {
+        self.client.session()
+    }
+
+    /// Ends another session of this volume now, e.g. the one of a FUSE worker that died and
+    /// was replaced (the server would end it only after its session timeout, holding its
+    /// opens and locks until then).
+    pub async fn end_session(&self, session: u64) -> Result<()> {
+        self.client.call::<_, pb::Empty>(Method::Unmount, |_| pb::SessionReq { session }).await?;
+        Ok(())
+    }
+
     /// Sends a heartbeat (re-registering the session if the server restarted).
     async fn heartbeat(&self) -> Result<()> {
         self.client.call::<_, pb::Empty>(Method::Heartbeat, |session| pb::SessionReq { session }).await?;

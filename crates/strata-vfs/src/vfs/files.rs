@@ -116,7 +116,13 @@ impl Vfs {
         let new = if a.kind == FileType::Dir {
             self.opendir(&root, ino, true).await?
         } else {
-            self.open(&root, ino, if write { libc::O_RDWR } else { libc::O_RDONLY }).await?.fh
+            // The kernel's descriptor may have been opened for writing even if the first call
+            // seen here is a read or an fsync: open for writing where the file allows it.
+            match self.open(&root, ino, libc::O_RDWR).await {
+                Ok(o) => o.fh,
+                Err(e) if write => return Err(e),
+                Err(_) => self.open(&root, ino, libc::O_RDONLY).await?.fh,
+            }
         };
         let extra = {
             let mut hs = Self::lock(&self.handles);

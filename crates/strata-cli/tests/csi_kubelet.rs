@@ -1,0 +1,223 @@
+//! The CSI driver as Kubernetes drives it, with this test playing the external provisioner and
+//! the kubelets of two nodes (two node plugins, each with its own state directory): a volume is
+//! provisioned, staged and published on both nodes, two "pods" share it, it grows online, and
+//! the node plugin and its FUSE worker are killed and replaced while a pod keeps writing.
+//! Then everything is taken down again: no mount, no volume and no block is left.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::csi::*;
+use common::*;
+use strata_csi::pb;
+use strata_csi::pb::volume_capability::access_mode::Mode;
+
+const MIB: i64 = 1 << 20;
+
+/// The pid of the FUSE worker a node plugin runs for its (only) staged volume.
+fn worker_pid(d: &CsiDriver) -> i32 {
+    let dir = d.state_dir.join("staged");
+    for e in std::fs::read_dir(&dir).expect("state dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).expect("record")).expect("json");
+            return v["pid"].as_i64().expect("pid") as i32;
+        }
+    }
+    panic!("no staged volume in {}", dir.display());
+}
+
+fn statvfs_total(p: &Path) -> u64 {
+    let c = cpath(p);
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: valid path; `st` is written by a successful call.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) }, 0, "statvfs {}", p.display());
+    // SAFETY: the call succeeded.
+    let st = unsafe { st.assume_init() };
+    st.f_blocks * st.f_frsize
+}
+
+/// A "pod" appending fixed-size records, each fsynced, until told to stop; the count written
+/// and every error seen.
+fn writer(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("open in the pod");
+        let (mut n, mut errors) = (0usize, Vec::new());
+        while !stop.load(Ordering::SeqCst) || n < 200 {
+            let rec = format!("{n:08}\n");
+            if let Err(e) = f.write_all(rec.as_bytes()).and_then(|()| f.sync_data()) {
+                errors.push(format!("record {n}: {e}"));
+                break;
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (n, errors)
+    })
+}
+
+fn check_records(data: &[u8], n: usize) {
+    assert_eq!(data.len(), n * 9, "record file of {n} records has {} bytes", data.len());
+    for (i, rec) in data.chunks(9).enumerate() {
+        assert_eq!(rec, format!("{i:08}\n").as_bytes(), "record {i}");
+    }
+}
+
+#[test]
+fn two_nodes_share_a_volume_through_restarts_and_leave_nothing_behind() {
+    let mut c = Cluster::with_opts(
+        "csi-kubelet",
+        Opts { server_args: vec!["--gc-interval".into(), "200ms".into()], ..Default::default() },
+    );
+    let token = c.token();
+    let ctl = CsiDriver::start(&c, "controller", "");
+    // Node 1 runs its workers from a copy of the binary, which the test later replaces.
+    let bin_dir = c.dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("bin dir");
+    let worker_bin = bin_dir.join("strata");
+    std::fs::copy(strata_bin(), &worker_bin).expect("copy strata");
+    let mut n1 = CsiDriver::start_with(&c, "node", "node-1", &["--worker-bin", worker_bin.to_str().expect("utf-8")]);
+    let n2 = CsiDriver::start(&c, "node", "node-2");
+    // Replacing a worker is logged as a warning: expected here, and the point of the test.
+    n1.allow_log("FUSE worker exited; starting a replacement");
+
+    // Provision, as the external provisioner does.
+    let rwx = mount_cap(Mode::MultiNodeMultiWriter);
+    let vol = ctl
+        .block_on(ctl.controller().create_volume(pb::CreateVolumeRequest {
+            name: "pvc-2f1c7a9e-5b0d-4d6e-9a43-0c5e1b7d8f21".into(),
+            capacity_range: Some(pb::CapacityRange { required_bytes: 64 * MIB, limit_bytes: 0 }),
+            volume_capabilities: vec![rwx],
+            secrets: secrets(&token),
+            ..Default::default()
+        }))
+        .expect("CreateVolume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let id = vol.volume_id.clone();
+    assert_eq!(vol.capacity_bytes, 64 * MIB);
+
+    // Stage and publish on both nodes, as their kubelets do.
+    let pod = |d: &CsiDriver, name: &str| -> PathBuf {
+        let staging = d.dir.join("plugins/kubernetes.io/csi/csi.strata.io/globalmount");
+        let target = d.dir.join(format!("pods/{name}/volumes/kubernetes.io~csi/{id}/mount"));
+        d.block_on(d.node().node_stage_volume(pb::NodeStageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.display().to_string(),
+            volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
+            secrets: secrets(&token),
+            volume_context: vol.volume_context.clone(),
+            ..Default::default()
+        }))
+        .expect("NodeStageVolume");
+        d.block_on(d.node().node_publish_volume(pb::NodePublishVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.display().to_string(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
+            volume_context: vol.volume_context.clone(),
+            ..Default::default()
+        }))
+        .expect("NodePublishVolume");
+        target
+    };
+    let (a, b) = (pod(&n1, "a"), pod(&n2, "b"));
+
+    // What one pod closes, the other reads exactly.
+    let data = random_bytes(15, 5 * (1 << 20) + 333);
+    std::fs::write(a.join("shared.bin"), &data).expect("write in pod a");
+    assert_bytes_eq(&read_all(&b.join("shared.bin")), &data, "pod b reads pod a's file");
+
+    // Online expansion shows in both pods' statfs.
+    assert_eq!(statvfs_total(&a), 64 << 20);
+    let grown = ctl
+        .block_on(ctl.controller().controller_expand_volume(pb::ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(pb::CapacityRange { required_bytes: 128 * MIB, limit_bytes: 0 }),
+            secrets: secrets(&token),
+            ..Default::default()
+        }))
+        .expect("ControllerExpandVolume")
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 128 * MIB);
+    assert!(wait_until(Duration::from_secs(5), || statvfs_total(&a) == 128 << 20 && statvfs_total(&b) == 128 << 20));
+
+    // A pod on node 1 keeps writing while its node plugin is killed and restarted, its FUSE
+    // worker is killed, and then a new worker binary takes over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(a.join("records"), stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    n1.restart();
+    std::thread::sleep(Duration::from_millis(300));
+    let first = worker_pid(&n1);
+    // SAFETY: plain kill(2) of the FUSE worker this test's plugin started.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    assert!(wait_until(Duration::from_secs(10), || worker_pid(&n1) != first), "worker not replaced");
+    std::thread::sleep(Duration::from_millis(300));
+    let staged_new = bin_dir.join("strata.new");
+    std::fs::copy(strata_bin(), &staged_new).expect("copy new binary");
+    std::fs::rename(&staged_new, &worker_bin).expect("install new binary");
+    let new_ino = std::fs::metadata(&worker_bin).expect("new binary").ino();
+    let second = worker_pid(&n1);
+    // SAFETY: as above; SIGTERM asks the worker to hand over.
+    assert_eq!(unsafe { libc::kill(second, libc::SIGTERM) }, 0);
+    assert!(wait_until(Duration::from_secs(10), || worker_pid(&n1) != second), "worker not handed over");
+    let third = worker_pid(&n1);
+    let exe = std::fs::metadata(format!("/proc/{third}/exe")).expect("worker exe");
+    assert_eq!(exe.ino(), new_ino, "the replacement runs the new binary");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (n, errors) = w.join().expect("writer");
+    assert!(errors.is_empty(), "the pod saw errors: {errors:?}");
+    check_records(&read_all(&a.join("records")), n);
+    check_records(&read_all(&b.join("records")), n);
+    assert_bytes_eq(&read_all(&a.join("shared.bin")), &data, "pod a after the restarts");
+
+    // Volume statistics: bytes against the quota, and a condition.
+    let stats = n2
+        .block_on(n2.node().node_get_volume_stats(pb::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: b.display().to_string(),
+            ..Default::default()
+        }))
+        .expect("NodeGetVolumeStats")
+        .into_inner();
+    let bytes = stats.usage.iter().find(|u| u.unit == pb::volume_usage::Unit::Bytes as i32).expect("bytes");
+    assert_eq!(bytes.total, 128 * MIB);
+    assert!(bytes.used >= data.len() as i64, "used {} < {}", bytes.used, data.len());
+    assert!(stats.volume_condition.is_some_and(|c| !c.abnormal));
+
+    // Take it all down, as Kubernetes does when the pods and the claim go.
+    for (d, target) in [(&n1, &a), (&n2, &b)] {
+        let staging = d.dir.join("plugins/kubernetes.io/csi/csi.strata.io/globalmount");
+        d.block_on(d.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+            volume_id: id.clone(),
+            target_path: target.display().to_string(),
+        }))
+        .expect("NodeUnpublishVolume");
+        assert!(!target.exists(), "target path left behind");
+        d.block_on(d.node().node_unstage_volume(pb::NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.display().to_string(),
+        }))
+        .expect("NodeUnstageVolume");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&c.dir.display().to_string()), "mounts left behind:\n{mounts}");
+    ctl.block_on(
+        ctl.controller().delete_volume(pb::DeleteVolumeRequest { volume_id: id.clone(), secrets: secrets(&token) }),
+    )
+    .expect("DeleteVolume");
+    assert!(!c.cli(&["volume", "list"]).contains(&id), "volume still listed");
+    let blocks = c.data.join("blocks");
+    assert!(wait_until(Duration::from_secs(20), || !dir_has_files(&blocks)), "blocks left in {}", blocks.display());
+    drop((n1, n2, ctl));
+    let _ = &mut c;
+}
