@@ -49,7 +49,7 @@ pub struct CsiDriver {
     pub token_file: PathBuf,
     extra_args: Vec<String>,
     /// Allowed problem lines: each entry is needles that must all occur in the line.
-    allowed: Vec<Vec<String>>,
+    allowed: std::sync::Mutex<Vec<Vec<String>>>,
     proc_: Option<Service>,
     rt: tokio::runtime::Runtime,
 }
@@ -65,11 +65,8 @@ impl CsiDriver {
     pub fn start_with(c: &Cluster, mode: &str, node_id: &str, extra: &[&str]) -> CsiDriver {
         let dir = c.dir.join(format!("csi-{node_id}"));
         std::fs::create_dir_all(&dir).expect("csi directory");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
         let mut d = CsiDriver {
             mode: mode.to_string(),
             node_id: node_id.to_string(),
@@ -79,7 +76,7 @@ impl CsiDriver {
             server: c.addr.clone(),
             token_file: c.token_file.clone(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            allowed: Vec::new(),
+            allowed: Default::default(),
             dir,
             proc_: None,
             rt,
@@ -165,14 +162,18 @@ impl CsiDriver {
     }
 
     /// Allows log lines (of the driver and its workers) containing `needle`.
-    pub fn allow_log(&mut self, needle: &str) {
-        self.allowed.push(vec![needle.to_string()]);
+    pub fn allow_log(&self, needle: &str) {
+        self.allowed.lock().expect("allowed").push(vec![needle.to_string()]);
     }
 
     /// Allows the WARN line of a refused call of `method` (e.g. `CreateVolume`) with gRPC code
     /// `code` (tonic's name, e.g. `InvalidArgument`).
-    pub fn allow_refusal(&mut self, method: &str, code: &str) {
-        self.allowed.push(vec!["refused".into(), format!("method=\"{method}\""), format!("code={code}")]);
+    pub fn allow_refusal(&self, method: &str, code: &str) {
+        self.allowed.lock().expect("allowed").push(vec![
+            "refused".into(),
+            format!("method=\"{method}\""),
+            format!("code={code}"),
+        ]);
     }
 
     // ---- clients ----
@@ -239,10 +240,11 @@ impl CsiDriver {
         }
         let mut logs = self.logs.clone();
         logs.extend(self.worker_logs());
+        let allowed = self.allowed.lock().map(|a| a.clone()).unwrap_or_default();
         for log in logs {
             let text = tolerate_unmount_race(&std::fs::read_to_string(&log).unwrap_or_default());
             for l in problem_lines(&text) {
-                if !self.allowed.iter().any(|all| all.iter().all(|a| l.contains(a.as_str()))) {
+                if !allowed.iter().any(|all| all.iter().all(|a| l.contains(a.as_str()))) {
                     notes.push(format!("{}: {l}", log.display()));
                 }
             }
