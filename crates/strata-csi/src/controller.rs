@@ -224,6 +224,9 @@ impl ControllerService {
                 }
                 None => return Err(Status::already_exists(m)),
             },
+            // An unknown class or scope: the request's parameters are wrong (NOT_FOUND is for
+            // a missing content source in CreateVolume).
+            Err(ControlError::NotFound(m)) => return Err(Status::invalid_argument(m)),
             Err(e) => return Err(e.into()),
         };
         Ok(pb::CreateVolumeResponse { volume: Some(csi_volume(&v, access.single_pod)) })
@@ -235,7 +238,22 @@ impl ControllerService {
         }
         let token = self.read_token(&r.secrets)?;
         match self.control.delete_volume(&token, &r.volume_id).await {
-            Ok(()) | Err(ControlError::NotFound(_)) => Ok(pb::DeleteVolumeResponse {}),
+            Ok(()) => Ok(pb::DeleteVolumeResponse {}),
+            Err(ControlError::NotFound(m)) => {
+                // The server hides other scopes' volumes from a token: "not found" for the
+                // call's token may be a volume that exists. Reporting OK would let the CO forget
+                // a volume that was never deleted.
+                if let Some(own) = &self.token
+                    && secret_token(&r.secrets).is_some_and(|t| t != own)
+                    && let Ok(Some(v)) = self.control.get_volume(own, &r.volume_id).await
+                {
+                    return Err(Status::permission_denied(format!(
+                        "volume {} exists in scope {}, which the token of this call cannot reach ({m})",
+                        v.name, v.scope
+                    )));
+                }
+                Ok(pb::DeleteVolumeResponse {})
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -340,7 +358,15 @@ impl ControllerService {
         if !r.volume_capabilities.is_empty() {
             caps::access(&r.volume_capabilities)?;
         }
-        let params = parse_params(&r.parameters)?;
+        // The external-provisioner's capacity tracking passes the StorageClass parameters
+        // alone, without the claim's metadata: a templated scope names no one scope here and
+        // is not expanded (see below).
+        let mut plain = r.parameters.clone();
+        let templated = plain.get(PARAM_SCOPE).is_some_and(|s| s.contains("${"));
+        if templated {
+            plain.remove(PARAM_SCOPE);
+        }
+        let params = parse_params(&plain)?;
         let token = self.read_token(&HashMap::new())?;
         if let Some(c) = &params.class
             && !self.control.class_exists(&token, c).await?

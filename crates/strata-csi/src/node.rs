@@ -276,7 +276,7 @@ impl NodeService {
             return Err(
                 if why.contains("authentication") || why.contains("Unauthenticated") || why.contains("token") {
                     Status::unauthenticated(msg)
-                } else if why.contains("no such volume") || why.contains("not found") {
+                } else if ["no such volume", "not found", "does not exist"].iter().any(|w| why.contains(w)) {
                     Status::not_found(msg)
                 } else {
                     Status::internal(msg)
