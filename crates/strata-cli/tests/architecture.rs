@@ -22,11 +22,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("strata-fuse", 3),
     ("strata-nfs", 3),
     ("strata-s3", 3),
+    ("strata-csi", 3),
     ("strata-cli", 4),
 ];
 
 /// The front-ends: they reach volumes only through the VFS.
-const FRONT_ENDS: &[&str] = &["strata-fuse", "strata-nfs", "strata-s3"];
+const FRONT_ENDS: &[&str] = &["strata-fuse", "strata-nfs", "strata-s3", "strata-csi"];
 
 /// The only crates that may link the metadata engines: the server, and the binary that runs it.
 const ENGINE_USERS: &[&str] = &["strata-meta", "strata-server", "strata-cli"];
