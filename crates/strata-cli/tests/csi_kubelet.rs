@@ -221,3 +221,113 @@ fn two_nodes_share_a_volume_through_restarts_and_leave_nothing_behind() {
     drop((n1, n2, ctl));
     let _ = &mut c;
 }
+
+fn stats(d: &CsiDriver, id: &str, path: &Path) -> pb::NodeGetVolumeStatsResponse {
+    d.block_on(d.node().node_get_volume_stats(pb::NodeGetVolumeStatsRequest {
+        volume_id: id.to_string(),
+        volume_path: path.display().to_string(),
+        ..Default::default()
+    }))
+    .expect("NodeGetVolumeStats")
+    .into_inner()
+}
+
+fn condition(r: &pb::NodeGetVolumeStatsResponse) -> (bool, String) {
+    let c = r.volume_condition.clone().expect("a volume condition");
+    (c.abnormal, c.message)
+}
+
+#[test]
+fn a_mount_lost_with_its_plugin_is_reported_and_served_again_after_the_pod_restarts() {
+    let mut c = Cluster::new("csi-lost");
+    let token = c.token();
+    let ctl = CsiDriver::start(&c, "controller", "");
+    let mut n = CsiDriver::start(&c, "node", "node-1");
+    n.allow_log("the staged volume's worker is gone; mounting it again");
+    n.allow_log("cannot take the worker's connection");
+    n.allow_log("strata server unreachable; retrying");
+    let cap = || Some(mount_cap(Mode::SingleNodeWriter));
+    let id = ctl
+        .block_on(ctl.controller().create_volume(pb::CreateVolumeRequest {
+            name: "pvc-lost".into(),
+            capacity_range: Some(pb::CapacityRange { required_bytes: 32 * MIB, limit_bytes: 0 }),
+            volume_capabilities: vec![mount_cap(Mode::SingleNodeWriter)],
+            secrets: secrets(&token),
+            ..Default::default()
+        }))
+        .expect("CreateVolume")
+        .into_inner()
+        .volume
+        .expect("volume")
+        .volume_id;
+    let staging = n.dir.join("globalmount");
+    n.block_on(n.node().node_stage_volume(pb::NodeStageVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: cap(),
+        secrets: secrets(&token),
+        ..Default::default()
+    }))
+    .expect("NodeStageVolume");
+    let publish = |n: &CsiDriver, target: &Path| {
+        n.block_on(n.node().node_publish_volume(pb::NodePublishVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging.display().to_string(),
+            target_path: target.display().to_string(),
+            volume_capability: cap(),
+            ..Default::default()
+        }))
+        .expect("NodePublishVolume");
+    };
+    let a = n.dir.join("pods/a/mount");
+    publish(&n, &a);
+    let data = random_bytes(3, 700_000);
+    std::fs::write(a.join("kept"), &data).expect("write");
+    assert!(!condition(&stats(&n, &id, &a)).0, "healthy volume reported abnormal");
+
+    // The server goes away: the condition says so within the call's time, and recovers.
+    c.kill9_server();
+    let (abnormal, why) = condition(&stats(&n, &id, &a));
+    assert!(abnormal && why.contains("unreachable"), "server down: {why}");
+    c.start_server();
+    assert!(
+        wait_until(Duration::from_secs(20), || !condition(&stats(&n, &id, &a)).0),
+        "the volume did not recover with its server"
+    );
+
+    // The plugin and its worker die together (a container restart): the kernel connection
+    // goes with the last descriptor. The restarted plugin says so for the old mount, and mounts
+    // the volume afresh for the pod's next start.
+    let pid = worker_pid(&n);
+    n.kill9();
+    // SAFETY: plain kill(2) of the FUSE worker the test's plugin started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))));
+    n.restart();
+    let (abnormal, why) = condition(&stats(&n, &id, &a));
+    assert!(abnormal, "a dead mount reported healthy");
+    assert!(why.contains("not connected") || why.contains("statfs"), "dead mount: {why}");
+    n.block_on(n.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+        volume_id: id.clone(),
+        target_path: a.display().to_string(),
+    }))
+    .expect("NodeUnpublishVolume of the dead mount");
+    let a2 = n.dir.join("pods/a2/mount");
+    publish(&n, &a2);
+    assert_bytes_eq(&read_all(&a2.join("kept")), &data, "the restarted pod reads what was written");
+    assert!(!condition(&stats(&n, &id, &a2)).0);
+
+    n.block_on(n.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+        volume_id: id.clone(),
+        target_path: a2.display().to_string(),
+    }))
+    .expect("NodeUnpublishVolume");
+    n.block_on(n.node().node_unstage_volume(pb::NodeUnstageVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.display().to_string(),
+    }))
+    .expect("NodeUnstageVolume");
+    ctl.block_on(ctl.controller().delete_volume(pb::DeleteVolumeRequest { volume_id: id, secrets: secrets(&token) }))
+        .expect("DeleteVolume");
+}

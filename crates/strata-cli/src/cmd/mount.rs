@@ -55,8 +55,8 @@ pub struct MountArgs {
     /// With --fuse-fd: an earlier worker served this connection; take it over.
     #[arg(long, requires = "fuse_fd", hide = true)]
     pub resume: bool,
-    /// With --fuse-fd: a file holding the session id of the worker serving the connection; a
-    /// resuming worker ends the earlier one's session, then records its own.
+    /// With --fuse-fd: a file holding the session id of the worker that served this volume
+    /// before; a new worker ends that session, then records its own.
     #[arg(long, requires = "fuse_fd", hide = true)]
     pub session_file: Option<PathBuf>,
     #[command(flatten)]
@@ -168,7 +168,7 @@ async fn serve_worker(args: &MountArgs, token: &str, fd: i32, shutdown: impl Fut
     .await
     .with_context(|| format!("cannot attach volume {}", args.volume))?;
     if let Some(f) = &args.session_file {
-        hand_over_session(&vfs, f, args.resume).await;
+        hand_over_session(&vfs, f).await;
     }
     let fs = StrataFs::new(vfs.clone(), tokio::runtime::Handle::current(), args.fuse_options());
     let gate = fs.gate();
@@ -193,9 +193,10 @@ async fn serve_worker(args: &MountArgs, token: &str, fd: i32, shutdown: impl Fut
 
 /// Ends the session of the worker this one replaces (its id in `file`) and records this
 /// worker's own there. Failing either only delays the end of the old session to its timeout.
-async fn hand_over_session(vfs: &Vfs, file: &Path, resume: bool) {
-    if resume
-        && let Ok(text) = std::fs::read_to_string(file)
+async fn hand_over_session(vfs: &Vfs, file: &Path) {
+    // Also without --resume: a plugin that lost a worker with its connection mounts afresh,
+    // and the dead worker's session must end all the same.
+    if let Ok(text) = std::fs::read_to_string(file)
         && let Ok(old) = text.trim().parse::<u64>()
         && old != vfs.session_id()
     {

@@ -173,7 +173,8 @@ impl Vfs {
                     self.cache.fetch(&self.store, &key, blen as usize).await
                 };
                 let data = match fetched {
-                    Err(BlockError::Missing(_)) if self.store.is_local() => {
+                    // A short file may be one the server's journal flush is writing right now.
+                    Err(BlockError::Missing(_) | BlockError::Short { .. }) if self.store.is_local() => {
                         self.journaled_copy(&key, blen as usize).await?
                     }
                     r => r?,
@@ -181,7 +182,8 @@ impl Vfs {
                 sink(data.slice(in_block..in_block + n));
             } else {
                 match self.store.get_range(&key, in_block as u64..(in_block + n) as u64).await {
-                    Err(BlockError::Missing(_)) if self.store.is_local() => {
+                    // A short file may be one the server's journal flush is writing right now.
+                    Err(BlockError::Missing(_) | BlockError::Short { .. }) if self.store.is_local() => {
                         sink(self.journaled_copy(&key, blen as usize).await?.slice(in_block..in_block + n))
                     }
                     r => sink(r?),
@@ -192,9 +194,10 @@ impl Vfs {
         Ok(())
     }
 
-    /// A block whose file is missing from the local store: a durable commit may have left the
-    /// file to the server, which writes it within a background round and until then answers
-    /// with the journaled copy. Without a copy the file was written meanwhile, or is lost.
+    /// A block whose file is missing (or still being written) in the local store: a durable
+    /// commit may have left the file to the server, which writes it within a background round
+    /// and until then answers with the journaled copy. Without a copy the file was written
+    /// meanwhile, or is lost.
     pub(super) async fn journaled_copy(&self, key: &str, len: usize) -> Result<Bytes> {
         let r = self
             .client
