@@ -147,6 +147,20 @@ fn two_nodes_share_a_volume_through_restarts_and_leave_nothing_behind() {
         .expect("ControllerExpandVolume")
         .into_inner();
     assert_eq!(grown.capacity_bytes, 128 * MIB);
+    // As the kubelet does when the controller asks for node expansion.
+    assert!(grown.node_expansion_required);
+    for (d, target) in [(&n1, &a), (&n2, &b)] {
+        let r = d
+            .block_on(d.node().node_expand_volume(pb::NodeExpandVolumeRequest {
+                volume_id: id.clone(),
+                volume_path: target.display().to_string(),
+                capacity_range: Some(pb::CapacityRange { required_bytes: 128 * MIB, limit_bytes: 0 }),
+                ..Default::default()
+            }))
+            .expect("NodeExpandVolume")
+            .into_inner();
+        assert_eq!(r.capacity_bytes, 128 * MIB);
+    }
     assert!(wait_until(Duration::from_secs(5), || statvfs_total(&a) == 128 << 20 && statvfs_total(&b) == 128 << 20));
 
     // A pod on node 1 keeps writing while its node plugin is killed and restarted, its FUSE

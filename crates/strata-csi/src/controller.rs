@@ -240,22 +240,28 @@ impl ControllerService {
         match self.control.delete_volume(&token, &r.volume_id).await {
             Ok(()) => Ok(pb::DeleteVolumeResponse {}),
             Err(ControlError::NotFound(m)) => {
-                // The server hides other scopes' volumes from a token: "not found" for the
-                // call's token may be a volume that exists. Reporting OK would let the CO forget
-                // a volume that was never deleted.
-                if let Some(own) = &self.token
-                    && secret_token(&r.secrets).is_some_and(|t| t != own)
-                    && let Ok(Some(v)) = self.control.get_volume(own, &r.volume_id).await
-                {
-                    return Err(Status::permission_denied(format!(
-                        "volume {} exists in scope {}, which the token of this call cannot reach ({m})",
-                        v.name, v.scope
-                    )));
-                }
+                // Reporting OK for a volume that exists would let the CO forget a volume that
+                // was never deleted.
+                self.hidden(&r.secrets, &r.volume_id, &m).await?;
                 Ok(pb::DeleteVolumeResponse {})
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// PERMISSION_DENIED if `volume`, which the call's token did not find, exists where the
+    /// driver's own token sees it: the server hides other scopes' volumes from a token.
+    async fn hidden(&self, secrets: &HashMap<String, String>, volume: &str, why: &str) -> Result<(), Status> {
+        if let Some(own) = &self.token
+            && secret_token(secrets).is_some_and(|t| t != own)
+            && let Ok(Some(v)) = self.control.get_volume(own, volume).await
+        {
+            return Err(Status::permission_denied(format!(
+                "volume {} exists in scope {}, which the token of this call cannot reach ({why})",
+                v.name, v.scope
+            )));
+        }
+        Ok(())
     }
 
     async fn expand(&self, r: pb::ControllerExpandVolumeRequest) -> Result<pb::ControllerExpandVolumeResponse, Status> {
@@ -270,11 +276,10 @@ impl ControllerService {
             return Err(Status::invalid_argument("capacity_range must ask for some bytes"));
         }
         let token = need_token(&r.secrets, "expand the volume")?;
-        let v = self
-            .control
-            .get_volume(&token, &r.volume_id)
-            .await?
-            .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
+        let Some(v) = self.control.get_volume(&token, &r.volume_id).await? else {
+            self.hidden(&r.secrets, &r.volume_id, "not found with the call's token").await?;
+            return Err(Status::not_found(format!("no volume {}", r.volume_id)));
+        };
         if let Some(cap) = &r.volume_capability {
             caps::serves(v.access_mode, std::slice::from_ref(cap)).map_err(Status::invalid_argument)?;
         }
@@ -283,13 +288,15 @@ impl ControllerService {
             v
         } else {
             if v.capacity == 0 && lim == 0 {
-                return Ok(pb::ControllerExpandVolumeResponse { capacity_bytes: 0, node_expansion_required: false });
+                return Ok(pb::ControllerExpandVolumeResponse { capacity_bytes: 0, node_expansion_required: true });
             }
             self.control.resize_volume(&token, &r.volume_id, capacity).await?
         };
+        // The quota is the server's: nothing to resize on a node, but NodeExpandVolume checks
+        // that the node's mounts report the new size before the CO tells the pod's user.
         Ok(pb::ControllerExpandVolumeResponse {
             capacity_bytes: i64::try_from(v.capacity).unwrap_or(i64::MAX),
-            node_expansion_required: false,
+            node_expansion_required: true,
         })
     }
 

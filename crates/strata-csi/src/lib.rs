@@ -145,9 +145,15 @@ pub async fn serve(
 
 /// Logs a call's outcome with its volume id; every service method ends through this.
 fn logged<T>(method: &str, volume: &str, res: Result<T, tonic::Status>) -> Result<tonic::Response<T>, tonic::Status> {
+    use tonic::Code;
     match &res {
         Ok(_) => tracing::info!(method, volume, "ok"),
-        Err(s) => tracing::warn!(method, volume, code = ?s.code(), message = s.message(), "refused"),
+        // The driver's or the system's trouble: worth an operator's look.
+        Err(s) if matches!(s.code(), Code::Internal | Code::Unavailable | Code::Unknown) => {
+            tracing::warn!(method, volume, code = ?s.code(), message = s.message(), "failed")
+        }
+        // What the caller asked for is refused: routine for a CO (retries, policy refusals).
+        Err(s) => tracing::info!(method, volume, code = ?s.code(), message = s.message(), "refused"),
     }
     res.map(tonic::Response::new)
 }

@@ -447,13 +447,26 @@ impl NodeService {
             caps::check(cap).map_err(Status::invalid_argument)?;
         }
         Self::check_mount(&volume, &path)?;
-        // The quota lives on the server; the mount reports it at the next statfs.
-        let st = tokio::time::timeout(STATS_TIMEOUT, tokio::task::spawn_blocking(move || mounts::statvfs(&path)))
-            .await
-            .map_err(|_| Status::unavailable("statfs did not answer: the Strata server is unreachable"))?
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| io_status("statfs", e))?;
-        Ok(pb::NodeExpandVolumeResponse { capacity_bytes: (st.f_blocks as i64) * (st.f_frsize as i64) })
+        let want = r.capacity_range.as_ref().map_or(0, |c| c.required_bytes.max(0));
+        // The quota lives on the server: the node has nothing to resize, only to see the mount
+        // report the new size (at once: statfs asks the server).
+        let deadline = tokio::time::Instant::now() + STATS_TIMEOUT;
+        loop {
+            let p = path.clone();
+            let st = tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || mounts::statvfs(&p)))
+                .await
+                .map_err(|_| Status::unavailable("statfs did not answer: the Strata server is unreachable"))?
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| io_status("statfs", e))?;
+            let total = (st.f_blocks as i64) * (st.f_frsize as i64);
+            if total >= want || tokio::time::Instant::now() >= deadline {
+                if total < want {
+                    return Err(Status::internal(format!("the mount reports {total} bytes, not the {want} asked for")));
+                }
+                return Ok(pb::NodeExpandVolumeResponse { capacity_bytes: total });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 
