@@ -31,7 +31,7 @@ check)
         >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 50); do
-        [[ $(wc -l <"$tmp/runs" 2>/dev/null || echo 0) -ge 2 ]] && break
+        [[ -f $tmp/runs && $(wc -l <"$tmp/runs") -ge 2 ]] && break
         sleep 0.1
     done
     sleep 0.2
