@@ -96,6 +96,15 @@ fn tune_readahead(mp: &Path, kb: u64) {
     }
 }
 
+/// Attaches the volume for a mount at `mp`, named `--client-name` or HOST:MOUNTPOINT.
+async fn attach(args: &MountArgs, token: &str, mp: &Path) -> Result<Arc<Vfs>> {
+    let client_name =
+        args.client_name.clone().unwrap_or_else(|| format!("{}:{}", strata_vfs::host_name(), mp.display()));
+    Vfs::attach(&args.attach.server.server, token, &args.volume, &client_name, args.attach.client.vfs_config(false))
+        .await
+        .with_context(|| format!("cannot mount volume {}", args.volume))
+}
+
 /// Mounts `volume` at `mountpoint` and serves until `shutdown` completes or the file system is
 /// unmounted from outside; then commits buffered writes and ends the session.
 pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -103,17 +112,7 @@ pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output =
         return serve_worker(args, token, fd, shutdown).await;
     }
     let mp = check_mountpoint(&args.mountpoint)?;
-    let client_name =
-        args.client_name.clone().unwrap_or_else(|| format!("{}:{}", strata_vfs::host_name(), mp.display()));
-    let vfs = Vfs::attach(
-        &args.attach.server.server,
-        token,
-        &args.volume,
-        &client_name,
-        args.attach.client.vfs_config(false),
-    )
-    .await
-    .with_context(|| format!("cannot mount volume {}", args.volume))?;
+    let vfs = attach(args, token, &mp).await?;
     let fs = StrataFs::new(vfs.clone(), tokio::runtime::Handle::current(), args.fuse_options());
     let session = match strata_fuse::spawn(fs, &mp, &args.volume) {
         Ok(s) => s,
@@ -156,17 +155,7 @@ async fn serve_worker(args: &MountArgs, token: &str, fd: i32, shutdown: impl Fut
     // SAFETY: checked above to be open; this process owns it from here on.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mp = args.mountpoint.clone();
-    let client_name =
-        args.client_name.clone().unwrap_or_else(|| format!("{}:{}", strata_vfs::host_name(), mp.display()));
-    let vfs = Vfs::attach(
-        &args.attach.server.server,
-        token,
-        &args.volume,
-        &client_name,
-        args.attach.client.vfs_config(false),
-    )
-    .await
-    .with_context(|| format!("cannot attach volume {}", args.volume))?;
+    let vfs = attach(args, token, &mp).await?;
     if let Some(f) = &args.session_file {
         hand_over_session(&vfs, f).await;
     }
