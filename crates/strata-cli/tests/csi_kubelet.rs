@@ -283,6 +283,20 @@ fn a_mount_lost_with_its_plugin_is_reported_and_served_again_after_the_pod_resta
         ..Default::default()
     }))
     .expect("NodeStageVolume");
+    // ReadWriteOnce: a second node may not stage it while the first has it mounted.
+    let other = CsiDriver::start(&c, "node", "node-2");
+    let refused = other
+        .block_on(other.node().node_stage_volume(pb::NodeStageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: other.dir.join("globalmount").display().to_string(),
+            volume_capability: cap(),
+            secrets: secrets(&token),
+            ..Default::default()
+        }))
+        .expect_err("a single-node volume staged on a second node");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("csi:node-1:"), "{}", refused.message());
+    drop(other);
     let publish = |n: &CsiDriver, target: &Path| {
         n.block_on(n.node().node_publish_volume(pb::NodePublishVolumeRequest {
             volume_id: id.clone(),
