@@ -359,3 +359,71 @@ fn a_mount_lost_with_its_plugin_is_reported_and_served_again_after_the_pod_resta
     ctl.block_on(ctl.controller().delete_volume(pb::DeleteVolumeRequest { volume_id: id, secrets: secrets(&token) }))
         .expect("DeleteVolume");
 }
+
+#[test]
+fn storage_class_parameters_reach_the_volume_and_retain_keeps_its_data() {
+    let c = Cluster::with_opts(
+        "csi-retain",
+        Opts { server_args: vec!["--gc-interval".into(), "200ms".into()], ..Default::default() },
+    );
+    let token = c.token();
+    let d = CsiDriver::start(&c, "all", "node-1");
+    let params = [("strata.io/reclaim", "retain"), ("strata.io/inodes", "1000"), ("strata.io/class", "default")];
+    let vol = d
+        .block_on(d.controller().create_volume(pb::CreateVolumeRequest {
+            name: "pvc-retained".into(),
+            capacity_range: Some(pb::CapacityRange { required_bytes: 16 * MIB, limit_bytes: 0 }),
+            volume_capabilities: vec![mount_cap(Mode::MultiNodeMultiWriter)],
+            parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            secrets: secrets(&token),
+            ..Default::default()
+        }))
+        .expect("CreateVolume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let described: serde_json::Value =
+        serde_json::from_str(&c.cli(&["volume", "describe", &vol.volume_id, "-o", "json"])).expect("json");
+    assert_eq!(described["reclaim"], "retain", "{described}");
+    assert_eq!(described["inode_limit"], 1000, "{described}");
+    assert_eq!(described["capacity"], 16 << 20, "{described}");
+
+    // Data written through a pod stays after the volume is deleted: the class's reclaim policy.
+    let staging = d.dir.join("globalmount");
+    let target = d.dir.join("pods/p/mount");
+    d.block_on(d.node().node_stage_volume(pb::NodeStageVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
+        secrets: secrets(&token),
+        ..Default::default()
+    }))
+    .expect("NodeStageVolume");
+    d.block_on(d.node().node_publish_volume(pb::NodePublishVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
+        ..Default::default()
+    }))
+    .expect("NodePublishVolume");
+    std::fs::write(target.join("model.bin"), random_bytes(9, 3 << 20)).expect("write");
+    d.block_on(d.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        target_path: target.display().to_string(),
+    }))
+    .expect("NodeUnpublishVolume");
+    d.block_on(d.node().node_unstage_volume(pb::NodeUnstageVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+    }))
+    .expect("NodeUnstageVolume");
+    d.block_on(
+        d.controller()
+            .delete_volume(pb::DeleteVolumeRequest { volume_id: vol.volume_id.clone(), secrets: secrets(&token) }),
+    )
+    .expect("DeleteVolume");
+    assert!(!c.cli(&["volume", "list"]).contains(&vol.volume_id), "volume still listed");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(dir_has_files(&c.data.join("blocks")), "a retained volume's blocks were collected");
+}
