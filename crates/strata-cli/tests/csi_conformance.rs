@@ -542,6 +542,9 @@ fn list_volumes_and_capacity() {
     assert!(seen.len() >= 3, "{seen:?}");
     // Tokens the driver never gave.
     refused(&d, "ListVolumes", list(&d, 2, "not a token/..."), Code::Aborted);
+    // What other conformance tools send: a plain word, and a number past the end.
+    refused(&d, "ListVolumes", list(&d, 2, "invalid-token"), Code::Aborted);
+    refused(&d, "ListVolumes", list(&d, 2, "12"), Code::Aborted);
     refused(&d, "ListVolumes", list(&d, -1, ""), Code::InvalidArgument);
 
     // GetCapacity: no quota anywhere.

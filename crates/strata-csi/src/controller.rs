@@ -27,6 +27,10 @@ const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
 const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
 const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
 
+/// What a ListVolumes page token starts with (then the last name of the page before): any
+/// other token, a bare name or a number included, is refused as one this driver never gave.
+const PAGE_TOKEN: &str = "after:";
+
 /// Volume context key: the volume may be published to one pod only (ReadWriteOncePod).
 pub const CTX_SINGLE_POD: &str = "strata.io/single-pod";
 /// Volume context key: the volume's Strata access mode (ReadOnlyMany volumes mount read-only).
@@ -339,19 +343,32 @@ impl ControllerService {
         if r.max_entries < 0 {
             return Err(Status::invalid_argument("max_entries must not be negative"));
         }
-        // The token is the last name of the previous page: names come sorted, so volumes
+        // The token names the last volume of the previous page: names come sorted, so volumes
         // created or deleted between pages neither repeat nor hide the others.
-        if !r.starting_token.is_empty() && volume_name(&r.starting_token) != r.starting_token {
-            return Err(Status::aborted(format!("starting_token {:?} is not one this driver gave", r.starting_token)));
-        }
+        let after_name = match r.starting_token.as_str() {
+            "" => "",
+            t => match t.strip_prefix(PAGE_TOKEN) {
+                Some(name) if !name.is_empty() && volume_name(name) == name => name,
+                _ => {
+                    return Err(Status::aborted(format!(
+                        "starting_token {:?} is not one this driver gave",
+                        r.starting_token
+                    )));
+                }
+            },
+        };
         let token = self.read_token(&HashMap::new())?;
         let mut all = self.control.list_volumes(&token).await?;
         all.sort_by(|a, b| a.name.cmp(&b.name));
-        let after: Vec<_> = all.into_iter().filter(|v| v.name.as_str() > r.starting_token.as_str()).collect();
+        let after: Vec<_> = all.into_iter().filter(|v| v.name.as_str() > after_name).collect();
         let max = if r.max_entries == 0 { usize::MAX } else { r.max_entries as usize };
         let more = after.len() > max;
         let page: Vec<_> = after.into_iter().take(max).collect();
-        let next_token = if more { page.last().map(|v| v.name.clone()).unwrap_or_default() } else { String::new() };
+        let next_token = if more {
+            page.last().map(|v| format!("{PAGE_TOKEN}{}", v.name)).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(pb::ListVolumesResponse {
             entries: page
                 .iter()

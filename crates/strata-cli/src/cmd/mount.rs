@@ -163,6 +163,8 @@ async fn serve_worker(args: &MountArgs, token: &str, fd: i32, shutdown: impl Fut
     let gate = fs.gate();
     let session = strata_fuse::serve_fd(fs, owned, args.resume, &args.volume)
         .with_context(|| format!("cannot serve the FUSE connection of {}", mp.display()))?;
+    let mp2 = mp.clone();
+    tokio::task::spawn_blocking(move || tune_readahead(&mp2, 16 * 1024));
     tracing::info!(volume = %args.volume, mountpoint = %mp.display(), resume = args.resume, "serving the kernel connection");
     let ended_outside = tokio::select! {
         _ = shutdown => false,
