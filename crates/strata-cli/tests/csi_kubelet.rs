@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,71 @@ fn statvfs_total(p: &Path) -> u64 {
     // SAFETY: the call succeeded.
     let st = unsafe { st.assume_init() };
     st.f_blocks * st.f_frsize
+}
+
+/// What a node's kubelet asks of the driver for one volume: stage it once at `staging`,
+/// publish it into pods, and take both down again.
+struct Kubelet<'a> {
+    d: &'a CsiDriver,
+    id: String,
+    staging: PathBuf,
+    mode: Mode,
+}
+
+impl<'a> Kubelet<'a> {
+    fn new(d: &'a CsiDriver, id: &str, mode: Mode) -> Kubelet<'a> {
+        Kubelet {
+            d,
+            id: id.to_string(),
+            staging: d.dir.join("plugins/kubernetes.io/csi/csi.strata.io/globalmount"),
+            mode,
+        }
+    }
+
+    fn stage(&self, token: &str, ctx: &HashMap<String, String>) -> Result<(), tonic::Status> {
+        let d = self.d;
+        d.block_on(d.node().node_stage_volume(pb::NodeStageVolumeRequest {
+            volume_id: self.id.clone(),
+            staging_target_path: self.staging.display().to_string(),
+            volume_capability: Some(mount_cap(self.mode)),
+            secrets: secrets(token),
+            volume_context: ctx.clone(),
+            ..Default::default()
+        }))
+        .map(|_| ())
+    }
+
+    /// Publishes into the pod volume directory `target`.
+    fn publish(&self, target: &Path) {
+        let d = self.d;
+        d.block_on(d.node().node_publish_volume(pb::NodePublishVolumeRequest {
+            volume_id: self.id.clone(),
+            staging_target_path: self.staging.display().to_string(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(mount_cap(self.mode)),
+            ..Default::default()
+        }))
+        .expect("NodePublishVolume");
+    }
+
+    fn unpublish(&self, target: &Path) {
+        let d = self.d;
+        d.block_on(d.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+            volume_id: self.id.clone(),
+            target_path: target.display().to_string(),
+        }))
+        .expect("NodeUnpublishVolume");
+        assert!(!target.exists(), "target path {} left behind", target.display());
+    }
+
+    fn unstage(&self) {
+        let d = self.d;
+        d.block_on(d.node().node_unstage_volume(pb::NodeUnstageVolumeRequest {
+            volume_id: self.id.clone(),
+            staging_target_path: self.staging.display().to_string(),
+        }))
+        .expect("NodeUnstageVolume");
+    }
 }
 
 /// A "pod" appending fixed-size records, each fsynced, until told to stop; the count written
@@ -106,26 +172,10 @@ fn two_nodes_share_a_volume_through_restarts_and_leave_nothing_behind() {
 
     // Stage and publish on both nodes, as their kubelets do.
     let pod = |d: &CsiDriver, name: &str| -> PathBuf {
-        let staging = d.dir.join("plugins/kubernetes.io/csi/csi.strata.io/globalmount");
+        let k = Kubelet::new(d, &id, Mode::MultiNodeMultiWriter);
+        k.stage(&token, &vol.volume_context).expect("NodeStageVolume");
         let target = d.dir.join(format!("pods/{name}/volumes/kubernetes.io~csi/{id}/mount"));
-        d.block_on(d.node().node_stage_volume(pb::NodeStageVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: staging.display().to_string(),
-            volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
-            secrets: secrets(&token),
-            volume_context: vol.volume_context.clone(),
-            ..Default::default()
-        }))
-        .expect("NodeStageVolume");
-        d.block_on(d.node().node_publish_volume(pb::NodePublishVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: staging.display().to_string(),
-            target_path: target.display().to_string(),
-            volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
-            volume_context: vol.volume_context.clone(),
-            ..Default::default()
-        }))
-        .expect("NodePublishVolume");
+        k.publish(&target);
         target
     };
     let (a, b) = (pod(&n1, "a"), pod(&n2, "b"));
@@ -210,18 +260,9 @@ fn two_nodes_share_a_volume_through_restarts_and_leave_nothing_behind() {
 
     // Take it all down, as Kubernetes does when the pods and the claim go.
     for (d, target) in [(&n1, &a), (&n2, &b)] {
-        let staging = d.dir.join("plugins/kubernetes.io/csi/csi.strata.io/globalmount");
-        d.block_on(d.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
-            volume_id: id.clone(),
-            target_path: target.display().to_string(),
-        }))
-        .expect("NodeUnpublishVolume");
-        assert!(!target.exists(), "target path left behind");
-        d.block_on(d.node().node_unstage_volume(pb::NodeUnstageVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: staging.display().to_string(),
-        }))
-        .expect("NodeUnstageVolume");
+        let k = Kubelet::new(d, &id, Mode::MultiNodeMultiWriter);
+        k.unpublish(target);
+        k.unstage();
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&c.dir.display().to_string()), "mounts left behind:\n{mounts}");
@@ -260,7 +301,6 @@ fn a_mount_lost_with_its_plugin_is_reported_and_served_again_after_the_pod_resta
     n.allow_log("the staged volume's worker is gone; mounting it again");
     n.allow_log("cannot take the worker's connection");
     n.allow_log("strata server unreachable; retrying");
-    let cap = || Some(mount_cap(Mode::SingleNodeWriter));
     let id = ctl
         .block_on(ctl.controller().create_volume(pb::CreateVolumeRequest {
             name: "pvc-lost".into(),
@@ -274,41 +314,19 @@ fn a_mount_lost_with_its_plugin_is_reported_and_served_again_after_the_pod_resta
         .volume
         .expect("volume")
         .volume_id;
-    let staging = n.dir.join("globalmount");
-    n.block_on(n.node().node_stage_volume(pb::NodeStageVolumeRequest {
-        volume_id: id.clone(),
-        staging_target_path: staging.display().to_string(),
-        volume_capability: cap(),
-        secrets: secrets(&token),
-        ..Default::default()
-    }))
-    .expect("NodeStageVolume");
+    fn kubelet<'a>(n: &'a CsiDriver, id: &str) -> Kubelet<'a> {
+        Kubelet::new(n, id, Mode::SingleNodeWriter)
+    }
+    kubelet(&n, &id).stage(&token, &HashMap::new()).expect("NodeStageVolume");
     // ReadWriteOnce: a second node may not stage it while the first has it mounted.
     let other = CsiDriver::start(&c, "node", "node-2");
-    let refused = other
-        .block_on(other.node().node_stage_volume(pb::NodeStageVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: other.dir.join("globalmount").display().to_string(),
-            volume_capability: cap(),
-            secrets: secrets(&token),
-            ..Default::default()
-        }))
-        .expect_err("a single-node volume staged on a second node");
+    let refused =
+        kubelet(&other, &id).stage(&token, &HashMap::new()).expect_err("a single-node volume staged on a second node");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(refused.message().contains("csi:node-1:"), "{}", refused.message());
     drop(other);
-    let publish = |n: &CsiDriver, target: &Path| {
-        n.block_on(n.node().node_publish_volume(pb::NodePublishVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: staging.display().to_string(),
-            target_path: target.display().to_string(),
-            volume_capability: cap(),
-            ..Default::default()
-        }))
-        .expect("NodePublishVolume");
-    };
     let a = n.dir.join("pods/a/mount");
-    publish(&n, &a);
+    kubelet(&n, &id).publish(&a);
     let data = random_bytes(3, 700_000);
     std::fs::write(a.join("kept"), &data).expect("write");
     assert!(!condition(&stats(&n, &id, &a)).0, "healthy volume reported abnormal");
@@ -336,26 +354,14 @@ fn a_mount_lost_with_its_plugin_is_reported_and_served_again_after_the_pod_resta
     let (abnormal, why) = condition(&stats(&n, &id, &a));
     assert!(abnormal, "a dead mount reported healthy");
     assert!(why.contains("not connected") || why.contains("statfs"), "dead mount: {why}");
-    n.block_on(n.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
-        volume_id: id.clone(),
-        target_path: a.display().to_string(),
-    }))
-    .expect("NodeUnpublishVolume of the dead mount");
+    kubelet(&n, &id).unpublish(&a);
     let a2 = n.dir.join("pods/a2/mount");
-    publish(&n, &a2);
+    kubelet(&n, &id).publish(&a2);
     assert_bytes_eq(&read_all(&a2.join("kept")), &data, "the restarted pod reads what was written");
     assert!(!condition(&stats(&n, &id, &a2)).0);
 
-    n.block_on(n.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
-        volume_id: id.clone(),
-        target_path: a2.display().to_string(),
-    }))
-    .expect("NodeUnpublishVolume");
-    n.block_on(n.node().node_unstage_volume(pb::NodeUnstageVolumeRequest {
-        volume_id: id.clone(),
-        staging_target_path: staging.display().to_string(),
-    }))
-    .expect("NodeUnstageVolume");
+    kubelet(&n, &id).unpublish(&a2);
+    kubelet(&n, &id).unstage();
     ctl.block_on(ctl.controller().delete_volume(pb::DeleteVolumeRequest { volume_id: id, secrets: secrets(&token) }))
         .expect("DeleteVolume");
 }
@@ -389,35 +395,13 @@ fn storage_class_parameters_reach_the_volume_and_retain_keeps_its_data() {
     assert_eq!(described["capacity"], 16 << 20, "{described}");
 
     // Data written through a pod stays after the volume is deleted: the class's reclaim policy.
-    let staging = d.dir.join("globalmount");
+    let k = Kubelet::new(&d, &vol.volume_id, Mode::MultiNodeMultiWriter);
+    k.stage(&token, &vol.volume_context).expect("NodeStageVolume");
     let target = d.dir.join("pods/p/mount");
-    d.block_on(d.node().node_stage_volume(pb::NodeStageVolumeRequest {
-        volume_id: vol.volume_id.clone(),
-        staging_target_path: staging.display().to_string(),
-        volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
-        secrets: secrets(&token),
-        ..Default::default()
-    }))
-    .expect("NodeStageVolume");
-    d.block_on(d.node().node_publish_volume(pb::NodePublishVolumeRequest {
-        volume_id: vol.volume_id.clone(),
-        staging_target_path: staging.display().to_string(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(mount_cap(Mode::MultiNodeMultiWriter)),
-        ..Default::default()
-    }))
-    .expect("NodePublishVolume");
+    k.publish(&target);
     std::fs::write(target.join("model.bin"), random_bytes(9, 3 << 20)).expect("write");
-    d.block_on(d.node().node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
-        volume_id: vol.volume_id.clone(),
-        target_path: target.display().to_string(),
-    }))
-    .expect("NodeUnpublishVolume");
-    d.block_on(d.node().node_unstage_volume(pb::NodeUnstageVolumeRequest {
-        volume_id: vol.volume_id.clone(),
-        staging_target_path: staging.display().to_string(),
-    }))
-    .expect("NodeUnstageVolume");
+    k.unpublish(&target);
+    k.unstage();
     d.block_on(
         d.controller()
             .delete_volume(pb::DeleteVolumeRequest { volume_id: vol.volume_id.clone(), secrets: secrets(&token) }),
