@@ -44,6 +44,22 @@ fn statvfs_total(p: &Path) -> u64 {
     st.f_blocks * st.f_frsize
 }
 
+/// CreateVolume as the external provisioner sends it.
+fn provision(d: &CsiDriver, name: &str, bytes: i64, mode: Mode, params: &[(&str, &str)], token: &str) -> pb::Volume {
+    d.block_on(d.controller().create_volume(pb::CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(pb::CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
+        volume_capabilities: vec![mount_cap(mode)],
+        parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        secrets: secrets(token),
+        ..Default::default()
+    }))
+    .expect("CreateVolume")
+    .into_inner()
+    .volume
+    .expect("volume")
+}
+
 /// What a node's kubelet asks of the driver for one volume: stage it once at `staging`,
 /// publish it into pods, and take both down again.
 struct Kubelet<'a> {
@@ -154,19 +170,8 @@ fn two_nodes_share_a_volume_through_restarts_and_leave_nothing_behind() {
     n1.allow_log("FUSE worker exited; starting a replacement");
 
     // Provision, as the external provisioner does.
-    let rwx = mount_cap(Mode::MultiNodeMultiWriter);
-    let vol = ctl
-        .block_on(ctl.controller().create_volume(pb::CreateVolumeRequest {
-            name: "pvc-2f1c7a9e-5b0d-4d6e-9a43-0c5e1b7d8f21".into(),
-            capacity_range: Some(pb::CapacityRange { required_bytes: 64 * MIB, limit_bytes: 0 }),
-            volume_capabilities: vec![rwx],
-            secrets: secrets(&token),
-            ..Default::default()
-        }))
-        .expect("CreateVolume")
-        .into_inner()
-        .volume
-        .expect("volume");
+    let vol =
+        provision(&ctl, "pvc-2f1c7a9e-5b0d-4d6e-9a43-0c5e1b7d8f21", 64 * MIB, Mode::MultiNodeMultiWriter, &[], &token);
     let id = vol.volume_id.clone();
     assert_eq!(vol.capacity_bytes, 64 * MIB);
 
@@ -301,19 +306,7 @@ fn a_mount_lost_with_its_plugin_is_reported_and_served_again_after_the_pod_resta
     n.allow_log("the staged volume's worker is gone; mounting it again");
     n.allow_log("cannot take the worker's connection");
     n.allow_log("strata server unreachable; retrying");
-    let id = ctl
-        .block_on(ctl.controller().create_volume(pb::CreateVolumeRequest {
-            name: "pvc-lost".into(),
-            capacity_range: Some(pb::CapacityRange { required_bytes: 32 * MIB, limit_bytes: 0 }),
-            volume_capabilities: vec![mount_cap(Mode::SingleNodeWriter)],
-            secrets: secrets(&token),
-            ..Default::default()
-        }))
-        .expect("CreateVolume")
-        .into_inner()
-        .volume
-        .expect("volume")
-        .volume_id;
+    let id = provision(&ctl, "pvc-lost", 32 * MIB, Mode::SingleNodeWriter, &[], &token).volume_id;
     fn kubelet<'a>(n: &'a CsiDriver, id: &str) -> Kubelet<'a> {
         Kubelet::new(n, id, Mode::SingleNodeWriter)
     }
@@ -375,19 +368,7 @@ fn storage_class_parameters_reach_the_volume_and_retain_keeps_its_data() {
     let token = c.token();
     let d = CsiDriver::start(&c, "all", "node-1");
     let params = [("strata.io/reclaim", "retain"), ("strata.io/inodes", "1000"), ("strata.io/class", "default")];
-    let vol = d
-        .block_on(d.controller().create_volume(pb::CreateVolumeRequest {
-            name: "pvc-retained".into(),
-            capacity_range: Some(pb::CapacityRange { required_bytes: 16 * MIB, limit_bytes: 0 }),
-            volume_capabilities: vec![mount_cap(Mode::MultiNodeMultiWriter)],
-            parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            secrets: secrets(&token),
-            ..Default::default()
-        }))
-        .expect("CreateVolume")
-        .into_inner()
-        .volume
-        .expect("volume");
+    let vol = provision(&d, "pvc-retained", 16 * MIB, Mode::MultiNodeMultiWriter, &params, &token);
     let described: serde_json::Value =
         serde_json::from_str(&c.cli(&["volume", "describe", &vol.volume_id, "-o", "json"])).expect("json");
     assert_eq!(described["reclaim"], "retain", "{described}");
