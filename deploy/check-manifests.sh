@@ -80,10 +80,12 @@ renders=(
     "default||--set server.address=strata.example:7420"
     "server+snapshots|--expect-server --expect-snapshots|--set server.enabled=true --set snapshots.enabled=true --set namespaceTokens.team-a=secret-a --set driverToken.enabled=true --set driverToken.token=secret-csi"
     "options||-f $out/options.yaml"
+    # VolumeAttributesClass exists from Kubernetes 1.31 (v1beta1; v1 from 1.34): newest only.
+    "attributes||--set server.address=strata.example:7420 --set volumeAttributesClasses.enabled=true|${kube_versions[-1]}"
 )
 for r in "${renders[@]}"; do
-    IFS='|' read -r name expect sets <<<"$r"
-    for v in "${kube_versions[@]}"; do
+    IFS='|' read -r name expect sets versions <<<"$r"
+    for v in ${versions:-${kube_versions[@]}}; do
         f="$out/$name-$v.yaml"
         # shellcheck disable=SC2086 # $sets is a list of options
         "$helm" template strata "$chart" --namespace strata-system --kube-version "$v" $sets >"$f"

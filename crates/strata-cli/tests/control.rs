@@ -700,3 +700,112 @@ fn bad_requests_get_4xx() {
     cli_fails(&c, &c.token_file, &["volume", "create", "x", "--class", "nope"], &["nope"]);
     cli_fails(&c, &c.token_file, &["storageclass", "delete", "default"], &["default"]);
 }
+
+// ---- a volume's own QoS ----
+
+/// A volume's QoS limits over REST and the CLI: set, shown, partly changed, cleared; refused
+/// to a viewer, to another project's editor, and for out-of-range values; gone with the volume.
+#[test]
+fn volume_qos_set_shown_and_cleared() {
+    let c = Cluster::new("vqos");
+    let a = admin(&c);
+    org(&a);
+    volume(&a, "q", "ml/vision", "fast", 0);
+    let path = "/v1/volumes/q/qos";
+    let v = a.ok("GET", "/v1/volumes/q", None);
+    assert!(v.get("qos").is_none(), "no override yet: {v}");
+
+    // REST: set, shown by get and list, cleared.
+    let v = a.ok("PUT", path, Some(json!({"bytes_per_sec": 100 * MIB, "ops_per_sec": 500})));
+    assert_eq!(v["qos"], json!({"bytes_per_sec": 100 * MIB, "ops_per_sec": 500}), "{v}");
+    assert_eq!(a.ok("GET", "/v1/volumes/q", None)["qos"]["ops_per_sec"], 500);
+    let list = a.ok("GET", "/v1/volumes", None);
+    let q = list.as_array().expect("array").iter().find(|v| v["name"] == "q").expect("listed").clone();
+    assert_eq!(q["qos"]["bytes_per_sec"], 100 * MIB, "{q}");
+    let v = a.ok("DELETE", path, None);
+    assert!(v.get("qos").is_none(), "cleared: {v}");
+    assert!(a.ok("GET", "/v1/volumes/q", None).get("qos").is_none());
+
+    // Refusals.
+    assert_err(a.call("PUT", "/v1/volumes/nope/qos", Some(json!({"bytes_per_sec": 1}))), 404, &["nope"], "unknown");
+    assert_err(
+        a.call("PUT", path, Some(json!({"bytes_per_sec": (1u64 << 60) + 1}))),
+        400,
+        &["largest allowed"],
+        "too large",
+    );
+    assert_err(a.call("PUT", path, Some(json!({"bytes": 1}))), 400, &[], "unknown field");
+    let (viewer, _) = a.issue("vis-viewer", "viewer", "ml/vision", None);
+    assert_err(viewer.call("PUT", path, Some(json!({"bytes_per_sec": 1}))), 403, &[], "a viewer sets");
+    assert_err(viewer.call("DELETE", path, None), 403, &[], "a viewer clears");
+    let (nlp, _) = a.issue("nlp-editor", "editor", "ml/nlp", None);
+    assert_err(nlp.call("PUT", path, Some(json!({"bytes_per_sec": 1}))), 404, &[], "another project's editor");
+    let (vis, _) = a.issue("vis-editor", "editor", "ml/vision", None);
+    assert_eq!(
+        vis.ok("PUT", path, Some(json!({"ops_per_sec": 9})))["qos"],
+        json!({"bytes_per_sec": 0, "ops_per_sec": 9})
+    );
+
+    // The CLI: describe shows it; one limit given keeps the other; --clear goes back.
+    let admin_tf = c.token_file.clone();
+    let shown = c.cli_ok_as(&admin_tf, &["volume", "describe", "q"]);
+    assert!(shown.contains("9 IOPS") && shown.contains("the volume's own"), "{shown}");
+    let out = c.cli_ok_as(&admin_tf, &["volume", "qos", "q", "--max-bandwidth", "100M"]);
+    assert!(out.contains("100.0 MiB/s") && out.contains("9 IOPS"), "{out}");
+    let out = c.cli_ok_as(&admin_tf, &["volume", "qos", "q", "--max-iops", "500"]);
+    assert!(out.contains("100.0 MiB/s") && out.contains("500 IOPS"), "{out}");
+    let v: Value =
+        serde_json::from_str(&c.cli_ok_as(&admin_tf, &["volume", "describe", "q", "-o", "json"])).expect("json");
+    assert_eq!(v["qos"], json!({"bytes_per_sec": 100 * MIB, "ops_per_sec": 500}), "{v}");
+    let out = c.cli_ok_as(&admin_tf, &["volume", "qos", "q", "--clear"]);
+    assert!(out.contains("the class's"), "{out}");
+    let shown = c.cli_ok_as(&admin_tf, &["volume", "describe", "q"]);
+    assert!(shown.contains("the class's") && !shown.contains("IOPS"), "{shown}");
+    cli_fails(&c, &admin_tf, &["volume", "qos", "q"], &["--max-bandwidth"]);
+    let viewer_tf = viewer.token_file(&c.dir, "viewer");
+    cli_fails(&c, &viewer_tf, &["volume", "qos", "q", "--max-iops", "5"], &["q"]);
+    cli_fails(&c, &viewer_tf, &["volume", "qos", "q", "--clear"], &["q"]);
+
+    // Deleted with the volume: a new volume of the same name starts without one.
+    a.ok("PUT", path, Some(json!({"bytes_per_sec": 1})));
+    a.ok("DELETE", "/v1/volumes/q", None);
+    volume(&a, "q", "ml/vision", "fast", 0);
+    assert!(a.ok("GET", "/v1/volumes/q", None).get("qos").is_none());
+}
+
+/// Seconds to write `mib` MiB to a new file in `dir` and fsync it.
+fn timed_write(dir: &Path, name: &str, mib: usize) -> f64 {
+    let t = std::time::Instant::now();
+    let mut f = File::create(dir.join(name)).expect("create");
+    let chunk = random_bytes(3, MIB as usize);
+    for _ in 0..mib {
+        f.write_all(&chunk).expect("write");
+    }
+    f.sync_all().expect("fsync");
+    t.elapsed().as_secs_f64()
+}
+
+/// `strata volume qos` reaches a live mount within seconds (its next heartbeat), without a
+/// remount: 4 MiB at 1 MiB/s take about 3 s once it has; clearing lifts the limit again.
+#[test]
+fn volume_qos_reaches_a_live_mount() {
+    let mut c = Cluster::new("vqoslive");
+    let m = c.mount(&[]);
+    let log = c.dir.join(format!("mount{m}.log"));
+    let changes = || std::fs::read_to_string(&log).unwrap_or_default().matches("QoS limits changed").count();
+    let quick = timed_write(c.mp(m), "before", 8);
+    assert!(quick < 4.0, "unlimited: 8 MiB took {quick:.1} s");
+
+    let vol = c.volume.clone();
+    c.cli(&["volume", "qos", &vol, "--max-bandwidth", "1M"]);
+    assert!(wait_until(Duration::from_secs(15), || changes() >= 1), "the mount never took up the new limit");
+    // The bucket starts full (1 MiB), so 4 MiB take about 3 s.
+    let slow = timed_write(c.mp(m), "limited", 4);
+    assert!(slow >= 2.0, "limited to 1 MiB/s: 4 MiB took only {slow:.1} s");
+
+    c.cli(&["volume", "qos", &vol, "--clear"]);
+    assert!(wait_until(Duration::from_secs(15), || changes() >= 2), "the mount never dropped the limit");
+    let quick = timed_write(c.mp(m), "after", 8);
+    assert!(quick < 4.0, "cleared: 8 MiB took {quick:.1} s (limited, they would take 7)");
+    assert_eq!(read_all(&c.p(m, "limited")).len() as u64, 4 * MIB);
+}

@@ -159,7 +159,8 @@ fn identity_and_capabilities() {
         .collect();
     got.sort();
     let mut want =
-        [CR::CreateDeleteVolume, CR::ListVolumes, CR::GetCapacity, CR::ExpandVolume, CR::GetVolume].map(|t| t as i32);
+        [CR::CreateDeleteVolume, CR::ListVolumes, CR::GetCapacity, CR::ExpandVolume, CR::GetVolume, CR::ModifyVolume]
+            .map(|t| t as i32);
     want.sort();
     assert_eq!(got, want);
 
@@ -206,11 +207,6 @@ fn identity_and_capabilities() {
     assert_eq!(r.expect_err("DeleteSnapshot").code(), Code::Unimplemented);
     let r = d.block_on(ctl.list_snapshots(pb::ListSnapshotsRequest::default()));
     assert_eq!(r.expect_err("ListSnapshots").code(), Code::Unimplemented);
-    let r = d.block_on(ctl.controller_modify_volume(pb::ControllerModifyVolumeRequest {
-        volume_id: c.volume.clone(),
-        ..Default::default()
-    }));
-    assert_eq!(r.expect_err("ControllerModifyVolume").code(), Code::Unimplemented);
 
     // ControllerGetVolume (GET_VOLUME is advertised).
     let v = ok(
@@ -483,6 +479,116 @@ fn expand_and_validate() {
     };
     let r = d.block_on(d.controller().controller_expand_volume(req));
     refused(&d, "ControllerExpandVolume", r, Code::InvalidArgument);
+}
+
+fn modify(
+    d: &CsiDriver,
+    id: &str,
+    params: &[(&str, &str)],
+    token: &str,
+) -> Result<Response<pb::ControllerModifyVolumeResponse>, Status> {
+    let req = pb::ControllerModifyVolumeRequest {
+        volume_id: id.into(),
+        secrets: if token.is_empty() { HashMap::new() } else { secrets(token) },
+        mutable_parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    d.block_on(d.controller().controller_modify_volume(req))
+}
+
+/// The volume's own QoS limits as `strata volume describe` shows them (None: the class's).
+fn qos_of(c: &Cluster, name: &str) -> Option<(u64, u64)> {
+    let v = describe(c, name).expect("volume");
+    v.get("qos").map(|q| (q["bytes_per_sec"].as_u64().expect("bytes"), q["ops_per_sec"].as_u64().expect("ops")))
+}
+
+/// ControllerModifyVolume (a VolumeAttributesClass's `strata.io/max-bandwidth` and
+/// `strata.io/max-iops`): the volume gets the limits, one not given keeps its value, refusals
+/// for bad input, unknown volumes, missing and foreign tokens; CreateVolume and
+/// ValidateVolumeCapabilities take the same mutable parameters.
+#[test]
+fn modify_volume() {
+    let c = Cluster::new("csi-modify");
+    c.cli(&["scope", "create", "ml"]);
+    c.cli(&["scope", "create", "ml/nlp"]);
+    let (viewer_tf, _) = c.issue_token_in("viewer", "viewer", "cluster");
+    let (nlp_tf, _) = c.issue_token_in("nlp", "editor", "ml/nlp");
+    let read = |f: &Path| std::fs::read_to_string(f).expect("token").trim().to_string();
+    let (viewer, nlp) = (read(&viewer_tf), read(&nlp_tf));
+    let d = CsiDriver::start(&c, "all", "node-a");
+    let tok = c.token();
+    create_ok(&d, "m", 8 * MIB, Mode::MultiNodeMultiWriter, &tok);
+    assert_eq!(qos_of(&c, "m"), None);
+
+    let bw = "strata.io/max-bandwidth";
+    let iops = "strata.io/max-iops";
+    ok("ControllerModifyVolume", modify(&d, "m", &[(bw, "100M"), (iops, "500")], &tok));
+    assert_eq!(qos_of(&c, "m"), Some((100 << 20, 500)));
+    // Idempotent, and a parameter not given keeps the volume's value.
+    ok("ControllerModifyVolume again", modify(&d, "m", &[(bw, "100M"), (iops, "500")], &tok));
+    ok("ControllerModifyVolume bandwidth", modify(&d, "m", &[(bw, "1048576")], &tok));
+    assert_eq!(qos_of(&c, "m"), Some((1 << 20, 500)));
+    ok("ControllerModifyVolume nothing", modify(&d, "m", &[], &tok));
+    assert_eq!(qos_of(&c, "m"), Some((1 << 20, 500)));
+
+    // Refusals, each leaving the volume as it was.
+    refused(&d, "ControllerModifyVolume", modify(&d, "", &[(bw, "1M")], &tok), Code::InvalidArgument);
+    refused(
+        &d,
+        "ControllerModifyVolume",
+        modify(&d, "m", &[("strata.io/colour", "blue")], &tok),
+        Code::InvalidArgument,
+    );
+    refused(&d, "ControllerModifyVolume", modify(&d, "m", &[(bw, "fast")], &tok), Code::InvalidArgument);
+    refused(&d, "ControllerModifyVolume", modify(&d, "m", &[(iops, "-1")], &tok), Code::InvalidArgument);
+    refused(&d, "ControllerModifyVolume", modify(&d, "nope", &[(bw, "1M")], &tok), Code::NotFound);
+    refused(&d, "ControllerModifyVolume", modify(&d, "m", &[(bw, "1M")], ""), Code::Unauthenticated);
+    refused(&d, "ControllerModifyVolume", modify(&d, "m", &[(bw, "2M")], "not-a-token"), Code::Unauthenticated);
+    refused(&d, "ControllerModifyVolume", modify(&d, "m", &[(bw, "2M")], &viewer), Code::PermissionDenied);
+    // Another scope's token does not reach it (the driver's own token sees it: PERMISSION_DENIED).
+    let e = modify(&d, "m", &[(bw, "2M")], &nlp).expect_err("another scope's token");
+    assert!(matches!(e.code(), Code::PermissionDenied | Code::NotFound), "{e:?}");
+    d.allow_refusal("ControllerModifyVolume", &format!("{:?}", e.code()));
+    assert_eq!(qos_of(&c, "m"), Some((1 << 20, 500)));
+
+    // CreateVolume with mutable parameters: the new volume has the limits; an unknown one is
+    // refused before anything is created.
+    let mut req = create_req("made", 8 * MIB, Mode::MultiNodeMultiWriter, &tok);
+    req.mutable_parameters.insert(bw.into(), "1G".into());
+    let v = ok("CreateVolume with mutable_parameters", create(&d, req.clone())).volume.expect("volume");
+    assert_eq!(v.volume_id, "made");
+    assert_eq!(qos_of(&c, "made"), Some((1 << 30, 0)));
+    ok("CreateVolume again", create(&d, req));
+    let mut bad = create_req("bad", 8 * MIB, Mode::MultiNodeMultiWriter, &tok);
+    bad.mutable_parameters.insert("strata.io/colour".into(), "blue".into());
+    refused(&d, "CreateVolume", create(&d, bad), Code::InvalidArgument);
+    assert!(describe(&c, "bad").is_none());
+
+    // ValidateVolumeCapabilities confirms them.
+    let caps = vec![mount_cap(Mode::MultiNodeMultiWriter)];
+    let mutable: HashMap<String, String> = [(iops.to_string(), "10".to_string())].into();
+    let r = ok(
+        "ValidateVolumeCapabilities",
+        d.block_on(d.controller().validate_volume_capabilities(pb::ValidateVolumeCapabilitiesRequest {
+            volume_id: "made".into(),
+            volume_capabilities: caps.clone(),
+            mutable_parameters: mutable.clone(),
+            secrets: secrets(&tok),
+            ..Default::default()
+        })),
+    );
+    assert_eq!(r.confirmed.expect("confirmed").mutable_parameters, mutable);
+    let r = d.block_on(d.controller().validate_volume_capabilities(pb::ValidateVolumeCapabilitiesRequest {
+        volume_id: "made".into(),
+        volume_capabilities: caps,
+        mutable_parameters: [("strata.io/colour".to_string(), "blue".to_string())].into(),
+        secrets: secrets(&tok),
+        ..Default::default()
+    }));
+    refused(&d, "ValidateVolumeCapabilities", r, Code::InvalidArgument);
+
+    // Cleared over the CLI: the class's apply again.
+    c.cli(&["volume", "qos", "m", "--clear"]);
+    assert_eq!(qos_of(&c, "m"), None);
 }
 
 /// ListVolumes: pages, volumes created and deleted between pages, bad tokens; GetCapacity with

@@ -19,6 +19,9 @@ pub struct VolumeRecord {
     pub used_bytes: u64,
     /// How it may be attached.
     pub access_mode: AccessMode,
+    /// Its own QoS limits per mount, `(bytes_per_sec, ops_per_sec)` (0 = unlimited),
+    /// replacing its class's; None: the class's apply.
+    pub qos: Option<(u64, u64)>,
 }
 
 /// A volume to create.
@@ -86,6 +89,14 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn list_volumes(&self, token: &str) -> Result<Vec<VolumeRecord>, ControlError>;
     /// Sets a volume's byte quota.
     async fn resize_volume(&self, token: &str, name: &str, capacity: u64) -> Result<VolumeRecord, ControlError>;
+    /// Sets (`Some((bytes_per_sec, ops_per_sec))`, 0 = unlimited) or clears (None: back to its
+    /// class's) a volume's own QoS limits per mount.
+    async fn set_volume_qos(
+        &self,
+        token: &str,
+        name: &str,
+        qos: Option<(u64, u64)>,
+    ) -> Result<VolumeRecord, ControlError>;
     /// Deletes a volume (its data goes or stays by its reclaim policy); NotFound if absent.
     async fn delete_volume(&self, token: &str, name: &str) -> Result<(), ControlError>;
     /// Whether a storage class of this name exists.

@@ -22,6 +22,11 @@ pub const PARAM_SCOPE: &str = "strata.io/scope";
 pub const PARAM_INODES: &str = "strata.io/inodes";
 /// StorageClass parameter with the reclaim policy of the data (`delete` or `retain`).
 pub const PARAM_RECLAIM: &str = "strata.io/reclaim";
+/// Mutable parameter (VolumeAttributesClass): the data rate limit per mount in bytes per second,
+/// a plain number or with a binary suffix (`100M`, `1Gi`); 0 for none.
+pub const PARAM_MAX_BANDWIDTH: &str = "strata.io/max-bandwidth";
+/// Mutable parameter (VolumeAttributesClass): operations per second per mount; 0 for none.
+pub const PARAM_MAX_IOPS: &str = "strata.io/max-iops";
 /// Parameters the external provisioner adds with `--extra-create-metadata`.
 const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
 const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
@@ -88,6 +93,78 @@ fn parse_params(p: &HashMap<String, String>) -> Result<Params, Status> {
             }
         }
         out.scope = Some(s);
+    }
+    Ok(out)
+}
+
+/// The mutable parameters of a VolumeAttributesClass, checked: the limits they set (None: not
+/// given).
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+struct Mutable {
+    bytes_per_sec: Option<u64>,
+    ops_per_sec: Option<u64>,
+}
+
+impl Mutable {
+    fn is_empty(&self) -> bool {
+        self.bytes_per_sec.is_none() && self.ops_per_sec.is_none()
+    }
+
+    /// The limits a volume gets: those given, the volume's own for those not (none if it has
+    /// none).
+    fn applied_to(&self, current: Option<(u64, u64)>) -> (u64, u64) {
+        let (b, o) = current.unwrap_or((0, 0));
+        (self.bytes_per_sec.unwrap_or(b), self.ops_per_sec.unwrap_or(o))
+    }
+}
+
+/// Largest limit the server accepts.
+const MAX_LIMIT: u64 = 1 << 60;
+
+/// Parses a rate: a number, optionally with a binary unit (`K`, `M`, `G`, `T`, alone or
+/// followed by `i`, `B` or `iB`; `100M` is 100 MiB/s).
+fn parse_rate(key: &str, v: &str) -> Result<u64, Status> {
+    let bad = || Status::invalid_argument(format!("{key}: {v:?} is not a number (try 500, 100M, 1Gi)"));
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "ki" | "kb" | "kib" => 10,
+        "m" | "mi" | "mb" | "mib" => 20,
+        "g" | "gi" | "gb" | "gib" => 30,
+        "t" | "ti" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(1u64 << shift) {
+        Some(x) if x <= MAX_LIMIT => Ok(x),
+        _ => Err(Status::invalid_argument(format!("{key}: {v:?} is more than the largest allowed, {MAX_LIMIT}"))),
+    }
+}
+
+fn parse_mutable(p: &HashMap<String, String>) -> Result<Mutable, Status> {
+    let mut out = Mutable::default();
+    for (k, v) in p {
+        match k.as_str() {
+            PARAM_MAX_BANDWIDTH => out.bytes_per_sec = Some(parse_rate(k, v)?),
+            PARAM_MAX_IOPS => {
+                let n: u64 = v.trim().parse().map_err(|_| {
+                    Status::invalid_argument(format!("{PARAM_MAX_IOPS}: {v:?} is not a count of operations"))
+                })?;
+                if n > MAX_LIMIT {
+                    return Err(Status::invalid_argument(format!(
+                        "{PARAM_MAX_IOPS}: {n} is more than the largest allowed, {MAX_LIMIT}"
+                    )));
+                }
+                out.ops_per_sec = Some(n);
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown mutable parameter {k:?} (known: {PARAM_MAX_BANDWIDTH}, {PARAM_MAX_IOPS})"
+                )));
+            }
+        }
     }
     Ok(out)
 }
@@ -181,9 +258,7 @@ impl ControllerService {
                 "volume_content_source: volumes from snapshots or other volumes are not supported yet",
             ));
         }
-        if !r.mutable_parameters.is_empty() {
-            return Err(Status::invalid_argument("mutable_parameters are not supported (no MODIFY_VOLUME)"));
-        }
+        let mutable = parse_mutable(&r.mutable_parameters)?;
         let token = need_token(&r.secrets, "create the volume")?;
         let name = volume_name(&r.name);
         let compatible = |v: &VolumeRecord| -> Result<(), Status> {
@@ -207,6 +282,7 @@ impl ControllerService {
         };
         if let Some(v) = self.control.get_volume(&token, &name).await? {
             compatible(&v)?;
+            let v = self.modify_qos(&token, v, &mutable).await?;
             return Ok(pb::CreateVolumeResponse { volume: Some(csi_volume(&v, access.single_pod)) });
         }
         let want = VolumeRequest {
@@ -233,7 +309,40 @@ impl ControllerService {
             Err(ControlError::NotFound(m)) => return Err(Status::invalid_argument(m)),
             Err(e) => return Err(e.into()),
         };
+        // The VolumeAttributesClass's limits; a retry after a failure here finds the volume
+        // and sets them then.
+        let v = self.modify_qos(&token, v, &mutable).await?;
         Ok(pb::CreateVolumeResponse { volume: Some(csi_volume(&v, access.single_pod)) })
+    }
+
+    /// Gives volume `v` the QoS limits of `m` (the others as they are), if that changes them.
+    async fn modify_qos(&self, token: &str, v: VolumeRecord, m: &Mutable) -> Result<VolumeRecord, Status> {
+        if m.is_empty() {
+            return Ok(v);
+        }
+        let want = m.applied_to(v.qos);
+        if v.qos == Some(want) {
+            return Ok(v);
+        }
+        match self.control.set_volume_qos(token, &v.name, Some(want)).await {
+            Ok(v) => Ok(v),
+            Err(ControlError::NotFound(m)) => Err(Status::not_found(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn modify(&self, r: pb::ControllerModifyVolumeRequest) -> Result<pb::ControllerModifyVolumeResponse, Status> {
+        if r.volume_id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let mutable = parse_mutable(&r.mutable_parameters)?;
+        let token = need_token(&r.secrets, "modify the volume")?;
+        let Some(v) = self.control.get_volume(&token, &r.volume_id).await? else {
+            self.hidden(&r.secrets, &r.volume_id, "not found with the call's token").await?;
+            return Err(Status::not_found(format!("no volume {}", r.volume_id)));
+        };
+        self.modify_qos(&token, v, &mutable).await?;
+        Ok(pb::ControllerModifyVolumeResponse {})
     }
 
     async fn delete(&self, r: pb::DeleteVolumeRequest) -> Result<pb::DeleteVolumeResponse, Status> {
@@ -315,6 +424,7 @@ impl ControllerService {
             return Err(Status::invalid_argument("volume_capabilities is required"));
         }
         parse_params(&r.parameters)?;
+        parse_mutable(&r.mutable_parameters)?;
         let token = self.read_token(&r.secrets)?;
         let v = self
             .control
@@ -322,18 +432,14 @@ impl ControllerService {
             .await?
             .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
         Ok(match caps::serves(v.access_mode, &r.volume_capabilities) {
-            Ok(()) if r.mutable_parameters.is_empty() => pb::ValidateVolumeCapabilitiesResponse {
+            Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
                 confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
                     volume_context: r.volume_context,
                     volume_capabilities: r.volume_capabilities,
                     parameters: r.parameters,
-                    mutable_parameters: Default::default(),
+                    mutable_parameters: r.mutable_parameters,
                 }),
                 message: String::new(),
-            },
-            Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
-                confirmed: None,
-                message: "mutable_parameters are not supported".into(),
             },
             Err(why) => pb::ValidateVolumeCapabilitiesResponse { confirmed: None, message: why },
         })
@@ -537,19 +643,22 @@ impl Controller for ControllerService {
 
     async fn controller_modify_volume(
         &self,
-        _: Request<pb::ControllerModifyVolumeRequest>,
+        r: Request<pb::ControllerModifyVolumeRequest>,
     ) -> Result<Response<pb::ControllerModifyVolumeResponse>, Status> {
-        unimplemented("ControllerModifyVolume")
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        logged("ControllerModifyVolume", &id, self.modify(r).await)
     }
 }
 
 /// The controller capabilities the driver advertises.
-const ADVERTISED: [rpc::Type; 5] = [
+const ADVERTISED: [rpc::Type; 6] = [
     rpc::Type::CreateDeleteVolume,
     rpc::Type::ListVolumes,
     rpc::Type::GetCapacity,
     rpc::Type::ExpandVolume,
     rpc::Type::GetVolume,
+    rpc::Type::ModifyVolume,
 ];
 
 #[cfg(test)]
@@ -577,6 +686,26 @@ mod tests {
         assert_eq!(parse_params(&p).expect("params").scope.as_deref(), Some("ml/vision"));
         p.insert("strata.io/colour".to_string(), "blue".to_string());
         assert!(parse_params(&p).is_err(), "unknown parameters are refused");
+    }
+
+    #[test]
+    fn mutable_parameters_are_qos_limits() {
+        let p = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m = parse_mutable(&p(&[(PARAM_MAX_BANDWIDTH, "100M"), (PARAM_MAX_IOPS, "500")])).expect("ok");
+        assert_eq!(m, Mutable { bytes_per_sec: Some(100 << 20), ops_per_sec: Some(500) });
+        assert_eq!(m.applied_to(None), (100 << 20, 500));
+        for (v, want) in [("1048576", 1 << 20), ("1G", 1 << 30), ("1Gi", 1 << 30), ("64KiB", 64 << 10), ("0", 0)] {
+            assert_eq!(parse_mutable(&p(&[(PARAM_MAX_BANDWIDTH, v)])).expect(v).bytes_per_sec, Some(want), "{v}");
+        }
+        for bad in ["", "fast", "1.5G", "-1", "10X", "2000000P"] {
+            assert!(parse_mutable(&p(&[(PARAM_MAX_BANDWIDTH, bad)])).is_err(), "{bad:?}");
+        }
+        assert!(parse_mutable(&p(&[(PARAM_MAX_IOPS, "1k")])).is_err());
+        assert!(parse_mutable(&p(&[("strata.io/colour", "blue")])).is_err(), "unknown");
+        // One not given keeps the volume's own.
+        let only_iops = parse_mutable(&p(&[(PARAM_MAX_IOPS, "7")])).expect("ok");
+        assert_eq!(only_iops.applied_to(Some((5, 6))), (5, 7));
+        assert!(parse_mutable(&HashMap::new()).expect("empty").is_empty());
     }
 
     #[test]

@@ -84,6 +84,16 @@ pub fn usage(vol: u32) -> [u8; 5] {
     k
 }
 
+/// A volume's own QoS limits, overriding its class's: `Q id` -> postcard
+/// `(bytes_per_sec, ops_per_sec)`. Kept apart from the volume record so that records written
+/// before it existed still decode.
+pub fn volume_qos(vol: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = b'Q';
+    k[1..].copy_from_slice(&vol.to_be_bytes());
+    k
+}
+
 /// Slice awaiting block deletion: `G id`.
 pub fn pending(slice: u64) -> [u8; 9] {
     tagged(b'G', slice)

@@ -108,6 +108,14 @@ impl Meta {
         Ok(alive)
     }
 
+    /// The volume a session has mounted; `None` if the session is unknown.
+    pub fn session_volume(&self, id: u64) -> Result<Option<u32>> {
+        if !self.is_shared() {
+            return Ok(self.local_sessions.lock().map_err(|_| poisoned())?.get(&id).map(|(s, _)| s.volume));
+        }
+        Ok(self.read(|t| load(t, id))?.map(|s| s.volume))
+    }
+
     /// All sessions, by id.
     pub fn sessions(&self) -> Result<Vec<SessionInfo>> {
         let mut v: Vec<SessionInfo> = if self.is_shared() {

@@ -151,6 +151,7 @@ impl Meta {
         self.write(true, |t| {
             t.delete(&keys::volume_name(name))?;
             t.delete(&keys::volume(vol.id))?;
+            t.delete(&keys::volume_qos(vol.id))?;
             if vol.reclaim == Reclaim::Retain {
                 return Ok(());
             }
@@ -183,8 +184,60 @@ impl Meta {
         Ok(vol)
     }
 
+    /// Sets (`Some((bytes_per_sec, ops_per_sec))`, 0 = unlimited) or clears (`None`: back to
+    /// its class's) a volume's own QoS limits per mount.
+    pub fn set_volume_qos(&self, name: &str, qos: Option<(u64, u64)>) -> Result<Volume> {
+        if let Some((b, o)) = qos {
+            for (what, v) in [("bandwidth limit", b), ("operations limit", o)] {
+                if v > crate::control::MAX_SETTING {
+                    return Err(MetaError::Invalid(format!(
+                        "{what} {v} is more than the largest allowed, {}",
+                        crate::control::MAX_SETTING
+                    )));
+                }
+            }
+        }
+        let id = self.volume(name)?.id;
+        self.write(true, |t| {
+            let v = load_volume(t, id)?;
+            match qos {
+                Some(q) => t.put(&keys::volume_qos(id), &enc(&q)?)?,
+                None => t.delete(&keys::volume_qos(id))?,
+            }
+            Ok(v)
+        })
+    }
+
+    /// A volume's own QoS limits per mount, `(bytes_per_sec, ops_per_sec)`, if it has any.
+    pub fn volume_qos(&self, id: u32) -> Result<Option<(u64, u64)>> {
+        self.read(|t| load_volume_qos(t, id))
+    }
+
+    /// The QoS limits a mount of volume `id` gets: its own if set, else its class's (none if
+    /// the class is gone).
+    pub fn effective_qos(&self, id: u32) -> Result<(u64, u64)> {
+        self.read(|t| {
+            if let Some(q) = load_volume_qos(t, id)? {
+                return Ok(q);
+            }
+            let v = load_volume(t, id)?;
+            Ok(match t.get(&keys::class(&v.class))? {
+                Some(b) => {
+                    let c: crate::control::StorageClass =
+                        serde_json::from_slice(&b).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                    (c.qos.bytes_per_sec, c.qos.ops_per_sec)
+                }
+                None => (0, 0),
+            })
+        })
+    }
+
     /// Space and inode use of a volume.
     pub fn usage(&self, vol: u32) -> Result<Usage> {
         self.read(|t| load_usage(t, vol))
     }
+}
+
+fn load_volume_qos(t: &mut dyn KvTxn, id: u32) -> Result<Option<(u64, u64)>> {
+    t.get(&keys::volume_qos(id))?.map(|b| crate::codec::dec(&b)).transpose()
 }

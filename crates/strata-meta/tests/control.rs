@@ -238,3 +238,27 @@ fn policies_name_existing_classes_only() {
     ));
     assert_eq!(m.policy("nope/x"), Err(MetaError::NoScope("nope/x".into())));
 }
+
+#[test]
+fn a_volume_qos_overrides_its_class_until_cleared_and_goes_with_the_volume() {
+    let (fs, ()) = meta();
+    let m = &fs.meta;
+    let limited = StorageClass { qos: Qos { bytes_per_sec: 100, ops_per_sec: 7 }, ..class("limited") };
+    m.create_class(&limited).expect("class");
+    let v = m.provision_volume(&req("q", "cluster", Some("limited"), 0)).expect("volume");
+    assert_eq!(m.volume_qos(v.id), Ok(None));
+    assert_eq!(m.effective_qos(v.id), Ok((100, 7)), "the class's");
+    m.set_volume_qos("q", Some((1 << 20, 0))).expect("set");
+    assert_eq!(m.volume_qos(v.id), Ok(Some((1 << 20, 0))));
+    assert_eq!(m.effective_qos(v.id), Ok((1 << 20, 0)), "the volume's own, 0 unlimited");
+    assert!(matches!(m.set_volume_qos("q", Some((MAX_SETTING + 1, 0))), Err(MetaError::Invalid(_))));
+    assert_eq!(m.set_volume_qos("nope", Some((1, 1))).map(|v| v.id), Err(MetaError::NoVolume("nope".into())));
+    // The volume record itself is untouched.
+    assert_eq!(m.volume("q").expect("volume"), v);
+    m.set_volume_qos("q", None).expect("clear");
+    assert_eq!(m.volume_qos(v.id), Ok(None));
+    assert_eq!(m.effective_qos(v.id), Ok((100, 7)));
+    m.set_volume_qos("q", Some((5, 5))).expect("set again");
+    m.delete_volume("q").expect("delete");
+    assert_eq!(m.volume_qos(v.id), Ok(None), "deleted with the volume");
+}

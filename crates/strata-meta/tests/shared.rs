@@ -118,6 +118,7 @@ fn sessions_expire_by_their_last_heartbeat_on_any_server() {
     assert!(!a.register_session(session(2, "a"), &[]).unwrap());
     assert!(b.touch_session(1, "b").unwrap(), "a session registered through A is known to B");
     assert!(!b.touch_session(3, "b").unwrap());
+    assert_eq!((b.session_volume(1).unwrap(), b.session_volume(3).unwrap()), (Some(1), None), "its volume too");
     // Session 1 opens and locks through B (it failed over), then falls silent.
     b.open(1, f).unwrap();
     assert!(b.lock_set(f, (1, 5), 0, 10, Write, 1).unwrap());

@@ -74,6 +74,8 @@ pub struct VolumeView {
     pub volume: Volume,
     /// What it uses.
     pub usage: Usage,
+    /// Its own QoS limits per mount, `(bytes_per_sec, ops_per_sec)`, overriding its class's.
+    pub qos: Option<(u64, u64)>,
 }
 
 /// A request to create a volume.
@@ -215,29 +217,35 @@ impl Control {
 
     /// Volumes in the caller's scope and below.
     pub async fn list_volumes(&self, who: &TokenRecord) -> Result<Vec<VolumeView>> {
-        let meta = self.st.meta.clone();
-        let all = run(move || meta.list_volumes()).await?;
-        Ok(all
-            .into_iter()
-            .filter(|(v, _)| within(&v.scope, &who.scope))
-            .map(|(volume, usage)| VolumeView { volume, usage })
-            .collect())
+        let (meta, scope) = (self.st.meta.clone(), who.scope.clone());
+        run(move || {
+            let mut out = Vec::new();
+            for (volume, usage) in meta.list_volumes()? {
+                if within(&volume.scope, &scope) {
+                    let qos = meta.volume_qos(volume.id)?;
+                    out.push(VolumeView { volume, usage, qos });
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// One volume the caller may see.
     pub async fn get_volume(&self, who: &TokenRecord, name: &str) -> Result<VolumeView> {
         let (meta, n) = (self.st.meta.clone(), name.to_string());
-        let (volume, usage) = run(move || {
+        let (volume, usage, qos) = run(move || {
             let v = meta.volume(&n)?;
             let u = meta.usage(v.id)?;
-            Ok((v, u))
+            let q = meta.volume_qos(v.id)?;
+            Ok((v, u, q))
         })
         .await?;
         if !within(&volume.scope, &who.scope) {
             // Volumes of other scopes are not even acknowledged.
             return Err(ControlError::NotFound(format!("volume {name:?} not found")));
         }
-        Ok(VolumeView { volume, usage })
+        Ok(VolumeView { volume, usage, qos })
     }
 
     /// Creates a volume where the caller may and the policies allow.
@@ -273,7 +281,7 @@ impl Control {
         })
         .await?;
         tracing::info!(volume = %volume.name, scope = %volume.scope, class = %volume.class, "volume created");
-        Ok(VolumeView { volume, usage })
+        Ok(VolumeView { volume, usage, qos: None })
     }
 
     /// Grows (or shrinks, not below use) a volume.
@@ -281,14 +289,38 @@ impl Control {
         needs(who, &[Role::Admin, Role::Editor], "resize volumes")?;
         self.get_volume(who, name).await?;
         let (meta, n) = (self.st.meta.clone(), name.to_string());
-        let (volume, usage) = run(move || {
+        let (volume, usage, qos) = run(move || {
             let v = meta.resize_volume(&n, capacity)?;
             let u = meta.usage(v.id)?;
-            Ok((v, u))
+            let q = meta.volume_qos(v.id)?;
+            Ok((v, u, q))
         })
         .await?;
         tracing::info!(volume = %volume.name, capacity, "volume resized");
-        Ok(VolumeView { volume, usage })
+        Ok(VolumeView { volume, usage, qos })
+    }
+
+    /// Sets (`Some((bytes_per_sec, ops_per_sec))`, 0 = unlimited) or clears (`None`: back to
+    /// the class's) a volume's own QoS limits per mount. Mounts take the change up with their
+    /// next heartbeat.
+    pub async fn set_volume_qos(&self, who: &TokenRecord, name: &str, qos: Option<(u64, u64)>) -> Result<VolumeView> {
+        needs(who, &[Role::Admin, Role::Editor], "change the QoS of volumes")?;
+        self.get_volume(who, name).await?;
+        let (meta, n) = (self.st.meta.clone(), name.to_string());
+        let (volume, usage, qos) = run(move || {
+            let v = meta.set_volume_qos(&n, qos)?;
+            let u = meta.usage(v.id)?;
+            let q = meta.volume_qos(v.id)?;
+            Ok((v, u, q))
+        })
+        .await?;
+        match qos {
+            Some((bytes_per_sec, ops_per_sec)) => {
+                tracing::info!(volume = %volume.name, bytes_per_sec, ops_per_sec, "volume QoS set")
+            }
+            None => tracing::info!(volume = %volume.name, "volume QoS cleared: the class's applies"),
+        }
+        Ok(VolumeView { volume, usage, qos })
     }
 
     /// Deletes a volume nobody has mounted; its reclaim policy decides what happens to data.

@@ -206,11 +206,12 @@ impl MetaRpc for MetaService {
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let name = r.volume.clone();
-        let (vol, usage, class) = blocking(move || {
+        let (vol, usage, class, qos) = blocking(move || {
             let v = meta.volume(&name)?;
             let u = meta.usage(v.id)?;
             let c = meta.class(&v.class).ok();
-            Ok((v, u, c))
+            let q = meta.volume_qos(v.id)?;
+            Ok((v, u, c, q))
         })
         .await?;
         if !within(&vol.scope, &who.scope) {
@@ -250,6 +251,11 @@ impl MetaRpc for MetaService {
         if let Some(c) = &class {
             c.apply_client_settings(&mut info);
         }
+        // The volume's own limits, if it has any, replace its class's.
+        if let Some((bytes, ops)) = qos {
+            info.qos_bytes_per_sec = bytes;
+            info.qos_ops_per_sec = ops;
+        }
         Ok(Response::new(pb::MountResp {
             session: id,
             volume: Some(volume_to_pb(info)),
@@ -258,9 +264,28 @@ impl MetaRpc for MetaService {
         }))
     }
 
-    async fn heartbeat(&self, req: Request<pb::SessionReq>) -> Result<Response<pb::Empty>, Status> {
-        self.session(req.get_ref().session).await?;
-        Ok(Response::new(pb::Empty {}))
+    async fn heartbeat(&self, req: Request<pb::SessionReq>) -> Result<Response<pb::HeartbeatResp>, Status> {
+        let id = req.get_ref().session;
+        self.session(id).await?;
+        // The volume's QoS as it is now, so that a change reaches mounts without a remount.
+        // Not knowing it (the volume just went away, the database hiccuped) is no reason to
+        // fail the heartbeat: the client keeps its limits.
+        let meta = self.st.meta.clone();
+        let qos = blocking(move || match meta.session_volume(id)? {
+            Some(vol) => meta.effective_qos(vol).map(Some),
+            None => Ok(None),
+        })
+        .await;
+        Ok(Response::new(match qos {
+            Ok(Some((bytes, ops))) => {
+                pb::HeartbeatResp { qos_bytes_per_sec: bytes, qos_ops_per_sec: ops, qos_known: true }
+            }
+            Ok(None) => pb::HeartbeatResp::default(),
+            Err(e) => {
+                tracing::debug!(session = id, error = %e.message(), "cannot tell a session's volume QoS");
+                pb::HeartbeatResp::default()
+            }
+        }))
     }
 
     async fn unmount(&self, req: Request<pb::SessionReq>) -> Result<Response<pb::Empty>, Status> {

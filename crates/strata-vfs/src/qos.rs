@@ -1,21 +1,28 @@
 //! Per-mount quality of service: token buckets limiting the bytes per second read and written
 //! through the file system and the operations per second sent to the server or the block store.
 //!
-//! A limit of 0 means none: the bucket does not exist and an operation pays one branch. A
-//! bucket holds at most one second's worth of tokens (the burst) and starts full. An operation
-//! that finds too few tokens takes them anyway (the bucket goes into debt) and sleeps until the
-//! debt is paid back: callers are served in arrival order, a request larger than the burst
-//! still goes through (it waits longer), and nothing ever fails or spins.
+//! A limit of 0 means none: an operation pays one atomic load and a branch. A bucket holds at
+//! most one second's worth of tokens (the burst) and starts full. An operation that finds too
+//! few tokens takes them anyway (the bucket goes into debt) and sleeps until the debt is paid
+//! back: callers are served in arrival order, a request larger than the burst still goes
+//! through (it waits longer), and nothing ever fails or spins.
+//!
+//! Limits change in place ([`Qos::set`]): a mount takes up a new limit of its volume (the
+//! server reports it with each heartbeat) without remounting. Callers already sleeping keep
+//! their wait; the next ones pay at the new rate.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A token bucket refilled at `rate` tokens per second, holding at most `rate`.
+/// A token bucket refilled at `rate` tokens per second, holding at most `rate`; a rate of 0 is
+/// no limit.
 #[derive(Debug)]
 pub struct TokenBucket {
-    rate: f64,
+    /// Tokens per second, 0 for none. Read without the lock on every operation.
+    rate: AtomicU64,
     state: Mutex<Bucket>,
 }
 
@@ -29,26 +36,62 @@ struct Bucket {
 impl TokenBucket {
     /// A full bucket of `rate` tokens per second; `None` for 0 (unlimited).
     pub fn new(rate: u64) -> Option<Self> {
-        (rate > 0).then(|| TokenBucket {
-            rate: rate as f64,
-            state: Mutex::new(Bucket { tokens: rate as f64, last: Instant::now() }),
-        })
+        (rate > 0).then(|| TokenBucket::with_rate(rate))
     }
 
-    /// Tokens per second.
+    /// A full bucket of `rate` tokens per second, 0 for unlimited (until [`set_rate`]).
+    ///
+    /// [`set_rate`]: TokenBucket::set_rate
+    pub fn with_rate(rate: u64) -> Self {
+        TokenBucket {
+            rate: AtomicU64::new(rate),
+            state: Mutex::new(Bucket { tokens: rate as f64, last: Instant::now() }),
+        }
+    }
+
+    /// Tokens per second (0: unlimited).
+    #[inline]
     pub fn rate(&self) -> u64 {
-        self.rate as u64
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Changes the rate (0: unlimited). Tokens saved up so far are kept up to the new burst;
+    /// a bucket that was unlimited starts full.
+    pub fn set_rate(&self, rate: u64) {
+        let now = Instant::now();
+        let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.rate.load(Ordering::Relaxed);
+        if old == rate {
+            return;
+        }
+        if old == 0 {
+            b.tokens = rate as f64;
+        } else {
+            // Settle what the old rate earned until now, then cap at the new burst.
+            let refill = now.saturating_duration_since(b.last).as_secs_f64() * old as f64;
+            b.tokens = (b.tokens + refill).min(old as f64).min(rate as f64);
+        }
+        b.last = now;
+        self.rate.store(rate, Ordering::Relaxed);
     }
 
     /// Takes `n` tokens and says how long the caller must wait before using them.
     pub fn reserve(&self, n: u64) -> Duration {
+        if self.rate() == 0 {
+            return Duration::ZERO;
+        }
         let now = Instant::now();
         let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let refill = now.saturating_duration_since(b.last).as_secs_f64() * self.rate;
-        b.tokens = (b.tokens + refill).min(self.rate);
+        // Read again under the lock: `set_rate` changes it under the lock.
+        let rate = self.rate.load(Ordering::Relaxed) as f64;
+        if rate == 0.0 {
+            return Duration::ZERO;
+        }
+        let refill = now.saturating_duration_since(b.last).as_secs_f64() * rate;
+        b.tokens = (b.tokens + refill).min(rate);
         b.last = now;
         b.tokens -= n as f64;
-        if b.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-b.tokens / self.rate) }
+        if b.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-b.tokens / rate) }
     }
 
     /// Takes `n` tokens, sleeping until they are paid for.
@@ -61,53 +104,75 @@ impl TokenBucket {
 }
 
 /// The limits of one mount.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Qos {
-    bytes: Option<TokenBucket>,
-    ops: Option<TokenBucket>,
+    /// Whether either bucket has a rate: the one load an unlimited mount's operations pay.
+    limited: AtomicBool,
+    bytes: TokenBucket,
+    ops: TokenBucket,
+}
+
+impl Default for Qos {
+    fn default() -> Self {
+        Qos::new(0, 0)
+    }
 }
 
 impl Qos {
     /// Limits of `bytes_per_sec` and `ops_per_sec` (0 = unlimited).
     pub fn new(bytes_per_sec: u64, ops_per_sec: u64) -> Self {
-        Qos { bytes: TokenBucket::new(bytes_per_sec), ops: TokenBucket::new(ops_per_sec) }
+        Qos {
+            limited: AtomicBool::new(bytes_per_sec > 0 || ops_per_sec > 0),
+            bytes: TokenBucket::with_rate(bytes_per_sec),
+            ops: TokenBucket::with_rate(ops_per_sec),
+        }
+    }
+
+    /// Changes the limits in place (0 = unlimited); returns whether they changed.
+    pub fn set(&self, bytes_per_sec: u64, ops_per_sec: u64) -> bool {
+        if (self.bytes_per_sec(), self.ops_per_sec()) == (bytes_per_sec, ops_per_sec) {
+            return false;
+        }
+        self.bytes.set_rate(bytes_per_sec);
+        self.ops.set_rate(ops_per_sec);
+        self.limited.store(bytes_per_sec > 0 || ops_per_sec > 0, Ordering::Relaxed);
+        true
     }
 
     /// Whether any limit is set.
+    #[inline]
     pub fn is_limited(&self) -> bool {
-        self.bytes.is_some() || self.ops.is_some()
+        self.limited.load(Ordering::Relaxed)
     }
 
     /// The bytes-per-second limit (0 = none).
     pub fn bytes_per_sec(&self) -> u64 {
-        self.bytes.as_ref().map_or(0, TokenBucket::rate)
+        self.bytes.rate()
     }
 
     /// The operations-per-second limit (0 = none).
     pub fn ops_per_sec(&self) -> u64 {
-        self.ops.as_ref().map_or(0, TokenBucket::rate)
+        self.ops.rate()
     }
 
     /// Waits for one operation's turn.
     #[inline]
     pub async fn op(&self) {
-        if let Some(b) = &self.ops {
-            b.take(1).await;
+        if !self.is_limited() {
+            return;
         }
+        self.ops.take(1).await;
     }
 
     /// Waits for one operation moving `n` bytes of file data (a read or a write).
     #[inline]
     pub async fn data(&self, n: u64) {
-        if self.bytes.is_none() && self.ops.is_none() {
+        if !self.is_limited() {
             return;
         }
         // Reserve both before sleeping, so the two waits overlap instead of adding up.
-        let a = self.ops.as_ref().map_or(Duration::ZERO, |b| b.reserve(1));
-        let b = match &self.bytes {
-            Some(b) if n > 0 => b.reserve(n),
-            _ => Duration::ZERO,
-        };
+        let a = self.ops.reserve(1);
+        let b = if n > 0 { self.bytes.reserve(n) } else { Duration::ZERO };
         let wait = a.max(b);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -241,5 +306,48 @@ mod tests {
         assert!(TokenBucket::new(0).is_none());
         let q = Qos::new(7, 0);
         assert_eq!((q.bytes_per_sec(), q.ops_per_sec()), (7, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_change_in_place() {
+        let q = Qos::new(0, 0);
+        assert!(!q.is_limited());
+        // Unlimited: 100 MiB go at once.
+        let t = Instant::now();
+        q.data(100 * MIB).await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        // Limited to 1 MiB/s: the bucket starts full, then 2 MiB more take 2 s.
+        assert!(q.set(MIB, 0));
+        assert!(!q.set(MIB, 0), "the same limits change nothing");
+        assert!(q.is_limited());
+        assert_eq!((q.bytes_per_sec(), q.ops_per_sec()), (MIB, 0));
+        let t = Instant::now();
+        for _ in 0..3 {
+            q.data(MIB).await;
+        }
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(1990) && took <= Duration::from_millis(2010), "took {took:?}");
+        // Faster: 4 MiB/s. Nothing was saved up (the bucket was just emptied), so 8 MiB take 2 s.
+        q.set(4 * MIB, 0);
+        let t = Instant::now();
+        for _ in 0..8 {
+            q.data(MIB).await;
+        }
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(1990) && took <= Duration::from_millis(2010), "took {took:?}");
+        // Slower after a long idle: the saved-up tokens are capped at the new burst.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        q.set(MIB, 0);
+        let t = Instant::now();
+        q.data(3 * MIB).await;
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(1990) && took <= Duration::from_millis(2010), "took {took:?}");
+        // And back to unlimited.
+        assert!(q.set(0, 0));
+        assert!(!q.is_limited());
+        let t = Instant::now();
+        q.data(100 * MIB).await;
+        q.op().await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 }

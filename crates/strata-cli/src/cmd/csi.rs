@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use hyper::StatusCode;
 use strata_csi::{ControlError, ControlPlane, CsiOptions, Mode, Room, VolumeRecord, VolumeRequest, WorkerCommand};
 use strata_server::rest::model::{
-    AccessModeName, ClassView, EffectivePolicyView, NewVolume, ReclaimName, ScopeView, StatusView, VolumePatch,
-    VolumeView,
+    AccessModeName, ClassView, EffectivePolicyView, NewVolume, QosSpec, ReclaimName, ScopeView, StatusView,
+    VolumePatch, VolumeView,
 };
 
 use crate::cmd::rest::{Api, ApiFailure, scope_path, seg};
@@ -136,6 +136,7 @@ fn record(v: VolumeView) -> VolumeRecord {
         capacity: v.capacity,
         used_bytes: v.used_bytes,
         access_mode: v.access_mode.into(),
+        qos: v.qos.map(|q| (q.bytes_per_sec, q.ops_per_sec)),
     }
 }
 
@@ -191,6 +192,22 @@ impl ControlPlane for RestControl {
             .patch(&format!("/v1/volumes/{}", seg(name)), &VolumePatch { capacity })
             .await
             .map_err(|e| control_error(e, ControlError::Busy))?;
+        Ok(record(v))
+    }
+
+    async fn set_volume_qos(
+        &self,
+        token: &str,
+        name: &str,
+        qos: Option<(u64, u64)>,
+    ) -> Result<VolumeRecord, ControlError> {
+        let path = format!("/v1/volumes/{}/qos", seg(name));
+        let api = self.api(token);
+        let v: VolumeView = match qos {
+            Some((bytes_per_sec, ops_per_sec)) => api.put(&path, &QosSpec { bytes_per_sec, ops_per_sec }).await,
+            None => api.delete(&path).await,
+        }
+        .map_err(|e| control_error(e, ControlError::Busy))?;
         Ok(record(v))
     }
 

@@ -1,7 +1,7 @@
-//! `strata volume`: list, describe, create, expand and delete volumes.
+//! `strata volume`: list, describe, create, expand, limit (QoS) and delete volumes.
 
 use anyhow::{Context, Result};
-use strata_server::rest::model::{AccessModeName, NewVolume, ReclaimName, VolumePatch, VolumeView};
+use strata_server::rest::model::{AccessModeName, NewVolume, QosSpec, ReclaimName, VolumePatch, VolumeView};
 use strata_types::AccessMode;
 
 use crate::cmd::rest::{Api, seg};
@@ -69,6 +69,23 @@ enum VolumeCmd {
         /// New capacity (e.g. 200G).
         #[arg(long, value_parser = parse_size)]
         capacity: u64,
+    },
+    /// Set a volume's own QoS limits per mount, replacing its class's, or clear them (--clear)
+    /// to go back to the class's. Mounted clients take the change up within seconds, without
+    /// remounting. A limit not given keeps the volume's current one (none at first); 0 means
+    /// unlimited.
+    Qos {
+        /// Volume name.
+        name: String,
+        /// Data rate limit per mount in bytes per second, e.g. 100M (0: unlimited).
+        #[arg(long, value_parser = parse_size, value_name = "SIZE", conflicts_with = "clear")]
+        max_bandwidth: Option<u64>,
+        /// Operations per second per mount (0: unlimited).
+        #[arg(long, value_name = "N", conflicts_with = "clear")]
+        max_iops: Option<u64>,
+        /// Remove the volume's own limits: its class's apply again.
+        #[arg(long)]
+        clear: bool,
     },
     /// Delete a volume (refused while mounted); its data goes unless its reclaim policy is retain.
     #[command(visible_alias = "rm")]
@@ -139,12 +156,29 @@ fn describe(out: Output, v: &VolumeView) -> Result<()> {
             ),
             ("Access mode", v.access_mode.as_str().into()),
             ("Reclaim", v.reclaim.as_str().into()),
+            ("QoS", qos_text(v)),
             ("Block size", human(u64::from(v.block_size))),
             ("Compression", v.compression.clone()),
             ("Store", v.store.clone()),
             ("Created", v.created.clone()),
         ]);
     })
+}
+
+/// The QoS limits per mount a volume has: its own, or its class's.
+fn qos_text(v: &VolumeView) -> String {
+    match &v.qos {
+        None => format!("the class's (see `strata storageclass describe {}`)", v.class),
+        Some(q) => {
+            let bw = if q.bytes_per_sec == 0 {
+                "unlimited bandwidth".to_string()
+            } else {
+                format!("{}/s ({} bytes/s)", human(q.bytes_per_sec), q.bytes_per_sec)
+            };
+            let ops = if q.ops_per_sec == 0 { "unlimited IOPS".to_string() } else { format!("{} IOPS", q.ops_per_sec) };
+            format!("{bw}, {ops} (the volume's own, replacing the class's)")
+        }
+    }
 }
 
 /// Runs a volume subcommand.
@@ -190,6 +224,31 @@ pub fn run(args: VolumeArgs) -> Result<()> {
                 if out == Output::Table {
                     let cap = if v.capacity == 0 { "unlimited".to_string() } else { human(v.capacity) };
                     println!("volume {} now has capacity {cap} ({} in use)", v.name, human(v.used_bytes));
+                    return Ok(());
+                }
+                describe(out, &v)
+            }
+            VolumeCmd::Qos { name, max_bandwidth, max_iops, clear } => {
+                let path = format!("/v1/volumes/{}/qos", seg(&name));
+                let v: VolumeView = if clear {
+                    api.delete(&path).await.with_context(|| format!("cannot clear the QoS of volume {name}"))?
+                } else {
+                    if max_bandwidth.is_none() && max_iops.is_none() {
+                        anyhow::bail!("say --max-bandwidth, --max-iops or both, or --clear");
+                    }
+                    let now: VolumeView = api
+                        .get(&format!("/v1/volumes/{}", seg(&name)))
+                        .await
+                        .with_context(|| format!("cannot describe volume {name}"))?;
+                    let cur = now.qos.unwrap_or_default();
+                    let spec = QosSpec {
+                        bytes_per_sec: max_bandwidth.unwrap_or(cur.bytes_per_sec),
+                        ops_per_sec: max_iops.unwrap_or(cur.ops_per_sec),
+                    };
+                    api.put(&path, &spec).await.with_context(|| format!("cannot set the QoS of volume {name}"))?
+                };
+                if out == Output::Table {
+                    println!("volume {}: QoS {}", v.name, qos_text(&v));
                     return Ok(());
                 }
                 describe(out, &v)

@@ -257,7 +257,7 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
     ),
     paths(
         list_classes, create_class, get_class, update_class, delete_class,
-        list_volumes, create_volume, get_volume, resize_volume, delete_volume,
+        list_volumes, create_volume, get_volume, resize_volume, delete_volume, set_volume_qos, clear_volume_qos,
         list_scopes, create_scope, delete_scope,
         list_tokens, create_token, revoke_token,
         get_policy, set_policy, effective_policy,
@@ -412,7 +412,7 @@ fn check_description(d: &str) -> ApiResult<()> {
     ))]
 async fn list_volumes(AxState(ctl): AxState<Control>, Caller(who): Caller) -> ApiResult<Json<Vec<VolumeView>>> {
     let v = ctl.list_volumes(&who).await?;
-    Ok(Json(v.into_iter().map(|v| VolumeView::new(v.volume, v.usage)).collect()))
+    Ok(Json(v.into_iter().map(|v| VolumeView::with_qos(v.volume, v.usage, v.qos)).collect()))
 }
 
 /// Create a volume (admins and editors), if the policies of its scope allow it.
@@ -450,7 +450,7 @@ async fn create_volume(
             },
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(VolumeView::new(v.volume, v.usage))))
+    Ok((StatusCode::CREATED, Json(VolumeView::with_qos(v.volume, v.usage, v.qos))))
 }
 
 fn check_bytes(what: &str, n: u64) -> ApiResult<()> {
@@ -476,7 +476,7 @@ async fn get_volume(
     Param(name): Param,
 ) -> ApiResult<Json<VolumeView>> {
     let v = ctl.get_volume(&who, &name).await?;
-    Ok(Json(VolumeView::new(v.volume, v.usage)))
+    Ok(Json(VolumeView::with_qos(v.volume, v.usage, v.qos)))
 }
 
 /// Expand or shrink a volume (admins and editors).
@@ -499,7 +499,48 @@ async fn resize_volume(
 ) -> ApiResult<Json<VolumeView>> {
     check_bytes("capacity", req.capacity)?;
     let v = ctl.resize_volume(&who, &name, req.capacity).await?;
-    Ok(Json(VolumeView::new(v.volume, v.usage)))
+    Ok(Json(VolumeView::with_qos(v.volume, v.usage, v.qos)))
+}
+
+/// Set a volume's own QoS limits per mount (admins and editors), replacing its class's; 0 means
+/// unlimited. Mounted clients take the change up within seconds (with their next heartbeat).
+#[utoipa::path(put, path = "/v1/volumes/{name}/qos", tag = "volumes", request_body = QosSpec,
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 200, description = "Set; the volume with its QoS", body = VolumeView),
+        (status = 400, description = "Invalid limits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn set_volume_qos(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+    Body(req): Body<QosSpec>,
+) -> ApiResult<Json<VolumeView>> {
+    let v = ctl.set_volume_qos(&who, &name, Some((req.bytes_per_sec, req.ops_per_sec))).await?;
+    Ok(Json(VolumeView::with_qos(v.volume, v.usage, v.qos)))
+}
+
+/// Clear a volume's own QoS limits (admins and editors): its class's apply again.
+#[utoipa::path(delete, path = "/v1/volumes/{name}/qos", tag = "volumes",
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 200, description = "Cleared; the volume", body = VolumeView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see", body = ErrorBody),
+    ))]
+async fn clear_volume_qos(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<VolumeView>> {
+    let v = ctl.set_volume_qos(&who, &name, None).await?;
+    Ok(Json(VolumeView::with_qos(v.volume, v.usage, v.qos)))
 }
 
 /// Delete a volume nobody has mounted (admins and editors); its reclaim policy decides what
@@ -815,6 +856,7 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/v1/storageclasses/{name}", get(get_class).put(update_class).delete(delete_class))
         .route("/v1/volumes", get(list_volumes).post(create_volume))
         .route("/v1/volumes/{name}", get(get_volume).patch(resize_volume).delete(delete_volume))
+        .route("/v1/volumes/{name}/qos", axum::routing::put(set_volume_qos).delete(clear_volume_qos))
         .route("/v1/scopes", get(list_scopes).post(create_scope))
         .route("/v1/scopes/{*path}", axum::routing::delete(delete_scope))
         .route("/v1/tokens", get(list_tokens).post(create_token))
@@ -860,6 +902,8 @@ mod tests {
     fn document_builds() {
         let v: serde_json::Value = serde_json::from_str(openapi_json()).expect("openapi JSON");
         assert!(v["paths"]["/v1/volumes/{name}"]["patch"].is_object());
+        assert!(v["paths"]["/v1/volumes/{name}/qos"]["put"].is_object());
+        assert!(v["paths"]["/v1/volumes/{name}/qos"]["delete"].is_object());
         assert!(v["components"]["schemas"]["ErrorBody"].is_object());
     }
 }

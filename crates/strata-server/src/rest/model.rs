@@ -566,9 +566,21 @@ pub struct VolumeView {
     /// Creation time.
     #[schema(format = DateTime)]
     pub created: String,
+    /// Its own QoS limits per mount, set with `PUT /v1/volumes/{name}/qos`; absent: its
+    /// class's apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<QosSpec>,
 }
 
 impl VolumeView {
+    /// The view of a volume, its use and its own QoS limits.
+    pub fn with_qos(v: Volume, u: Usage, qos: Option<(u64, u64)>) -> Self {
+        VolumeView {
+            qos: qos.map(|(bytes_per_sec, ops_per_sec)| QosSpec { bytes_per_sec, ops_per_sec }),
+            ..VolumeView::new(v, u)
+        }
+    }
+
     /// The view of a volume and its use.
     pub fn new(v: Volume, u: Usage) -> Self {
         VolumeView {
@@ -586,6 +598,7 @@ impl VolumeView {
             access_mode: v.access_mode.into(),
             store: v.store,
             created: rfc3339(v.created),
+            qos: None,
         }
     }
 }

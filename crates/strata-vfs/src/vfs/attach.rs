@@ -83,9 +83,18 @@ impl Vfs {
         Ok(())
     }
 
-    /// Sends a heartbeat (re-registering the session if the server restarted).
+    /// Sends a heartbeat (re-registering the session if the server restarted) and takes up
+    /// the volume's QoS limits as the server reports them now.
     async fn heartbeat(&self) -> Result<()> {
-        self.client.call::<_, pb::Empty>(Method::Heartbeat, |session| pb::SessionReq { session }).await?;
+        let r: pb::HeartbeatResp = self.client.call(Method::Heartbeat, |session| pb::SessionReq { session }).await?;
+        if r.qos_known && self.qos.set(r.qos_bytes_per_sec, r.qos_ops_per_sec) {
+            tracing::info!(
+                volume = %self.volume.name,
+                bytes_per_sec = r.qos_bytes_per_sec,
+                ops_per_sec = r.qos_ops_per_sec,
+                "QoS limits changed"
+            );
+        }
         Ok(())
     }
 }
