@@ -69,6 +69,12 @@ fn mount_mistakes() {
     let out = run_strata(&["mount", &c.volume, &mps, "--server", "not an address", "--token-file", &tf]);
     assert_eq!(out.status.code(), Some(1), "bad server address: {}", String::from_utf8_lossy(&out.stderr));
 
+    // A FUSE worker's descriptor that is not /dev/fuse (stdin), or not open at all.
+    for fd in ["0", "99"] {
+        let out = run_strata(&["mount", &c.volume, &mps, "--server", &c.addr, "--token-file", &tf, "--fuse-fd", fd]);
+        assert_fails(&out, &["--fuse-fd", fd, "not an open /dev/fuse descriptor"], "mount with a bad --fuse-fd");
+    }
+
     // Nothing got mounted by any of this.
     assert!(!mounted_at(&mp), "a failed mount left {} mounted", mp.display());
     assert!(std::fs::read_dir(&mp).expect("readdir").next().is_none());

@@ -110,7 +110,10 @@ impl NodeService {
             Ok((fd, pid, st)) => {
                 s.pid = pid;
                 s.start_time = st;
-                let _ = self.inner.state.save_staged(&s);
+                if let Err(e) = self.inner.state.save_staged(&s) {
+                    // The worker serves; only the plugin's next restart would not find it.
+                    tracing::warn!(volume = %s.volume, error = %e, "cannot save the staging record");
+                }
                 self.supervise(Slot::new(s, Some(fd)));
             }
             Err(e) => {
