@@ -839,13 +839,24 @@ fn connections_beyond_the_limit_are_closed() {
     // The launcher's readiness probe took the place for a moment: wait until it is free.
     let url = g.nfs_url("/v/");
     assert!(wait_until(Duration::from_secs(10), || libnfs("nfs-ls", &[&url]).status.success()), "nfs-ls");
-    let held = TcpStream::connect(("127.0.0.1", g.port)).expect("connect");
-    // The held connection is served: a NULL call is answered.
-    let mut s = held.try_clone().expect("dup");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(&record(&call(7, 100_003, 3, 0, &[]))).expect("send");
-    let mut hdr = [0u8; 4];
-    s.read_exact(&mut hdr).expect("NULL reply on the held connection");
+    // The held connection is served: a NULL call is answered. nfs-ls has exited, but the
+    // gateway frees its place only once it has seen that connection close, so the first try
+    // may still be refused.
+    let mut held = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", g.port)) else { return false };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut hdr = [0u8; 4];
+            let served = s.write_all(&record(&call(7, 100_003, 3, 0, &[]))).is_ok() && s.read_exact(&mut hdr).is_ok();
+            if served {
+                held = Some(s);
+            }
+            served
+        }),
+        "NULL reply on the held connection"
+    );
+    let s = held.expect("held connection");
     // One more is closed by the gateway without an answer.
     let mut extra = TcpStream::connect(("127.0.0.1", g.port)).expect("connect");
     extra.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -864,7 +875,6 @@ fn connections_beyond_the_limit_are_closed() {
     assert!(log.contains("too many connections"), "no log line for the refused connection:\n{log}");
     // Closing the held one frees its place.
     drop(s);
-    drop(held);
     assert!(
         wait_until(Duration::from_secs(10), || libnfs("nfs-ls", &[&url]).status.success()),
         "nfs-ls after the held connection closed"
