@@ -508,7 +508,12 @@ fn first_refusing(t: &mut dyn KvTxn, scope: &str, refuses: impl Fn(&Policy) -> b
 fn provisioned(t: &mut dyn KvTxn, scope: &str, except: Option<u32>) -> Result<u64> {
     let mut total = 0u64;
     for v in all_volumes(t)? {
-        if Some(v.id) == except || !within(&v.scope, scope) {
+        if !within(&v.scope, scope) {
+            continue;
+        }
+        // Snapshots' own bytes count against the scope, not against their volume.
+        total = total.saturating_add(crate::snapshots::snapshots_held(t, v.id)?);
+        if Some(v.id) == except || v.gone {
             continue;
         }
         let size = if v.capacity > 0 {
@@ -846,6 +851,9 @@ impl Meta {
                 scope: req.scope.clone(),
                 created: ts,
                 access_mode: mode,
+                origins: Vec::new(),
+                building: false,
+                gone: false,
             };
             crate::volumes::init_volume(t, &vol)?;
             Ok(vol)

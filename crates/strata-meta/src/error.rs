@@ -102,6 +102,12 @@ pub enum MetaError {
     /// A stored record did not decode (EIO): the store holds something this version cannot read.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// EROFS: a write to a snapshot (or another read-only view).
+    #[error("read-only file system")]
+    ReadOnly,
+    /// ESTALE: an inode of a snapshot that was deleted.
+    #[error("stale file handle: {0}")]
+    Stale(String),
 }
 
 impl MetaError {
@@ -127,6 +133,8 @@ impl MetaError {
             TooBig => libc_consts::EFBIG,
             WouldBlock => libc_consts::EAGAIN,
             Busy(_) => libc_consts::EBUSY,
+            ReadOnly => libc_consts::EROFS,
+            Stale(_) => libc_consts::ESTALE,
             Engine(_) | Corrupt(_) | NewerStore { .. } => libc_consts::EIO,
         }
     }
@@ -152,6 +160,8 @@ impl MetaError {
             libc_consts::EFBIG => TooBig,
             libc_consts::EAGAIN => WouldBlock,
             libc_consts::EBUSY => Busy(msg.to_string()),
+            libc_consts::EROFS => ReadOnly,
+            libc_consts::ESTALE => Stale(msg.to_string()),
             _ => Engine(msg.to_string()),
         }
     }
@@ -208,4 +218,6 @@ pub mod libc_consts {
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
     pub const EDQUOT: i32 = 122;
+    pub const EROFS: i32 = 30;
+    pub const ESTALE: i32 = 116;
 }

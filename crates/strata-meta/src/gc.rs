@@ -69,7 +69,7 @@ impl Meta {
     pub fn referenced_slices(&self) -> Result<std::collections::HashSet<u64>> {
         self.read(|t| {
             let mut ids = std::collections::HashSet::new();
-            for prefix in [&b"C"[..], keys::PENDING_PREFIX] {
+            for prefix in [&b"C"[..], keys::PENDING_PREFIX, b"ZC"] {
                 let end = prefix_end(prefix);
                 let mut from = prefix.to_vec();
                 loop {
@@ -80,6 +80,11 @@ impl Meta {
                     for (k, v) in &batch {
                         if prefix == keys::PENDING_PREFIX {
                             ids.extend(keys::u64_at(k, 1));
+                        } else if prefix == b"ZC" {
+                            // Chunks as snapshots saw them.
+                            if let Some(chunk) = crate::versions::dec_version(v)? {
+                                ids.extend(dec_slices(&chunk)?.iter().map(|s| s.id).filter(|id| *id != 0));
+                            }
                         } else {
                             ids.extend(dec_slices(v)?.iter().map(|s| s.id).filter(|id| *id != 0));
                         }

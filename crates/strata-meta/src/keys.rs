@@ -223,6 +223,68 @@ pub fn policy(path: &str) -> Vec<u8> {
     k
 }
 
+/// A snapshot of volume `vol` taken at `epoch`: `W vol epoch` -> JSON [`crate::Snapshot`].
+/// A volume's snapshots sort by epoch, so the latest is the last.
+pub fn snapshot(vol: u32, epoch: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = b'W';
+    k[1..5].copy_from_slice(&vol.to_be_bytes());
+    k[5..].copy_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// Prefix of the snapshots of one volume.
+pub fn snapshot_prefix(vol: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = b'W';
+    k[1..].copy_from_slice(&vol.to_be_bytes());
+    k
+}
+
+/// Prefix of every snapshot record.
+pub const SNAPSHOT_PREFIX: &[u8] = b"W";
+
+/// The volume a snapshot epoch belongs to: `w epoch` -> volume id (4 bytes).
+pub fn snapshot_volume(epoch: u64) -> [u8; 9] {
+    tagged(b'w', epoch)
+}
+
+/// How many snapshot records exist (any volume, any state): lets writes skip versioning
+/// entirely on a store that has none.
+pub const SNAPSHOT_COUNT: &[u8] = b"!snapshots";
+
+/// The value a namespace record `key` had when snapshot `epoch` was taken, saved by the first
+/// change after it: `Z key epoch` -> `0` (absent) or `1` + value. Names never hold a NUL byte
+/// and epochs start with one, so all versions of one record sort together, in record order.
+pub fn version(key: &[u8], epoch: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 9);
+    k.push(b'Z');
+    k.extend_from_slice(key);
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// The record key and epoch of a [`version`] key.
+pub fn parse_version(k: &[u8]) -> Option<(&[u8], u64)> {
+    if k.len() < 10 || k[0] != b'Z' {
+        return None;
+    }
+    let (key, e) = k[1..].split_at(k.len() - 9);
+    Some((key, u64::from_be_bytes(e.try_into().ok()?)))
+}
+
+/// Index of the versions a snapshot holds: `z epoch key` (empty value).
+pub fn version_index(epoch: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = tagged(b'z', epoch).to_vec();
+    k.extend_from_slice(key);
+    k
+}
+
+/// Prefix of one snapshot's version index.
+pub fn version_index_prefix(epoch: u64) -> [u8; 9] {
+    tagged(b'z', epoch)
+}
+
 /// Schema version marker.
 pub const SCHEMA: &[u8] = b"!schema";
 

@@ -5,6 +5,7 @@
 //! (`Attr`, `Slice`, ...) are `strata-types`', re-exported here.
 
 mod chunks;
+mod clones;
 pub mod codec;
 pub mod control;
 pub mod error;
@@ -17,15 +18,19 @@ mod meta;
 pub mod namespace;
 mod open;
 pub mod sessions;
+mod snapshots;
 pub mod tokens;
 mod txn;
 pub mod types;
+pub mod versions;
 mod volumes;
 
 pub use error::{MetaError, Result};
 pub use meta::{Meta, SCHEMA_VERSION, StateMode};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, access};
+pub use snapshots::{Snapshot, SnapshotSpace};
 pub use types::*;
+pub use versions::{split_ino, view_ino};
 pub use volumes::NewVolume;
 
 /// Checks a volume (or other object) name: 1 to 253 characters of `[A-Za-z0-9._-]`, starting

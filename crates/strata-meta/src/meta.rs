@@ -56,6 +56,9 @@ pub struct Meta {
     pub(crate) defer_destroy: std::sync::atomic::AtomicBool,
     /// Unlinked inodes open nowhere, waiting for [`Meta::reap_doomed`].
     pub(crate) doomed: Mutex<Vec<Ino>>,
+    /// Local state only: whether the store may hold snapshots (until one is made, writes skip
+    /// versioning without asking the store).
+    pub(crate) snapshots_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Meta {
@@ -77,11 +80,14 @@ impl Meta {
             inos: Mutex::new((0, 0)),
             defer_destroy: std::sync::atomic::AtomicBool::new(false),
             doomed: Mutex::new(Vec::new()),
+            snapshots_seen: std::sync::atomic::AtomicBool::new(true),
         };
         m.write(false, |t| match t.get(keys::SCHEMA)? {
             None => t.put(keys::SCHEMA, SCHEMA_VERSION.to_string().as_bytes()),
             Some(v) => check_schema(&v),
         })?;
+        let any = m.read(|t| Ok(t.get(keys::SNAPSHOT_COUNT)?.map(|v| dec::<u64>(&v)).transpose()?.unwrap_or(0) > 0))?;
+        m.snapshots_seen.store(any, std::sync::atomic::Ordering::Release);
         Ok(m)
     }
 
@@ -100,10 +106,15 @@ impl Meta {
         self.mode == StateMode::Shared
     }
 
+    /// Whether transactions may skip versioning: local state, and no snapshot made yet.
+    fn no_snapshots(&self) -> bool {
+        self.mode == StateMode::Local && !self.snapshots_seen.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
         let mut out = None;
         self.kv.read(&mut |t| {
-            out = Some(f(t)?);
+            out = Some(f(&mut crate::versions::Versioned::new(t, true))?);
             Ok(())
         })?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
@@ -112,7 +123,10 @@ impl Meta {
     pub(crate) fn write<R>(&self, durable: bool, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
         let mut out = None;
         self.kv.write(durable, &mut |t| {
-            out = Some(f(t)?);
+            // Asked inside the transaction: a snapshot marks the store before its own
+            // transaction, so every write ordered after it sees the mark.
+            let none = self.no_snapshots();
+            out = Some(f(&mut crate::versions::Versioned::new(t, none))?);
             Ok(())
         })?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
@@ -137,6 +151,9 @@ impl Meta {
             *r = (first, first + IDS_PER_BATCH);
         }
         let ino = r.0;
+        if ino > crate::versions::MAX_LIVE_INO {
+            return Err(MetaError::Invalid("out of inode numbers".into()));
+        }
         r.0 += 1;
         Ok(ino)
     }

@@ -92,7 +92,12 @@ pub(crate) fn free_slice(t: &mut dyn KvTxn, vol: u32, ino: Ino, s: &Slice) -> Re
         }
         return Ok(());
     }
-    t.put(&keys::pending(s.id), &enc(&Pending { volume: vol, size: s.size, ino })?)
+    // A clone's slices shared with its source have their blocks under the source's name.
+    let owner = match load_volume(t, vol) {
+        Ok(v) => v.block_volume(s.id),
+        Err(_) => vol,
+    };
+    t.put(&keys::pending(s.id), &enc(&Pending { volume: owner, size: s.size, ino })?)
 }
 
 /// Frees every distinct slice of an encoded chunk list.
@@ -138,8 +143,10 @@ pub(crate) fn destroy_rest(t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> 
                 break;
             }
             for (k, v) in &batch {
-                free_chunk(t, a.volume, ino, v)?;
+                // The record goes first: a snapshot saving it takes its references before
+                // they are dropped.
                 t.delete(k)?;
+                free_chunk(t, a.volume, ino, v)?;
             }
         }
     }
@@ -168,8 +175,10 @@ pub(crate) fn set_length(t: &mut dyn KvTxn, ino: Ino, a: &mut Attr, new: u64) ->
                 break;
             }
             for (k, v) in &batch {
-                free_chunk(t, a.volume, ino, v)?;
+                // The record goes first: a snapshot saving it takes its references before
+                // they are dropped.
                 t.delete(k)?;
+                free_chunk(t, a.volume, ino, v)?;
             }
         }
         if !new.is_multiple_of(CHUNK_SIZE) {

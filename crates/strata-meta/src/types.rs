@@ -92,9 +92,35 @@ pub struct Volume {
     /// How it may be attached.
     #[serde(default = "default_access_mode")]
     pub access_mode: AccessMode,
+    /// A clone's sources, nearest first: `(volume, first slice id of the volume after it)`.
+    /// Slices numbered below an origin's mark were the origin's, and their blocks are under
+    /// its name (see [`Volume::block_volume`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<(u32, u64)>,
+    /// A clone still being copied: not usable, deleted if the server restarts before the
+    /// copy ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub building: bool,
+    /// Deleted, but kept because clones still read blocks under its name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
 }
 
 impl Volume {
+    /// The volume whose block names hold slice `id` of this volume: its own, or an origin's
+    /// for slices a clone shares with its source.
+    pub fn block_volume(&self, id: u64) -> u32 {
+        let mut owner = self.id;
+        for (v, mark) in &self.origins {
+            if id < *mark {
+                owner = *v;
+            } else {
+                break;
+            }
+        }
+        owner
+    }
+
     /// The description a client attaching this volume gets, with its use.
     pub fn info(&self, usage: &Usage) -> strata_types::VolumeInfo {
         strata_types::VolumeInfo {

@@ -77,6 +77,9 @@ impl Meta {
                 scope: if opts.scope.is_empty() { "cluster".into() } else { opts.scope.clone() },
                 created: now(),
                 access_mode: AccessMode::ReadWriteMany,
+                origins: Vec::new(),
+                building: false,
+                gone: false,
             };
             init_volume(t, &vol)?;
             Ok(vol)
@@ -109,6 +112,9 @@ impl Meta {
             let mut out = Vec::new();
             for (_, v) in t.scan(keys::VOLUME_PREFIX, &prefix_end(keys::VOLUME_PREFIX), usize::MAX)? {
                 let vol: Volume = serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                if vol.gone || vol.building {
+                    continue;
+                }
                 let u = load_usage(t, vol.id)?;
                 out.push((vol, u));
             }
@@ -148,37 +154,52 @@ impl Meta {
         if opened {
             return Err(MetaError::Busy(format!("volume {name} has open files")));
         }
+        let snaps = self.list_snapshots(name)?;
+        if let Some(s) = snaps.iter().find(|s| s.owner.is_none() && !s.deleting) {
+            return Err(MetaError::Busy(format!("volume {name} has snapshots (first: {}); delete them first", s.name)));
+        }
         self.write(true, |t| {
             t.delete(&keys::volume_name(name))?;
-            t.delete(&keys::volume(vol.id))?;
             t.delete(&keys::volume_qos(vol.id))?;
-            if vol.reclaim == Reclaim::Retain {
-                return Ok(());
-            }
-            // Depth-first removal of the whole tree.
-            let mut stack = vec![vol.root];
-            while let Some(dir) = stack.pop() {
-                let p = keys::dentry_prefix(dir);
-                for (k, v) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
-                    let (ino, kind) = dec_entry(&v)?;
-                    t.delete(&k)?;
-                    if kind == FileType::Dir {
-                        stack.push(ino);
-                    }
-                    if let Ok(mut a) = load_attr(t, ino) {
-                        a.nlink = a.nlink.saturating_sub(1);
-                        if a.nlink == 0 || kind == FileType::Dir {
-                            destroy(t, ino, &a)?;
-                        } else {
-                            store_attr(t, ino, &a)?;
+            if vol.reclaim != Reclaim::Retain {
+                // Depth-first removal of the whole tree, while the volume's record still says
+                // under which names the blocks of a clone's shared slices are.
+                let mut stack = vec![vol.root];
+                while let Some(dir) = stack.pop() {
+                    let p = keys::dentry_prefix(dir);
+                    for (k, v) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
+                        let (ino, kind) = dec_entry(&v)?;
+                        t.delete(&k)?;
+                        if kind == FileType::Dir {
+                            stack.push(ino);
+                        }
+                        if let Ok(mut a) = load_attr(t, ino) {
+                            a.nlink = a.nlink.saturating_sub(1);
+                            if a.nlink == 0 || kind == FileType::Dir {
+                                destroy(t, ino, &a)?;
+                            } else {
+                                store_attr(t, ino, &a)?;
+                            }
                         }
                     }
+                    if let Ok(a) = load_attr(t, dir) {
+                        destroy(t, dir, &a)?;
+                    }
                 }
-                if let Ok(a) = load_attr(t, dir) {
-                    destroy(t, dir, &a)?;
-                }
+                t.delete(&keys::usage(vol.id))?;
             }
-            t.delete(&keys::usage(vol.id))?;
+            // Kept, hidden, while snapshots (of data volumes) or clones still read its blocks:
+            // its record names their store.
+            if crate::snapshots::still_needed(t, vol.id)? {
+                let mut gone = load_volume(t, vol.id)?;
+                gone.gone = true;
+                t.put(
+                    &keys::volume(vol.id),
+                    &serde_json::to_vec(&gone).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                )?;
+            } else {
+                t.delete(&keys::volume(vol.id))?;
+            }
             Ok(())
         })?;
         Ok(vol)
