@@ -285,6 +285,16 @@ pub fn version_index_prefix(epoch: u64) -> [u8; 9] {
     tagged(b'z', epoch)
 }
 
+/// A data volume by name: `E name` -> JSON [`crate::DataVolume`].
+pub fn datavolume(name: &str) -> Vec<u8> {
+    let mut k = vec![b'E'];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Prefix of all data volumes.
+pub const DATAVOLUME_PREFIX: &[u8] = b"E";
+
 /// Schema version marker.
 pub const SCHEMA: &[u8] = b"!schema";
 

@@ -8,6 +8,7 @@ mod chunks;
 mod clones;
 pub mod codec;
 pub mod control;
+mod datavolumes;
 pub mod error;
 mod gc;
 pub mod keys;
@@ -25,6 +26,7 @@ pub mod types;
 pub mod versions;
 mod volumes;
 
+pub use datavolumes::{DataVersion, DataVolume};
 pub use error::{MetaError, Result};
 pub use meta::{Meta, SCHEMA_VERSION, StateMode};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, access};

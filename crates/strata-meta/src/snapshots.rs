@@ -248,8 +248,20 @@ impl Meta {
     /// snapshot below it (when that one still needs them) or are freed, in batches. A
     /// snapshot with an owner is refused unless `owner` names it.
     pub fn delete_snapshot(&self, volume: &str, name: &str, owner: Option<&str>) -> Result<Snapshot> {
+        let vol = self.read(|t| volume_id(t, volume))?;
+        self.delete_snapshot_by_volume(vol, name, owner)
+    }
+
+    /// [`Meta::delete_snapshot`] by volume id (also of a deleted volume kept for its
+    /// snapshots).
+    pub(crate) fn delete_snapshot_of(&self, vol: u32, name: &str, owner: Option<&str>) -> Result<()> {
+        self.delete_snapshot_by_volume(vol, name, owner).map(|_| ())
+    }
+
+    fn delete_snapshot_by_volume(&self, vol: u32, name: &str, owner: Option<&str>) -> Result<Snapshot> {
+        let volume = vol.to_string();
+        let volume = volume.as_str();
         let s = self.write(true, |t| {
-            let vol = volume_id(t, volume)?;
             let mut s = load_snapshots(t, vol)?
                 .into_iter()
                 .find(|s| s.name == name && !s.deleting)

@@ -155,3 +155,35 @@ fn a_clone_shares_slices_and_lives_on_its_own() {
     let p = pending.iter().find(|(id, _)| *id == a.id).expect("collectable after both let go");
     assert_eq!(p.1.volume, vol.id);
 }
+
+#[test]
+fn data_volume_versions_outlive_their_source() {
+    let fs = TestFs::new();
+    let m = &fs.meta;
+    let vol = fs.volume("src");
+    let (f, a) = file_with_slice(m, vol.root, "f", 4096);
+    let d = m.create_datavolume("ds", "cluster", "src", "a dataset").unwrap();
+    assert_eq!(d.versions.len(), 1);
+    let b = slice(m, 0, 4096);
+    m.commit_writes(f, &[(0, b)]).unwrap();
+    let d = m.update_datavolume("ds").unwrap();
+    let (v1, v2) = (d.version(Some(1)).unwrap().clone(), d.version(None).unwrap().clone());
+    assert_eq!(v2.number, 2);
+    assert_eq!(m.read_chunk(view_ino(v1.epoch, f), 0).unwrap(), vec![a]);
+    assert_eq!(m.read_chunk(view_ino(v2.epoch, f), 0).unwrap(), vec![a, b]);
+    assert_eq!(m.datavolume_of_epoch(v2.epoch).unwrap().map(|d| d.name), Some("ds".to_string()));
+    // Its snapshots are not the user's to delete, and do not keep the volume from going.
+    assert!(m.delete_snapshot("src", &v1.snapshot, None).is_err());
+    m.delete_volume("src").unwrap();
+    assert!(m.volume("src").is_err());
+    assert!(m.list_volumes().unwrap().is_empty());
+    assert_eq!(m.read_chunk(view_ino(v1.epoch, f), 0).unwrap(), vec![a]);
+    assert!(!collectable_ids(m).contains(&a.id));
+    assert!(m.update_datavolume("ds").is_err());
+    m.delete_datavolume_version("ds", 1).unwrap();
+    assert_eq!(m.read_chunk(view_ino(v2.epoch, f), 0).unwrap(), vec![a, b]);
+    m.delete_datavolume("ds").unwrap();
+    let pending = collectable_ids(m);
+    assert!(pending.contains(&a.id) && pending.contains(&b.id), "{pending:?}");
+    assert!(m.volume_by_id(vol.id).is_err(), "the kept record goes with the last snapshot");
+}
