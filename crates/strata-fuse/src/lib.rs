@@ -149,7 +149,9 @@ fn ctx(req: &Request) -> Ctx {
 
 impl StrataFs {
     /// A FUSE file system serving `vfs`, running async work on `rt`.
-    pub fn new(vfs: Arc<Vfs>, rt: tokio::runtime::Handle, opts: FuseOptions) -> Self {
+    pub fn new(vfs: Arc<Vfs>, rt: tokio::runtime::Handle, mut opts: FuseOptions) -> Self {
+        // A snapshot or a data volume is mounted read-only whatever was asked.
+        opts.read_only |= vfs.volume().read_only;
         StrataFs {
             vfs,
             rt,

@@ -142,6 +142,8 @@ impl Volume {
             used_bytes: usage.bytes,
             used_inodes: usage.inodes,
             access_mode: self.access_mode.as_str().to_string(),
+            origin_volumes: self.origins.iter().map(|o| o.0).collect(),
+            origin_marks: self.origins.iter().map(|o| o.1).collect(),
             ..Default::default()
         }
     }

@@ -67,13 +67,20 @@ impl FromStr for ExportSpec {
         let (path, target) = head.split_once('=').ok_or_else(|| bad("missing '=' between path and volume".into()))?;
         let path =
             normalize(path).ok_or_else(|| bad(format!("export path {path:?} must be absolute, without '..'")))?;
-        let (volume, subpath) = match target.split_once(':') {
-            Some((v, d)) => {
-                (v, normalize(d).ok_or_else(|| bad(format!("directory {d:?} must be absolute, without '..'")))?)
-            }
-            None => (target, "/".to_string()),
+        // A data volume (`dv:NAME[@VERSION]`) has a colon of its own before the directory's.
+        let (kind, rest) = match target.strip_prefix("dv:") {
+            Some(r) => ("dv:", r),
+            None => ("", target),
         };
-        if volume.is_empty() {
+        let (volume, subpath) = match rest.split_once(':') {
+            Some((v, d)) => (
+                format!("{kind}{v}"),
+                normalize(d).ok_or_else(|| bad(format!("directory {d:?} must be absolute, without '..'")))?,
+            ),
+            None => (format!("{kind}{rest}"), "/".to_string()),
+        };
+        let volume = volume.as_str();
+        if volume.is_empty() || volume == "dv:" {
             return Err(bad("no volume given".into()));
         }
         let mut e = ExportSpec {
@@ -176,6 +183,15 @@ impl ExportSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_views() {
+        let e: ExportSpec = "/ds=dv:imagenet@2:/train,ro".parse().expect("data volume");
+        assert_eq!((e.volume.as_str(), e.subpath.as_str()), ("dv:imagenet@2", "/train"));
+        let e: ExportSpec = "/s=ml@nightly".parse().expect("snapshot");
+        assert_eq!((e.volume.as_str(), e.subpath.as_str()), ("ml@nightly", "/"));
+        assert!("/x=dv:".parse::<ExportSpec>().is_err());
+    }
 
     #[test]
     fn parses_full_specs() {

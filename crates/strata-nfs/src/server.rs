@@ -93,7 +93,9 @@ pub async fn attach(specs: Vec<ExportSpec>, how: &Attach<'_>) -> Result<Vec<Arc<
         if out.iter().any(|e| e.key.export_id() == key.export_id()) {
             return Err(fail("its handle id collides with another export's; choose another path".into()));
         }
-        let fsid = u64::from(vfs.volume().id);
+        // A snapshot of a volume is another file system: its root's high bits (the snapshot's
+        // epoch) go into the id.
+        let fsid = u64::from(vfs.volume().id) | ((vfs.volume().root >> 40) << 32);
         tracing::info!(
             export = %spec.path, volume = %spec.volume, dir = %spec.subpath, read_only = spec.read_only,
             squash = ?spec.squash, allow = ?spec.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),

@@ -142,6 +142,10 @@ macro_rules! volume_fields {
             cache_mem_bytes: $v.cache_mem_bytes,
             readahead_bytes: $v.readahead_bytes,
             access_mode: $v.access_mode,
+            read_only: $v.read_only,
+            origin_volumes: $v.origin_volumes,
+            origin_marks: $v.origin_marks,
+            view: $v.view,
         }
     };
 }
@@ -195,6 +199,10 @@ mod tests {
             cache_mem_bytes: 12,
             readahead_bytes: 13,
             access_mode: "ReadWriteMany".into(),
+            read_only: true,
+            origin_volumes: vec![3, 2],
+            origin_marks: vec![100, 50],
+            view: "data@s1".into(),
         };
         assert_eq!(volume_from_pb(volume_to_pb(v.clone())), v);
     }

@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub vfs: VfsConfig,
     /// Name the sessions are registered under (`strata status` shows it).
     pub client_name: String,
+    /// Extra buckets: bucket name -> what it serves (`VOLUME@SNAPSHOT` or
+    /// `dv:NAME[@VERSION]`, read-only), for views whose names S3 does not allow as bucket names.
+    pub aliases: HashMap<String, String>,
 }
 
 struct Attached {
@@ -50,7 +53,8 @@ impl Attachments {
             return Ok(a.vfs.clone());
         }
         let name = format!("{} (token {})", self.cfg.client_name, token.id);
-        let vfs = Vfs::attach(&self.cfg.server, &token.secret, volume, &name, self.cfg.vfs.clone()).await?;
+        let target = self.cfg.aliases.get(volume).map(String::as_str).unwrap_or(volume);
+        let vfs = Vfs::attach(&self.cfg.server, &token.secret, target, &name, self.cfg.vfs.clone()).await?;
         tracing::info!(volume, token = %token.id, "attached volume");
         map.insert(key, Attached { vfs: vfs.clone(), last_used: Instant::now() });
         Ok(vfs)
@@ -58,7 +62,14 @@ impl Attachments {
 
     /// The volumes `token` may see, as the server lists them for it.
     pub async fn list_volumes(&self, token: &Token) -> Result<Vec<VolumeInfo>, VfsError> {
-        strata_vfs::client::list_volumes(&self.cfg.server, &token.secret).await
+        let mut out = strata_vfs::client::list_volumes(&self.cfg.server, &token.secret).await?;
+        // Aliased views the token may attach (attaching checks it), under their bucket names.
+        for alias in self.cfg.aliases.keys() {
+            if let Ok(vfs) = self.get(token, alias).await {
+                out.push(VolumeInfo { name: alias.clone(), ..vfs.volume().clone() });
+            }
+        }
+        Ok(out)
     }
 
     /// Ends the sessions unused for `idle`: an attached volume counts as mounted, which keeps

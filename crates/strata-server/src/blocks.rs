@@ -48,6 +48,35 @@ impl BlocksService {
         BlocksService { st }
     }
 
+    /// Checks that `who` may read blocks of volume `vol` and opens its store: the volume's
+    /// scope, or (for the blocks a clone or a data volume shares with its source) a clone of
+    /// it in the token's scope, or a data volume of it shared with the token's scope.
+    async fn readable_store(&self, who: &TokenRecord, vol: u32) -> Result<strata_blocks::BlockStore, Status> {
+        match self.store(who, vol).await {
+            Err(s) if s.code() == Code::PermissionDenied => {
+                let (meta, scope) = (self.st.meta.clone(), who.scope.clone());
+                let shared = blocking(move || {
+                    let via_clone = meta.list_volumes()?.iter().any(|(v, _)| {
+                        strata_meta::control::within(&v.scope, &scope) && v.origins.iter().any(|o| o.0 == vol)
+                    });
+                    Ok(via_clone || meta.list_datavolumes()?.iter().any(|d| d.volume == vol && d.readable_by(&scope)))
+                })
+                .await?;
+                if !shared {
+                    return Err(s);
+                }
+                let st = self.st.clone();
+                let vb = blocking(move || st.volume_blocks(vol)).await?;
+                let st = self.st.clone();
+                tokio::task::spawn_blocking(move || st.store(&vb.store))
+                    .await
+                    .map_err(|e| Status::internal(format!("store open task failed: {e}")))?
+                    .map_err(block_status)
+            }
+            other => other,
+        }
+    }
+
     /// Checks that `who` may use volume `vol` and opens its store.
     async fn store(&self, who: &TokenRecord, vol: u32) -> Result<strata_blocks::BlockStore, Status> {
         // Both lookups are cached after a volume's first block call; only a miss reads the
@@ -91,7 +120,7 @@ impl BlocksRpc for BlocksService {
         let who = crate::auth::principal(&req)?.clone();
         let r = req.into_inner();
         let vol = volume_of(&r.key)?;
-        let store = self.store(&who, vol).await?;
+        let store = self.readable_store(&who, vol).await?;
         let range = if r.ranged {
             let end = r
                 .offset

@@ -154,6 +154,30 @@ impl Server {
             Ok(_) => {}
             Err(e) => return Err(ServerError::Journal(e)),
         }
+        // Work a crash cut short: snapshot deletions are finished; clones half copied are
+        // removed (with shared state another server may be copying one right now, so only a
+        // server that owns the store does this).
+        let meta = st.meta.clone();
+        let resumed = tokio::task::spawn_blocking(move || -> strata_meta::Result<(usize, Vec<String>)> {
+            let n = meta.resume_snapshot_deletions()?;
+            let clones = if meta.is_shared() { Vec::new() } else { meta.remove_unfinished_clones()? };
+            Ok((n, clones))
+        })
+        .await;
+        match resumed {
+            Ok(Ok((n, clones))) => {
+                if n > 0 {
+                    tracing::info!(snapshots = n, "finished deleting snapshots");
+                }
+                for c in clones {
+                    tracing::warn!(volume = %c, "removed a clone that a crash left half copied; create it again");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "finishing interrupted snapshot work failed; the next start repeats it")
+            }
+            Err(e) => tracing::error!(error = %e, "snapshot recovery task failed"),
+        }
         let gc = tokio::spawn(gc::run(st.clone(), self.gc));
         st.meta.set_defer_destroy(true);
         let reaper = tokio::spawn(gc::reap_doomed(st.clone()));

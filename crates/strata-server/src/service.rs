@@ -28,6 +28,7 @@ pub fn meta_status(e: MetaError) -> Status {
         MetaError::Access | MetaError::Perm => Code::PermissionDenied,
         MetaError::Invalid(_) | MetaError::NameTooLong => Code::InvalidArgument,
         MetaError::Engine(_) | MetaError::Corrupt(_) => Code::Internal,
+        MetaError::ReadOnly => Code::PermissionDenied,
         _ => Code::FailedPrecondition,
     };
     errno_status(code, e.errno(), e.to_string())
@@ -67,6 +68,59 @@ fn attr_resp(ino: u64, a: &strata_meta::Attr) -> Response<pb::AttrResp> {
 /// kernel drops a directory's cached attributes whenever an entry in it changes).
 fn dir_after(meta: &strata_meta::Meta, ino: u64) -> Option<pb::Attr> {
     meta.getattr(ino).ok().map(|a| attr_to_pb(ino, &a))
+}
+
+/// A read-only view a mount asks for by name.
+struct View {
+    volume: u32,
+    root: u64,
+    label: String,
+    bytes: u64,
+    inodes: u64,
+}
+
+/// Resolves `VOLUME@SNAPSHOT` (the token's scope must hold the volume) and
+/// `dv:NAME[@VERSION]` (the data volume must be the scope's or shared with it; the latest
+/// version when none is named). `None` for a plain volume name. What the scope may not see is
+/// reported as not found.
+fn resolve_view(meta: &strata_meta::Meta, name: &str, scope: &str) -> strata_meta::Result<Option<View>> {
+    use strata_meta::MetaError;
+    if let Some(rest) = name.strip_prefix("dv:") {
+        let (dv, version) = match rest.split_once('@') {
+            Some((n, v)) => {
+                let v = v.strip_prefix('v').unwrap_or(v);
+                let n_ver: u32 = v.parse().map_err(|_| MetaError::Invalid(format!("version {v:?} is not a number")))?;
+                (n, Some(n_ver))
+            }
+            None => (rest, None),
+        };
+        let d = meta.datavolume(dv)?;
+        if !d.readable_by(scope) {
+            return Err(MetaError::NoVolume(format!("data volume {dv}")));
+        }
+        let ver = d.version(version)?;
+        let vol = meta.volume_by_id(d.volume)?;
+        return Ok(Some(View {
+            volume: vol.id,
+            root: strata_meta::view_ino(ver.epoch, vol.root),
+            label: format!("dv:{}@{}", d.name, ver.number),
+            bytes: ver.bytes,
+            inodes: ver.inodes,
+        }));
+    }
+    let Some((vname, sname)) = name.split_once('@') else { return Ok(None) };
+    let vol = meta.volume(vname)?;
+    if !within(&vol.scope, scope) {
+        return Err(MetaError::NoVolume(vname.to_string()));
+    }
+    let snap = meta.snapshot(vname, sname)?;
+    Ok(Some(View {
+        volume: vol.id,
+        root: snap.root(&vol),
+        label: format!("{vname}@{sname}"),
+        bytes: snap.bytes,
+        inodes: snap.inodes,
+    }))
 }
 
 /// Refuses a token whose scope does not contain `scope` (a volume's), with EACCES.
@@ -124,6 +178,14 @@ impl MetaService {
         }
         for ino in inos {
             let ino = *ino;
+            let (epoch, _) = strata_meta::split_ino(ino);
+            if epoch != 0 {
+                if write {
+                    return Err(meta_status(strata_meta::MetaError::ReadOnly));
+                }
+                self.check_view(who, ino, epoch).await?;
+                continue;
+            }
             let vol = match self.st.cached_inode_volume(ino) {
                 Some(v) => v,
                 None => {
@@ -185,6 +247,33 @@ impl MetaService {
         Ok(r.journal.iter().map(|b| (b.key.clone(), b.data.clone())).collect())
     }
 
+    /// Authorizes a read of a snapshot's inode: the token's scope holds the volume, or the
+    /// snapshot is a data volume's version shared with the token's scope. Checked at every
+    /// call, so ending a share ends access at the next one.
+    async fn check_view(&self, who: &TokenRecord, ino: u64, epoch: u64) -> Result<(), Status> {
+        let meta = self.st.meta.clone();
+        let scope = who.scope.clone();
+        let allowed = blocking(move || {
+            let Some(snap) = meta.snapshot_by_epoch(epoch)? else { return Ok(None) };
+            let vol = meta.volume_by_id(snap.volume)?;
+            if !vol.gone && within(&vol.scope, &scope) {
+                return Ok(Some(true));
+            }
+            Ok(Some(meta.datavolume_of_epoch(epoch)?.is_some_and(|d| d.readable_by(&scope))))
+        })
+        .await?;
+        match allowed {
+            // Gone: the operation reports it.
+            None => Ok(()),
+            Some(true) => Ok(()),
+            Some(false) => Err(errno_status(
+                Code::PermissionDenied,
+                libc_eacces(),
+                format!("this token (scope {}) may not read inode {ino}: not shared with its scope", who.scope),
+            )),
+        }
+    }
+
     fn guard_volume<T>(&self, req: &Request<T>, vol: u32) -> Result<(), Status> {
         self.check_volume(crate::auth::principal(req)?, vol)
     }
@@ -206,24 +295,36 @@ impl MetaRpc for MetaService {
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let name = r.volume.clone();
-        let (vol, usage, class, qos) = blocking(move || {
-            let v = meta.volume(&name)?;
+        let scope = who.scope.clone();
+        let (vol, usage, class, qos, view) = blocking(move || {
+            let view = resolve_view(&meta, &name, &scope)?;
+            let v = match &view {
+                Some(view) => meta.volume_by_id(view.volume)?,
+                None => meta.volume(&name)?,
+            };
             let u = meta.usage(v.id)?;
             let c = meta.class(&v.class).ok();
             let q = meta.volume_qos(v.id)?;
-            Ok((v, u, c, q))
+            Ok((v, u, c, q, view))
         })
         .await?;
-        if !within(&vol.scope, &who.scope) {
+        if view.is_none() && !within(&vol.scope, &who.scope) {
             // Other scopes' volumes are not acknowledged.
             return Err(meta_status(strata_meta::MetaError::NoVolume(vol.name)));
+        }
+        if vol.building {
+            return Err(meta_status(strata_meta::MetaError::Busy(format!(
+                "volume {} is still being cloned",
+                vol.name
+            ))));
         }
         let id = if r.session != 0 { r.session } else { rand::random::<u64>() | 1 };
         let now = Timespec::now();
         let s = SessionInfo {
             id,
             volume: vol.id,
-            volume_name: vol.name.clone(),
+            // A read-only view does not keep its volume from being deleted.
+            volume_name: view.as_ref().map(|v| v.label.clone()).unwrap_or_else(|| vol.name.clone()),
             client: r.client,
             since: now,
             last_seen: now,
@@ -248,6 +349,14 @@ impl MetaRpc for MetaService {
             Err(e) => return Err(Status::internal(format!("store id task failed: {e}"))),
         };
         let mut info = vol.info(&usage);
+        if let Some(v) = &view {
+            info.root = v.root;
+            info.read_only = true;
+            info.view = v.label.clone();
+            info.used_bytes = v.bytes;
+            info.used_inodes = v.inodes;
+            info.access_mode = strata_meta::AccessMode::ReadOnlyMany.as_str().to_string();
+        }
         if let Some(c) = &class {
             c.apply_client_settings(&mut info);
         }

@@ -42,4 +42,28 @@ pub struct VolumeInfo {
     pub readahead_bytes: u64,
     /// How the volume may be attached (an [`crate::AccessMode`] name).
     pub access_mode: String,
+    /// A snapshot or a data volume's version: nothing may be written.
+    pub read_only: bool,
+    /// A clone's sources, nearest first (see [`VolumeInfo::block_volume`]).
+    pub origin_volumes: Vec<u32>,
+    /// The first slice id each origin did not give (parallel to `origin_volumes`).
+    pub origin_marks: Vec<u64>,
+    /// What a read-only mount shows (`VOLUME@SNAPSHOT`, `dv:NAME@VERSION`); empty when live.
+    pub view: String,
+}
+
+impl VolumeInfo {
+    /// The volume whose block names hold slice `id`: this one's, or, for a slice a clone
+    /// shares with its source, the source's.
+    pub fn block_volume(&self, id: u64) -> u32 {
+        let mut owner = self.id;
+        for (v, mark) in self.origin_volumes.iter().zip(&self.origin_marks) {
+            if id < *mark {
+                owner = *v;
+            } else {
+                break;
+            }
+        }
+        owner
+    }
 }

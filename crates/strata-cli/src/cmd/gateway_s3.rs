@@ -46,6 +46,11 @@ pub struct S3GatewayArgs {
     /// attached volume counts as mounted: `strata volume delete` refuses it until then.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub detach_idle: Duration,
+    /// Serve a snapshot or a data volume (read-only) as a bucket: `BUCKET=VOLUME@SNAPSHOT` or
+    /// `BUCKET=dv:NAME[@VERSION]` (the latest version at attach time when none is named).
+    /// Repeatable. Access is the token's, as for any bucket.
+    #[arg(long = "bucket", value_name = "BUCKET=VIEW", value_parser = parse_alias)]
+    pub aliases: Vec<(String, String)>,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -72,6 +77,19 @@ impl S3GatewayArgs {
     }
 }
 
+/// Parses `BUCKET=VIEW` of `--bucket`.
+fn parse_alias(s: &str) -> Result<(String, String), String> {
+    let (bucket, view) = s.split_once('=').ok_or("expected BUCKET=VOLUME@SNAPSHOT or BUCKET=dv:NAME[@VERSION]")?;
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(ok) {
+        return Err(format!("{bucket:?} is not a valid bucket name (3 to 63 of a-z, 0-9, '-', '.')"));
+    }
+    if !(view.starts_with("dv:") || view.contains('@')) {
+        return Err(format!("{view:?} is neither VOLUME@SNAPSHOT nor dv:NAME[@VERSION]"));
+    }
+    Ok((bucket.to_string(), view.to_string()))
+}
+
 /// Runs `strata gateway s3` until SIGTERM or SIGINT.
 pub fn run(args: S3GatewayArgs) -> Result<()> {
     let keys = Arc::new(Keyring::new(args.secrets()?));
@@ -83,6 +101,7 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
             server: args.server.server.clone(),
             vfs: args.client.vfs_config(true),
             client_name: format!("{}:s3-gateway:{}", strata_vfs::host_name(), args.listen),
+            aliases: args.aliases.iter().cloned().collect(),
         }));
         if !args.detach_idle.is_zero() {
             att.spawn_reaper(args.detach_idle);

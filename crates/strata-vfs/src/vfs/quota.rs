@@ -46,6 +46,11 @@ impl Vfs {
     /// Volume size and use; an unlimited volume reports the block store's disk.
     pub async fn statfs(&self) -> Result<StatFs> {
         self.qos.op().await;
+        if self.volume.read_only {
+            // A snapshot never changes: what it held when taken, and no room for more.
+            let v = &self.volume;
+            return Ok(StatFs { total: v.used_bytes, free: 0, files: v.used_inodes, ffree: 0 });
+        }
         let r = self.refresh_quota().await?;
         let (total, free) = if r.capacity > 0 {
             (r.capacity, r.capacity.saturating_sub(r.used_bytes))

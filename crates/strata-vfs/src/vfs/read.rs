@@ -160,7 +160,7 @@ impl Vfs {
             let b = pos / bs;
             let bstart = b * bs;
             let blen = (size - bstart).min(bs);
-            let key = block_key(self.volume.id, id, b, blen);
+            let key = block_key(self.volume.block_volume(id), id, b, blen);
             let in_block = (pos - bstart) as usize;
             let n = (blen as usize - in_block).min(len - done);
             if let Some(data) = self.cache.peek(&key) {
@@ -232,7 +232,7 @@ impl Vfs {
                 let last = (u64::from(off) + u64::from(seg.len) - 1) / bs;
                 for b in first..=last {
                     let blen = (u64::from(size) - b * bs).min(bs) as u32;
-                    let key = block_key(self.volume.id, id, b as u32, blen);
+                    let key = block_key(self.volume.block_volume(id), id, b as u32, blen);
                     if self.cache.peek(&key).is_some() {
                         continue;
                     }
