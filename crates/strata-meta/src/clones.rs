@@ -112,9 +112,8 @@ impl Meta {
                 let mut fresh: Vec<Ino> = Vec::new();
                 for (_, v) in &page {
                     let (child, _) = dec_entry(v)?;
-                    if !seen.contains_key(&child) {
-                        let ino = self.alloc_ino()?;
-                        seen.insert(child, ino);
+                    if let std::collections::hash_map::Entry::Vacant(e) = seen.entry(child) {
+                        e.insert(self.alloc_ino()?);
                         fresh.push(child);
                     }
                 }

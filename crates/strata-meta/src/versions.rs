@@ -116,13 +116,17 @@ pub(crate) fn volume_marks(t: &mut dyn KvTxn, vol: u32) -> Result<Vec<SnapMark>>
 /// else the live value.
 pub(crate) fn value_at(t: &mut dyn KvTxn, marks: &[SnapMark], key: &[u8], epoch: u64) -> Result<Option<Vec<u8>>> {
     let later: Vec<Vec<u8>> = marks.iter().filter(|m| m.epoch >= epoch).map(|m| keys::version(key, m.epoch)).collect();
-    if !later.is_empty() {
-        for v in t.get_many(&later)?.into_iter().flatten() {
-            return dec_version(&v);
-        }
+    if !later.is_empty()
+        && let Some(v) = t.get_many(&later)?.into_iter().flatten().next()
+    {
+        return dec_version(&v);
     }
     t.get(key)
 }
+
+/// A key of a snapshot's inode, resolved: the snapshot's epoch, its volume's snapshots, and
+/// the live key.
+type ViewKey = (u64, Vec<SnapMark>, Vec<u8>);
 
 /// The transaction every [`crate::Meta`] operation runs on (see the module's comment).
 pub(crate) struct Versioned<'a> {
@@ -215,7 +219,7 @@ impl<'a> Versioned<'a> {
 
     /// For a key of a snapshot's inode: the snapshot's epoch, its volume's snapshots, and
     /// the live key. `Ok(None)` for live keys.
-    fn view_of(&mut self, key: &[u8]) -> Result<Option<(u64, Vec<SnapMark>, Vec<u8>)>> {
+    fn view_of(&mut self, key: &[u8]) -> Result<Option<ViewKey>> {
         let Some(ino) = record_ino(key) else { return Ok(None) };
         let (epoch, live) = split_ino(ino);
         if epoch == 0 {
@@ -246,7 +250,7 @@ impl<'a> Versioned<'a> {
     }
 
     /// A value read through a snapshot, with the inode numbers it holds moved into the view.
-    fn into_view(&self, epoch: u64, live_key: &[u8], v: Vec<u8>) -> Result<Vec<u8>> {
+    fn to_view(&self, epoch: u64, live_key: &[u8], v: Vec<u8>) -> Result<Vec<u8>> {
         match live_key[0] {
             b'A' => {
                 let mut a: Attr = dec(&v)?;
@@ -268,7 +272,7 @@ impl<'a> Versioned<'a> {
             return Ok(None);
         }
         match value_at(self.inner, marks, live_key, epoch)? {
-            Some(v) => Ok(Some(self.into_view(epoch, live_key, v)?)),
+            Some(v) => Ok(Some(self.to_view(epoch, live_key, v)?)),
             None => Ok(None),
         }
     }
@@ -328,7 +332,7 @@ impl<'a> Versioned<'a> {
             for k in &cands {
                 if let Some(v) = value_at(self.inner, marks, k, epoch)? {
                     let vk = with_ino(k, view_ino(epoch, record_ino(k).unwrap_or(0)));
-                    let v = self.into_view(epoch, k, v)?;
+                    let v = self.to_view(epoch, k, v)?;
                     out.push((vk, v));
                     if out.len() == limit {
                         break;
