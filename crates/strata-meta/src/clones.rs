@@ -79,6 +79,8 @@ impl Meta {
                 src.store
             )));
         }
+        // The snapshot's use is an upper bound of what the copy holds (it also counts files
+        // unlinked while open, which are not copied).
         if (vol.capacity > 0 && snap.bytes > vol.capacity) || (vol.inode_limit > 0 && snap.inodes > vol.inode_limit) {
             return Err(MetaError::Quota);
         }
@@ -100,6 +102,8 @@ impl Meta {
         // Breadth first, one page of one directory per transaction; `seen` maps the inodes
         // met so far, so hard links stay links.
         let mut seen: HashMap<Ino, Ino> = HashMap::new();
+        // What the copy holds, charged as the live volume charges it.
+        let (mut bytes, mut inodes) = (0u64, 1u64);
         let mut dirs: VecDeque<(Ino, Ino)> = VecDeque::from([(view_root, vol.root)]);
         while let Some((from_dir, to_dir)) = dirs.pop_front() {
             let mut after: Vec<u8> = Vec::new();
@@ -117,21 +121,27 @@ impl Meta {
                         fresh.push(child);
                     }
                 }
-                let more = self.write(false, |t| {
-                    let mut subdirs = Vec::new();
+                let (more, b, n) = self.write(false, |t| {
+                    let (mut subdirs, mut b, mut n) = (Vec::new(), 0u64, 0u64);
+                    // Two names of one inode in one page: copied once.
+                    let mut copied = std::collections::HashSet::new();
                     for (k, v) in &page {
                         let (child, kind) = dec_entry(v)?;
                         let to = seen[&child];
-                        if fresh.contains(&child) {
-                            copy_inode(t, child, to, vol.id, to_dir)?;
+                        if fresh.contains(&child) && copied.insert(child) {
+                            let a = copy_inode(t, child, to, vol.id, to_dir)?;
+                            b += a.charged_bytes();
+                            n += 1;
                             if kind == FileType::Dir {
                                 subdirs.push((child, to));
                             }
                         }
                         t.put(&keys::dentry(to_dir, &k[9..]), &enc_entry(to, kind))?;
                     }
-                    Ok(subdirs)
+                    Ok((subdirs, b, n))
                 })?;
+                bytes += b;
+                inodes += n;
                 dirs.extend(more);
                 if page.len() < PAGE {
                     break;
@@ -142,7 +152,7 @@ impl Meta {
             let mut v = load_volume(t, vol.id)?;
             v.building = false;
             store_volume(t, &v)?;
-            t.put(&keys::usage(v.id), &enc(&Usage { bytes: snap.bytes, inodes: snap.inodes })?)?;
+            t.put(&keys::usage(v.id), &enc(&Usage { bytes, inodes })?)?;
             Ok(v)
         })
     }

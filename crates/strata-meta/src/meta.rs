@@ -114,7 +114,7 @@ impl Meta {
     pub(crate) fn read<R>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
         let mut out = None;
         self.kv.read(&mut |t| {
-            out = Some(f(&mut crate::versions::Versioned::new(t, true))?);
+            out = Some(f(&mut crate::versions::Versioned::new(t, true, false))?);
             Ok(())
         })?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
@@ -126,7 +126,7 @@ impl Meta {
             // Asked inside the transaction: a snapshot marks the store before its own
             // transaction, so every write ordered after it sees the mark.
             let none = self.no_snapshots();
-            out = Some(f(&mut crate::versions::Versioned::new(t, none))?);
+            out = Some(f(&mut crate::versions::Versioned::new(t, none, true))?);
             Ok(())
         })?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))

@@ -95,13 +95,15 @@ fn chunk_slices(raw: &[u8]) -> Result<Vec<(u64, u32)>> {
 }
 
 /// Bytes of the blocks only snapshot `epoch` of volume `vol` refers to: slices of the chunks
-/// it saved that neither the live volume nor another snapshot still holds.
-pub(crate) fn held_bytes(t: &mut dyn KvTxn, vol: u32, epoch: u64) -> Result<u64> {
-    let marks = volume_marks(t, vol)?;
+/// it saved that have no other holder. Every chunk record holding a slice (live, saved by a
+/// snapshot, a clone's) owns one reference, and `R id` counts those beyond the first, so a
+/// slice of a saved chunk without `R` is this snapshot's alone.
+pub(crate) fn held_bytes(t: &mut dyn KvTxn, _vol: u32, epoch: u64) -> Result<u64> {
     let p = keys::version_index_prefix(epoch);
     let end = prefix_end(&p);
     let mut from = p.to_vec();
     let mut held = 0u64;
+    let mut seen = std::collections::HashSet::new();
     loop {
         let page = t.scan(&from, &end, 1024)?;
         let Some((last, _)) = page.last() else { break };
@@ -114,19 +116,8 @@ pub(crate) fn held_bytes(t: &mut dyn KvTxn, vol: u32, epoch: u64) -> Result<u64>
             }
             let Some(raw) = t.get(&keys::version(key, epoch))? else { continue };
             let Some(mine) = dec_version(&raw)? else { continue };
-            let mut others = std::collections::HashSet::new();
-            if let Some(live) = t.get(key)? {
-                others.extend(chunk_slices(&live)?.into_iter().map(|x| x.0));
-            }
-            for m in marks.iter().filter(|m| m.epoch != epoch) {
-                if let Some(v) = t.get(&keys::version(key, m.epoch))?
-                    && let Some(o) = dec_version(&v)?
-                {
-                    others.extend(chunk_slices(&o)?.into_iter().map(|x| x.0));
-                }
-            }
             for (id, size) in chunk_slices(&mine)? {
-                if !others.contains(&id) {
+                if seen.insert(id) && t.get(&keys::slice_refs(id))?.is_none() {
                     held += u64::from(size);
                 }
             }

@@ -139,11 +139,15 @@ pub(crate) struct Versioned<'a> {
     marks: HashMap<u32, Vec<SnapMark>>,
     /// Snapshot epoch -> its volume (None: no such snapshot).
     epoch_vol: HashMap<u64, Option<u32>>,
+    /// A write transaction (reads never change usage).
+    writing: bool,
+    /// A snapshot's record was read: the transaction acts on a snapshot.
+    saw_view: bool,
 }
 
 impl<'a> Versioned<'a> {
     /// A view of `inner`; `known_none` skips every check for stores known to hold no snapshot.
-    pub(crate) fn new(inner: &'a mut dyn KvTxn, known_none: bool) -> Self {
+    pub(crate) fn new(inner: &'a mut dyn KvTxn, known_none: bool, writing: bool) -> Self {
         Versioned {
             inner,
             any: None,
@@ -151,6 +155,8 @@ impl<'a> Versioned<'a> {
             vol_of: HashMap::new(),
             marks: HashMap::new(),
             epoch_vol: HashMap::new(),
+            writing,
+            saw_view: false,
         }
     }
 
@@ -317,18 +323,19 @@ impl<'a> Versioned<'a> {
                 }
             }
             let mut cands: Vec<Vec<u8>> = live.into_iter().map(|(k, _)| k).collect();
+            // Every record with a saved version is a candidate, whatever the version's epoch
+            // (the page may hold only some versions of its last record): `value_at` reads the
+            // right one.
             for (k, _) in &saved {
-                if let Some((rk, e)) = keys::parse_version(k)
-                    && e >= epoch
-                {
+                if let Some((rk, _)) = keys::parse_version(k) {
                     cands.push(rk.to_vec());
                 }
             }
             cands.sort();
             cands.dedup();
-            if let Some(b) = &bound {
-                cands.retain(|k| k <= b);
-            }
+            // A saved version of the record just before `cur` sorts after `cur` (its epoch's
+            // bytes follow the key), so the range brings it back: not this page's.
+            cands.retain(|k| k.as_slice() >= cur.as_slice() && bound.as_ref().is_none_or(|b| k <= b));
             for k in &cands {
                 if let Some(v) = value_at(self.inner, marks, k, epoch)? {
                     let vk = with_ino(k, view_ino(epoch, record_ino(k).unwrap_or(0)));
@@ -354,8 +361,19 @@ impl<'a> Versioned<'a> {
 impl KvTxn for Versioned<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.view_of(key)? {
-            None => self.inner.get(key),
-            Some((epoch, marks, live)) => self.view_get(epoch, &marks, &live),
+            None => {
+                // A write that acts on a snapshot's inode (creating in one of its directories,
+                // say) is refused before it could be charged to a volume, so EROFS comes
+                // before EDQUOT.
+                if self.writing && self.saw_view && key.first() == Some(&b'U') {
+                    return Err(MetaError::ReadOnly);
+                }
+                self.inner.get(key)
+            }
+            Some((epoch, marks, live)) => {
+                self.saw_view = true;
+                self.view_get(epoch, &marks, &live)
+            }
         }
     }
 
@@ -370,13 +388,18 @@ impl KvTxn for Versioned<'_> {
         if self.view_of(key)?.is_some() {
             return Err(MetaError::ReadOnly);
         }
-        self.preserve(key)?;
+        // A new inode's volume is in the attributes being written: an inode numbered before a
+        // snapshot (from a batch taken earlier) but created after it must save "absent".
         if key[0] == b'A'
             && key.len() == 9
             && let Ok(a) = dec::<Attr>(value)
         {
-            self.vol_of.insert(keys::u64_at(key, 1).unwrap_or(0), Some(a.volume));
+            let ino = keys::u64_at(key, 1).unwrap_or(0);
+            if self.vol_of.get(&ino).copied().flatten().is_none() {
+                self.vol_of.insert(ino, Some(a.volume));
+            }
         }
+        self.preserve(key)?;
         self.inner.put(key, value)
     }
 

@@ -187,3 +187,24 @@ fn data_volume_versions_outlive_their_source() {
     assert!(pending.contains(&a.id) && pending.contains(&b.id), "{pending:?}");
     assert!(m.volume_by_id(vol.id).is_err(), "the kept record goes with the last snapshot");
 }
+
+#[test]
+fn paging_a_snapshot_directory_whose_names_all_changed() {
+    let fs = TestFs::new();
+    let m = &fs.meta;
+    let vol = fs.volume("v");
+    m.create_snapshot("v", "s0", None).unwrap();
+    let f = mkfile(m, &root(), vol.root, "a", 0o644).unwrap();
+    m.link(&root(), f, vol.root, b"dd").unwrap();
+    let s2 = m.create_snapshot("v", "s2", None).unwrap();
+    m.unlink(&root(), vol.root, b"a").unwrap();
+    m.unlink(&root(), vol.root, b"dd").unwrap();
+    mkfile(m, &root(), vol.root, "c", 0o644).unwrap();
+    let r = s2.root(&vol);
+    let p = m.readdir_page(&root(), r, false, b"", 1).unwrap();
+    let names: Vec<_> = p.entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+    assert_eq!((names, p.more), (vec!["a".to_string()], true));
+    let p = m.readdir_page(&root(), r, false, b"a", 1).unwrap();
+    let names: Vec<_> = p.entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+    assert_eq!((names, p.more), (vec!["dd".to_string()], false));
+}
