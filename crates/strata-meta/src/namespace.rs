@@ -152,6 +152,10 @@ impl Meta {
     /// Adds a hard link `newparent/newname` to `ino`.
     pub fn link(&self, ctx: &Ctx, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
         check_name(newname)?;
+        // A snapshot's inode gains no name, even one it could not have (nlink 0).
+        if crate::versions::split_ino(ino).0 != 0 || crate::versions::split_ino(newparent).0 != 0 {
+            return Err(MetaError::ReadOnly);
+        }
         self.write(false, |t| {
             let mut a = load_attr(t, ino)?;
             if a.is_dir() {
