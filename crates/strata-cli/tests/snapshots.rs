@@ -237,9 +237,10 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
     let mut c = Cluster::with_opts(
         "snapcrash",
         Opts {
+            // One saved version per transaction: the deletion lasts long enough to be killed.
             server_args: ["--gc-interval", "100ms", "--orphan-grace", "0s", "--sweep-interval", "1s"]
                 .iter()
-                .chain(["--orphan-block-age", "1s"].iter())
+                .chain(["--orphan-block-age", "1s", "--snapshot-delete-batch", "1"].iter())
                 .map(|s| s.to_string())
                 .collect(),
             volume_args: vec!["--class".into(), "default".into()],
@@ -269,9 +270,10 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
         .arg(&c.token_file)
         .spawn()
         .expect("snapshot delete");
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(300));
     c.kill9_server();
-    let _ = del.wait();
+    let deleted = del.wait().map(|s| s.success()).unwrap_or(false);
+    assert!(!deleted, "the deletion ended before the server was killed: make it longer");
     c.start_server();
     // And while it copies a clone.
     let mut clone = strata()

@@ -59,6 +59,8 @@ pub struct Meta {
     /// Local state only: whether the store may hold snapshots (until one is made, writes skip
     /// versioning without asking the store).
     pub(crate) snapshots_seen: std::sync::atomic::AtomicBool,
+    /// Saved versions a snapshot's deletion handles per transaction.
+    pub(crate) snapshot_delete_batch: std::sync::atomic::AtomicUsize,
 }
 
 impl Meta {
@@ -81,6 +83,7 @@ impl Meta {
             defer_destroy: std::sync::atomic::AtomicBool::new(false),
             doomed: Mutex::new(Vec::new()),
             snapshots_seen: std::sync::atomic::AtomicBool::new(true),
+            snapshot_delete_batch: std::sync::atomic::AtomicUsize::new(crate::snapshots::DEFAULT_SNAPSHOT_DELETE_BATCH),
         };
         m.write(false, |t| match t.get(keys::SCHEMA)? {
             None => t.put(keys::SCHEMA, SCHEMA_VERSION.to_string().as_bytes()),

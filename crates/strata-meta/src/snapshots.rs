@@ -16,8 +16,9 @@ use crate::versions::{MAX_LIVE_INO, SnapMark, VIEW_SHIFT, dec_version, volume_ma
 
 /// Snapshot epochs must fit the high bits of an inode number.
 const MAX_EPOCH: u64 = (1 << (64 - VIEW_SHIFT)) - 1;
-/// Saved versions handled per transaction when a snapshot is deleted.
-const DELETE_BATCH: usize = 256;
+/// Saved versions handled per transaction when a snapshot is deleted, unless set otherwise
+/// ([`Meta::set_snapshot_delete_batch`]).
+pub const DEFAULT_SNAPSHOT_DELETE_BATCH: usize = 256;
 
 /// A read-only, point-in-time view of a volume.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -290,11 +291,17 @@ impl Meta {
         Ok(pending.len())
     }
 
+    /// Sets how many saved versions a snapshot's deletion handles per transaction.
+    pub fn set_snapshot_delete_batch(&self, n: usize) {
+        self.snapshot_delete_batch.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn finish_snapshot_deletion(&self, vol: u32, epoch: u64) -> Result<()> {
+        let batch = self.snapshot_delete_batch.load(std::sync::atomic::Ordering::Relaxed);
         loop {
             let done = self.write(false, |t| {
                 let p = keys::version_index_prefix(epoch);
-                let page = t.scan(&p, &prefix_end(&p), DELETE_BATCH)?;
+                let page = t.scan(&p, &prefix_end(&p), batch)?;
                 if page.is_empty() {
                     if t.get(&keys::snapshot(vol, epoch))?.is_some() {
                         t.delete(&keys::snapshot(vol, epoch))?;

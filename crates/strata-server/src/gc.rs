@@ -26,6 +26,8 @@ pub struct GcConfig {
     pub orphan_block_age: Duration,
     /// How long journaled blocks may wait for their files (sooner when many are waiting).
     pub journal_delay: Duration,
+    /// Saved record versions a snapshot's deletion handles per transaction.
+    pub snapshot_delete_batch: usize,
 }
 
 /// What a background step's error says when the runtime shut down under it (the server is

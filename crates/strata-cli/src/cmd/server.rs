@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// Unreferenced blocks younger than this are left alone (their client may still commit).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub orphan_block_age: Duration,
+    /// Saved record versions a snapshot's deletion handles per transaction (smaller: shorter
+    /// transactions, more of them).
+    #[arg(long, default_value_t = strata_meta_batch(), hide = true)]
+    pub snapshot_delete_batch: usize,
     /// Keep open files, sessions and advisory locks in the metadata store instead of this
     /// process's memory (always so with PostgreSQL, where several servers may share the
     /// database and clients may fail over between them).
@@ -56,6 +60,10 @@ pub struct ServerArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+}
+
+fn strata_meta_batch() -> usize {
+    strata_server::default_gc().snapshot_delete_batch
 }
 
 impl ServerArgs {
@@ -72,6 +80,7 @@ impl ServerArgs {
                 sweep_interval: self.sweep_interval,
                 orphan_block_age: self.orphan_block_age,
                 journal_delay: self.journal_delay,
+                snapshot_delete_batch: self.snapshot_delete_batch.max(1),
             },
             shared_state: self.shared_state,
         }
