@@ -4,6 +4,7 @@ pub mod csi;
 pub mod gateway;
 pub mod gateway_nfs;
 pub mod gateway_s3;
+pub mod import;
 pub mod mount;
 pub mod policy;
 pub mod rest;
