@@ -1,7 +1,7 @@
 //! The destination side of an import: directories made on demand, files written under a
 //! hidden name in the staging directory, verified, and renamed over their final names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -61,6 +61,8 @@ pub struct Dest {
     staging: u64,
     /// Directories made or found, by path relative to the root (one entry per directory).
     dirs: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Directories this import made: nothing in them needs looking up.
+    fresh: Mutex<HashSet<u64>>,
     next_tmp: AtomicU64,
 }
 
@@ -70,10 +72,17 @@ impl Dest {
     pub async fn open(vfs: Arc<Vfs>, dir: &[String]) -> Result<Dest, FileError> {
         let mut ino = vfs.root();
         for seg in dir {
-            ino = mkdir_at(&vfs, ino, seg.as_bytes()).await?;
+            ino = mkdir_at(&vfs, ino, seg.as_bytes()).await?.0;
         }
-        let staging = mkdir_at(&vfs, ino, STAGING.as_bytes()).await?;
-        let d = Dest { vfs, root: ino, staging, dirs: Mutex::new(HashMap::new()), next_tmp: AtomicU64::new(0) };
+        let staging = mkdir_at(&vfs, ino, STAGING.as_bytes()).await?.0;
+        let d = Dest {
+            vfs,
+            root: ino,
+            staging,
+            dirs: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashSet::new()),
+            next_tmp: AtomicU64::new(0),
+        };
         let left = d.list(staging).await?;
         if !left.is_empty() {
             tracing::info!(files = left.len(), "removing temporaries of an earlier import");
@@ -105,7 +114,10 @@ impl Dest {
             Some(i) => (Box::pin(self.dir(&rel[..i])).await?, &rel[i + 1..]),
             None => (self.root, rel),
         };
-        let ino = mkdir_at(&self.vfs, parent, name).await?;
+        let (ino, made) = mkdir_at(&self.vfs, parent, name).await?;
+        if made {
+            self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(ino);
+        }
         self.lock().insert(rel.to_vec(), ino);
         Ok(ino)
     }
@@ -197,6 +209,9 @@ impl Dest {
 
     /// What is at `name` in `dir` now, if anything.
     async fn existing(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, Attr)>, FileError> {
+        if self.fresh.lock().unwrap_or_else(|p| p.into_inner()).contains(&dir) {
+            return Ok(None);
+        }
         match self.vfs.lookup_cached(&ctx(), dir, name).await {
             Ok(found) => Ok(Some(found)),
             Err(e) if e.errno() == libc::ENOENT => Ok(None),
@@ -206,11 +221,11 @@ impl Dest {
 }
 
 /// Makes directory `name` in `parent` unless it is there (something else in the way is
-/// removed); its inode.
-async fn mkdir_at(vfs: &Vfs, parent: u64, name: &[u8]) -> Result<u64, FileError> {
+/// removed); its inode, and whether this call made it.
+async fn mkdir_at(vfs: &Vfs, parent: u64, name: &[u8]) -> Result<(u64, bool), FileError> {
     for _ in 0..3 {
         match vfs.lookup_cached(&ctx(), parent, name).await {
-            Ok((ino, a)) if a.kind == FileType::Dir => return Ok(ino),
+            Ok((ino, a)) if a.kind == FileType::Dir => return Ok((ino, false)),
             Ok(_) => {
                 // A file or link where the source has a directory.
                 if let Err(e) = vfs.unlink(&ctx(), parent, name).await
@@ -223,7 +238,7 @@ async fn mkdir_at(vfs: &Vfs, parent: u64, name: &[u8]) -> Result<u64, FileError>
             Err(e) => return Err(FileError::dest("looking up a directory", e)),
         }
         match vfs.mkdir(&ctx(), parent, name, 0o755, 0).await {
-            Ok((ino, _)) => return Ok(ino),
+            Ok((ino, _)) => return Ok((ino, true)),
             // Made by another task meanwhile.
             Err(e) if e.errno() == libc::EEXIST => continue,
             Err(e) => return Err(FileError::dest("making a directory", e)),

@@ -419,18 +419,21 @@ async fn run_import(args: &ImportArgs, source: Arc<Source>, dest: Arc<Dest>, sta
     drop(rx);
     while tasks.join_next().await.is_some() {}
     stats.listing_done.store(true, Ordering::Relaxed);
+    if args.delete
+        && listing_error.is_none()
+        && !stats.stopped()
+        && let Err(err) = delete_vanished(&source, &dest, &stats).await
+    {
+        stats.fail("(--delete)".into(), err.msg);
+    }
     if !stats.stopped() {
-        // Deepest first: setting a directory's time must follow every change inside it.
+        // Deepest first, and after --delete: setting a directory's time must follow every
+        // change inside it.
         dir_attrs.sort_by_key(|(rel, _, _)| std::cmp::Reverse(rel.iter().filter(|&&b| b == b'/').count()));
         for (rel, mode, mtime) in dir_attrs {
             if let Err(err) = dest.set_dir_attrs(&rel, mode, mtime).await {
                 stats.fail(String::from_utf8_lossy(&rel).into_owned(), err.msg);
             }
-        }
-    }
-    if args.delete && listing_error.is_none() && !stats.stopped() {
-        if let Err(err) = delete_vanished(&source, &dest, &stats).await {
-            stats.fail("(--delete)".into(), err.msg);
         }
     }
     progress.finish().await;

@@ -3,7 +3,7 @@
 //! read from the checkout and verified against its blob id.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
@@ -27,7 +27,7 @@ pub struct GitSource {
 }
 
 /// Runs git with `args` in `dir`; its stdout, or an error with its stderr.
-async fn git(dir: &PathBuf, args: &[&str]) -> Result<String, String> {
+async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -174,7 +174,7 @@ impl GitSource {
     }
 }
 
-async fn list_tree(dir: &PathBuf, time: Timespec, tx: &mpsc::Sender<Item>) -> Result<(), String> {
+async fn list_tree(dir: &Path, time: Timespec, tx: &mpsc::Sender<Item>) -> Result<(), String> {
     let mut child = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -254,7 +254,7 @@ fn parse_record(rec: &[u8], time: Timespec) -> Result<Entry, String> {
 }
 
 /// Reads a link's target from the checkout and checks it against its blob id.
-async fn symlink_entry(dir: &std::path::Path, mut e: Entry) -> Entry {
+async fn symlink_entry(dir: &Path, mut e: Entry) -> Entry {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let path = dir.join(std::ffi::OsStr::from_bytes(&e.rel));
     match tokio::fs::read_link(&path).await {

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use strata_vfs::Timespec;
 use tokio::sync::mpsc;
 
@@ -37,9 +37,10 @@ struct Creds {
 }
 
 /// Reads profile `profile` of an AWS shared-credentials file (INI).
-fn read_credentials(path: &FsPath, profile: &str) -> Result<Creds> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read credentials file {}", path.display()))?;
+async fn read_credentials(path: &FsPath, profile: &str) -> Result<Creds> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("cannot read credentials file {}", path.display()))?;
     parse_credentials(&text, profile).with_context(|| format!("credentials file {}, profile {profile}", path.display()))
 }
 
@@ -117,7 +118,7 @@ impl S3Source {
             b = b.with_endpoint(&endpoint).with_virtual_hosted_style_request(false);
         }
         if let Some(file) = &args.credentials_file {
-            let c = read_credentials(file, &args.profile)?;
+            let c = read_credentials(file, &args.profile).await?;
             b = b.with_access_key_id(c.key_id).with_secret_access_key(c.secret);
             if let Some(t) = c.token {
                 b = b.with_token(t);
