@@ -407,6 +407,9 @@ async fn run_import(args: &ImportArgs, source: Arc<Source>, dest: Arc<Dest>, sta
                 stats.listed.fetch_add(1, Ordering::Relaxed);
                 stats.listed_bytes.fetch_add(e.size, Ordering::Relaxed);
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                if stats.stopped() {
+                    break;
+                }
                 let (source, dest, stats) = (source.clone(), dest.clone(), stats.clone());
                 tasks.spawn(async move {
                     let res = copy::import_entry(&source, &dest, &e).await;
