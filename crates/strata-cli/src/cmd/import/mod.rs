@@ -420,8 +420,8 @@ async fn run_import(args: &ImportArgs, source: Arc<Source>, dest: Arc<Dest>, sta
         }
     }
     drop(rx);
-    while tasks.join_next().await.is_some() {}
     stats.listing_done.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
     if args.delete
         && listing_error.is_none()
         && !stats.stopped()

@@ -230,7 +230,7 @@ fn line(s: &Stats, took: Duration) -> String {
     let more = if listing_done { "" } else { "+" };
     let width = 30usize;
     let frac = if listed_bytes > 0 { bytes as f64 / listed_bytes as f64 } else { 0.0 };
-    let filled = ((frac.clamp(0.0, 1.0)) * width as f64) as usize;
+    let filled = (frac.clamp(0.0, 1.0) * width as f64) as usize;
     let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width - filled));
     let eta = if rate > 0.0 && listed_bytes > bytes {
         let secs = (listed_bytes - bytes) as f64 / rate;
