@@ -52,6 +52,8 @@ enum Cmd {
     Policy(cmd::policy::PolicyArgs),
     /// Show what the server is doing.
     Status(cmd::status::StatusArgs),
+    // No doc comment: the help (sources, examples) is ImportArgs' own documentation.
+    Import(cmd::import::ImportArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
     Bench(strata_bench::BenchArgs),
 }
@@ -80,6 +82,7 @@ fn main() {
         Cmd::Token(a) => cmd::token::run(a),
         Cmd::Policy(a) => cmd::policy::run(a),
         Cmd::Status(a) => cmd::status::run(a),
+        Cmd::Import(a) => cmd::import::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
     };
     if let Err(e) = res {

@@ -5,6 +5,7 @@ pub mod datavolume;
 pub mod gateway;
 pub mod gateway_nfs;
 pub mod gateway_s3;
+pub mod import;
 pub mod mount;
 pub mod policy;
 pub mod rest;
