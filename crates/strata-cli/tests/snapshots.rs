@@ -88,6 +88,16 @@ fn snapshots_read_as_taken_and_clones_live_on_their_own() {
     assert_eq!(errno_of(std::fs::write(c.p(s, "x"), b"x")), libc::EROFS);
     assert_eq!(errno_of(std::fs::remove_file(c.p(s, "d0/f0"))), libc::EROFS);
     assert_eq!(errno_of(std::fs::OpenOptions::new().write(true).open(c.p(s, "d0/f0"))), libc::EROFS);
+    // The NFS gateway exports it read-only: libnfs's client reads it and cannot write.
+    let mut g = Gateway::nfs(&mut c, &[&format!("/s1={vol}@s1,squash=none")], &[]);
+    let cat = run_cmd(Command::new("nfs-cat").arg(g.nfs_url("/s1/d2/f2")));
+    assert!(cat.status.success(), "nfs-cat: {}", String::from_utf8_lossy(&cat.stderr));
+    assert_bytes_eq(&cat.stdout, &before["d2/f2"], "d2/f2 over NFS");
+    let local = c.dir.join("upload");
+    std::fs::write(&local, b"x").expect("local file");
+    let cp = run_cmd(Command::new("nfs-cp").arg(&local).arg(g.nfs_url("/s1/uploaded")));
+    assert!(!cp.status.success(), "nfs-cp into a snapshot succeeded");
+    g.stop();
     // df of the snapshot: what it held.
     let out = run_ok(Command::new("df").arg("-B1").arg(c.mp(s)));
     assert!(out.contains("strata"), "{out}");
