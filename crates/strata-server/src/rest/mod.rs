@@ -807,7 +807,8 @@ fn share_target(uri: &Uri) -> ApiResult<(String, String)> {
 #[utoipa::path(put, path = "/v1/datavolumes/{name}/shares/{scope}", tag = "datavolumes",
     params(
         ("name" = String, Path, description = "Data volume name"),
-        ("scope" = String, Path, description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)"),
+        ("scope" = String, Path, max_length = 127, pattern = r"^(cluster|[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[A-Za-z0-9][A-Za-z0-9._-]{0,62})?)$",
+            description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)"),
     ),
     responses(
         (status = 200, description = "Shared; the data volume", body = DataVolumeView),
@@ -829,7 +830,8 @@ async fn share_datavolume(
 #[utoipa::path(delete, path = "/v1/datavolumes/{name}/shares/{scope}", tag = "datavolumes",
     params(
         ("name" = String, Path, description = "Data volume name"),
-        ("scope" = String, Path, description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)"),
+        ("scope" = String, Path, max_length = 127, pattern = r"^(cluster|[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[A-Za-z0-9][A-Za-z0-9._-]{0,62})?)$",
+            description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)"),
     ),
     responses(
         (status = 200, description = "Unshared; the data volume", body = DataVolumeView),

@@ -808,7 +808,10 @@ pub struct NewDataVolume {
     pub from: String,
     /// Owning scope (default: the token's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 127)]
+    #[schema(
+        max_length = 127,
+        pattern = r"^(cluster|[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[A-Za-z0-9][A-Za-z0-9._-]{0,62})?)$"
+    )]
     pub scope: Option<String>,
     /// Free text.
     #[serde(default)]
