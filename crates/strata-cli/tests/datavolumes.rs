@@ -174,7 +174,6 @@ fn snapshots_and_clones() {
 /// A clone reads its source's bytes (as of the snapshot), also after the snapshot is deleted,
 /// and its own writes never reach the source.
 #[test]
-#[ignore = "needs the clone data path: mounts reading blocks kept under a clone's origins (strata-vfs/strata-proto, merged separately)"]
 fn clone_data_is_the_sources() {
     let mut c = Cluster::new("clonedata");
     let admin = c.token_file.clone();
