@@ -124,7 +124,12 @@ fn snapshots_read_as_taken_and_clones_live_on_their_own() {
     let k2 = c.mount_as("clone2", &token, &cp2, &[]);
     assert_same_tree(&tree(c.mp(k2)), &after, "the clone of the live volume");
 
-    // A volume with snapshots is not deleted; a snapshot in use by a mount is.
+    // A mounted snapshot is not deleted, nor a volume with snapshots.
+    let out = c.cli_as(&token, &["snapshot", "delete", &vol, "s1"]);
+    assert!(!out.status.success(), "a mounted snapshot was deleted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.cli_as(&token, &["volume", "delete", &vol]);
+    assert!(!out.status.success(), "a volume with snapshots was deleted");
     c.mounts[s].stop();
     let out = c.cli_as(&token, &["snapshot", "delete", &vol, "s1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -525,6 +525,12 @@ impl Control {
                 "snapshot {volume}@{name} belongs to {owner}; delete it through its owner"
             )));
         }
+        let label = format!("{}@{name}", view.volume);
+        if self.st.sessions().await?.iter().any(|s| s.volume_name == label) {
+            return Err(ControlError::Conflict(format!(
+                "snapshot {label} is mounted; unmount it everywhere first (see `strata status`)"
+            )));
+        }
         let (meta, v, n) = (self.st.meta.clone(), view.volume.clone(), name.to_string());
         run(move || meta.delete_snapshot(&v, &n, None)).await?;
         tracing::info!(volume = %view.volume, snapshot = %name, held_bytes = view.space.held_bytes, "snapshot deleted");
