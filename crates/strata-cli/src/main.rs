@@ -48,6 +48,8 @@ enum Cmd {
     Status(cmd::status::StatusArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
     Bench(strata_bench::BenchArgs),
+    /// Load files into their mount's cache (or check, or evict).
+    Warmup(cmd::warmup::WarmupArgs),
 }
 
 /// The async runtime for a command.
@@ -73,6 +75,7 @@ fn main() {
         Cmd::Policy(a) => cmd::policy::run(a),
         Cmd::Status(a) => cmd::status::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
+        Cmd::Warmup(a) => cmd::warmup::run(a),
     };
     if let Err(e) = res {
         eprintln!("strata: {e:#}");

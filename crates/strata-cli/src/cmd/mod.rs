@@ -14,3 +14,4 @@ pub mod storageclass;
 pub mod token;
 pub mod up;
 pub mod volume;
+pub mod warmup;
