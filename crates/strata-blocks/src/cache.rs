@@ -317,7 +317,8 @@ impl DiskCache {
             }
             Err(_) => return,
         };
-        if known && let Err(e) = tokio::fs::remove_file(self.path(key)).await
+        if known
+            && let Err(e) = tokio::fs::remove_file(self.path(key)).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::debug!(key, error = %e, "disk cache remove failed");

@@ -100,7 +100,7 @@ fn a_warmed_vfs_reads_without_block_store_gets() {
     let cache_dir = c.dir.join("disk-cache");
     let small_mem = 8 << 20;
     let setups = [
-        ("memory cache", VfsConfig { mem_cache: 256 << 20, ..VfsConfig::default() }),
+        ("memory cache", VfsConfig { mem_cache: 1 << 30, ..VfsConfig::default() }),
         (
             "small memory cache over a disk cache",
             VfsConfig { mem_cache: small_mem, disk_cache: Some((cache_dir, 256 << 20)), ..VfsConfig::default() },
@@ -186,7 +186,8 @@ fn warmup_check_and_evict_on_a_mount() {
     let data_bytes = total - FILES.iter().find(|(n, _)| *n == "other/c").map_or(0, |(_, n)| *n as u64);
     // A fresh mount: its caches are cold.
     c.mounts[m].stop();
-    let m = c.mount(&[]);
+    // Room to spare: the memory cache is split in shards, each with its own share.
+    let m = c.mount(&["--cache-size", "512M"]);
     let mp = c.mp(m).to_path_buf();
 
     let out = warmup_ok(&mp, &["--check", "data", "other"]);
@@ -236,13 +237,19 @@ fn warmup_check_and_evict_on_a_mount() {
     assert!(len >= 0 && !String::from_utf8_lossy(&list[..len as usize]).contains("strata."), "listed");
     assert_eq!(xattr(&secret, "strata.nonsense"), Err(libc::ENODATA));
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     const NOBODY: u32 = 65534;
-    let got = as_user(NOBODY, NOBODY, || {
-        let mut b = [0u8; 64];
-        // SAFETY: raw syscall on strings prepared before fork.
-        let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), b.as_mut_ptr().cast(), b.len()) };
-        if r < 0 { errno() } else { 0 }
-    });
-    assert_eq!(got, libc::EACCES, "a user who cannot read the file cannot warm it");
+    let try_warm = |path: &Path| {
+        let p = cpath(path);
+        let n = &n;
+        as_user(NOBODY, NOBODY, move || {
+            let mut b = [0u8; 128];
+            // SAFETY: raw syscall on strings prepared before fork.
+            let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), b.as_mut_ptr().cast(), b.len()) };
+            if r < 0 { errno() } else { 0 }
+        })
+    };
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert_eq!(try_warm(&secret), 0, "another user who may read the file warms it");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(try_warm(&secret), libc::EACCES, "a user who cannot read the file cannot warm it");
 }

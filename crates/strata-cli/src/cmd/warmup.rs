@@ -147,10 +147,9 @@ pub fn run(args: WarmupArgs) -> Result<()> {
     let started = Instant::now();
     let finished = AtomicBool::new(false);
     std::thread::scope(|sc| {
-        let workers: Vec<_> = (0..args.threads)
-            .map(|_| sc.spawn(|| work(&queue, mode, &tallies, &errors)))
-            .collect();
-        let progress = std::io::stderr().is_terminal().then(|| sc.spawn(|| progress(mode, &tallies, &finished, started)));
+        let workers: Vec<_> = (0..args.threads).map(|_| sc.spawn(|| work(&queue, mode, &tallies, &errors))).collect();
+        let progress =
+            std::io::stderr().is_terminal().then(|| sc.spawn(|| progress(mode, &tallies, &finished, started)));
         for w in workers {
             // A worker only panics on a bug; the scope re-raises it.
             let _ = w.join();
@@ -187,8 +186,8 @@ fn on_strata(p: &Path) -> Result<(PathBuf, std::fs::Metadata)> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("statfs {}", p.display()));
     }
-    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-    if st.f_type as i64 != FUSE_SUPER_MAGIC {
+    const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
+    if st.f_type as u64 != FUSE_SUPER_MAGIC {
         bail!("{}: not on a Strata mount (file system type {:#x})", p.display(), st.f_type);
     }
     match get_xattr(&c, c"strata.stats") {
@@ -362,8 +361,12 @@ fn report(mode: Mode, paths: &[PathBuf], tallies: &[Tally], elapsed: Duration) {
 
 fn line(mode: Mode, [files, total, cached, _fetched, evicted, failed]: [u64; 6]) -> String {
     let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
-    let cached_part =
-        format!("{:.1}% cached ({cached} of {total} bytes, {} of {})", percent(cached, total), human(cached), human(total));
+    let cached_part = format!(
+        "{:.1}% cached ({cached} of {total} bytes, {} of {})",
+        percent(cached, total),
+        human(cached),
+        human(total)
+    );
     match mode {
         Mode::Check | Mode::Warm => format!("{cached_part} in {files} files{failed}"),
         Mode::Evict => format!("evicted {evicted} bytes ({}) of {files} files; {cached_part}{failed}", human(evicted)),
@@ -382,6 +385,9 @@ mod tests {
         assert!(field(a, "evicted").is_err());
         assert!(field("cached=x", "cached").is_err());
         assert_eq!(percent(0, 0), 100.0);
-        assert_eq!(line(Mode::Check, [2, 200, 50, 0, 0, 0]), "25.0% cached (50 of 200 bytes, 50 B of 200 B) in 2 files");
+        assert_eq!(
+            line(Mode::Check, [2, 200, 50, 0, 0, 0]),
+            "25.0% cached (50 of 200 bytes, 50 B of 200 B) in 2 files"
+        );
     }
 }

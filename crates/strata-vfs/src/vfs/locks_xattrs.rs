@@ -71,7 +71,8 @@ impl Vfs {
     /// Names of the extended attributes.
     pub async fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
         self.qos.op().await;
-        let mut names = self.client.call::<_, pb::ListXattrResp>(Method::ListXattr, |_| pb::InoReq { ino }).await?.names;
+        let mut names =
+            self.client.call::<_, pb::ListXattrResp>(Method::ListXattr, |_| pb::InoReq { ino }).await?.names;
         names.retain(|n| !n.starts_with(VIRTUAL_XATTR_PREFIX));
         Ok(names)
     }

@@ -40,8 +40,8 @@ use crate::writer::{FileWriter, WriteShared};
 use files::send_closes;
 pub use locks_xattrs::{ByteLock, UNLOCK, VIRTUAL_XATTR_PREFIX};
 pub use namespace::{DirEntry, DirPage};
-pub use warm::{CacheStats, Cached, Warmed};
 use read::ReadState;
+pub use warm::{CacheStats, Cached, Warmed};
 use write::commit_old_writes;
 
 struct Handle {

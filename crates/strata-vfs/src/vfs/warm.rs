@@ -126,8 +126,9 @@ impl Vfs {
         match self.cache.warm(&self.store, key, len as usize).await {
             Ok(true) => Ok(u64::from(len)),
             Ok(false) => Ok(0),
-            // A block file the server's journal flush has not written yet (see the read path).
-            Err(BlockError::Missing(_) | BlockError::Short { .. }) if self.store.is_local() => {
+            // A block file the server's journal flush has not written yet (see the read path;
+            // asked whatever the store looks like here, since a layered one hides its kind).
+            Err(BlockError::Missing(_) | BlockError::Short { .. }) => {
                 self.journaled_copy(key, len as usize).await?;
                 Ok(u64::from(len))
             }
