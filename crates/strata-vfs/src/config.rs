@@ -49,22 +49,21 @@ pub struct VfsConfig {
     pub store_layer: Option<StoreLayer>,
 }
 
+/// An object store as the block store holds it.
+type Store = std::sync::Arc<dyn ObjectStore>;
+
 /// Wraps an object store in another (see [`VfsConfig::store_layer`]).
 #[derive(Clone)]
-pub struct StoreLayer(
-    pub std::sync::Arc<dyn Fn(std::sync::Arc<dyn ObjectStore>) -> std::sync::Arc<dyn ObjectStore> + Send + Sync>,
-);
+pub struct StoreLayer(std::sync::Arc<dyn Fn(Store) -> Store + Send + Sync>);
 
 impl StoreLayer {
     /// A layer made by `f`.
-    pub fn new(
-        f: impl Fn(std::sync::Arc<dyn ObjectStore>) -> std::sync::Arc<dyn ObjectStore> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(f: impl Fn(Store) -> Store + Send + Sync + 'static) -> Self {
         StoreLayer(std::sync::Arc::new(f))
     }
 
     /// `store` inside the layer.
-    pub fn wrap(&self, store: std::sync::Arc<dyn ObjectStore>) -> std::sync::Arc<dyn ObjectStore> {
+    pub fn wrap(&self, store: Store) -> Store {
         (self.0)(store)
     }
 }
