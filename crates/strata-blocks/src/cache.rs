@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -105,6 +106,55 @@ impl BlockCache {
     /// Bytes held in memory.
     pub fn mem_bytes(&self) -> u64 {
         self.mem.weight()
+    }
+
+    /// Bytes held on disk (0 without a disk cache).
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.used())
+    }
+
+    /// Whether this cache has a disk tier.
+    pub fn has_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Whether a block is cached, in memory or on disk (without touching its recency).
+    pub fn contains(&self, key: &str) -> bool {
+        self.mem.contains_key(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// Loads a block into the caches ahead of a read: into memory (from disk if it is there,
+    /// else from the store) and, with a disk cache, onto disk, waiting for that write (unlike
+    /// [`BlockCache::fetch`], which writes the disk copy in the background) so that a caller
+    /// asking afterwards sees it cached. Whether the block came from the store.
+    pub async fn warm(&self, store: &BlockStore, key: &str, len: usize) -> Result<bool> {
+        let fetched = AtomicBool::new(false);
+        let data = self
+            .mem
+            .get_or_insert_async(key, async {
+                if let Some(d) = &self.disk
+                    && let Some(b) = d.read(key, len).await
+                {
+                    return Ok(b);
+                }
+                fetched.store(true, Ordering::Relaxed);
+                store.get(key, len).await
+            })
+            .await?;
+        if let Some(d) = &self.disk
+            && !d.contains(key)
+        {
+            d.write(key, data).await;
+        }
+        Ok(fetched.load(Ordering::Relaxed))
+    }
+
+    /// Drops a block from memory and from disk.
+    pub async fn remove(&self, key: &str) {
+        self.mem.remove(key);
+        if let Some(d) = &self.disk {
+            d.remove(key).await;
+        }
     }
 }
 
@@ -251,6 +301,30 @@ impl DiskCache {
         }
     }
 
+    /// Whether a block is cached on disk (without touching its recency).
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.lock().is_ok_and(|i| i.entries.contains_key(key))
+    }
+
+    /// Drops a block from the cache; a file that cannot be removed only costs its space until
+    /// the next eviction or restart, so failures are logged, not returned.
+    pub async fn remove(&self, key: &str) {
+        let known = match self.index.lock() {
+            Ok(mut i) => {
+                let known = i.entries.contains_key(key);
+                i.remove(key);
+                known
+            }
+            Err(_) => return,
+        };
+        if known
+            && let Err(e) = tokio::fs::remove_file(self.path(key)).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!(key, error = %e, "disk cache remove failed");
+        }
+    }
+
     /// Bytes currently cached on disk.
     pub fn used(&self) -> u64 {
         self.index.lock().map(|i| i.total).unwrap_or(0)
@@ -299,6 +373,28 @@ mod tests {
         assert_eq!(cache.fetch(&store, "k", 4).await?, Bytes::from_static(b"data"));
         store.delete("k").await?;
         assert_eq!(cache.fetch(&store, "k", 4).await?, Bytes::from_static(b"data"), "served from memory");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn warm_fills_both_tiers_and_remove_empties_them() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(&dir.path().display().to_string())?;
+        store.put("k", Bytes::from_static(b"data")).await?;
+        let disk_dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlockCache::new(1 << 20, Some(DiskCache::open(disk_dir.path().to_path_buf(), 1 << 20)?));
+        assert!(!cache.contains("k"));
+        assert!(cache.warm(&store, "k", 4).await?, "first warm-up reads the store");
+        assert!(cache.contains("k") && cache.peek("k").is_some() && cache.disk_bytes() == 4, "in both tiers");
+        let gets = store.gets();
+        assert!(!cache.warm(&store, "k", 4).await?, "already warm");
+        cache.mem.remove("k");
+        assert!(cache.contains("k"), "still on disk");
+        assert!(!cache.warm(&store, "k", 4).await?, "back into memory from disk");
+        assert_eq!(store.gets(), gets, "no store read for a warm block");
+        cache.remove("k").await;
+        assert!(!cache.contains("k") && cache.disk_bytes() == 0);
+        assert!(!disk_dir.path().join("k").exists(), "the disk copy is deleted");
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -23,6 +24,8 @@ pub struct BlockStore {
     codec: Codec,
     syncer: Option<Arc<dyn SyncBlocks>>,
     unsynced: Arc<Unsynced>,
+    /// Reads from the store so far (see [`BlockStore::gets`]).
+    gets: Arc<AtomicU64>,
 }
 
 /// Block files of a local directory written since the last [`BlockStore::sync`]: syncing just
@@ -79,6 +82,7 @@ impl BlockStore {
                 codec,
                 syncer: None,
                 unsynced: Arc::default(),
+                gets: Arc::default(),
             });
         }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
@@ -101,6 +105,7 @@ impl BlockStore {
             codec,
             syncer: None,
             unsynced: Arc::default(),
+            gets: Arc::default(),
         })
     }
 
@@ -113,6 +118,7 @@ impl BlockStore {
             codec: Codec::None,
             syncer: None,
             unsynced: Arc::default(),
+            gets: Arc::default(),
         }
     }
 
@@ -164,6 +170,21 @@ impl BlockStore {
     /// The URL this store was opened from.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Reads of blocks from the store so far, whole or ranged, by this handle and its clones
+    /// (a local directory's reads included): what a warmed cache should keep at zero.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(Ordering::Relaxed)
+    }
+
+    fn count_get(&self) {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The object store under this block store.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
     }
 
     /// Whether blocks are on a local directory (so a disk cache would only duplicate them).
@@ -295,10 +316,31 @@ impl BlockStore {
         self.local_root.as_ref().map(|r| r.join(key))
     }
 
+    /// Asks the kernel to drop the cached pages of a local block file (`POSIX_FADV_DONTNEED`);
+    /// nothing for other stores or a file that is gone. Blocks on the file system: call it
+    /// where blocking is allowed. Pages still mapped by a holder of the block stay.
+    pub fn drop_pages(&self, key: &str) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let Some(path) = self.local_path(key) else { return Ok(()) };
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(BlockError::Io { what: format!("open block {key}"), source: e }),
+        };
+        // SAFETY: a plain system call on a descriptor this function owns.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            let source = std::io::Error::from_raw_os_error(rc);
+            return Err(BlockError::Io { what: format!("drop cached pages of block {key}"), source });
+        }
+        Ok(())
+    }
+
     /// Reads a whole block on the calling thread, for callers that may block; `None` when the
     /// store is not a local directory.
     pub fn get_now(&self, key: &str, want: usize) -> Option<Result<Bytes>> {
         let root = self.local_root.as_ref()?;
+        self.count_get();
         if self.codec == Codec::None && want >= MAP_AT_LEAST {
             return Some(map_block(&root.join(key), key, want));
         }
@@ -321,6 +363,7 @@ impl BlockStore {
                 .map_err(|e| BlockError::Io { what: format!("read block {key}"), source: std::io::Error::other(e) })?
                 .unwrap_or_else(|| Err(BlockError::Missing(key.to_string())));
         }
+        self.count_get();
         let got = match self.store.get(&Path::from(key)).await {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),
@@ -332,6 +375,7 @@ impl BlockStore {
     /// Reads a stored object as it is (no decoding, no length check), whole or the exact
     /// `range`: for `strata server` serving blocks to clients that decode them.
     pub async fn get_stored(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        self.count_get();
         let path = Path::from(key);
         let got = match &range {
             Some(r) => self.store.get_range(&path, r.clone()).await,
@@ -367,6 +411,7 @@ impl BlockStore {
             return Ok(whole.slice(range.start as usize..range.end as usize));
         }
         let want = (range.end - range.start) as usize;
+        self.count_get();
         let got = match self.store.get_range(&Path::from(key), range).await {
             Ok(b) => b,
             Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),

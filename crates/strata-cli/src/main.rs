@@ -56,6 +56,8 @@ enum Cmd {
     Import(cmd::import::ImportArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
     Bench(strata_bench::BenchArgs),
+    /// Load files into their mount's cache (or check, or evict).
+    Warmup(cmd::warmup::WarmupArgs),
 }
 
 /// The async runtime for a command.
@@ -84,6 +86,7 @@ fn main() {
         Cmd::Status(a) => cmd::status::run(a),
         Cmd::Import(a) => cmd::import::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
+        Cmd::Warmup(a) => cmd::warmup::run(a),
     };
     if let Err(e) = res {
         eprintln!("strata: {e:#}");

@@ -15,6 +15,7 @@ use fuser::{
     ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec};
+use strata_vfs::vfs::VIRTUAL_XATTR_PREFIX;
 use strata_vfs::{ByteLock, Vfs, VfsError};
 
 /// Mount settings of the FUSE front-end.
@@ -173,6 +174,37 @@ impl StrataFs {
         let _in = self.gate.enter();
         strata_vfs::allow_blocking_io();
         self.rt.block_on(f)
+    }
+
+    /// The mount's own extended attributes, answered here and never stored (`strata warmup`
+    /// talks to the mount through them): `strata.warmup` loads a file's blocks into this
+    /// mount's caches, `strata.cached` tells how much of it is there, `strata.evict` drops it,
+    /// and `strata.stats` (any inode) gives the caches' counters. Values are `key=value` words.
+    /// Their names are outside the kernel's xattr namespaces, so the kernel asks for read
+    /// permission on the inode before the request reaches us (`default_permissions`): a user
+    /// who may not read a file can neither warm, inspect nor evict it.
+    fn virtual_xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, VfsError> {
+        let text = match name {
+            b"strata.warmup" => {
+                let w = self.run(self.vfs.warm(ino))?;
+                format!("fetched={} cached={} total={}", w.fetched, w.now.cached, w.now.total)
+            }
+            b"strata.cached" => {
+                let c = self.run(self.vfs.cached(ino))?;
+                format!("cached={} total={}", c.cached, c.total)
+            }
+            b"strata.evict" => {
+                let evicted = self.run(self.vfs.evict(ino))?;
+                let c = self.run(self.vfs.cached(ino))?;
+                format!("evicted={evicted} cached={} total={}", c.cached, c.total)
+            }
+            b"strata.stats" => {
+                let s = self.vfs.cache_stats();
+                format!("block_gets={} mem_cache_bytes={} disk_cache_bytes={}", s.block_gets, s.mem_bytes, s.disk_bytes)
+            }
+            _ => return Err(VfsError::from_errno(libc::ENODATA)),
+        };
+        Ok(text.into_bytes())
     }
 
     /// The handle to use for the kernel's `fh`: on a resumed connection, one the earlier worker
@@ -555,7 +587,13 @@ impl Filesystem for StrataFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.run(self.vfs.getxattr(self.ino(ino), name.as_bytes())) {
+        let (ino, name) = (self.ino(ino), name.as_bytes());
+        let value = if name.starts_with(VIRTUAL_XATTR_PREFIX) {
+            self.virtual_xattr(ino, name)
+        } else {
+            self.run(self.vfs.getxattr(ino, name))
+        };
+        match value {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),

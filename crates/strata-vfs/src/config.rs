@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use object_store::ObjectStore;
 use strata_types::VolumeInfo;
 
 /// Client tunables.
@@ -43,6 +44,34 @@ pub struct VfsConfig {
     /// Remember names looked up with [`crate::Vfs::lookup_cached`] for `attr_ttl`: for
     /// front-ends with no kernel cache of their own (the gateways); FUSE mounts leave it off.
     pub name_cache: bool,
+    /// A layer put around the volume's object store (tests count or fail its calls with it);
+    /// the block store is then reached only through the layer, as an object store.
+    pub store_layer: Option<StoreLayer>,
+}
+
+/// An object store as the block store holds it.
+type Store = std::sync::Arc<dyn ObjectStore>;
+
+/// Wraps an object store in another (see [`VfsConfig::store_layer`]).
+#[derive(Clone)]
+pub struct StoreLayer(std::sync::Arc<dyn Fn(Store) -> Store + Send + Sync>);
+
+impl StoreLayer {
+    /// A layer made by `f`.
+    pub fn new(f: impl Fn(Store) -> Store + Send + Sync + 'static) -> Self {
+        StoreLayer(std::sync::Arc::new(f))
+    }
+
+    /// `store` inside the layer.
+    pub fn wrap(&self, store: Store) -> Store {
+        (self.0)(store)
+    }
+}
+
+impl std::fmt::Debug for StoreLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreLayer")
+    }
 }
 
 /// Where a mount reads and writes blocks.
@@ -132,6 +161,7 @@ impl Default for VfsConfig {
             store_retry_timeout: Duration::from_secs(60),
             blocks: BlocksMode::Auto,
             name_cache: false,
+            store_layer: None,
         }
     }
 }

@@ -13,11 +13,11 @@ pub mod vfs;
 pub mod writer;
 
 pub use client::{Client, TokenInterceptor, admin, allow_blocking_io, connect};
-pub use config::{BlocksMode, VfsConfig, blocks_route};
+pub use config::{BlocksMode, StoreLayer, VfsConfig, blocks_route};
 pub use error::{Result, VfsError};
 pub use qos::Qos;
 pub use remote::RemoteBlocks;
 pub use strata_blocks::mapped::is_mapped;
 pub use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec, VolumeInfo};
 pub use vfs::attach::host_name;
-pub use vfs::{ByteLock, DirEntry, DirPage, Opened, StatFs, Vfs};
+pub use vfs::{ByteLock, CacheStats, Cached, DirEntry, DirPage, Opened, StatFs, Vfs, Warmed};

@@ -17,3 +17,4 @@ pub mod storageclass;
 pub mod token;
 pub mod up;
 pub mod volume;
+pub mod warmup;

@@ -6,7 +6,19 @@ use strata_proto::pb;
 use strata_proto::wire::Method;
 
 use super::Vfs;
-use crate::error::Result;
+use crate::error::{Result, VfsError};
+
+/// Names of extended attributes a client answers itself and never stores (the FUSE mount's
+/// cache controls, `strata.warmup` and its neighbours): they cannot be set or removed, and are
+/// not listed.
+pub const VIRTUAL_XATTR_PREFIX: &[u8] = b"strata.";
+
+fn reserved(name: &[u8]) -> Result<()> {
+    if name.starts_with(VIRTUAL_XATTR_PREFIX) {
+        return Err(VfsError::errno_msg(libc::EPERM, "strata.* extended attributes are the client's own"));
+    }
+    Ok(())
+}
 
 /// Kind of a [`ByteLock`] that releases.
 pub const UNLOCK: u32 = 2;
@@ -59,11 +71,15 @@ impl Vfs {
     /// Names of the extended attributes.
     pub async fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
         self.qos.op().await;
-        Ok(self.client.call::<_, pb::ListXattrResp>(Method::ListXattr, |_| pb::InoReq { ino }).await?.names)
+        let mut names =
+            self.client.call::<_, pb::ListXattrResp>(Method::ListXattr, |_| pb::InoReq { ino }).await?.names;
+        names.retain(|n| !n.starts_with(VIRTUAL_XATTR_PREFIX));
+        Ok(names)
     }
 
     /// Sets an extended attribute.
     pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        reserved(name)?;
         self.qos.op().await;
         self.client
             .call::<_, pb::Empty>(Method::SetXattr, |_| pb::XattrReq {
@@ -78,6 +94,7 @@ impl Vfs {
 
     /// Removes an extended attribute.
     pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        reserved(name)?;
         self.qos.op().await;
         self.client
             .call::<_, pb::Empty>(Method::RemoveXattr, |_| pb::XattrReq {

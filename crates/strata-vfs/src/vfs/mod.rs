@@ -17,6 +17,7 @@ mod namespace;
 mod paths;
 mod quota;
 mod read;
+mod warm;
 mod write;
 
 use std::collections::HashMap;
@@ -37,9 +38,10 @@ use crate::names::Names;
 use crate::writer::{FileWriter, WriteShared};
 
 use files::send_closes;
-pub use locks_xattrs::{ByteLock, UNLOCK};
+pub use locks_xattrs::{ByteLock, UNLOCK, VIRTUAL_XATTR_PREFIX};
 pub use namespace::{DirEntry, DirPage};
 use read::ReadState;
+pub use warm::{CacheStats, Cached, Warmed};
 use write::commit_old_writes;
 
 struct Handle {
@@ -182,6 +184,10 @@ impl Vfs {
                 let url = strata_blocks::s3::with_retry_timeout(&volume.store, cfg.store_retry_timeout);
                 BlockStore::open_with(&url, codec)?
             }
+        };
+        let store = match &cfg.store_layer {
+            Some(layer) => BlockStore::from_store(layer.wrap(store.object_store()), store.url()).with_codec(codec),
+            None => store,
         };
         let disk = match (&cfg.disk_cache, store.is_local()) {
             (Some((dir, size)), false) => Some(DiskCache::open(dir.clone(), *size)?),

@@ -165,8 +165,14 @@ impl Vfs {
             let n = (blen as usize - in_block).min(len - done);
             if let Some(data) = self.cache.peek(&key) {
                 sink(data.slice(in_block..in_block + n));
-            } else if whole || blen <= 256 * 1024 || n * 4 >= blen as usize || self.store.is_compressed() {
-                // Whole blocks through the cache (a compressed block can only be read whole).
+            } else if whole
+                || blen <= 256 * 1024
+                || n * 4 >= blen as usize
+                || self.store.is_compressed()
+                || self.cache.contains(&key)
+            {
+                // Whole blocks through the cache (a compressed block can only be read whole;
+                // one on the disk cache is read from there, not from the store).
                 let fetched = if crate::client::can_block() {
                     self.cache.fetch_now(&self.store, &key, blen as usize).await
                 } else {
