@@ -70,6 +70,20 @@ fn dir_after(meta: &strata_meta::Meta, ino: u64) -> Option<pb::Attr> {
     meta.getattr(ino).ok().map(|a| attr_to_pb(ino, &a))
 }
 
+/// Whether a token of `scope` may read blocks kept under volume `vol`'s name without holding
+/// `vol`: a clone of it in the scope, or a data volume of it shared with the scope.
+pub(crate) async fn shares_blocks(meta: &Arc<strata_meta::Meta>, vol: u32, scope: String) -> Result<bool, Status> {
+    let meta = meta.clone();
+    blocking(move || {
+        let via_clone = meta
+            .list_volumes()?
+            .iter()
+            .any(|(v, _)| within(&v.scope, &scope) && v.origins.iter().any(|o| o.0 == vol));
+        Ok(via_clone || meta.list_datavolumes()?.iter().any(|d| d.volume == vol && d.readable_by(&scope)))
+    })
+    .await
+}
+
 /// A read-only view a mount asks for by name.
 struct View {
     volume: u32,
@@ -631,7 +645,13 @@ impl MetaRpc for MetaService {
         let vol = strata_blocks::layout::volume_of_block_key(&key)
             .ok_or_else(|| Status::invalid_argument(format!("{key:?} is not a block key")))?;
         self.guard(&req, &[], false).await?;
-        self.guard_volume(&req, vol)?;
+        if let Err(s) = self.guard_volume(&req, vol) {
+            // A block a clone or a shared data volume reads under its source's name.
+            let scope = crate::auth::principal(&req)?.scope.clone();
+            if !shares_blocks(&self.st.meta, vol, scope).await? {
+                return Err(s);
+            }
+        }
         let meta = self.st.meta.clone();
         match blocking(move || meta.journaled_block(&key)).await? {
             Some(data) => Ok(Response::new(pb::BytesResp { data })),
