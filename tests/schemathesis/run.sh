@@ -25,6 +25,11 @@ api() { curl -sf -X "$1" "http://$addr$2" -H "Authorization: Bearer $token" -H '
 api POST /v1/scopes '{"path":"ml"}'
 api POST /v1/scopes '{"path":"ml/vision"}'
 api POST /v1/volumes '{"name":"data","scope":"ml/vision","capacity":1073741824}'
+# A snapshot, a clone and a shared data volume, for the snapshot and data volume operations.
+api POST /v1/volumes/data/snapshots '{"name":"s1"}'
+api POST /v1/volumes '{"name":"data-clone","from":"data@s1"}'
+api POST /v1/datavolumes '{"name":"ds","from":"data","scope":"ml/vision"}'
+api PUT /v1/datavolumes/ds/shares/ml
 
 rc=0
 (cd "$work" && st run "http://$addr/openapi.json" \

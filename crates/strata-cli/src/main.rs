@@ -35,6 +35,12 @@ enum Cmd {
     /// Manage volumes: list, describe, create, expand, delete.
     #[command(visible_alias = "vol")]
     Volume(cmd::volume::VolumeArgs),
+    /// Manage snapshots of volumes: create, list, describe, delete (mount one as VOLUME@SNAPSHOT).
+    #[command(visible_alias = "snap")]
+    Snapshot(cmd::snapshot::SnapshotArgs),
+    /// Manage data volumes: versioned, read-only datasets shared between scopes (mount dv:NAME).
+    #[command(name = "datavolume", visible_alias = "dv")]
+    DataVolume(cmd::datavolume::DataVolumeArgs),
     /// Manage storage classes: the tiers volumes are provisioned in.
     #[command(name = "storageclass", visible_alias = "sc")]
     StorageClass(cmd::storageclass::StorageClassArgs),
@@ -67,6 +73,8 @@ fn main() {
         Cmd::Csi(a) => cmd::csi::run(a),
         Cmd::Gateway(a) => cmd::gateway::run(a),
         Cmd::Volume(a) => cmd::volume::run(a),
+        Cmd::Snapshot(a) => cmd::snapshot::run(a),
+        Cmd::DataVolume(a) => cmd::datavolume::run(a),
         Cmd::StorageClass(a) => cmd::storageclass::run(a),
         Cmd::Scope(a) => cmd::scope::run(a),
         Cmd::Token(a) => cmd::token::run(a),

@@ -53,6 +53,7 @@ impl Admin for AdminService {
                     inodes: r.inode_limit,
                     access_mode: none_if_empty(r.access_mode),
                     reclaim: none_if_empty(r.reclaim),
+                    from: None,
                 },
             )
             .await

@@ -161,6 +161,7 @@ impl ControlPlane for RestControl {
                 Some("delete") => Some(ReclaimName::Delete),
                 _ => None,
             },
+            from: None,
         };
         let v: VolumeView = self
             .api(token)

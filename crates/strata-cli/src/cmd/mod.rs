@@ -1,6 +1,7 @@
 //! One module per subcommand, and the REST client the control-plane commands share.
 
 pub mod csi;
+pub mod datavolume;
 pub mod gateway;
 pub mod gateway_nfs;
 pub mod gateway_s3;
@@ -9,6 +10,7 @@ pub mod policy;
 pub mod rest;
 pub mod scope;
 pub mod server;
+pub mod snapshot;
 pub mod status;
 pub mod storageclass;
 pub mod token;

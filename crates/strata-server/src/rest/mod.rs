@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use strata_meta::tokens::{Role, TokenRecord};
 use utoipa::OpenApi;
 
-use crate::control::{Control, ControlError, CreateVolume};
+use crate::control::{Control, ControlError, CreateDataVolume, CreateVolume};
 use crate::state::State;
 use model::*;
 
@@ -199,6 +199,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Param {
     }
 }
 
+/// Two path parameters (percent-decoded).
+pub struct Params2(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params2 {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((a, b)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("bad path parameter: {}", e.body_text())))?;
+        Ok(Params2(a, b))
+    }
+}
+
 fn unhex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
@@ -249,7 +263,7 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
 #[openapi(
     info(
         title = "Strata control plane",
-        description = "Storage classes, volumes, scopes, tokens and policies of a Strata cluster. \
+        description = "Storage classes, volumes, snapshots, data volumes, scopes, tokens and policies of a Strata cluster. \
             Every call except this document needs `Authorization: Bearer <token>`. Errors are \
             `{\"error\": {\"code\", \"message\", \"rule\"?, \"scope\"?}}`. Scope paths contain `/` \
             (`DEPT/PROJECT`): write it raw or as `%2F` in URLs.",
@@ -258,6 +272,9 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
     paths(
         list_classes, create_class, get_class, update_class, delete_class,
         list_volumes, create_volume, get_volume, resize_volume, delete_volume, set_volume_qos, clear_volume_qos,
+        list_snapshots, create_snapshot, get_snapshot, delete_snapshot,
+        list_datavolumes, create_datavolume, get_datavolume, delete_datavolume, update_datavolume,
+        delete_datavolume_version, share_datavolume, unshare_datavolume,
         list_scopes, create_scope, delete_scope,
         list_tokens, create_token, revoke_token,
         get_policy, set_policy, effective_policy,
@@ -268,6 +285,8 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
     tags(
         (name = "storageclasses", description = "Tiers volumes are provisioned in (cluster admins change them)"),
         (name = "volumes", description = "Top-level namespaces with their own root, quota and class"),
+        (name = "snapshots", description = "Read-only, point-in-time views of a volume (mount `VOLUME@SNAPSHOT`)"),
+        (name = "datavolumes", description = "Named, versioned, read-only datasets owned by a scope and shared with others (mount `dv:NAME[@VERSION]`)"),
         (name = "scopes", description = "The cluster, its departments and their projects"),
         (name = "tokens", description = "Access tokens: a role in a scope"),
         (name = "policies", description = "Provisioning rules of a scope"),
@@ -415,15 +434,16 @@ async fn list_volumes(AxState(ctl): AxState<Control>, Caller(who): Caller) -> Ap
     Ok(Json(v.into_iter().map(|v| VolumeView::with_qos(v.volume, v.usage, v.qos)).collect()))
 }
 
-/// Create a volume (admins and editors), if the policies of its scope allow it.
+/// Create a volume (admins and editors), if the policies of its scope allow it; with `from`, a
+/// clone of a volume (or of one of its snapshots) the caller sees, sharing its blocks.
 #[utoipa::path(post, path = "/v1/volumes", tag = "volumes", request_body = NewVolume,
     responses(
         (status = 201, description = "Created", body = VolumeView),
-        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 400, description = "Invalid request; for a clone: a class in another store, or a quota too small for the source", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Not allowed to the token, or refused by a policy (`rule`, `scope`)", body = ErrorBody),
-        (status = 404, description = "No such class or scope", body = ErrorBody),
-        (status = 409, description = "A volume of that name exists", body = ErrorBody),
+        (status = 404, description = "No such class or scope, or no such clone source the caller may see", body = ErrorBody),
+        (status = 409, description = "A volume of that name exists, or the source is still being cloned", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
@@ -447,6 +467,7 @@ async fn create_volume(
                 inodes: req.inodes,
                 access_mode: req.access_mode.map(|m| m.as_str().to_string()),
                 reclaim: req.reclaim.map(|r| r.as_str().to_string()),
+                from: req.from,
             },
         )
         .await?;
@@ -561,6 +582,269 @@ async fn delete_volume(
 ) -> ApiResult<Json<VolumeView>> {
     let v = ctl.delete_volume(&who, &name).await?;
     Ok(Json(VolumeView::new(v, Default::default())))
+}
+
+// ---- snapshots ----
+
+/// List a volume's snapshots, oldest first, with the bytes each shares and holds alone.
+#[utoipa::path(get, path = "/v1/volumes/{name}/snapshots", tag = "snapshots",
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 200, description = "Snapshots (those owned by data volumes or clones name their owner)", body = Vec<SnapshotView>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see", body = ErrorBody),
+    ))]
+async fn list_snapshots(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<Vec<SnapshotView>>> {
+    Ok(Json(ctl.list_snapshots(&who, &name).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Take a snapshot of a volume (admins and editors of its scope): one record, whatever the
+/// volume holds. Mount it read-only as `VOLUME@SNAPSHOT`.
+#[utoipa::path(post, path = "/v1/volumes/{name}/snapshots", tag = "snapshots", request_body = NewSnapshot,
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 201, description = "Taken", body = SnapshotView),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see", body = ErrorBody),
+        (status = 409, description = "A snapshot of that name exists, or the volume is being cloned", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn create_snapshot(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+    Body(req): Body<NewSnapshot>,
+) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
+    strata_meta::validate_name(&req.name).map_err(|e| ApiError::from(ControlError::from(e)))?;
+    let s = ctl.create_snapshot(&who, &name, &req.name).await?;
+    Ok((StatusCode::CREATED, Json(s.into())))
+}
+
+/// Describe a snapshot, with the bytes it shares and holds alone.
+#[utoipa::path(get, path = "/v1/volumes/{name}/snapshots/{snapshot}", tag = "snapshots",
+    params(
+        ("name" = String, Path, description = "Volume name"),
+        ("snapshot" = String, Path, description = "Snapshot name"),
+    ),
+    responses(
+        (status = 200, description = "The snapshot", body = SnapshotView),
+        (status = 400, description = "Invalid path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see, or no such snapshot", body = ErrorBody),
+    ))]
+async fn get_snapshot(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Params2(name, snapshot): Params2,
+) -> ApiResult<Json<SnapshotView>> {
+    Ok(Json(ctl.get_snapshot(&who, &name, &snapshot).await?.into()))
+}
+
+/// Delete a snapshot (admins and editors of the volume's scope); what only it held is freed.
+/// Snapshots owned by a data volume or a clone are deleted through their owner (409).
+#[utoipa::path(delete, path = "/v1/volumes/{name}/snapshots/{snapshot}", tag = "snapshots",
+    params(
+        ("name" = String, Path, description = "Volume name"),
+        ("snapshot" = String, Path, description = "Snapshot name"),
+    ),
+    responses(
+        (status = 200, description = "Deleted; the snapshot as it was (`held_bytes`: what was freed)", body = SnapshotView),
+        (status = 400, description = "Invalid path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token", body = ErrorBody),
+        (status = 404, description = "No such volume the caller may see, or no such snapshot", body = ErrorBody),
+        (status = 409, description = "Owned by a data volume or a clone", body = ErrorBody),
+    ))]
+async fn delete_snapshot(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Params2(name, snapshot): Params2,
+) -> ApiResult<Json<SnapshotView>> {
+    Ok(Json(ctl.delete_snapshot(&who, &name, &snapshot).await?.into()))
+}
+
+// ---- data volumes ----
+
+/// List the data volumes the caller's scope owns (`origin: owned`) and those usable in it
+/// (`origin: shared`: shared with it or an ancestor, or owned by an ancestor).
+#[utoipa::path(get, path = "/v1/datavolumes", tag = "datavolumes",
+    responses(
+        (status = 200, description = "Data volumes by name", body = Vec<DataVolumeView>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn list_datavolumes(AxState(ctl): AxState<Control>, Caller(who): Caller) -> ApiResult<Json<Vec<DataVolumeView>>> {
+    Ok(Json(ctl.list_datavolumes(&who).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Make a data volume from a volume as it is now (version 1), owned by a scope the caller may
+/// edit (admins and editors); the volume must lie within that scope.
+#[utoipa::path(post, path = "/v1/datavolumes", tag = "datavolumes", request_body = NewDataVolume,
+    responses(
+        (status = 201, description = "Created", body = DataVolumeView),
+        (status = 400, description = "Invalid request, or a source outside the owning scope", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token", body = ErrorBody),
+        (status = 404, description = "No such scope, or no such volume the caller may see", body = ErrorBody),
+        (status = 409, description = "A data volume of that name exists, or the volume is being cloned", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+async fn create_datavolume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Body(req): Body<NewDataVolume>,
+) -> ApiResult<(StatusCode, Json<DataVolumeView>)> {
+    check_description(&req.description)?;
+    strata_meta::validate_name(&req.name).map_err(|e| ApiError::from(ControlError::from(e)))?;
+    let d = ctl
+        .create_datavolume(
+            &who,
+            CreateDataVolume { name: req.name, scope: req.scope, source: req.from, description: req.description },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(d.into())))
+}
+
+/// Describe a data volume the caller's scope owns or is shared: versions, shares, source.
+#[utoipa::path(get, path = "/v1/datavolumes/{name}", tag = "datavolumes",
+    params(("name" = String, Path, description = "Data volume name")),
+    responses(
+        (status = 200, description = "The data volume", body = DataVolumeView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such data volume the caller may see", body = ErrorBody),
+    ))]
+async fn get_datavolume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<DataVolumeView>> {
+    Ok(Json(ctl.get_datavolume(&who, &name).await?.into()))
+}
+
+/// Delete a data volume and every version (admins and editors of the owning scope); mounts of
+/// it fail from their next call.
+#[utoipa::path(delete, path = "/v1/datavolumes/{name}", tag = "datavolumes",
+    params(("name" = String, Path, description = "Data volume name")),
+    responses(
+        (status = 200, description = "Deleted; the data volume as it was", body = DataVolumeView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token, or only shared with its scope", body = ErrorBody),
+        (status = 404, description = "No such data volume the caller may see", body = ErrorBody),
+        (status = 409, description = "In use", body = ErrorBody),
+    ))]
+async fn delete_datavolume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<Json<DataVolumeView>> {
+    Ok(Json(ctl.delete_datavolume(&who, &name).await?.into()))
+}
+
+/// Make a new version from the source volume as it is now (admins and editors of the owning
+/// scope); `dv:NAME` mounts it from now on.
+#[utoipa::path(post, path = "/v1/datavolumes/{name}/versions", tag = "datavolumes",
+    params(("name" = String, Path, description = "Data volume name")),
+    responses(
+        (status = 201, description = "The data volume with its new version", body = DataVolumeView),
+        (status = 400, description = "The source volume was deleted", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token, or only shared with its scope", body = ErrorBody),
+        (status = 404, description = "No such data volume the caller may see", body = ErrorBody),
+        (status = 409, description = "The source volume is being cloned", body = ErrorBody),
+    ))]
+async fn update_datavolume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Param(name): Param,
+) -> ApiResult<(StatusCode, Json<DataVolumeView>)> {
+    Ok((StatusCode::CREATED, Json(ctl.update_datavolume(&who, &name).await?.into())))
+}
+
+/// Delete one version of a data volume (admins and editors of the owning scope).
+#[utoipa::path(delete, path = "/v1/datavolumes/{name}/versions/{number}", tag = "datavolumes",
+    params(
+        ("name" = String, Path, description = "Data volume name"),
+        ("number" = u32, Path, minimum = 1, description = "Version number"),
+    ),
+    responses(
+        (status = 200, description = "Deleted; the data volume without it", body = DataVolumeView),
+        (status = 400, description = "Not a version number", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not allowed to the token, or only shared with its scope", body = ErrorBody),
+        (status = 404, description = "No such data volume the caller may see, or no such version", body = ErrorBody),
+    ))]
+async fn delete_datavolume_version(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    Params2(name, number): Params2,
+) -> ApiResult<Json<DataVolumeView>> {
+    let n: u32 = number
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ApiError::invalid(format!("version {number:?} is not a version number (1, 2, ...)")))?;
+    Ok(Json(ctl.delete_datavolume_version(&who, &name, n).await?.into()))
+}
+
+/// The data volume name and the scope path of `/v1/datavolumes/{name}/shares/{scope}`.
+fn share_target(uri: &Uri) -> ApiResult<(String, String)> {
+    let segs = tail_segments(uri, "/v1/datavolumes/")?;
+    match segs.split_first() {
+        Some((name, rest)) if rest.first().is_some_and(|s| s == "shares") => Ok((name.clone(), scope_of(&rest[1..])?)),
+        _ => Err(ApiError::not_found("no such route (see /openapi.json)")),
+    }
+}
+
+/// Share a data volume with a scope and everything below it (admins of the owning scope):
+/// their tokens may list, describe and mount it read-only. Idempotent.
+#[utoipa::path(put, path = "/v1/datavolumes/{name}/shares/{scope}", tag = "datavolumes",
+    params(
+        ("name" = String, Path, description = "Data volume name"),
+        ("scope" = String, Path, description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)"),
+    ),
+    responses(
+        (status = 200, description = "Shared; the data volume", body = DataVolumeView),
+        (status = 400, description = "Invalid scope path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin of the owning scope", body = ErrorBody),
+        (status = 404, description = "No such data volume the caller may see, or no such scope", body = ErrorBody),
+    ))]
+async fn share_datavolume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    uri: Uri,
+) -> ApiResult<Json<DataVolumeView>> {
+    let (name, scope) = share_target(&uri)?;
+    Ok(Json(ctl.share_datavolume(&who, &name, &scope).await?.into()))
+}
+
+/// End a share (admins of the owning scope): mounts through it fail from their next call.
+#[utoipa::path(delete, path = "/v1/datavolumes/{name}/shares/{scope}", tag = "datavolumes",
+    params(
+        ("name" = String, Path, description = "Data volume name"),
+        ("scope" = String, Path, description = "Scope path: `cluster`, `DEPT` or `DEPT/PROJECT` (`/` raw or as `%2F`)"),
+    ),
+    responses(
+        (status = 200, description = "Unshared; the data volume", body = DataVolumeView),
+        (status = 400, description = "Invalid scope path", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin of the owning scope", body = ErrorBody),
+        (status = 404, description = "No such data volume the caller may see, or not shared with that scope", body = ErrorBody),
+    ))]
+async fn unshare_datavolume(
+    AxState(ctl): AxState<Control>,
+    Caller(who): Caller,
+    uri: Uri,
+) -> ApiResult<Json<DataVolumeView>> {
+    let (name, scope) = share_target(&uri)?;
+    Ok(Json(ctl.unshare_datavolume(&who, &name, &scope).await?.into()))
 }
 
 // ---- scopes ----
@@ -857,6 +1141,16 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/v1/volumes", get(list_volumes).post(create_volume))
         .route("/v1/volumes/{name}", get(get_volume).patch(resize_volume).delete(delete_volume))
         .route("/v1/volumes/{name}/qos", axum::routing::put(set_volume_qos).delete(clear_volume_qos))
+        .route("/v1/volumes/{name}/snapshots", get(list_snapshots).post(create_snapshot))
+        .route("/v1/volumes/{name}/snapshots/{snapshot}", get(get_snapshot).delete(delete_snapshot))
+        .route("/v1/datavolumes", get(list_datavolumes).post(create_datavolume))
+        .route("/v1/datavolumes/{name}", get(get_datavolume).delete(delete_datavolume))
+        .route("/v1/datavolumes/{name}/versions", axum::routing::post(update_datavolume))
+        .route("/v1/datavolumes/{name}/versions/{number}", axum::routing::delete(delete_datavolume_version))
+        .route(
+            "/v1/datavolumes/{name}/shares/{*scope}",
+            axum::routing::put(share_datavolume).delete(unshare_datavolume),
+        )
         .route("/v1/scopes", get(list_scopes).post(create_scope))
         .route("/v1/scopes/{*path}", axum::routing::delete(delete_scope))
         .route("/v1/tokens", get(list_tokens).post(create_token))
@@ -905,5 +1199,36 @@ mod tests {
         assert!(v["paths"]["/v1/volumes/{name}/qos"]["put"].is_object());
         assert!(v["paths"]["/v1/volumes/{name}/qos"]["delete"].is_object());
         assert!(v["components"]["schemas"]["ErrorBody"].is_object());
+        for (path, methods) in [
+            ("/v1/volumes/{name}/snapshots", &["get", "post"][..]),
+            ("/v1/volumes/{name}/snapshots/{snapshot}", &["get", "delete"]),
+            ("/v1/datavolumes", &["get", "post"]),
+            ("/v1/datavolumes/{name}", &["get", "delete"]),
+            ("/v1/datavolumes/{name}/versions", &["post"]),
+            ("/v1/datavolumes/{name}/versions/{number}", &["delete"]),
+            ("/v1/datavolumes/{name}/shares/{scope}", &["put", "delete"]),
+        ] {
+            for m in methods {
+                assert!(v["paths"][path][m].is_object(), "{m} {path} is documented");
+            }
+        }
+        let new_volume = &v["components"]["schemas"]["NewVolume"]["properties"];
+        assert!(new_volume["from"]["pattern"].is_string(), "NewVolume.from is bounded: {new_volume}");
+        let dv = &v["components"]["schemas"]["DataVolumeView"]["properties"];
+        assert!(dv["origin"].is_object() && dv["versions"].is_object(), "DataVolumeView: {dv}");
+        let snap = &v["components"]["schemas"]["SnapshotView"]["properties"];
+        assert!(snap["held_bytes"].is_object() && snap["shared_bytes"].is_object(), "SnapshotView: {snap}");
+        // The stored volume's clone sources are not part of the API's volume.
+        assert!(v["components"]["schemas"]["VolumeView"]["properties"]["origins"].is_null());
+    }
+
+    #[test]
+    fn share_paths() {
+        let u: Uri = "/v1/datavolumes/imagenet/shares/ml/vision".parse().expect("uri");
+        assert_eq!(share_target(&u).ok(), Some(("imagenet".to_string(), "ml/vision".to_string())));
+        let u: Uri = "/v1/datavolumes/imagenet/shares/ml%2Fvision".parse().expect("uri");
+        assert_eq!(share_target(&u).ok(), Some(("imagenet".to_string(), "ml/vision".to_string())));
+        let u: Uri = "/v1/datavolumes/imagenet/shares/".parse().expect("uri");
+        assert!(share_target(&u).is_err());
     }
 }

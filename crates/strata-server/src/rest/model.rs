@@ -632,6 +632,13 @@ pub struct NewVolume {
     /// Reclaim policy (default: the class's).
     #[serde(default)]
     pub reclaim: Option<ReclaimName>,
+    /// Make the volume a clone of `VOLUME` (as it is now) or `VOLUME@SNAPSHOT`: a writable copy
+    /// sharing every block with the source (no data is copied). The caller must see the
+    /// source; the clone's class must keep blocks in the source's store; capacity, inode quota
+    /// and class default to the source's, and the quota must hold the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 507, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9][A-Za-z0-9._-]*)?$")]
+    pub from: Option<String>,
 }
 
 /// A volume's new size: the body of `PATCH /v1/volumes/{name}`.
@@ -642,6 +649,171 @@ pub struct VolumePatch {
     /// in every quota; shrinking below the bytes in use is refused.
     #[schema(maximum = 1152921504606846976_u64)]
     pub capacity: u64,
+}
+
+// ---- snapshots ----
+
+/// A snapshot: a read-only, point-in-time view of a volume (mount it as `VOLUME@SNAPSHOT`).
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotView {
+    /// Name, unique within the volume.
+    pub name: String,
+    /// The volume it is of.
+    pub volume: String,
+    /// When it was taken.
+    #[schema(format = DateTime)]
+    pub created: String,
+    /// Bytes the volume used when it was taken.
+    pub bytes: u64,
+    /// Inodes the volume used when it was taken.
+    pub inodes: u64,
+    /// Bytes of its data still shared with the live volume or another snapshot.
+    pub shared_bytes: u64,
+    /// Bytes only it holds: what deleting it frees. They count against the scope's quota.
+    pub held_bytes: u64,
+    /// What made it when not a user (`datavolume:NAME`, `clone:VOLUME`): deleted through
+    /// its owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl From<crate::control::SnapshotView> for SnapshotView {
+    fn from(v: crate::control::SnapshotView) -> Self {
+        SnapshotView {
+            name: v.snapshot.name,
+            volume: v.volume,
+            created: rfc3339(v.snapshot.created),
+            bytes: v.snapshot.bytes,
+            inodes: v.snapshot.inodes,
+            shared_bytes: v.space.shared_bytes,
+            held_bytes: v.space.held_bytes,
+            owner: v.snapshot.owner,
+        }
+    }
+}
+
+/// A new snapshot: the body of `POST /v1/volumes/{name}/snapshots`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewSnapshot {
+    /// Name, unique within the volume: letters, digits, '.', '_' and '-', starting with a
+    /// letter or digit.
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    pub name: String,
+}
+
+// ---- data volumes ----
+
+/// How the caller's scope comes to see a data volume.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DataOriginName {
+    /// The caller's scope (or one below it) owns it: it may update, delete and (admins) share it.
+    Owned,
+    /// Shared with the caller's scope or an ancestor (or owned by an ancestor): it may list,
+    /// describe and mount it read-only.
+    Shared,
+}
+
+impl DataOriginName {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataOriginName::Owned => "owned",
+            DataOriginName::Shared => "shared",
+        }
+    }
+}
+
+/// One version of a data volume (mount it as `dv:NAME@NUMBER`).
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub struct DataVersionView {
+    /// 1, 2, ... in the order they were made.
+    pub number: u32,
+    /// When it was made.
+    #[schema(format = DateTime)]
+    pub created: String,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// Its inodes.
+    pub inodes: u64,
+}
+
+/// A data volume: a named, read-only, versioned dataset made from a volume, owned by a scope
+/// and shared with others.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub struct DataVolumeView {
+    /// Unique name.
+    pub name: String,
+    /// The owning scope.
+    pub scope: String,
+    /// Whether the caller's scope owns it or it is shared with it.
+    pub origin: DataOriginName,
+    /// Free text.
+    pub description: String,
+    /// The volume its versions are taken from (it may since have been deleted; the versions
+    /// remain).
+    pub source_volume: String,
+    /// Scopes it is shared with (for a scope it is only shared with: the shares that reach
+    /// it).
+    pub shares: Vec<String>,
+    /// Versions, oldest first.
+    pub versions: Vec<DataVersionView>,
+    /// The latest version's number (what `dv:NAME` mounts); absent: no versions left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<u32>,
+    /// When it was made.
+    #[schema(format = DateTime)]
+    pub created: String,
+}
+
+impl From<crate::control::DataVolumeView> for DataVolumeView {
+    fn from(v: crate::control::DataVolumeView) -> Self {
+        let d = v.datavolume;
+        DataVolumeView {
+            name: d.name,
+            scope: d.scope,
+            origin: match v.origin {
+                crate::control::DataOrigin::Owned => DataOriginName::Owned,
+                crate::control::DataOrigin::Shared => DataOriginName::Shared,
+            },
+            description: d.description,
+            source_volume: d.volume_name,
+            shares: d.shares,
+            latest: d.versions.last().map(|x| x.number),
+            versions: d
+                .versions
+                .into_iter()
+                .map(|x| DataVersionView {
+                    number: x.number,
+                    created: rfc3339(x.created),
+                    bytes: x.bytes,
+                    inodes: x.inodes,
+                })
+                .collect(),
+            created: rfc3339(d.created),
+        }
+    }
+}
+
+/// A new data volume: the body of `POST /v1/datavolumes`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewDataVolume {
+    /// Unique name: letters, digits, '.', '_' and '-', starting with a letter or digit.
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    pub name: String,
+    /// The volume to make version 1 from (as it is now); it must lie within the owning scope.
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    pub from: String,
+    /// Owning scope (default: the token's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 127)]
+    pub scope: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub description: String,
 }
 
 // ---- scopes ----
