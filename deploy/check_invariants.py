@@ -2,13 +2,16 @@
 """Checks the Strata chart's own invariants in rendered manifests (`helm template` output).
 
 Usage: check_invariants.py RENDERED.yaml [--expect-server] [--expect-snapshots]
+                           [--expect-snapshot-class] [--expect-datavolume-classes]
 
 What kubernetes-validate cannot know: that the pieces of the CSI driver fit together. The node
 plugin is privileged, mounts the kubelet directory with Bidirectional propagation, /dev/fuse and
 its state directory; the socket the node-driver-registrar registers with the kubelet is the
 driver's endpoint as seen from the host; every sidecar talks to the driver's socket; the
 CSIDriver's name is every StorageClass's provisioner; the StorageClasses' secrets are the PVC's
-namespace's own; every image is pinned. Prints one line per failed check and exits 1 if any.
+namespace's own; the VolumeSnapshotClass (a CRD kind kubernetes-validate has no schema for: its
+fields are checked here) is the driver's and takes the VolumeSnapshot's namespace's token; every
+image is pinned. Prints one line per failed check and exits 1 if any.
 """
 import os
 import sys
@@ -88,6 +91,8 @@ def main():
     path = sys.argv[1]
     expect_server = "--expect-server" in sys.argv
     expect_snapshots = "--expect-snapshots" in sys.argv
+    expect_snapshot_class = "--expect-snapshot-class" in sys.argv
+    expect_dv_classes = "--expect-datavolume-classes" in sys.argv
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
     by_kind = {}
     for d in docs:
@@ -109,7 +114,15 @@ def main():
         n = sc["metadata"]["name"]
         check(sc.get("provisioner") == DRIVER, f"StorageClass {n}: provisioner {sc.get('provisioner')} is not the CSIDriver's name {DRIVER}")
         p = sc.get("parameters", {})
-        check(p.get("strata.io/class"), f"StorageClass {n}: no strata.io/class")
+        if "strata.io/datavolume" in p:
+            # A data volume's claims: read-only, nothing provisioned, so nothing to expand.
+            check(sc.get("allowVolumeExpansion") is False, f"StorageClass {n}: a data volume's class must not allow expansion")
+            for k in ("strata.io/class", "strata.io/scope", "strata.io/inodes", "strata.io/reclaim"):
+                check(k not in p, f"StorageClass {n}: {k} does not apply to a data volume (the driver refuses it)")
+            v = p.get("strata.io/datavolume-version", "1")
+            check(v.isdigit() and int(v) > 0, f"StorageClass {n}: strata.io/datavolume-version {v!r} is not a version number")
+        else:
+            check(p.get("strata.io/class"), f"StorageClass {n}: no strata.io/class")
         for kind in SECRET_KINDS:
             name = p.get(f"csi.storage.k8s.io/{kind}-secret-name")
             ns = p.get(f"csi.storage.k8s.io/{kind}-secret-namespace")
@@ -121,6 +134,26 @@ def main():
                   f"StorageClass {n}: strata.io/scope {p['strata.io/scope']!r} uses a template other than ${{pvc.namespace}}")
         check(p.get("strata.io/reclaim", "delete") in ("delete", "retain"), f"StorageClass {n}: strata.io/reclaim is not delete or retain")
     check(len(secret_names) <= 1, f"StorageClasses name several token Secrets: {sorted(secret_names)}")
+    dv_classes = [sc for sc in classes if "strata.io/datavolume" in sc.get("parameters", {})]
+    check(bool(dv_classes) == expect_dv_classes, f"data-volume StorageClasses {'missing' if expect_dv_classes else 'present'}")
+
+    # ---- VolumeSnapshotClass (a CRD kind: no schema in kubernetes-validate) ----
+    vscs = by_kind.get("VolumeSnapshotClass", [])
+    check(bool(vscs) == expect_snapshot_class, f"VolumeSnapshotClass {'missing' if expect_snapshot_class else 'present'}")
+    for c in vscs:
+        n = c["metadata"].get("name")
+        known = {"apiVersion", "kind", "metadata", "driver", "deletionPolicy", "parameters"}
+        check(set(c) <= known, f"VolumeSnapshotClass {n}: unknown fields {sorted(set(c) - known)}")
+        check(c.get("apiVersion") == "snapshot.storage.k8s.io/v1", f"VolumeSnapshotClass {n}: apiVersion {c.get('apiVersion')} is not snapshot.storage.k8s.io/v1")
+        check(c.get("driver") == DRIVER, f"VolumeSnapshotClass {n}: driver {c.get('driver')} is not {DRIVER}")
+        check(c.get("deletionPolicy") in ("Delete", "Retain"), f"VolumeSnapshotClass {n}: deletionPolicy {c.get('deletionPolicy')!r} is not Delete or Retain")
+        p = c.get("parameters", {})
+        check(all(isinstance(v, str) for v in p.values()), f"VolumeSnapshotClass {n}: parameters must be strings")
+        name = p.get("csi.storage.k8s.io/snapshotter-secret-name")
+        check(name is not None and (not secret_names or name in secret_names), f"VolumeSnapshotClass {n}: snapshotter-secret-name {name!r} is not the StorageClasses' token Secret")
+        ns = p.get("csi.storage.k8s.io/snapshotter-secret-namespace")
+        check(ns == "${volumesnapshot.namespace}", f"VolumeSnapshotClass {n}: snapshotter-secret-namespace is {ns!r}, not ${{volumesnapshot.namespace}} (a snapshot would use another namespace's token)")
+    check(not vscs or expect_snapshots, "a VolumeSnapshotClass without the csi-snapshotter sidecar")
     defaults = [sc for sc in classes if sc["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
     check(len(defaults) <= 1, "more than one default StorageClass")
 

@@ -95,6 +95,22 @@ fn ids(r: &pb::ListVolumesResponse) -> Vec<String> {
     r.entries.iter().map(|e| e.volume.as_ref().expect("volume").volume_id.clone()).collect()
 }
 
+fn volume_source(id: &str) -> pb::VolumeContentSource {
+    pb::VolumeContentSource {
+        r#type: Some(pb::volume_content_source::Type::Volume(pb::volume_content_source::VolumeSource {
+            volume_id: id.into(),
+        })),
+    }
+}
+
+fn snapshot_source(id: &str) -> pb::VolumeContentSource {
+    pb::VolumeContentSource {
+        r#type: Some(pb::volume_content_source::Type::Snapshot(pb::volume_content_source::SnapshotSource {
+            snapshot_id: id.into(),
+        })),
+    }
+}
+
 fn statvfs(p: &Path) -> libc::statvfs {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
@@ -158,9 +174,18 @@ fn identity_and_capabilities() {
         })
         .collect();
     got.sort();
-    let mut want =
-        [CR::CreateDeleteVolume, CR::ListVolumes, CR::GetCapacity, CR::ExpandVolume, CR::GetVolume, CR::ModifyVolume]
-            .map(|t| t as i32);
+    let mut want = [
+        CR::CreateDeleteVolume,
+        CR::ListVolumes,
+        CR::GetCapacity,
+        CR::ExpandVolume,
+        CR::GetVolume,
+        CR::ModifyVolume,
+        CR::CreateDeleteSnapshot,
+        CR::ListSnapshots,
+        CR::CloneVolume,
+    ]
+    .map(|t| t as i32);
     want.sort();
     assert_eq!(got, want);
 
@@ -196,17 +221,6 @@ fn identity_and_capabilities() {
         ..Default::default()
     }));
     assert_eq!(r.expect_err("ControllerUnpublishVolume").code(), Code::Unimplemented);
-    let r = d.block_on(ctl.create_snapshot(pb::CreateSnapshotRequest {
-        source_volume_id: c.volume.clone(),
-        name: "snap".into(),
-        ..Default::default()
-    }));
-    assert_eq!(r.expect_err("CreateSnapshot").code(), Code::Unimplemented);
-    let r =
-        d.block_on(ctl.delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: "snap".into(), ..Default::default() }));
-    assert_eq!(r.expect_err("DeleteSnapshot").code(), Code::Unimplemented);
-    let r = d.block_on(ctl.list_snapshots(pb::ListSnapshotsRequest::default()));
-    assert_eq!(r.expect_err("ListSnapshots").code(), Code::Unimplemented);
 
     // ControllerGetVolume (GET_VOLUME is advertised).
     let v = ok(
@@ -367,14 +381,10 @@ fn create_and_delete_volume() {
     let vl = ok("CreateVolume", create(&d, lim_only)).volume.expect("volume");
     assert!(vl.capacity_bytes > 0 && vl.capacity_bytes <= 6 * MIB, "{vl:?}");
 
-    // Content sources are not supported (no CLONE_VOLUME, no snapshots).
+    // A content source that does not exist (clones themselves: `snapshots_and_clones`).
     let mut clone = create_req("v-clone", 8 * MIB, Mode::MultiNodeMultiWriter, &tok);
-    clone.volume_content_source = Some(pb::VolumeContentSource {
-        r#type: Some(pb::volume_content_source::Type::Volume(pb::volume_content_source::VolumeSource {
-            volume_id: c.volume.clone(),
-        })),
-    });
-    refused(&d, "CreateVolume", create(&d, clone), Code::InvalidArgument);
+    clone.volume_content_source = Some(volume_source("no-such-volume"));
+    refused(&d, "CreateVolume", create(&d, clone), Code::NotFound);
     assert!(describe(&c, "v-clone").is_none());
 
     // Parameters.
@@ -1039,4 +1049,153 @@ fn policies_and_tokens() {
     assert!(describe(&c, "nlp-data").is_none());
     ok("DeleteVolume own", delete(&d, "vis-data", Some(&vision)));
     assert!(describe(&c, "vis-data").is_none());
+}
+
+// ---- Snapshots and clones ----
+
+fn snap(d: &CsiDriver, source: &str, name: &str, token: &str) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+    d.block_on(d.controller().create_snapshot(pb::CreateSnapshotRequest {
+        source_volume_id: source.into(),
+        name: name.into(),
+        secrets: secrets(token),
+        parameters: HashMap::new(),
+    }))
+}
+
+fn unsnap(d: &CsiDriver, id: &str, token: &str) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+    d.block_on(
+        d.controller().delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: id.into(), secrets: secrets(token) }),
+    )
+}
+
+fn list_snaps(d: &CsiDriver, req: pb::ListSnapshotsRequest) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+    d.block_on(d.controller().list_snapshots(req))
+}
+
+fn snap_ids(r: &pb::ListSnapshotsResponse) -> Vec<String> {
+    r.entries.iter().map(|e| e.snapshot.as_ref().expect("snapshot").snapshot_id.clone()).collect()
+}
+
+/// CreateSnapshot, DeleteSnapshot and ListSnapshots (idempotency, errors, filters, paging) and
+/// CreateVolume from a snapshot or a volume (sources, capacity, idempotency) at the controller;
+/// the clones' contents through real mounts are in `csi_kubelet`.
+#[test]
+fn snapshots_and_clones() {
+    let mut c = Cluster::new("csi-snap");
+    let tok = c.token();
+    let d = CsiDriver::start(&c, "controller", "ctl");
+    let src = create_ok(&d, "pvc-src", 64 * MIB, Mode::MultiNodeMultiWriter, &tok);
+    let other = create_ok(&d, "pvc-other", 64 * MIB, Mode::MultiNodeMultiWriter, &tok);
+
+    // Create: ready at once, idempotent by name; a CSI name Strata refuses maps to a digest.
+    let s1 = ok("CreateSnapshot", snap(&d, &src.volume_id, "snapshot-1", &tok)).snapshot.expect("snapshot");
+    assert_eq!(s1.snapshot_id, "pvc-src@snapshot-1");
+    assert_eq!(s1.source_volume_id, "pvc-src");
+    assert!(s1.ready_to_use && s1.creation_time.is_some_and(|t| t.seconds > 1_600_000_000), "{s1:?}");
+    let again = ok("CreateSnapshot", snap(&d, &src.volume_id, "snapshot-1", &tok)).snapshot.expect("snapshot");
+    assert_eq!(again, s1, "a retry answers the same snapshot");
+    let odd = ok("CreateSnapshot", snap(&d, &src.volume_id, "my snap/1", &tok)).snapshot.expect("snapshot");
+    assert!(odd.snapshot_id.starts_with("pvc-src@csi-"), "{odd:?}");
+    // The same name on another source; no name; no source; a source that does not exist.
+    refused(&d, "CreateSnapshot", snap(&d, &other.volume_id, "snapshot-1", &tok), Code::AlreadyExists);
+    refused(&d, "CreateSnapshot", snap(&d, &src.volume_id, "", &tok), Code::InvalidArgument);
+    refused(&d, "CreateSnapshot", snap(&d, "", "snapshot-2", &tok), Code::InvalidArgument);
+    refused(&d, "CreateSnapshot", snap(&d, "no-such-volume", "snapshot-2", &tok), Code::NotFound);
+    refused(&d, "CreateSnapshot", snap(&d, &s1.snapshot_id, "snapshot-2", &tok), Code::InvalidArgument);
+    let mut bad_param = pb::CreateSnapshotRequest {
+        source_volume_id: src.volume_id.clone(),
+        name: "snapshot-3".into(),
+        secrets: secrets(&tok),
+        ..Default::default()
+    };
+    bad_param.parameters.insert("strata.io/colour".into(), "blue".into());
+    refused(&d, "CreateSnapshot", d.block_on(d.controller().create_snapshot(bad_param)), Code::InvalidArgument);
+    let mut no_token =
+        pb::CreateSnapshotRequest { source_volume_id: src.volume_id.clone(), name: "s".into(), ..Default::default() };
+    no_token.secrets.clear();
+    refused(&d, "CreateSnapshot", d.block_on(d.controller().create_snapshot(no_token)), Code::Unauthenticated);
+    let s2 = ok("CreateSnapshot", snap(&d, &other.volume_id, "snapshot-2", &tok)).snapshot.expect("snapshot");
+
+    // List: all, by id, by source, paged; ids this driver never gave find nothing.
+    let all = ok("ListSnapshots", list_snaps(&d, pb::ListSnapshotsRequest::default()));
+    let mut want = vec![s1.snapshot_id.clone(), odd.snapshot_id.clone(), s2.snapshot_id.clone()];
+    want.sort();
+    assert_eq!(snap_ids(&all), want);
+    let by_id = |id: &str, src: &str| {
+        let r = pb::ListSnapshotsRequest { snapshot_id: id.into(), source_volume_id: src.into(), ..Default::default() };
+        snap_ids(&ok("ListSnapshots", list_snaps(&d, r)))
+    };
+    assert_eq!(by_id(&s1.snapshot_id, ""), vec![s1.snapshot_id.clone()]);
+    assert_eq!(by_id(&s1.snapshot_id, &src.volume_id), vec![s1.snapshot_id.clone()]);
+    assert!(by_id(&s1.snapshot_id, &other.volume_id).is_empty());
+    assert!(by_id("pvc-src@nothing", "").is_empty() && by_id("garbage", "").is_empty());
+    assert_eq!(by_id("", &other.volume_id), vec![s2.snapshot_id.clone()]);
+    assert!(by_id("", "no-such-volume").is_empty());
+    let mut token = String::new();
+    let mut paged = Vec::new();
+    loop {
+        let r = pb::ListSnapshotsRequest { max_entries: 2, starting_token: token, ..Default::default() };
+        let page = ok("ListSnapshots", list_snaps(&d, r));
+        assert!(page.entries.len() <= 2);
+        paged.extend(snap_ids(&page));
+        if page.next_token.is_empty() {
+            break;
+        }
+        token = page.next_token;
+    }
+    assert_eq!(paged, want);
+    let bad = pb::ListSnapshotsRequest { starting_token: "pvc-src@snapshot-1".into(), ..Default::default() };
+    refused(&d, "ListSnapshots", list_snaps(&d, bad), Code::Aborted);
+    let neg = pb::ListSnapshotsRequest { max_entries: -1, ..Default::default() };
+    refused(&d, "ListSnapshots", list_snaps(&d, neg), Code::InvalidArgument);
+
+    // A volume from a snapshot and from a volume; the content source comes back.
+    let mut from_snap = create_req("pvc-from-snap", 64 * MIB, Mode::MultiNodeMultiWriter, &tok);
+    from_snap.volume_content_source = Some(snapshot_source(&s1.snapshot_id));
+    let v = ok("CreateVolume", create(&d, from_snap.clone())).volume.expect("volume");
+    assert_eq!(v.content_source, from_snap.volume_content_source);
+    assert_eq!(v.capacity_bytes, 64 * MIB);
+    let v2 = ok("CreateVolume", create(&d, from_snap)).volume.expect("volume");
+    assert_eq!(v2, v, "a retry answers the same volume");
+    let mut from_vol = create_req("pvc-from-vol", 64 * MIB, Mode::MultiNodeMultiWriter, &tok);
+    from_vol.volume_content_source = Some(volume_source(&src.volume_id));
+    let v = ok("CreateVolume", create(&d, from_vol.clone())).volume.expect("volume");
+    assert_eq!(v.content_source, from_vol.volume_content_source);
+    assert!(describe(&c, "pvc-from-vol").is_some() && describe(&c, "pvc-from-snap").is_some());
+    // Sources that do not exist.
+    let mut gone = create_req("pvc-x", 64 * MIB, Mode::MultiNodeMultiWriter, &tok);
+    gone.volume_content_source = Some(snapshot_source("pvc-src@no-such-snapshot"));
+    refused(&d, "CreateVolume", create(&d, gone.clone()), Code::NotFound);
+    gone.volume_content_source = Some(snapshot_source("not-an-id"));
+    refused(&d, "CreateVolume", create(&d, gone), Code::NotFound);
+    assert!(describe(&c, "pvc-x").is_none());
+
+    // A capacity smaller than what the source holds: OUT_OF_RANGE.
+    let (tf, mnt) = (c.token_file.clone(), c.dir.join("src-mnt"));
+    std::fs::create_dir_all(&mnt).expect("mount point");
+    let m = c.mount_as(&src.volume_id, &tf, &mnt, &[]);
+    write_synced(&c.p(m, "big"), &random_bytes(3, 3 << 20)).expect("write");
+    let big = ok("CreateSnapshot", snap(&d, &src.volume_id, "snapshot-big", &tok)).snapshot.expect("snapshot");
+    assert!(big.size_bytes >= 3 << 20, "size_bytes is what the snapshot holds: {big:?}");
+    let mut small = create_req("pvc-small", MIB, Mode::MultiNodeMultiWriter, &tok);
+    small.volume_content_source = Some(snapshot_source(&big.snapshot_id));
+    refused(&d, "CreateVolume", create(&d, small), Code::OutOfRange);
+    assert!(describe(&c, "pvc-small").is_none());
+
+    // A volume with snapshots is not deleted: FAILED_PRECONDITION, in the server's words.
+    let e = refused(&d, "DeleteVolume", delete(&d, &other.volume_id, Some(&tok)), Code::FailedPrecondition);
+    assert!(e.message().contains("snapshot"), "{e:?}");
+    assert!(describe(&c, &other.volume_id).is_some());
+
+    // Delete: idempotent; then the volume goes.
+    ok("DeleteSnapshot", unsnap(&d, &s2.snapshot_id, &tok));
+    ok("DeleteSnapshot", unsnap(&d, &s2.snapshot_id, &tok));
+    ok("DeleteSnapshot", unsnap(&d, "garbage", &tok));
+    refused(&d, "DeleteSnapshot", unsnap(&d, "", &tok), Code::InvalidArgument);
+    assert!(by_id(&s2.snapshot_id, "").is_empty());
+    ok("DeleteVolume", delete(&d, &other.volume_id, Some(&tok)));
+    for s in [&s1, &odd, &big] {
+        ok("DeleteSnapshot", unsnap(&d, &s.snapshot_id, &tok));
+    }
+    assert!(snap_ids(&ok("ListSnapshots", list_snaps(&d, pb::ListSnapshotsRequest::default()))).is_empty());
 }

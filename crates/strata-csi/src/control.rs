@@ -41,6 +41,37 @@ pub struct VolumeRequest {
     pub access_mode: Option<AccessMode>,
     /// `delete` or `retain` (None: the class's).
     pub reclaim: Option<String>,
+    /// Make it a clone of `VOLUME` (as it is now) or `VOLUME@SNAPSHOT`: a writable copy
+    /// sharing every block with its source.
+    pub from: Option<String>,
+}
+
+/// A snapshot of a volume as the driver sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// Name, unique within its volume.
+    pub name: String,
+    /// The volume it is of.
+    pub volume: String,
+    /// When it was taken, seconds and nanoseconds since the Unix epoch.
+    pub created: (i64, i32),
+    /// Bytes the volume used when it was taken (what a volume made from it must hold).
+    pub bytes: u64,
+    /// Bytes only it holds (what deleting it frees).
+    pub held_bytes: u64,
+    /// What made it when not a user (`datavolume:NAME`, `clone:VOLUME`): not the driver's.
+    pub owner: Option<String>,
+}
+
+/// A data volume as the driver sees it: a named, versioned, read-only dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataVolumeRecord {
+    /// Unique name.
+    pub name: String,
+    /// Owning scope.
+    pub scope: String,
+    /// Versions `(number, bytes)`, oldest first.
+    pub versions: Vec<(u32, u64)>,
 }
 
 /// How much more can be provisioned where a token's volumes go.
@@ -103,6 +134,17 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn class_exists(&self, token: &str, class: &str) -> Result<bool, ControlError>;
     /// Room left for new volumes in `scope` (None: the token's own).
     async fn room(&self, token: &str, scope: Option<&str>) -> Result<Room, ControlError>;
+    /// Takes a snapshot of `volume`; AlreadyExists if the volume has one of that name.
+    async fn create_snapshot(&self, token: &str, volume: &str, name: &str) -> Result<SnapshotRecord, ControlError>;
+    /// One snapshot, or None if the volume (as the token sees it) or the snapshot is absent.
+    async fn get_snapshot(&self, token: &str, volume: &str, name: &str)
+    -> Result<Option<SnapshotRecord>, ControlError>;
+    /// The snapshots of `volume` (NotFound if absent), or of every volume the token can see.
+    async fn list_snapshots(&self, token: &str, volume: Option<&str>) -> Result<Vec<SnapshotRecord>, ControlError>;
+    /// Deletes a snapshot; NotFound if it or its volume is absent.
+    async fn delete_snapshot(&self, token: &str, volume: &str, name: &str) -> Result<(), ControlError>;
+    /// A data volume the token may read (owned by its scope or shared with it), or None.
+    async fn get_datavolume(&self, token: &str, name: &str) -> Result<Option<DataVolumeRecord>, ControlError>;
     /// The client names of the sessions that have `volume` mounted now.
     async fn mounted_by(&self, token: &str, volume: &str) -> Result<Vec<String>, ControlError>;
 }

@@ -8,11 +8,14 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::caps;
-use crate::control::{ControlError, ControlPlane, VolumeRecord, VolumeRequest};
+use crate::control::{ControlError, ControlPlane, SnapshotRecord, VolumeRecord, VolumeRequest};
 use crate::logged;
 use crate::pb::controller_server::Controller;
 use crate::pb::controller_service_capability::{Rpc, rpc};
+use crate::pb::volume_capability::access_mode::Mode;
+use crate::pb::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use crate::pb::{self, ControllerServiceCapability, controller_service_capability};
+use crate::views::{self, View};
 
 /// StorageClass parameter naming the Strata storage class.
 pub const PARAM_CLASS: &str = "strata.io/class";
@@ -22,6 +25,12 @@ pub const PARAM_SCOPE: &str = "strata.io/scope";
 pub const PARAM_INODES: &str = "strata.io/inodes";
 /// StorageClass parameter with the reclaim policy of the data (`delete` or `retain`).
 pub const PARAM_RECLAIM: &str = "strata.io/reclaim";
+/// StorageClass parameter: claims of the class are the named data volume, read-only (volume id
+/// `dv:NAME@VERSION`); nothing is provisioned.
+pub const PARAM_DATAVOLUME: &str = "strata.io/datavolume";
+/// StorageClass parameter with [`PARAM_DATAVOLUME`]: the version claims get (default: the
+/// latest when the claim is provisioned; the volume keeps that version).
+pub const PARAM_DATAVOLUME_VERSION: &str = "strata.io/datavolume-version";
 /// Mutable parameter (VolumeAttributesClass): the data rate limit per mount in bytes per second,
 /// a plain number or with a binary suffix (`100M`, `1Gi`); 0 for none.
 pub const PARAM_MAX_BANDWIDTH: &str = "strata.io/max-bandwidth";
@@ -40,6 +49,12 @@ const PAGE_TOKEN: &str = "after:";
 pub const CTX_SINGLE_POD: &str = "strata.io/single-pod";
 /// Volume context key: the volume's Strata access mode (ReadOnlyMany volumes mount read-only).
 pub const CTX_ACCESS: &str = "strata.io/access";
+/// Volume context key: the data volume a `dv:` volume is.
+pub const CTX_DATAVOLUME: &str = "strata.io/datavolume";
+/// Volume context key: the data volume's version a `dv:` volume is.
+pub const CTX_DATAVOLUME_VERSION: &str = "strata.io/datavolume-version";
+/// Prefix of the parameters the external provisioner and snapshotter add themselves.
+const CO_PARAM_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// The Controller service.
 pub struct ControllerService {
@@ -55,6 +70,8 @@ struct Params {
     scope: Option<String>,
     inodes: u64,
     reclaim: Option<String>,
+    datavolume: Option<String>,
+    datavolume_version: Option<u32>,
 }
 
 fn parse_params(p: &HashMap<String, String>) -> Result<Params, Status> {
@@ -71,13 +88,42 @@ fn parse_params(p: &HashMap<String, String>) -> Result<Params, Status> {
                 "delete" | "retain" => out.reclaim = Some(v.to_ascii_lowercase()),
                 _ => return Err(Status::invalid_argument(format!("{PARAM_RECLAIM}: {v:?} is not delete or retain"))),
             },
+            PARAM_DATAVOLUME => {
+                if views::view(&views::datavolume_id(v, 1)).is_none() {
+                    return Err(Status::invalid_argument(format!(
+                        "{PARAM_DATAVOLUME}: {v:?} is not a data volume name"
+                    )));
+                }
+                out.datavolume = Some(v.clone());
+            }
+            PARAM_DATAVOLUME_VERSION => {
+                out.datavolume_version = Some(v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Status::invalid_argument(format!("{PARAM_DATAVOLUME_VERSION}: {v:?} is not a version number"))
+                })?)
+            }
             PVC_NAMESPACE | PVC_NAME | PV_NAME => {}
             _ => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown parameter {k:?} (known: {PARAM_CLASS}, {PARAM_SCOPE}, {PARAM_INODES}, {PARAM_RECLAIM})"
+                    "unknown parameter {k:?} (known: {PARAM_CLASS}, {PARAM_SCOPE}, {PARAM_INODES}, {PARAM_RECLAIM}, \
+                     {PARAM_DATAVOLUME}, {PARAM_DATAVOLUME_VERSION})"
                 )));
             }
         }
+    }
+    if out.datavolume.is_some() {
+        let with = [
+            (PARAM_CLASS, out.class.is_some()),
+            (PARAM_SCOPE, out.scope.is_some()),
+            (PARAM_INODES, out.inodes != 0),
+            (PARAM_RECLAIM, out.reclaim.is_some()),
+        ];
+        if let Some((k, _)) = with.iter().find(|(_, set)| *set) {
+            return Err(Status::invalid_argument(format!(
+                "{k} does not apply to a data volume ({PARAM_DATAVOLUME}): nothing is provisioned"
+            )));
+        }
+    } else if out.datavolume_version.is_some() {
+        return Err(Status::invalid_argument(format!("{PARAM_DATAVOLUME_VERSION} needs {PARAM_DATAVOLUME}")));
     }
     if let Some(t) = out.scope.take() {
         let mut s = t.clone();
@@ -189,6 +235,10 @@ fn secret_token(secrets: &HashMap<String, String>) -> Option<&str> {
     secrets.get(crate::TOKEN_KEY).map(|t| t.trim()).filter(|t| !t.is_empty())
 }
 
+fn required<'a>(v: &'a str, what: &str) -> Result<&'a str, Status> {
+    if v.is_empty() { Err(Status::invalid_argument(format!("{what} is required"))) } else { Ok(v) }
+}
+
 fn need_token(secrets: &HashMap<String, String>, what: &str) -> Result<String, Status> {
     secret_token(secrets).map(str::to_string).ok_or_else(|| {
         Status::unauthenticated(format!(
@@ -214,6 +264,53 @@ fn wanted(range: Option<&pb::CapacityRange>) -> Result<(u64, u64, u64), Status> 
 
 fn fits(capacity: u64, req: u64, lim: u64) -> bool {
     (req == 0 || capacity == 0 || capacity >= req) && (lim == 0 || (capacity != 0 && capacity <= lim))
+}
+
+/// The CSI snapshot of a Strata snapshot: ready at once (snapshots are instant), its size what
+/// the volume held when it was taken.
+fn csi_snapshot(s: &SnapshotRecord) -> pb::Snapshot {
+    pb::Snapshot {
+        size_bytes: i64::try_from(s.bytes).unwrap_or(i64::MAX),
+        snapshot_id: views::snapshot_id(&s.volume, &s.name),
+        source_volume_id: s.volume.clone(),
+        creation_time: Some(prost_types::Timestamp { seconds: s.created.0, nanos: s.created.1 }),
+        ready_to_use: true,
+        group_snapshot_id: String::new(),
+    }
+}
+
+/// The CSI volume of a data volume's version (`dv:NAME@VERSION`): read-only, many nodes.
+fn csi_datavolume(name: &str, version: u32, capacity: u64) -> pb::Volume {
+    let ctx = HashMap::from([
+        (CTX_ACCESS.to_string(), strata_types::AccessMode::ReadOnlyMany.as_str().to_string()),
+        (CTX_DATAVOLUME.to_string(), name.to_string()),
+        (CTX_DATAVOLUME_VERSION.to_string(), version.to_string()),
+    ]);
+    pb::Volume {
+        capacity_bytes: i64::try_from(capacity).unwrap_or(i64::MAX),
+        volume_id: views::datavolume_id(name, version),
+        volume_context: ctx,
+        content_source: None,
+        accessible_topology: Vec::new(),
+    }
+}
+
+/// INVALID_ARGUMENT unless every capability is a read-only one (what a view serves).
+fn read_only_caps(caps: &[pb::VolumeCapability], what: &str) -> Result<(), String> {
+    if caps.is_empty() {
+        return Err("volume_capabilities is required".into());
+    }
+    for c in caps {
+        let m = caps::check(c)?;
+        if !matches!(m, Mode::MultiNodeReaderOnly | Mode::SingleNodeReaderOnly) {
+            return Err(format!(
+                "{what} is read-only: access mode {} is not served (only MULTI_NODE_READER_ONLY and \
+                 SINGLE_NODE_READER_ONLY: a ReadOnlyMany claim)",
+                m.as_str_name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn csi_volume(v: &VolumeRecord, single_pod: bool) -> pb::Volume {
@@ -253,13 +350,20 @@ impl ControllerService {
         let access = caps::access(&r.volume_capabilities)?;
         let (capacity, req, lim) = wanted(r.capacity_range.as_ref())?;
         let params = parse_params(&r.parameters)?;
-        if r.volume_content_source.is_some() {
-            return Err(Status::invalid_argument(
-                "volume_content_source: volumes from snapshots or other volumes are not supported yet",
-            ));
+        if let Some(dv) = &params.datavolume {
+            return self.create_datavolume(&r, dv, params.datavolume_version).await;
         }
         let mutable = parse_mutable(&r.mutable_parameters)?;
         let token = need_token(&r.secrets, "create the volume")?;
+        let source = self.content_source(&token, &r).await?;
+        if let Some((_, bytes)) = &source
+            && capacity != 0
+            && capacity < *bytes
+        {
+            return Err(Status::out_of_range(format!(
+                "the capacity asked, {capacity} bytes, cannot hold the source's {bytes} bytes"
+            )));
+        }
         let name = volume_name(&r.name);
         let compatible = |v: &VolumeRecord| -> Result<(), Status> {
             let class_ok = params.class.as_ref().is_none_or(|c| *c == v.class);
@@ -280,10 +384,15 @@ impl ControllerService {
                 )))
             }
         };
+        let answer = |v: &VolumeRecord| {
+            let mut out = csi_volume(v, access.single_pod);
+            out.content_source = r.volume_content_source.clone();
+            pb::CreateVolumeResponse { volume: Some(out) }
+        };
         if let Some(v) = self.control.get_volume(&token, &name).await? {
             compatible(&v)?;
             let v = self.modify_qos(&token, v, &mutable).await?;
-            return Ok(pb::CreateVolumeResponse { volume: Some(csi_volume(&v, access.single_pod)) });
+            return Ok(answer(&v));
         }
         let want = VolumeRequest {
             name: name.clone(),
@@ -293,6 +402,7 @@ impl ControllerService {
             inodes: params.inodes,
             access_mode: Some(access.mode),
             reclaim: params.reclaim.clone(),
+            from: source.as_ref().map(|(from, _)| from.clone()),
         };
         let v = match self.control.create_volume(&token, &want).await {
             Ok(v) => v,
@@ -304,6 +414,8 @@ impl ControllerService {
                 }
                 None => return Err(Status::already_exists(m)),
             },
+            // The source went since it was looked up.
+            Err(ControlError::NotFound(m)) if source.is_some() => return Err(Status::not_found(m)),
             // An unknown class or scope: the request's parameters are wrong (NOT_FOUND is for
             // a missing content source in CreateVolume).
             Err(ControlError::NotFound(m)) => return Err(Status::invalid_argument(m)),
@@ -312,7 +424,120 @@ impl ControllerService {
         // The VolumeAttributesClass's limits; a retry after a failure here finds the volume
         // and sets them then.
         let v = self.modify_qos(&token, v, &mutable).await?;
-        Ok(pb::CreateVolumeResponse { volume: Some(csi_volume(&v, access.single_pod)) })
+        Ok(answer(&v))
+    }
+
+    /// What a volume is cloned from (`VOLUME` or `VOLUME@SNAPSHOT`) and the bytes it holds, by
+    /// the request's content source (None: an empty volume); NOT_FOUND if the source is absent.
+    async fn content_source(&self, token: &str, r: &pb::CreateVolumeRequest) -> Result<Option<(String, u64)>, Status> {
+        let snapshot = |volume: String, snapshot: String| async move {
+            match self.control.get_snapshot(token, &volume, &snapshot).await? {
+                Some(s) if s.owner.is_none() => {
+                    Ok::<_, Status>(Some((views::snapshot_id(&volume, &snapshot), s.bytes)))
+                }
+                _ => Err(Status::not_found(format!("no snapshot {}", views::snapshot_id(&volume, &snapshot)))),
+            }
+        };
+        match r.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+            None => Ok(None),
+            Some(SourceType::Snapshot(SnapshotSource { snapshot_id })) => match views::view(snapshot_id) {
+                Some(View::Snapshot { volume, snapshot: s }) => snapshot(volume, s).await,
+                _ => Err(Status::not_found(format!("no snapshot {snapshot_id:?}: not an id this driver gives"))),
+            },
+            Some(SourceType::Volume(VolumeSource { volume_id })) => match views::view(volume_id) {
+                // A volume that is a snapshot: the same as cloning the snapshot.
+                Some(View::Snapshot { volume, snapshot: s }) => snapshot(volume, s).await,
+                Some(View::Data { .. }) => Err(Status::invalid_argument(format!(
+                    "volume {volume_id} is a data volume, which cannot be cloned (make a volume from it with \
+                     `strata volume create` and copy, or mount it read-only)"
+                ))),
+                None => match self.control.get_volume(token, volume_id).await? {
+                    Some(v) => Ok(Some((v.name, v.used_bytes))),
+                    None => Err(Status::not_found(format!("no volume {volume_id}"))),
+                },
+            },
+        }
+    }
+
+    /// CreateVolume of a data-volume StorageClass: the claim is the data volume's version,
+    /// read-only; nothing is provisioned.
+    async fn create_datavolume(
+        &self,
+        r: &pb::CreateVolumeRequest,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<pb::CreateVolumeResponse, Status> {
+        read_only_caps(&r.volume_capabilities, &format!("data volume {name}")).map_err(Status::invalid_argument)?;
+        if r.volume_content_source.is_some() {
+            return Err(Status::invalid_argument(format!(
+                "a data volume ({PARAM_DATAVOLUME}) claim cannot have a content source"
+            )));
+        }
+        if !r.mutable_parameters.is_empty() {
+            return Err(Status::invalid_argument("a data volume's QoS cannot be set (mutable_parameters)"));
+        }
+        let (_, req, lim) = wanted(r.capacity_range.as_ref())?;
+        let token = need_token(&r.secrets, "read the data volume")?;
+        let Some(d) = self.control.get_datavolume(&token, name).await? else {
+            if let Some(own) = &self.token
+                && *own != token
+                && let Ok(Some(d)) = self.control.get_datavolume(own, name).await
+            {
+                return Err(Status::permission_denied(format!(
+                    "data volume {name} of scope {} is not shared with the scope of the claim's token",
+                    d.scope
+                )));
+            }
+            return Err(Status::not_found(format!("no data volume {name} the claim's token may read")));
+        };
+        let found = match version {
+            Some(n) => d.versions.iter().find(|(v, _)| *v == n),
+            None => d.versions.last(),
+        };
+        let Some(&(n, bytes)) = found else {
+            return Err(Status::not_found(match version {
+                Some(n) => format!("data volume {name} has no version {n}"),
+                None => format!("data volume {name} has no versions"),
+            }));
+        };
+        // The claim's size, to bind; the view's size otherwise (it is never written).
+        let mut capacity = bytes.max(req);
+        if lim != 0 {
+            capacity = capacity.min(lim);
+        }
+        Ok(pb::CreateVolumeResponse { volume: Some(csi_datavolume(name, n, capacity)) })
+    }
+
+    /// The CSI volume of a view's id (ControllerGetVolume, ValidateVolumeCapabilities).
+    async fn view_volume(&self, token: &str, id: &str) -> Result<pb::Volume, Status> {
+        let missing = || Status::not_found(format!("no volume {id}"));
+        match views::view(id).ok_or_else(missing)? {
+            View::Data { name, version } => {
+                let d = self.control.get_datavolume(token, &name).await?.ok_or_else(missing)?;
+                let v = match version {
+                    Some(n) => d.versions.iter().find(|(v, _)| *v == n),
+                    None => d.versions.last(),
+                };
+                let &(n, bytes) = v.ok_or_else(missing)?;
+                let mut out = csi_datavolume(&name, n, bytes);
+                out.volume_id = id.to_string();
+                Ok(out)
+            }
+            View::Snapshot { volume, snapshot } => {
+                let s = self.control.get_snapshot(token, &volume, &snapshot).await?.ok_or_else(missing)?;
+                let ctx = HashMap::from([(
+                    CTX_ACCESS.to_string(),
+                    strata_types::AccessMode::ReadOnlyMany.as_str().to_string(),
+                )]);
+                Ok(pb::Volume {
+                    capacity_bytes: i64::try_from(s.bytes).unwrap_or(i64::MAX),
+                    volume_id: id.to_string(),
+                    volume_context: ctx,
+                    content_source: None,
+                    accessible_topology: Vec::new(),
+                })
+            }
+        }
     }
 
     /// Gives volume `v` the QoS limits of `m` (the others as they are), if that changes them.
@@ -336,6 +561,12 @@ impl ControllerService {
             return Err(Status::invalid_argument("volume_id is required"));
         }
         let mutable = parse_mutable(&r.mutable_parameters)?;
+        if views::is_view(&r.volume_id) {
+            return Err(Status::invalid_argument(format!(
+                "volume {} is a read-only view (a snapshot or a data volume): its QoS cannot be set",
+                r.volume_id
+            )));
+        }
         let token = need_token(&r.secrets, "modify the volume")?;
         let Some(v) = self.control.get_volume(&token, &r.volume_id).await? else {
             self.hidden(&r.secrets, &r.volume_id, "not found with the call's token").await?;
@@ -348,6 +579,11 @@ impl ControllerService {
     async fn delete(&self, r: pb::DeleteVolumeRequest) -> Result<pb::DeleteVolumeResponse, Status> {
         if r.volume_id.is_empty() {
             return Err(Status::invalid_argument("volume_id is required"));
+        }
+        if views::is_view(&r.volume_id) {
+            // A snapshot's or a data volume's view: it belongs to its volume or its owner, and
+            // the claim only named it.
+            return Ok(pb::DeleteVolumeResponse {});
         }
         let token = self.read_token(&r.secrets)?;
         match self.control.delete_volume(&token, &r.volume_id).await {
@@ -388,6 +624,12 @@ impl ControllerService {
         if capacity == 0 {
             return Err(Status::invalid_argument("capacity_range must ask for some bytes"));
         }
+        if views::is_view(&r.volume_id) {
+            return Err(Status::invalid_argument(format!(
+                "volume {} is a read-only view (a snapshot or a data volume) and cannot be expanded",
+                r.volume_id
+            )));
+        }
         let token = need_token(&r.secrets, "expand the volume")?;
         let Some(v) = self.control.get_volume(&token, &r.volume_id).await? else {
             self.hidden(&r.secrets, &r.volume_id, "not found with the call's token").await?;
@@ -426,12 +668,18 @@ impl ControllerService {
         parse_params(&r.parameters)?;
         parse_mutable(&r.mutable_parameters)?;
         let token = self.read_token(&r.secrets)?;
-        let v = self
-            .control
-            .get_volume(&token, &r.volume_id)
-            .await?
-            .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
-        Ok(match caps::serves(v.access_mode, &r.volume_capabilities) {
+        let serves = if views::is_view(&r.volume_id) {
+            self.view_volume(&token, &r.volume_id).await?;
+            read_only_caps(&r.volume_capabilities, &format!("volume {}", r.volume_id))
+        } else {
+            let v = self
+                .control
+                .get_volume(&token, &r.volume_id)
+                .await?
+                .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
+            caps::serves(v.access_mode, &r.volume_capabilities)
+        };
+        Ok(match serves {
             Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
                 confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
                     volume_context: r.volume_context,
@@ -519,12 +767,148 @@ impl ControllerService {
             return Err(Status::invalid_argument("volume_id is required"));
         }
         let token = self.read_token(&HashMap::new())?;
+        if views::is_view(&r.volume_id) {
+            let v = self.view_volume(&token, &r.volume_id).await?;
+            return Ok(pb::ControllerGetVolumeResponse { volume: Some(v), status: None });
+        }
         let v = self
             .control
             .get_volume(&token, &r.volume_id)
             .await?
             .ok_or_else(|| Status::not_found(format!("no volume {}", r.volume_id)))?;
         Ok(pb::ControllerGetVolumeResponse { volume: Some(csi_volume(&v, false)), status: None })
+    }
+
+    async fn snapshot_create(&self, r: pb::CreateSnapshotRequest) -> Result<pb::CreateSnapshotResponse, Status> {
+        let source = required(&r.source_volume_id, "source_volume_id")?;
+        required(&r.name, "name")?;
+        if let Some(k) = r.parameters.keys().find(|k| !k.starts_with(CO_PARAM_PREFIX)) {
+            return Err(Status::invalid_argument(format!("unknown snapshot parameter {k:?} (there are none)")));
+        }
+        if views::is_view(source) {
+            return Err(Status::invalid_argument(format!(
+                "volume {source} is a read-only view (a snapshot or a data volume): it has no snapshots of its own"
+            )));
+        }
+        let token = need_token(&r.secrets, "take the snapshot")?;
+        let name = volume_name(&r.name);
+        let answer = |s: &SnapshotRecord| -> Result<pb::CreateSnapshotResponse, Status> {
+            if s.owner.is_some() {
+                return Err(Status::already_exists(format!(
+                    "snapshot {} exists and belongs to {}",
+                    views::snapshot_id(&s.volume, &s.name),
+                    s.owner.as_deref().unwrap_or("")
+                )));
+            }
+            Ok(pb::CreateSnapshotResponse { snapshot: Some(csi_snapshot(s)) })
+        };
+        if let Some(s) = self.control.get_snapshot(&token, source, &name).await? {
+            return answer(&s);
+        }
+        if self.control.get_volume(&token, source).await?.is_none() {
+            self.hidden(&r.secrets, source, "not found with the call's token").await?;
+            return Err(Status::not_found(format!("no volume {source}")));
+        }
+        // A CSI snapshot name names one snapshot, whatever its volume.
+        if let Some(other) = self.control.list_snapshots(&token, None).await?.iter().find(|s| s.name == name) {
+            return Err(Status::already_exists(format!(
+                "snapshot name {} is taken by snapshot {} of another volume",
+                r.name,
+                views::snapshot_id(&other.volume, &other.name)
+            )));
+        }
+        match self.control.create_snapshot(&token, source, &name).await {
+            Ok(s) => answer(&s),
+            // Two calls for one name raced.
+            Err(ControlError::AlreadyExists(m)) => match self.control.get_snapshot(&token, source, &name).await? {
+                Some(s) => answer(&s),
+                None => Err(Status::already_exists(m)),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn snapshot_delete(&self, r: pb::DeleteSnapshotRequest) -> Result<pb::DeleteSnapshotResponse, Status> {
+        let id = required(&r.snapshot_id, "snapshot_id")?;
+        // An id this driver never gave names no snapshot: nothing to delete.
+        let Some(View::Snapshot { volume, snapshot }) = views::view(id) else {
+            return Ok(pb::DeleteSnapshotResponse {});
+        };
+        let token = self.read_token(&r.secrets)?;
+        match self.control.delete_snapshot(&token, &volume, &snapshot).await {
+            Ok(()) => Ok(pb::DeleteSnapshotResponse {}),
+            Err(ControlError::NotFound(m)) => {
+                // Reporting OK for a snapshot that exists would let the CO forget it.
+                if let Some(own) = &self.token
+                    && secret_token(&r.secrets).is_some_and(|t| t != own)
+                    && let Ok(Some(_)) = self.control.get_snapshot(own, &volume, &snapshot).await
+                {
+                    return Err(Status::permission_denied(format!(
+                        "snapshot {id} exists where the token of this call cannot reach ({m})"
+                    )));
+                }
+                Ok(pb::DeleteSnapshotResponse {})
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn snapshot_list(&self, r: pb::ListSnapshotsRequest) -> Result<pb::ListSnapshotsResponse, Status> {
+        if r.max_entries < 0 {
+            return Err(Status::invalid_argument("max_entries must not be negative"));
+        }
+        // As ListVolumes: the token names the last snapshot id of the page before.
+        let after_id = match r.starting_token.as_str() {
+            "" => "",
+            t => match t.strip_prefix(PAGE_TOKEN) {
+                Some(id) if matches!(views::view(id), Some(View::Snapshot { .. })) => id,
+                _ => {
+                    return Err(Status::aborted(format!(
+                        "starting_token {:?} is not one this driver gave",
+                        r.starting_token
+                    )));
+                }
+            },
+        };
+        let token = self.read_token(&r.secrets)?;
+        let all = if !r.snapshot_id.is_empty() {
+            match views::view(&r.snapshot_id) {
+                Some(View::Snapshot { volume, snapshot })
+                    if r.source_volume_id.is_empty() || r.source_volume_id == volume =>
+                {
+                    self.control.get_snapshot(&token, &volume, &snapshot).await?.into_iter().collect()
+                }
+                _ => Vec::new(),
+            }
+        } else if !r.source_volume_id.is_empty() {
+            if views::is_view(&r.source_volume_id) {
+                Vec::new()
+            } else {
+                match self.control.list_snapshots(&token, Some(&r.source_volume_id)).await {
+                    Ok(v) => v,
+                    Err(ControlError::NotFound(_)) => Vec::new(),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        } else {
+            self.control.list_snapshots(&token, None).await?
+        };
+        // Snapshots data volumes or clones own are not the CO's.
+        let mut all: Vec<pb::Snapshot> = all.iter().filter(|s| s.owner.is_none()).map(csi_snapshot).collect();
+        all.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
+        let after: Vec<_> = all.into_iter().filter(|s| s.snapshot_id.as_str() > after_id).collect();
+        let max = if r.max_entries == 0 { usize::MAX } else { r.max_entries as usize };
+        let more = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let next_token = if more {
+            page.last().map(|s| format!("{PAGE_TOKEN}{}", s.snapshot_id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListSnapshotsResponse {
+            entries: page.into_iter().map(|s| pb::list_snapshots_response::Entry { snapshot: Some(s) }).collect(),
+            next_token,
+        })
     }
 }
 
@@ -604,23 +988,27 @@ impl Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _: Request<pb::CreateSnapshotRequest>,
+        r: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        unimplemented("CreateSnapshot")
+        let r = r.into_inner();
+        let id = views::snapshot_id(&r.source_volume_id, &volume_name(&r.name));
+        logged("CreateSnapshot", &id, self.snapshot_create(r).await)
     }
 
     async fn delete_snapshot(
         &self,
-        _: Request<pb::DeleteSnapshotRequest>,
+        r: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        unimplemented("DeleteSnapshot")
+        let r = r.into_inner();
+        let id = r.snapshot_id.clone();
+        logged("DeleteSnapshot", &id, self.snapshot_delete(r).await)
     }
 
     async fn list_snapshots(
         &self,
-        _: Request<pb::ListSnapshotsRequest>,
+        r: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        unimplemented("ListSnapshots")
+        logged("ListSnapshots", "", self.snapshot_list(r.into_inner()).await)
     }
 
     async fn controller_expand_volume(
@@ -652,13 +1040,16 @@ impl Controller for ControllerService {
 }
 
 /// The controller capabilities the driver advertises.
-const ADVERTISED: [rpc::Type; 6] = [
+const ADVERTISED: [rpc::Type; 9] = [
     rpc::Type::CreateDeleteVolume,
     rpc::Type::ListVolumes,
     rpc::Type::GetCapacity,
     rpc::Type::ExpandVolume,
     rpc::Type::GetVolume,
     rpc::Type::ModifyVolume,
+    rpc::Type::CreateDeleteSnapshot,
+    rpc::Type::ListSnapshots,
+    rpc::Type::CloneVolume,
 ];
 
 #[cfg(test)]

@@ -10,12 +10,13 @@ mod identity;
 pub mod mounts;
 mod node;
 mod state;
+pub mod views;
 mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use control::{ControlError, ControlPlane, Room, VolumeRecord, VolumeRequest};
+pub use control::{ControlError, ControlPlane, DataVolumeRecord, Room, SnapshotRecord, VolumeRecord, VolumeRequest};
 pub use worker::WorkerCommand;
 
 /// The CSI messages and services, generated from `proto/csi.proto`.

@@ -163,7 +163,11 @@ impl NodeService {
         let cap =
             r.volume_capability.as_ref().ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
         let mode = caps::check(cap).map_err(Status::invalid_argument)?;
-        let read_only = caps::read_only(cap)
+        // A snapshot's or a data volume's view (`VOLUME@SNAPSHOT`, `dv:NAME[@VERSION]`) is
+        // read-only whatever the capability says: the server refuses its writes anyway.
+        let view = crate::views::is_view(&volume);
+        let read_only = view
+            || caps::read_only(cap)
             || r.volume_context.get(crate::controller::CTX_ACCESS).is_some_and(|a| a == "ReadOnlyMany");
         let _one = self.inner.busy.lock().await;
         if let Some(slot) = self.slot(&staging) {
@@ -201,13 +205,14 @@ impl NodeService {
                     )
                 },
             )?;
-        let single_node = matches!(
-            mode,
-            Mode::SingleNodeWriter
-                | Mode::SingleNodeReaderOnly
-                | Mode::SingleNodeSingleWriter
-                | Mode::SingleNodeMultiWriter
-        );
+        let single_node = !view
+            && matches!(
+                mode,
+                Mode::SingleNodeWriter
+                    | Mode::SingleNodeReaderOnly
+                    | Mode::SingleNodeSingleWriter
+                    | Mode::SingleNodeMultiWriter
+            );
         if single_node {
             let ours = format!("csi:{}:", self.inner.node_id);
             let others: Vec<String> = self
@@ -448,6 +453,11 @@ impl NodeService {
         let path = PathBuf::from(required(&r.volume_path, "volume_path")?);
         if let Some(cap) = &r.volume_capability {
             caps::check(cap).map_err(Status::invalid_argument)?;
+        }
+        if crate::views::is_view(&volume) {
+            return Err(Status::invalid_argument(format!(
+                "volume {volume} is a read-only view (a snapshot or a data volume) and cannot be expanded"
+            )));
         }
         Self::check_mount(&volume, &path)?;
         let want = r.capacity_range.as_ref().map_or(0, |c| c.required_bytes.max(0));

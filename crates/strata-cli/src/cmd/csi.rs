@@ -6,10 +6,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use hyper::StatusCode;
-use strata_csi::{ControlError, ControlPlane, CsiOptions, Mode, Room, VolumeRecord, VolumeRequest, WorkerCommand};
+use strata_csi::{
+    ControlError, ControlPlane, CsiOptions, DataVolumeRecord, Mode, Room, SnapshotRecord, VolumeRecord, VolumeRequest,
+    WorkerCommand,
+};
 use strata_server::rest::model::{
-    AccessModeName, ClassView, EffectivePolicyView, NewVolume, QosSpec, ReclaimName, ScopeView, StatusView,
-    VolumePatch, VolumeView,
+    AccessModeName, ClassView, DataVolumeView, EffectivePolicyView, NewSnapshot, NewVolume, QosSpec, ReclaimName,
+    ScopeView, SnapshotView, StatusView, VolumePatch, VolumeView,
 };
 
 use crate::cmd::rest::{Api, ApiFailure, scope_path, seg};
@@ -140,6 +143,53 @@ fn record(v: VolumeView) -> VolumeRecord {
     }
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 time as the server writes them
+/// (`2026-12-06T10:11:12Z`, maybe with a fraction or an offset); 0 if unreadable.
+fn epoch_seconds(t: &str) -> (i64, i32) {
+    let parse = || -> Option<(i64, i32)> {
+        let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let mut rest = t.get(19..)?;
+        let mut nanos = 0i32;
+        if let Some(f) = rest.strip_prefix('.') {
+            let digits: String = f.chars().take_while(|c| c.is_ascii_digit()).collect();
+            rest = &f[digits.len()..];
+            let padded = format!("{:0<9}", &digits[..digits.len().min(9)]);
+            nanos = padded.parse().ok()?;
+        }
+        let offset = match rest {
+            "Z" | "z" | "" => 0,
+            o => {
+                let sign = if o.starts_with('-') { -1 } else { 1 };
+                let (oh, om): (i64, i64) = (o.get(1..3)?.parse().ok()?, o.get(4..6)?.parse().ok()?);
+                sign * (oh * 3600 + om * 60)
+            }
+        };
+        // Days since the epoch of a civil date (H. Hinnant's algorithm).
+        let y = if mo <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (mo + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some((days * 86_400 + h * 3600 + mi * 60 + s - offset, nanos))
+    };
+    parse().unwrap_or((0, 0))
+}
+
+fn snapshot_record(s: SnapshotView) -> SnapshotRecord {
+    SnapshotRecord {
+        created: epoch_seconds(&s.created),
+        name: s.name,
+        volume: s.volume,
+        bytes: s.bytes,
+        held_bytes: s.held_bytes,
+        owner: s.owner,
+    }
+}
+
 impl RestControl {
     fn api(&self, token: &str) -> Api {
         Api::with_token(&self.server, token.to_string())
@@ -161,7 +211,7 @@ impl ControlPlane for RestControl {
                 Some("delete") => Some(ReclaimName::Delete),
                 _ => None,
             },
-            from: None,
+            from: req.from.clone(),
         };
         let v: VolumeView = self
             .api(token)
@@ -259,9 +309,91 @@ impl ControlPlane for RestControl {
         Ok(Room { available, max_volume_size: eff.max_volume_size.map(|m| m.value) })
     }
 
+    async fn create_snapshot(&self, token: &str, volume: &str, name: &str) -> Result<SnapshotRecord, ControlError> {
+        let s: SnapshotView = self
+            .api(token)
+            .post(&format!("/v1/volumes/{}/snapshots", seg(volume)), &NewSnapshot { name: name.to_string() })
+            .await
+            .map_err(|e| control_error(e, ControlError::AlreadyExists))?;
+        Ok(snapshot_record(s))
+    }
+
+    async fn get_snapshot(
+        &self,
+        token: &str,
+        volume: &str,
+        name: &str,
+    ) -> Result<Option<SnapshotRecord>, ControlError> {
+        let path = format!("/v1/volumes/{}/snapshots/{}", seg(volume), seg(name));
+        match self.api(token).get::<SnapshotView>(&path).await {
+            Ok(s) => Ok(Some(snapshot_record(s))),
+            Err(e) => match control_error(e, ControlError::Busy) {
+                ControlError::NotFound(_) => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
+    async fn list_snapshots(&self, token: &str, volume: Option<&str>) -> Result<Vec<SnapshotRecord>, ControlError> {
+        let api = self.api(token);
+        let volumes = match volume {
+            Some(v) => vec![v.to_string()],
+            None => self.list_volumes(token).await?.into_iter().map(|v| v.name).collect(),
+        };
+        let mut out = Vec::new();
+        for v in volumes {
+            let snaps: Vec<SnapshotView> = match api.get(&format!("/v1/volumes/{}/snapshots", seg(&v))).await {
+                Ok(s) => s,
+                Err(e) => match control_error(e, ControlError::Busy) {
+                    // Deleted since it was listed.
+                    ControlError::NotFound(_) if volume.is_none() => continue,
+                    e => return Err(e),
+                },
+            };
+            out.extend(snaps.into_iter().map(snapshot_record));
+        }
+        Ok(out)
+    }
+
+    async fn delete_snapshot(&self, token: &str, volume: &str, name: &str) -> Result<(), ControlError> {
+        self.api(token)
+            .delete::<SnapshotView>(&format!("/v1/volumes/{}/snapshots/{}", seg(volume), seg(name)))
+            .await
+            .map(|_| ())
+            .map_err(|e| control_error(e, ControlError::Busy))
+    }
+
+    async fn get_datavolume(&self, token: &str, name: &str) -> Result<Option<DataVolumeRecord>, ControlError> {
+        match self.api(token).get::<DataVolumeView>(&format!("/v1/datavolumes/{}", seg(name))).await {
+            Ok(d) => Ok(Some(DataVolumeRecord {
+                name: d.name,
+                scope: d.scope,
+                versions: d.versions.into_iter().map(|v| (v.number, v.bytes)).collect(),
+            })),
+            Err(e) => match control_error(e, ControlError::Busy) {
+                ControlError::NotFound(_) => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
     async fn mounted_by(&self, token: &str, volume: &str) -> Result<Vec<String>, ControlError> {
         let st: StatusView =
             self.api(token).get("/v1/status").await.map_err(|e| control_error(e, ControlError::Busy))?;
         Ok(st.sessions.into_iter().filter(|s| s.volume == volume).map(|s| s.client).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_seconds;
+
+    #[test]
+    fn server_times_read_back() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), (0, 0));
+        assert_eq!(epoch_seconds("2026-12-06T10:11:12Z"), (1_796_551_872, 0));
+        assert_eq!(epoch_seconds("2000-03-01T00:00:00.5Z"), (951_868_800, 500_000_000));
+        assert_eq!(epoch_seconds("2000-03-01T01:00:00+01:00"), (951_868_800, 0));
+        assert_eq!(epoch_seconds("garbage"), (0, 0));
     }
 }
