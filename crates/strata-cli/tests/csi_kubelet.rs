@@ -542,8 +542,6 @@ fn snapshots_and_clones_mount_read_as_taken() {
 /// read on two nodes, writes refused, stats, expansion refused, deleting the claim leaves the
 /// data volume; a namespace it is not shared with and a writable access mode are refused.
 #[test]
-#[ignore = "reading a shared data volume's files gets EACCES from the server here (listing works); \
-            see the csi-snap report: a server-side bug to fix in the control/meta code"]
 fn data_volume_claims_read_only_on_two_nodes() {
     let c = Cluster::new("csi-dv");
     for s in ["ml", "ml/a", "ml/b", "ml/c"] {

@@ -75,10 +75,8 @@ fn dir_after(meta: &strata_meta::Meta, ino: u64) -> Option<pb::Attr> {
 pub(crate) async fn shares_blocks(meta: &Arc<strata_meta::Meta>, vol: u32, scope: String) -> Result<bool, Status> {
     let meta = meta.clone();
     blocking(move || {
-        let via_clone = meta
-            .list_volumes()?
-            .iter()
-            .any(|(v, _)| within(&v.scope, &scope) && v.origins.iter().any(|o| o.0 == vol));
+        let via_clone =
+            meta.list_volumes()?.iter().any(|(v, _)| within(&v.scope, &scope) && v.origins.iter().any(|o| o.0 == vol));
         Ok(via_clone || meta.list_datavolumes()?.iter().any(|d| d.volume == vol && d.readable_by(&scope)))
     })
     .await
