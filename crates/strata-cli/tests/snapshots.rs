@@ -252,10 +252,14 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
     let mut c = Cluster::with_opts(
         "snapcrash",
         Opts {
-            // One saved version per transaction: the deletion lasts long enough to be killed.
+            // Ten saved versions per transaction, 5 ms apart: the deletion of 1,500 files'
+            // versions lasts over 2 s, so the kill at 300 ms lands in the middle of it.
             server_args: ["--gc-interval", "100ms", "--orphan-grace", "0s", "--sweep-interval", "1s"]
                 .iter()
-                .chain(["--orphan-block-age", "1s", "--snapshot-delete-batch", "1"].iter())
+                .chain(
+                    ["--orphan-block-age", "1s", "--snapshot-delete-batch", "10", "--snapshot-delete-pause", "5ms"]
+                        .iter(),
+                )
                 .map(|s| s.to_string())
                 .collect(),
             volume_args: vec!["--class".into(), "default".into()],
@@ -296,7 +300,7 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
         .arg(&c.token_file)
         .spawn()
         .expect("clone");
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(150));
     c.kill9_server();
     let cloned = clone.wait().map(|s| s.success()).unwrap_or(false);
     c.start_server();

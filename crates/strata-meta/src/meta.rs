@@ -61,6 +61,8 @@ pub struct Meta {
     pub(crate) snapshots_seen: std::sync::atomic::AtomicBool,
     /// Saved versions a snapshot's deletion handles per transaction.
     pub(crate) snapshot_delete_batch: std::sync::atomic::AtomicUsize,
+    /// Microseconds between a snapshot deletion's transactions.
+    pub(crate) snapshot_delete_pause: std::sync::atomic::AtomicU64,
 }
 
 impl Meta {
@@ -84,6 +86,7 @@ impl Meta {
             doomed: Mutex::new(Vec::new()),
             snapshots_seen: std::sync::atomic::AtomicBool::new(true),
             snapshot_delete_batch: std::sync::atomic::AtomicUsize::new(crate::snapshots::DEFAULT_SNAPSHOT_DELETE_BATCH),
+            snapshot_delete_pause: std::sync::atomic::AtomicU64::new(0),
         };
         m.write(false, |t| match t.get(keys::SCHEMA)? {
             None => t.put(keys::SCHEMA, SCHEMA_VERSION.to_string().as_bytes()),

@@ -296,9 +296,20 @@ impl Meta {
         self.snapshot_delete_batch.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Sets a pause between a snapshot deletion's transactions (a test's way to catch a
+    /// deletion midway; none by default).
+    pub fn set_snapshot_delete_pause(&self, pause: std::time::Duration) {
+        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        self.snapshot_delete_pause.store(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn finish_snapshot_deletion(&self, vol: u32, epoch: u64) -> Result<()> {
         let batch = self.snapshot_delete_batch.load(std::sync::atomic::Ordering::Relaxed);
+        let pause = self.snapshot_delete_pause.load(std::sync::atomic::Ordering::Relaxed);
         loop {
+            if pause > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(pause));
+            }
             let done = self.write(false, |t| {
                 let p = keys::version_index_prefix(epoch);
                 let page = t.scan(&p, &prefix_end(&p), batch)?;

@@ -28,6 +28,8 @@ pub struct GcConfig {
     pub journal_delay: Duration,
     /// Saved record versions a snapshot's deletion handles per transaction.
     pub snapshot_delete_batch: usize,
+    /// Pause between a snapshot deletion's transactions (tests catch a deletion midway).
+    pub snapshot_delete_pause: Duration,
 }
 
 /// What a background step's error says when the runtime shut down under it (the server is

@@ -181,6 +181,7 @@ impl Server {
         let gc = tokio::spawn(gc::run(st.clone(), self.gc));
         st.meta.set_defer_destroy(true);
         st.meta.set_snapshot_delete_batch(self.gc.snapshot_delete_batch);
+        st.meta.set_snapshot_delete_pause(self.gc.snapshot_delete_pause);
         let reaper = tokio::spawn(gc::reap_doomed(st.clone()));
         let svc = Arc::new(service::MetaService::new(st.clone()));
         let listener = tokio::net::TcpListener::from_std(self.listener)
@@ -354,6 +355,7 @@ pub fn default_gc() -> GcConfig {
         orphan_block_age: Duration::from_secs(3600),
         journal_delay: Duration::from_secs(1),
         snapshot_delete_batch: strata_meta::DEFAULT_SNAPSHOT_DELETE_BATCH,
+        snapshot_delete_pause: Duration::ZERO,
     }
 }
 

@@ -52,6 +52,9 @@ pub struct ServerArgs {
     /// transactions, more of them).
     #[arg(long, default_value_t = strata_meta_batch(), hide = true)]
     pub snapshot_delete_batch: usize,
+    /// Pause between a snapshot deletion's transactions (for tests that catch one midway).
+    #[arg(long, default_value = "0s", value_parser = parse_duration, hide = true)]
+    pub snapshot_delete_pause: Duration,
     /// Keep open files, sessions and advisory locks in the metadata store instead of this
     /// process's memory (always so with PostgreSQL, where several servers may share the
     /// database and clients may fail over between them).
@@ -81,6 +84,7 @@ impl ServerArgs {
                 orphan_block_age: self.orphan_block_age,
                 journal_delay: self.journal_delay,
                 snapshot_delete_batch: self.snapshot_delete_batch.max(1),
+                snapshot_delete_pause: self.snapshot_delete_pause,
             },
             shared_state: self.shared_state,
         }
