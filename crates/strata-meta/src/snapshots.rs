@@ -95,11 +95,14 @@ fn chunk_slices(raw: &[u8]) -> Result<Vec<(u64, u32)>> {
     Ok(out)
 }
 
-/// Bytes of the blocks only snapshot `epoch` of volume `vol` refers to: slices of the chunks
-/// it saved that have no other holder. Every chunk record holding a slice (live, saved by a
+/// Bytes of the blocks only snapshot `epoch` of volume `vol` refers to (what deleting it
+/// frees): slices of the chunks it saved, and that no older snapshot reads through it, that
+/// have no other holder. Every chunk record holding a slice (live, saved by a
 /// snapshot, a clone's) owns one reference, and `R id` counts those beyond the first, so a
 /// slice of a saved chunk without `R` is this snapshot's alone.
-pub(crate) fn held_bytes(t: &mut dyn KvTxn, _vol: u32, epoch: u64) -> Result<u64> {
+pub(crate) fn held_bytes(t: &mut dyn KvTxn, vol: u32, epoch: u64) -> Result<u64> {
+    let marks = volume_marks(t, vol)?;
+    let below: Option<SnapMark> = marks.iter().rev().find(|m| m.epoch < epoch && !m.deleting).copied();
     let p = keys::version_index_prefix(epoch);
     let end = prefix_end(&p);
     let mut from = p.to_vec();
@@ -117,6 +120,20 @@ pub(crate) fn held_bytes(t: &mut dyn KvTxn, _vol: u32, epoch: u64) -> Result<u64
             }
             let Some(raw) = t.get(&keys::version(key, epoch))? else { continue };
             let Some(mine) = dec_version(&raw)? else { continue };
+            // A version the snapshot below also reads (it saved none of its own since) is
+            // shared with it: deleting this snapshot would hand it down, not free it.
+            if let Some(q) = below
+                && keys::u64_at(key, 1).unwrap_or(0) < q.ino_mark
+            {
+                let between: Vec<Vec<u8>> = marks
+                    .iter()
+                    .filter(|m| m.epoch >= q.epoch && m.epoch < epoch)
+                    .map(|m| keys::version(key, m.epoch))
+                    .collect();
+                if t.get_many(&between)?.iter().all(Option::is_none) {
+                    continue;
+                }
+            }
             for (id, size) in chunk_slices(&mine)? {
                 if seen.insert(id) && t.get(&keys::slice_refs(id))?.is_none() {
                     held += u64::from(size);

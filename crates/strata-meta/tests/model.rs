@@ -1268,6 +1268,8 @@ impl Harness {
                 }
                 prop_assert_eq!(ok(meta.usage(cv.id), "usage of the clone")?, c.usage(), "{:?}: clone's usage", op);
                 self.others.push(c);
+                // The checks after this step count the clone among the slices' holders.
+                self.refresh_elsewhere();
             }
             Op::Switch { to } => {
                 if self.others.is_empty() {
