@@ -63,9 +63,12 @@ impl Meta {
         if temporary {
             self.delete_snapshot(source, &snap.name, Some(&owner))?;
         }
-        if result.is_err() {
-            // Whatever was copied goes (and the references it took).
-            let _ = self.delete_volume(target);
+        if let Err(e) = &result {
+            // Whatever was copied goes (and the references it took); if that fails too, both
+            // are reported (a server restart removes a clone left half copied).
+            if let Err(d) = self.delete_volume(target) {
+                return Err(MetaError::Engine(format!("{e}; removing the half-made clone {target} failed too: {d}")));
+            }
         }
         result
     }

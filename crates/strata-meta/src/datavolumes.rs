@@ -123,8 +123,13 @@ impl Meta {
             store(t, &d)?;
             Ok(d)
         });
-        if made.is_err() {
-            let _ = self.delete_snapshot(source, &snap.name, Some(&owner_tag(name)));
+        if let Err(e) = &made
+            && let Err(d) = self.delete_snapshot(source, &snap.name, Some(&owner_tag(name)))
+        {
+            return Err(MetaError::Engine(format!(
+                "{e}; deleting snapshot {} taken for it failed too: {d}",
+                snap.name
+            )));
         }
         made
     }

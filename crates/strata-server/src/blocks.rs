@@ -54,14 +54,7 @@ impl BlocksService {
     async fn readable_store(&self, who: &TokenRecord, vol: u32) -> Result<strata_blocks::BlockStore, Status> {
         match self.store(who, vol).await {
             Err(s) if s.code() == Code::PermissionDenied => {
-                let (meta, scope) = (self.st.meta.clone(), who.scope.clone());
-                let shared = blocking(move || {
-                    let via_clone = meta.list_volumes()?.iter().any(|(v, _)| {
-                        strata_meta::control::within(&v.scope, &scope) && v.origins.iter().any(|o| o.0 == vol)
-                    });
-                    Ok(via_clone || meta.list_datavolumes()?.iter().any(|d| d.volume == vol && d.readable_by(&scope)))
-                })
-                .await?;
+                let shared = crate::service::shares_blocks(&self.st.meta, vol, who.scope.clone()).await?;
                 if !shared {
                     return Err(s);
                 }

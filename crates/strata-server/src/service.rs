@@ -271,7 +271,15 @@ impl MetaService {
             if !vol.gone && within(&vol.scope, &scope) {
                 return Ok(Some(true));
             }
-            Ok(Some(meta.datavolume_of_epoch(epoch)?.is_some_and(|d| d.readable_by(&scope))))
+            // The snapshot read above names its data volume: no second read of it.
+            let Some(dv) = snap.owner.as_deref().and_then(|o| o.strip_prefix("datavolume:")) else {
+                return Ok(Some(false));
+            };
+            match meta.datavolume(dv) {
+                Ok(d) => Ok(Some(d.readable_by(&scope))),
+                Err(strata_meta::MetaError::NoVolume(_)) => Ok(Some(false)),
+                Err(e) => Err(e),
+            }
         })
         .await?;
         match allowed {
