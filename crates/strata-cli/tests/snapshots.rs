@@ -252,12 +252,12 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
     let mut c = Cluster::with_opts(
         "snapcrash",
         Opts {
-            // Ten saved versions per transaction, 5 ms apart: the deletion of 1,500 files'
-            // versions lasts over 2 s, so the kill at 300 ms lands in the middle of it.
+            // Two saved versions per transaction, 20 ms apart: the deletion of 300 files'
+            // versions lasts over 3 s on any engine, so the kill lands in the middle of it.
             server_args: ["--gc-interval", "100ms", "--orphan-grace", "0s", "--sweep-interval", "1s"]
                 .iter()
                 .chain(
-                    ["--orphan-block-age", "1s", "--snapshot-delete-batch", "10", "--snapshot-delete-pause", "5ms"]
+                    ["--orphan-block-age", "1s", "--snapshot-delete-batch", "2", "--snapshot-delete-pause", "20ms"]
                         .iter(),
                 )
                 .map(|s| s.to_string())
@@ -271,7 +271,7 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
     c.allow_log("removed a clone that a crash left half copied");
     let vol = c.volume.clone();
     let m = c.mount(&[]);
-    let many = 1500;
+    let many = 300;
     for i in 0..many {
         std::fs::write(c.p(m, &format!("f{i}")), random_bytes(i as u64, 100 + i)).expect("write");
     }
@@ -289,7 +289,12 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
         .arg(&c.token_file)
         .spawn()
         .expect("snapshot delete");
-    std::thread::sleep(Duration::from_millis(300));
+    // Kill once the deletion is under way (the snapshot no longer listed), not after a fixed
+    // delay: before it, the server computes what the snapshot holds, which takes longer on
+    // PostgreSQL, and a kill there would leave nothing to resume.
+    let started =
+        wait_until(Duration::from_secs(60), || !c.cli(&["snapshot", "list", &vol, "-o", "json"]).contains("\"big\""));
+    assert!(started, "the deletion of snapshot big never started");
     c.kill9_server();
     let deleted = del.wait().map(|s| s.success()).unwrap_or(false);
     assert!(!deleted, "the deletion ended before the server was killed: make it longer");

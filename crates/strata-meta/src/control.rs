@@ -854,6 +854,7 @@ impl Meta {
                 origins: Vec::new(),
                 building: false,
                 gone: false,
+                removing: false,
             };
             crate::volumes::init_volume(t, &vol)?;
             Ok(vol)

@@ -339,6 +339,7 @@ impl Meta {
                         // A deleted volume kept for its snapshots goes with the last one.
                         if let Ok(v) = load_volume(t, vol)
                             && v.gone
+                            && !v.removing
                             && !still_needed(t, vol)?
                         {
                             t.delete(&keys::volume(vol))?;

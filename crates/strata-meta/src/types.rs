@@ -104,6 +104,10 @@ pub struct Volume {
     /// Deleted, but kept because clones still read blocks under its name.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gone: bool,
+    /// Deleted, its tree still being removed (in batches; finished at the next start after a
+    /// crash).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 impl Volume {

@@ -9,6 +9,9 @@ use crate::meta::Meta;
 use crate::txn::*;
 use crate::types::*;
 
+/// Directory entries removed per transaction when a volume is deleted.
+const VOLUME_REMOVE_BATCH: usize = 256;
+
 /// Options of a new volume.
 #[derive(Clone, Debug, Default)]
 pub struct NewVolume {
@@ -80,6 +83,7 @@ impl Meta {
                 origins: Vec::new(),
                 building: false,
                 gone: false,
+                removing: false,
             };
             init_volume(t, &vol)?;
             Ok(vol)
@@ -158,51 +162,72 @@ impl Meta {
         if let Some(s) = snaps.iter().find(|s| s.owner.is_none() && !s.deleting) {
             return Err(MetaError::Busy(format!("volume {name} has snapshots (first: {}); delete them first", s.name)));
         }
+        // First, in one transaction: the name is free and the volume hidden at once.
+        let removing = vol.reclaim != Reclaim::Retain;
         self.write(true, |t| {
             t.delete(&keys::volume_name(name))?;
             t.delete(&keys::volume_qos(vol.id))?;
-            if vol.reclaim != Reclaim::Retain {
-                // Depth-first removal of the whole tree, while the volume's record still says
-                // under which names the blocks of a clone's shared slices are.
-                let mut stack = vec![vol.root];
-                while let Some(dir) = stack.pop() {
-                    let p = keys::dentry_prefix(dir);
-                    for (k, v) in t.scan(&p, &prefix_end(&p), usize::MAX)? {
-                        let (ino, kind) = dec_entry(&v)?;
-                        t.delete(&k)?;
-                        if kind == FileType::Dir {
-                            stack.push(ino);
-                        }
-                        if let Ok(mut a) = load_attr(t, ino) {
-                            a.nlink = a.nlink.saturating_sub(1);
-                            if a.nlink == 0 || kind == FileType::Dir {
-                                destroy(t, ino, &a)?;
-                            } else {
-                                store_attr(t, ino, &a)?;
-                            }
-                        }
-                    }
-                    if let Ok(a) = load_attr(t, dir) {
-                        destroy(t, dir, &a)?;
-                    }
-                }
-                t.delete(&keys::usage(vol.id))?;
-            }
-            // Kept, hidden, while snapshots (of data volumes) or clones still read its blocks:
-            // its record names their store.
-            if crate::snapshots::still_needed(t, vol.id)? {
-                let mut gone = load_volume(t, vol.id)?;
-                gone.gone = true;
-                t.put(
-                    &keys::volume(vol.id),
-                    &serde_json::to_vec(&gone).map_err(|e| MetaError::Corrupt(e.to_string()))?,
-                )?;
-            } else {
-                t.delete(&keys::volume(vol.id))?;
-            }
-            Ok(())
+            let mut gone = load_volume(t, vol.id)?;
+            gone.gone = true;
+            gone.removing = removing;
+            put_volume(t, &gone)
         })?;
+        // Then its tree, in transactions of bounded size: one transaction over a large tree
+        // would be starved by concurrent writers on PostgreSQL (its serializable reads touch
+        // everything they write). A crash midway is finished at the next start.
+        self.finish_volume_removal(vol.id)?;
         Ok(vol)
+    }
+
+    /// Finishes removing the trees of volumes whose deletion a crash cut short; returns how
+    /// many it finished.
+    pub fn resume_volume_removals(&self) -> Result<usize> {
+        let pending: Vec<u32> = self.read(|t| {
+            let mut out = Vec::new();
+            for (_, v) in t.scan(keys::VOLUME_PREFIX, &prefix_end(keys::VOLUME_PREFIX), usize::MAX)? {
+                let vol: Volume = serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+                if vol.removing {
+                    out.push(vol.id);
+                }
+            }
+            Ok(out)
+        })?;
+        for id in &pending {
+            self.finish_volume_removal(*id)?;
+        }
+        Ok(pending.len())
+    }
+
+    /// Removes the tree of deleted volume `id` (marked `removing`) in batches, then its record
+    /// unless snapshots or clones still read its blocks.
+    fn finish_volume_removal(&self, id: u32) -> Result<()> {
+        loop {
+            let done = self.write(true, |t| {
+                let Ok(mut vol) = load_volume(t, id) else { return Ok(true) };
+                if vol.removing {
+                    let mut budget = VOLUME_REMOVE_BATCH;
+                    if !remove_tree_some(t, vol.root, &mut budget)? {
+                        return Ok(false);
+                    }
+                    if let Ok(a) = load_attr(t, vol.root) {
+                        destroy(t, vol.root, &a)?;
+                    }
+                    t.delete(&keys::usage(vol.id))?;
+                    vol.removing = false;
+                }
+                // Kept, hidden, while snapshots (of data volumes) or clones still read its
+                // blocks: its record names their store.
+                if crate::snapshots::still_needed(t, vol.id)? {
+                    put_volume(t, &vol)?;
+                } else {
+                    t.delete(&keys::volume(vol.id))?;
+                }
+                Ok(true)
+            })?;
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     /// Sets (`Some((bytes_per_sec, ops_per_sec))`, 0 = unlimited) or clears (`None`: back to
@@ -261,4 +286,50 @@ impl Meta {
 
 fn load_volume_qos(t: &mut dyn KvTxn, id: u32) -> Result<Option<(u64, u64)>> {
     t.get(&keys::volume_qos(id))?.map(|b| crate::codec::dec(&b)).transpose()
+}
+
+fn put_volume(t: &mut dyn KvTxn, v: &Volume) -> Result<()> {
+    t.put(&keys::volume(v.id), &serde_json::to_vec(v).map_err(|e| MetaError::Corrupt(e.to_string()))?)
+}
+
+/// Removes up to `budget` entries of the tree under `root`, deepest first (a directory's
+/// entry goes only once the directory is empty, so what is left stays reachable from the root
+/// for the next batch); true when the tree is empty.
+fn remove_tree_some(t: &mut dyn KvTxn, root: Ino, budget: &mut usize) -> Result<bool> {
+    let mut stack = vec![root];
+    while let Some(&dir) = stack.last() {
+        let p = keys::dentry_prefix(dir);
+        let page = t.scan(&p, &prefix_end(&p), (*budget).clamp(1, 64))?;
+        if page.is_empty() {
+            stack.pop();
+            continue;
+        }
+        for (k, v) in page {
+            if *budget == 0 {
+                return Ok(false);
+            }
+            let (ino, kind) = dec_entry(&v)?;
+            if kind == FileType::Dir {
+                let cp = keys::dentry_prefix(ino);
+                if !t.scan(&cp, &prefix_end(&cp), 1)?.is_empty() {
+                    stack.push(ino);
+                    break;
+                }
+            }
+            t.delete(&k)?;
+            *budget -= 1;
+            if let Ok(mut a) = load_attr(t, ino) {
+                a.nlink = a.nlink.saturating_sub(1);
+                if a.nlink == 0 || kind == FileType::Dir {
+                    destroy(t, ino, &a)?;
+                } else {
+                    store_attr(t, ino, &a)?;
+                }
+            }
+        }
+        if *budget == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -324,3 +324,41 @@ fn a_store_written_by_a_newer_strata_is_refused() {
         c.execute("UPDATE strata_schema SET version = $1", &[&have]).expect("restore");
     }
 }
+
+#[test]
+fn deleting_a_large_deep_volume_takes_several_batches_and_reclaims_everything() {
+    let fs = TestFs::new();
+    let m = &fs.meta;
+    let vol = fs.volume("big");
+    // More entries than one removal batch, in nested directories, with hard links between
+    // directories (a link's inode goes only with its last name).
+    let mut inos = vec![vol.root];
+    let mut ids = Vec::new();
+    let mut parent = vol.root;
+    for depth in 0..4 {
+        let d = mkdir(m, &root(), parent, &format!("d{depth}"), 0o755).unwrap();
+        inos.push(d);
+        for i in 0..200 {
+            let f = mkfile(m, &root(), d, &format!("f{i}"), 0o644).unwrap();
+            inos.push(f);
+            if i % 50 == 0 {
+                let s = slice(m, 0, 10 + i);
+                m.commit_writes(f, &[(0, s)]).unwrap();
+                ids.push(s.id);
+                m.link(&root(), f, vol.root, format!("link-{depth}-{i}").as_bytes()).unwrap();
+            }
+        }
+        parent = d;
+    }
+    ids.sort_unstable();
+    assert_eq!(m.delete_volume("big").unwrap(), vol);
+    assert!(m.volume_by_id(vol.id).is_err(), "the record goes once the tree is removed");
+    for ino in &inos {
+        assert_eq!(m.getattr(*ino), Err(MetaError::NotFound), "inode {ino} of the deleted volume");
+    }
+    let mut got: Vec<u64> = m.collectable(usize::MAX).unwrap().iter().map(|p| p.0).collect();
+    got.sort_unstable();
+    assert_eq!(got, ids, "every slice of the volume waits for block deletion");
+    assert_eq!(m.usage(vol.id).unwrap(), Usage::default());
+    assert_eq!(m.resume_volume_removals().unwrap(), 0, "nothing left to resume");
+}

@@ -154,20 +154,24 @@ impl Server {
             Ok(_) => {}
             Err(e) => return Err(ServerError::Journal(e)),
         }
-        // Work a crash cut short: snapshot deletions are finished; clones half copied are
+        // Work a crash cut short: snapshot and volume deletions are finished; clones half copied are
         // removed (with shared state another server may be copying one right now, so only a
         // server that owns the store does this).
         let meta = st.meta.clone();
-        let resumed = tokio::task::spawn_blocking(move || -> strata_meta::Result<(usize, Vec<String>)> {
+        let resumed = tokio::task::spawn_blocking(move || -> strata_meta::Result<(usize, usize, Vec<String>)> {
             let n = meta.resume_snapshot_deletions()?;
+            let vols = meta.resume_volume_removals()?;
             let clones = if meta.is_shared() { Vec::new() } else { meta.remove_unfinished_clones()? };
-            Ok((n, clones))
+            Ok((n, vols, clones))
         })
         .await;
         match resumed {
-            Ok(Ok((n, clones))) => {
+            Ok(Ok((n, vols, clones))) => {
                 if n > 0 {
                     tracing::info!(snapshots = n, "finished deleting snapshots");
+                }
+                if vols > 0 {
+                    tracing::info!(volumes = vols, "finished deleting volumes");
                 }
                 for c in clones {
                     tracing::warn!(volume = %c, "removed a clone that a crash left half copied; create it again");

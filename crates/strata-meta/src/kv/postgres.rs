@@ -28,7 +28,20 @@ pub struct PostgresEngine {
 }
 
 fn engine_err(what: &str, e: postgres::Error) -> MetaError {
-    MetaError::Engine(format!("postgres {what}: {e}"))
+    // The error's Display is only "db error": the server's message, detail and code are in
+    // its `DbError`, and an operator needs them.
+    match e.as_db_error() {
+        Some(db) => {
+            let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+            MetaError::Engine(format!(
+                "postgres {what}: {} {}{detail} [{}]",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            ))
+        }
+        None => MetaError::Engine(format!("postgres {what}: {e}")),
+    }
 }
 
 fn retryable(e: &postgres::Error) -> bool {
