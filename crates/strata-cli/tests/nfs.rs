@@ -568,6 +568,101 @@ fn every_procedure() {
     assert_eq!(&read_all(&c.p(0, "data.bin"))[..5], b"again");
 }
 
+async fn mkdir(c: &mut Conn, dir: &nfs_fh3, n: &str) -> nfs_fh3 {
+    let r = c.mkdir(&MKDIR3args { where_: dirop(dir, n), attributes: mode_sattr(0o755) }).await.expect("rpc");
+    let Nfs3Result::Ok(md) = r else { panic!("MKDIR {n}: {:?}", code(&r)) };
+    let Nfs3Option::Some(d) = md.obj else { panic!("MKDIR without handle") };
+    d
+}
+
+/// Every procedure on a directory or file that was deleted (through the gateway, or by another
+/// client a moment ago, while the gateway's caches still hold it) answers NFS3ERR_STALE, as
+/// RFC 1813 and nfs-ganesha do: Linux clients redo a path lookup on ESTALE, not on ENOENT.
+#[test]
+fn deleted_directories_and_files_are_stale() {
+    let mut c = Cluster::new("nfs-stale");
+    c.mount(&[]);
+    let vol = c.volume.clone();
+    // The default attribute lifetime: the gateway's caches still know what was deleted.
+    let mut g = Gateway::nfs(&mut c, &[&format!("/v={vol},squash=none")], &[]);
+    let port = g.port;
+    let fuse = |p: &str| c.p(0, p);
+    rt().block_on(async {
+        let mut n = connect(port, "/v", 0, 0).await.expect("mount");
+        let root = n.root_nfs_fh3();
+        let stale = nfsstat3::NFS3ERR_STALE;
+
+        // Deleted through the gateway itself.
+        let d = mkdir(&mut n, &root, "mine").await;
+        create(&mut n, &d, "f", 0o644).await.expect("CREATE");
+        assert_eq!(lookup(&mut n, &d, "f").await.map(|_| ()), Ok(()));
+        let r = n.remove(&REMOVE3args { object: dirop(&d, "f") }).await.expect("rpc");
+        assert_eq!(code(&r), nfsstat3::NFS3_OK);
+        assert_eq!(lookup(&mut n, &d, "f").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT, "a missing name");
+        let r = n.rmdir(&RMDIR3args { object: dirop(&root, "mine") }).await.expect("rpc");
+        assert_eq!(code(&r), nfsstat3::NFS3_OK);
+        assert_eq!(lookup(&mut n, &d, "f").await.unwrap_err(), stale, "LOOKUP in a removed directory");
+
+        // Deleted by another client (the FUSE mount) just now.
+        let d = mkdir(&mut n, &root, "theirs").await;
+        let (kept, _) = create(&mut n, &root, "kept", 0o644).await.expect("CREATE");
+        create(&mut n, &d, "x", 0o644).await.expect("CREATE");
+        getattr(&mut n, &d).await.expect("GETATTR");
+        std::fs::remove_file(fuse("theirs/x")).expect("rm on FUSE");
+        std::fs::remove_dir(fuse("theirs")).expect("rmdir on FUSE");
+        // (A name the gateway looked up itself may still be answered from its cache, for at
+        // most --attr-ttl, like any attribute.)
+        assert_eq!(lookup(&mut n, &d, "other").await.unwrap_err(), stale, "LOOKUP");
+        let r = n
+            .setattr(&SETATTR3args { object: d.clone(), new_attributes: mode_sattr(0o700), guard: Nfs3Option::None })
+            .await
+            .expect("rpc");
+        assert_eq!(code(&r), stale, "SETATTR");
+        assert_eq!(create(&mut n, &d, "new", 0o644).await.unwrap_err(), stale, "CREATE");
+        let r = n.mkdir(&MKDIR3args { where_: dirop(&d, "sub"), attributes: sattr3::default() }).await.expect("rpc");
+        assert_eq!(code(&r), stale, "MKDIR");
+        let r = n
+            .symlink(&SYMLINK3args {
+                where_: dirop(&d, "ln"),
+                symlink: symlinkdata3 {
+                    symlink_attributes: sattr3::default(),
+                    symlink_data: nfspath3::from(b"target".as_slice()),
+                },
+            })
+            .await
+            .expect("rpc");
+        assert_eq!(code(&r), stale, "SYMLINK");
+        let r = n
+            .mknod(&MKNOD3args { where_: dirop(&d, "fifo"), what: mknoddata3::NF3FIFO(mode_sattr(0o600)) })
+            .await
+            .expect("rpc");
+        assert_eq!(code(&r), stale, "MKNOD");
+        let r = n.remove(&REMOVE3args { object: dirop(&d, "x") }).await.expect("rpc");
+        assert_eq!(code(&r), stale, "REMOVE");
+        let r = n.rmdir(&RMDIR3args { object: dirop(&d, "sub") }).await.expect("rpc");
+        assert_eq!(code(&r), stale, "RMDIR");
+        let r = n.rename(&RENAME3args { from: dirop(&root, "kept"), to: dirop(&d, "moved") }).await.expect("rpc");
+        assert_eq!(code(&r), stale, "RENAME into it");
+        let r = n.link(&LINK3args { file: kept.clone(), link: dirop(&d, "hard") }).await.expect("rpc");
+        assert_eq!(code(&r), stale, "LINK into it");
+        assert_eq!(getattr(&mut n, &d).await.unwrap_err(), stale, "GETATTR");
+        // A missing name in a directory that exists is still NOENT.
+        assert_eq!(lookup(&mut n, &root, "theirs").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT);
+
+        // COMMIT of unstable writes to a file another client deleted: STALE at once and later
+        // alike (the gateway closes its handle after a while; the answer does not change).
+        let (f, _) = create(&mut n, &root, "doomed", 0o644).await.expect("CREATE");
+        write(&mut n, &f, 0, b"unstable", stable_how::UNSTABLE).await.expect("WRITE");
+        std::fs::remove_file(fuse("doomed")).expect("rm on FUSE");
+        for wait in [0, 3] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            let r = n.commit(&COMMIT3args { file: f.clone(), offset: 0, count: 0 }).await.expect("rpc");
+            assert_eq!(code(&r), stale, "COMMIT {wait} s after the delete");
+        }
+    });
+    g.stop();
+}
+
 /// Export rules: allow-lists refuse at MOUNT, read-only exports refuse changes with
 /// NFS3ERR_ROFS, root and all squash map ids, subdirectory exports stay inside, an export with
 /// a viewer token has exactly that token's rights, and Unix permissions hold for other users.

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nfs3_types::nfs3::{
     ACCESS3resok, COMMIT3resok, FSINFO3resok, FSSTAT3resok, LOOKUP3resok, Nfs3Option, PATHCONF3resok, READLINK3resok,
@@ -9,6 +10,7 @@ use nfs3_types::nfs3::{
 };
 use nfs3_types::xdr_codec::Opaque;
 use strata_types::{Attr, Ctx, FileType, NameError, SetAttr, SetTime, Timespec};
+use strata_vfs::VfsError;
 
 use crate::attr::{self, access, fattr, handle_status, post_op, status, wcc};
 use crate::gateway::{Export, Gateway};
@@ -175,6 +177,23 @@ impl Gateway {
         }
     }
 
+    /// The status of an operation that failed in directories `dirs`: ENOENT there may mean a
+    /// directory itself is gone (deleted, perhaps by another client, whatever the caches
+    /// still say), which is a stale handle (RFC 1813), not a missing name. Linux clients redo
+    /// a path lookup on ESTALE, not on ENOENT. Asked of the server only on this error path.
+    async fn in_dirs_status(ex: &Export, dirs: &[u64], e: &VfsError) -> nfsstat3 {
+        if e.errno() == libc::ENOENT {
+            for &dir in dirs {
+                match ex.vfs.getattr_within(dir, Duration::ZERO).await {
+                    Ok(a) if a.nlink == 0 => return nfsstat3::NFS3ERR_STALE,
+                    Err(d) if d.errno() == libc::ENOENT => return nfsstat3::NFS3ERR_STALE,
+                    _ => {}
+                }
+            }
+        }
+        status(e)
+    }
+
     /// Attributes for a reply's optional fields: cached, else asked for, else left out.
     async fn some_attr(ex: &Export, ino: u64) -> Option<Attr> {
         match ex.vfs.getattr(ino).await {
@@ -213,7 +232,7 @@ impl Gateway {
         }
         Self::writable(&ex)?;
         let ctx = ex.spec.ctx(cred);
-        let after = ex.vfs.setattr(&ctx, ino, &s).await.map_err(|e| status(&e))?;
+        let after = ex.vfs.setattr(&ctx, ino, &s).await.map_err(|e| handle_status(&e))?;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &SETATTR3resok { obj_wcc: wcc(ino, Some(&before), Some(&after), ex.fsid) });
         Ok(())
@@ -233,7 +252,10 @@ impl Gateway {
                 let up = if dir == ex.root { dir } else { d.parent };
                 Ok((up, self.attr(ex, up).await?))
             }
-            _ => ex.vfs.lookup_cached(ctx, dir, name).await.map_err(|e| status(&e)),
+            _ => match ex.vfs.lookup_cached(ctx, dir, name).await {
+                Ok(found) => Ok(found),
+                Err(e) => Err(Self::in_dirs_status(ex, &[dir], &e).await),
+            },
         }
     }
 
@@ -396,9 +418,16 @@ impl Gateway {
     async fn commit(&self, peer: IpAddr, fh: &[u8], out: &mut Vec<u8>) -> NfsResult<()> {
         let (ex, ino) = self.resolve(fh, peer)?;
         self.check_attr(&ex, ino).await?;
-        ex.vfs.commit(ino, true).await.map_err(|e| status(&e))?;
+        // A file deleted meanwhile (here or by another client) is a stale handle, whether or
+        // not this gateway still holds it open: ENOENT is no COMMIT status (RFC 1813 3.3.21).
+        ex.vfs.commit(ino, true).await.map_err(|e| handle_status(&e))?;
         // The commit's reply refreshed the cached attributes.
         let after = ex.vfs.cached_attr(ino);
+        // A file whose last name is gone answers STALE, at once and later alike (as GETATTR
+        // does): what this gateway still held open of it reached no file anyone can open.
+        if after.as_ref().is_none_or(|a| a.nlink == 0) {
+            self.attr(&ex, ino).await?;
+        }
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(
             out,
@@ -459,11 +488,14 @@ impl Gateway {
                         None => (ino, a),
                     }
                 }
-                Err(e) => return Err(status(&e)),
+                Err(e) => return Err(Self::in_dirs_status(&ex, &[dino], &e).await),
             },
             CreateHow::Guarded(s) => {
                 let s = attr::setattr(s);
-                let (ino, a) = ex.vfs.mknod(&ctx, dino, name, mode(&s), 0, 0).await.map_err(|e| status(&e))?;
+                let (ino, a) = match ex.vfs.mknod(&ctx, dino, name, mode(&s), 0, 0).await {
+                    Ok(made) => made,
+                    Err(e) => return Err(Self::in_dirs_status(&ex, &[dino], &e).await),
+                };
                 ex.files.created(ino);
                 (ino, Self::apply_rest(&ex, &ctx, ino, a, &s).await?)
             }
@@ -488,7 +520,7 @@ impl Gateway {
                         }
                         (ino, a)
                     }
-                    Err(e) => return Err(status(&e)),
+                    Err(e) => return Err(Self::in_dirs_status(&ex, &[dino], &e).await),
                 }
             }
         };
@@ -530,7 +562,10 @@ impl Gateway {
                 v.mknod(&ctx, dino, name, kind | s.mode.unwrap_or(0o644), 0, rdev).await.map(|r| (r, s))
             }
         };
-        let ((ino, a), s) = made.map_err(|e| status(&e))?;
+        let ((ino, a), s) = match made {
+            Ok(m) => m,
+            Err(e) => return Err(Self::in_dirs_status(&ex, &[dino], &e).await),
+        };
         let a = if matches!(what, Make::Symlink(..)) {
             // Symbolic links have no mode of their own; owner changes apply.
             Self::apply_rest(&ex, &ctx, ino, a, &SetAttr { uid: s.uid, gid: s.gid, ..Default::default() }).await?
@@ -558,7 +593,9 @@ impl Gateway {
         }
         let ctx = ex.spec.ctx(cred);
         let r = if is_dir { ex.vfs.rmdir(&ctx, dino, name).await } else { ex.vfs.unlink(&ctx, dino, name).await };
-        r.map_err(|e| status(&e))?;
+        if let Err(e) = r {
+            return Err(Self::in_dirs_status(&ex, &[dino], &e).await);
+        }
         let after = Self::some_attr(&ex, dino).await;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &wcc(dino, None, after.as_ref(), ex.fsid));
@@ -582,7 +619,9 @@ impl Gateway {
         check_new_name(from.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
         check_new_name(to.1).map_err(|e| if e == nfsstat3::NFS3ERR_EXIST { nfsstat3::NFS3ERR_INVAL } else { e })?;
         let ctx = ex.spec.ctx(cred);
-        ex.vfs.rename(&ctx, fdir, from.1, tdir, to.1, 0).await.map_err(|e| status(&e))?;
+        if let Err(e) = ex.vfs.rename(&ctx, fdir, from.1, tdir, to.1, 0).await {
+            return Err(Self::in_dirs_status(&ex, &[fdir, tdir], &e).await);
+        }
         let fa = Self::some_attr(&ex, fdir).await;
         let ta = if tdir == fdir { fa } else { Self::some_attr(&ex, tdir).await };
         pack_into(out, &nfsstat3::NFS3_OK);
@@ -608,7 +647,11 @@ impl Gateway {
         Self::writable(&ex)?;
         check_new_name(name)?;
         let ctx = ex.spec.ctx(cred);
-        let a = ex.vfs.link(&ctx, ino, dino, name).await.map_err(|e| status(&e))?;
+        let a = match ex.vfs.link(&ctx, ino, dino, name).await {
+            Ok(a) => a,
+            // The directory or the file may be the one gone.
+            Err(e) => return Err(Self::in_dirs_status(&ex, &[dino, ino], &e).await),
+        };
         let da = Self::some_attr(&ex, dino).await;
         pack_into(out, &nfsstat3::NFS3_OK);
         pack_into(out, &post_op(ino, Some(&a), ex.fsid));
