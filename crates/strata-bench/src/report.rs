@@ -1,5 +1,6 @@
 //! Results of a run, and their human and JSON forms.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +26,50 @@ pub struct PhaseResult {
     pub ops_per_sec: f64,
     /// `bytes / seconds` in MiB/s, for phases that move data.
     pub mib_per_sec: Option<f64>,
+    /// For phases run by several processes: the time of the slowest one, from the common start
+    /// to its last operation (`seconds` is the wall clock of the whole phase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest_seconds: Option<f64>,
+    /// Latency of single operations, for phases that time each one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<Latency>,
+    /// Further figures of the phase, by name (e.g. `commit_ms` of a checkpoint).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, f64>,
+}
+
+/// Percentiles of operation latencies, in microseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Latency {
+    /// Number of operations timed.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest operation.
+    pub max: f64,
+}
+
+impl Latency {
+    /// Percentiles of `samples_ns` (nanoseconds; sorted in place), or `None` when empty.
+    ///
+    /// Nearest-rank method: the p-th percentile is the smallest sample with at least p% of the
+    /// samples at or below it.
+    pub fn from_nanos(samples_ns: &mut [u64]) -> Option<Self> {
+        if samples_ns.is_empty() {
+            return None;
+        }
+        samples_ns.sort_unstable();
+        let n = samples_ns.len();
+        let at = |p: f64| {
+            let rank = ((p / 100.0) * n as f64).ceil() as usize;
+            samples_ns[rank.clamp(1, n) - 1] as f64 / 1000.0
+        };
+        Some(Self { count: n as u64, p50: at(50.0), p90: at(90.0), p99: at(99.0), max: at(100.0) })
+    }
 }
 
 impl PhaseResult {
@@ -40,7 +85,28 @@ impl PhaseResult {
             seconds,
             ops_per_sec: ops as f64 / seconds,
             mib_per_sec: bytes.map(|b| b as f64 / MIB / seconds),
+            slowest_seconds: None,
+            latency_us: None,
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// Adds the slowest process's time.
+    pub fn with_slowest(mut self, seconds: f64) -> Self {
+        self.slowest_seconds = Some(seconds);
+        self
+    }
+
+    /// Adds latency percentiles of `samples_ns` (nothing when empty).
+    pub fn with_latencies(mut self, samples_ns: &mut [u64]) -> Self {
+        self.latency_us = Latency::from_nanos(samples_ns);
+        self
+    }
+
+    /// Adds a named figure.
+    pub fn with_extra(mut self, name: &str, value: f64) -> Self {
+        self.extra.insert(name.to_string(), value);
+        self
     }
 }
 
@@ -75,19 +141,33 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "strata-bench {} in {}", self.version, self.dir.display());
+        let width = self.results.iter().flat_map(|w| &w.phases).map(|p| p.phase.len()).max().unwrap_or(0).max(7);
         let _ = writeln!(
             out,
-            "{:<9} {:<7} {:>7} {:>9} {:>9} {:>11} {:>9}",
-            "workload", "phase", "threads", "ops", "seconds", "ops/s", "MiB/s"
+            "{:<9} {:<width$} {:>7} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9}",
+            "workload", "phase", "procs", "ops", "seconds", "ops/s", "MiB/s", "slowest", "p50 us", "p99 us"
         );
+        let opt = |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_string(), |m| format!("{m:.prec$}"));
         for w in &self.results {
             for p in &w.phases {
-                let mib = p.mib_per_sec.map_or_else(|| "-".to_string(), |m| format!("{m:.1}"));
-                let _ = writeln!(
+                let _ = write!(
                     out,
-                    "{:<9} {:<7} {:>7} {:>9} {:>9.3} {:>11.1} {:>9}",
-                    w.workload, p.phase, p.threads, p.ops, p.seconds, p.ops_per_sec, mib
+                    "{:<9} {:<width$} {:>7} {:>9} {:>9.3} {:>11.1} {:>9} {:>9} {:>9} {:>9}",
+                    w.workload,
+                    p.phase,
+                    p.threads,
+                    p.ops,
+                    p.seconds,
+                    p.ops_per_sec,
+                    opt(p.mib_per_sec, 1),
+                    opt(p.slowest_seconds, 3),
+                    opt(p.latency_us.map(|l| l.p50), 1),
+                    opt(p.latency_us.map(|l| l.p99), 1),
                 );
+                for (k, v) in &p.extra {
+                    let _ = write!(out, " {k}={v:.3}");
+                }
+                out.push('\n');
             }
         }
         out
@@ -164,5 +244,42 @@ mod tests {
         assert!(t.contains("create"), "{t}");
         assert!(t.contains("unlink"), "{t}");
         assert_eq!(t.lines().count(), 4, "{t}");
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        assert_eq!(Latency::from_nanos(&mut []), None);
+        let mut v: Vec<u64> = (1..=100).rev().map(|i| i * 1000).collect();
+        let l = Latency::from_nanos(&mut v).expect("samples");
+        assert_eq!((l.count, l.p50, l.p90, l.p99, l.max), (100, 50.0, 90.0, 99.0, 100.0));
+        let l = Latency::from_nanos(&mut [7000]).expect("one sample");
+        assert_eq!((l.p50, l.p99, l.max), (7.0, 7.0, 7.0));
+    }
+
+    #[test]
+    fn table_shows_slowest_latency_and_extras() {
+        let p = PhaseResult::new("n4-2dirs", 4, 4, Some(4 << 20), Duration::from_secs(1))
+            .with_slowest(0.9)
+            .with_latencies(&mut [1000, 2000, 3000])
+            .with_extra("commit_ms", 1.5);
+        let json = serde_json::to_value(&p).expect("json");
+        assert_eq!(json["slowest_seconds"], 0.9);
+        assert_eq!(json["latency_us"]["p50"], 2.0);
+        assert_eq!(json["extra"]["commit_ms"], 1.5);
+        let plain = serde_json::to_value(PhaseResult::new("x", 1, 1, None, Duration::from_secs(1))).expect("json");
+        assert!(plain.get("latency_us").is_none() && plain.get("extra").is_none());
+        let r = Report {
+            tool: "strata-bench".into(),
+            version: "0".into(),
+            dir: "/x".into(),
+            results: vec![WorkloadResult {
+                workload: "ckpt".into(),
+                dir: "/x".into(),
+                params: serde_json::json!({}),
+                phases: vec![p],
+            }],
+        };
+        let t = r.to_table();
+        assert!(t.contains("n4-2dirs") && t.contains("0.900") && t.contains("commit_ms=1.500"), "{t}");
     }
 }
