@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,12 +278,28 @@ class Target:
         self.root.mkdir(parents=True)
         self.mnt = self.root / "mnt"
         self.mnt.mkdir()
+        self.mnt2 = self.root / "mnt2"
         self.log_file = self.root / "commands.log"
+        self.second = False  # whether the volume is mounted a second time at mnt2
 
     @property
     def dir(self) -> Path:
         """Where the workloads run."""
         return self.mnt
+
+    @property
+    def dir2(self) -> Path:
+        """A second path to the same tree: a second mount of the volume (the local disk has
+        none, so it is the same directory)."""
+        return self.mnt2 if self.second else self.mnt
+
+    def enable_second(self) -> None:
+        """Mounts the volume a second time at mnt2 (and keeps it mounted through cold cycles)."""
+
+    def store_counters(self) -> dict | None:
+        """Block-store requests the client(s) made so far, when the file system tells:
+        {"gets": N, "get_bytes": B or None}; None when it cannot be known."""
+        return None
 
     def setup(self) -> None:
         pass
@@ -293,7 +310,9 @@ class Target:
             os.stat(self.dir)
         except OSError:
             return False
-        return self.name == "local" or is_mounted(self.mnt)
+        if self.name == "local":
+            return True
+        return is_mounted(self.mnt) and (not self.second or is_mounted(self.mnt2))
 
     def make_cold(self) -> None:
         """Empties every cache between the workload and its storage (the kernel's, the client's)."""
@@ -329,6 +348,8 @@ class JuiceFS(Target):
         self.bucket = self.root / "bucket"
         self.cache_generation = 0
         self.cache = self.root / "cache-0"
+        self.cache2 = self.root / "cache2-0"
+        self.metrics_ports: dict[Path, int] = {}
         self.meta_url = f"sqlite3://{self.root / 'jfs.db'}"
         self.bucket.mkdir()
         self.cache.mkdir()
@@ -357,21 +378,61 @@ class JuiceFS(Target):
                 log_file=self.log_file)
         self.mount()
 
-    def mount(self) -> None:
+    def _mount_at(self, mnt: Path, cache: Path, logname: str) -> None:
+        port = free_port()
         run_cmd([self.bin, "mount", "-d", "--no-usage-report", "--backup-meta", "0",
-                 "--cache-dir", str(self.cache), "--log", str(self.root / "mount.log"),
-                 "--metrics", f"127.0.0.1:{free_port()}", self.meta_url, str(self.mnt)],
+                 "--cache-dir", str(cache), "--log", str(self.root / logname),
+                 "--metrics", f"127.0.0.1:{port}", self.meta_url, str(mnt)],
                 timeout=MOUNT_TIMEOUT, log_file=self.log_file)
-        if not is_mounted(self.mnt):
-            raise StepError(f"juicefs mount returned but {self.mnt} is not mounted")
+        if not is_mounted(mnt):
+            raise StepError(f"juicefs mount returned but {mnt} is not mounted")
+        self.metrics_ports[mnt] = port
+
+    def mount(self) -> None:
+        self._mount_at(self.mnt, self.cache, "mount.log")
+        if self.second:
+            self._mount_at(self.mnt2, self.cache2, "mount2.log")
 
     def umount(self) -> None:
         unmount_with(self.mnt, [self.bin, "umount", str(self.mnt)], self.log_file)
+        if self.mnt2.exists():
+            unmount_with(self.mnt2, [self.bin, "umount", str(self.mnt2)], self.log_file)
 
     def recover(self) -> None:
         self.umount()
         force_unmount(self.mnt)
+        force_unmount(self.mnt2)
         self.mount()
+
+    def enable_second(self) -> None:
+        if self.second:
+            return
+        self.mnt2.mkdir(exist_ok=True)
+        self.cache2.mkdir(exist_ok=True)
+        self.second = True
+        self._mount_at(self.mnt2, self.cache2, "mount2.log")
+
+    def store_counters(self) -> dict | None:
+        # The client's Prometheus metrics: object GET requests and the bytes they returned.
+        gets = 0.0
+        got = 0.0
+        for mnt, port in self.metrics_ports.items():
+            if not is_mounted(mnt):
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                    text = r.read().decode()
+            except OSError as e:
+                raise StepError(f"cannot read JuiceFS metrics on port {port}: {e}") from e
+            for line in text.splitlines():
+                m = re.match(r'(juicefs_object_request_durations_histogram_seconds_count|'
+                             r'juicefs_object_request_data_bytes)\{([^}]*)\}\s+(\S+)', line)
+                if m and 'method="GET"' in m.group(2):
+                    if m.group(1).endswith("_count"):
+                        gets += float(m.group(3))
+                    else:
+                        got += float(m.group(3))
+        return {"gets": int(gets), "get_bytes": int(got)}
 
     def make_cold(self) -> None:
         # The client keeps blocks in its own disk cache (--cache-dir) and in memory: unmount
@@ -384,6 +445,9 @@ class JuiceFS(Target):
         self.cache_generation += 1
         self.cache = self.root / f"cache-{self.cache_generation}"
         self.cache.mkdir()
+        if self.second:
+            self.cache2 = self.root / f"cache2-{self.cache_generation}"
+            self.cache2.mkdir()
         drop_caches()
         t2 = time.monotonic()
         self.mount()
@@ -410,6 +474,7 @@ class Strata(Target):
         self.token = self.data / "admin.token"
         self.server: subprocess.Popen | None = None
         self.client: subprocess.Popen | None = None
+        self.client2: subprocess.Popen | None = None
         self.url = ""
 
     def version(self) -> str:
@@ -468,35 +533,68 @@ class Strata(Target):
                 timeout=MOUNT_TIMEOUT, log_file=self.log_file)
         self.mount()
 
-    def mount(self) -> None:
+    def _mount_at(self, mnt: Path, logname: str) -> subprocess.Popen:
         # Foreground mount process: the harness owns it, sees it die, and keeps its log.
-        self.client = self._spawn(["mount", self.volume, str(self.mnt), "--server", self.url,
-                                   "--token-file", str(self.token), *self.mount_args],
-                                  "mount.log")
+        client = self._spawn(["mount", self.volume, str(mnt), "--server", self.url,
+                              "--token-file", str(self.token), *self.mount_args], logname)
         deadline = time.monotonic() + MOUNT_TIMEOUT
-        while not is_mounted(self.mnt):
-            if self.client.poll() is not None:
-                raise StepError(f"strata mount exited with {self.client.returncode}:\n"
-                                f"{self._tail('mount.log')}")
+        while not is_mounted(mnt):
+            if client.poll() is not None:
+                raise StepError(f"strata mount exited with {client.returncode}:\n"
+                                f"{self._tail(logname)}")
             if time.monotonic() > deadline:
-                raise StepError(f"strata mount: {self.mnt} not mounted after {MOUNT_TIMEOUT} s")
+                stop_process(client, "strata mount")
+                raise StepError(f"strata mount: {mnt} not mounted after {MOUNT_TIMEOUT} s")
             time.sleep(0.1)
+        return client
 
-    def umount(self) -> None:
-        unmount_with(self.mnt, [self.bin, "umount", str(self.mnt)], self.log_file)
-        if self.client is not None:
+    def mount(self) -> None:
+        self.client = self._mount_at(self.mnt, "mount.log")
+        if self.second:
+            self.client2 = self._mount_at(self.mnt2, "mount2.log")
+
+    def _umount_at(self, mnt: Path, client: subprocess.Popen | None) -> None:
+        unmount_with(mnt, [self.bin, "umount", str(mnt)], self.log_file)
+        if client is not None:
             try:
-                self.client.wait(timeout=30)
+                client.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 log("strata mount process still running after umount; stopping it")
-                stop_process(self.client, "strata mount")
-            self.client = None
+                stop_process(client, "strata mount")
+
+    def umount(self) -> None:
+        self._umount_at(self.mnt, self.client)
+        self.client = None
+        if self.mnt2.exists():
+            self._umount_at(self.mnt2, self.client2)
+        self.client2 = None
 
     def recover(self) -> None:
         self.umount()
         force_unmount(self.mnt)
+        force_unmount(self.mnt2)
         stop_process(self.client, "strata mount")
+        stop_process(self.client2, "strata mount")
         self.mount()
+
+    def enable_second(self) -> None:
+        if self.second:
+            return
+        self.mnt2.mkdir(exist_ok=True)
+        self.second = True
+        self.client2 = self._mount_at(self.mnt2, "mount2.log")
+
+    def store_counters(self) -> dict | None:
+        # Every mount counts the block GETs it made (`strata.stats`, a virtual xattr).
+        gets = 0
+        for mnt in [self.mnt] + ([self.mnt2] if self.second else []):
+            try:
+                text = os.getxattr(mnt, "strata.stats").decode()
+            except OSError as e:
+                raise StepError(f"cannot read strata.stats of {mnt}: {e}") from e
+            fields = dict(w.split("=", 1) for w in text.split() if "=" in w)
+            gets += int(fields.get("block_gets", 0))
+        return {"gets": gets, "get_bytes": None}
 
     def make_cold(self) -> None:
         # Unmount ends the client and its caches; the server's blocks then come off the disk.
@@ -509,7 +607,9 @@ class Strata(Target):
             self.umount()
         finally:
             force_unmount(self.mnt)
+            force_unmount(self.mnt2)
             stop_process(self.client, "strata mount")
+            stop_process(self.client2, "strata mount")
             stop_process(self.server, "strata server")
 
 
@@ -573,7 +673,9 @@ class Harness:
             Row("meta_create", f"meta create ({opts.meta_files:,} empty, 1 dir, 1 thr)", "ops/s"),
             Row("meta_stat", "meta stat (1 thr)", "ops/s"),
             Row("meta_unlink", "meta unlink (1 thr)", "ops/s"),
-        ]}
+        ]} if not opts.only_training else {}
+        if opts.training:
+            self.rows.update({r.key: r for r in training_rows(opts)})
 
     def each(self, what: str, keys: list[str], fn) -> None:
         """Runs fn(target) for every live target; failures fail the cells in keys."""
@@ -680,17 +782,144 @@ class Harness:
             for ph in ("create", "stat", "unlink"):
                 self.set(f"meta_{ph}", t, r[ph]["ops_per_sec"])
 
-        self.each("fio seq write, no fsync", ["seqwrite_nosync"], seqwrite_nosync)
-        self.each("fio seq write", ["seqwrite"], seqwrite)
-        self.each("fio seq read cold+warm", ["seqread_cold", "seqread_warm"], seqread)
-        self.each("fio rand read", ["randread"], randread)
-        self.each("files write", ["files_write"], files_write)
-        self.each("files list/read/stat/unlink",
-                  ["files_list", "files_read", "files_stat", "files_unlink"], files_rest)
-        self.each("meta create/stat/unlink", ["meta_create", "meta_stat", "meta_unlink"], meta)
+        if not o.only_training:
+            self.each("fio seq write, no fsync", ["seqwrite_nosync"], seqwrite_nosync)
+            self.each("fio seq write", ["seqwrite"], seqwrite)
+            self.each("fio seq read cold+warm", ["seqread_cold", "seqread_warm"], seqread)
+            self.each("fio rand read", ["randread"], randread)
+            self.each("files write", ["files_write"], files_write)
+            self.each("files list/read/stat/unlink",
+                      ["files_list", "files_read", "files_stat", "files_unlink"], files_rest)
+            self.each("meta create/stat/unlink", ["meta_create", "meta_stat", "meta_unlink"],
+                      meta)
+        if o.training:
+            self.run_training()
+
+    def run_training(self) -> None:
+        """The training workloads of strata-bench: checkpoint, restore, model fan-out, data
+        loader, epoch start. Those that read do it from cold: `setup` first, then each reading
+        phase after the target was made cold."""
+        o = self.o
+
+        def tb(t: Target, tag: str, workload: str, args: list[str]) -> dict:
+            return bench(self.bench_cmd, t, self.out, tag, ["--workload", workload, *args])
+
+        def fresh(t: Target, name: str) -> None:
+            # A failed earlier step may have left the workload's directory behind.
+            shutil.rmtree(t.dir / name, ignore_errors=True)
+
+        def slowest(p: dict) -> str:
+            return f"slowest {p['slowest_seconds']:.2f} s"
+
+        def lat(p: dict) -> str:
+            q = p.get("latency_us") or {}
+            return f"p50 {q.get('p50', 0):,.0f} / p99 {q.get('p99', 0):,.0f} µs"
+
+        ckpt_args = ["--shard-size", o.shard_size, "--io-size", "1MiB"]
+
+        def ckpt(t: Target):
+            t.enable_second()
+            fresh(t, "strata-bench-ckpt")
+            r = tb(t, "ckpt", "ckpt", [*ckpt_args, "--ckpt-ranks", ",".join(map(str, o.ckpt_ranks)),
+                                      "--dir2", str(t.dir2)])
+            for n in o.ckpt_ranks:
+                for layout, key in (("1dir", "1"), ("2dirs", "2")):
+                    p = r[f"n{n}-{layout}"]
+                    self.set(f"ckpt_n{n}_{key}", t, p["mib_per_sec"], slowest(p))
+
+        def restore(t: Target):
+            t.enable_second()
+            fresh(t, "strata-bench-restore")
+            args = [*ckpt_args, "--restore-ranks", str(o.restore_ranks), "--range-size",
+                    o.range_size, "--dir2", str(t.dir2)]
+            tb(t, "restore-setup", "restore", [*args, "--phases", "setup"])
+            t.cold()
+            p = tb(t, "restore-read", "restore", [*args, "--phases", "read,cleanup"])["read"]
+            self.set("restore", t, p["mib_per_sec"], f"{slowest(p)}, {lat(p)}")
+
+        def fanout(t: Target):
+            t.enable_second()
+            fresh(t, "strata-bench-fanout")
+            args = ["--fanout-size", o.fanout_size, "--fanout-readers", str(o.fanout_readers),
+                    "--fanout-dirs", f"{t.dir},{t.dir2}"]
+            tb(t, "fanout-setup", "fanout", [*args, "--phases", "setup"])
+            for phase, tail in (("read", ""), ("mmap", ",cleanup")):
+                t.cold()
+                before = t.store_counters()
+                p = tb(t, f"fanout-{phase}", "fanout", [*args, "--phases", phase + tail])[phase]
+                after = t.store_counters()
+                self.set(f"fanout_{phase}", t, p["mib_per_sec"], slowest(p))
+                if before is not None and after is not None:
+                    gets = after["gets"] - before["gets"]
+                    extra = ""
+                    if after["get_bytes"] is not None:
+                        extra = f"{(after['get_bytes'] - before['get_bytes']) / 2**20:,.0f} MiB"
+                    self.set(f"fanout_{phase}_gets", t, gets, extra)
+
+        def loader(t: Target):
+            fresh(t, "strata-bench-loader")
+            args = ["--loader-workers", str(o.loader_workers), "--loader-files",
+                    str(o.loader_files), "--loader-file-size", o.loader_file_size,
+                    "--records-file-size", o.records_file_size, "--records", str(o.records),
+                    "--loader-shards", str(o.loader_shards), "--loader-shard-size",
+                    o.loader_shard_size]
+            tb(t, "loader-setup", "loader", [*args, "--phases", "setup"])
+            for phase, tail in (("files", ""), ("records", ""), ("shards", ",cleanup")):
+                t.cold()
+                p = tb(t, f"loader-{phase}", "loader", [*args, "--phases", phase + tail])[phase]
+                if phase == "shards":
+                    self.set("loader_shards", t, p["mib_per_sec"], slowest(p))
+                else:
+                    self.set(f"loader_{phase}", t, p["ops_per_sec"], lat(p))
+
+        def epoch(t: Target):
+            t.enable_second()
+            fresh(t, "strata-bench-epoch")
+            args = ["--epoch-files", str(o.epoch_files), "--epoch-ranks", str(o.epoch_ranks),
+                    "--dir2", str(t.dir2)]
+            tb(t, "epoch-setup", "epoch", [*args, "--phases", "setup"])
+            t.cold()
+            p = tb(t, "epoch-walk", "epoch", [*args, "--phases", "walk,cleanup"])["walk"]
+            self.set("epoch_walk", t, p["ops_per_sec"], f"{slowest(p)}, {lat(p)}")
+
+        self.each("ckpt", [k for k in self.rows if k.startswith("ckpt_")], ckpt)
+        self.each("restore", ["restore"], restore)
+        self.each("fanout", ["fanout_read", "fanout_read_gets", "fanout_mmap",
+                             "fanout_mmap_gets"], fanout)
+        self.each("loader", ["loader_files", "loader_records", "loader_shards"], loader)
+        self.each("epoch", ["epoch_walk"], epoch)
 
     def failed(self) -> bool:
         return bool(self.broken) or any(r.errors for r in self.rows.values())
+
+
+def training_rows(o) -> list[Row]:
+    """The rows of the training workloads, labelled with the sizes they run with."""
+    rows = []
+    for key, mounts in (("1", "1 mount"), ("2", "2 mounts")):
+        for n in o.ckpt_ranks:
+            rows.append(Row(f"ckpt_n{n}_{key}",
+                            f"ckpt {n} rank{'s' if n > 1 else ''} × {o.shard_size} "
+                            f"(write + fsync, then .metadata renamed), {mounts}", "MiB/s"))
+    rows += [
+        Row("restore", f"restore {o.restore_ranks} ranks × {o.shard_size}, {o.range_size} "
+                       "ranged reads, 2 mounts, cold", "MiB/s"),
+        Row("fanout_read", f"fanout read: {o.fanout_readers} readers × one {o.fanout_size} "
+                           "file, 2 mounts, cold", "MiB/s"),
+        Row("fanout_read_gets", "fanout read: block-store GETs (fewer is better)", "GETs"),
+        Row("fanout_mmap", f"fanout mmap: {o.fanout_readers} readers × one {o.fanout_size} "
+                           "file, 2 mounts, cold", "MiB/s"),
+        Row("fanout_mmap_gets", "fanout mmap: block-store GETs (fewer is better)", "GETs"),
+        Row("loader_files", f"loader files: {o.loader_workers} workers, {o.loader_files:,} × "
+                            f"{o.loader_file_size} shuffled, cold", "files/s"),
+        Row("loader_records", f"loader records: {o.loader_workers} workers × {o.records:,} "
+                              f"random 2 KiB reads in {o.records_file_size}, cold", "reads/s"),
+        Row("loader_shards", f"loader shards: {o.loader_workers} workers, {o.loader_shards} × "
+                             f"{o.loader_shard_size} sequential, cold", "MiB/s"),
+        Row("epoch_walk", f"epoch: {o.epoch_ranks} ranks list + lstat {o.epoch_files:,} files, "
+                          "2 mounts, cold", "entries/s"),
+    ]
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -698,6 +927,8 @@ class Harness:
 
 
 def fmt(v: float) -> str:
+    if isinstance(v, int):
+        return f"{v:,}"
     if v >= 100:
         return f"{v:,.0f}"
     if v >= 10:
@@ -813,7 +1044,10 @@ def render(h: Harness, info: list[str], wall: float, engines: Engines) -> str:
         cells += [ratio(row, "strata", "local"), ratio(row, "strata", "juicefs"),
                   ratio(row, "juicefs", "local")]
         out.append("| " + " | ".join(cells) + " |")
-    out += ["", "Higher is better in every row; a ratio above 1 means the first target is faster.",
+    out += ["", "Higher is better in every row but the GETs rows; a ratio above 1 means the first "
+                "target is faster." + (" The local disk has no second mount: its \"2 mounts\" rows "
+                                       "run twice through the same directory." if h.o.training
+                                       else ""),
             "Only ratios within this one run are meaningful (the disk swings up to 2.6× between "
             "runs)." + (" JuiceFS's local-directory store does not fsync blocks, so its write "
                         "figures stop at the page cache." if not engines.s3 else
@@ -872,10 +1106,56 @@ def parse_args(argv: list[str]):
                    help="with --s3: the bucket Strata's blocks go to, under a prefix unique to "
                         "the run (default strata-bench). JuiceFS uses the same bucket under "
                         "jfs-RUNID/; `juicefs format` creates the bucket when missing")
+    t = p.add_argument_group(
+        "training workloads", "checkpoint, restore, model fan-out, data loader and epoch start "
+        "(strata-bench --workload ckpt|restore|fanout|loader|epoch); sizes as strata-bench takes "
+        "them (e.g. 64m, 1g)")
+    t.add_argument("--no-training", dest="training", action="store_false",
+                   help="leave the training workloads out")
+    t.add_argument("--only-training", action="store_true",
+                   help="run only the training workloads (no fio, files and meta rows)")
+    t.add_argument("--quick", action="store_true",
+                   help="small sizes for every row, for a smoke run (explicit size options "
+                        "still win)")
+    t.add_argument("--ckpt-ranks", default="1,2,4,8",
+                   help="ckpt: rank counts, comma-separated (default 1,2,4,8)")
+    t.add_argument("--shard-size", default="128m",
+                   help="ckpt, restore: bytes per rank (default 128m; strata-bench's own "
+                        "default is 1g)")
+    t.add_argument("--restore-ranks", type=int, default=4, help="restore: ranks (default 4)")
+    t.add_argument("--range-size", default="4m", help="restore: ranged read size (default 4m)")
+    t.add_argument("--fanout-size", default="512m", help="fanout: the file's size (default 512m)")
+    t.add_argument("--fanout-readers", type=int, default=4,
+                   help="fanout: reader processes, spread over the two mounts (default 4)")
+    t.add_argument("--loader-workers", type=int, default=4, help="loader: workers (default 4)")
+    t.add_argument("--loader-files", type=int, default=5000,
+                   help="loader: small files (default 5000)")
+    t.add_argument("--loader-file-size", default="64KiB",
+                   help="loader: small file size (default 64KiB)")
+    t.add_argument("--records-file-size", default="256m",
+                   help="loader: size of the records file (default 256m)")
+    t.add_argument("--records", type=int, default=5000,
+                   help="loader: 2 KiB records read per worker (default 5000)")
+    t.add_argument("--loader-shards", type=int, default=4, help="loader: shards (default 4)")
+    t.add_argument("--loader-shard-size", default="128m",
+                   help="loader: shard size (default 128m)")
+    t.add_argument("--epoch-files", type=int, default=10_000,
+                   help="epoch: files in the tree (default 10000)")
+    t.add_argument("--epoch-ranks", type=int, default=4, help="epoch: ranks (default 4)")
     p.add_argument("--rand-max-runtime", type=int, default=30,
                    help="4 KiB random reads: stop a slow target after this many seconds "
                         "(default 30)")
+    if "--quick" in argv:
+        p.set_defaults(**QUICK)
     o = p.parse_args(argv)
+    if o.only_training and not o.training:
+        p.error("--only-training and --no-training exclude each other")
+    try:
+        o.ckpt_ranks = [int(n) for n in o.ckpt_ranks.split(",") if n.strip()]
+    except ValueError:
+        o.ckpt_ranks = []
+    if not o.ckpt_ranks or min(o.ckpt_ranks) < 1:
+        p.error("--ckpt-ranks takes positive rank counts, comma-separated, e.g. 1,2,4,8")
     o.targets = [t.strip() for t in o.targets.split(",") if t.strip()]
     bad = [t for t in o.targets if t not in ALL_TARGETS]
     if bad or not o.targets:
@@ -887,6 +1167,13 @@ def parse_args(argv: list[str]):
     if o.s3 and not re.fullmatch(r"https?://[^/?]+/?", o.s3):
         p.error("--s3 takes an endpoint URL without a path, e.g. http://127.0.0.1:9000")
     return o
+
+
+# --quick: every row small enough for a smoke run of a few minutes.
+QUICK = {"fio_size": 64 * 2**20, "rand_io": "4m", "files": 1000, "meta_files": 1000,
+         "dirs": 20, "ckpt_ranks": "1,2,4", "shard_size": "16m", "fanout_size": "64m",
+         "loader_files": 500, "records_file_size": "32m", "records": 1000,
+         "loader_shard_size": "16m", "epoch_files": 1000}
 
 
 def parse_size(text: str) -> int:
@@ -1036,7 +1323,8 @@ def main(argv: list[str]) -> int:
             o.json_out.write_text(json.dumps({
                 "targets": [t.name for t in targets],
                 "rows": {k: {"label": r.label, "unit": r.unit, "values": r.values,
-                             "errors": r.errors} for k, r in harness.rows.items()},
+                             "extra": r.extra, "errors": r.errors}
+                         for k, r in harness.rows.items()},
                 "broken": harness.broken, "info": info,
                 "engines": {"pg": engines.pg, "s3": engines.s3,
                             "s3_bucket": engines.s3_bucket if engines.s3 else None,
@@ -1058,8 +1346,9 @@ def main(argv: list[str]) -> int:
             except Exception as e:  # noqa: BLE001 - cleanup must go on
                 print(f"bench/run.sh: cleanup of {t.name}: {e}", file=sys.stderr)
                 force_unmount(t.mnt)
+                force_unmount(t.mnt2)
         engines.drop_databases()
-        still = [str(t.mnt) for t in targets if is_mounted(t.mnt)]
+        still = [str(m) for t in targets for m in (t.mnt, t.mnt2) if is_mounted(m)]
         if still:
             print(f"bench/run.sh: still mounted, workspace kept: {', '.join(still)}",
                   file=sys.stderr)

@@ -121,6 +121,7 @@ pub fn run_restore(cfg: &CkptConfig) -> Result<Vec<PhaseResult>> {
                 results.push(r);
             }
             Phase::Read => {
+                crate::need_setup(&top)?;
                 let r = restore(cfg)?;
                 log(&r);
                 results.push(r);

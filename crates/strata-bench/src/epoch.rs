@@ -69,6 +69,7 @@ pub fn run(cfg: &EpochConfig) -> Result<Vec<PhaseResult>> {
                 )
             }
             Phase::Walk => {
+                crate::need_setup(&root)?;
                 let tasks: Vec<Task> = (0..cfg.ranks)
                     .map(|r| Task::Walk { root: cfg.bases[r % cfg.bases.len()].join(DIR_NAME), files: cfg.files })
                     .collect();

@@ -68,6 +68,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Vec<PhaseResult>> {
                 PhaseResult::new("setup", 1, o.ops, Some(o.bytes), started.elapsed())
             }
             Phase::Read | Phase::Mmap => {
+                crate::need_setup(&root)?;
                 let tasks: Vec<Task> = (0..cfg.readers)
                     .map(|k| match phase {
                         Phase::Read => Task::ReadSeq { files: vec![cfg.source(k)], range: cfg.io_size },

@@ -129,6 +129,12 @@ impl Phase {
     }
 }
 
+/// Fails with a clear message when a reading phase runs before its `setup`.
+pub(crate) fn need_setup(root: &Path) -> Result<()> {
+    ensure!(root.is_dir(), "{} does not exist: run the setup phase first", root.display());
+    Ok(())
+}
+
 /// Flushes every file system's dirty data, so no measurement pays for an earlier one's.
 pub(crate) fn sync() {
     // SAFETY: sync(2) has no preconditions and cannot fail.

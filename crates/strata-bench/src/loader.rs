@@ -124,6 +124,7 @@ pub fn run(cfg: &LoaderConfig, base: &Path) -> Result<Vec<PhaseResult>> {
                 PhaseResult::new("setup", cfg.setup_threads, cfg.files + 1 + cfg.shards, Some(bytes), started.elapsed())
             }
             Phase::Files | Phase::Records | Phase::Shards => {
+                crate::need_setup(&root)?;
                 let tasks: Vec<Task> = (0..cfg.workers)
                     .map(|w| match phase {
                         Phase::Files => Task::ReadWhole { files: cfg.epoch_share(&root, w) },
