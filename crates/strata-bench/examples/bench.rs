@@ -1,4 +1,5 @@
-//! Stand-alone runner for the benchmark workloads, until `strata bench` exists:
+//! Stand-alone runner for the benchmark workloads (the same as `strata bench`; the training
+//! workloads start their worker processes as copies of this program):
 //!
 //! ```text
 //! cargo run --release -p strata-bench --example bench -- --dir /mnt/strata --json

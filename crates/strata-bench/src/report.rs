@@ -14,7 +14,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub struct PhaseResult {
     /// Phase name (`write`, `list`, `read`, `stat`, `unlink`, `create`).
     pub phase: String,
-    /// Worker threads used.
+    /// Workers used: threads for `files` and `meta`, processes for the training workloads.
     pub threads: usize,
     /// Operations done: files written/listed/read/statted/removed, or metadata operations.
     pub ops: u64,
@@ -145,7 +145,7 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<9} {:<width$} {:>7} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9}",
-            "workload", "phase", "procs", "ops", "seconds", "ops/s", "MiB/s", "slowest", "p50 us", "p99 us"
+            "workload", "phase", "workers", "ops", "seconds", "ops/s", "MiB/s", "slowest", "p50 us", "p99 us"
         );
         let opt = |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_string(), |m| format!("{m:.prec$}"));
         for w in &self.results {
