@@ -278,23 +278,43 @@ class Target:
         self.root.mkdir(parents=True)
         self.mnt = self.root / "mnt"
         self.mnt.mkdir()
-        self.mnt2 = self.root / "mnt2"
         self.log_file = self.root / "commands.log"
-        self.second = False  # whether the volume is mounted a second time at mnt2
+        self.extra = 0  # further mounts of the volume, at mnt2, mnt3, ...
 
     @property
     def dir(self) -> Path:
         """Where the workloads run."""
         return self.mnt
 
+    def extra_mnt(self, i: int) -> Path:
+        """Where the i-th further mount of the volume goes (0: mnt2)."""
+        return self.root / f"mnt{i + 2}"
+
+    @property
+    def mounts(self) -> list[Path]:
+        """Every mount of the volume: the workload directory, then the further mounts."""
+        return [self.mnt] + [self.extra_mnt(i) for i in range(self.extra)]
+
     @property
     def dir2(self) -> Path:
         """A second path to the same tree: a second mount of the volume (the local disk has
         none, so it is the same directory)."""
-        return self.mnt2 if self.second else self.mnt
+        return self.mounts[1] if self.extra else self.mnt
 
-    def enable_second(self) -> None:
-        """Mounts the volume a second time at mnt2 (and keeps it mounted through cold cycles)."""
+    def enable_mounts(self, total: int) -> None:
+        """Mounts the volume until it is mounted `total` times (kept through cold cycles)."""
+        while 1 + self.extra < total and self.name != "local":
+            mnt = self.extra_mnt(self.extra)
+            mnt.mkdir(exist_ok=True)
+            self.extra += 1
+            try:
+                self.mount_extra(self.extra - 1)
+            except StepError:
+                self.extra -= 1
+                raise
+
+    def mount_extra(self, i: int) -> None:
+        """Mounts the i-th further mount."""
 
     def store_counters(self) -> dict | None:
         """Block-store requests the client(s) made so far, when the file system tells:
@@ -312,7 +332,7 @@ class Target:
             return False
         if self.name == "local":
             return True
-        return is_mounted(self.mnt) and (not self.second or is_mounted(self.mnt2))
+        return all(is_mounted(m) for m in self.mounts)
 
     def make_cold(self) -> None:
         """Empties every cache between the workload and its storage (the kernel's, the client's)."""
@@ -348,7 +368,6 @@ class JuiceFS(Target):
         self.bucket = self.root / "bucket"
         self.cache_generation = 0
         self.cache = self.root / "cache-0"
-        self.cache2 = self.root / "cache2-0"
         self.metrics_ports: dict[Path, int] = {}
         self.meta_url = f"sqlite3://{self.root / 'jfs.db'}"
         self.bucket.mkdir()
@@ -388,29 +407,29 @@ class JuiceFS(Target):
             raise StepError(f"juicefs mount returned but {mnt} is not mounted")
         self.metrics_ports[mnt] = port
 
+    def extra_cache(self, i: int) -> Path:
+        # Every client has a cache directory of its own, new after every cold cycle.
+        cache = self.root / f"cache{i + 2}-{self.cache_generation}"
+        cache.mkdir(exist_ok=True)
+        return cache
+
+    def mount_extra(self, i: int) -> None:
+        self._mount_at(self.extra_mnt(i), self.extra_cache(i), f"mount{i + 2}.log")
+
     def mount(self) -> None:
         self._mount_at(self.mnt, self.cache, "mount.log")
-        if self.second:
-            self._mount_at(self.mnt2, self.cache2, "mount2.log")
+        for i in range(self.extra):
+            self.mount_extra(i)
 
     def umount(self) -> None:
-        unmount_with(self.mnt, [self.bin, "umount", str(self.mnt)], self.log_file)
-        if self.mnt2.exists():
-            unmount_with(self.mnt2, [self.bin, "umount", str(self.mnt2)], self.log_file)
+        for m in reversed(self.mounts):
+            unmount_with(m, [self.bin, "umount", str(m)], self.log_file)
 
     def recover(self) -> None:
         self.umount()
-        force_unmount(self.mnt)
-        force_unmount(self.mnt2)
+        for m in self.mounts:
+            force_unmount(m)
         self.mount()
-
-    def enable_second(self) -> None:
-        if self.second:
-            return
-        self.mnt2.mkdir(exist_ok=True)
-        self.cache2.mkdir(exist_ok=True)
-        self.second = True
-        self._mount_at(self.mnt2, self.cache2, "mount2.log")
 
     def store_counters(self) -> dict | None:
         # The client's Prometheus metrics: object GET requests and the bytes they returned.
@@ -445,9 +464,6 @@ class JuiceFS(Target):
         self.cache_generation += 1
         self.cache = self.root / f"cache-{self.cache_generation}"
         self.cache.mkdir()
-        if self.second:
-            self.cache2 = self.root / f"cache2-{self.cache_generation}"
-            self.cache2.mkdir()
         drop_caches()
         t2 = time.monotonic()
         self.mount()
@@ -474,7 +490,7 @@ class Strata(Target):
         self.token = self.data / "admin.token"
         self.server: subprocess.Popen | None = None
         self.client: subprocess.Popen | None = None
-        self.client2: subprocess.Popen | None = None
+        self.extra_clients: dict[Path, subprocess.Popen] = {}
         self.url = ""
 
     def version(self) -> str:
@@ -548,10 +564,14 @@ class Strata(Target):
             time.sleep(0.1)
         return client
 
+    def mount_extra(self, i: int) -> None:
+        mnt = self.extra_mnt(i)
+        self.extra_clients[mnt] = self._mount_at(mnt, f"mount{i + 2}.log")
+
     def mount(self) -> None:
         self.client = self._mount_at(self.mnt, "mount.log")
-        if self.second:
-            self.client2 = self._mount_at(self.mnt2, "mount2.log")
+        for i in range(self.extra):
+            self.mount_extra(i)
 
     def _umount_at(self, mnt: Path, client: subprocess.Popen | None) -> None:
         unmount_with(mnt, [self.bin, "umount", str(mnt)], self.log_file)
@@ -563,31 +583,25 @@ class Strata(Target):
                 stop_process(client, "strata mount")
 
     def umount(self) -> None:
+        for m in reversed(self.mounts[1:]):
+            self._umount_at(m, self.extra_clients.pop(m, None))
         self._umount_at(self.mnt, self.client)
         self.client = None
-        if self.mnt2.exists():
-            self._umount_at(self.mnt2, self.client2)
-        self.client2 = None
 
     def recover(self) -> None:
         self.umount()
-        force_unmount(self.mnt)
-        force_unmount(self.mnt2)
+        for m in self.mounts:
+            force_unmount(m)
         stop_process(self.client, "strata mount")
-        stop_process(self.client2, "strata mount")
+        for c in self.extra_clients.values():
+            stop_process(c, "strata mount")
+        self.extra_clients.clear()
         self.mount()
-
-    def enable_second(self) -> None:
-        if self.second:
-            return
-        self.mnt2.mkdir(exist_ok=True)
-        self.second = True
-        self.client2 = self._mount_at(self.mnt2, "mount2.log")
 
     def store_counters(self) -> dict | None:
         # Every mount counts the block GETs it made (`strata.stats`, a virtual xattr).
         gets = 0
-        for mnt in [self.mnt] + ([self.mnt2] if self.second else []):
+        for mnt in self.mounts:
             try:
                 text = os.getxattr(mnt, "strata.stats").decode()
             except OSError as e:
@@ -606,10 +620,11 @@ class Strata(Target):
         try:
             self.umount()
         finally:
-            force_unmount(self.mnt)
-            force_unmount(self.mnt2)
+            for m in self.mounts:
+                force_unmount(m)
             stop_process(self.client, "strata mount")
-            stop_process(self.client2, "strata mount")
+            for c in self.extra_clients.values():
+                stop_process(c, "strata mount")
             stop_process(self.server, "strata server")
 
 
@@ -818,7 +833,7 @@ class Harness:
         ckpt_args = ["--shard-size", o.shard_size, "--io-size", "1MiB"]
 
         def ckpt(t: Target):
-            t.enable_second()
+            t.enable_mounts(2)
             fresh(t, "strata-bench-ckpt")
             r = tb(t, "ckpt", "ckpt", [*ckpt_args, "--ckpt-ranks", ",".join(map(str, o.ckpt_ranks)),
                                       "--dir2", str(t.dir2)])
@@ -828,7 +843,7 @@ class Harness:
                     self.set(f"ckpt_n{n}_{key}", t, p["mib_per_sec"], slowest(p))
 
         def restore(t: Target):
-            t.enable_second()
+            t.enable_mounts(2)
             fresh(t, "strata-bench-restore")
             args = [*ckpt_args, "--restore-ranks", str(o.restore_ranks), "--range-size",
                     o.range_size, "--dir2", str(t.dir2)]
@@ -838,10 +853,11 @@ class Harness:
             self.set("restore", t, p["mib_per_sec"], f"{slowest(p)}, {lat(p)}")
 
         def fanout(t: Target):
-            t.enable_second()
+            t.enable_mounts(max(2, o.fanout_mounts))
             fresh(t, "strata-bench-fanout")
+            dirs = t.mounts[:o.fanout_mounts] if t.extra else [t.dir]
             args = ["--fanout-size", o.fanout_size, "--fanout-readers", str(o.fanout_readers),
-                    "--fanout-dirs", f"{t.dir},{t.dir2}"]
+                    "--fanout-dirs", ",".join(map(str, dirs))]
             tb(t, "fanout-setup", "fanout", [*args, "--phases", "setup"])
             for phase, tail in (("read", ""), ("mmap", ",cleanup")):
                 t.cold()
@@ -873,7 +889,7 @@ class Harness:
                     self.set(f"loader_{phase}", t, p["ops_per_sec"], lat(p))
 
         def epoch(t: Target):
-            t.enable_second()
+            t.enable_mounts(2)
             fresh(t, "strata-bench-epoch")
             args = ["--epoch-files", str(o.epoch_files), "--epoch-ranks", str(o.epoch_ranks),
                     "--dir2", str(t.dir2)]
@@ -905,10 +921,10 @@ def training_rows(o) -> list[Row]:
         Row("restore", f"restore {o.restore_ranks} ranks × {o.shard_size}, {o.range_size} "
                        "ranged reads, 2 mounts, cold", "MiB/s"),
         Row("fanout_read", f"fanout read: {o.fanout_readers} readers × one {o.fanout_size} "
-                           "file, 2 mounts, cold", "MiB/s"),
+                           f"file, {o.fanout_mounts} mounts, cold", "MiB/s"),
         Row("fanout_read_gets", "fanout read: block-store GETs (fewer is better)", "GETs"),
         Row("fanout_mmap", f"fanout mmap: {o.fanout_readers} readers × one {o.fanout_size} "
-                           "file, 2 mounts, cold", "MiB/s"),
+                           f"file, {o.fanout_mounts} mounts, cold", "MiB/s"),
         Row("fanout_mmap_gets", "fanout mmap: block-store GETs (fewer is better)", "GETs"),
         Row("loader_files", f"loader files: {o.loader_workers} workers, {o.loader_files:,} × "
                             f"{o.loader_file_size} shuffled, cold", "files/s"),
@@ -1126,7 +1142,10 @@ def parse_args(argv: list[str]):
     t.add_argument("--range-size", default="4m", help="restore: ranged read size (default 4m)")
     t.add_argument("--fanout-size", default="512m", help="fanout: the file's size (default 512m)")
     t.add_argument("--fanout-readers", type=int, default=4,
-                   help="fanout: reader processes, spread over the two mounts (default 4)")
+                   help="fanout: reader processes, reader k through mount k %% M (default 4)")
+    t.add_argument("--fanout-mounts", type=int, default=2,
+                   help="fanout: M, the mounts (clients) of the volume the readers go through "
+                        "(default 2; the local disk has one directory)")
     t.add_argument("--loader-workers", type=int, default=4, help="loader: workers (default 4)")
     t.add_argument("--loader-files", type=int, default=5000,
                    help="loader: small files (default 5000)")
@@ -1154,6 +1173,8 @@ def parse_args(argv: list[str]):
         o.ckpt_ranks = [int(n) for n in o.ckpt_ranks.split(",") if n.strip()]
     except ValueError:
         o.ckpt_ranks = []
+    if o.fanout_mounts < 1 or o.fanout_readers < 1:
+        p.error("--fanout-mounts and --fanout-readers must be at least 1")
     if not o.ckpt_ranks or min(o.ckpt_ranks) < 1:
         p.error("--ckpt-ranks takes positive rank counts, comma-separated, e.g. 1,2,4,8")
     o.targets = [t.strip() for t in o.targets.split(",") if t.strip()]
@@ -1345,10 +1366,10 @@ def main(argv: list[str]) -> int:
                 t.teardown()
             except Exception as e:  # noqa: BLE001 - cleanup must go on
                 print(f"bench/run.sh: cleanup of {t.name}: {e}", file=sys.stderr)
-                force_unmount(t.mnt)
-                force_unmount(t.mnt2)
+                for m in t.mounts:
+                    force_unmount(m)
         engines.drop_databases()
-        still = [str(m) for t in targets for m in (t.mnt, t.mnt2) if is_mounted(m)]
+        still = [str(m) for t in targets for m in t.mounts if is_mounted(m)]
         if still:
             print(f"bench/run.sh: still mounted, workspace kept: {', '.join(still)}",
                   file=sys.stderr)
