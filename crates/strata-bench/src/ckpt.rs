@@ -75,6 +75,7 @@ impl CkptConfig {
         ensure!(self.shard_size > 0, "--shard-size must be at least 1 byte");
         ensure!(self.ranks.iter().all(|&n| n > 0), "--ckpt-ranks must all be at least 1");
         ensure!(self.restore_ranks > 0, "--restore-ranks must be at least 1");
+        ensure!(self.io_size > 0 && self.range_size > 0, "--io-size and --range-size must be at least 1 byte");
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ impl FanoutConfig {
 /// the caches cold before each), `cleanup` removes it.
 pub fn run(cfg: &FanoutConfig) -> Result<Vec<PhaseResult>> {
     ensure!(cfg.readers > 0, "--fanout-readers must be at least 1");
-    ensure!(cfg.size > 0, "--fanout-size must be at least 1 byte");
+    ensure!(cfg.size > 0 && cfg.io_size > 0, "--fanout-size and --io-size must be at least 1 byte");
     ensure!(!cfg.dirs.is_empty(), "no directory to read through");
     let root = cfg.dirs[0].join(DIR_NAME);
     let mut results = Vec::new();

@@ -748,6 +748,13 @@ mod tests {
             .expect("parse")
             .args;
         assert!(check_phases(&a).is_err(), "files has its own --files-phases");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path().to_str().expect("utf-8");
+        for w in ["ckpt", "restore", "fanout", "loader"] {
+            let a = Cli::try_parse_from(["bench", "--dir", d, "--workload", w, "--io-size", "0"]).expect("parse").args;
+            let msg = format!("{:#}", measure(&a).expect_err("zero io size"));
+            assert!(msg.contains("--io-size"), "{w}: {msg}");
+        }
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl LoaderConfig {
     fn validate(&self) -> Result<()> {
         ensure!(self.workers > 0, "--loader-workers must be at least 1");
         ensure!(self.files > 0 && self.dirs > 0, "--loader-files and --loader-dirs must be at least 1");
-        ensure!(self.record_size > 0, "--record-size must be at least 1 byte");
+        ensure!(self.record_size > 0 && self.io_size > 0, "--record-size and --io-size must be at least 1 byte");
         ensure!(
             self.records_file_size >= self.record_size,
             "--records-file-size must hold at least one record of --record-size"
