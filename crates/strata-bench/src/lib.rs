@@ -144,8 +144,8 @@ pub(crate) fn sync() {
 /// Options of `strata bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Directory to run in: a mount point or any directory. The workloads create (and remove)
-    /// their own subdirectories `strata-bench-files` and `strata-bench-meta` in it.
+    /// Directory to run in: a mount point or any directory. Each workload creates (and
+    /// removes) its own subdirectory `strata-bench-WORKLOAD` in it.
     #[arg(long, value_name = "PATH")]
     pub dir: PathBuf,
 
