@@ -72,6 +72,33 @@ impl Attachments {
         Ok(out)
     }
 
+    /// Creates volume `name` in `token`'s scope (CreateBucket), through the server's
+    /// provisioning path and policies.
+    pub async fn create_volume(&self, token: &Token, name: &str, capacity: u64) -> Result<VolumeInfo, VfsError> {
+        strata_vfs::client::create_volume(&self.cfg.server, &token.secret, name, capacity, true).await
+    }
+
+    /// Deletes volume `name` (DeleteBucket): ends this gateway's own idle sessions on it first,
+    /// since the server refuses to delete a mounted volume; a session of another client (or a
+    /// request of this gateway still reading it) keeps it, and the server says so.
+    pub async fn delete_volume(&self, token: &Token, name: &str) -> Result<(), VfsError> {
+        let mine: Vec<Attached> = {
+            let mut map = self.map.lock().await;
+            let keys: Vec<(String, String)> = map
+                .iter()
+                .filter(|((_, v), a)| v == name && Arc::strong_count(&a.vfs) == 1)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter().filter_map(|k| map.remove(&k)).collect()
+        };
+        for a in mine {
+            if let Err(e) = a.vfs.detach().await {
+                tracing::warn!(volume = name, error = %e, "detaching before a bucket deletion failed");
+            }
+        }
+        strata_vfs::client::delete_volume(&self.cfg.server, &token.secret, name).await
+    }
+
     /// Ends the sessions unused for `idle`: an attached volume counts as mounted, which keeps
     /// it from being deleted, and each session costs the server a heartbeat.
     pub async fn detach_idle(&self, idle: Duration) {
