@@ -65,6 +65,7 @@ for algo in ALGOS:
         eq(st, 200, f"correct {algo} trailer (signed={signed}): {out[:300]!r}")
         h = s3.head_object(Bucket=b, Key=key, ChecksumMode="ENABLED")
         eq(h.get(f"Checksum{algo}"), good, f"stored {algo} of a trailer upload")
+        eq(h.get("ContentEncoding"), None, "aws-chunked is how the body came, not the object's encoding")
         eq(s3.get_object(Bucket=b, Key=key)["Body"].read(), body, "content of a chunked upload")
 
 # Two checksum headers, or one that contradicts the declared algorithm: InvalidRequest.

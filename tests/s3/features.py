@@ -121,6 +121,10 @@ v = s3.list_object_versions(Bucket=b, Prefix="f/sp ace/")
 eq([(x["Key"], x["VersionId"], x["IsLatest"]) for x in v["Versions"]], [("f/sp ace/a+b", "null", True)],
    "ListObjectVersions of an unversioned bucket")
 eq(s3.get_bucket_versioning(Bucket=b).get("Status"), None, "GetBucketVersioning")
+eq(s3.get_object(Bucket=b, Key="f/single", VersionId="null")["Body"].read(), b"single", "GET of version null")
+expect_error("NoSuchVersion", s3.get_object, Bucket=b, Key="f/single", VersionId="3HL4kqtJlcpXroDTDmJ")
+expect_error("AccessDenied", s3.get_object, Bucket=b, Key="f/single", ExpectedBucketOwner="123456789012")
+s3.head_object(Bucket=b, Key="f/single", ExpectedBucketOwner=a.key)
 expect_error("NotImplemented", s3.put_bucket_versioning, Bucket=b, VersioningConfiguration={"Status": "Enabled"})
 
 # Errors carry a RequestId (body and header).

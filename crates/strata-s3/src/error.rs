@@ -85,6 +85,9 @@ pub enum GatewayError {
     /// The operation conflicts with the resource's state (a volume mounted elsewhere).
     #[error("{0}")]
     Conflict(String),
+    /// A version other than `null` (objects are unversioned).
+    #[error("no version {0:?}: objects here have only the version \"null\"")]
+    NoSuchVersion(String),
     /// Refused by the rules of the caller's scope or role.
     #[error("{0}")]
     AccessDenied(String),
@@ -203,6 +206,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidBucketName(_) => msg(S3ErrorCode::InvalidBucketName, text),
             GatewayError::Conflict(_) => msg(S3ErrorCode::OperationAborted, text),
             GatewayError::AccessDenied(_) => msg(S3ErrorCode::AccessDenied, text),
+            GatewayError::NoSuchVersion(_) => msg(S3ErrorCode::NoSuchVersion, text),
         }
     }
 }

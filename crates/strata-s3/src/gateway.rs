@@ -251,6 +251,23 @@ fn read_range(size: u64, meta: &ObjectMeta, part: Option<i32>, range: Option<&Ra
     }
 }
 
+/// Objects have one version, `null`: any other is not there.
+fn no_version(v: Option<&str>) -> Result<()> {
+    match v {
+        Some(v) if v != "null" => Err(GatewayError::NoSuchVersion(v.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// `x-amz-expected-bucket-owner`: the account of a bucket is the token that sees it, so any
+/// other expected owner is refused as S3 refuses a bucket of another account.
+fn expected_owner(token: &Token, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(e) if e != token.id => Err(GatewayError::AccessDenied(format!("the bucket is not owned by {e:?}"))),
+        _ => Ok(()),
+    }
+}
+
 fn owner(token: &Token) -> Owner {
     Owner { id: Some(token.id.clone()), display_name: Some(token.id.clone()) }
 }
@@ -585,6 +602,8 @@ impl S3 for Gateway {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let token = self.token(&req)?;
         let i = &req.input;
+        no_version(i.version_id.as_deref())?;
+        expected_owner(&token, i.expected_bucket_owner.as_deref())?;
         let vfs = self.volume(&token, &i.bucket).await?;
         let f = self.find(&vfs, &i.key).await?;
         let cond = Conditions {
@@ -627,6 +646,8 @@ impl S3 for Gateway {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let token = self.token(&req)?;
         let i = &req.input;
+        no_version(i.version_id.as_deref())?;
+        expected_owner(&token, i.expected_bucket_owner.as_deref())?;
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
         let (ino, a, fh) = objects::open_object(&vfs, &i.key, &segs).await?;
@@ -753,6 +774,7 @@ impl S3 for Gateway {
             ),
         ])?;
         let cond = conditions::write_if(i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        expected_owner(&token, i.expected_bucket_owner.as_deref())?;
         self.check_size(i.content_length)?;
         split_key(&i.key)?;
         let meta = ObjectMeta::new(i.content_type, i.metadata)?.with_headers(Headers {
@@ -790,9 +812,9 @@ impl S3 for Gateway {
         let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &i.copy_source else {
             return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
         };
-        if version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(NoSuchVersion, "objects have no versions here but \"null\""));
-        }
+        no_version(version_id.as_deref())?;
+        expected_owner(&token, i.expected_bucket_owner.as_deref())?;
+        expected_owner(&token, i.expected_source_bucket_owner.as_deref())?;
         let grants = i.grant_full_control.is_some()
             || i.grant_read.is_some()
             || i.grant_read_acp.is_some()
@@ -886,9 +908,8 @@ impl S3 for Gateway {
             ("x-amz-if-match-last-modified-time", i.if_match_last_modified_time.is_some()),
             ("x-amz-if-match-size", i.if_match_size.is_some()),
         ])?;
-        if i.version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(NoSuchVersion, "objects have no versions here but \"null\""));
-        }
+        no_version(i.version_id.as_deref())?;
+        expected_owner(&token, i.expected_bucket_owner.as_deref())?;
         let vfs = self.volume(&token, &i.bucket).await?;
         let segs = split_key(&i.key)?;
         let expect = match &i.if_match {
@@ -1174,9 +1195,7 @@ impl S3 for Gateway {
         let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &i.copy_source else {
             return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
         };
-        if version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(NoSuchVersion, "objects have no versions here but \"null\""));
-        }
+        no_version(version_id.as_deref())?;
         refuse_unsupported(&[("server-side encryption", i.sse_customer_algorithm.is_some())])?;
         split_key(&i.key)?;
         let src_segs = split_key(src_key)?;

@@ -92,10 +92,18 @@ impl ObjectMeta {
     /// Keeps the standard headers given at upload.
     pub fn with_headers(mut self, h: Headers) -> Self {
         let keep = |v: Option<String>| v.filter(|v| !v.is_empty() && !v.contains(['\n', '\r']));
+        // `aws-chunked` describes how the request's body was sent, not the object.
+        let encoding = h.content_encoding.map(|e| {
+            e.split(',')
+                .map(str::trim)
+                .filter(|c| !c.eq_ignore_ascii_case("aws-chunked"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         self.headers = Headers {
             cache_control: keep(h.cache_control),
             content_disposition: keep(h.content_disposition),
-            content_encoding: keep(h.content_encoding),
+            content_encoding: keep(encoding),
             content_language: keep(h.content_language),
             expires: keep(h.expires),
         };
@@ -238,6 +246,10 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(m.headers.content_language, None);
+        let chunked = Headers { content_encoding: Some("aws-chunked".into()), ..Default::default() };
+        assert_eq!(ObjectMeta::default().with_headers(chunked).headers.content_encoding, None);
+        let both = Headers { content_encoding: Some("aws-chunked, gzip".into()), ..Default::default() };
+        assert_eq!(ObjectMeta::default().with_headers(both).headers.content_encoding.as_deref(), Some("gzip"));
         m.checksum = Some(StoredChecksum { algo: Algo::Crc32c, value: "yZRlqg==".into(), composite: true });
         m.set_parts(&[5, 5, 5, 2]);
         m.upload_checksum = Some((Algo::Sha256, false));
