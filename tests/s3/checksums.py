@@ -68,6 +68,12 @@ for algo in ALGOS:
         eq(h.get("ContentEncoding"), None, "aws-chunked is how the body came, not the object's encoding")
         eq(s3.get_object(Bucket=b, Key=key)["Body"].read(), body, "content of a chunked upload")
 
+# Signed chunks without a trailer (what SDKs stream when the length is known but the payload
+# is not hashed up front): a tampered chunk breaks its signature.
+st, _, out = raw.chunked(f"/{b}/ck/signed-chunks", body, None, None, True)
+eq(st, 200, f"signed aws-chunked upload: {out[:300]!r}")
+eq(s3.get_object(Bucket=b, Key="ck/signed-chunks")["Body"].read(), body, "content of a signed chunked upload")
+
 # Two checksum headers, or one that contradicts the declared algorithm: InvalidRequest.
 st, _, out = raw.put(f"/{b}/ck/two", body, {"x-amz-checksum-crc32": checksum("CRC32", body),
                                            "x-amz-checksum-sha1": checksum("SHA1", body)})

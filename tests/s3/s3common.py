@@ -195,22 +195,27 @@ class Raw:
         return self.send(method, path, signed, body, query)
 
     def chunked(self, path, body, algo, value, signed, headers=None, chunk=64 * 1024):
-        """A PUT of an aws-chunked body whose checksum `algo` comes as the trailer `value`."""
+        """A PUT of an aws-chunked body whose checksum `algo` comes as the trailer `value`
+        (without `algo`: signed chunks and no trailer, STREAMING-AWS4-HMAC-SHA256-PAYLOAD)."""
         import hmac
-        trailer = f"x-amz-checksum-{algo.lower()}"
         h = dict(headers or {})
-        h.update({"Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(body)),
-                  "X-Amz-Trailer": trailer})
-        mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" if signed else "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+        h.update({"Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(body))})
+        if algo:
+            trailer = f"x-amz-checksum-{algo.lower()}"
+            h["X-Amz-Trailer"] = trailer
+            mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" if signed else "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+            trailer_line = f"{trailer}:{value}".encode()
+        else:
+            mode, trailer_line = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", None
         pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)] + [b""]
-        trailer_line = f"{trailer}:{value}".encode()
         # The length is part of what is signed: computed with placeholder signatures of the same size.
         sig_len = len(";chunk-signature=") + 64 if signed else 0
         length = sum(len(f"{len(p):x}") + sig_len + 2 + len(p) + 2 for p in pieces)
-        length += len(trailer_line) + 2
-        if signed:
-            length += len("x-amz-trailer-signature:") + 64 + 2
-        length += 2
+        if trailer_line is not None:
+            length += len(trailer_line) + 2
+            if signed:
+                length += len("x-amz-trailer-signature:") + 64 + 2
+            length += 2
         h["Content-Length"] = str(length)
         s = self._sign("PUT", path, h, mode)
         if not signed:
@@ -230,6 +235,9 @@ class Raw:
             sts = f"AWS4-HMAC-SHA256-PAYLOAD\n{date}\n{scope}\n{prev}\n{empty}\n{hashlib.sha256(p).hexdigest()}"
             prev = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
             out += f"{len(p):x};chunk-signature={prev}\r\n".encode() + p + b"\r\n"
+        if trailer_line is None:
+            check(len(out) == length, f"chunked body is {len(out)} bytes, announced {length}")
+            return self.send("PUT", path, s, out)
         trailer_hash = hashlib.sha256(trailer_line + b"\n").hexdigest()
         sts = f"AWS4-HMAC-SHA256-TRAILER\n{date}\n{scope}\n{prev}\n{trailer_hash}"
         tsig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()

@@ -185,6 +185,10 @@ fn s3_gateway() {
         "bucket of the capped scope: {capped_vol}"
     );
     scenario(&mut gw, "minio_client.py", &editor, "made-by-minio", &[]);
+    // Uploads expire: a second gateway with a short expiry.
+    let mut short = Gateway::s3(&mut c, &[&admin_tf], &["--multipart-expiry", "1s"]);
+    scenario(&mut short, "expiry.py", &admin, &volume, &[]);
+    short.stop();
     scenario(&mut gw, "garbage.py", &admin, &volume, &[]);
     // Refused, aborted, cut-off and failed writes leave no temporary file or upload behind.
     let clean = wait_until(Duration::from_secs(10), || leftovers(c.mp(m)).is_empty());
