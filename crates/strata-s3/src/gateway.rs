@@ -531,24 +531,14 @@ impl S3 for Gateway {
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         let token = self.token(&req)?;
         let bucket = req.input.bucket.clone();
-        let vfs = self.volume(&token, &bucket).await?;
-        let q = Query { max: 1, ..Default::default() };
-        let page = list::page(&VfsTree(&vfs), vfs.root(), &q).await.map_err(GatewayError::Vfs)?;
-        drop(vfs);
-        if !page.items.is_empty() {
-            return Err(GatewayError::BucketNotEmpty(bucket).into());
-        }
-        match self.att.delete_volume(&token, &bucket).await {
-            Ok(()) => {}
-            // The server's conflict for a volume still mounted somewhere.
-            Err(e) if e.errno() == libc::EEXIST || e.errno() == libc::EBUSY => {
-                return Err(GatewayError::Conflict(format!("cannot delete bucket {bucket:?}: {e}")).into());
-            }
-            Err(e) if e.errno() == libc::EPERM || e.errno() == libc::EACCES => {
-                return Err(GatewayError::AccessDenied(format!("cannot delete bucket {bucket:?}: {e}")).into());
-            }
-            Err(e) => return Err(bucket_error(&bucket, e).into()),
-        }
+        let name = bucket.clone();
+        self.att
+            .delete_volume(&token, &bucket, |vfs| async move {
+                let q = Query { max: 1, ..Default::default() };
+                let page = list::page(&VfsTree(&vfs), vfs.root(), &q).await.map_err(GatewayError::Vfs)?;
+                if page.items.is_empty() { Ok(()) } else { Err(GatewayError::BucketNotEmpty(name)) }
+            })
+            .await?;
         tracing::info!(bucket = %bucket, "deleted bucket");
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
