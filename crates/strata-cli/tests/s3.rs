@@ -92,7 +92,8 @@ fn s3_gateway() {
     for s in ["ml/capped", "ml/quota"] {
         c.cli(&["scope", "create", s]);
     }
-    c.cli(&["policy", "set", "ml/capped", "--max-volume-size", "1G"]);
+    c.cli(&["storageclass", "create", "fast", "--compression", "lz4"]);
+    c.cli(&["policy", "set", "ml/capped", "--max-volume-size", "1G", "--enforced-class", "fast"]);
     c.cli(&["policy", "set", "ml/quota", "--quota", "10G"]);
     let (capped_tf, _) = c.issue_token_in("capped-editor", "editor", "ml/capped");
     let (quota_tf, _) = c.issue_token_in("quota-editor", "editor", "ml/quota");
@@ -178,11 +179,15 @@ fn s3_gateway() {
             "vision-mounted",
         ],
     );
-    // The capped scope's bucket got the policy's maximum as its capacity.
-    let capped_vol = c.cli_ok_as(&capped_tf, &["volume", "list", "-o", "json"]);
-    assert!(
-        capped_vol.contains("made-by-s3-capped") && capped_vol.contains("1073741824"),
-        "bucket of the capped scope: {capped_vol}"
+    // The capped scope's bucket got the policy's maximum as its capacity, and its class.
+    let listed = c.cli_ok_as(&capped_tf, &["volume", "list", "-o", "json"]);
+    let vols: serde_json::Value = serde_json::from_str(&listed).expect("volume list json");
+    let capped_vol = vols.as_array().and_then(|v| v.iter().find(|v| v["name"] == "made-by-s3-capped"));
+    let capped_vol = capped_vol.unwrap_or_else(|| panic!("no bucket made in the capped scope: {listed}"));
+    assert_eq!(
+        (capped_vol["capacity"].as_u64(), capped_vol["class"].as_str()),
+        (Some(1 << 30), Some("fast")),
+        "{listed}"
     );
     scenario(&mut gw, "minio_client.py", &editor, "made-by-minio", &[]);
     // Uploads expire: a second gateway with a short expiry.
