@@ -20,6 +20,7 @@ for bad in ["a", "Bad_Name", "192.168.5.123", "ab", "-leading", "two..dots", "x"
 expect_error("InvalidLocationConstraint", s3.create_bucket, Bucket=b,
              CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
 expect_error("NotImplemented", s3.create_bucket, Bucket=b, ACL="public-read")
+expect_error("NotImplemented", s3.create_bucket, Bucket=b, ObjectOwnership="ObjectWriter")
 s3.create_bucket(Bucket=b)
 s3.head_bucket(Bucket=b)
 check(b in [x["Name"] for x in s3.list_buckets()["Buckets"]], "a new bucket is listed")

@@ -34,7 +34,8 @@ eq(s3.get_object(Bucket=b, Key="cond/a")["Body"].read(), b"one", "object after a
 s3.put_object(Bucket=b, Key="cond/a", Body=b"three", IfMatch=md5(b"one"))
 expect_error("PreconditionFailed", s3.put_object, Bucket=b, Key="cond/a", Body=b"four", IfMatch=md5(b"one"))
 eq(s3.get_object(Bucket=b, Key="cond/a")["Body"].read(), b"three", "object after a stale If-Match PUT")
-expect_error("NoSuchKey", s3.put_object, Bucket=b, Key="cond/missing", Body=b"x", IfMatch=md5(b"x"))
+expect_error("PreconditionFailed", s3.put_object, Bucket=b, Key="cond/missing", Body=b"x", IfMatch=md5(b"x"))
+expect_error(("NoSuchKey", "404"), s3.head_object, Bucket=b, Key="cond/missing")
 expect_error("NotImplemented", s3.put_object, Bucket=b, Key="cond/a", Body=b"x", IfNoneMatch='"abc"')
 
 # Racing writers: of N conditional PUTs of one key, exactly one wins.
@@ -123,6 +124,7 @@ expect_error("PreconditionFailed", s3.delete_object, Bucket=b, Key="cond/r", IfM
 s3.head_object(Bucket=b, Key="cond/r")
 s3.delete_object(Bucket=b, Key="cond/r", IfMatch=tag)
 expect_error(("404", "NoSuchKey"), s3.head_object, Bucket=b, Key="cond/r")
+expect_error("PreconditionFailed", s3.delete_object, Bucket=b, Key="cond/r", IfMatch=tag)
 
 # CopyObject: the source's conditions, and the destination's If-None-Match.
 src = {"Bucket": b, "Key": "cond/a"}

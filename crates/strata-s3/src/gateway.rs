@@ -164,7 +164,11 @@ async fn replacing(vfs: &Vfs, key: &str, segs: &[&str], cond: &WriteIf) -> Resul
             None => Ok(Replace::Nothing),
         },
         WriteIf::Matches(tag) => {
-            let f = find(vfs, key, segs).await?;
+            // No object matches no ETag: 412, as RFC 9110 has it for a missing resource.
+            let f = find(vfs, key, segs).await.map_err(|e| match e {
+                GatewayError::NoSuchKey(_) => GatewayError::PreconditionFailed,
+                e => e,
+            })?;
             if tag.as_deref().is_some_and(|t| t != f.tag) {
                 return Err(GatewayError::PreconditionFailed);
             }
@@ -503,7 +507,14 @@ impl S3 for Gateway {
             || i.grant_write.is_some()
             || i.grant_write_acp.is_some();
         refuse_acl(i.acl.as_ref().map(|a| a.as_str()), grants)?;
-        refuse_unsupported(&[("object lock", i.object_lock_enabled_for_bucket == Some(true))])?;
+        refuse_unsupported(&[
+            ("object lock", i.object_lock_enabled_for_bucket == Some(true)),
+            // Only the bucket owner owns objects here (S3's default, BucketOwnerEnforced).
+            (
+                "object ownership other than BucketOwnerEnforced",
+                i.object_ownership.as_ref().is_some_and(|o| o.as_str() != ObjectOwnership::BUCKET_OWNER_ENFORCED),
+            ),
+        ])?;
         if let Some(loc) = i.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref())
             && loc.as_str() != self.region
         {
@@ -905,7 +916,10 @@ impl S3 for Gateway {
         let expect = match &i.if_match {
             None => None,
             Some(c) => {
-                let f = find(&vfs, &i.key, &segs).await?;
+                let f = find(&vfs, &i.key, &segs).await.map_err(|e| match e {
+                    GatewayError::NoSuchKey(_) => GatewayError::PreconditionFailed,
+                    e => e,
+                })?;
                 if c.as_etag().is_some_and(|e| e.value() != f.tag) {
                     return Err(GatewayError::PreconditionFailed.into());
                 }
