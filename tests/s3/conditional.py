@@ -36,7 +36,9 @@ expect_error("PreconditionFailed", s3.put_object, Bucket=b, Key="cond/a", Body=b
 eq(s3.get_object(Bucket=b, Key="cond/a")["Body"].read(), b"three", "object after a stale If-Match PUT")
 expect_error("PreconditionFailed", s3.put_object, Bucket=b, Key="cond/missing", Body=b"x", IfMatch=md5(b"x"))
 expect_error(("NoSuchKey", "404"), s3.head_object, Bucket=b, Key="cond/missing")
-expect_error("NotImplemented", s3.put_object, Bucket=b, Key="cond/a", Body=b"x", IfNoneMatch='"abc"')
+# If-None-Match with an ETag (RFC 9110; S3 itself takes only "*"): write unless it is current.
+expect_error("PreconditionFailed", s3.put_object, Bucket=b, Key="cond/a", Body=b"x", IfNoneMatch=md5(b"three"))
+s3.put_object(Bucket=b, Key="cond/a", Body=b"three", IfNoneMatch='"0000"')
 
 # Racing writers: of N conditional PUTs of one key, exactly one wins.
 for round_, cond in enumerate(["create", "swap"]):

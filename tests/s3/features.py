@@ -28,6 +28,8 @@ done = s3.complete_multipart_upload(Bucket=b, Key="f/parts", UploadId=up["Upload
 # Completion again (a client that lost the answer retries): 200 with the same ETag.
 again = s3.complete_multipart_upload(Bucket=b, Key="f/parts", UploadId=up["UploadId"], MultipartUpload=done_parts)
 eq(again["ETag"], done["ETag"], "ETag of a repeated completion")
+expect_error("InvalidDigest", s3.put_object, Bucket=b, Key="f/md5", Body=b"x", ContentMD5="AAAA")
+expect_error("BadDigest", s3.put_object, Bucket=b, Key="f/md5", Body=b"x", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
 expect_error("NoSuchUpload", s3.complete_multipart_upload, Bucket=b, Key="f/parts", UploadId="0" * 32,
              MultipartUpload=done_parts)
 for n, d in enumerate(parts_data, start=1):

@@ -96,19 +96,19 @@ pub enum WriteIf {
     Absent,
     /// `If-Match: "etag"` (or `*`: any object).
     Matches(Option<String>),
+    /// `If-None-Match: "etag"`: no object, or one with another ETag.
+    NotMatching(String),
 }
 
-/// The condition of a PUT, CompleteMultipartUpload or DELETE. S3 accepts only `*` in a write's
-/// `If-None-Match`.
+/// The condition of a PUT, CopyObject or CompleteMultipartUpload. Besides S3's `*`, a write's
+/// `If-None-Match` may name an ETag (RFC 9110: write unless the object has that ETag).
 pub fn write_if(if_match: Option<&ETagCondition>, if_none_match: Option<&ETagCondition>) -> Result<WriteIf> {
     match (if_match, if_none_match) {
         (Some(_), Some(_)) => {
             Err(GatewayError::NotImplemented("If-Match and If-None-Match together on a write are not supported".into()))
         }
         (None, Some(c)) if c.is_any() => Ok(WriteIf::Absent),
-        (None, Some(_)) => {
-            Err(GatewayError::NotImplemented("a write's If-None-Match may only be \"*\" (create if absent)".into()))
-        }
+        (None, Some(c)) => Ok(WriteIf::NotMatching(c.as_etag().map(|e| e.value().to_string()).unwrap_or_default())),
         (Some(c), None) => Ok(WriteIf::Matches(c.as_etag().map(|e| e.value().to_string()))),
         (None, None) => Ok(WriteIf::Always),
     }
@@ -165,7 +165,8 @@ mod tests {
         assert_eq!(write_if(None, None).unwrap(), WriteIf::Always);
         assert_eq!(write_if(None, Some(&ETagCondition::Any)).unwrap(), WriteIf::Absent);
         assert_eq!(write_if(tag("e").as_ref(), None).unwrap(), WriteIf::Matches(Some("e".into())));
-        assert!(matches!(write_if(None, tag("e").as_ref()), Err(GatewayError::NotImplemented(_))));
+        assert_eq!(write_if(None, tag("e").as_ref()).unwrap(), WriteIf::NotMatching("e".into()));
+        assert!(matches!(write_if(tag("e").as_ref(), tag("e").as_ref()), Err(GatewayError::NotImplemented(_))));
         assert!(http_date(Timespec { sec: 0, nsec: 0 }).starts_with("Thu, 01 Jan 1970 00:00:00"));
     }
 }

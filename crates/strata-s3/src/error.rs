@@ -100,6 +100,12 @@ pub enum GatewayError {
     /// The body's MD5 is not the `Content-MD5` sent with it.
     #[error("the Content-MD5 sent does not match the body received")]
     BadDigest,
+    /// The `Content-MD5` sent is not an MD5 digest.
+    #[error("the Content-MD5 you specified is not valid")]
+    InvalidDigest,
+    /// A request body that is not the XML it should be.
+    #[error("{0}")]
+    MalformedXml(String),
     /// The requested range lies outside the object.
     #[error("the range is not satisfiable for an object of {0} bytes")]
     InvalidRange(u64),
@@ -174,6 +180,8 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidArgument(_) => msg(S3ErrorCode::InvalidArgument, text),
             GatewayError::InvalidRange(_) => msg(S3ErrorCode::InvalidRange, text),
             GatewayError::BadDigest => msg(S3ErrorCode::BadDigest, text),
+            GatewayError::InvalidDigest => msg(S3ErrorCode::InvalidDigest, text),
+            GatewayError::MalformedXml(_) => msg(S3ErrorCode::MalformedXML, text),
             GatewayError::MetadataTooLarge(_) => msg(S3ErrorCode::MetadataTooLarge, text),
             GatewayError::Internal(_) => {
                 tracing::error!(error = %text, "request failed");

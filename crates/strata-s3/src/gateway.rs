@@ -174,6 +174,12 @@ async fn replacing(vfs: &Vfs, key: &str, segs: &[&str], cond: &WriteIf) -> Resul
             }
             Ok(Replace::Exactly(FileIdentity::of(f.ino, &f.attr)))
         }
+        WriteIf::NotMatching(tag) => match find(vfs, key, segs).await {
+            Ok(f) if f.tag == *tag => Err(GatewayError::PreconditionFailed),
+            Ok(f) => Ok(Replace::Exactly(FileIdentity::of(f.ino, &f.attr))),
+            Err(GatewayError::NoSuchKey(_)) => Ok(Replace::Nothing),
+            Err(e) => Err(e),
+        },
     }
 }
 

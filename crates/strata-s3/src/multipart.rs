@@ -236,7 +236,7 @@ pub async fn complete(
         Err(e) => return Err(e),
     };
     if wanted.is_empty() {
-        return Err(GatewayError::InvalidArgument("a multipart upload needs at least one part".into()));
+        return Err(GatewayError::MalformedXml("a multipart upload needs at least one part".into()));
     }
     if wanted.windows(2).any(|w| w[0].number >= w[1].number) {
         return Err(GatewayError::InvalidPartOrder);

@@ -469,12 +469,18 @@ pub async fn prune_dirs(vfs: &Vfs, chain: &[u64], dirs: &[&str]) {
     }
 }
 
-/// Refuses a body whose MD5 is not the `Content-MD5` the client sent (base64), if it sent one.
+/// Refuses a body whose MD5 is not the `Content-MD5` the client sent (base64), if it sent one:
+/// `InvalidDigest` when what was sent is no MD5 at all, `BadDigest` when it is another one.
 pub fn check_md5(expected: Option<&str>, got: &[u8; 16]) -> Result<()> {
-    match expected {
-        Some(want) if want.trim() != base64(got) => Err(GatewayError::BadDigest),
-        _ => Ok(()),
+    use base64::Engine as _;
+    let Some(want) = expected.map(str::trim) else { return Ok(()) };
+    if base64::engine::general_purpose::STANDARD.decode(want).map_or(true, |d| d.len() != 16) {
+        return Err(GatewayError::InvalidDigest);
     }
+    if want != base64(got) {
+        return Err(GatewayError::BadDigest);
+    }
+    Ok(())
 }
 
 /// Standard base64 with padding (what `Content-MD5` carries).
@@ -514,6 +520,8 @@ mod tests {
         assert_eq!(base64(&d), "XUFAKrxLKna5cZ2REBfFkg==");
         assert!(check_md5(Some("XUFAKrxLKna5cZ2REBfFkg=="), &d).is_ok());
         assert!(check_md5(None, &d).is_ok());
-        assert!(matches!(check_md5(Some("AAAA"), &d), Err(GatewayError::BadDigest)));
+        assert!(matches!(check_md5(Some("AAAAAAAAAAAAAAAAAAAAAA=="), &d), Err(GatewayError::BadDigest)));
+        assert!(matches!(check_md5(Some("AAAA"), &d), Err(GatewayError::InvalidDigest)));
+        assert!(matches!(check_md5(Some(""), &d), Err(GatewayError::InvalidDigest)));
     }
 }
