@@ -3,7 +3,7 @@ UploadPartCopy with ranges, an idempotent CompleteMultipartUpload, GetObjectAttr
 standard headers kept and a default Content-Type, S3's limits (DeleteObjects of more than 1000
 keys, presigned URLs beyond 7 days, a copy onto itself), listing details (v1 Prefix, empty
 ContinuationToken, FetchOwner, MaxBuckets, ListObjectVersions), RequestId in error bodies,
-read-only ACL answers, SigV4 dated by `Date`."""
+read-only ACL answers, object tags, SigV4 dated by `Date`."""
 
 import datetime
 import urllib.error
@@ -145,6 +145,26 @@ expect_error("NotImplemented", s3.put_object_acl, Bucket=b, Key="f/single", ACL=
 expect_error("NotImplemented", s3.put_object, Bucket=b, Key="f/acl", Body=b"x", ACL="public-read")
 s3.put_object(Bucket=b, Key="f/acl", Body=b"x", ACL="private")
 expect_error("NotImplemented", s3.put_object, Bucket=b, Key="f/sse", Body=b"x", ServerSideEncryption="AES256")
+
+# Object tags: with the upload, set and deleted later (the ETag stays), kept or replaced by a copy.
+tags = lambda k: {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=b, Key=k)["TagSet"]}  # noqa: E731
+s3.put_object(Bucket=b, Key="f/tagged", Body=b"t", Tagging="team=vision&stage=raw%20data")
+eq(tags("f/tagged"), {"team": "vision", "stage": "raw data"}, "tags given with the upload")
+eq(s3.get_object(Bucket=b, Key="f/tagged")["TagCount"], 2, "x-amz-tagging-count")
+etag_before = s3.head_object(Bucket=b, Key="f/tagged")["ETag"]
+s3.put_object_tagging(Bucket=b, Key="f/tagged", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+eq(tags("f/tagged"), {"k": "v"}, "tags after PutObjectTagging")
+eq(s3.head_object(Bucket=b, Key="f/tagged")["ETag"], etag_before, "ETag after tagging")
+s3.copy_object(Bucket=b, Key="f/tagged-copy", CopySource={"Bucket": b, "Key": "f/tagged"})
+eq(tags("f/tagged-copy"), {"k": "v"}, "tags kept by a copy")
+s3.copy_object(Bucket=b, Key="f/tagged-copy", CopySource={"Bucket": b, "Key": "f/tagged"},
+               TaggingDirective="REPLACE", Tagging="new=1")
+eq(tags("f/tagged-copy"), {"new": "1"}, "tags replaced by a copy")
+expect_error("InvalidTag", s3.put_object_tagging, Bucket=b, Key="f/tagged",
+             Tagging={"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(11)]})
+expect_error("InvalidTag", s3.put_object, Bucket=b, Key="f/tagged2", Body=b"t", Tagging="a=1&a=2")
+s3.delete_object_tagging(Bucket=b, Key="f/tagged")
+eq(tags("f/tagged"), {}, "tags after DeleteObjectTagging")
 
 # SigV4 dated by `Date` instead of X-Amz-Date.
 st, _, out = raw.put(f"/{b}/f/dated", b"dated", dated=True)

@@ -100,6 +100,9 @@ pub enum GatewayError {
     /// The body's MD5 is not the `Content-MD5` sent with it.
     #[error("the Content-MD5 sent does not match the body received")]
     BadDigest,
+    /// A tag set beyond S3's limits.
+    #[error("{0}")]
+    InvalidTag(String),
     /// The `Content-MD5` sent is not an MD5 digest.
     #[error("the Content-MD5 you specified is not valid")]
     InvalidDigest,
@@ -181,6 +184,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidRange(_) => msg(S3ErrorCode::InvalidRange, text),
             GatewayError::BadDigest => msg(S3ErrorCode::BadDigest, text),
             GatewayError::InvalidDigest => msg(S3ErrorCode::InvalidDigest, text),
+            GatewayError::InvalidTag(_) => msg(S3ErrorCode::InvalidTag, text),
             GatewayError::MalformedXml(_) => msg(S3ErrorCode::MalformedXML, text),
             GatewayError::MetadataTooLarge(_) => msg(S3ErrorCode::MetadataTooLarge, text),
             GatewayError::Internal(_) => {

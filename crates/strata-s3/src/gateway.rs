@@ -15,7 +15,7 @@ use crate::conditions::{self, Conditions, Kind, WriteIf};
 use crate::error::{GatewayError, Result, bucket_error};
 use crate::keys::split_key;
 use crate::list::{self, Entry, Item, Marker, Query, Tree};
-use crate::meta::{Headers, ObjectMeta, StoredChecksum};
+use crate::meta::{Headers, ObjectMeta, StoredChecksum, check_tags, parse_tagging};
 use crate::multipart;
 use crate::objects::{self, Replace, ctx};
 
@@ -694,6 +694,7 @@ impl S3 for Gateway {
             content_language: meta.headers.content_language.clone(),
             expires: meta.headers.expires.as_deref().and_then(parse_http_date),
             parts_count: i.part_number.and(Some(meta.parts_count() as i32)).filter(|n| *n > 0),
+            tag_count: (!meta.tags.is_empty()).then_some(meta.tags.len() as i32),
             checksum_crc32: sum.checksum_crc32,
             checksum_crc32c: sum.checksum_crc32c,
             checksum_sha1: sum.checksum_sha1,
@@ -702,6 +703,48 @@ impl S3 for Gateway {
             checksum_type,
             ..Default::default()
         }))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let token = self.token(&req)?;
+        let i = &req.input;
+        no_version(i.version_id.as_deref())?;
+        let vfs = self.volume(&token, &i.bucket).await?;
+        let f = self.find(&vfs, &i.key).await?;
+        let tag_set = f.meta.tags.into_iter().map(|(k, v)| Tag { key: Some(k), value: Some(v) }).collect();
+        Ok(S3Response::new(GetObjectTaggingOutput { tag_set, version_id: None }))
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let token = self.token(&req)?;
+        let i = req.input;
+        no_version(i.version_id.as_deref())?;
+        let tags: Vec<(String, String)> =
+            i.tagging.tag_set.into_iter().map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default())).collect();
+        check_tags(&tags)?;
+        let vfs = self.volume(&token, &i.bucket).await?;
+        let f = self.find(&vfs, &i.key).await?;
+        objects::rewrite_meta(&vfs, f.ino, &f.attr, |m| m.tags = tags).await?;
+        Ok(S3Response::new(PutObjectTaggingOutput { version_id: None }))
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let token = self.token(&req)?;
+        let i = &req.input;
+        no_version(i.version_id.as_deref())?;
+        let vfs = self.volume(&token, &i.bucket).await?;
+        let f = self.find(&vfs, &i.key).await?;
+        objects::rewrite_meta(&vfs, f.ino, &f.attr, |m| m.tags.clear()).await?;
+        Ok(S3Response::new(DeleteObjectTaggingOutput { version_id: None }))
     }
 
     async fn get_object_attributes(
@@ -772,7 +815,6 @@ impl S3 for Gateway {
         refuse_unsupported(&[
             ("server-side encryption", i.server_side_encryption.is_some() || i.sse_customer_algorithm.is_some()),
             ("object lock", i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some()),
-            ("object tagging", i.tagging.is_some()),
             ("website redirects", i.website_redirect_location.is_some()),
             ("appending writes (x-amz-write-offset-bytes)", i.write_offset_bytes.is_some()),
             (
@@ -784,13 +826,14 @@ impl S3 for Gateway {
         expected_owner(&token, i.expected_bucket_owner.as_deref())?;
         self.check_size(i.content_length)?;
         split_key(&i.key)?;
-        let meta = ObjectMeta::new(i.content_type, i.metadata)?.with_headers(Headers {
+        let mut meta = ObjectMeta::new(i.content_type, i.metadata)?.with_headers(Headers {
             cache_control: i.cache_control,
             content_disposition: i.content_disposition,
             content_encoding: i.content_encoding,
             content_language: i.content_language,
             expires: i.expires.as_ref().and_then(http_date_of),
         });
+        meta.tags = i.tagging.as_deref().map(parse_tagging).transpose()?.unwrap_or_default();
         let vfs = self.volume(&token, &i.bucket).await?;
         let checks = BodyChecks { md5: i.content_md5.clone(), wanted, trailers };
         let (tag, size, sum) = self.store(vfs, i.key.clone(), i.body, checks, meta, cond).await?;
@@ -830,7 +873,6 @@ impl S3 for Gateway {
         refuse_unsupported(&[
             ("server-side encryption", i.server_side_encryption.is_some() || i.sse_customer_algorithm.is_some()),
             ("object lock", i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some()),
-            ("object tagging", i.tagging.is_some() || i.tagging_directive.is_some()),
             ("website redirects", i.website_redirect_location.is_some()),
         ])?;
         split_key(&i.key)?;
@@ -881,7 +923,12 @@ impl S3 for Gateway {
             ),
             None => src_meta.checksum.as_ref().map(|c| c.algo),
         };
+        let src_tags = src_meta.tags.clone();
         let mut meta = new_meta.unwrap_or(src_meta);
+        meta.tags = match i.tagging_directive.as_ref().map(|d| d.as_str()) {
+            Some(TaggingDirective::REPLACE) => i.tagging.as_deref().map(parse_tagging).transpose()?.unwrap_or_default(),
+            _ => src_tags,
+        };
         meta.parts.clear();
         meta.upload_id = None;
         let checks = BodyChecks {
@@ -1124,10 +1171,10 @@ impl S3 for Gateway {
         refuse_unsupported(&[
             ("server-side encryption", i.server_side_encryption.is_some() || i.sse_customer_algorithm.is_some()),
             ("object lock", i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some()),
-            ("object tagging", i.tagging.is_some()),
             ("website redirects", i.website_redirect_location.is_some()),
         ])?;
         split_key(&i.key)?;
+        let tags = i.tagging.as_deref().map(parse_tagging).transpose()?.unwrap_or_default();
         let algo =
             match i.checksum_algorithm.as_ref() {
                 None => None,
@@ -1155,6 +1202,7 @@ impl S3 for Gateway {
             expires: i.expires.as_ref().and_then(http_date_of),
         });
         meta.upload_checksum = algo.map(|a| (a, full));
+        meta.tags = tags;
         let vfs = self.volume(&token, &i.bucket).await?;
         let id = multipart::create(&vfs, &i.key, &meta, self.limits.multipart_expiry).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {

@@ -73,6 +73,76 @@ pub struct ObjectMeta {
     pub upload_checksum: Option<(Algo, bool)>,
     /// The multipart upload that made the object (a repeated completion answers it again).
     pub upload_id: Option<String>,
+    /// Object tags, in the order given.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Most tags an object may have, as in S3.
+pub const MAX_TAGS: usize = 10;
+
+/// Checks a tag set against S3's limits (`InvalidTag` otherwise).
+pub fn check_tags(tags: &[(String, String)]) -> Result<()> {
+    let bad = |m: String| Err(GatewayError::InvalidTag(m));
+    if tags.len() > MAX_TAGS {
+        return bad(format!("an object may have at most {MAX_TAGS} tags, not {}", tags.len()));
+    }
+    for (i, (k, v)) in tags.iter().enumerate() {
+        if k.is_empty() || k.chars().count() > 128 {
+            return bad(format!("tag key {k:?} must be 1 to 128 characters"));
+        }
+        if v.chars().count() > 256 {
+            return bad(format!("the value of tag {k:?} is longer than 256 characters"));
+        }
+        if tags[..i].iter().any(|(other, _)| other == k) {
+            return bad(format!("tag key {k:?} is given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Tags of an `x-amz-tagging` header (`k1=v1&k2=v2`, URL-encoded).
+pub fn parse_tagging(h: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in h.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            percent_decode(&s.replace('+', " "))
+                .ok_or_else(|| GatewayError::InvalidTag(format!("x-amz-tagging is not URL-encoded: {pair:?}")))
+        };
+        out.push((dec(k)?, dec(v)?));
+    }
+    check_tags(&out)?;
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 impl ObjectMeta {
@@ -174,6 +244,9 @@ impl ObjectMeta {
         if let Some(id) = &self.upload_id {
             s.push_str(&format!("i:{id}\n"));
         }
+        for (k, v) in &self.tags {
+            s.push_str(&format!("g:{}={}\n", percent_encode(k), percent_encode(v)));
+        }
         if let Some((a, full)) = self.upload_checksum {
             s.push_str(&format!("u:{}:{}\n", a.name(), if full { "FULL_OBJECT" } else { "COMPOSITE" }));
         }
@@ -198,6 +271,13 @@ impl ObjectMeta {
                     "ex" => m.headers.expires = v,
                     "k" => m.checksum = v.as_deref().and_then(decode_checksum),
                     "i" => m.upload_id = v,
+                    "g" => {
+                        if let Some((k, v)) = v.as_deref().and_then(|kv| kv.split_once('='))
+                            && let (Some(k), Some(v)) = (percent_decode(k), percent_decode(v))
+                        {
+                            m.tags.push((k, v));
+                        }
+                    }
                     "p" => m.parts = v.as_deref().map(decode_parts).unwrap_or_default(),
                     "u" => {
                         m.upload_checksum = v.as_deref().and_then(|v| {
@@ -254,12 +334,27 @@ mod tests {
         m.set_parts(&[5, 5, 5, 2]);
         m.upload_checksum = Some((Algo::Sha256, false));
         m.upload_id = Some("0123".into());
+        m.tags = vec![("a b".into(), "x=y&z%".into()), ("k".into(), String::new())];
         assert_eq!(m.parts, vec![(5, 3), (2, 1)]);
         assert_eq!(ObjectMeta::decode(&m.encode()), m);
         assert_eq!(m.parts_count(), 4);
         assert_eq!((m.part_range(1), m.part_range(3), m.part_range(4)), (Some((0, 5)), Some((10, 15)), Some((15, 17))));
         assert_eq!(m.part_range(5), None);
         assert_eq!(m.content_type_or_default(), DEFAULT_CONTENT_TYPE);
+    }
+
+    #[test]
+    fn tag_limits() {
+        assert_eq!(
+            parse_tagging("a=1&b%20c=d+e").unwrap(),
+            vec![("a".into(), "1".into()), ("b c".into(), "d e".into())]
+        );
+        assert!(parse_tagging("a=1&a=2").is_err());
+        let many: Vec<String> = (0..11).map(|i| format!("k{i}=v")).collect();
+        assert!(parse_tagging(&many.join("&")).is_err());
+        assert!(parse_tagging(&many[..10].join("&")).is_ok());
+        assert!(check_tags(&[("k".repeat(129), String::new())]).is_err());
+        assert!(check_tags(&[("k".into(), "v".repeat(257))]).is_err());
     }
 
     #[test]

@@ -342,6 +342,17 @@ fn from_record(record: Option<Vec<u8>>, ino: u64, size: u64, mtime: Timespec) ->
     (hex::encode(h.finalize()), ObjectMeta::default())
 }
 
+/// Changes the metadata recorded with an object's file (its tags), keeping its ETag. The record
+/// holds the size and mtime it is for, so a write through a mount meanwhile leaves it stale,
+/// as for any object changed through a mount.
+pub async fn rewrite_meta(vfs: &Vfs, ino: u64, a: &Attr, change: impl FnOnce(&mut ObjectMeta)) -> Result<()> {
+    let (etag, mut meta) = recorded(vfs, ino, a.size, a.mtime).await;
+    change(&mut meta);
+    let record = format!("{etag} {}\n{}", stamp(a.size, a.mtime), meta.encode());
+    vfs.setxattr(ino, ETAG_XATTR, record.as_bytes(), 0).await?;
+    Ok(())
+}
+
 /// The ETag alone (see [`recorded`]).
 pub async fn etag_of(vfs: &Vfs, ino: u64, size: u64, mtime: Timespec) -> String {
     recorded(vfs, ino, size, mtime).await.0
