@@ -79,6 +79,11 @@ impl Attachments {
         Ok(out)
     }
 
+    /// Whether `bucket` is a view given with `--bucket` (a snapshot or data volume, read-only).
+    pub fn is_alias(&self, bucket: &str) -> bool {
+        self.cfg.aliases.contains_key(bucket)
+    }
+
     /// Creates volume `name` in `token`'s scope (CreateBucket), through the server's
     /// provisioning path and policies.
     pub async fn create_volume(&self, token: &Token, name: &str, capacity: u64) -> Result<VolumeInfo, VfsError> {

@@ -507,6 +507,9 @@ impl S3 for Gateway {
         let token = self.token(&req)?;
         let i = &req.input;
         check_bucket_name(&i.bucket)?;
+        if self.att.is_alias(&i.bucket) {
+            return Err(GatewayError::BucketExists { name: i.bucket.clone(), own: false }.into());
+        }
         let grants = i.grant_full_control.is_some()
             || i.grant_read.is_some()
             || i.grant_read_acp.is_some()
@@ -548,6 +551,12 @@ impl S3 for Gateway {
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         let token = self.token(&req)?;
         let bucket = req.input.bucket.clone();
+        if self.att.is_alias(&bucket) {
+            return Err(GatewayError::AccessDenied(format!(
+                "bucket {bucket:?} is a read-only view given to the gateway with --bucket; it cannot be deleted"
+            ))
+            .into());
+        }
         let name = bucket.clone();
         self.att
             .delete_volume(&token, &bucket, |vfs| async move {
