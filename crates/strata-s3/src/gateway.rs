@@ -538,7 +538,10 @@ impl S3 for Gateway {
             Ok(v) => tracing::info!(bucket = %i.bucket, class = %v.class, capacity = v.capacity, "created bucket"),
             Err(e) if e.errno() == libc::EEXIST => {
                 let own = self.att.list_volumes(&token).await.is_ok_and(|vs| vs.iter().any(|v| v.name == i.bucket));
-                return Err(GatewayError::BucketExists { name: i.bucket.clone(), own }.into());
+                // S3 in us-east-1 answers the owner's re-creation with 200 (elsewhere 409).
+                if !(own && self.region == "us-east-1") {
+                    return Err(GatewayError::BucketExists { name: i.bucket.clone(), own }.into());
+                }
             }
             Err(e) if e.errno() == libc::EPERM || e.errno() == libc::EACCES => {
                 return Err(GatewayError::AccessDenied(format!("cannot create bucket {:?}: {e}", i.bucket)).into());
@@ -1431,6 +1434,9 @@ impl S3 for Gateway {
                 key: Some(u.key),
                 upload_id: Some(u.id),
                 initiated: Some(timestamp(u.initiated)),
+                owner: Some(owner(&token)),
+                initiator: Some(Initiator { id: Some(token.id.clone()), display_name: Some(token.id.clone()) }),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                 ..Default::default()
             })
             .collect();
