@@ -73,6 +73,9 @@ for algo in ALGOS:
 st, _, out = raw.chunked(f"/{b}/ck/signed-chunks", body, None, None, True)
 eq(st, 200, f"signed aws-chunked upload: {out[:300]!r}")
 eq(s3.get_object(Bucket=b, Key="ck/signed-chunks")["Body"].read(), body, "content of a signed chunked upload")
+st, _, out = raw.chunked(f"/{b}/ck/tampered-chunks", body, None, None, True, send=bad)
+check(st in (400, 403), f"a tampered signed chunk is refused: {st} {out[:200]!r}")
+check(absent("ck/tampered-chunks"), "nothing stored from a tampered signed chunk")
 
 # Two checksum headers, or one that contradicts the declared algorithm: InvalidRequest.
 st, _, out = raw.put(f"/{b}/ck/two", body, {"x-amz-checksum-crc32": checksum("CRC32", body),

@@ -194,7 +194,7 @@ class Raw:
         signed = self._sign(method, path, h, hashlib.sha256(body).hexdigest(), query)
         return self.send(method, path, signed, body, query)
 
-    def chunked(self, path, body, algo, value, signed, headers=None, chunk=64 * 1024):
+    def chunked(self, path, body, algo, value, signed, headers=None, chunk=64 * 1024, send=None):
         """A PUT of an aws-chunked body whose checksum `algo` comes as the trailer `value`
         (without `algo`: signed chunks and no trailer, STREAMING-AWS4-HMAC-SHA256-PAYLOAD)."""
         import hmac
@@ -208,6 +208,8 @@ class Raw:
         else:
             mode, trailer_line = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", None
         pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)] + [b""]
+        # `send`: other bytes of the same length in place of the body, under the body's signatures.
+        sent = [send[i:i + chunk] for i in range(0, len(send), chunk)] + [b""] if send else pieces
         # The length is part of what is signed: computed with placeholder signatures of the same size.
         sig_len = len(";chunk-signature=") + 64 if signed else 0
         length = sum(len(f"{len(p):x}") + sig_len + 2 + len(p) + 2 for p in pieces)
@@ -231,10 +233,10 @@ class Raw:
             k = hmac.new(k, part.encode(), hashlib.sha256).digest()
         empty = hashlib.sha256(b"").hexdigest()
         out = b""
-        for p in pieces:
+        for p, q in zip(pieces, sent):
             sts = f"AWS4-HMAC-SHA256-PAYLOAD\n{date}\n{scope}\n{prev}\n{empty}\n{hashlib.sha256(p).hexdigest()}"
             prev = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
-            out += f"{len(p):x};chunk-signature={prev}\r\n".encode() + p + b"\r\n"
+            out += f"{len(p):x};chunk-signature={prev}\r\n".encode() + q + b"\r\n"
         if trailer_line is None:
             check(len(out) == length, f"chunked body is {len(out)} bytes, announced {length}")
             return self.send("PUT", path, s, out)
