@@ -30,7 +30,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
-/// Parses a duration like `500ms`, `1s`, `2m`, `3h`, `7d`, or a plain number of seconds.
+/// Parses a duration like `500ms`, `1s`, `2m`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
@@ -41,7 +41,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        "d" => n * 86400.0,
         u => return Err(format!("unknown duration unit {u:?} in {s:?}")),
     };
     if !secs.is_finite() || secs < 0.0 {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use strata_s3::{Attachments, Keyring, Limits, ServerConfig};
 
 use crate::client_args::ClientArgs;
-use crate::util::{ServerArgs, parse_duration, parse_size};
+use crate::util::{ServerArgs, parse_duration, parse_size, parse_ttl};
 
 /// Serve volumes over an S3-compatible API (buckets are volumes, keys are paths).
 ///
@@ -41,7 +41,7 @@ pub struct S3GatewayArgs {
     pub max_object_size: u64,
     /// Multipart uploads untouched this long are removed with their parts (their parts count
     /// against the volume's quota until then).
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = parse_ttl)]
     pub multipart_expiry: Duration,
     /// Capacity of a volume made by CreateBucket (in the signing token's scope, with its
     /// policies' class). 0: none, unless the scope's policy sets a maximum volume size, which
