@@ -180,6 +180,26 @@ impl Attachments {
         });
     }
 
+    /// Removes multipart uploads untouched for `expiry` in the attached volumes, in the
+    /// background (every half of `expiry`, at least every 10 minutes), for as long as the
+    /// attachments exist; uploads of a volume are also expired whenever one is started or
+    /// listed there.
+    pub fn spawn_upload_expiry(self: &Arc<Self>, expiry: Duration) {
+        let me = Arc::downgrade(self);
+        let every = (expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(att) = me.upgrade() else { return };
+                let attached: Vec<Arc<Vfs>> = att.map.lock().await.values().map(|a| a.vfs.clone()).collect();
+                drop(att);
+                for vfs in attached {
+                    crate::multipart::expire(&vfs, expiry).await;
+                }
+            }
+        });
+    }
+
     /// Commits buffered writes and ends every session (at shutdown), all at once and for at
     /// most `limit`: with the server gone nothing can be committed, and a stop must not wait
     /// for each session's retries in turn.

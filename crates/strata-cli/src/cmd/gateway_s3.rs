@@ -40,7 +40,8 @@ pub struct S3GatewayArgs {
     #[arg(long, default_value = "5G", value_parser = parse_size)]
     pub max_object_size: u64,
     /// Multipart uploads untouched this long are removed with their parts (their parts count
-    /// against the volume's quota until then).
+    /// against the volume's quota until then): in attached volumes in the background, and in
+    /// any volume when an upload is started or listed there.
     #[arg(long, default_value = "7d", value_parser = parse_ttl)]
     pub multipart_expiry: Duration,
     /// Capacity of a volume made by CreateBucket (in the signing token's scope, with its
@@ -115,6 +116,7 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
         if !args.detach_idle.is_zero() {
             att.spawn_reaper(args.detach_idle);
         }
+        att.spawn_upload_expiry(args.multipart_expiry);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
