@@ -107,17 +107,17 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Around {
         use hyper::body::Body as _;
         let id = format!("{:016X}", rand::random::<u64>());
         let has_body = !req.body().is_end_stream();
-        let refused = presign_too_long(req.uri());
-        date_as_amz_date(req.headers_mut());
-        let fut = match refused {
-            None => Some(hyper::service::Service::call(&self.0, req)),
-            Some(_) => None,
+        let served = match presign_too_long(req.uri()) {
+            Some(refusal) => Err(refusal),
+            None => {
+                date_as_amz_date(req.headers_mut());
+                Ok(hyper::service::Service::call(&self.0, req))
+            }
         };
         Box::pin(async move {
-            let mut resp = match (fut, refused) {
-                (Some(f), _) => f.await?,
-                (None, Some(e)) => e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e)))?,
-                (None, None) => unreachable!("a request is either served or refused"),
+            let mut resp = match served {
+                Ok(f) => f.await?,
+                Err(e) => e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e)))?,
             };
             let failed = resp.status().is_client_error() || resp.status().is_server_error();
             if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
