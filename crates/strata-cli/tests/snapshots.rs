@@ -218,6 +218,14 @@ try:
     print("PUT SUCCEEDED")
 except Exception:
     pass
+# A view is neither created nor deleted as a bucket.
+for op, want in [(s3.create_bucket, "BucketAlreadyExists"), (s3.delete_bucket, "AccessDenied")]:
+    try:
+        op(Bucket="imagenet-v1")
+        print("VIEW CHANGED")
+    except s3.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] != want:
+            print("VIEW CHANGED", e)
 "#;
     let outdir = new_dir(&c, "s3-copy");
     let out = run_ok(Command::new("python3").args([
@@ -229,6 +237,7 @@ except Exception:
         &outdir.display().to_string(),
     ]));
     assert!(!out.contains("PUT SUCCEEDED"), "a read-only bucket took a PUT");
+    assert!(!out.contains("VIEW CHANGED"), "a view was created or deleted as a bucket: {out}");
     let mut want = v1.clone();
     want.remove("link");
     assert_same_tree(&tree(&outdir), &want, "version 1 through S3");

@@ -105,6 +105,9 @@ pub enum MetaError {
     /// EROFS: a write to a snapshot (or another read-only view).
     #[error("read-only file system")]
     ReadOnly,
+    /// ECANCELED: a conditional operation found its file changed (see `RenameIf`).
+    #[error("condition not met: {0}")]
+    ConditionFailed(String),
     /// ESTALE: an inode of a snapshot that was deleted.
     #[error("stale file handle: {0}")]
     Stale(String),
@@ -135,6 +138,7 @@ impl MetaError {
             Busy(_) => libc_consts::EBUSY,
             ReadOnly => libc_consts::EROFS,
             Stale(_) => libc_consts::ESTALE,
+            ConditionFailed(_) => libc_consts::ECANCELED,
             Engine(_) | Corrupt(_) | NewerStore { .. } => libc_consts::EIO,
         }
     }
@@ -162,6 +166,7 @@ impl MetaError {
             libc_consts::EBUSY => Busy(msg.to_string()),
             libc_consts::EROFS => ReadOnly,
             libc_consts::ESTALE => Stale(msg.to_string()),
+            libc_consts::ECANCELED => ConditionFailed(msg.to_string()),
             _ => Engine(msg.to_string()),
         }
     }
@@ -220,4 +225,5 @@ pub mod libc_consts {
     pub const EDQUOT: i32 = 122;
     pub const EROFS: i32 = 30;
     pub const ESTALE: i32 = 116;
+    pub const ECANCELED: i32 = 125;
 }

@@ -247,6 +247,23 @@ impl Meta {
 
     /// Renames `sp/sname` to `dp/dname`, replacing a compatible target atomically.
     pub fn rename(&self, ctx: &Ctx, sp: Ino, sname: &[u8], dp: Ino, dname: &[u8], flags: u32) -> Result<()> {
+        self.rename_if(ctx, sp, sname, dp, dname, flags, RenameIf::default())
+    }
+
+    /// [`Meta::rename`] only if the source and target are still the files `cond` names
+    /// (`ConditionFailed` otherwise), checked in the rename's transaction: a compare-and-swap
+    /// of a name, which the S3 gateway's conditional writes rely on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rename_if(
+        &self,
+        ctx: &Ctx,
+        sp: Ino,
+        sname: &[u8],
+        dp: Ino,
+        dname: &[u8],
+        flags: u32,
+        cond: RenameIf,
+    ) -> Result<()> {
         check_name(dname)?;
         if sname.len() > NAME_MAX {
             return Err(MetaError::NameTooLong);
@@ -274,6 +291,20 @@ impl Meta {
             let mut sa = load_attr(t, sino)?;
             sticky_ok(ctx, &spa, &sa)?;
             let dst = get_entry(t, dp, dname)?;
+            if let Some(want) = cond.source
+                && !want.matches(sino, &sa)
+            {
+                return Err(MetaError::ConditionFailed("the source is not the expected file".into()));
+            }
+            if let Some(want) = cond.target {
+                let same = match dst {
+                    Some((dino, FileType::File)) => want.matches(dino, &load_attr(t, dino)?),
+                    _ => false,
+                };
+                if !same {
+                    return Err(MetaError::ConditionFailed("the target is not the expected file".into()));
+                }
+            }
             if let Some((dino, _)) = dst
                 && dino == sino
             {

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use strata_types::{
-    AccessMode, Attr, CHUNK_SIZE, Ctx, DEFAULT_BLOCK_SIZE, FileType, Ino, LINK_MAX, MAX_FILE_SIZE, MAX_JOURNAL_BYTES,
-    NAME_MAX, PATH_MAX, SetAttr, SetTime, Slice, Timespec, XATTR_NAME_MAX,
+    AccessMode, Attr, CHUNK_SIZE, Ctx, DEFAULT_BLOCK_SIZE, FileIdentity, FileType, Ino, LINK_MAX, MAX_FILE_SIZE,
+    MAX_JOURNAL_BYTES, NAME_MAX, PATH_MAX, RenameIf, SetAttr, SetTime, Slice, Timespec, XATTR_NAME_MAX,
 };
 
 /// What a commit of writes leaves behind, read in the commit's own transaction.

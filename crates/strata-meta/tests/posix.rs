@@ -910,3 +910,30 @@ fn directory_pages_join_into_the_whole_listing() {
     let f = whole[0].ino;
     assert_eq!(m.readdir_page(&root(), f, false, b"", 5).map(|p| p.more), Err(MetaError::NotDir));
 }
+
+#[test]
+fn conditional_rename_is_a_compare_and_swap() {
+    let fs = TestFs::new();
+    let (m, r) = (&fs.meta, fs.volume("v").root);
+    let old = mkfile(m, &root(), r, "key", 0o644).unwrap();
+    let seen = FileIdentity::of(old, &m.getattr(old).unwrap());
+    let tmp1 = mkfile(m, &root(), r, "tmp1", 0o644).unwrap();
+    let tmp2 = mkfile(m, &root(), r, "tmp2", 0o644).unwrap();
+    let on = |t| RenameIf { target: Some(t), source: None };
+    // The first writer that saw `old` replaces it; the second, holding the same view, is refused.
+    m.rename_if(&root(), r, b"tmp1", r, b"key", 0, on(seen)).unwrap();
+    let e = err(m.rename_if(&root(), r, b"tmp2", r, b"key", 0, on(seen)));
+    assert_eq!(e.errno(), errno::ECANCELED);
+    assert_eq!((ino_of(m, r, "key"), ino_of(m, r, "tmp2")), (Ok(tmp1), Ok(tmp2)));
+    // The same inode changed since it was seen (a write through a mount) does not match either.
+    let seen1 = FileIdentity::of(tmp1, &m.getattr(tmp1).unwrap());
+    m.setattr(&root(), tmp1, &SetAttr { size: Some(3), ..Default::default() }).unwrap();
+    assert_eq!(err(m.rename_if(&root(), r, b"tmp2", r, b"key", 0, on(seen1))).errno(), errno::ECANCELED);
+    // A missing target does not match; a source condition guards the source the same way.
+    assert_eq!(err(m.rename_if(&root(), r, b"tmp2", r, b"none", 0, on(seen1))).errno(), errno::ECANCELED);
+    let src = RenameIf { source: Some(seen1), target: None };
+    assert_eq!(err(m.rename_if(&root(), r, b"key", r, b"gone", 0, src)).errno(), errno::ECANCELED);
+    let now1 = FileIdentity::of(tmp1, &m.getattr(tmp1).unwrap());
+    m.rename_if(&root(), r, b"key", r, b"gone", 0, RenameIf { source: Some(now1), target: None }).unwrap();
+    assert_eq!(ino_of(m, r, "gone"), Ok(tmp1));
+}

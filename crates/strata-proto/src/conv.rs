@@ -1,6 +1,6 @@
 //! Conversions between wire messages and the namespace's own types.
 
-use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Slice, Timespec, VolumeInfo};
+use strata_types::{Attr, Ctx, FileIdentity, FileType, SetAttr, SetTime, Slice, Timespec, VolumeInfo};
 
 use crate::pb;
 
@@ -44,6 +44,16 @@ pub fn attr_from_pb(p: &pb::Attr) -> Option<(u64, Attr)> {
             volume: 0,
         },
     ))
+}
+
+/// A file identity to the wire.
+pub fn identity_to_pb(i: &FileIdentity) -> pb::FileIdentity {
+    pb::FileIdentity { ino: i.ino, size: i.size, mtime_sec: i.mtime.sec, mtime_nsec: i.mtime.nsec }
+}
+
+/// A file identity from the wire.
+pub fn identity_from_pb(p: &pb::FileIdentity) -> FileIdentity {
+    FileIdentity { ino: p.ino, size: p.size, mtime: Timespec { sec: p.mtime_sec, nsec: p.mtime_nsec } }
 }
 
 /// Caller identity to the wire.

@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 use strata_vfs::{Vfs, VfsConfig, VfsError, VolumeInfo};
 
 use crate::auth::Token;
+use crate::error::GatewayError;
+
+async fn detach_quietly(vfs: &Vfs, volume: &str) {
+    if let Err(e) = vfs.detach().await {
+        tracing::warn!(volume, error = %e, "detaching before a bucket deletion failed");
+    }
+}
 
 /// How the gateway reaches the server.
 #[derive(Clone, Debug)]
@@ -72,6 +79,71 @@ impl Attachments {
         Ok(out)
     }
 
+    /// Whether `bucket` is a view given with `--bucket` (a snapshot or data volume, read-only).
+    pub fn is_alias(&self, bucket: &str) -> bool {
+        self.cfg.aliases.contains_key(bucket)
+    }
+
+    /// Creates volume `name` in `token`'s scope (CreateBucket), through the server's
+    /// provisioning path and policies.
+    pub async fn create_volume(&self, token: &Token, name: &str, capacity: u64) -> Result<VolumeInfo, VfsError> {
+        strata_vfs::client::create_volume(&self.cfg.server, &token.secret, name, capacity, true).await
+    }
+
+    /// Deletes volume `name` (DeleteBucket) if `check` passes on it (the bucket is empty).
+    /// The check, the end of this gateway's own sessions on the volume (the server refuses to
+    /// delete a mounted volume) and the deletion happen under the attachments' lock, so no
+    /// request of this gateway can write to the volume between the check and the deletion;
+    /// any other client's session keeps the volume, and the server says so.
+    pub async fn delete_volume<F, Fut>(&self, token: &Token, name: &str, check: F) -> Result<(), GatewayError>
+    where
+        F: FnOnce(Arc<Vfs>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), GatewayError>>,
+    {
+        let mut map = self.map.lock().await;
+        let keys: Vec<(String, String)> = map.keys().filter(|(_, v)| v == name).cloned().collect();
+        if keys.iter().any(|k| map.get(k).is_some_and(|a| Arc::strong_count(&a.vfs) > 1)) {
+            return Err(GatewayError::Conflict(format!("bucket {name:?} is being read or written; try again")));
+        }
+        let own = (token.id.clone(), name.to_string());
+        let (vfs, fresh) = match map.get(&own) {
+            Some(a) => (a.vfs.clone(), false),
+            None => {
+                let client = format!("{} (token {})", self.cfg.client_name, token.id);
+                let vfs = Vfs::attach(&self.cfg.server, &token.secret, name, &client, self.cfg.vfs.clone())
+                    .await
+                    .map_err(|e| crate::error::bucket_error(name, e))?;
+                (vfs, true)
+            }
+        };
+        let checked = check(vfs.clone()).await;
+        let mut ending: Vec<Arc<Vfs>> = keys.iter().filter_map(|k| map.remove(k)).map(|a| a.vfs).collect();
+        if fresh {
+            ending.push(vfs);
+        } else {
+            drop(vfs);
+        }
+        if checked.is_err() {
+            // Nothing is deleted: what was attached stays so.
+            for (k, v) in keys.into_iter().zip(ending.iter().cloned()) {
+                map.insert(k, Attached { vfs: v, last_used: Instant::now() });
+            }
+            if fresh && let Some(v) = ending.last() {
+                detach_quietly(v, name).await;
+            }
+            return checked;
+        }
+        for v in &ending {
+            detach_quietly(v, name).await;
+        }
+        strata_vfs::client::delete_volume(&self.cfg.server, &token.secret, name).await.map_err(|e| match e.errno() {
+            // The server's conflict for a volume still mounted somewhere.
+            libc::EEXIST | libc::EBUSY => GatewayError::Conflict(format!("cannot delete bucket {name:?}: {e}")),
+            libc::EPERM | libc::EACCES => GatewayError::AccessDenied(format!("cannot delete bucket {name:?}: {e}")),
+            _ => crate::error::bucket_error(name, e),
+        })
+    }
+
     /// Ends the sessions unused for `idle`: an attached volume counts as mounted, which keeps
     /// it from being deleted, and each session costs the server a heartbeat.
     pub async fn detach_idle(&self, idle: Duration) {
@@ -104,6 +176,26 @@ impl Attachments {
                 tokio::time::sleep(every).await;
                 let Some(att) = me.upgrade() else { return };
                 att.detach_idle(idle).await;
+            }
+        });
+    }
+
+    /// Removes multipart uploads untouched for `expiry` in the attached volumes, in the
+    /// background (every half of `expiry`, at least every 10 minutes), for as long as the
+    /// attachments exist; uploads of a volume are also expired whenever one is started or
+    /// listed there.
+    pub fn spawn_upload_expiry(self: &Arc<Self>, expiry: Duration) {
+        let me = Arc::downgrade(self);
+        let every = (expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(att) = me.upgrade() else { return };
+                let attached: Vec<Arc<Vfs>> = att.map.lock().await.values().map(|a| a.vfs.clone()).collect();
+                drop(att);
+                for vfs in attached {
+                    crate::multipart::expire(&vfs, expiry).await;
+                }
             }
         });
     }

@@ -47,9 +47,50 @@ pub enum GatewayError {
     /// An `If-Match` condition does not hold.
     #[error("the object's ETag does not match If-Match")]
     PreconditionFailed,
-    /// An `If-None-Match` condition matched: the client's copy is current.
+    /// A read's `If-None-Match` matched or `If-Modified-Since` did not hold: the client's copy
+    /// is current (the ETag and Last-Modified go with the 304).
     #[error("not modified")]
-    NotModified,
+    NotModified {
+        /// The object's ETag.
+        etag: String,
+        /// Its Last-Modified, as an HTTP date.
+        last_modified: String,
+    },
+    /// A request S3 refuses as malformed or contradictory.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// An additional checksum sent does not match the body received.
+    #[error("The {0} you specified did not match the calculated checksum.")]
+    BadChecksum(&'static str),
+    /// Something S3 has that this gateway does not do.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// A part number outside the object's parts.
+    #[error("the requested part number is not satisfiable: the object has {0} part(s)")]
+    InvalidPartNumber(i32),
+    /// DeleteBucket of a bucket that still holds objects.
+    #[error("the bucket {0:?} is not empty")]
+    BucketNotEmpty(String),
+    /// CreateBucket of a name that exists (`own`: the caller's).
+    #[error("the bucket {name:?} already exists")]
+    BucketExists {
+        /// Its name.
+        name: String,
+        /// It is the caller's own.
+        own: bool,
+    },
+    /// A bucket name outside S3's rules.
+    #[error("{0}")]
+    InvalidBucketName(String),
+    /// The operation conflicts with the resource's state (a volume mounted elsewhere).
+    #[error("{0}")]
+    Conflict(String),
+    /// A version other than `null` (objects are unversioned).
+    #[error("no version {0:?}: objects here have only the version \"null\"")]
+    NoSuchVersion(String),
+    /// Refused by the rules of the caller's scope or role.
+    #[error("{0}")]
+    AccessDenied(String),
     /// More user metadata than S3 allows.
     #[error("{0} bytes of user metadata; at most 2048 are allowed")]
     MetadataTooLarge(usize),
@@ -59,6 +100,15 @@ pub enum GatewayError {
     /// The body's MD5 is not the `Content-MD5` sent with it.
     #[error("the Content-MD5 sent does not match the body received")]
     BadDigest,
+    /// A tag set beyond S3's limits.
+    #[error("{0}")]
+    InvalidTag(String),
+    /// The `Content-MD5` sent is not an MD5 digest.
+    #[error("the Content-MD5 you specified is not valid")]
+    InvalidDigest,
+    /// A request body that is not the XML it should be.
+    #[error("{0}")]
+    MalformedXml(String),
     /// The requested range lies outside the object.
     #[error("the range is not satisfiable for an object of {0} bytes")]
     InvalidRange(u64),
@@ -133,13 +183,42 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidArgument(_) => msg(S3ErrorCode::InvalidArgument, text),
             GatewayError::InvalidRange(_) => msg(S3ErrorCode::InvalidRange, text),
             GatewayError::BadDigest => msg(S3ErrorCode::BadDigest, text),
+            GatewayError::InvalidDigest => msg(S3ErrorCode::InvalidDigest, text),
+            GatewayError::InvalidTag(_) => msg(S3ErrorCode::InvalidTag, text),
+            GatewayError::MalformedXml(_) => msg(S3ErrorCode::MalformedXML, text),
             GatewayError::MetadataTooLarge(_) => msg(S3ErrorCode::MetadataTooLarge, text),
             GatewayError::Internal(_) => {
                 tracing::error!(error = %text, "request failed");
                 msg(S3ErrorCode::InternalError, text)
             }
             GatewayError::PreconditionFailed => msg(S3ErrorCode::PreconditionFailed, text),
-            GatewayError::NotModified => S3Error::new(S3ErrorCode::NotModified),
+            GatewayError::NotModified { etag, last_modified } => {
+                let mut e = S3Error::new(S3ErrorCode::NotModified);
+                let mut h = hyper::HeaderMap::new();
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("\"{etag}\"")) {
+                    h.insert(hyper::header::ETAG, v);
+                }
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&last_modified) {
+                    h.insert(hyper::header::LAST_MODIFIED, v);
+                }
+                e.set_headers(h);
+                e
+            }
+            GatewayError::InvalidRequest(_) => msg(S3ErrorCode::InvalidRequest, text),
+            GatewayError::BadChecksum(_) => msg(S3ErrorCode::BadDigest, text),
+            GatewayError::NotImplemented(_) => msg(S3ErrorCode::NotImplemented, text),
+            GatewayError::InvalidPartNumber(_) => {
+                let mut e = msg(S3ErrorCode::Custom("InvalidPartNumber".into()), text);
+                e.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+                e
+            }
+            GatewayError::BucketNotEmpty(_) => msg(S3ErrorCode::BucketNotEmpty, text),
+            GatewayError::BucketExists { own: true, .. } => msg(S3ErrorCode::BucketAlreadyOwnedByYou, text),
+            GatewayError::BucketExists { own: false, .. } => msg(S3ErrorCode::BucketAlreadyExists, text),
+            GatewayError::InvalidBucketName(_) => msg(S3ErrorCode::InvalidBucketName, text),
+            GatewayError::Conflict(_) => msg(S3ErrorCode::OperationAborted, text),
+            GatewayError::AccessDenied(_) => msg(S3ErrorCode::AccessDenied, text),
+            GatewayError::NoSuchVersion(_) => msg(S3ErrorCode::NoSuchVersion, text),
         }
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod attach;
 pub mod auth;
+pub mod checksum;
+pub mod conditions;
 pub mod error;
 pub mod gateway;
 pub mod keys;

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, Stream, StreamExt};
 use md5::{Digest, Md5};
-use strata_types::{Attr, Ctx, FileType, Timespec};
+use strata_types::{Attr, Ctx, FileIdentity, FileType, RenameIf, Timespec};
 use strata_vfs::Vfs;
 
+use crate::checksum::Algo;
 use crate::error::{GatewayError, Result};
 use crate::keys::HIDDEN_PREFIX;
 use crate::meta::ObjectMeta;
+
+/// `renameat2`'s flag refusing to replace an existing target.
+const RENAME_NOREPLACE: u32 = 1;
 
 /// Size of each read from a file and of each buffered write: what one request holds in memory.
 pub const CHUNK: usize = 1 << 20;
@@ -113,6 +117,8 @@ pub struct Written {
     pub size: u64,
     /// MD5 of the content.
     pub md5: [u8; 16],
+    /// The additional checksum asked for, base64.
+    pub checksum: Option<String>,
     /// Attributes after the last write was committed.
     pub attr: Attr,
 }
@@ -159,13 +165,14 @@ pub async fn create_in_dirs(vfs: &Vfs, dirs: &[&str], name: &str) -> Result<(Dir
 }
 
 /// Writes a body into a new file as it arrives (at most `CHUNK` bytes held), refusing it past
-/// `limit` bytes, and closes it. On any failure the file is removed.
-pub async fn write_body<S, E>(vfs: &Vfs, f: NewFile, body: S, limit: u64) -> Result<Written>
+/// `limit` bytes, computing its MD5 and the checksum `algo`, and closes it. On any failure the
+/// file is removed.
+pub async fn write_body<S, E>(vfs: &Vfs, f: NewFile, body: S, limit: u64, algo: Option<Algo>) -> Result<Written>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let res = fill(vfs, f.fh, body, limit).await;
+    let res = fill(vfs, f.fh, body, limit, algo).await;
     let closed = vfs.release(f.fh).await;
     let res = match (res, closed) {
         (Ok(r), Ok(())) => Ok(r),
@@ -173,8 +180,8 @@ where
         (Ok(_), Err(e)) => Err(e.into()),
     };
     let res = match res {
-        Ok((size, md5)) => {
-            vfs.getattr(f.ino).await.map(|attr| Written { ino: f.ino, size, md5, attr }).map_err(Into::into)
+        Ok((size, md5, checksum)) => {
+            vfs.getattr(f.ino).await.map(|attr| Written { ino: f.ino, size, md5, checksum, attr }).map_err(Into::into)
         }
         Err(e) => Err(e),
     };
@@ -185,21 +192,35 @@ where
 }
 
 /// Creates the hidden file `name` in `dir` and writes a body into it (see [`write_body`]).
-pub async fn write_new<S, E>(vfs: &Vfs, dir: u64, name: &str, body: S, limit: u64) -> Result<Written>
+pub async fn write_new<S, E>(
+    vfs: &Vfs,
+    dir: u64,
+    name: &str,
+    body: S,
+    limit: u64,
+    algo: Option<Algo>,
+) -> Result<Written>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let f = create_new(vfs, dir, name).await?;
-    write_body(vfs, f, body, limit).await
+    write_body(vfs, f, body, limit, algo).await
 }
 
-async fn fill<S, E>(vfs: &Vfs, fh: u64, mut body: S, limit: u64) -> Result<(u64, [u8; 16])>
+async fn fill<S, E>(
+    vfs: &Vfs,
+    fh: u64,
+    mut body: S,
+    limit: u64,
+    algo: Option<Algo>,
+) -> Result<(u64, [u8; 16], Option<String>)>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut md5 = Md5::new();
+    let mut sum = algo.map(Algo::hasher);
     let mut off = 0u64;
     let mut buf = BytesMut::with_capacity(CHUNK);
     while let Some(chunk) = body.next().await {
@@ -208,6 +229,9 @@ where
             return Err(GatewayError::TooLarge(limit));
         }
         md5.update(&chunk);
+        if let Some(h) = &mut sum {
+            h.update(&chunk);
+        }
         buf.extend_from_slice(&chunk);
         if buf.len() >= CHUNK {
             vfs.write(fh, off, &buf).await?;
@@ -220,7 +244,7 @@ where
         off += buf.len() as u64;
     }
     vfs.flush(fh).await?;
-    Ok((off, md5.finalize().into()))
+    Ok((off, md5.finalize().into(), sum.map(|h| h.finish())))
 }
 
 /// Removes a temporary file, logging (not failing) if that is impossible.
@@ -232,8 +256,21 @@ pub async fn discard(vfs: &Vfs, dir: u64, name: &str) {
     }
 }
 
+/// What a write may replace, checked by the server in the rename that publishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    /// Whatever object is there.
+    Any,
+    /// Nothing: the key must have no object (`If-None-Match: *`).
+    Nothing,
+    /// Exactly this file, unchanged since its ETag was checked (`If-Match`).
+    Exactly(FileIdentity),
+}
+
 /// Records the ETag and metadata of a written file and renames it over `key_name` in `dir`
-/// (readers see the old object or the new one, never a partial one).
+/// (readers see the old object or the new one, never a partial one), if what is there is what
+/// `replace` allows (`PreconditionFailed` otherwise, and nothing is replaced).
+#[allow(clippy::too_many_arguments)]
 pub async fn publish(
     vfs: &Vfs,
     dir: u64,
@@ -242,12 +279,23 @@ pub async fn publish(
     w: &Written,
     etag: &str,
     meta: &ObjectMeta,
+    replace: Replace,
 ) -> Result<()> {
     let record = format!("{etag} {}\n{}", stamp(w.attr.size, w.attr.mtime), meta.encode());
     let res = async {
         vfs.setxattr(w.ino, ETAG_XATTR, record.as_bytes(), 0).await?;
-        vfs.rename(&ctx(), dir, tmp.as_bytes(), dir, key_name.as_bytes(), 0).await?;
-        Ok(())
+        let (flags, cond) = match replace {
+            Replace::Any => (0, RenameIf::default()),
+            Replace::Nothing => (RENAME_NOREPLACE, RenameIf::default()),
+            Replace::Exactly(id) => (0, RenameIf { source: None, target: Some(id) }),
+        };
+        match vfs.rename_if(&ctx(), dir, tmp.as_bytes(), dir, key_name.as_bytes(), flags, cond).await {
+            Ok(()) => Ok(()),
+            Err(e) if replace != Replace::Any && (e.errno() == libc::EEXIST || e.errno() == libc::ECANCELED) => {
+                Err(GatewayError::PreconditionFailed)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
     .await;
     if res.is_err() {
@@ -292,6 +340,17 @@ fn from_record(record: Option<Vec<u8>>, ino: u64, size: u64, mtime: Timespec) ->
     let mut h = Md5::new();
     h.update(format!("{ino}:{stamp}"));
     (hex::encode(h.finalize()), ObjectMeta::default())
+}
+
+/// Changes the metadata recorded with an object's file (its tags), keeping its ETag. The record
+/// holds the size and mtime it is for, so a write through a mount meanwhile leaves it stale,
+/// as for any object changed through a mount.
+pub async fn rewrite_meta(vfs: &Vfs, ino: u64, a: &Attr, change: impl FnOnce(&mut ObjectMeta)) -> Result<()> {
+    let (etag, mut meta) = recorded(vfs, ino, a.size, a.mtime).await;
+    change(&mut meta);
+    let record = format!("{etag} {}\n{}", stamp(a.size, a.mtime), meta.encode());
+    vfs.setxattr(ino, ETAG_XATTR, record.as_bytes(), 0).await?;
+    Ok(())
 }
 
 /// The ETag alone (see [`recorded`]).
@@ -360,8 +419,10 @@ pub fn stream_open(vfs: Arc<Vfs>, fh: u64, from: u64, to: u64) -> ByteReceiver {
 }
 
 /// Removes an object's file if there is one (deleting a missing key succeeds, as in S3), then
-/// the directories the key leaves empty, so they do not linger as prefixes.
-pub async fn remove_object(vfs: &Vfs, segs: &[&str]) -> Result<()> {
+/// the directories the key leaves empty, so they do not linger as prefixes. With `expect`, only
+/// that file, unchanged (`PreconditionFailed` otherwise): it is first renamed away under that
+/// condition, atomically, then unlinked.
+pub async fn remove_object(vfs: &Vfs, segs: &[&str], expect: Option<FileIdentity>) -> Result<()> {
     let Some((name, dirs)) = segs.split_last() else { return Ok(()) };
     let mut chain = vec![vfs.root()];
     for d in dirs {
@@ -374,6 +435,21 @@ pub async fn remove_object(vfs: &Vfs, segs: &[&str]) -> Result<()> {
         }
     }
     let dir = chain[chain.len() - 1];
+    if let Some(id) = expect {
+        let tmp = temp_name("del");
+        let cond = RenameIf { source: Some(id), target: None };
+        return match vfs.rename_if(&ctx(), dir, name.as_bytes(), dir, tmp.as_bytes(), RENAME_NOREPLACE, cond).await {
+            Ok(()) => {
+                discard(vfs, dir, &tmp).await;
+                prune_dirs(vfs, &chain, dirs).await;
+                Ok(())
+            }
+            Err(e) if e.errno() == libc::ECANCELED || e.errno() == libc::ENOENT => {
+                Err(GatewayError::PreconditionFailed)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     match vfs.lookup(&ctx(), dir, name.as_bytes()).await {
         Ok((_, a)) if a.kind == FileType::File => match vfs.unlink(&ctx(), dir, name.as_bytes()).await {
             Ok(()) => {}
@@ -404,12 +480,18 @@ pub async fn prune_dirs(vfs: &Vfs, chain: &[u64], dirs: &[&str]) {
     }
 }
 
-/// Refuses a body whose MD5 is not the `Content-MD5` the client sent (base64), if it sent one.
+/// Refuses a body whose MD5 is not the `Content-MD5` the client sent (base64), if it sent one:
+/// `InvalidDigest` when what was sent is no MD5 at all, `BadDigest` when it is another one.
 pub fn check_md5(expected: Option<&str>, got: &[u8; 16]) -> Result<()> {
-    match expected {
-        Some(want) if want.trim() != base64(got) => Err(GatewayError::BadDigest),
-        _ => Ok(()),
+    use base64::Engine as _;
+    let Some(want) = expected.map(str::trim) else { return Ok(()) };
+    if base64::engine::general_purpose::STANDARD.decode(want).map_or(true, |d| d.len() != 16) {
+        return Err(GatewayError::InvalidDigest);
     }
+    if want != base64(got) {
+        return Err(GatewayError::BadDigest);
+    }
+    Ok(())
 }
 
 /// Standard base64 with padding (what `Content-MD5` carries).
@@ -449,6 +531,8 @@ mod tests {
         assert_eq!(base64(&d), "XUFAKrxLKna5cZ2REBfFkg==");
         assert!(check_md5(Some("XUFAKrxLKna5cZ2REBfFkg=="), &d).is_ok());
         assert!(check_md5(None, &d).is_ok());
-        assert!(matches!(check_md5(Some("AAAA"), &d), Err(GatewayError::BadDigest)));
+        assert!(matches!(check_md5(Some("AAAAAAAAAAAAAAAAAAAAAA=="), &d), Err(GatewayError::BadDigest)));
+        assert!(matches!(check_md5(Some("AAAA"), &d), Err(GatewayError::InvalidDigest)));
+        assert!(matches!(check_md5(Some(""), &d), Err(GatewayError::InvalidDigest)));
     }
 }

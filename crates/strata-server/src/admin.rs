@@ -42,6 +42,18 @@ impl Admin for AdminService {
         let who = principal(&req)?.clone();
         let r = req.into_inner();
         let none_if_empty = |s: String| if s.is_empty() { None } else { Some(s) };
+        let mut capacity = r.capacity;
+        if r.fit_to_policy {
+            let scope = if r.scope.is_empty() { who.scope.clone() } else { r.scope.clone() };
+            let meta = self.st.meta.clone();
+            // An unknown scope is reported by the creation itself.
+            if let Ok(p) = crate::service::blocking(move || meta.effective_policy(&scope)).await
+                && let Some(max) = p.max_volume_size
+                && (capacity == 0 || capacity > max.value)
+            {
+                capacity = max.value;
+            }
+        }
         let v = Control::new(self.st.clone())
             .create_volume(
                 &who,
@@ -49,7 +61,7 @@ impl Admin for AdminService {
                     name: r.name,
                     scope: none_if_empty(r.scope),
                     class: none_if_empty(r.class),
-                    capacity: r.capacity,
+                    capacity,
                     inodes: r.inode_limit,
                     access_mode: none_if_empty(r.access_mode),
                     reclaim: none_if_empty(r.reclaim),

@@ -519,7 +519,12 @@ impl MetaRpc for MetaService {
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let (parent, new_parent) = blocking(move || {
-            meta.rename(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name, r.new_parent, &r.new_name, r.flags)?;
+            let cond = strata_meta::RenameIf {
+                source: r.if_source.as_ref().map(identity_from_pb),
+                target: r.if_target.as_ref().map(identity_from_pb),
+            };
+            let ctx = ctx_from_pb(r.caller.as_ref());
+            meta.rename_if(&ctx, r.parent, &r.name, r.new_parent, &r.new_name, r.flags, cond)?;
             let np = if r.new_parent != r.parent { dir_after(&meta, r.new_parent) } else { None };
             Ok((dir_after(&meta, r.parent), np))
         })

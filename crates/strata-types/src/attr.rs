@@ -72,6 +72,40 @@ impl FileType {
     }
 }
 
+/// A regular file as a conditional rename expects to find it: this inode, of this size, last
+/// changed at this time. A write through any client changes the size or mtime, so a match
+/// means the content is the one the caller examined.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    /// Inode number.
+    pub ino: Ino,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last data change.
+    pub mtime: Timespec,
+}
+
+impl FileIdentity {
+    /// The identity of inode `ino` with attributes `a`.
+    pub fn of(ino: Ino, a: &Attr) -> Self {
+        FileIdentity { ino, size: a.size, mtime: a.mtime }
+    }
+
+    /// Whether inode `ino` with attributes `a` is this file, unchanged.
+    pub fn matches(&self, ino: Ino, a: &Attr) -> bool {
+        *self == FileIdentity::of(ino, a)
+    }
+}
+
+/// Conditions of a rename, checked in the same transaction as the rename itself.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenameIf {
+    /// The source must be this file.
+    pub source: Option<FileIdentity>,
+    /// The target must exist and be this file.
+    pub target: Option<FileIdentity>,
+}
+
 /// Seconds and nanoseconds since the Unix epoch.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Timespec {

@@ -12,7 +12,9 @@ mod token;
 mod volume;
 
 pub use access::{AccessMode, ParseAccessModeError};
-pub use attr::{Attr, Ctx, FileType, Ino, MAY_EXEC, MAY_READ, MAY_WRITE, SetAttr, SetTime, Slice, Timespec};
+pub use attr::{
+    Attr, Ctx, FileIdentity, FileType, Ino, MAY_EXEC, MAY_READ, MAY_WRITE, RenameIf, SetAttr, SetTime, Slice, Timespec,
+};
 pub use limits::*;
 pub use name::{NameError, check_name};
 pub use token::{hash_token, token_id};

@@ -337,6 +337,57 @@ pub async fn list_volumes(server: &str, token: &str) -> Result<Vec<strata_types:
     Err(last)
 }
 
+/// Creates volume `name` in the token's scope through the server's provisioning path (its
+/// policies decide the class; with `fit_to_policy` a capacity above the scope's maximum, or
+/// none where one is set, becomes that maximum).
+pub async fn create_volume(
+    server: &str,
+    token: &str,
+    name: &str,
+    capacity: u64,
+    fit_to_policy: bool,
+) -> Result<strata_types::VolumeInfo> {
+    let req = pb::CreateVolumeReq { name: name.to_string(), capacity, fit_to_policy, ..Default::default() };
+    admin_call(server, token, |mut a| async move { a.create_volume(req).await.map(|r| r.into_inner()) })
+        .await
+        .map(strata_proto::conv::volume_from_pb)
+}
+
+/// Deletes volume `name` (refused while it is mounted anywhere).
+pub async fn delete_volume(server: &str, token: &str, name: &str) -> Result<()> {
+    let req = pb::VolumeName { name: name.to_string() };
+    admin_call(server, token, |mut a| async move { a.delete_volume(req).await.map(|_| ()) }).await
+}
+
+/// The error of a control-plane call, with the errno its status code stands for (the control
+/// plane answers by code: conflicts are `AlreadyExists`, policy refusals `PermissionDenied`).
+fn admin_error(s: &tonic::Status) -> VfsError {
+    let errno = match s.code() {
+        tonic::Code::AlreadyExists => libc::EEXIST,
+        tonic::Code::PermissionDenied => libc::EPERM,
+        tonic::Code::NotFound => libc::ENOENT,
+        tonic::Code::InvalidArgument => libc::EINVAL,
+        _ => return VfsError::from_status(s),
+    };
+    VfsError::errno_msg(errno, s.message())
+}
+
+/// One call of the admin service at the first of `server`'s addresses that answers.
+async fn admin_call<T, F, Fut>(server: &str, token: &str, call: F) -> Result<T>
+where
+    F: FnOnce(AdminRpc) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+{
+    let mut last = VfsError::errno_msg(libc::EINVAL, "no server address given");
+    for addr in server_list(server) {
+        match connect(&addr, token, Duration::from_secs(5)).await {
+            Ok((channel, auth)) => return call(admin(channel, auth)).await.map_err(|s| admin_error(&s)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// The servers of a `--server` value: addresses separated by commas.
 pub fn server_list(server: &str) -> Vec<String> {
     server

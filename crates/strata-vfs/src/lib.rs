@@ -18,6 +18,6 @@ pub use error::{Result, VfsError};
 pub use qos::Qos;
 pub use remote::RemoteBlocks;
 pub use strata_blocks::mapped::is_mapped;
-pub use strata_types::{Attr, Ctx, FileType, SetAttr, SetTime, Timespec, VolumeInfo};
+pub use strata_types::{Attr, Ctx, FileIdentity, FileType, RenameIf, SetAttr, SetTime, Timespec, VolumeInfo};
 pub use vfs::attach::host_name;
 pub use vfs::{ByteLock, CacheStats, Cached, DirEntry, DirPage, Opened, StatFs, Vfs, Warmed};

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use strata_s3::{Attachments, Keyring, Limits, ServerConfig};
 
 use crate::client_args::ClientArgs;
-use crate::util::{ServerArgs, parse_duration, parse_size};
+use crate::util::{ServerArgs, parse_duration, parse_size, parse_ttl};
 
 /// Serve volumes over an S3-compatible API (buckets are volumes, keys are paths).
 ///
@@ -39,6 +39,16 @@ pub struct S3GatewayArgs {
     /// are refused with EntityTooLarge.
     #[arg(long, default_value = "5G", value_parser = parse_size)]
     pub max_object_size: u64,
+    /// Multipart uploads untouched this long are removed with their parts (their parts count
+    /// against the volume's quota until then): in attached volumes in the background, and in
+    /// any volume when an upload is started or listed there.
+    #[arg(long, default_value = "7d", value_parser = parse_ttl)]
+    pub multipart_expiry: Duration,
+    /// Capacity of a volume made by CreateBucket (in the signing token's scope, with its
+    /// policies' class). 0: none, unless the scope's policy sets a maximum volume size, which
+    /// the volume then gets; a scope with a total quota refuses a bucket without one.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    pub bucket_capacity: u64,
     /// Region the gateway names in its answers and expects in signatures' scope.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -106,10 +116,15 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
         if !args.detach_idle.is_zero() {
             att.spawn_reaper(args.detach_idle);
         }
+        att.spawn_upload_expiry(args.multipart_expiry);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let limits = Limits { max_object: args.max_object_size };
+        let limits = Limits {
+            max_object: args.max_object_size,
+            multipart_expiry: args.multipart_expiry,
+            bucket_capacity: args.bucket_capacity,
+        };
         let svc = strata_s3::service(keys.clone(), att.clone(), limits, args.region.clone());
         tracing::info!(listen = %args.listen, server = %args.server.server, access_keys = ?keys.ids(), "S3 gateway serving");
         strata_s3::serve(listener, svc, stop).await;

@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use strata_proto::conv::{attr_from_pb, ctx_to_pb, setattr_to_pb};
+use strata_proto::conv::{attr_from_pb, ctx_to_pb, identity_to_pb, setattr_to_pb};
 use strata_proto::pb;
 use strata_proto::wire::Method;
-use strata_types::{Attr, Ctx, FileType, SetAttr};
+use strata_types::{Attr, Ctx, FileType, RenameIf, SetAttr};
 
 use super::{Handle, Vfs, attr_of};
 use crate::error::{Result, VfsError};
@@ -225,6 +225,22 @@ impl Vfs {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
+        self.rename_if(ctx, parent, name, newparent, newname, flags, RenameIf::default()).await
+    }
+
+    /// [`Vfs::rename`] only if the source and target are still the files `cond` names, checked
+    /// by the server in the rename's own transaction; `ECANCELED` when they are not.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rename_if(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+        cond: RenameIf,
+    ) -> Result<()> {
         self.qos.op().await;
         let r = self
             .client
@@ -235,6 +251,8 @@ impl Vfs {
                 new_parent: newparent,
                 new_name: newname.to_vec(),
                 flags,
+                if_source: cond.source.as_ref().map(identity_to_pb),
+                if_target: cond.target.as_ref().map(identity_to_pb),
             })
             .await;
         self.forget_name(parent, name);
