@@ -58,6 +58,11 @@ enum Cmd {
     Bench(strata_bench::BenchArgs),
     /// Load files into their mount's cache (or check, or evict).
     Warmup(cmd::warmup::WarmupArgs),
+    // Operations on the metadata (issue 17): backup and restore.
+    /// Back up all metadata of a running server to a file, as one point in time.
+    Dump(cmd::dump::DumpArgs),
+    /// Restore a dump into an empty metadata store (SQLite or PostgreSQL).
+    Load(cmd::dump::LoadArgs),
 }
 
 /// The async runtime for a command.
@@ -87,6 +92,8 @@ fn main() {
         Cmd::Import(a) => cmd::import::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
         Cmd::Warmup(a) => cmd::warmup::run(a),
+        Cmd::Dump(a) => cmd::dump::run_dump(a),
+        Cmd::Load(a) => cmd::dump::run_load(a),
     };
     if let Err(e) = res {
         eprintln!("strata: {e:#}");

@@ -9,6 +9,7 @@ mod clones;
 pub mod codec;
 pub mod control;
 mod datavolumes;
+pub mod dump;
 pub mod error;
 mod gc;
 pub mod keys;

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod control;
 pub mod gc;
 pub mod journal;
+pub mod ops;
 pub mod rest;
 pub mod service;
 pub mod state;

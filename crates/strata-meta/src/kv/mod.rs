@@ -56,6 +56,13 @@ pub trait KvEngine: Send + Sync {
     /// is on stable storage when this returns; otherwise it survives a process crash but may be
     /// lost with the machine, like a local file system's unsynced metadata.
     fn write(&self, durable: bool, f: TxnFn<'_>) -> Result<()>;
+    /// Runs a long read-only transaction that sees one point in time from start to end, on a
+    /// connection of its own, without holding up writers (dumps and checks of a live store).
+    /// Never retried: the closure may have streamed what it read. Engines override it; the
+    /// default is [`KvEngine::read`].
+    fn read_snapshot(&self, f: TxnFn<'_>) -> Result<()> {
+        self.read(f)
+    }
     /// A short name for logs and status ("sqlite").
     fn name(&self) -> &'static str;
 }

@@ -261,6 +261,34 @@ impl KvEngine for PostgresEngine {
         outside_runtime(|| self.run(false, f))
     }
 
+    fn read_snapshot(&self, f: TxnFn<'_>) -> Result<()> {
+        outside_runtime(|| {
+            let mut client = self.take()?;
+            // SERIALIZABLE READ ONLY DEFERRABLE (as pg_dump --serializable-deferrable): it waits
+            // for a snapshot no concurrent writer can contradict, then runs without predicate
+            // locks, so it can neither fail nor make writers fail however long it lasts.
+            let res = (|| {
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .read_only(true)
+                    .deferrable(true)
+                    .start()
+                    .map_err(|e| engine_err("begin snapshot", e))?;
+                let mut txn = PgTxn { tx, failed: None };
+                let res = f(&mut txn);
+                if let Some(e) = txn.failed.take() {
+                    return Err(engine_err("snapshot read", e));
+                }
+                res?;
+                txn.tx.commit().map_err(|e| engine_err("end snapshot", e))
+            })();
+            res?;
+            self.put_back(client);
+            Ok(())
+        })
+    }
+
     fn name(&self) -> &'static str {
         "postgres"
     }

@@ -7,6 +7,7 @@
 //! `/v1/policies/{scope}`) accept it written raw or percent-encoded (`ml%2Fvision`).
 
 pub mod model;
+mod ops;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -1158,6 +1159,7 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/policies/{*scope}", get(policy_get).put(policy_put))
+        .merge(ops::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -1,0 +1,78 @@
+//! The operations routes of the REST API (cluster admins only): `GET /v1/admin/dump` streams
+//! a consistent backup of the whole metadata store as JSON lines (`strata dump`).
+
+use axum::Router;
+use axum::body::Body as HttpBody;
+use axum::extract::State as AxState;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use strata_meta::MetaError;
+use strata_meta::control::CLUSTER;
+use strata_meta::tokens::{Role, TokenRecord};
+
+use super::{Api, ApiError, ApiResult, Caller};
+use crate::control::ControlError;
+
+/// Bytes of a dump gathered before they are handed to the connection.
+const DUMP_CHUNK: usize = 256 << 10;
+/// Chunks a dump may run ahead of a slow reader: what bounds its memory.
+const DUMP_AHEAD: usize = 8;
+
+/// The operations routes, merged into the REST router.
+pub(super) fn routes() -> Router<Api> {
+    Router::new().route("/v1/admin/dump", get(dump))
+}
+
+/// Refuses anyone but a cluster admin.
+fn cluster_admin(who: &TokenRecord, what: &str) -> Result<(), ControlError> {
+    if who.role == Role::Admin && who.scope == CLUSTER {
+        Ok(())
+    } else {
+        Err(ControlError::Forbidden(format!("only a cluster admin token may {what}")))
+    }
+}
+
+/// Streams every metadata record, as one point in time, as JSON lines (see `strata_meta::dump`).
+/// The status is sent once the snapshot is taken, so a store that cannot be read is an error
+/// answer; a failure later cuts the body short, before the trailer.
+async fn dump(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Response> {
+    cluster_admin(&who, "dump the metadata")?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, MetaError>>(DUMP_AHEAD);
+    let meta = api.st.meta.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(DUMP_CHUNK);
+        let gone = || MetaError::Engine("the client stopped reading the dump".into());
+        let res = meta.dump(&mut |b| {
+            buf.extend_from_slice(b);
+            if buf.len() >= DUMP_CHUNK {
+                tx.blocking_send(Ok(Bytes::from(std::mem::take(&mut buf)))).map_err(|_| gone())?;
+            }
+            Ok(())
+        });
+        let res = res.and_then(|stats| {
+            tx.blocking_send(Ok(Bytes::from(buf))).map_err(|_| gone())?;
+            Ok(stats)
+        });
+        match res {
+            Ok(stats) => tracing::info!(records = stats.records, bytes = stats.bytes, "metadata dumped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata dump ended early");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let first = match rx.recv().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return Err(ControlError::from(e).into()),
+        None => return Err(ApiError::from(ControlError::Internal("the dump task ended".into()))),
+    };
+    let rest = futures::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item.map_err(std::io::Error::other), rx))
+    });
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) });
+    let body = HttpBody::from_stream(futures::StreamExt::chain(body, rest));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
