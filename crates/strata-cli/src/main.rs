@@ -63,6 +63,10 @@ enum Cmd {
     Dump(cmd::dump::DumpArgs),
     /// Restore a dump into an empty metadata store (SQLite or PostgreSQL).
     Load(cmd::dump::LoadArgs),
+    /// Check a running server's metadata and blocks, and repair what is safe.
+    Fsck(cmd::fsck::FsckArgs),
+    /// Show (or delete) leaked blocks and slices pending deletion.
+    Gc(cmd::fsck::GcArgs),
 }
 
 /// The async runtime for a command.
@@ -94,6 +98,8 @@ fn main() {
         Cmd::Warmup(a) => cmd::warmup::run(a),
         Cmd::Dump(a) => cmd::dump::run_dump(a),
         Cmd::Load(a) => cmd::dump::run_load(a),
+        Cmd::Fsck(a) => cmd::fsck::run_fsck(a),
+        Cmd::Gc(a) => cmd::fsck::run_gc(a),
     };
     if let Err(e) = res {
         eprintln!("strata: {e:#}");

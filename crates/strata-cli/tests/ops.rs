@@ -266,8 +266,11 @@ fn dump_and_restore(name: &str, opts: Opts, pg_target: Option<String>) {
     };
     assert!(cli2(&["token", "list"]).contains("trainer"));
     assert!(cli2(&["policy", "show", "ml", "-o", "json"]).contains("max_volume_size"));
-    // The restored volume goes on working.
+    // The restored volume goes on working, and checks clean (the blocks the workload wrote
+    // after the dump are unreferenced there, but younger than fsck's grace period).
     write_synced(&c.p(i, "after-restore"), b"new").expect("write after restore");
+    let out = cli2(&["fsck"]);
+    assert!(out.contains("no problems found"), "the restored store checks clean: {out}");
     for m in c.mounts.iter_mut().rev() {
         m.stop();
     }
@@ -311,5 +314,235 @@ fn dump_and_load_refuse_bad_arguments_in_one_line() {
     for cmd in ["dump", "load"] {
         let out = run_strata(&[cmd, "--help"]);
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage"), "{cmd} --help");
+    }
+}
+
+// ---- fsck and gc ----
+
+/// Runs `strata ARGS` as the cluster's admin; exit code and stdout.
+fn admin(c: &Cluster, args: &[&str]) -> (i32, String, String) {
+    let out = c.cli_as(&c.token_file, args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The problems of a `strata fsck --json` run, as (kind, path, fixed) and the summary.
+fn fsck_json(c: &Cluster, extra: &[&str]) -> (i32, Vec<serde_json::Value>, serde_json::Value) {
+    let mut args = vec!["fsck", "--json"];
+    args.extend(extra);
+    let (code, out, err) = admin(c, &args);
+    let mut problems = Vec::new();
+    let mut summary = serde_json::Value::Null;
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}\n{err}"));
+        match v["type"].as_str() {
+            Some("problem") => problems.push(v),
+            Some("summary") => summary = v,
+            other => panic!("unexpected report line {other:?}: {line}"),
+        }
+    }
+    assert!(summary.is_object(), "fsck ends with a summary: {out}\n{err}");
+    (code, problems, summary)
+}
+
+/// Changes one record of the cluster's metadata store behind the server's back (SQLite or
+/// PostgreSQL): `value` None deletes it.
+fn poke(c: &Cluster, key: &[u8], value: Option<&[u8]>) {
+    let k = key.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let v = value.map(|v| v.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let out = match c.meta_url() {
+        Some(url) => {
+            let sql = match &v {
+                None => format!("DELETE FROM strata_kv WHERE k = '\\x{k}'::bytea"),
+                Some(v) => format!("UPDATE strata_kv SET v = '\\x{v}'::bytea WHERE k = '\\x{k}'::bytea"),
+            };
+            run_cmd(std::process::Command::new("psql").args(["-qX", &url, "-c", &sql]))
+        }
+        None => {
+            let db = c.data.join("meta.db").display().to_string();
+            let sql = match &v {
+                None => format!("DELETE FROM kv WHERE k = x'{k}'"),
+                Some(v) => format!("UPDATE kv SET v = x'{v}' WHERE k = x'{k}'"),
+            };
+            let py = format!(
+                "import sqlite3; d = sqlite3.connect({db:?}, timeout=30); n = d.execute({sql:?}).rowcount; d.commit(); \
+                 assert n == 1, n"
+            );
+            run_cmd(std::process::Command::new("python3").args(["-c", &py]))
+        }
+    };
+    assert!(out.status.success(), "poke {k}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The block file of a volume whose key ends in `suffix` (`_INDEX_LENGTH`).
+fn block_file(c: &Cluster, vol: u32, suffix: &str) -> std::path::PathBuf {
+    let mut todo = vec![c.data.join(format!("blocks/v{vol}"))];
+    let mut found = Vec::new();
+    let mut all = Vec::new();
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(suffix)) {
+                found.push(p);
+            } else {
+                all.push(p);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "one block ends in {suffix}: {found:?} (others: {all:?})");
+    found.remove(0)
+}
+
+fn set_age(path: &Path, age: Duration) {
+    let f = std::fs::File::options().write(true).open(path).expect("open block");
+    f.set_modified(std::time::SystemTime::now() - age).expect("set mtime");
+}
+
+fn key_of(tag: u8, n: u64) -> Vec<u8> {
+    let mut k = vec![tag];
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+#[test]
+fn fsck_reports_each_corruption_and_repairs_what_it_claims() {
+    use std::os::unix::fs::MetadataExt;
+    let mut c = Cluster::new("fsck");
+    if c.s3 {
+        // The corruptions are made on block files in the server's directory.
+        return;
+    }
+    c.mount(&[]);
+    let vol = c.volume_id(&c.volume);
+    std::fs::create_dir_all(c.p(0, "a/b")).expect("mkdir");
+    // Lengths whose last block's length names the file's blocks.
+    std::fs::write(c.p(0, "a/lost-block"), random_bytes(1, 5_000_000)).expect("write");
+    std::fs::write(c.p(0, "a/b/short-block"), random_bytes(2, 100_003)).expect("write");
+    std::fs::write(c.p(0, "a/no-inode"), random_bytes(3, 70_001)).expect("write");
+    std::fs::write(c.p(0, "a/fine"), random_bytes(4, 4_321)).expect("write");
+    std::fs::hard_link(c.p(0, "a/fine"), c.p(0, "a/b/fine-link")).expect("link");
+    // Blocks only a snapshot still needs are not orphans.
+    std::fs::write(c.p(0, "a/snapshotted"), random_bytes(5, 12_345)).expect("write");
+    c.cli(&["snapshot", "create", &c.volume, "keep"]);
+    std::fs::remove_file(c.p(0, "a/snapshotted")).expect("unlink");
+
+    // Healthy: clean, and exit 0.
+    let (code, out, err) = admin(&c, &["fsck"]);
+    assert_eq!(code, 0, "a healthy store is clean: {out}{err}");
+    assert!(out.contains("no problems found"), "{out}");
+    let (code, out, _) = admin(&c, &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("0 leaked blocks"), "{out}");
+    let before = c.dir.join("before.dump");
+    dump(&c, &c.addr, &before);
+
+    // The corruptions.
+    std::fs::remove_file(block_file(&c, vol, "_805696")).expect("delete a block");
+    let short = block_file(&c, vol, "_0_100003");
+    std::fs::File::options().write(true).open(&short).and_then(|f| f.set_len(5_000)).expect("truncate a block");
+    // Blocks of slices nobody ever committed, at the keys a client would have used.
+    let orphan_key = |id: u64| format!("v{vol}/chunks/{}/{}/{id}_0_100", id / 1_000_000, id / 1000);
+    let orphan_at = |id: u64| {
+        let p = c.data.join("blocks").join(orphan_key(id));
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        p
+    };
+    let old_orphan = orphan_at(7_000_001);
+    std::fs::write(&old_orphan, [7u8; 100]).expect("orphan");
+    set_age(&old_orphan, Duration::from_secs(3 * 3600));
+    let young_orphan = orphan_at(7_000_002);
+    std::fs::write(&young_orphan, [8u8; 100]).expect("orphan");
+    let usage_key = {
+        let mut k = vec![b'U'];
+        k.extend_from_slice(&vol.to_be_bytes());
+        k
+    };
+    poke(&c, &usage_key, Some(&[0x07, 0x07]));
+    let lost_ino = std::fs::metadata(c.p(0, "a/no-inode")).expect("stat").ino();
+    poke(&c, &key_of(b'A', lost_ino), None);
+
+    let (code, problems, summary) = fsck_json(&c, &[]);
+    assert_eq!(code, 1, "problems found: exit 1");
+    let seen: Vec<(String, String)> = problems
+        .iter()
+        .map(|p| (p["kind"].as_str().unwrap_or("").to_string(), p["path"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let v = &c.volume;
+    let want = [
+        ("missing_block".to_string(), format!("{v}:/a/lost-block")),
+        ("bad_block_length".to_string(), format!("{v}:/a/b/short-block")),
+        ("orphan_block".to_string(), format!("file://{} {}", c.data.join("blocks").display(), orphan_key(7_000_001))),
+        ("usage".to_string(), format!("{v}:/")),
+        ("dangling_entry".to_string(), format!("{v}:/a/no-inode")),
+    ];
+    let mut sorted = seen.clone();
+    sorted.sort();
+    let mut want_sorted = want.to_vec();
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted, "each corruption reported once, with its path: {problems:#?}");
+    assert_eq!(summary["young_blocks"], 1, "the young orphan is left alone: {summary}");
+
+    let (code, problems, summary) = fsck_json(&c, &["--repair"]);
+    assert_eq!(code, 1, "the missing and truncated blocks cannot be repaired");
+    for p in &problems {
+        let fixable = p["fix"].is_string();
+        assert_eq!(p["fixed"].as_bool(), fixable.then_some(true), "repaired exactly what it can: {p}");
+    }
+    assert_eq!(summary["fixed"], 3, "{summary}");
+    assert!(!old_orphan.exists() && young_orphan.exists(), "the old orphan went, the young one stayed");
+    assert!(short.exists(), "a truncated block is left for a person to look at");
+
+    // Nothing else changed: the store dumps to what it held before, but for the rebuilt inode.
+    let after = c.dir.join("after.dump");
+    dump(&c, &c.addr, &after);
+    let durable = |l: &String| !l.contains("\"t\":\"journaled_block\"");
+    let (b, a): (Vec<String>, Vec<String>) =
+        (records(&before).into_iter().filter(durable).collect(), records(&after).into_iter().filter(durable).collect());
+    let rebuilt =
+        format!("\"k\":\"{}\"", key_of(b'A', lost_ino).iter().map(|x| format!("{x:02x}")).collect::<String>());
+    let differ: Vec<&String> = b.iter().filter(|l| !a.contains(l)).chain(a.iter().filter(|l| !b.contains(l))).collect();
+    assert!(differ.iter().all(|l| l.contains(&rebuilt)), "only the rebuilt inode differs: {differ:?}");
+    assert_eq!(differ.len(), 2, "the rebuilt inode's old and new attributes: {differ:?}");
+    assert_bytes_eq(&read_all(&c.p(0, "a/no-inode")), &random_bytes(3, 70_001), "the rebuilt file's data");
+
+    // Only what cannot be repaired is left.
+    let (code, problems, _) = fsck_json(&c, &[]);
+    assert_eq!(code, 1);
+    let mut kinds: Vec<&str> = problems.iter().map(|p| p["kind"].as_str().unwrap_or("")).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["bad_block_length", "missing_block"]);
+
+    // gc: the young orphan is a leaked block once --grace allows it; --delete deletes it.
+    let (code, out, _) = admin(&c, &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("leaked_block") && out.contains(&orphan_key(7_000_002)) && out.contains("1 leaked blocks"),
+        "{out}"
+    );
+    assert!(young_orphan.exists(), "a dry run deletes nothing");
+    let (code, out, _) = admin(&c, &["gc", "--grace", "0s", "--delete"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deleted 1 leaked blocks"), "{out}");
+    assert!(!young_orphan.exists());
+}
+
+#[test]
+fn fsck_and_gc_refuse_bad_arguments_in_one_line() {
+    let c = Cluster::new("fsck-args");
+    for cmd in ["fsck", "gc"] {
+        let out = run_strata(&[cmd, "--server", "127.0.0.1:1", "--token", "x"]);
+        assert!(one_line_error(&out, "unreachable").contains("cannot reach"));
+        let out = run_strata(&[cmd, "--server", &c.addr, "--token", "x", "--grace", "soon"]);
+        assert_eq!(out.status.code(), Some(2), "clap's usage error");
+        let (viewer, _) = c.issue_token_in(&format!("v-{cmd}"), "viewer", "cluster");
+        let out = c.cli_as(&viewer, &[cmd]);
+        assert!(one_line_error(&out, "viewer").contains("permission denied"));
+        let out = run_strata(&[cmd, "--help"]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--grace"));
     }
 }

@@ -4,6 +4,7 @@
 //! through the server's RPC, so every rule is enforced in one place. The plain types it stores
 //! (`Attr`, `Slice`, ...) are `strata-types`', re-exported here.
 
+pub mod check;
 mod chunks;
 mod clones;
 pub mod codec;

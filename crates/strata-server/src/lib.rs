@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod blocks;
 pub mod control;
+pub mod fsck;
 pub mod gc;
 pub mod journal;
 pub mod ops;

@@ -101,7 +101,7 @@ const TAIL: usize = 4096;
 
 /// Streams the dump into `out`; the number of records its trailer counts, once seen.
 async fn fetch(api: &Api, out: &mut dyn Write) -> Result<u64> {
-    let (resp, conn) = api.get_streamed("/v1/admin/dump").await.context("dump")?;
+    let (resp, conn) = api.streamed(hyper::Method::GET, "/v1/admin/dump", None::<&()>).await.context("dump")?;
     let mut body = resp.into_body();
     // The end of what came: its last line is the (short) trailer when the dump is whole.
     let mut tail: Vec<u8> = Vec::new();

@@ -3,6 +3,7 @@
 pub mod csi;
 pub mod datavolume;
 pub mod dump;
+pub mod fsck;
 pub mod gateway;
 pub mod gateway_nfs;
 pub mod gateway_s3;

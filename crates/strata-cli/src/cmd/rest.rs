@@ -138,14 +138,16 @@ impl Api {
         res
     }
 
-    /// `GET path` whose answer is streamed: the response once its head arrived (a non-2xx
+    /// A request whose answer is streamed: the response once its head arrived (a non-2xx
     /// answer becomes an [`ApiFailure`]), and the connection's task, to abort when done. The
     /// body may take as long as it takes.
-    pub async fn get_streamed(
+    pub async fn streamed(
         &self,
+        method: Method,
         path: &str,
+        body: Option<&impl Serialize>,
     ) -> Result<(hyper::Response<hyper::body::Incoming>, tokio::task::JoinHandle<()>)> {
-        let (resp, conn) = self.request(Method::GET, path, None).await?;
+        let (resp, conn) = self.request(method, path, body.map(serde_json::to_vec).transpose()?).await?;
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, resp)
             .await
             .map_err(|_| anyhow!("the strata server at {} did not answer within {REQUEST_TIMEOUT:?}", self.addr))?

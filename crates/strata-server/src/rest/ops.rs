@@ -1,19 +1,22 @@
-//! The operations routes of the REST API (cluster admins only): `GET /v1/admin/dump` streams
-//! a consistent backup of the whole metadata store as JSON lines (`strata dump`).
+//! The operations routes of the REST API (cluster admins only), each answered with a stream
+//! of JSON lines: `GET /v1/admin/dump` (a consistent backup of the whole metadata store,
+//! `strata dump`), `POST /v1/admin/fsck` and `POST /v1/admin/gc` (their reports, a line per
+//! problem as found and a summary last: `crate::fsck`).
 
 use axum::Router;
 use axum::body::Body as HttpBody;
 use axum::extract::State as AxState;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use strata_meta::MetaError;
 use strata_meta::control::CLUSTER;
 use strata_meta::tokens::{Role, TokenRecord};
 
-use super::{Api, ApiError, ApiResult, Caller};
+use super::{Api, ApiError, ApiResult, Body, Caller};
 use crate::control::ControlError;
+use crate::fsck::{FsckRequest, GcRequest, ReportLine};
 
 /// Bytes of a dump gathered before they are handed to the connection.
 const DUMP_CHUNK: usize = 256 << 10;
@@ -22,7 +25,7 @@ const DUMP_AHEAD: usize = 8;
 
 /// The operations routes, merged into the REST router.
 pub(super) fn routes() -> Router<Api> {
-    Router::new().route("/v1/admin/dump", get(dump))
+    Router::new().route("/v1/admin/dump", get(dump)).route("/v1/admin/fsck", post(fsck)).route("/v1/admin/gc", post(gc))
 }
 
 /// Refuses anyone but a cluster admin.
@@ -75,4 +78,39 @@ async fn dump(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Resp
     let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) });
     let body = HttpBody::from_stream(futures::StreamExt::chain(body, rest));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Report lines a check may run ahead of a slow reader.
+const REPORT_AHEAD: usize = 64;
+
+/// A report's lines as a streamed body of JSON lines.
+fn report_body(rx: tokio::sync::mpsc::Receiver<ReportLine>) -> Response {
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        let mut b = serde_json::to_vec(&line).unwrap_or_else(|e| {
+            format!("{{\"type\":\"error\",\"message\":\"cannot encode a report line: {e}\"}}").into_bytes()
+        });
+        b.push(b'\n');
+        Some((Ok::<_, std::io::Error>(Bytes::from(b)), rx))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], HttpBody::from_stream(lines)).into_response()
+}
+
+/// Checks the namespace and the block stores (`strata fsck`), repairing what is safe when
+/// asked; the report streams as it is found.
+async fn fsck(AxState(api): AxState<Api>, Caller(who): Caller, Body(req): Body<FsckRequest>) -> ApiResult<Response> {
+    cluster_admin(&who, "check the file system")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(REPORT_AHEAD);
+    let st = api.st.clone();
+    tokio::spawn(async move { crate::fsck::fsck(&st, req, tx).await });
+    Ok(report_body(rx))
+}
+
+/// Reports (and, when asked, deletes) leaked blocks and pending slices (`strata gc`).
+async fn gc(AxState(api): AxState<Api>, Caller(who): Caller, Body(req): Body<GcRequest>) -> ApiResult<Response> {
+    cluster_admin(&who, "collect garbage")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(REPORT_AHEAD);
+    let st = api.st.clone();
+    tokio::spawn(async move { crate::fsck::gc(&st, req, tx).await });
+    Ok(report_body(rx))
 }
