@@ -465,6 +465,11 @@ fn fsck_reports_each_corruption_and_repairs_what_it_claims() {
     poke(&c, &usage_key, Some(&[0x07, 0x07]));
     let lost_ino = std::fs::metadata(c.p(0, "a/no-inode")).expect("stat").ino();
     poke(&c, &key_of(b'A', lost_ino), None);
+    // A hard link's entry removed behind the server's back: its file's link count is wrong.
+    let fine_ino = std::fs::metadata(c.p(0, "a/fine")).expect("stat").ino();
+    let mut link_entry = key_of(b'D', std::fs::metadata(c.p(0, "a/b")).expect("stat").ino());
+    link_entry.extend_from_slice(b"fine-link");
+    poke(&c, &link_entry, None);
 
     let (code, problems, summary) = fsck_json(&c, &[]);
     assert_eq!(code, 1, "problems found: exit 1");
@@ -479,6 +484,7 @@ fn fsck_reports_each_corruption_and_repairs_what_it_claims() {
         ("orphan_block".to_string(), format!("file://{} {}", c.data.join("blocks").display(), orphan_key(7_000_001))),
         ("usage".to_string(), format!("{v}:/")),
         ("dangling_entry".to_string(), format!("{v}:/a/no-inode")),
+        ("link_count".to_string(), format!("{v}:/a/fine")),
     ];
     let mut sorted = seen.clone();
     sorted.sort();
@@ -493,21 +499,29 @@ fn fsck_reports_each_corruption_and_repairs_what_it_claims() {
         let fixable = p["fix"].is_string();
         assert_eq!(p["fixed"].as_bool(), fixable.then_some(true), "repaired exactly what it can: {p}");
     }
-    assert_eq!(summary["fixed"], 3, "{summary}");
+    assert_eq!(summary["fixed"], 4, "{summary}");
     assert!(!old_orphan.exists() && young_orphan.exists(), "the old orphan went, the young one stayed");
     assert!(short.exists(), "a truncated block is left for a person to look at");
 
-    // Nothing else changed: the store dumps to what it held before, but for the rebuilt inode.
+    // Nothing else changed: the store dumps to what it held before, but for the corrupted and
+    // repaired records.
     let after = c.dir.join("after.dump");
     dump(&c, &c.addr, &after);
     let durable = |l: &String| !l.contains("\"t\":\"journaled_block\"");
     let (b, a): (Vec<String>, Vec<String>) =
         (records(&before).into_iter().filter(durable).collect(), records(&after).into_iter().filter(durable).collect());
-    let rebuilt =
-        format!("\"k\":\"{}\"", key_of(b'A', lost_ino).iter().map(|x| format!("{x:02x}")).collect::<String>());
+    let hex = |k: &[u8]| format!("\"k\":\"{}\"", k.iter().map(|x| format!("{x:02x}")).collect::<String>());
+    let (rebuilt, relinked, removed) = (hex(&key_of(b'A', lost_ino)), hex(&key_of(b'A', fine_ino)), hex(&link_entry));
     let differ: Vec<&String> = b.iter().filter(|l| !a.contains(l)).chain(a.iter().filter(|l| !b.contains(l))).collect();
-    assert!(differ.iter().all(|l| l.contains(&rebuilt)), "only the rebuilt inode differs: {differ:?}");
-    assert_eq!(differ.len(), 2, "the rebuilt inode's old and new attributes: {differ:?}");
+    for key in [&rebuilt, &relinked] {
+        assert_eq!(differ.iter().filter(|l| l.contains(key.as_str())).count(), 2, "{key} changed: {differ:?}");
+    }
+    assert_eq!(differ.iter().filter(|l| l.contains(removed.as_str())).count(), 1, "the removed entry: {differ:?}");
+    assert_eq!(differ.len(), 5, "nothing else changed: {differ:?}");
+    // (Once the mount's attribute cache, 1 s, lets it see the repair.)
+    let relinked =
+        wait_until(Duration::from_secs(5), || std::fs::metadata(c.p(0, "a/fine")).is_ok_and(|m| m.nlink() == 1));
+    assert!(relinked, "the link count the entries give");
     assert_bytes_eq(&read_all(&c.p(0, "a/no-inode")), &random_bytes(3, 70_001), "the rebuilt file's data");
 
     // Only what cannot be repaired is left.

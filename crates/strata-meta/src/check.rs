@@ -240,21 +240,15 @@ impl Meta {
     /// alone (it is reported, not destroyed). Returns the count before and after when it
     /// changed.
     pub fn repair_link_count(&self, ino: Ino) -> Result<Option<(u32, u32)>> {
-        self.write(true, |t| {
-            let mut a = match load_attr(t, ino) {
-                Ok(a) => a,
-                Err(MetaError::NotFound) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let want = links_now(t, ino, &a)?;
-            if want == 0 || want == a.nlink {
-                return Ok(None);
-            }
-            let have = a.nlink;
-            a.nlink = want;
-            store_attr(t, ino, &a)?;
-            Ok(Some((have, want)))
-        })
+        // Unversioned: every link change writes the inode, saving its version for the
+        // snapshots before; a snapshot with no saved version reads the live record, so it
+        // had the wrong count too, and gets the right one with it.
+        let mut out = None;
+        self.kv.write(true, &mut |t| {
+            out = relink(t, ino)?;
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Gives entry `name` of directory `parent`, whose inode is missing, its inode back: the
@@ -274,6 +268,23 @@ impl Meta {
         })?;
         Ok(out)
     }
+}
+
+/// [`Meta::repair_link_count`] in a transaction.
+fn relink(t: &mut dyn KvTxn, ino: Ino) -> Result<Option<(u32, u32)>> {
+    let mut a = match load_attr(t, ino) {
+        Ok(a) => a,
+        Err(MetaError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let want = links_now(t, ino, &a)?;
+    if want == 0 || want == a.nlink {
+        return Ok(None);
+    }
+    let have = a.nlink;
+    a.nlink = want;
+    store_attr(t, ino, &a)?;
+    Ok(Some((have, want)))
 }
 
 /// [`Meta::repair_dangling_entry`] in a transaction.
