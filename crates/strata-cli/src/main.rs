@@ -67,6 +67,10 @@ enum Cmd {
     Fsck(cmd::fsck::FsckArgs),
     /// Show (or delete) leaked blocks and slices pending deletion.
     Gc(cmd::fsck::GcArgs),
+    /// Show what a file or directory is made of: inode, chunks, slices, blocks.
+    Info(cmd::inspect::InfoArgs),
+    /// Show the sizes and counts of a tree.
+    Summary(cmd::inspect::SummaryArgs),
 }
 
 /// The async runtime for a command.
@@ -100,6 +104,8 @@ fn main() {
         Cmd::Load(a) => cmd::dump::run_load(a),
         Cmd::Fsck(a) => cmd::fsck::run_fsck(a),
         Cmd::Gc(a) => cmd::fsck::run_gc(a),
+        Cmd::Info(a) => cmd::inspect::run_info(a),
+        Cmd::Summary(a) => cmd::inspect::run_summary(a),
     };
     if let Err(e) = res {
         eprintln!("strata: {e:#}");

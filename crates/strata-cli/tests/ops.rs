@@ -377,25 +377,20 @@ fn poke(c: &Cluster, key: &[u8], value: Option<&[u8]>) {
     assert!(out.status.success(), "poke {k}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The block file of a volume whose key ends in `suffix` (`_INDEX_LENGTH`).
-fn block_file(c: &Cluster, vol: u32, suffix: &str) -> std::path::PathBuf {
-    let mut todo = vec![c.data.join(format!("blocks/v{vol}"))];
-    let mut found = Vec::new();
-    let mut all = Vec::new();
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(suffix)) {
-                found.push(p);
-            } else {
-                all.push(p);
-            }
-        }
-    }
-    assert_eq!(found.len(), 1, "one block ends in {suffix}: {found:?} (others: {all:?})");
-    found.remove(0)
+/// The block files of a file, in order, as `strata info` names them.
+fn blocks_of(c: &Cluster, rel: &str) -> Vec<std::path::PathBuf> {
+    let info: serde_json::Value =
+        serde_json::from_str(&c.cli(&["info", &format!("{}:/{rel}", c.volume), "--json"])).expect("info JSON");
+    let files: Vec<std::path::PathBuf> = info["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .flat_map(|c| c["slices"].as_array().expect("slices"))
+        .flat_map(|s| s["blocks"].as_array().expect("blocks"))
+        .map(|b| std::path::PathBuf::from(b["file"].as_str().expect("a block file")))
+        .collect();
+    assert!(!files.is_empty(), "{rel} has blocks: {info}");
+    files
 }
 
 fn set_age(path: &Path, age: Duration) {
@@ -420,7 +415,6 @@ fn fsck_reports_each_corruption_and_repairs_what_it_claims() {
     c.mount(&[]);
     let vol = c.volume_id(&c.volume);
     std::fs::create_dir_all(c.p(0, "a/b")).expect("mkdir");
-    // Lengths whose last block's length names the file's blocks.
     std::fs::write(c.p(0, "a/lost-block"), random_bytes(1, 5_000_000)).expect("write");
     std::fs::write(c.p(0, "a/b/short-block"), random_bytes(2, 100_003)).expect("write");
     std::fs::write(c.p(0, "a/no-inode"), random_bytes(3, 70_001)).expect("write");
@@ -442,8 +436,9 @@ fn fsck_reports_each_corruption_and_repairs_what_it_claims() {
     dump(&c, &c.addr, &before);
 
     // The corruptions.
-    std::fs::remove_file(block_file(&c, vol, "_805696")).expect("delete a block");
-    let short = block_file(&c, vol, "_0_100003");
+    let lost = blocks_of(&c, "a/lost-block").pop().expect("a block");
+    std::fs::remove_file(&lost).expect("delete a block");
+    let short = blocks_of(&c, "a/b/short-block").remove(0);
     std::fs::File::options().write(true).open(&short).and_then(|f| f.set_len(5_000)).expect("truncate a block");
     // Blocks of slices nobody ever committed, at the keys a client would have used.
     let orphan_key = |id: u64| format!("v{vol}/chunks/{}/{}/{id}_0_100", id / 1_000_000, id / 1000);
@@ -559,4 +554,78 @@ fn fsck_and_gc_refuse_bad_arguments_in_one_line() {
         let out = run_strata(&[cmd, "--help"]);
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--grace"));
     }
+}
+
+// ---- info and summary ----
+
+#[test]
+fn info_and_summary_show_what_a_tree_is_made_of() {
+    use std::os::unix::fs::MetadataExt;
+    let mut c = Cluster::new("info");
+    c.mount(&[]);
+    std::fs::create_dir_all(c.p(0, "d/e")).expect("mkdir");
+    std::fs::write(c.p(0, "d/big"), random_bytes(1, 9_000_000)).expect("write");
+    std::fs::write(c.p(0, "d/e/small"), b"hello").expect("write");
+    std::os::unix::fs::symlink("big", c.p(0, "d/link")).expect("symlink");
+    let v = c.volume.clone();
+
+    // By a path in the mount and by VOLUME:/path: the same inode.
+    let big = c.p(0, "d/big").display().to_string();
+    for path in [big.as_str(), &format!("{v}:/d/big")] {
+        let info: serde_json::Value = serde_json::from_str(&c.cli(&["info", path, "--json"])).expect("JSON");
+        assert_eq!(info["ino"].as_u64(), Some(std::fs::metadata(c.p(0, "d/big")).expect("stat").ino()));
+        assert_eq!(info["kind"], "file");
+        assert_eq!(info["size"], 9_000_000);
+        assert_eq!(info["path"], format!("{v}:/d/big"));
+        let blocks: Vec<&serde_json::Value> = info["chunks"]
+            .as_array()
+            .expect("chunks")
+            .iter()
+            .flat_map(|c| c["slices"].as_array().expect("slices"))
+            .flat_map(|s| s["blocks"].as_array().expect("blocks"))
+            .collect();
+        let total: u64 = blocks.iter().map(|b| b["len"].as_u64().expect("len")).sum();
+        assert!(total >= 9_000_000, "the blocks hold the file: {total}");
+        for b in &blocks {
+            assert_eq!(b["state"], "ok", "{b}");
+            if !c.s3 {
+                let file = b["file"].as_str().expect("block file");
+                assert_eq!(std::fs::metadata(file).expect("block file").len(), b["len"].as_u64().expect("len"));
+            }
+        }
+    }
+    let text = c.cli(&["info", &format!("{v}:/d/link")]);
+    assert!(text.contains("symlink") && text.contains("target: big"), "{text}");
+    let text = c.cli(&["info", &format!("{v}:/d")]);
+    assert!(text.contains("directory") && text.contains("3 entries"), "{text}");
+
+    let sum: serde_json::Value =
+        serde_json::from_str(&c.cli(&["summary", &format!("{v}:/d"), "--depth", "2", "--json"])).expect("JSON");
+    assert_eq!(sum["size"], 9_000_000 + 5 + 3);
+    assert_eq!(sum["files"], 3);
+    assert_eq!(sum["dirs"], 2);
+    let names: Vec<&str> =
+        sum["children"].as_array().expect("children").iter().map(|c| c["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["big", "e", "link"], "largest first");
+    assert_eq!(sum["children"][1]["children"][0]["name"], "small");
+    let text = c.cli(&["summary", c.mp(0).to_str().expect("utf-8"), "--depth", "0"]);
+    assert!(text.contains(&format!("{v}:/")) && text.contains("8.6 MiB"), "{text}");
+
+    // Bad paths and tokens: one line, exit 1.
+    c.cli(&["scope", "create", "elsewhere"]);
+    let (outsider, _) = c.issue_token_in("outsider", "viewer", "elsewhere");
+    for (args, needle) in [
+        (vec!["info".to_string(), format!("{v}:/nope")], "no such file"),
+        (vec!["info".to_string(), "nope".to_string()], "not VOLUME:/path"),
+        (vec!["summary".to_string(), "no-such-volume:/".to_string()], "not found"),
+        (vec!["info".to_string(), format!("{v}:/d/big/x")], "not a directory"),
+    ] {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = c.cli_as(&c.token_file, &a);
+        assert!(one_line_error(&out, &args.join(" ")).contains(needle), "{args:?}");
+    }
+    let out = c.cli_as(&outsider, &["info", &format!("{v}:/d")]);
+    assert!(one_line_error(&out, "outsider").contains("not found"), "a token of another scope sees nothing");
+    let out = run_strata(&["summary", &format!("{v}:/"), "--server", "127.0.0.1:1", "--token", "x"]);
+    assert!(one_line_error(&out, "unreachable").contains("cannot reach"));
 }

@@ -13,6 +13,7 @@ mod datavolumes;
 pub mod dump;
 pub mod error;
 mod gc;
+pub mod inspect;
 pub mod keys;
 pub mod kv;
 mod local;

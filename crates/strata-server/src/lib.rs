@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod control;
 pub mod fsck;
 pub mod gc;
+pub mod inspect;
 pub mod journal;
 pub mod ops;
 pub mod rest;

@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod gateway_nfs;
 pub mod gateway_s3;
 pub mod import;
+pub mod inspect;
 pub mod mount;
 pub mod policy;
 pub mod rest;

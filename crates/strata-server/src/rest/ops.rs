@@ -1,7 +1,9 @@
 //! The operations routes of the REST API (cluster admins only), each answered with a stream
 //! of JSON lines: `GET /v1/admin/dump` (a consistent backup of the whole metadata store,
 //! `strata dump`), `POST /v1/admin/fsck` and `POST /v1/admin/gc` (their reports, a line per
-//! problem as found and a summary last: `crate::fsck`).
+//! problem as found and a summary last: `crate::fsck`). `POST /v1/paths/info` and
+//! `POST /v1/paths/summary` (`strata info`, `strata summary`: `crate::inspect`) answer
+//! anyone whose token sees the volume.
 
 use axum::Router;
 use axum::body::Body as HttpBody;
@@ -17,6 +19,7 @@ use strata_meta::tokens::{Role, TokenRecord};
 use super::{Api, ApiError, ApiResult, Body, Caller};
 use crate::control::ControlError;
 use crate::fsck::{FsckRequest, GcRequest, ReportLine};
+use crate::inspect::{InfoView, PathRequest, SummaryView};
 
 /// Bytes of a dump gathered before they are handed to the connection.
 const DUMP_CHUNK: usize = 256 << 10;
@@ -25,7 +28,12 @@ const DUMP_AHEAD: usize = 8;
 
 /// The operations routes, merged into the REST router.
 pub(super) fn routes() -> Router<Api> {
-    Router::new().route("/v1/admin/dump", get(dump)).route("/v1/admin/fsck", post(fsck)).route("/v1/admin/gc", post(gc))
+    Router::new()
+        .route("/v1/admin/dump", get(dump))
+        .route("/v1/admin/fsck", post(fsck))
+        .route("/v1/admin/gc", post(gc))
+        .route("/v1/paths/info", post(info))
+        .route("/v1/paths/summary", post(summary))
 }
 
 /// Refuses anyone but a cluster admin.
@@ -113,4 +121,41 @@ async fn gc(AxState(api): AxState<Api>, Caller(who): Caller, Body(req): Body<GcR
     let st = api.st.clone();
     tokio::spawn(async move { crate::fsck::gc(&st, req, tx).await });
     Ok(report_body(rx))
+}
+
+/// Refuses a caller whose token does not see `volume` (as if it did not exist).
+async fn sees_volume(api: &Api, who: &TokenRecord, volume: &str) -> Result<(), ApiError> {
+    api.ctl.get_volume(who, volume).await.map(|_| ()).map_err(Into::into)
+}
+
+/// The inode at a path with its chunks, slices and blocks (`strata info`).
+async fn info(
+    AxState(api): AxState<Api>,
+    Caller(who): Caller,
+    Body(req): Body<PathRequest>,
+) -> ApiResult<axum::Json<InfoView>> {
+    sees_volume(&api, &who, &req.volume).await?;
+    let path = req.path.clone();
+    let v = crate::inspect::info(&api.st, req).await.map_err(|e| not_found_as_path(e, &path))?;
+    Ok(axum::Json(v))
+}
+
+/// Sizes and counts of the tree at a path (`strata summary`).
+async fn summary(
+    AxState(api): AxState<Api>,
+    Caller(who): Caller,
+    Body(req): Body<PathRequest>,
+) -> ApiResult<axum::Json<SummaryView>> {
+    sees_volume(&api, &who, &req.volume).await?;
+    let path = req.path.clone();
+    let v = crate::inspect::summary(&api.st, req).await.map_err(|e| not_found_as_path(e, &path))?;
+    Ok(axum::Json(v))
+}
+
+fn not_found_as_path(e: MetaError, path: &str) -> ApiError {
+    match e {
+        MetaError::NotFound => ApiError::not_found(format!("no such file or directory: {path}")),
+        MetaError::NotDir => ApiError::not_found(format!("not a directory on the way to {path}")),
+        e => ControlError::from(e).into(),
+    }
 }
