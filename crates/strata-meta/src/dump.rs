@@ -35,6 +35,8 @@ pub const DUMP_VERSION: u32 = 1;
 
 /// Records read per scan of a dump, and written per transaction of a load: what bounds memory.
 const PAGE: usize = 1000;
+/// Journaled blocks read per scan of a dump (each up to `MAX_JOURNAL_BYTES`).
+const JOURNAL_PAGE: usize = 16;
 /// Most bytes of records a load writes per transaction.
 const LOAD_BATCH_BYTES: usize = 8 << 20;
 
@@ -157,26 +159,33 @@ pub fn dump_engine(kv: &dyn KvEngine, out: &mut dyn FnMut(&[u8]) -> Result<()>) 
         let mut line = serde_json::to_vec(&header).map_err(|e| io_err("encode dump header", e))?;
         line.push(b'\n');
         out(&line)?;
-        let end = vec![0xffu8];
-        let mut from = Vec::new();
+        // Journaled blocks are large records (up to 256 KiB): read in small pages of their own.
+        let journal_end = crate::kv::prefix_end(keys::JOURNAL_PREFIX);
+        let ranges = [
+            (Vec::new(), keys::JOURNAL_PREFIX.to_vec(), PAGE),
+            (keys::JOURNAL_PREFIX.to_vec(), journal_end.clone(), JOURNAL_PAGE),
+            (journal_end, vec![0xffu8], PAGE),
+        ];
         let mut buf = Vec::with_capacity(256 << 10);
-        loop {
-            let page = t.scan(&from, &end, PAGE)?;
-            let Some((last, _)) = page.last() else { break };
-            from = last.clone();
-            from.push(0);
-            buf.clear();
-            for (k, v) in &page {
-                if is_client_state(k) {
-                    continue;
+        for (mut from, end, limit) in ranges {
+            loop {
+                let page = t.scan(&from, &end, limit)?;
+                let Some((last, _)) = page.last() else { break };
+                from = last.clone();
+                from.push(0);
+                buf.clear();
+                for (k, v) in &page {
+                    if is_client_state(k) {
+                        continue;
+                    }
+                    let rec = RecordLine { t: table_name(k), k: hex::encode(k), v: hex::encode(v) };
+                    serde_json::to_writer(&mut buf, &rec).map_err(|e| io_err("encode dump record", e))?;
+                    buf.push(b'\n');
+                    stats.records += 1;
+                    stats.bytes += (k.len() + v.len()) as u64;
                 }
-                let rec = RecordLine { t: table_name(k), k: hex::encode(k), v: hex::encode(v) };
-                serde_json::to_writer(&mut buf, &rec).map_err(|e| io_err("encode dump record", e))?;
-                buf.push(b'\n');
-                stats.records += 1;
-                stats.bytes += (k.len() + v.len()) as u64;
+                out(&buf)?;
             }
-            out(&buf)?;
         }
         let trailer = serde_json::json!({"end": true, "records": stats.records});
         let mut line = serde_json::to_vec(&trailer).map_err(|e| io_err("encode dump trailer", e))?;

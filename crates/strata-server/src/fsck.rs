@@ -136,6 +136,10 @@ async fn send(tx: &Tx, line: ReportLine) -> bool {
 pub async fn fsck(st: &State, req: FsckRequest, tx: Tx) {
     let grace = req.grace_secs.map_or(DEFAULT_GRACE, Duration::from_secs);
     if let Err(message) = run(st, Mode::Fsck { repair: req.repair }, grace, &tx).await {
+        if message == GONE {
+            tracing::info!("fsck stopped: {GONE}");
+            return;
+        }
         tracing::warn!(error = %message, "fsck stopped");
         let _ = send(&tx, ReportLine::Error { message }).await;
     }
@@ -145,6 +149,10 @@ pub async fn fsck(st: &State, req: FsckRequest, tx: Tx) {
 pub async fn gc(st: &State, req: GcRequest, tx: Tx) {
     let grace = req.grace_secs.map_or(DEFAULT_GRACE, Duration::from_secs);
     if let Err(message) = run(st, Mode::Gc { delete: req.delete }, grace, &tx).await {
+        if message == GONE {
+            tracing::info!("gc stopped: {GONE}");
+            return;
+        }
         tracing::warn!(error = %message, "gc stopped");
         let _ = send(&tx, ReportLine::Error { message }).await;
     }

@@ -16,6 +16,7 @@ use strata_meta::MetaError;
 use strata_meta::control::CLUSTER;
 use strata_meta::tokens::{Role, TokenRecord};
 
+use super::model::ErrorBody;
 use super::{Api, ApiError, ApiResult, Body, Caller};
 use crate::control::ControlError;
 use crate::fsck::{FsckRequest, GcRequest, ReportLine};
@@ -48,6 +49,12 @@ fn cluster_admin(who: &TokenRecord, what: &str) -> Result<(), ControlError> {
 /// Streams every metadata record, as one point in time, as JSON lines (see `strata_meta::dump`).
 /// The status is sent once the snapshot is taken, so a store that cannot be read is an error
 /// answer; a failure later cuts the body short, before the trailer.
+#[utoipa::path(get, path = "/v1/admin/dump", tag = "operations",
+    responses(
+        (status = 200, description = "The dump: JSON lines, a header, one line per record, a trailer (README: Backup, restore and migration)", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a cluster admin", body = ErrorBody),
+    ))]
 async fn dump(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Response> {
     cluster_admin(&who, "dump the metadata")?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, MetaError>>(DUMP_AHEAD);
@@ -68,6 +75,8 @@ async fn dump(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Resp
         });
         match res {
             Ok(stats) => tracing::info!(records = stats.records, bytes = stats.bytes, "metadata dumped"),
+            // Nobody to tell: the client left.
+            Err(e) if tx.is_closed() => tracing::info!(error = %e, "metadata dump ended early"),
             Err(e) => {
                 tracing::warn!(error = %e, "metadata dump ended early");
                 let _ = tx.blocking_send(Err(e));
@@ -106,6 +115,15 @@ fn report_body(rx: tokio::sync::mpsc::Receiver<ReportLine>) -> Response {
 
 /// Checks the namespace and the block stores (`strata fsck`), repairing what is safe when
 /// asked; the report streams as it is found.
+#[utoipa::path(post, path = "/v1/admin/fsck", tag = "operations", request_body = FsckRequest,
+    responses(
+        (status = 200, description = "The report: one JSON line (a ReportLine) per problem as found, the summary last", content_type = "application/x-ndjson", body = ReportLine),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a cluster admin", body = ErrorBody),
+    ))]
 async fn fsck(AxState(api): AxState<Api>, Caller(who): Caller, Body(req): Body<FsckRequest>) -> ApiResult<Response> {
     cluster_admin(&who, "check the file system")?;
     let (tx, rx) = tokio::sync::mpsc::channel(REPORT_AHEAD);
@@ -115,6 +133,15 @@ async fn fsck(AxState(api): AxState<Api>, Caller(who): Caller, Body(req): Body<F
 }
 
 /// Reports (and, when asked, deletes) leaked blocks and pending slices (`strata gc`).
+#[utoipa::path(post, path = "/v1/admin/gc", tag = "operations", request_body = GcRequest,
+    responses(
+        (status = 200, description = "The report: one JSON line (a ReportLine) per leaked block, the summary last", content_type = "application/x-ndjson", body = ReportLine),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a cluster admin", body = ErrorBody),
+    ))]
 async fn gc(AxState(api): AxState<Api>, Caller(who): Caller, Body(req): Body<GcRequest>) -> ApiResult<Response> {
     cluster_admin(&who, "collect garbage")?;
     let (tx, rx) = tokio::sync::mpsc::channel(REPORT_AHEAD);
@@ -129,6 +156,15 @@ async fn sees_volume(api: &Api, who: &TokenRecord, volume: &str) -> Result<(), A
 }
 
 /// The inode at a path with its chunks, slices and blocks (`strata info`).
+#[utoipa::path(post, path = "/v1/paths/info", tag = "operations", request_body = PathRequest,
+    responses(
+        (status = 200, description = "The inode", body = InfoView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such volume (for this token) or path", body = ErrorBody),
+    ))]
 async fn info(
     AxState(api): AxState<Api>,
     Caller(who): Caller,
@@ -141,6 +177,15 @@ async fn info(
 }
 
 /// Sizes and counts of the tree at a path (`strata summary`).
+#[utoipa::path(post, path = "/v1/paths/summary", tag = "operations", request_body = PathRequest,
+    responses(
+        (status = 200, description = "The tree", body = SummaryView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such volume (for this token) or path", body = ErrorBody),
+    ))]
 async fn summary(
     AxState(api): AxState<Api>,
     Caller(who): Caller,
