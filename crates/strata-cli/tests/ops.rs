@@ -168,6 +168,9 @@ fn dump_and_restore(name: &str, opts: Opts, pg_target: Option<String>) {
         assert!(wait_until(Duration::from_secs(20), || done.load(Ordering::Relaxed) >= 5), "the workload runs");
         dump(&c, &c.addr, &file);
         let at_dump = done.load(Ordering::Relaxed);
+        // fsck while the client writes: nothing it does in flight is a problem.
+        let (code, out, err) = admin(&c, &["fsck"]);
+        assert_eq!(code, 0, "a live store under a workload checks clean: {out}{err}");
         // Still writing after the dump: none of that may be in it.
         assert!(wait_until(Duration::from_secs(20), || done.load(Ordering::Relaxed) >= at_dump + 3), "goes on");
         stop.store(true, Ordering::Relaxed);
@@ -538,6 +541,24 @@ fn fsck_reports_each_corruption_and_repairs_what_it_claims() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("deleted 1 leaked blocks"), "{out}");
     assert!(!young_orphan.exists());
+
+    // Pending slices: data a truncation freed waits while a client holds its file open.
+    std::fs::write(c.p(0, "a/late"), random_bytes(9, 54_321)).expect("write");
+    let held = std::fs::File::open(c.p(0, "a/late")).expect("open");
+    std::fs::write(c.p(0, "a/late"), b"new").expect("truncate and write");
+    let (code, out, _) = admin(&c, &["gc", "--delete"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out, _) = admin(&c, &["gc"]);
+    assert!(out.contains("1 slices (54321 bytes) pending deletion"), "held open, not collected: {out}");
+    drop(held);
+    let collected = wait_until(Duration::from_secs(20), || {
+        admin(&c, &["gc", "--delete"]);
+        admin(&c, &["gc"]).1.contains("0 slices (0 bytes) pending")
+    });
+    assert!(collected, "collected once closed");
+    let (code, out, err) = admin(&c, &["fsck", "--grace", "0s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!out.contains("orphan_block"), "nothing left over: {out}");
 }
 
 #[test]
