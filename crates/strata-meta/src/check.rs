@@ -399,6 +399,9 @@ fn check_in(t: &mut dyn KvTxn) -> Result<NsCheck> {
             c.roots.insert(v.root, v.name.clone());
         }
     }
+    // A clone being copied is checked once it is built: its records arrive over many
+    // transactions.
+    let building: HashSet<u32> = c.volumes.values().filter(|v| v.building).map(|v| v.id).collect();
     let mut facts: HashMap<Ino, Facts> = HashMap::new();
     scan_all(t, b"A", |k, v| {
         let ino = key_ino(k)?;
@@ -429,6 +432,10 @@ fn check_in(t: &mut dyn KvTxn) -> Result<NsCheck> {
         if kind == FileType::Dir {
             *subdirs.entry(parent).or_default() += 1;
         }
+        if facts.get(&parent).is_some_and(|f| building.contains(&f.volume)) {
+            c.names.entry(ino).or_insert((parent, name));
+            return Ok(());
+        }
         match facts.get(&ino) {
             None => problems.push(NsProblem::DanglingEntry { parent, name: name.clone(), ino, kind }),
             Some(f) if f.kind != kind => problems.push(NsProblem::KindMismatch { parent, name: name.clone(), ino }),
@@ -451,6 +458,9 @@ fn check_in(t: &mut dyn KvTxn) -> Result<NsCheck> {
     for ino in inos {
         let f = &facts[ino];
         if *ino > MAX_LIVE_INO {
+            continue;
+        }
+        if building.contains(&f.volume) {
             continue;
         }
         let u = usage.entry(f.volume).or_default();
@@ -517,6 +527,10 @@ fn check_in(t: &mut dyn KvTxn) -> Result<NsCheck> {
         if let NsProblem::DanglingEntry { ino, .. } = p {
             leftovers.remove(ino);
         }
+    }
+    // Records of an inode whose volume is unknown may be a clone's being copied.
+    if !building.is_empty() {
+        leftovers.clear();
     }
     let mut leftovers: Vec<Ino> = leftovers.into_iter().collect();
     leftovers.sort();
