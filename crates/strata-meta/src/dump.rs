@@ -273,16 +273,12 @@ pub fn load_engine(kv: &dyn KvEngine, input: &mut dyn BufRead) -> Result<DumpSta
     let mut batch_bytes = 0usize;
     let mut lineno = 1u64;
     let mut ended = None;
+    let mut last_key: Option<Vec<u8>> = None;
     let flush = |batch: &mut Vec<(Vec<u8>, Vec<u8>)>, bytes: &mut usize| -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        kv.write(false, &mut |t| {
-            for (k, v) in batch.iter() {
-                t.put(k, v)?;
-            }
-            Ok(())
-        })?;
+        kv.write(false, &mut |t| t.put_many(batch))?;
         batch.clear();
         *bytes = 0;
         Ok(())
@@ -318,6 +314,11 @@ pub fn load_engine(kv: &dyn KvEngine, input: &mut dyn BufRead) -> Result<DumpSta
         if k.is_empty() || k == LOADING || k.first() == Some(&0xff) {
             return Err(bad(lineno, "a key no store holds".into()));
         }
+        // Dumps are in key order: anything else was edited or spliced.
+        if last_key.as_ref().is_some_and(|l| *l >= k) {
+            return Err(bad(lineno, "records out of key order (or repeated)".into()));
+        }
+        last_key = Some(k.clone());
         stats.records += 1;
         stats.bytes += (k.len() + v.len()) as u64;
         batch_bytes += k.len() + v.len();
@@ -431,6 +432,10 @@ mod tests {
             (
                 "{\"format\":\"strata-dump\",\"version\":1,\"schema\":1,\"engine\":\"x\",\"created\":0}\n{\"k\":\"zz\",\"v\":\"\"}\n",
                 "key",
+            ),
+            (
+                "{\"format\":\"strata-dump\",\"version\":1,\"schema\":1,\"engine\":\"x\",\"created\":0}\n{\"k\":\"42\",\"v\":\"\"}\n{\"k\":\"41\",\"v\":\"\"}\n",
+                "order",
             ),
         ] {
             let dst = SqliteEngine::memory().expect("engine");

@@ -36,6 +36,11 @@ pub trait KvTxn {
     }
     /// Writes one key (insert or replace).
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Writes several keys (insert or replace); engines override it to save the per-key
+    /// cost of a statement (or a round trip).
+    fn put_many(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        pairs.iter().try_for_each(|(k, v)| self.put(k, v))
+    }
     /// Deletes one key; deleting a missing key is not an error.
     fn delete(&mut self, key: &[u8]) -> Result<()>;
     /// Keys in `[start, end)` in ascending order, at most `limit` of them.

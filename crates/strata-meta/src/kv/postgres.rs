@@ -212,6 +212,19 @@ impl KvTxn for PgTxn<'_> {
         }
     }
 
+    fn put_many(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        // One round trip for the lot (a load's batch would otherwise cost one per record).
+        let (ks, vs): (Vec<&[u8]>, Vec<&[u8]>) = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).unzip();
+        match self.tx.execute(
+            "INSERT INTO strata_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            &[&ks, &vs],
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.note(e)),
+        }
+    }
+
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         match self.tx.execute("DELETE FROM strata_kv WHERE k = $1", &[&key]) {
             Ok(_) => Ok(()),
