@@ -58,6 +58,19 @@ enum Cmd {
     Bench(strata_bench::BenchArgs),
     /// Load files into their mount's cache (or check, or evict).
     Warmup(cmd::warmup::WarmupArgs),
+    // Operations on the metadata (issue 17): backup and restore.
+    /// Back up all metadata of a running server to a file, as one point in time.
+    Dump(cmd::dump::DumpArgs),
+    /// Restore a dump into an empty metadata store (SQLite or PostgreSQL).
+    Load(cmd::dump::LoadArgs),
+    /// Check a running server's metadata and blocks, and repair what is safe.
+    Fsck(cmd::fsck::FsckArgs),
+    /// Show (or delete) leaked blocks and slices pending deletion.
+    Gc(cmd::fsck::GcArgs),
+    /// Show what a file or directory is made of: inode, chunks, slices, blocks.
+    Info(cmd::inspect::InfoArgs),
+    /// Show the sizes and counts of a tree.
+    Summary(cmd::inspect::SummaryArgs),
 }
 
 /// The async runtime for a command.
@@ -87,6 +100,12 @@ fn main() {
         Cmd::Import(a) => cmd::import::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
         Cmd::Warmup(a) => cmd::warmup::run(a),
+        Cmd::Dump(a) => cmd::dump::run_dump(a),
+        Cmd::Load(a) => cmd::dump::run_load(a),
+        Cmd::Fsck(a) => cmd::fsck::run_fsck(a),
+        Cmd::Gc(a) => cmd::fsck::run_gc(a),
+        Cmd::Info(a) => cmd::inspect::run_info(a),
+        Cmd::Summary(a) => cmd::inspect::run_summary(a),
     };
     if let Err(e) = res {
         eprintln!("strata: {e:#}");

@@ -224,7 +224,8 @@ pub fn is_strata_mount(path: &Path) -> bool {
     })
 }
 
-fn unescape(s: &str) -> String {
+/// A path field of `/proc/self/mountinfo` with its octal escapes undone.
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 

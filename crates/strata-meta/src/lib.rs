@@ -4,13 +4,16 @@
 //! through the server's RPC, so every rule is enforced in one place. The plain types it stores
 //! (`Attr`, `Slice`, ...) are `strata-types`', re-exported here.
 
+pub mod check;
 mod chunks;
 mod clones;
 pub mod codec;
 pub mod control;
 mod datavolumes;
+pub mod dump;
 pub mod error;
 mod gc;
+pub mod inspect;
 pub mod keys;
 pub mod kv;
 mod local;

@@ -88,6 +88,14 @@ impl Meta {
             snapshot_delete_batch: std::sync::atomic::AtomicUsize::new(crate::snapshots::DEFAULT_SNAPSHOT_DELETE_BATCH),
             snapshot_delete_pause: std::sync::atomic::AtomicU64::new(0),
         };
+        m.write(false, |t| {
+            if t.get(crate::dump::LOADING)?.is_some() {
+                return Err(MetaError::Invalid(
+                    "a `strata load` into this store did not finish; run it again (it starts over)".into(),
+                ));
+            }
+            Ok(())
+        })?;
         m.write(false, |t| match t.get(keys::SCHEMA)? {
             None => t.put(keys::SCHEMA, SCHEMA_VERSION.to_string().as_bytes()),
             Some(v) => check_schema(&v),

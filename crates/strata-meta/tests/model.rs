@@ -1654,7 +1654,22 @@ fn run(quota: (u64, u64), defer: bool, ops: &[Op]) -> std::result::Result<Harnes
         h.step(op)?;
         h.check_all().map_err(|e| fail(format!("after {op:?}: {e}")))?;
     }
+    h.check_fsck()?;
     Ok(h)
+}
+
+impl Harness {
+    /// `strata fsck`'s namespace check finds nothing wrong in a state the operations left,
+    /// and needs the blocks of exactly the slices the collector keeps.
+    fn check_fsck(&self) -> TestResult {
+        let meta = self.meta();
+        let check = ok(meta.check_namespace(), "check_namespace")?;
+        prop_assert!(check.problems.is_empty(), "fsck finds problems: {:?}", check.problems);
+        let referenced: BTreeSet<u64> = ok(meta.referenced_slices(), "referenced_slices")?.into_iter().collect();
+        let needed: BTreeSet<u64> = check.slices.keys().chain(check.pending.keys()).copied().collect();
+        prop_assert_eq!(needed, referenced, "slices fsck needs vs the collector keeps");
+        Ok(())
+    }
 }
 
 proptest! {
@@ -1689,6 +1704,7 @@ proptest! {
             h.model.reap(ino);
         }
         h.check_all()?;
+        h.check_fsck()?;
         // Opening once more changes nothing.
         h.fs.reopen();
         h.check_all()?;

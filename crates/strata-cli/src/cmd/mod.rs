@@ -2,10 +2,13 @@
 
 pub mod csi;
 pub mod datavolume;
+pub mod dump;
+pub mod fsck;
 pub mod gateway;
 pub mod gateway_nfs;
 pub mod gateway_s3;
 pub mod import;
+pub mod inspect;
 pub mod mount;
 pub mod policy;
 pub mod rest;

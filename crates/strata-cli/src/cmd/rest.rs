@@ -123,6 +123,61 @@ impl Api {
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+        let (resp, conn) = self.request(method, path, body).await?;
+        let talk = async {
+            let resp = resp.await?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, bytes))
+        };
+        let res = tokio::time::timeout(REQUEST_TIMEOUT, talk)
+            .await
+            .map_err(|_| anyhow!("the strata server at {} did not answer within {REQUEST_TIMEOUT:?}", self.addr))?
+            .map_err(|e| anyhow!("cannot talk to the strata server at {}: {e}", self.addr));
+        conn.abort();
+        res
+    }
+
+    /// A request whose answer is streamed: the response once its head arrived (a non-2xx
+    /// answer becomes an [`ApiFailure`]), and the connection's task, to abort when done. The
+    /// body may take as long as it takes.
+    pub async fn streamed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, tokio::task::JoinHandle<()>)> {
+        let (resp, conn) = self.request(method, path, body.map(serde_json::to_vec).transpose()?).await?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, resp)
+            .await
+            .map_err(|_| anyhow!("the strata server at {} did not answer within {REQUEST_TIMEOUT:?}", self.addr))?
+            .map_err(|e| anyhow!("cannot talk to the strata server at {}: {e}", self.addr))?;
+        if resp.status().is_success() {
+            return Ok((resp, conn));
+        }
+        let status = resp.status();
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+            .await
+            .map_err(|_| anyhow!("the strata server at {} did not answer within {REQUEST_TIMEOUT:?}", self.addr))?
+            .map_err(|e| anyhow!("cannot talk to the strata server at {}: {e}", self.addr))?
+            .to_bytes();
+        conn.abort();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => ApiFailure { status, code: e.error.code, message: e.error.message }.into(),
+            Err(_) => anyhow!("the strata server at {} answered {status}", self.addr),
+        })
+    }
+
+    /// Connects and sends one request: the response to await, and the connection's task.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(
+        impl std::future::Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>> + use<>,
+        tokio::task::JoinHandle<()>,
+    )> {
         if self.addr.starts_with("https://") {
             bail!("--server {}: TLS is not supported yet; give HOST:PORT", self.addr);
         }
@@ -145,7 +200,9 @@ impl Api {
         let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(&e))?;
-        let conn = tokio::spawn(conn);
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -156,18 +213,7 @@ impl Api {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).context("bad request")?;
-        let talk = async {
-            let resp = tx.send_request(req).await?;
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, bytes))
-        };
-        let res = tokio::time::timeout(REQUEST_TIMEOUT, talk)
-            .await
-            .map_err(|_| anyhow!("the strata server at {} did not answer within {REQUEST_TIMEOUT:?}", self.addr))?
-            .map_err(|e| anyhow!("cannot talk to the strata server at {}: {e}", self.addr));
-        conn.abort();
-        res
+        Ok((tx.send_request(req), conn))
     }
 }
 

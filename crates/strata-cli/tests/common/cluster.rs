@@ -89,6 +89,9 @@ pub struct Opts {
     /// A PostgreSQL server (`postgres://user@host:port`) for the metadata, instead of the one
     /// the environment names.
     pub pg: Option<String>,
+    /// Keep the embedded SQLite store even when the environment names a PostgreSQL server
+    /// (a test that moves a SQLite store to PostgreSQL).
+    pub sqlite: bool,
 }
 
 /// A server, one volume and its mounts, all private to one test.
@@ -157,7 +160,8 @@ impl Cluster {
             dir,
             tmp: Some(tmp),
         };
-        if let Some((base, db)) = pg_database(name, opts.pg.clone()) {
+        let pg = if opts.sqlite { None } else { pg_database(name, opts.pg.clone()) };
+        if let Some((base, db)) = pg {
             c.server_args.extend(["--meta".to_string(), format!("{base}/{db}")]);
             c.pg = Some((base, db));
         }
@@ -372,7 +376,16 @@ impl Cluster {
         self.mount_through(server, &volume, token_file, &path, extra)
     }
 
-    fn mount_through(&mut self, server: &str, volume: &str, token_file: &Path, path: &Path, extra: &[&str]) -> usize {
+    /// Mounts `volume` on `path` (an existing directory) through `server` with the token in
+    /// `token_file`.
+    pub fn mount_through(
+        &mut self,
+        server: &str,
+        volume: &str,
+        token_file: &Path,
+        path: &Path,
+        extra: &[&str],
+    ) -> usize {
         let path = std::fs::canonicalize(path).expect("mount point");
         let i = self.mounts.len();
         let log = self.dir.join(format!("mount{i}.log"));

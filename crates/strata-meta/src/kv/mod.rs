@@ -36,6 +36,11 @@ pub trait KvTxn {
     }
     /// Writes one key (insert or replace).
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Writes several keys (insert or replace); engines override it to save the per-key
+    /// cost of a statement (or a round trip).
+    fn put_many(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        pairs.iter().try_for_each(|(k, v)| self.put(k, v))
+    }
     /// Deletes one key; deleting a missing key is not an error.
     fn delete(&mut self, key: &[u8]) -> Result<()>;
     /// Keys in `[start, end)` in ascending order, at most `limit` of them.
@@ -56,6 +61,13 @@ pub trait KvEngine: Send + Sync {
     /// is on stable storage when this returns; otherwise it survives a process crash but may be
     /// lost with the machine, like a local file system's unsynced metadata.
     fn write(&self, durable: bool, f: TxnFn<'_>) -> Result<()>;
+    /// Runs a long read-only transaction that sees one point in time from start to end, on a
+    /// connection of its own, without holding up writers (dumps and checks of a live store).
+    /// Never retried: the closure may have streamed what it read. Engines override it; the
+    /// default is [`KvEngine::read`].
+    fn read_snapshot(&self, f: TxnFn<'_>) -> Result<()> {
+        self.read(f)
+    }
     /// A short name for logs and status ("sqlite").
     fn name(&self) -> &'static str;
 }

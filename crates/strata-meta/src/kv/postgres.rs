@@ -225,6 +225,19 @@ impl KvTxn for PgTxn<'_> {
         }
     }
 
+    fn put_many(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        // One round trip for the lot (a load's batch would otherwise cost one per record).
+        let (ks, vs): (Vec<&[u8]>, Vec<&[u8]>) = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).unzip();
+        match self.tx.execute(
+            "INSERT INTO strata_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            &[&ks, &vs],
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.note(e)),
+        }
+    }
+
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         match self.tx.execute("DELETE FROM strata_kv WHERE k = $1", &[&key]) {
             Ok(_) => Ok(()),
@@ -272,6 +285,34 @@ impl KvEngine for PostgresEngine {
 
     fn write(&self, _durable: bool, f: TxnFn<'_>) -> Result<()> {
         outside_runtime(|| self.run(false, f))
+    }
+
+    fn read_snapshot(&self, f: TxnFn<'_>) -> Result<()> {
+        outside_runtime(|| {
+            let mut client = self.take()?;
+            // SERIALIZABLE READ ONLY DEFERRABLE (as pg_dump --serializable-deferrable): it waits
+            // for a snapshot no concurrent writer can contradict, then runs without predicate
+            // locks, so it can neither fail nor make writers fail however long it lasts.
+            let res = (|| {
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .read_only(true)
+                    .deferrable(true)
+                    .start()
+                    .map_err(|e| engine_err("begin snapshot", e))?;
+                let mut txn = PgTxn { tx, failed: None };
+                let res = f(&mut txn);
+                if let Some(e) = txn.failed.take() {
+                    return Err(engine_err("snapshot read", e));
+                }
+                res?;
+                txn.tx.commit().map_err(|e| engine_err("end snapshot", e))
+            })();
+            res?;
+            self.put_back(client);
+            Ok(())
+        })
     }
 
     fn name(&self) -> &'static str {

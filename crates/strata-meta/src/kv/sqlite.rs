@@ -177,6 +177,17 @@ impl KvEngine for SqliteEngine {
         res
     }
 
+    fn read_snapshot(&self, f: TxnFn<'_>) -> Result<()> {
+        // A connection of its own: a WAL reader's transaction keeps the snapshot its first read
+        // took while the writer goes on committing (only checkpoints wait for it).
+        let Some(path) = &self.path else { return self.read(f) };
+        let mut conn = open_conn(Some(path))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        f(&mut SqliteTxn { conn: &tx, wrote: false })?;
+        tx.finish()?;
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "sqlite"
     }

@@ -7,6 +7,7 @@
 //! `/v1/policies/{scope}`) accept it written raw or percent-encoded (`ml%2Fvision`).
 
 pub mod model;
+mod ops;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -279,6 +280,7 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
         list_tokens, create_token, revoke_token,
         get_policy, set_policy, effective_policy,
         status,
+        ops::dump, ops::fsck, ops::gc, ops::info, ops::summary,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -291,6 +293,7 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
         (name = "tokens", description = "Access tokens: a role in a scope"),
         (name = "policies", description = "Provisioning rules of a scope"),
         (name = "status", description = "What the server is doing"),
+        (name = "operations", description = "Backup (dump), checks and repairs (fsck), garbage (gc), what a path is made of (info, summary)"),
     )
 )]
 struct ApiDoc;
@@ -1158,6 +1161,7 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/policies/{*scope}", get(policy_get).put(policy_put))
+        .merge(ops::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -1209,6 +1213,11 @@ mod tests {
             ("/v1/datavolumes/{name}/versions", &["post"]),
             ("/v1/datavolumes/{name}/versions/{number}", &["delete"]),
             ("/v1/datavolumes/{name}/shares/{scope}", &["put", "delete"]),
+            ("/v1/admin/dump", &["get"]),
+            ("/v1/admin/fsck", &["post"]),
+            ("/v1/admin/gc", &["post"]),
+            ("/v1/paths/info", &["post"]),
+            ("/v1/paths/summary", &["post"]),
         ] {
             for m in methods {
                 assert!(v["paths"][path][m].is_object(), "{m} {path} is documented");
