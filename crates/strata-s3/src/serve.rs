@@ -46,9 +46,18 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for CloseAft
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         use hyper::body::Body as _;
         let has_body = !req.body().is_end_stream();
+        let op = crate::metrics::operation(
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query().unwrap_or(""),
+            req.headers().contains_key("x-amz-copy-source"),
+        );
+        let started = std::time::Instant::now();
         let fut = hyper::service::Service::call(&self.0, req);
         Box::pin(async move {
-            let mut resp = fut.await?;
+            let resp = fut.await;
+            crate::metrics::record(op, started);
+            let mut resp = resp?;
             if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
                 resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
             }

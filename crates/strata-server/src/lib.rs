@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod control;
 pub mod gc;
 pub mod journal;
+pub mod metrics;
 pub mod rest;
 pub mod service;
 pub mod state;
@@ -206,8 +207,10 @@ impl Server {
         );
         let state = if st.meta.is_shared() { "shared" } else { "local" };
         tracing::info!(addr = %self.addr, data = %st.data_dir.display(), engine = st.meta.engine(), state, "strata server listening");
+        metrics::get();
         let res = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(strata_metrics::grpc::Timing(metrics::grpc))
             // Blocks are megabytes: let HTTP/2 flow control grow past its 64 KiB start.
             .http2_adaptive_window(Some(true))
             .add_service(meta)

@@ -60,6 +60,8 @@ pub struct CsiArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    #[command(flatten)]
+    metrics: crate::metrics_http::MetricsArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -102,7 +104,12 @@ pub fn run(args: CsiArgs) -> Result<()> {
     };
     let control = Arc::new(RestControl { server: args.server.clone() });
     let rt = crate::runtime()?;
-    rt.block_on(async { strata_csi::serve(opts, control, crate::cmd::server::shutdown_signal()).await })?;
+    rt.block_on(async {
+        strata_csi::metrics::register();
+        args.metrics.start().await?;
+        strata_csi::serve(opts, control, crate::cmd::server::shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
     Ok(())
 }
 

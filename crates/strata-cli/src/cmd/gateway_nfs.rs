@@ -71,6 +71,8 @@ pub fn run(args: NfsGatewayArgs) -> Result<()> {
 
 async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
     let stop = crate::cmd::server::shutdown_signal();
+    strata_nfs::metrics::register();
+    args.attach.client.metrics.start().await?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {} (in use, or a privileged port without root?)", args.listen))?;
     let port = listener.local_addr()?.port();

@@ -97,6 +97,8 @@ pub fn run(args: S3GatewayArgs) -> Result<()> {
     let rt = crate::runtime()?;
     rt.block_on(async {
         let stop = crate::cmd::server::shutdown_signal();
+        strata_s3::metrics::register();
+        args.client.metrics.start().await?;
         let att = Arc::new(Attachments::new(ServerConfig {
             server: args.server.server.clone(),
             vfs: args.client.vfs_config(true),

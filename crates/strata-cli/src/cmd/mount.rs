@@ -108,6 +108,8 @@ async fn attach(args: &MountArgs, token: &str, mp: &Path) -> Result<Arc<Vfs>> {
 /// Mounts `volume` at `mountpoint` and serves until `shutdown` completes or the file system is
 /// unmounted from outside; then commits buffered writes and ends the session.
 pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output = ()>) -> Result<()> {
+    strata_fuse::metrics::register();
+    args.attach.client.metrics.start().await?;
     if let Some(fd) = args.fuse_fd {
         return serve_worker(args, token, fd, shutdown).await;
     }

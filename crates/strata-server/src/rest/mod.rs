@@ -1109,6 +1109,25 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
     }))
 }
 
+// ---- metrics ----
+
+/// The Prometheus exposition (no token: like every exporter's, it is for the monitoring
+/// system; it shows volume names and usage, no data and no secrets).
+async fn metrics(AxState(api): AxState<Api>) -> Response {
+    crate::metrics::get().refresh(&api.st).await;
+    ([(header::CONTENT_TYPE, strata_metrics::CONTENT_TYPE)], strata_metrics::encode()).into_response()
+}
+
+/// Times a routed request for `strata_rest_durations_histogram_seconds`.
+async fn timed(req: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    crate::metrics::rest(method.as_str(), route.as_deref().unwrap_or("other"), resp.status().as_u16(), started);
+    resp
+}
+
 // ---- router and serving ----
 
 async fn no_route() -> ApiError {
@@ -1158,6 +1177,8 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/policies/{*scope}", get(policy_get).put(policy_put))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(timed))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
