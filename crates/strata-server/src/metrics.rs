@@ -31,6 +31,8 @@ pub struct ServerMetrics {
     quota_inodes: Family<Labels, Gauge>,
     pending_slices: Gauge,
     journal_backlog: Gauge,
+    /// Bytes committed by writes, per volume id (for the dashboard's throughput).
+    committed: std::sync::RwLock<std::collections::HashMap<u32, Arc<std::sync::atomic::AtomicU64>>>,
 }
 
 fn rpc_names() -> &'static [&'static str] {
@@ -53,6 +55,7 @@ pub fn get() -> &'static ServerMetrics {
             quota_inodes: Family::default(),
             pending_slices: Gauge::default(),
             journal_backlog: Gauge::default(),
+            committed: Default::default(),
         };
         strata_metrics::register(
             "rpc_durations_histogram_seconds",
@@ -97,6 +100,28 @@ pub fn get() -> &'static ServerMetrics {
 }
 
 impl ServerMetrics {
+    /// Counts `bytes` committed by writes to volume `vol`.
+    pub fn committed(&self, vol: u32, bytes: u64) {
+        let known = self.committed.read().unwrap_or_else(|p| p.into_inner()).get(&vol).cloned();
+        let c = match known {
+            Some(c) => c,
+            None => self.committed.write().unwrap_or_else(|p| p.into_inner()).entry(vol).or_default().clone(),
+        };
+        c.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes committed so far to volume `vol`.
+    pub fn committed_of(&self, vol: u32) -> u64 {
+        let m = self.committed.read().unwrap_or_else(|p| p.into_inner());
+        m.get(&vol).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// RPCs served so far, and those answered with an error.
+    pub fn rpc_totals(&self) -> (u64, u64) {
+        let n = rpc_names().len();
+        ((0..n).map(|i| self.rpc.get(i).count()).sum(), (0..n).map(|i| self.rpc_errors.get(i)).sum())
+    }
+
     /// Records a framed call of `method` (its wire number).
     pub fn framed(&self, method: u16, started: Instant, ok: bool) {
         let i = Method::from_u16(method).and_then(|m| Method::ALL.iter().position(|x| *x == m));

@@ -610,7 +610,11 @@ impl MetaRpc for MetaService {
         let meta = self.st.meta.clone();
         let ino = r.ino;
         let journaled = journal.len();
+        let bytes: u64 = writes.iter().map(|(_, s)| u64::from(s.len)).sum();
         let c = blocking(move || meta.commit_writes_with(ino, &writes, &journal, r.durable)).await?;
+        if let Some(vol) = self.st.cached_inode_volume(ino) {
+            crate::metrics::get().committed(vol, bytes);
+        }
         if journaled > 0 {
             self.st.journaled_since_flush.fetch_add(journaled, std::sync::atomic::Ordering::Relaxed);
         }

@@ -7,6 +7,7 @@
 //! `/v1/policies/{scope}`) accept it written raw or percent-encoded (`ml%2Fvision`).
 
 pub mod model;
+pub mod stats;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -278,7 +279,7 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
         list_scopes, create_scope, delete_scope,
         list_tokens, create_token, revoke_token,
         get_policy, set_policy, effective_policy,
-        status,
+        status, stats::stats,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -1178,6 +1179,11 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/policies/{*scope}", get(policy_get).put(policy_put))
         .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats::stats))
+        .route("/ui", get(stats::index))
+        .route("/ui/", get(stats::index))
+        .route("/ui/app.js", get(stats::app))
+        .route("/ui/style.css", get(stats::style))
         .route_layer(axum::middleware::from_fn(timed))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
