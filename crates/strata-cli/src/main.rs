@@ -51,8 +51,10 @@ enum Cmd {
     Token(cmd::token::TokenCmdArgs),
     /// Show and set provisioning policies of scopes.
     Policy(cmd::policy::PolicyArgs),
-    /// Show what the server is doing.
+    /// Show the cluster: servers, clients, volume use, garbage.
     Status(cmd::status::StatusArgs),
+    /// Live, top-like view of a mount's or a server's operation rates, throughput, latency.
+    Stats(cmd::stats::StatsArgs),
     // No doc comment: the help (sources, examples) is ImportArgs' own documentation.
     Import(cmd::import::ImportArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
@@ -85,6 +87,7 @@ fn main() {
         Cmd::Token(a) => cmd::token::run(a),
         Cmd::Policy(a) => cmd::policy::run(a),
         Cmd::Status(a) => cmd::status::run(a),
+        Cmd::Stats(a) => cmd::stats::run(a),
         Cmd::Import(a) => cmd::import::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
         Cmd::Warmup(a) => cmd::warmup::run(a),

@@ -214,6 +214,44 @@ fn metrics_count_a_known_workload() {
         "one volume created over REST"
     );
 
+    // `strata stats`: a mount (through its strata.metrics xattr) and the server, one refresh.
+    let reading = {
+        let p = c.p(reader, "m/f0");
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                let _ = std::fs::read(&p);
+            }
+        })
+    };
+    let mp = c.mp(reader).to_str().expect("utf8").to_string();
+    let out = run_strata(&["stats", &mp, "-n", "1", "-i", "300ms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stats: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("cache hits") && text.contains("OPERATION"), "{text}");
+    reading.join().expect("reader");
+    let out = run_strata(&["stats", &c.addr, "-n", "1", "-i", "300ms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("sessions 2") && text.contains("RPC"), "{text}");
+    for (args, phrase) in [
+        (vec!["stats", "/nonexistent-dir"], "no such directory"),
+        (vec!["stats", c.dir.to_str().expect("utf8")], "not a Strata mount point"),
+        (vec!["stats", "127.0.0.1:1", "-n", "1"], "cannot reach 127.0.0.1:1"),
+    ] {
+        let out = run_strata(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(phrase) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+    // `strata status`: this server up, both clients with host and mount point, the volume's
+    // use against its quota.
+    let st = c.cli(&["status"]);
+    assert!(st.contains(&format!("{}   up", c.addr)), "{st}");
+    assert!(st.contains(c.mp(writer).to_str().expect("utf8")) && st.contains("clients:  2"), "{st}");
+    assert!(st.lines().any(|l| l.starts_with(&vol) && l.contains("1.0 GiB")), "{st}");
+    let js: serde_json::Value = serde_json::from_str(&c.cli(&["status", "-o", "json"])).expect("status JSON");
+    assert_eq!(js["servers"][0]["health"], "up", "{js}");
+    assert_eq!(js["volumes"][0]["capacity"], 1u64 << 30, "{js}");
+
     // NFS: one file in with nfs-cp, read back with nfs-cat.
     let n1 = free_port();
     let mut nfs = Gateway::nfs(

@@ -181,7 +181,8 @@ impl StrataFs {
     /// The mount's own extended attributes, answered here and never stored (`strata warmup`
     /// talks to the mount through them): `strata.warmup` loads a file's blocks into this
     /// mount's caches, `strata.cached` tells how much of it is there, `strata.evict` drops it,
-    /// and `strata.stats` (any inode) gives the caches' counters. Values are `key=value` words.
+    /// `strata.stats` (any inode) gives the caches' counters, and `strata.metrics` the mount's
+    /// metrics (the Prometheus exposition without histogram buckets). Values are `key=value` words.
     /// Their names are outside the kernel's xattr namespaces, so the kernel asks for read
     /// permission on the inode before the request reaches us (`default_permissions`): a user
     /// who may not read a file can neither warm, inspect nor evict it.
@@ -200,6 +201,8 @@ impl StrataFs {
                 let c = self.run(self.vfs.cached(ino))?;
                 format!("evicted={evicted} cached={} total={}", c.cached, c.total)
             }
+            // This process's metrics (`strata stats MOUNTPOINT`), without histogram buckets.
+            b"strata.metrics" => return Ok(strata_metrics::encode_compact().into_bytes()),
             b"strata.stats" => {
                 let s = self.vfs.cache_stats();
                 format!("block_gets={} mem_cache_bytes={} disk_cache_bytes={}", s.block_gets, s.mem_bytes, s.disk_bytes)

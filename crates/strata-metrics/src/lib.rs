@@ -60,6 +60,20 @@ pub fn encode() -> String {
     out
 }
 
+/// [`encode`] without histogram buckets and comments: every sample's `name{labels} value`,
+/// histograms as their `_count` and `_sum` only. Small enough for an extended attribute
+/// (`strata.metrics` on a mount) and what `strata stats` reads.
+pub fn encode_compact() -> String {
+    encode().lines().filter(|l| !l.starts_with('#') && !l.contains("_bucket{") && !l.is_empty()).fold(
+        String::new(),
+        |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        },
+    )
+}
+
 /// A lock-free histogram with fixed buckets ([`LATENCY_BUCKETS`] unless given others).
 #[derive(Clone, Debug)]
 pub struct Histogram(Arc<HistInner>);

@@ -8,6 +8,7 @@ pub mod control;
 pub mod gc;
 pub mod journal;
 pub mod metrics;
+pub mod presence;
 pub mod rest;
 pub mod service;
 pub mod state;
@@ -184,6 +185,7 @@ impl Server {
         st.meta.set_snapshot_delete_batch(self.gc.snapshot_delete_batch);
         st.meta.set_snapshot_delete_pause(self.gc.snapshot_delete_pause);
         let reaper = tokio::spawn(gc::reap_doomed(st.clone()));
+        let presence = tokio::spawn(presence::run(st.clone()));
         let svc = Arc::new(service::MetaService::new(st.clone()));
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|source| ServerError::Listen { addr: self.addr, source })?;
@@ -220,6 +222,8 @@ impl Server {
             .await;
         gc.abort();
         reaper.abort();
+        presence.abort();
+        presence::forget(&st).await;
         acceptor.abort();
         // Unlinked files not destroyed yet would otherwise wait for the next start's reaping.
         let meta = st.meta.clone();

@@ -1100,6 +1100,32 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
     } else {
         None
     };
+    let servers = if cluster {
+        let meta = st.meta.clone();
+        let recs = tokio::task::spawn_blocking(move || meta.servers())
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(ControlError::from)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        Some(
+            recs.into_iter()
+                .map(|r| {
+                    let silent = (now - r.last_seen.sec).max(0) as u64;
+                    let up = silent <= crate::presence::SILENT_AFTER.as_secs();
+                    ServerView {
+                        addr: r.addr,
+                        version: r.version,
+                        started: rfc3339(r.started),
+                        last_seen: rfc3339(strata_meta::Timespec { sec: r.last_seen.sec, nsec: 0 }),
+                        silent_secs: silent,
+                        health: if up { "up" } else { "silent" }.into(),
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     Ok(Json(StatusView {
         version: env!("CARGO_PKG_VERSION").into(),
         engine: st.meta.engine().into(),
@@ -1107,6 +1133,7 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
         sessions,
         pending_slices: pending,
         data_dir: cluster.then(|| st.data_dir.display().to_string()),
+        servers,
     }))
 }
 
