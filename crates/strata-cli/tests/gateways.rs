@@ -145,6 +145,7 @@ fn metrics_count_a_known_workload() {
     }
     let opts = Opts {
         volume_args: vec!["--capacity".into(), "1G".into(), "--inodes".into(), "1000".into()],
+        server_args: vec!["--log-format".into(), "json".into()],
         ..Default::default()
     };
     let mut c = Cluster::with_opts("metrics", opts);
@@ -213,6 +214,18 @@ fn metrics_count_a_known_workload() {
         val(&s, "strata_rest_durations_histogram_seconds_count{method=POST,route=/v1/volumes,status=201}") == 1.0,
         "one volume created over REST"
     );
+
+    // --log-format json: one object per line, the event's fields at the top level; a mount's
+    // event names its session, volume and client (host and mount point).
+    let log = c.server_log();
+    let events: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let mounted: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "client mounted").collect();
+    assert_eq!(mounted.len(), 2, "{log}");
+    for e in mounted {
+        assert!(e["session"].is_u64() && e["volume"] == vol.as_str(), "{e}");
+        assert!(e["client"].as_str().is_some_and(|c| c.contains(":/")), "{e}");
+    }
 
     // `strata stats`: a mount (through its strata.metrics xattr) and the server, one refresh.
     let reading = {

@@ -57,9 +57,13 @@ pub struct CsiArgs {
     /// More `strata mount` options for the workers, e.g. --worker-arg=--cache-size=8G.
     #[arg(long = "worker-arg", allow_hyphen_values = true)]
     worker_args: Vec<String>,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Log as JSON lines (the same as `--log-format json`).
+    #[arg(long, hide = true)]
     log_json: bool,
+    /// Log format: `text` (one line per event) or `json` (one object per line, for log
+    /// shippers).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: crate::util::LogFormat,
     #[command(flatten)]
     metrics: crate::metrics_http::MetricsArgs,
 }
@@ -73,7 +77,7 @@ enum ModeArg {
 
 /// Runs `strata csi`.
 pub fn run(args: CsiArgs) -> Result<()> {
-    crate::util::init_logging(args.log_json);
+    crate::util::init_logging(args.log_json || args.log_format == crate::util::LogFormat::Json);
     let token = match &args.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)

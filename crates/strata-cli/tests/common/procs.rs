@@ -308,7 +308,9 @@ pub fn problem_lines(text: &str) -> Vec<String> {
             let mut words = l.split_whitespace();
             let _time = words.next();
             let level = words.next().unwrap_or("");
-            level == "WARN" || level == "ERROR" || l.contains("panicked")
+            // --log-format json lines carry the level as a field.
+            let json = l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#);
+            level == "WARN" || level == "ERROR" || json || l.contains("panicked")
         })
         .collect()
 }
