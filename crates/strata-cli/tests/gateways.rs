@@ -120,20 +120,6 @@ fn dataset_in_over_nfs_out_over_s3_and_fuse() {
     nfs.stop();
 }
 
-/// Every sample of the `/metrics` at `url`, checked by prometheus-client's parsers
-/// (tests/metrics/scrape.py): `name{label=value,...}` → value.
-fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/metrics/scrape.py");
-    let out = run_cmd(Command::new("python3").args([script, url]));
-    assert!(out.status.success(), "scrape {url}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("scrape output")
-}
-
-/// The value of `key` (0 when absent: a counter never incremented is not exposed).
-fn val(m: &std::collections::HashMap<String, f64>, key: &str) -> f64 {
-    m.get(key).copied().unwrap_or(0.0)
-}
-
 /// A known workload through a mount, a second mount, the NFS and the S3 gateway, then each
 /// process's `/metrics`: the byte counters moved by exactly what was written and read, the
 /// latency histograms of the operations used have counts, and the server reports the sessions

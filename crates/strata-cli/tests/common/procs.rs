@@ -377,3 +377,19 @@ pub fn umount_lazy(path: &Path) {
     // SAFETY: valid NUL-terminated path.
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
+
+// ---- metrics ----
+
+/// Every sample of the `/metrics` at `url`, checked by prometheus-client's parsers
+/// (tests/metrics/scrape.py): `name{label=value,...}` → value.
+pub fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/metrics/scrape.py");
+    let out = run_cmd(Command::new("python3").args([script, url]));
+    assert!(out.status.success(), "scrape {url}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("scrape output")
+}
+
+/// The value of `key` (0 when absent: a counter never incremented is not exposed).
+pub fn val(m: &std::collections::HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
