@@ -51,9 +51,8 @@ enum Cmd {
     Token(cmd::token::TokenCmdArgs),
     /// Show and set provisioning policies of scopes.
     Policy(cmd::policy::PolicyArgs),
-    /// Show the cluster: servers, clients, volume use, garbage.
+    // No doc comments: the help is the Args' own documentation.
     Status(cmd::status::StatusArgs),
-    /// Live, top-like view of a mount's or a server's operation rates, throughput, latency.
     Stats(cmd::stats::StatsArgs),
     // No doc comment: the help (sources, examples) is ImportArgs' own documentation.
     Import(cmd::import::ImportArgs),

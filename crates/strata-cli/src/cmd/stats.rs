@@ -13,10 +13,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::util::{human, parse_duration};
 
-/// Show live operation rates, throughput, latency and cache hit ratio of a mount (give its
-/// mount point) or of a server (give HOST:PORT), refreshed every interval, like `top`.
+/// Live, top-like view of a mount's or a server's operation rates, throughput, latency.
 ///
-/// Rates are over the last interval. For a mount: FUSE operations per second and their mean
+/// Give a mount point (on the host of the mount) or a server's HOST:PORT; the view is refreshed
+/// every interval until interrupted (or `-n` times). Rates are over the last interval. For a mount: FUSE operations per second and their mean
 /// latency, bytes read and written per second, the block cache's hit ratio (of block reads),
 /// block-store requests, write-back memory in use. For a server: RPCs per second by method and
 /// their mean latency, metadata transactions, sessions, slices waiting for collection.

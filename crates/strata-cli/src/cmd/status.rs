@@ -8,7 +8,9 @@ use strata_server::rest::model::{StatusView, VolumeView};
 use crate::cmd::rest::Api;
 use crate::util::{Output, ServerArgs, TokenArgs, emit, human, print_table};
 
-/// Show the cluster: the servers of the metadata store and their health (cluster tokens), the
+/// Show the cluster: servers, clients, volume use, garbage.
+///
+/// The servers of the metadata store and their health (cluster tokens), the
 /// connected clients with their host, mount point, volume and last heartbeat, each volume's use
 /// against its quota, and (cluster tokens) the garbage waiting for collection. A token of a
 /// department or project sees its own volumes and their clients only.
