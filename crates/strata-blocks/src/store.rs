@@ -26,6 +26,8 @@ pub struct BlockStore {
     unsynced: Arc<Unsynced>,
     /// Reads from the store so far (see [`BlockStore::gets`]).
     gets: Arc<AtomicU64>,
+    /// Which backend this is, for the metrics ([`crate::metrics::BACKENDS`]).
+    backend: usize,
 }
 
 /// Block files of a local directory written since the last [`BlockStore::sync`]: syncing just
@@ -83,6 +85,7 @@ impl BlockStore {
                 syncer: None,
                 unsynced: Arc::default(),
                 gets: Arc::default(),
+                backend: crate::metrics::backend_of(url),
             });
         }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
@@ -106,6 +109,7 @@ impl BlockStore {
             syncer: None,
             unsynced: Arc::default(),
             gets: Arc::default(),
+            backend: crate::metrics::backend_of(url),
         })
     }
 
@@ -119,7 +123,27 @@ impl BlockStore {
             syncer: None,
             unsynced: Arc::default(),
             gets: Arc::default(),
+            backend: crate::metrics::backend_of(url),
         }
+    }
+
+    /// The same store, counted in the metrics as the backend `name` of
+    /// [`crate::metrics::BACKENDS`] (a store reached through the server is `server`).
+    pub fn with_backend(mut self, name: &str) -> Self {
+        self.backend = crate::metrics::BACKENDS.iter().position(|b| *b == name).unwrap_or(self.backend);
+        self
+    }
+
+    /// Counts a block of `bytes` written straight into its file in this local store (no put
+    /// request to time): `object_direct_writes` and the put bytes of `object_request_data_bytes`.
+    pub fn note_direct_write(&self, bytes: usize) {
+        let m = crate::metrics::get();
+        m.direct_writes.inc();
+        m.bytes.add(self.backend * crate::metrics::METHODS.len() + crate::metrics::PUT, bytes as u64);
+    }
+
+    fn timed<T>(&self, method: usize, t: std::time::Instant, r: &Result<T>, bytes: usize) {
+        crate::metrics::get().request(self.backend, method, t, r.is_ok(), bytes);
     }
 
     /// The same store, made durable by `syncer` in [`BlockStore::sync`] (for a store whose
@@ -203,6 +227,15 @@ impl BlockStore {
     /// Stores an object exactly as given, bypassing the codec: for `strata server` serving
     /// blocks its clients already encoded (their codec, not the server's, decides the format).
     pub async fn put_stored(&self, key: &str, stored: Bytes) -> Result<()> {
+        let t = std::time::Instant::now();
+        let n = stored.len();
+        let r = self.put_stored_untimed(key, stored).await;
+        self.timed(crate::metrics::PUT, t, &r, n);
+        r
+    }
+
+    /// [`Self::put_stored`] without its metrics.
+    async fn put_stored_untimed(&self, key: &str, stored: Bytes) -> Result<()> {
         let len = stored.len();
         self.store.put(&Path::from(key), PutPayload::from_bytes(stored)).await?;
         if let Some(root) = &self.local_root {
@@ -220,6 +253,14 @@ impl BlockStore {
     /// `None` when the store is not a local directory (use [`BlockStore::put`]); an error means
     /// the caller should fall back to `put`, which also replaces a partial file.
     pub fn put_now(&self, key: &str, data: &Bytes) -> Option<Result<()>> {
+        let t = std::time::Instant::now();
+        let r = self.put_now_untimed(key, data)?;
+        self.timed(crate::metrics::PUT, t, &r, data.len());
+        Some(r)
+    }
+
+    /// [`Self::put_now`] without its metrics.
+    fn put_now_untimed(&self, key: &str, data: &Bytes) -> Option<Result<()>> {
         let root = self.local_root.as_ref()?;
         let payload = PutPayload::from_bytes(self.codec.encode(data));
         let path = root.join(key);
@@ -339,6 +380,14 @@ impl BlockStore {
     /// Reads a whole block on the calling thread, for callers that may block; `None` when the
     /// store is not a local directory.
     pub fn get_now(&self, key: &str, want: usize) -> Option<Result<Bytes>> {
+        let t = std::time::Instant::now();
+        let r = self.get_now_untimed(key, want)?;
+        self.timed(crate::metrics::GET, t, &r, r.as_ref().map_or(0, Bytes::len));
+        Some(r)
+    }
+
+    /// [`Self::get_now`] without its metrics.
+    fn get_now_untimed(&self, key: &str, want: usize) -> Option<Result<Bytes>> {
         let root = self.local_root.as_ref()?;
         self.count_get();
         if self.codec == Codec::None && want >= MAP_AT_LEAST {
@@ -364,17 +413,27 @@ impl BlockStore {
                 .unwrap_or_else(|| Err(BlockError::Missing(key.to_string())));
         }
         self.count_get();
+        let t = std::time::Instant::now();
         let got = match self.store.get(&Path::from(key)).await {
-            Ok(r) => r.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => return Err(BlockError::Missing(key.to_string())),
-            Err(e) => return Err(e.into()),
+            Ok(r) => r.bytes().await.map_err(BlockError::from),
+            Err(object_store::Error::NotFound { .. }) => Err(BlockError::Missing(key.to_string())),
+            Err(e) => Err(e.into()),
         };
-        self.decode(key, want, got).await
+        self.timed(crate::metrics::GET, t, &got, got.as_ref().map_or(0, Bytes::len));
+        self.decode(key, want, got?).await
     }
 
     /// Reads a stored object as it is (no decoding, no length check), whole or the exact
     /// `range`: for `strata server` serving blocks to clients that decode them.
     pub async fn get_stored(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let t = std::time::Instant::now();
+        let r = self.get_stored_untimed(key, range).await;
+        self.timed(crate::metrics::GET, t, &r, r.as_ref().map_or(0, Bytes::len));
+        r
+    }
+
+    /// [`Self::get_stored`] without its metrics.
+    async fn get_stored_untimed(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         self.count_get();
         let path = Path::from(key);
         let got = match &range {
@@ -402,6 +461,14 @@ impl BlockStore {
     /// length comes from its key); callers that may read more of it should go through
     /// [`crate::BlockCache::fetch`] instead, which keeps the whole block.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let t = std::time::Instant::now();
+        let r = self.get_range_untimed(key, range).await;
+        self.timed(crate::metrics::GET, t, &r, r.as_ref().map_or(0, Bytes::len));
+        r
+    }
+
+    /// [`Self::get_range`] without its metrics.
+    async fn get_range_untimed(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         if self.is_compressed() {
             let len = block_len_of_key(key).ok_or_else(|| BlockError::UnnamedLength(key.to_string()))?;
             if range.start > range.end || range.end > u64::from(len) {
@@ -425,6 +492,14 @@ impl BlockStore {
 
     /// Deletes a block; a block already gone is fine.
     pub async fn delete(&self, key: &str) -> Result<()> {
+        let t = std::time::Instant::now();
+        let r = self.delete_untimed(key).await;
+        self.timed(crate::metrics::DELETE, t, &r, 0);
+        r
+    }
+
+    /// [`Self::delete`] without its metrics.
+    async fn delete_untimed(&self, key: &str) -> Result<()> {
         match self.store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),

@@ -53,6 +53,8 @@ pub struct ClientArgs {
     /// does (same id file), else through the server.
     #[arg(long, value_enum, default_value_t = BlocksArg::Auto)]
     pub blocks: BlocksArg,
+    #[command(flatten)]
+    pub metrics: crate::metrics_http::MetricsArgs,
 }
 
 /// Everything a client that attaches volumes with one token needs: the server, the token, and

@@ -2,6 +2,7 @@
 
 mod client_args;
 mod cmd;
+mod metrics_http;
 mod util;
 
 use anyhow::Result;
@@ -50,8 +51,9 @@ enum Cmd {
     Token(cmd::token::TokenCmdArgs),
     /// Show and set provisioning policies of scopes.
     Policy(cmd::policy::PolicyArgs),
-    /// Show what the server is doing.
+    // No doc comments: the help is the Args' own documentation.
     Status(cmd::status::StatusArgs),
+    Stats(cmd::stats::StatsArgs),
     // No doc comment: the help (sources, examples) is ImportArgs' own documentation.
     Import(cmd::import::ImportArgs),
     /// Run the file-level benchmark workloads on a directory (see bench/ for the full suite).
@@ -97,6 +99,7 @@ fn main() {
         Cmd::Token(a) => cmd::token::run(a),
         Cmd::Policy(a) => cmd::policy::run(a),
         Cmd::Status(a) => cmd::status::run(a),
+        Cmd::Stats(a) => cmd::stats::run(a),
         Cmd::Import(a) => cmd::import::run(a),
         Cmd::Bench(a) => strata_bench::run(a),
         Cmd::Warmup(a) => cmd::warmup::run(a),

@@ -191,7 +191,19 @@ pub struct ServerArgs {
     pub server: String,
 }
 
-/// Sets up logging to stderr (`RUST_LOG` filters; default info).
+/// How a long-running command logs (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level (for log shippers).
+    Json,
+}
+
+/// Sets up logging to stderr (`RUST_LOG` filters; default info). Every event is one line; its
+/// fields (session, volume, client where they apply) are `key=value` words in text and keys of
+/// the object in JSON.
 pub fn init_logging(json: bool) {
     // fuser logs a failed reply when the kernel already dropped the request (interrupted, or
     // aborted at unmount) and a failed second unmount after an outside one; neither can be
@@ -205,7 +217,7 @@ pub fn init_logging(json: bool) {
     });
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
-        b.json().init();
+        b.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
     } else {
         b.init();
     }

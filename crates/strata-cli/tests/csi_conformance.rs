@@ -239,7 +239,8 @@ fn identity_and_capabilities() {
 #[test]
 fn modes_and_node_limit() {
     let c = Cluster::new("csi-modes");
-    let ctl = CsiDriver::start(&c, "controller", "ctl");
+    let m = free_port();
+    let ctl = CsiDriver::start_with(&c, "controller", "ctl", &["--metrics", &format!("127.0.0.1:{m}")]);
     let nd = CsiDriver::start_with(&c, "node", "node-b", &["--max-volumes", "1"]);
     let tok = c.token();
 
@@ -274,6 +275,15 @@ fn modes_and_node_limit() {
     ok("NodeUnstageVolume", nd.block_on(node.node_unstage_volume(unstage_req("m1", &k.join("s1")))));
     ok("NodeStageVolume m2", nd.block_on(node.node_stage_volume(stage_req(&vols[1], &k.join("s2"), &tok))));
     ok("NodeUnstageVolume m2", nd.block_on(node.node_unstage_volume(unstage_req("m2", &k.join("s2")))));
+
+    // The controller's --metrics: every call it answered, by method, refusals among the errors.
+    let mm = scrape(&format!("http://127.0.0.1:{m}/metrics"));
+    let count =
+        |method: &str| val(&mm, &format!("strata_csi_ops_durations_histogram_seconds_count{{method={method}}}"));
+    // (The harness probes the driver once more while waiting for it.)
+    assert_eq!((count("GetPluginInfo"), count("CreateVolume")), (1.0, 2.0));
+    assert!(count("Probe") >= 1.0);
+    assert_eq!(val(&mm, "strata_csi_ops_errors_total{method=NodeGetInfo}"), 1.0);
 }
 
 // ---- Controller ----

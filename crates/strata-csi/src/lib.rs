@@ -7,6 +7,7 @@ pub mod caps;
 pub mod control;
 pub mod controller;
 mod identity;
+pub mod metrics;
 pub mod mounts;
 mod node;
 mod state;
@@ -123,8 +124,9 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
 
     let identity = identity::IdentityService::new(opts.mode);
-    let mut router =
-        tonic::transport::Server::builder().add_service(pb::identity_server::IdentityServer::new(identity));
+    let mut router = tonic::transport::Server::builder()
+        .layer(strata_metrics::grpc::Timing(metrics::record))
+        .add_service(pb::identity_server::IdentityServer::new(identity));
     let mut node_handle = None;
     if opts.mode.controller() {
         let c = controller::ControllerService::new(control.clone(), opts.token.clone());

@@ -2,6 +2,8 @@
 //! file system logic of its own beyond the kernel's conventions (inode 1 is the root, errno
 //! replies, attribute and entry cache lifetimes).
 
+pub mod metrics;
+
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -179,7 +181,8 @@ impl StrataFs {
     /// The mount's own extended attributes, answered here and never stored (`strata warmup`
     /// talks to the mount through them): `strata.warmup` loads a file's blocks into this
     /// mount's caches, `strata.cached` tells how much of it is there, `strata.evict` drops it,
-    /// and `strata.stats` (any inode) gives the caches' counters. Values are `key=value` words.
+    /// `strata.stats` (any inode) gives the caches' counters, and `strata.metrics` the mount's
+    /// metrics (the Prometheus exposition without histogram buckets). Values are `key=value` words.
     /// Their names are outside the kernel's xattr namespaces, so the kernel asks for read
     /// permission on the inode before the request reaches us (`default_permissions`): a user
     /// who may not read a file can neither warm, inspect nor evict it.
@@ -198,6 +201,8 @@ impl StrataFs {
                 let c = self.run(self.vfs.cached(ino))?;
                 format!("evicted={evicted} cached={} total={}", c.cached, c.total)
             }
+            // This process's metrics (`strata stats MOUNTPOINT`), without histogram buckets.
+            b"strata.metrics" => return Ok(strata_metrics::encode_compact().into_bytes()),
             b"strata.stats" => {
                 let s = self.vfs.cache_stats();
                 format!("block_gets={} mem_cache_bytes={} disk_cache_bytes={}", s.block_gets, s.mem_bytes, s.disk_bytes)
@@ -301,11 +306,13 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _op = crate::metrics::start(crate::metrics::LOOKUP);
         let res = self.run(self.vfs.lookup(&ctx(req), self.ino(parent), name.as_bytes()));
         self.entry(reply, res);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _op = crate::metrics::start(crate::metrics::GETATTR);
         let i = self.ino(ino);
         match self.run(self.vfs.getattr(i)) {
             Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(i, &a)),
@@ -331,6 +338,7 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _op = crate::metrics::start(crate::metrics::SETATTR);
         let i = self.ino(ino);
         let s =
             SetAttr { mode: mode.map(|m| m & 0o7777), uid, gid, size, atime: set_time(atime), mtime: set_time(mtime) };
@@ -341,6 +349,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _op = crate::metrics::start(crate::metrics::READLINK);
         match self.run(self.vfs.readlink(self.ino(ino))) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -348,24 +357,29 @@ impl Filesystem for StrataFs {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let _op = crate::metrics::start(crate::metrics::MKNOD);
         let res = self.run(self.vfs.mknod(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, rdev));
         self.entry(reply, res);
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let _op = crate::metrics::start(crate::metrics::MKDIR);
         let res = self.run(self.vfs.mkdir(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask));
         self.entry(reply, res);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = crate::metrics::start(crate::metrics::UNLINK);
         Self::empty(reply, self.run(self.vfs.unlink(&ctx(req), self.ino(parent), name.as_bytes())));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = crate::metrics::start(crate::metrics::RMDIR);
         Self::empty(reply, self.run(self.vfs.rmdir(&ctx(req), self.ino(parent), name.as_bytes())));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let _op = crate::metrics::start(crate::metrics::SYMLINK);
         let res = self.run(self.vfs.symlink(
             &ctx(req),
             self.ino(parent),
@@ -385,6 +399,7 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::start(crate::metrics::RENAME);
         let res = self.run(self.vfs.rename(
             &ctx(req),
             self.ino(parent),
@@ -397,12 +412,14 @@ impl Filesystem for StrataFs {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let _op = crate::metrics::start(crate::metrics::LINK);
         let i = self.ino(ino);
         let res = self.run(self.vfs.link(&ctx(req), i, self.ino(newparent), newname.as_bytes()));
         self.entry(reply, res.map(|a| (i, a)));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _op = crate::metrics::start(crate::metrics::OPEN);
         match self.run(self.vfs.open(&ctx(req), self.ino(ino), flags.0)) {
             Ok(o) => {
                 if o.changed
@@ -433,6 +450,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _op = crate::metrics::start(crate::metrics::READ);
         let fh = self.fh(fh, ino, false);
         match self.run(self.vfs.read(fh, offset, size)) {
             Ok(d) => reply.data(&d),
@@ -452,6 +470,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _op = crate::metrics::start(crate::metrics::WRITE);
         let fh = self.fh(fh, ino, true);
         match self.run(self.vfs.write(fh, offset, data)) {
             Ok(n) => reply.written(n as u32),
@@ -460,6 +479,7 @@ impl Filesystem for StrataFs {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let _op = crate::metrics::start(crate::metrics::FLUSH);
         let i = self.ino(ino);
         let fh = self.fh(fh, ino, false);
         let res = self.run(async {
@@ -482,6 +502,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::start(crate::metrics::RELEASE);
         let i = self.ino(ino);
         if self.resumed && self.vfs.handle_ino(fh.0).is_err() {
             // The earlier worker's handle, never used since: nothing of it is held here.
@@ -499,11 +520,13 @@ impl Filesystem for StrataFs {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _op = crate::metrics::start(crate::metrics::FSYNC);
         let fh = self.fh(fh, ino, false);
         Self::empty(reply, self.run(self.vfs.fsync(fh)));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _op = crate::metrics::start(crate::metrics::OPENDIR);
         match self.run(self.vfs.opendir(&ctx(req), self.ino(ino), true)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
@@ -511,6 +534,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _op = crate::metrics::start(crate::metrics::READDIR);
         let fh = self.fh(fh, ino, false);
         match self.vfs.readdir(fh, offset) {
             Ok(list) => {
@@ -526,6 +550,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let _op = crate::metrics::start(crate::metrics::READDIRPLUS);
         let dir = self.ino(ino);
         let fh = self.fh(fh, ino, false);
         match self.vfs.readdir(fh, offset) {
@@ -554,15 +579,18 @@ impl Filesystem for StrataFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        let _op = crate::metrics::start(crate::metrics::RELEASEDIR);
         self.vfs.releasedir(fh.0);
         reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _op = crate::metrics::start(crate::metrics::FSYNCDIR);
         Self::empty(reply, self.run(self.vfs.sync_meta()));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _op = crate::metrics::start(crate::metrics::STATFS);
         match self.run(self.vfs.statfs()) {
             Ok(s) => {
                 const BS: u64 = 4096;
@@ -582,11 +610,13 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::start(crate::metrics::SETXATTR);
         let res = self.run(self.vfs.setxattr(self.ino(ino), name.as_bytes(), value, flags as u32));
         Self::empty(reply, res);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _op = crate::metrics::start(crate::metrics::GETXATTR);
         let (ino, name) = (self.ino(ino), name.as_bytes());
         let value = if name.starts_with(VIRTUAL_XATTR_PREFIX) {
             self.virtual_xattr(ino, name)
@@ -602,6 +632,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _op = crate::metrics::start(crate::metrics::LISTXATTR);
         match self.run(self.vfs.listxattr(self.ino(ino))) {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -622,6 +653,7 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = crate::metrics::start(crate::metrics::REMOVEXATTR);
         Self::empty(reply, self.run(self.vfs.removexattr(self.ino(ino), name.as_bytes())));
     }
 
@@ -635,6 +667,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _op = crate::metrics::start(crate::metrics::CREATE);
         match self.run(self.vfs.create(&ctx(req), self.ino(parent), name.as_bytes(), mode, umask, flags)) {
             Ok((ino, a, fh)) => reply.created(
                 &self.opts.entry_ttl,
@@ -659,6 +692,7 @@ impl Filesystem for StrataFs {
         pid: u32,
         reply: ReplyLock,
     ) {
+        let _op = crate::metrics::start(crate::metrics::GETLK);
         let lock = ByteLock { owner: lock_owner.0, start, end, kind: typ as u32, pid };
         match self.run(self.vfs.getlk(self.ino(ino), &lock)) {
             Ok(Some(l)) => reply.locked(l.start, l.end, l.kind as i32, l.pid),
@@ -680,6 +714,7 @@ impl Filesystem for StrataFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::start(crate::metrics::SETLK);
         let i = self.ino(ino);
         self.note_lock(i);
         let lock = ByteLock { owner: lock_owner.0, start, end, kind: typ as u32, pid };
@@ -697,6 +732,7 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _op = crate::metrics::start(crate::metrics::FALLOCATE);
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
             reply.error(Errno::EOPNOTSUPP);
             return;

@@ -123,10 +123,10 @@ pub fn table_name(key: &[u8]) -> &'static str {
     }
 }
 
-/// Whether a record is state of live clients (sessions, their opens and locks), or the
-/// SQLite engine's sync filler: left out of dumps.
+/// Whether a record is state of live clients (sessions, their opens and locks) or servers
+/// (their presence records), or the SQLite engine's sync filler: left out of dumps.
 fn is_client_state(key: &[u8]) -> bool {
-    matches!(key.first(), Some(b'S' | b'H' | b'h' | b'F' | b'f')) || key == [0u8] || key == LOADING
+    matches!(key.first(), Some(b'S' | b'H' | b'h' | b'F' | b'f' | b'I')) || key == [0u8] || key == LOADING
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> MetaError {

@@ -21,6 +21,7 @@ pub mod locks;
 mod meta;
 pub mod namespace;
 mod open;
+pub mod servers;
 pub mod sessions;
 mod snapshots;
 pub mod tokens;

@@ -43,7 +43,10 @@ impl Gateway {
                 out.head.extend_from_slice(&[0; 4]);
                 out.head.extend_from_slice(&rpc::accepted(xid, Accept::Success));
                 let cred = call.cred.clone();
-                return Some(match self.nfs(peer, cred.as_ref(), call.proc_, &mut call.args, &mut out).await {
+                let t = std::time::Instant::now();
+                let outcome = self.nfs(peer, cred.as_ref(), call.proc_, &mut call.args, &mut out).await;
+                crate::metrics::nfs(call.proc_, t);
+                return Some(match outcome {
                     Outcome::Done => {
                         out.seal();
                         out
@@ -52,11 +55,16 @@ impl Gateway {
                     Outcome::NoProc => Reply::framed(rpc::frame(rpc::accepted(xid, Accept::ProcUnavail))),
                 });
             }
-            (MOUNT, 3) => match self.mount(peer, &mut call).await {
-                Ok(Some(body)) => success(xid, &body),
-                Ok(None) => rpc::accepted(xid, Accept::ProcUnavail),
-                Err(e) => garbage(xid, call.prog, call.proc_, &e),
-            },
+            (MOUNT, 3) => {
+                let t = std::time::Instant::now();
+                let r = self.mount(peer, &mut call).await;
+                crate::metrics::mount(t);
+                match r {
+                    Ok(Some(body)) => success(xid, &body),
+                    Ok(None) => rpc::accepted(xid, Accept::ProcUnavail),
+                    Err(e) => garbage(xid, call.prog, call.proc_, &e),
+                }
+            }
             (PORTMAP, 2) => match self.portmap(&mut call) {
                 Ok(Some(body)) => success(xid, &body),
                 Ok(None) => rpc::accepted(xid, Accept::ProcUnavail),

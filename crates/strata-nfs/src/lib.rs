@@ -11,6 +11,7 @@ pub mod export;
 pub mod files;
 pub mod gateway;
 pub mod handle;
+pub mod metrics;
 pub mod nfs;
 pub mod reply;
 pub mod send;

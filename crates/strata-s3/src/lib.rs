@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod keys;
 pub mod list;
 pub mod meta;
+pub mod metrics;
 pub mod multipart;
 pub mod objects;
 pub mod serve;

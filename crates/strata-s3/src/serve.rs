@@ -107,6 +107,13 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Around {
         use hyper::body::Body as _;
         let id = format!("{:016X}", rand::random::<u64>());
         let has_body = !req.body().is_end_stream();
+        let op = crate::metrics::operation(
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query().unwrap_or(""),
+            req.headers().contains_key("x-amz-copy-source"),
+        );
+        let started = std::time::Instant::now();
         let served = match presign_too_long(req.uri()) {
             Some(refusal) => Err(refusal),
             None => {
@@ -115,10 +122,12 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Around {
             }
         };
         Box::pin(async move {
-            let mut resp = match served {
-                Ok(f) => f.await?,
-                Err(e) => e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e)))?,
+            let resp = match served {
+                Ok(f) => f.await,
+                Err(e) => e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e))),
             };
+            crate::metrics::record(op, started);
+            let mut resp = resp?;
             let failed = resp.status().is_client_error() || resp.status().is_server_error();
             if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-amz-request-id", v);

@@ -76,7 +76,7 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
         match meta_task(move || meta.expire_sessions(timeout)).await {
             Ok(dead) => {
                 for s in dead {
-                    tracing::warn!(session = s.id, client = %s.client, "session expired without unmounting");
+                    tracing::warn!(session = s.id, volume = %s.volume_name, client = %s.client, "session expired without unmounting");
                 }
             }
             Err(e) if e == STOPPING => return,

@@ -9,7 +9,9 @@ pub mod fsck;
 pub mod gc;
 pub mod inspect;
 pub mod journal;
+pub mod metrics;
 pub mod ops;
+pub mod presence;
 pub mod rest;
 pub mod service;
 pub mod state;
@@ -190,6 +192,7 @@ impl Server {
         st.meta.set_snapshot_delete_batch(self.gc.snapshot_delete_batch);
         st.meta.set_snapshot_delete_pause(self.gc.snapshot_delete_pause);
         let reaper = tokio::spawn(gc::reap_doomed(st.clone()));
+        let presence = tokio::spawn(presence::run(st.clone()));
         let svc = Arc::new(service::MetaService::new(st.clone()));
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|source| ServerError::Listen { addr: self.addr, source })?;
@@ -213,8 +216,10 @@ impl Server {
         );
         let state = if st.meta.is_shared() { "shared" } else { "local" };
         tracing::info!(addr = %self.addr, data = %st.data_dir.display(), engine = st.meta.engine(), state, "strata server listening");
+        metrics::get();
         let res = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(strata_metrics::grpc::Timing(metrics::grpc))
             // Blocks are megabytes: let HTTP/2 flow control grow past its 64 KiB start.
             .http2_adaptive_window(Some(true))
             .add_service(meta)
@@ -224,6 +229,8 @@ impl Server {
             .await;
         gc.abort();
         reaper.abort();
+        presence.abort();
+        presence::forget(&st).await;
         acceptor.abort();
         // Unlinked files not destroyed yet would otherwise wait for the next start's reaping.
         let meta = st.meta.clone();

@@ -353,9 +353,10 @@ impl MetaRpc for MetaService {
         // A client coming back after a server restart (or an expiry) re-announces what it holds
         // open; a session still known keeps its records as they are.
         let reopened = if r.session != 0 { r.open_inos } else { Vec::new() };
+        let client = s.client.clone();
         let meta = self.st.meta.clone();
         blocking(move || meta.register_session(s, &reopened)).await?;
-        tracing::info!(session = id, volume = %vol.name, "client mounted");
+        tracing::info!(session = id, volume = %vol.name, client = %client, "client mounted");
         // The marker a client compares to tell whether it sees this directory (first use
         // writes it: off the runtime's workers).
         let st = self.st.clone();
@@ -615,7 +616,11 @@ impl MetaRpc for MetaService {
         let meta = self.st.meta.clone();
         let ino = r.ino;
         let journaled = journal.len();
+        let bytes: u64 = writes.iter().map(|(_, s)| u64::from(s.len)).sum();
         let c = blocking(move || meta.commit_writes_with(ino, &writes, &journal, r.durable)).await?;
+        if let Some(vol) = self.st.cached_inode_volume(ino) {
+            crate::metrics::get().committed(vol, bytes);
+        }
         if journaled > 0 {
             self.st.journaled_since_flush.fetch_add(journaled, std::sync::atomic::Ordering::Relaxed);
         }

@@ -83,6 +83,7 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
             Err(s) => Err(s),
         };
         tracing::trace!(method, micros = started.elapsed().as_micros() as u64, ok = res.is_ok(), "call");
+        crate::metrics::get().framed(method, started, res.is_ok());
         let sent = match res {
             Ok(body) => wire::write_frame_sync(&mut sock, OK, id, &body),
             Err(s) => send_error(&mut sock, id, &s),

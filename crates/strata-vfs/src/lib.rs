@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod metrics;
 mod names;
 pub mod qos;
 pub mod remote;

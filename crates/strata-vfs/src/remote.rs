@@ -81,7 +81,7 @@ impl RemoteBlocks {
 
     /// A block store over this backend: `url` names it in logs, `codec` encodes blocks here.
     pub fn block_store(self: &Arc<Self>, url: &str, codec: Codec) -> BlockStore {
-        BlockStore::from_store(self.clone(), url).with_codec(codec).with_sync(self.clone())
+        BlockStore::from_store(self.clone(), url).with_codec(codec).with_sync(self.clone()).with_backend("server")
     }
 
     async fn get(&self, key: &str, range: Option<std::ops::Range<u64>>) -> Result<Bytes, Status> {

@@ -47,14 +47,9 @@ impl WriteShared {
         parallel: usize,
     ) -> Self {
         let units = (buffer as usize / UNIT).clamp(block_size as usize / UNIT * 2, Semaphore::MAX_PERMITS);
-        WriteShared {
-            store,
-            cache,
-            volume,
-            block_size,
-            memory: Arc::new(Semaphore::new(units)),
-            uploads: Arc::new(Semaphore::new(parallel.max(1))),
-        }
+        let memory = Arc::new(Semaphore::new(units));
+        crate::metrics::track_budget(&memory, units, UNIT);
+        WriteShared { store, cache, volume, block_size, memory, uploads: Arc::new(Semaphore::new(parallel.max(1))) }
     }
 }
 
@@ -123,6 +118,7 @@ fn write_direct(sh: &WriteShared, s: &mut OpenSlice, data: &[u8]) -> Result<usiz
     if d.written == bs {
         strata_blocks::store::start_writeback_of(&d.file);
         sh.store.note_written(d.path.clone());
+        sh.store.note_direct_write(bs);
         s.direct = None;
         s.blocks_sent += 1;
     }
@@ -136,6 +132,7 @@ fn close_direct(sh: &WriteShared, id: u64, block: u32, d: DirectBlock) -> Result
     let Some(to) = sh.store.local_path(&key) else { return Ok(()) };
     std::fs::rename(&d.path, &to).map_err(|e| io_err("rename block", e))?;
     sh.store.note_written(to);
+    sh.store.note_direct_write(d.written);
     Ok(())
 }
 

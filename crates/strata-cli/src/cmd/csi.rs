@@ -57,9 +57,15 @@ pub struct CsiArgs {
     /// More `strata mount` options for the workers, e.g. --worker-arg=--cache-size=8G.
     #[arg(long = "worker-arg", allow_hyphen_values = true)]
     worker_args: Vec<String>,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Log as JSON lines (the same as `--log-format json`).
+    #[arg(long, hide = true)]
     log_json: bool,
+    /// Log format: `text` (one line per event) or `json` (one object per line, for log
+    /// shippers).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: crate::util::LogFormat,
+    #[command(flatten)]
+    metrics: crate::metrics_http::MetricsArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -71,7 +77,7 @@ enum ModeArg {
 
 /// Runs `strata csi`.
 pub fn run(args: CsiArgs) -> Result<()> {
-    crate::util::init_logging(args.log_json);
+    crate::util::init_logging(args.log_json || args.log_format == crate::util::LogFormat::Json);
     let token = match &args.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -102,7 +108,12 @@ pub fn run(args: CsiArgs) -> Result<()> {
     };
     let control = Arc::new(RestControl { server: args.server.clone() });
     let rt = crate::runtime()?;
-    rt.block_on(async { strata_csi::serve(opts, control, crate::cmd::server::shutdown_signal()).await })?;
+    rt.block_on(async {
+        strata_csi::metrics::register();
+        args.metrics.start().await?;
+        strata_csi::serve(opts, control, crate::cmd::server::shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
     Ok(())
 }
 

@@ -45,9 +45,13 @@ pub struct NfsGatewayArgs {
     /// Each connection takes 8 threads (its calls run in parallel up to that).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Log as JSON lines (the same as `--log-format json`).
+    #[arg(long, hide = true)]
     pub log_json: bool,
+    /// Log format: `text` (one line per event) or `json` (one object per line, for log
+    /// shippers).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::util::LogFormat,
     #[command(flatten)]
     pub attach: AttachArgs,
 }
@@ -64,13 +68,15 @@ pub fn run(args: NfsGatewayArgs) -> Result<()> {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
-    crate::util::init_logging(args.log_json);
+    crate::util::init_logging(args.log_json || args.log_format == crate::util::LogFormat::Json);
     let rt = crate::runtime()?;
     rt.block_on(serve(args, token))
 }
 
 async fn serve(args: NfsGatewayArgs, token: String) -> Result<()> {
     let stop = crate::cmd::server::shutdown_signal();
+    strata_nfs::metrics::register();
+    args.attach.client.metrics.start().await?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {} (in use, or a privileged port without root?)", args.listen))?;
     let port = listener.local_addr()?.port();

@@ -61,9 +61,13 @@ pub struct S3GatewayArgs {
     /// Repeatable. Access is the token's, as for any bucket.
     #[arg(long = "bucket", value_name = "BUCKET=VIEW", value_parser = parse_alias)]
     pub aliases: Vec<(String, String)>,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Log as JSON lines (the same as `--log-format json`).
+    #[arg(long, hide = true)]
     pub log_json: bool,
+    /// Log format: `text` (one line per event) or `json` (one object per line, for log
+    /// shippers).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::util::LogFormat,
     // Last: their help headings would carry over to the options after them. Caches and
     // buffers are per attached volume and token.
     #[command(flatten)]
@@ -103,10 +107,12 @@ fn parse_alias(s: &str) -> Result<(String, String), String> {
 /// Runs `strata gateway s3` until SIGTERM or SIGINT.
 pub fn run(args: S3GatewayArgs) -> Result<()> {
     let keys = Arc::new(Keyring::new(args.secrets()?));
-    crate::util::init_logging(args.log_json);
+    crate::util::init_logging(args.log_json || args.log_format == crate::util::LogFormat::Json);
     let rt = crate::runtime()?;
     rt.block_on(async {
         let stop = crate::cmd::server::shutdown_signal();
+        strata_s3::metrics::register();
+        args.client.metrics.start().await?;
         let att = Arc::new(Attachments::new(ServerConfig {
             server: args.server.server.clone(),
             vfs: args.client.vfs_config(true),

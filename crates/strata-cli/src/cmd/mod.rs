@@ -15,6 +15,7 @@ pub mod rest;
 pub mod scope;
 pub mod server;
 pub mod snapshot;
+pub mod stats;
 pub mod status;
 pub mod storageclass;
 pub mod token;

@@ -41,9 +41,13 @@ pub struct MountArgs {
     /// Only the mounting user may use the mount (default: every user, with Unix permissions).
     #[arg(long)]
     pub no_allow_other: bool,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Log as JSON lines (the same as `--log-format json`).
+    #[arg(long, hide = true)]
     pub log_json: bool,
+    /// Log format: `text` (one line per event) or `json` (one object per line, for log
+    /// shippers).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::util::LogFormat,
     /// Name this client shows in `strata status` [default: HOST:MOUNTPOINT].
     #[arg(long)]
     pub client_name: Option<String>,
@@ -108,6 +112,8 @@ async fn attach(args: &MountArgs, token: &str, mp: &Path) -> Result<Arc<Vfs>> {
 /// Mounts `volume` at `mountpoint` and serves until `shutdown` completes or the file system is
 /// unmounted from outside; then commits buffered writes and ends the session.
 pub async fn serve(args: &MountArgs, token: &str, shutdown: impl Future<Output = ()>) -> Result<()> {
+    strata_fuse::metrics::register();
+    args.attach.client.metrics.start().await?;
     if let Some(fd) = args.fuse_fd {
         return serve_worker(args, token, fd, shutdown).await;
     }
@@ -252,7 +258,7 @@ pub fn run(args: MountArgs) -> Result<()> {
     if args.daemon && std::env::var_os("STRATA_MOUNT_CHILD").is_none() {
         return daemonize(&args);
     }
-    crate::util::init_logging(args.log_json);
+    crate::util::init_logging(args.log_json || args.log_format == crate::util::LogFormat::Json);
     let rt = crate::runtime()?;
     rt.block_on(async { serve(&args, &token, crate::cmd::server::shutdown_signal()).await })
 }

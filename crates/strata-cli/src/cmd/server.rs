@@ -60,9 +60,13 @@ pub struct ServerArgs {
     /// database and clients may fail over between them).
     #[arg(long)]
     pub shared_state: bool,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Log as JSON lines (the same as `--log-format json`).
+    #[arg(long, hide = true)]
     pub log_json: bool,
+    /// Log format: `text` (one line per event) or `json` (one object per line, for log
+    /// shippers).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::util::LogFormat,
 }
 
 fn strata_meta_batch() -> usize {
@@ -112,7 +116,7 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 /// Runs the server until a signal stops it.
 pub fn run(args: ServerArgs) -> Result<()> {
-    crate::util::init_logging(args.log_json);
+    crate::util::init_logging(args.log_json || args.log_format == crate::util::LogFormat::Json);
     let rt = crate::runtime()?;
     rt.block_on(async {
         let stop = shutdown_signal();

@@ -308,7 +308,9 @@ pub fn problem_lines(text: &str) -> Vec<String> {
             let mut words = l.split_whitespace();
             let _time = words.next();
             let level = words.next().unwrap_or("");
-            level == "WARN" || level == "ERROR" || l.contains("panicked")
+            // --log-format json lines carry the level as a field.
+            let json = l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#);
+            level == "WARN" || level == "ERROR" || json || l.contains("panicked")
         })
         .collect()
 }
@@ -374,4 +376,20 @@ pub fn umount_lazy(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).expect("path");
     // SAFETY: valid NUL-terminated path.
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+// ---- metrics ----
+
+/// Every sample of the `/metrics` at `url`, checked by prometheus-client's parsers
+/// (tests/metrics/scrape.py): `name{label=value,...}` → value.
+pub fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/metrics/scrape.py");
+    let out = run_cmd(Command::new("python3").args([script, url]));
+    assert!(out.status.success(), "scrape {url}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("scrape output")
+}
+
+/// The value of `key` (0 when absent: a counter never incremented is not exposed).
+pub fn val(m: &std::collections::HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
 }

@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod timed;
 
 use crate::error::Result;
 
@@ -13,13 +14,16 @@ use crate::error::Result;
 /// `postgres://user:password@host:port/database`.
 pub fn open(url: &str) -> Result<std::sync::Arc<dyn KvEngine>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(std::sync::Arc::new(postgres::PostgresEngine::open(url)?));
+        let pg: std::sync::Arc<dyn KvEngine> = std::sync::Arc::new(postgres::PostgresEngine::open(url)?);
+        return Ok(std::sync::Arc::new(timed::Timed::new(pg)));
     }
     let path = url.strip_prefix("sqlite://").unwrap_or(url);
     if path.is_empty() {
         return Err(crate::error::MetaError::Invalid(format!("metadata URL {url:?} names no file")));
     }
-    Ok(std::sync::Arc::new(sqlite::SqliteEngine::open(std::path::Path::new(path))?))
+    let lite: std::sync::Arc<dyn KvEngine> =
+        std::sync::Arc::new(sqlite::SqliteEngine::open(std::path::Path::new(path))?);
+    Ok(std::sync::Arc::new(timed::Timed::new(lite)))
 }
 
 /// Ordered key/value pairs returned by a range scan.

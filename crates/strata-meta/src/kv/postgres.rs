@@ -124,6 +124,7 @@ impl PostgresEngine {
                 Err(e) => {
                     // The database may be restarting: wait a little and reconnect.
                     last = Some(e);
+                    super::timed::metrics("postgres").restarts.inc();
                     std::thread::sleep(delay.max(Duration::from_millis(100)));
                     delay = (delay * 2).min(Duration::from_secs(1));
                     continue;
@@ -154,6 +155,11 @@ impl PostgresEngine {
                     return r;
                 }
                 Err(e) if retryable(&e) => {
+                    let m = super::timed::metrics("postgres");
+                    m.restarts.inc();
+                    if e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE) {
+                        m.conflicts.inc();
+                    }
                     if !client.is_closed() {
                         self.put_back(client);
                     }

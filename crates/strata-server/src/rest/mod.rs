@@ -8,6 +8,7 @@
 
 pub mod model;
 mod ops;
+pub mod stats;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -279,7 +280,7 @@ fn scope_of(segs: &[String]) -> ApiResult<String> {
         list_scopes, create_scope, delete_scope,
         list_tokens, create_token, revoke_token,
         get_policy, set_policy, effective_policy,
-        status,
+        status, stats::stats,
         ops::dump, ops::fsck, ops::gc, ops::info, ops::summary,
     ),
     modifiers(&BearerAuth),
@@ -1102,6 +1103,32 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
     } else {
         None
     };
+    let servers = if cluster {
+        let meta = st.meta.clone();
+        let recs = tokio::task::spawn_blocking(move || meta.servers())
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(ControlError::from)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        Some(
+            recs.into_iter()
+                .map(|r| {
+                    let silent = (now - r.last_seen.sec).max(0) as u64;
+                    let up = silent <= crate::presence::SILENT_AFTER.as_secs();
+                    ServerView {
+                        addr: r.addr,
+                        version: r.version,
+                        started: rfc3339(r.started),
+                        last_seen: rfc3339(strata_meta::Timespec { sec: r.last_seen.sec, nsec: 0 }),
+                        silent_secs: silent,
+                        health: if up { "up" } else { "silent" }.into(),
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     Ok(Json(StatusView {
         version: env!("CARGO_PKG_VERSION").into(),
         engine: st.meta.engine().into(),
@@ -1109,7 +1136,27 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
         sessions,
         pending_slices: pending,
         data_dir: cluster.then(|| st.data_dir.display().to_string()),
+        servers,
     }))
+}
+
+// ---- metrics ----
+
+/// The Prometheus exposition (no token: like every exporter's, it is for the monitoring
+/// system; it shows volume names and usage, no data and no secrets).
+async fn metrics(AxState(api): AxState<Api>) -> Response {
+    crate::metrics::get().refresh(&api.st).await;
+    ([(header::CONTENT_TYPE, strata_metrics::CONTENT_TYPE)], strata_metrics::encode()).into_response()
+}
+
+/// Times a routed request for `strata_rest_durations_histogram_seconds`.
+async fn timed(req: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    crate::metrics::rest(method.as_str(), route.as_deref().unwrap_or("other"), resp.status().as_u16(), started);
+    resp
 }
 
 // ---- router and serving ----
@@ -1162,6 +1209,13 @@ pub fn router(st: Arc<State>) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/policies/{*scope}", get(policy_get).put(policy_put))
         .merge(ops::routes())
+        .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats::stats))
+        .route("/ui", get(stats::index))
+        .route("/ui/", get(stats::index))
+        .route("/ui/app.js", get(stats::app))
+        .route("/ui/style.css", get(stats::style))
+        .route_layer(axum::middleware::from_fn(timed))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))

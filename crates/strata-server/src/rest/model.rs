@@ -1144,6 +1144,30 @@ pub struct StatusView {
     /// The server's data directory (cluster-scope tokens only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
+    /// The servers using this metadata store (several on a shared PostgreSQL), with their last
+    /// report (cluster-scope tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers: Option<Vec<ServerView>>,
+}
+
+/// A server of the metadata store.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ServerView {
+    /// Its listen address.
+    pub addr: String,
+    /// Its version.
+    pub version: String,
+    /// When it started.
+    #[schema(format = DateTime)]
+    pub started: String,
+    /// Its last report (every 5 s while it runs).
+    #[schema(format = DateTime)]
+    pub last_seen: String,
+    /// Seconds since its last report, as this server's clock sees it.
+    pub silent_secs: u64,
+    /// `up` (reported in the last 20 s), or `silent` (stopped without a clean shutdown, or
+    /// cut off from the store).
+    pub health: String,
 }
 
 /// A connected client.

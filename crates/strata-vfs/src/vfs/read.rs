@@ -116,6 +116,7 @@ impl Vfs {
             // chunk's slice list), which this read's answer must not.
             tokio::spawn(async move { me.readahead(&h, ino, end, fsize).await });
         }
+        crate::metrics::get().read_bytes.inc_by(end - off);
         Ok(out)
     }
 

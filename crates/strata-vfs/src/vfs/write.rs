@@ -74,6 +74,7 @@ impl Vfs {
             drop(w);
             self.commit(h.ino, false).await?;
         }
+        crate::metrics::get().written_bytes.inc_by(data.len() as u64);
         Ok(data.len())
     }
 

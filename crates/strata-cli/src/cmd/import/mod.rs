@@ -328,6 +328,8 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let (volume, dir) = parse_dest(&args.dest)?;
     let rt = crate::runtime()?;
     let report = rt.block_on(async {
+        // A long import can be watched like a mount (`--metrics ADDR`).
+        args.attach.client.metrics.start().await?;
         let source = Arc::new(Source::open(&args).await?);
         let res = import(&args, &token, &volume, &dir, source.clone()).await;
         source.close().await;
