@@ -252,6 +252,9 @@ fn metrics_count_a_known_workload() {
     let js: serde_json::Value = serde_json::from_str(&c.cli(&["status", "-o", "json"])).expect("status JSON");
     assert_eq!(js["servers"][0]["health"], "up", "{js}");
     assert_eq!(js["volumes"][0]["capacity"], 1u64 << 30, "{js}");
+    // Each client says its version.
+    let sessions = js["sessions"].as_array().expect("sessions");
+    assert!(sessions.iter().all(|s| s["version"] == env!("CARGO_PKG_VERSION")), "{js}");
 
     // NFS: one file in with nfs-cp, read back with nfs-cat.
     let n1 = free_port();

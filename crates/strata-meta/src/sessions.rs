@@ -28,7 +28,12 @@ fn poisoned() -> MetaError {
 }
 
 fn load(t: &mut dyn KvTxn, id: u64) -> Result<Option<SessionInfo>> {
-    t.get(&keys::session(id))?.map(|v| dec(&v)).transpose()
+    t.get(&keys::session(id))?.map(|v| decode(&v)).transpose()
+}
+
+/// A stored session, in this version's form or the one before it.
+fn decode(v: &[u8]) -> Result<SessionInfo> {
+    dec::<SessionInfo>(v).or_else(|e| dec::<crate::types::SessionInfoV1>(v).map(SessionInfo::from).map_err(|_| e))
 }
 
 fn stale(s: &SessionInfo, now: Timespec, timeout: Duration) -> bool {
@@ -122,7 +127,7 @@ impl Meta {
             self.read(|t| {
                 t.scan(keys::SESSION_PREFIX, &prefix_end(keys::SESSION_PREFIX), usize::MAX)?
                     .iter()
-                    .map(|(_, v)| dec(v))
+                    .map(|(_, v)| decode(v))
                     .collect()
             })?
         } else {
@@ -198,5 +203,41 @@ impl Meta {
             self.reap_if_unlinked(ino)?;
         }
         Ok(known)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    /// A record as servers before client versions wrote it.
+    #[derive(Serialize)]
+    struct Old {
+        id: u64,
+        volume: u32,
+        volume_name: String,
+        client: String,
+        since: Timespec,
+        last_seen: Timespec,
+        server: String,
+    }
+
+    #[test]
+    fn sessions_stored_before_versions_still_decode() {
+        let t = Timespec { sec: 5, nsec: 6 };
+        let old = Old {
+            id: 7,
+            volume: 3,
+            volume_name: "v".into(),
+            client: "host:/mnt".into(),
+            since: t,
+            last_seen: t,
+            server: "s:1".into(),
+        };
+        let s = decode(&enc(&old).unwrap()).unwrap();
+        assert_eq!((s.id, s.client.as_str(), s.version.as_str()), (7, "host:/mnt", ""));
+        let new = SessionInfo { version: "0.1.0".into(), ..s };
+        assert_eq!(decode(&enc(&new).unwrap()).unwrap(), new);
     }
 }

@@ -194,4 +194,26 @@ pub struct SessionInfo {
     pub last_seen: Timespec,
     /// The server it registered with or last heartbeat through (its listen address).
     pub server: String,
+    /// The client's Strata version (empty for clients that do not say).
+    pub version: String,
+}
+
+/// [`SessionInfo`] as servers before client versions stored it (shared state): still read,
+/// so that servers of both versions can share a database during an upgrade.
+#[derive(Deserialize)]
+pub(crate) struct SessionInfoV1 {
+    id: u64,
+    volume: u32,
+    volume_name: String,
+    client: String,
+    since: Timespec,
+    last_seen: Timespec,
+    server: String,
+}
+
+impl From<SessionInfoV1> for SessionInfo {
+    fn from(s: SessionInfoV1) -> Self {
+        let SessionInfoV1 { id, volume, volume_name, client, since, last_seen, server } = s;
+        SessionInfo { id, volume, volume_name, client, since, last_seen, server, version: String::new() }
+    }
 }

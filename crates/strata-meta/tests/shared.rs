@@ -29,6 +29,7 @@ fn session(id: u64, server: &str) -> SessionInfo {
         since: now,
         last_seen: now,
         server: server.into(),
+        version: "0.1.0".into(),
     }
 }
 

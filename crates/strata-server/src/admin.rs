@@ -104,6 +104,7 @@ impl Admin for AdminService {
                 client: s.client,
                 since_sec: s.since.sec,
                 last_seen_sec: s.last_seen.sec,
+                version: s.version,
             })
             .collect();
         Ok(Response::new(pb::StatusResp {

@@ -349,6 +349,7 @@ impl MetaRpc for MetaService {
             since: now,
             last_seen: now,
             server: self.st.server_id.clone(),
+            version: r.client_version,
         };
         // A client coming back after a server restart (or an expiry) re-announces what it holds
         // open; a session still known keeps its records as they are.

@@ -109,7 +109,7 @@ async function loadStatic() {
     api("/v1/policies/" + encodeURIComponent(s.path) + "/effective").catch(() => null)));
   fill("scopes", scopes.map((s, i) => [s, policies[i]]),
     ([s, p]) => [s.path, s.kind, p ? policyText(p) : "(not visible)"], "no scopes");
-  fill("sessions", status.sessions, (s) => [s.id, s.volume, s.client, s.since, s.last_seen], "no clients connected");
+  fill("sessions", status.sessions, (s) => [s.id, s.volume, s.client, s.version || "?", s.since, s.last_seen], "no clients connected");
   fill("datavolumes", dvs, (d) => [d.name, d.scope,
     d.versions.map((v) => `v${v.number} ${bytes(v.bytes)}`).join(", "), d.shares.join(", ") || "–", d.description],
     "no data volumes");

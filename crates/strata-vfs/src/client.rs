@@ -456,6 +456,7 @@ impl Client {
             client: client_name.to_string(),
             open_inos: Vec::new(),
             session: 0,
+            client_version: env!("CARGO_PKG_VERSION").into(),
         };
         let resp: pb::MountResp =
             pool.unary(wire::Method::Mount, &req).await.map_err(|s| match VfsError::from_status(&s) {
@@ -532,6 +533,7 @@ impl Client {
             client: self.client_name.clone(),
             open_inos: open,
             session: seen,
+            client_version: env!("CARGO_PKG_VERSION").into(),
         };
         let resp: pb::MountResp =
             self.pool.unary(wire::Method::Mount, &req).await.map_err(|s| VfsError::from_status(&s))?;

@@ -82,12 +82,13 @@ pub fn run(args: StatusArgs) -> Result<()> {
                             host.to_string(),
                             at.to_string(),
                             x.volume.clone(),
+                            if x.version.is_empty() { "?".into() } else { x.version.clone() },
                             x.since.clone(),
                             x.last_seen.clone(),
                         ]
                     })
                     .collect();
-                print_table(&["SESSION", "HOST", "MOUNT", "VOLUME", "SINCE", "LAST HEARTBEAT"], &rows);
+                print_table(&["SESSION", "HOST", "MOUNT", "VOLUME", "VERSION", "SINCE", "LAST HEARTBEAT"], &rows);
             }
             println!("\nvolumes:  {}", v.volumes.len());
             if !v.volumes.is_empty() {

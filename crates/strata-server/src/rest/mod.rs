@@ -1090,6 +1090,7 @@ async fn status(AxState(api): AxState<Api>, Caller(who): Caller) -> ApiResult<Js
             client: s.client,
             since: rfc3339(s.since),
             last_seen: rfc3339(strata_meta::Timespec { sec: s.last_seen.sec, nsec: 0 }),
+            version: s.version,
         })
         .collect();
     let cluster = who.scope == strata_meta::control::CLUSTER;

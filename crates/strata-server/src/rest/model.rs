@@ -1185,6 +1185,9 @@ pub struct SessionView {
     /// Its last heartbeat.
     #[schema(format = DateTime)]
     pub last_seen: String,
+    /// The client's Strata version (empty when the client did not say).
+    #[serde(default)]
+    pub version: String,
 }
 
 #[cfg(test)]
