@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs pjdfstest on a fresh Strata mount: starts a server and a mount with the given `strata`
-# binary, runs tests/pjdfstest/run.sh on it, tears everything down, and fails on any ERROR
-# line in the service logs.
+# binary, runs tests/pjdfstest/run.sh on it, checks the store with `strata fsck`, tears
+# everything down, and fails on any ERROR line in the service logs or any fsck problem.
 #
 # Usage: tests/pjdfstest/strata.sh STRATA_BIN [run.sh options...]
 set -euo pipefail
@@ -33,6 +33,15 @@ for _ in $(seq 100); do mountpoint -q "$WORK/mnt" && break; sleep 0.1; done
 mountpoint -q "$WORK/mnt" || { cat "$WORK/mount.log" >&2; echo "strata.sh: mount did not come up" >&2; exit 2; }
 rc=0
 bash "$HERE/run.sh" "$@" "$WORK/mnt" || rc=$?
+# The store pjdfstest leaves behind (every kind of inode, hard links, renames, permissions,
+# truncations) must be consistent: `strata fsck` online, with the mount still up.
+if ! "$BIN" fsck >"$WORK/fsck.log" 2>&1; then
+    cat "$WORK/fsck.log" >&2
+    echo "strata.sh: strata fsck found problems after pjdfstest (above)" >&2
+    rc=1
+else
+    tail -n 1 "$WORK/fsck.log"
+fi
 if grep -E ' ERROR ' "$WORK/server.log" "$WORK/mount.log"; then
     echo "strata.sh: ERROR lines in the service logs (above)" >&2
     rc=1
