@@ -488,7 +488,12 @@ pub(crate) mod tests {
     #[ignore = "entry point of worker processes started by the other tests"]
     fn worker_trampoline() {
         if is_worker() {
-            serve().expect("worker");
+            // A worker's failure is reported to its gang by its exit status; some tests fail
+            // one on purpose, and a panic's backtrace would only look like a failing test.
+            if let Err(e) = serve() {
+                eprintln!("worker: {e:#}");
+                std::process::exit(1);
+            }
         }
     }
 
