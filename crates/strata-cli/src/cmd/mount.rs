@@ -229,6 +229,11 @@ async fn finish(session: fuser::BackgroundSession, vfs: &Arc<Vfs>, mp: &Path, en
     });
     match tokio::time::timeout(Duration::from_secs(10), rx).await {
         Ok(Ok(Ok(()))) => {}
+        // The kernel answers a read that races the unmount's teardown with ECONNABORTED
+        // instead of ENODEV (a request taken just as the connection closed): the same end.
+        Ok(Ok(Err(e))) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            tracing::info!("FUSE connection closed while a request was in flight (unmount)")
+        }
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "FUSE session ended with an error"),
         Ok(Err(_)) => tracing::warn!("FUSE session thread failed"),
         Err(_) => tracing::warn!("files still open 10s after unmount; committing and exiting"),
