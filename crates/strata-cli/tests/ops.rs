@@ -12,36 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Every regular file and symlink under `dir` with its content, by relative path.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read_dir {}: {e}", d.display())).flatten() {
-            let p = e.path();
-            let t = e.file_type().expect("file type");
-            let rel = p.strip_prefix(dir).expect("under dir").display().to_string();
-            if t.is_dir() {
-                out.insert(format!("{rel}/"), Vec::new());
-                todo.push(p);
-            } else if t.is_symlink() {
-                out.insert(rel, std::fs::read_link(&p).expect("readlink").display().to_string().into_bytes());
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())));
-            }
-        }
-    }
-    out
-}
-
-fn assert_same_tree(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>, what: &str) {
-    let (g, w): (Vec<&String>, Vec<&String>) = (got.keys().collect(), want.keys().collect());
-    assert_eq!(g, w, "{what}: names differ");
-    for (k, v) in want {
-        assert_bytes_eq(&got[k], v, &format!("{what}: {k}"));
-    }
-}
-
 fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let (p, n) = (cpath(path), std::ffi::CString::new(name).expect("name"));
     let mut buf = vec![0u8; 256];
@@ -69,7 +39,7 @@ fn fill(c: &Cluster) -> (BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
     std::fs::hard_link(root.join("a/file2"), root.join("a/b/hardlink")).expect("link");
     std::os::unix::fs::symlink("../file3", root.join("a/b/symlink")).expect("symlink");
     setxattr(&root.join("a/file1"), "user.origin", b"dump-test");
-    let at_snapshot = tree(&root);
+    let at_snapshot = file_tree(&root, true);
     c.cli(&["snapshot", "create", &c.volume, "s1"]);
     // Changes after the snapshot: the snapshot keeps the old versions.
     write_synced(&root.join("a/file3"), &random_bytes(7, 33_333)).expect("rewrite");
@@ -78,7 +48,7 @@ fn fill(c: &Cluster) -> (BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
     c.cli(&["scope", "create", "ml"]);
     c.cli(&["policy", "set", "ml", "--max-volume-size", "1G"]);
     c.issue_token_in("trainer", "editor", "ml");
-    (tree(&root), at_snapshot)
+    (file_tree(&root, true), at_snapshot)
 }
 
 /// The workload running during a dump: files written aside and renamed into place one after
@@ -250,7 +220,7 @@ fn dump_and_restore(name: &str, opts: Opts, pg_target: Option<String>) {
     assert!(differ.is_empty(), "the restored store dumps to the same records; these differ: {differ:?}");
 
     let i = c.mount_via(&addr2, &[]);
-    assert_same_tree(&tree(&c.p(i, "fixed")), &want, "restored tree");
+    assert_same_tree(&file_tree(&c.p(i, "fixed"), true), &want, "restored tree");
     assert_eq!(getxattr(&c.p(i, "fixed/a/file1"), "user.origin").as_deref(), Some(&b"dump-test"[..]));
     let n = check_workload(&c.p(i, "work"));
     assert!(n >= 5 && n < written, "the dump holds the workload as of one moment ({n} of {written} files)");
@@ -258,7 +228,7 @@ fn dump_and_restore(name: &str, opts: Opts, pg_target: Option<String>) {
     std::fs::create_dir_all(&snap_mp).expect("mkdir");
     let (vol, tf) = (format!("{}@s1", c.volume), c.token_file.clone());
     let s = c.mount_through(&addr2, &vol, &tf, &snap_mp, &[]);
-    assert_same_tree(&tree(&c.p(s, "fixed")), &at_snapshot, "restored snapshot");
+    assert_same_tree(&file_tree(&c.p(s, "fixed"), true), &at_snapshot, "restored snapshot");
     let tf = c.token_file.display().to_string();
     let cli2 = |args: &[&str]| {
         let mut all = args.to_vec();

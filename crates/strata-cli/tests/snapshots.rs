@@ -3,41 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// Every regular file under `dir` with its content, by path relative to `dir`.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read_dir {}: {e}", d.display())).flatten() {
-            let p = e.path();
-            let t = e.file_type().expect("file type");
-            let rel = p.strip_prefix(dir).expect("under dir").display().to_string();
-            if t.is_dir() {
-                todo.push(p);
-            } else if t.is_symlink() {
-                out.insert(rel, std::fs::read_link(&p).expect("readlink").display().to_string().into_bytes());
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())));
-            }
-        }
-    }
-    out
-}
-
-fn assert_same_tree(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>, what: &str) {
-    let (g, w): (Vec<&String>, Vec<&String>) = (got.keys().collect(), want.keys().collect());
-    assert_eq!(g, w, "{what}: names differ");
-    for (k, v) in want {
-        assert_bytes_eq(&got[k], v, &format!("{what}: {k}"));
-    }
-}
 
 /// Fills `dir` with a small tree: nested directories, files of several sizes, a symlink.
 fn populate(dir: &Path, seed: u64, files: usize) {
@@ -66,7 +36,7 @@ fn snapshots_read_as_taken_and_clones_live_on_their_own() {
     let vol = c.volume.clone();
     let m = c.mount(&[]);
     populate(c.mp(m), 1, 60);
-    let before = tree(c.mp(m));
+    let before = file_tree(c.mp(m), false);
     c.cli(&["snapshot", "create", &vol, "s1"]);
 
     // After it: overwrite, append, delete, create, rename.
@@ -77,13 +47,13 @@ fn snapshots_read_as_taken_and_clones_live_on_their_own() {
     std::fs::remove_file(c.p(m, "d2/f2")).expect("unlink");
     std::fs::write(c.p(m, "new"), b"new").expect("create");
     std::fs::rename(c.p(m, "d3"), c.p(m, "d3-renamed")).expect("rename");
-    let after = tree(c.mp(m));
+    let after = file_tree(c.mp(m), false);
 
     let sp = new_dir(&c, "snap-mnt");
     let token = c.token_file.clone();
     let s = c.mount_as(&format!("{vol}@s1"), &token, &sp, &[]);
-    assert_same_tree(&tree(c.mp(s)), &before, "the snapshot");
-    assert_same_tree(&tree(c.mp(m)), &after, "the live volume");
+    assert_same_tree(&file_tree(c.mp(s), false), &before, "the snapshot");
+    assert_same_tree(&file_tree(c.mp(m), false), &after, "the live volume");
     // Read-only, whatever is tried.
     assert_eq!(errno_of(std::fs::write(c.p(s, "x"), b"x")), libc::EROFS);
     assert_eq!(errno_of(std::fs::remove_file(c.p(s, "d0/f0"))), libc::EROFS);
@@ -113,16 +83,16 @@ fn snapshots_read_as_taken_and_clones_live_on_their_own() {
     c.cli(&["volume", "create", "clone1", "--from", &format!("{vol}@s1")]);
     let cp = new_dir(&c, "clone-mnt");
     let k = c.mount_as("clone1", &token, &cp, &[]);
-    assert_same_tree(&tree(c.mp(k)), &before, "the clone");
+    assert_same_tree(&file_tree(c.mp(k), false), &before, "the clone");
     std::fs::write(c.p(k, "d0/f0"), b"clone's own").expect("write in the clone");
     std::fs::remove_file(c.p(k, "d1/f1")).expect("unlink in the clone");
-    assert_same_tree(&tree(c.mp(s)), &before, "the snapshot after the clone changed");
+    assert_same_tree(&file_tree(c.mp(s), false), &before, "the snapshot after the clone changed");
     assert_eq!(std::fs::read(c.p(m, "d0/f0")).expect("live"), b"changed");
     // A clone of the live volume as it is now.
     c.cli(&["volume", "create", "clone2", "--from", &vol]);
     let cp2 = new_dir(&c, "clone2-mnt");
     let k2 = c.mount_as("clone2", &token, &cp2, &[]);
-    assert_same_tree(&tree(c.mp(k2)), &after, "the clone of the live volume");
+    assert_same_tree(&file_tree(c.mp(k2), false), &after, "the clone of the live volume");
 
     // A mounted snapshot is not deleted, nor a volume with snapshots.
     let out = c.cli_as(&token, &["snapshot", "delete", &vol, "s1"]);
@@ -133,7 +103,7 @@ fn snapshots_read_as_taken_and_clones_live_on_their_own() {
     c.mounts[s].stop();
     let out = c.cli_as(&token, &["snapshot", "delete", &vol, "s1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_same_tree(&tree(c.mp(k)), &tree(c.mp(k)), "the clone after its snapshot went");
+    assert_same_tree(&file_tree(c.mp(k), false), &file_tree(c.mp(k), false), "the clone after its snapshot went");
     assert_eq!(std::fs::read(c.p(k, "d2/f2")).expect("clone keeps its data"), before["d2/f2"]);
 }
 
@@ -151,7 +121,7 @@ fn data_volumes_are_shared_read_only_with_versions() {
     let pm = new_dir(&c, "prep");
     let p = c.mount_as("prep", &a_editor, &pm, &[]);
     populate(c.mp(p), 7, 40);
-    let v1 = tree(c.mp(p));
+    let v1 = file_tree(c.mp(p), false);
     c.cli_ok_as(&a_editor, &["datavolume", "create", "imagenet", "--from", "prep", "--description", "images"]);
     // Sharing is the owning scope's admins' to do.
     let out = c.cli_as(&a_editor, &["datavolume", "share", "imagenet", "lab/b"]);
@@ -161,7 +131,7 @@ fn data_volumes_are_shared_read_only_with_versions() {
     // B mounts it read-only and reads it exactly; C does not even see it.
     let bm = new_dir(&c, "b-v1");
     let b1 = c.mount_as("dv:imagenet@1", &b_admin, &bm, &[]);
-    assert_same_tree(&tree(c.mp(b1)), &v1, "B's mount of version 1");
+    assert_same_tree(&file_tree(c.mp(b1), false), &v1, "B's mount of version 1");
     assert_eq!(errno_of(std::fs::write(c.p(b1, "x"), b"x")), libc::EROFS);
     let listed = c.cli_ok_as(&b_admin, &["datavolume", "list", "-o", "json"]);
     assert!(listed.contains("imagenet"), "{listed}");
@@ -186,15 +156,15 @@ fn data_volumes_are_shared_read_only_with_versions() {
     // A new version does not change what the old version's mount reads.
     std::fs::write(c.p(p, "d0/f0"), b"v2 content").expect("change the source");
     std::fs::remove_file(c.p(p, "d1/f1")).expect("unlink in the source");
-    let v2 = tree(c.mp(p));
+    let v2 = file_tree(c.mp(p), false);
     c.cli_ok_as(&a_editor, &["datavolume", "update", "imagenet"]);
     let desc = c.cli_ok_as(&b_admin, &["datavolume", "describe", "imagenet", "-o", "json"]);
     let d: serde_json::Value = serde_json::from_str(&desc).expect("describe JSON");
     assert_eq!(d["versions"].as_array().map(Vec::len), Some(2), "{desc}");
-    assert_same_tree(&tree(c.mp(b1)), &v1, "the version 1 mount after version 2");
+    assert_same_tree(&file_tree(c.mp(b1), false), &v1, "the version 1 mount after version 2");
     let bm2 = new_dir(&c, "b-latest");
     let b2 = c.mount_as("dv:imagenet", &b_admin, &bm2, &[]);
-    assert_same_tree(&tree(c.mp(b2)), &v2, "B's mount of the latest version");
+    assert_same_tree(&file_tree(c.mp(b2), false), &v2, "B's mount of the latest version");
 
     // Through the S3 gateway, with B's key, as a bucket alias.
     let mut gw = Gateway::s3(&mut c, &[&b_admin], &["--bucket", "imagenet-v1=dv:imagenet@1"]);
@@ -240,7 +210,7 @@ for op, want in [(s3.create_bucket, "BucketAlreadyExists"), (s3.delete_bucket, "
     assert!(!out.contains("VIEW CHANGED"), "a view was created or deleted as a bucket: {out}");
     let mut want = v1.clone();
     want.remove("link");
-    assert_same_tree(&tree(&outdir), &want, "version 1 through S3");
+    assert_same_tree(&file_tree(&outdir, false), &want, "version 1 through S3");
     gw.stop();
 
     // Ending the share ends B's access at its next call.
@@ -285,13 +255,13 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
         std::fs::write(c.p(m, &format!("f{i}")), random_bytes(i as u64, 100 + i)).expect("write");
     }
     c.cli(&["snapshot", "create", &vol, "old"]);
-    let old = tree(c.mp(m));
+    let old = file_tree(c.mp(m), false);
     c.cli(&["snapshot", "create", &vol, "big"]);
     // Every file changed after "big": its deletion has a version of each to merge or free.
     for i in 0..many {
         std::fs::write(c.p(m, &format!("f{i}")), random_bytes(10_000 + i as u64, 50 + i)).expect("rewrite");
     }
-    let live = tree(c.mp(m));
+    let live = file_tree(c.mp(m), false);
     // Kill the server while it deletes "big".
     let mut del = strata()
         .args(["snapshot", "delete", &vol, "big", "--server", &c.addr, "--token-file"])
@@ -322,8 +292,8 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
     let token = c.token_file.clone();
     let sp = new_dir(&c, "old-mnt");
     let s = c.mount_as(&format!("{vol}@old"), &token, &sp, &[]);
-    assert_same_tree(&tree(c.mp(s)), &old, "snapshot old after the crashes");
-    assert_same_tree(&tree(c.mp(m)), &live, "the live volume after the crashes");
+    assert_same_tree(&file_tree(c.mp(s), false), &old, "snapshot old after the crashes");
+    assert_same_tree(&file_tree(c.mp(m), false), &live, "the live volume after the crashes");
     let list = c.cli(&["snapshot", "list", &vol, "-o", "json"]);
     assert!(!list.contains("\"big\""), "the deletion was not finished after the restart: {list}");
     let vols = c.cli(&["volume", "list", "-o", "json"]);
@@ -331,7 +301,7 @@ fn server_killed_mid_snapshot_delete_and_mid_clone() {
         // The clone finished before the kill: it must be whole.
         let hp = new_dir(&c, "half-mnt");
         let h = c.mount_as("half", &token, &hp, &[]);
-        assert_same_tree(&tree(c.mp(h)), &old, "the clone that finished");
+        assert_same_tree(&file_tree(c.mp(h), false), &old, "the clone that finished");
         c.mounts[h].stop();
     } else {
         assert!(!vols.contains("\"half\""), "a half-made clone survived the restart: {vols}");

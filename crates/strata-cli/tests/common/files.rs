@@ -212,3 +212,41 @@ pub fn dir_has_files(p: &Path) -> bool {
         .map(|rd| rd.flatten().any(|e| (e.path().is_file() && !dot(&e)) || dir_has_files(&e.path())))
         .unwrap_or(false)
 }
+
+/// Every file and symlink under `dir` with its content (a symlink's target), by path relative
+/// to `dir`; with `dirs`, every directory too (as `path/`, empty).
+pub fn file_tree(dir: &Path, dirs: bool) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read_dir {}: {e}", d.display())).flatten() {
+            let p = e.path();
+            let t = e.file_type().expect("file type");
+            let rel = p.strip_prefix(dir).expect("under dir").display().to_string();
+            if t.is_dir() {
+                if dirs {
+                    out.insert(format!("{rel}/"), Vec::new());
+                }
+                todo.push(p);
+            } else if t.is_symlink() {
+                out.insert(rel, std::fs::read_link(&p).expect("readlink").display().to_string().into_bytes());
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two [`file_tree`]s hold the same names and contents.
+pub fn assert_same_tree(
+    got: &std::collections::BTreeMap<String, Vec<u8>>,
+    want: &std::collections::BTreeMap<String, Vec<u8>>,
+    what: &str,
+) {
+    let (g, w): (Vec<&String>, Vec<&String>) = (got.keys().collect(), want.keys().collect());
+    assert_eq!(g, w, "{what}: names differ");
+    for (k, v) in want {
+        assert_bytes_eq(&got[k], v, &format!("{what}: {k}"));
+    }
+}
