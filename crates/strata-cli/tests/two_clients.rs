@@ -361,3 +361,57 @@ fn mmap_writes_reach_the_other_client() {
     unsafe { libc::munmap(p, len) };
     assert!(same, "mapped contents on B differ");
 }
+
+/// `--writeback-cache` on the writing client: close and fsync still commit everything written
+/// (close-to-open for a client without it), the writer reads its own writes, appends land at
+/// the end, and a file another client made longer shows its new size at the next open.
+#[test]
+fn writeback_cache_keeps_close_to_open() {
+    let mut c = Cluster::new("wbcache");
+    let a = c.mount(&["--writeback-cache"]);
+    let b = c.mount(&[]);
+
+    // Large writes in odd pieces (partial pages at both ends), closed: B reads them exactly.
+    let big = random_bytes(40, 9 * MIB as usize + 4321);
+    write_file(&c.p(a, "big"), &big, 300_001);
+    assert_eq!(std::fs::metadata(c.p(b, "big")).expect("stat on B").len(), big.len() as u64);
+    assert_bytes_eq(&read_all(&c.p(b, "big")), &big, "write-back file on B after close");
+    assert_bytes_eq(&read_all(&c.p(a, "big")), &big, "write-back file on A");
+
+    // fsync without close commits too: B sees the data while A still holds the file open.
+    let part = random_bytes(41, 2 * MIB as usize + 7);
+    let f = File::create(c.p(a, "synced")).expect("create");
+    f.write_all_at(&part, 0).expect("write");
+    f.sync_all().expect("fsync");
+    assert_bytes_eq(&read_all(&c.p(b, "synced")), &part, "fsynced write-back file on B");
+    // An overwrite in the middle (a partial page read back by the kernel first), then close.
+    f.write_all_at(b"patch", 4097).expect("patch");
+    drop(f);
+    let mut want = part.clone();
+    want[4097..4102].copy_from_slice(b"patch");
+    assert_bytes_eq(&read_all(&c.p(b, "synced")), &want, "patched write-back file on B");
+
+    // Appends through A land at the end, also after seeking back.
+    let path = c.p(a, "log");
+    let mut want = Vec::new();
+    for i in 0..3 {
+        let mut f = OpenOptions::new().append(true).create(true).open(&path).expect("open append");
+        let rec = format!("record {i}: {}\n", "y".repeat(i * 5000));
+        f.write_all(rec.as_bytes()).expect("append");
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        f.write_all(b"tail\n").expect("append after seek");
+        want.extend_from_slice(rec.as_bytes());
+        want.extend_from_slice(b"tail\n");
+    }
+    assert_bytes_eq(&read_all(&c.p(b, "log")), &want, "log appended through A, read on B");
+
+    // B makes the file longer; A, which caches it, sees the new size and bytes at its next open.
+    assert_eq!(std::fs::metadata(c.p(a, "log")).expect("stat on A").len(), want.len() as u64);
+    {
+        let mut f = OpenOptions::new().append(true).open(c.p(b, "log")).expect("open append on B");
+        f.write_all(b"from B\n").expect("append on B");
+    }
+    want.extend_from_slice(b"from B\n");
+    assert_bytes_eq(&read_all(&c.p(a, "log")), &want, "log grown by B, read on A");
+    assert_eq!(std::fs::metadata(c.p(a, "log")).expect("stat on A").len(), want.len() as u64);
+}
