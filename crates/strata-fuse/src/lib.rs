@@ -33,9 +33,6 @@ pub struct FuseOptions {
     pub allow_other: bool,
     /// Mount read-only.
     pub read_only: bool,
-    /// Let the kernel buffer writes in its page cache (FUSE write-back cache) and send them in
-    /// large batches; the kernel then keeps its own file sizes and times (see `--writeback-cache`).
-    pub writeback_cache: bool,
 }
 
 impl Default for FuseOptions {
@@ -46,7 +43,6 @@ impl Default for FuseOptions {
             threads: 8,
             allow_other: true,
             read_only: false,
-            writeback_cache: false,
         }
     }
 }
@@ -298,12 +294,6 @@ impl Filesystem for StrataFs {
                 tracing::debug!(?cap, "kernel lacks a FUSE capability");
             }
         }
-        if self.opts.writeback_cache && !self.opts.read_only {
-            match config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE) {
-                Ok(()) => tracing::info!("kernel write-back cache on"),
-                Err(_) => tracing::warn!("the kernel has no FUSE write-back cache; writes go through at once"),
-            }
-        }
         let _ = config.set_max_write(1 << 20);
         let max_ra = match config.set_max_readahead(u32::MAX) {
             Ok(_) => u32::MAX,
@@ -441,14 +431,6 @@ impl Filesystem for StrataFs {
                     if let Err(e) = n.inval_inode(ino, -1, 0) {
                         tracing::debug!(ino = ino.0, error = %e, "attribute invalidation failed");
                     }
-                    // With the write-back cache the kernel never takes a file's size from us
-                    // again; storing nothing at the new end makes it grow its own to there.
-                    if self.opts.writeback_cache
-                        && let Ok(a) = self.run(self.vfs.getattr(self.ino(ino)))
-                        && let Err(e) = n.store(ino, a.size, &[])
-                    {
-                        tracing::debug!(ino = ino.0, error = %e, "size notification failed");
-                    }
                 }
                 let flags = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                 reply.opened(FileHandle(o.fh), flags)
@@ -470,11 +452,8 @@ impl Filesystem for StrataFs {
     ) {
         let _op = crate::metrics::start(crate::metrics::READ);
         let fh = self.fh(fh, ino, false);
-        match self.run(self.vfs.read_bytes(fh, offset, size)) {
-            // A read within one block (1 MiB reads of 4 MiB blocks): sent from the cached
-            // block itself, without gathering it into a buffer first.
-            Ok(segs) if segs.len() == 1 => reply.data(&segs[0]),
-            Ok(segs) => reply.data(&segs.concat()),
+        match self.run(self.vfs.read(fh, offset, size)) {
+            Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
     }

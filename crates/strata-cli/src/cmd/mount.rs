@@ -41,14 +41,6 @@ pub struct MountArgs {
     /// Only the mounting user may use the mount (default: every user, with Unix permissions).
     #[arg(long)]
     pub no_allow_other: bool,
-    /// Let the kernel buffer writes in its page cache and send them in large batches (FUSE
-    /// write-back cache): faster large writes. Close and fsync still commit everything written,
-    /// but the kernel then keeps its own sizes and modification times of open or cached files:
-    /// another client's changes to a file's size show up at the next open only when the file
-    /// grew, a truncation by another client stays unseen while this kernel caches the file, and
-    /// O_APPEND appends at this client's idea of the end. For files one client writes at a time.
-    #[arg(long)]
-    pub writeback_cache: bool,
     /// Log as JSON lines (the same as `--log-format json`).
     #[arg(long, hide = true)]
     pub log_json: bool,
@@ -83,7 +75,6 @@ impl MountArgs {
             threads: self.threads,
             allow_other: !self.no_allow_other,
             read_only: self.read_only,
-            writeback_cache: self.writeback_cache,
         }
     }
 }
