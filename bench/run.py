@@ -762,6 +762,11 @@ class Harness:
             Row("meta_stat", "meta stat (1 thr)", "ops/s"),
             Row("meta_unlink", "meta unlink (1 thr)", "ops/s"),
         ]} if not opts.only_training else {}
+        # --rows: only the chosen groups' rows are measured and shown.
+        self.groups = set(opts.rows)
+        self.rows = {k: r for k, r in self.rows.items()
+                     if k.startswith(("ckpt_", "restore", "fanout_", "loader_", "epoch_"))
+                     or ROW_GROUP[k] in self.groups}
         if opts.training:
             self.rows.update({r.key: r for r in training_rows(opts)})
 
@@ -795,6 +800,8 @@ class Harness:
             log(f"  {time.monotonic() - started:.1f} s")
 
     def set(self, key: str, t: Target, value: float, extra: str = "") -> None:
+        if key not in self.rows:
+            return  # a row run only because a chosen row needs its file
         self.rows[key].values[t.name] = value
         if extra:
             self.rows[key].extra[t.name] = extra
@@ -871,15 +878,26 @@ class Harness:
                 self.set(f"meta_{ph}", t, r[ph]["ops_per_sec"])
 
         if not o.only_training:
-            self.each("fio seq write, no fsync", ["seqwrite_nosync"], seqwrite_nosync)
-            self.each("fio seq write", ["seqwrite"], seqwrite)
-            self.each("fio seq read cold+warm", ["seqread_cold", "seqread_warm"], seqread)
-            self.each("fio rand read", ["randread"], randread)
-            self.each("files write", ["files_write"], files_write)
-            self.each("files list/read/stat/unlink",
-                      ["files_list", "files_read", "files_stat", "files_unlink"], files_rest)
-            self.each("meta create/stat/unlink", ["meta_create", "meta_stat", "meta_unlink"],
-                      meta)
+            g = self.groups
+            if "seqwrite_nosync" in g:
+                self.each("fio seq write, no fsync", ["seqwrite_nosync"], seqwrite_nosync)
+            if "seqwrite" in g or "seqread" in g or "randread" in g:
+                # The read rows read the file this row writes.
+                self.each("fio seq write", ["seqwrite"] if "seqwrite" in g else [], seqwrite)
+            if "seqread" in g:
+                self.each("fio seq read cold+warm", ["seqread_cold", "seqread_warm"], seqread)
+            if "randread" in g:
+                self.each("fio rand read", ["randread"], randread)
+            else:
+                for t in self.targets:
+                    (t.dir / "fio-seq.dat").unlink(missing_ok=True)
+            if "files" in g:
+                self.each("files write", ["files_write"], files_write)
+                self.each("files list/read/stat/unlink",
+                          ["files_list", "files_read", "files_stat", "files_unlink"], files_rest)
+            if "meta" in g:
+                self.each("meta create/stat/unlink", ["meta_create", "meta_stat", "meta_unlink"],
+                          meta)
         if o.training:
             self.run_training()
 
@@ -1184,6 +1202,10 @@ def parse_args(argv: list[str]):
     p.add_argument("--fio-size", type=parse_size, default=2**30, metavar="SIZE",
                    help="size of the fio file of the seq write/read and rand read rows, e.g. "
                         "256m (default 1g)")
+    p.add_argument("--rows", default=",".join(ROW_GROUPS), metavar="GROUPS",
+                   help="comma-separated row groups to run, of " + ",".join(ROW_GROUPS)
+                        + " (default: all; seqread and randread also run the seq write that "
+                          "makes their file, without showing it unless seqwrite is chosen)")
     p.add_argument("--rand-jobs", type=int, default=4,
                    help="4 KiB random reads: fio jobs (default 4)")
     p.add_argument("--pg", metavar="URL",
@@ -1253,6 +1275,9 @@ def parse_args(argv: list[str]):
         p.error("--fanout-mounts and --fanout-readers must be at least 1")
     if not o.ckpt_ranks or min(o.ckpt_ranks) < 1:
         p.error("--ckpt-ranks takes positive rank counts, comma-separated, e.g. 1,2,4,8")
+    o.rows = [g.strip() for g in o.rows.split(",") if g.strip()]
+    if not o.rows or any(g not in ROW_GROUPS for g in o.rows):
+        p.error(f"--rows takes a comma-separated subset of {','.join(ROW_GROUPS)}")
     o.targets = [t.strip() for t in o.targets.split(",") if t.strip()]
     bad = [t for t in o.targets if t not in ALL_TARGETS]
     if bad or not o.targets:
@@ -1265,6 +1290,13 @@ def parse_args(argv: list[str]):
         p.error("--s3 takes an endpoint URL without a path, e.g. http://127.0.0.1:9000")
     return o
 
+
+# The groups of rows --rows chooses from, and each row's group.
+ROW_GROUPS = ["seqwrite_nosync", "seqwrite", "seqread", "randread", "files", "meta"]
+ROW_GROUP = {"seqwrite_nosync": "seqwrite_nosync", "seqwrite": "seqwrite",
+             "seqread_cold": "seqread", "seqread_warm": "seqread", "randread": "randread",
+             **{f"files_{p}": "files" for p in ("write", "list", "read", "stat", "unlink")},
+             **{f"meta_{p}": "meta" for p in ("create", "stat", "unlink")}}
 
 # --quick: every row small enough for a smoke run of a few minutes.
 QUICK = {"fio_size": 64 * 2**20, "rand_io": "4m", "files": 1000, "meta_files": 1000,
