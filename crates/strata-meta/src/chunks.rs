@@ -75,7 +75,7 @@ impl Meta {
 
     /// The slice list of one chunk, oldest first.
     pub fn read_chunk(&self, ino: Ino, idx: u32) -> Result<Vec<Slice>> {
-        self.read(|t| match t.get(&keys::chunk(ino, idx))? {
+        self.read_latest(|t| match t.get(&keys::chunk(ino, idx))? {
             Some(raw) => dec_slices(&raw),
             None => {
                 load_attr(t, ino)?;
