@@ -192,8 +192,12 @@ enum Mode {
     Latest,
     /// A read of several statements: one snapshot for all (`REPEATABLE READ READ ONLY`).
     Read,
-    /// A read-write transaction (`SERIALIZABLE`) whose commit is on disk when it returns.
+    /// A read-write transaction (`SERIALIZABLE`) whose commit, and every one before it, is on
+    /// disk when it returns.
     Write,
+    /// A read-write transaction whose own writes are on disk when it returns (nothing to do
+    /// when it wrote nothing).
+    Kept,
     /// A read-write transaction whose commit returns before it is on disk
     /// (`synchronous_commit = off`): a crash of the database's machine or process may lose
     /// the last few, never part of one, and the next synchronous commit flushes them all.
@@ -206,7 +210,7 @@ impl Mode {
     fn begin(self) -> &'static str {
         match self {
             Mode::Latest | Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            Mode::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Mode::Write | Mode::Kept => "BEGIN ISOLATION LEVEL SERIALIZABLE",
             Mode::Lazy => "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL synchronous_commit = off",
             // As pg_dump --serializable-deferrable: it waits for a snapshot no concurrent
             // writer can contradict, then runs without predicate locks.
@@ -566,7 +570,7 @@ impl PgTxn<'_> {
 
     fn check_writable(&self) -> Result<()> {
         match self.mode {
-            Mode::Write | Mode::Lazy => Ok(()),
+            Mode::Write | Mode::Kept | Mode::Lazy => Ok(()),
             _ => Err(MetaError::Engine("postgres: a write in a read-only transaction".into())),
         }
     }
@@ -703,7 +707,7 @@ impl KvEngine for PostgresEngine {
     }
 
     fn write_kept(&self, f: TxnFn<'_>) -> Result<()> {
-        outside_runtime(|| self.run(Mode::Write, f))
+        outside_runtime(|| self.run(Mode::Kept, f))
     }
 
     fn read_snapshot(&self, f: TxnFn<'_>) -> Result<()> {
