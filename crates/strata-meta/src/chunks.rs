@@ -30,7 +30,20 @@ impl Meta {
             for (key, data) in journal {
                 t.put(&keys::journal(key), data)?;
             }
-            let mut a = load_attr(t, ino)?;
+            // The attributes and every chunk written, in one read.
+            let mut want = vec![keys::attr(ino).to_vec()];
+            for (idx, s) in writes {
+                let ck = keys::chunk(ino, *idx).to_vec();
+                if s.len > 0 && !want.contains(&ck) {
+                    want.push(ck);
+                }
+            }
+            let got = t.get_many(&want)?;
+            let mut read: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> = want.into_iter().zip(got).collect();
+            let mut a: Attr = match read.remove(keys::attr(ino).as_slice()).flatten() {
+                Some(v) => crate::codec::dec(&v)?,
+                None => return Err(MetaError::NotFound),
+            };
             if a.kind != FileType::File {
                 return Err(MetaError::Invalid("write to a non-file".into()));
             }
@@ -54,7 +67,10 @@ impl Meta {
             let mut chunk_slices: Vec<(u32, usize)> = Vec::new();
             for (idx, s) in writes.iter().filter(|(_, s)| s.len > 0) {
                 let ck = keys::chunk(ino, *idx);
-                let mut raw = t.get(&ck)?.unwrap_or_default();
+                let mut raw = match read.remove(ck.as_slice()) {
+                    Some(v) => v.unwrap_or_default(),
+                    None => t.get(&ck)?.unwrap_or_default(),
+                };
                 push_slice(&mut raw, s);
                 t.put(&ck, &raw)?;
                 let n = raw.len() / crate::codec::SLICE_LEN;
@@ -75,7 +91,7 @@ impl Meta {
 
     /// The slice list of one chunk, oldest first.
     pub fn read_chunk(&self, ino: Ino, idx: u32) -> Result<Vec<Slice>> {
-        self.read(|t| match t.get(&keys::chunk(ino, idx))? {
+        self.read_latest(|t| match t.get(&keys::chunk(ino, idx))? {
             Some(raw) => dec_slices(&raw),
             None => {
                 load_attr(t, ino)?;

@@ -68,7 +68,8 @@ impl Meta {
         if !self.is_shared() {
             return Ok(self.local_locks.lock().map_err(|_| poisoned())?.set(ino, owner, start, end, kind, pid));
         }
-        self.write(false, |t| {
+        // Kept: a lock lost with the database's process would let another owner take it.
+        self.write_kept(|t| {
             let mut list = load_ranges(t, ino)?;
             if !apply(&mut list, owner, start, end, kind, pid) {
                 return Ok(false);
@@ -89,6 +90,6 @@ impl Meta {
             self.local_locks.lock().map_err(|_| poisoned())?.release_session(session);
             return Ok(());
         }
-        self.write(false, |t| release_session_in(t, session))
+        self.write_kept(|t| release_session_in(t, session))
     }
 }

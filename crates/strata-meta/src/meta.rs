@@ -134,11 +134,32 @@ impl Meta {
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
     }
 
+    /// [`Meta::read`] whose reads need not see one point in time (see [`KvEngine::read_latest`]).
+    pub(crate) fn read_latest<R>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
+        let mut out = None;
+        self.kv.read_latest(&mut |t| {
+            out = Some(f(&mut crate::versions::Versioned::new(t, true, false))?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
+    }
+
     pub(crate) fn write<R>(&self, durable: bool, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
         let mut out = None;
         self.kv.write(durable, &mut |t| {
             // Asked inside the transaction: a snapshot marks the store before its own
             // transaction, so every write ordered after it sees the mark.
+            let none = self.no_snapshots();
+            out = Some(f(&mut crate::versions::Versioned::new(t, none, true))?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
+    }
+
+    /// [`Meta::write`] of client state other servers rely on (see [`KvEngine::write_kept`]).
+    pub(crate) fn write_kept<R>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
+        let mut out = None;
+        self.kv.write_kept(&mut |t| {
             let none = self.no_snapshots();
             out = Some(f(&mut crate::versions::Versioned::new(t, none, true))?);
             Ok(())

@@ -49,13 +49,17 @@ pub(crate) fn sticky_ok(ctx: &Ctx, dir: &Attr, victim: &Attr) -> Result<()> {
 impl Meta {
     /// Attributes of an inode.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        self.read(|t| load_attr(t, ino))
+        self.read_latest(|t| load_attr(t, ino))
     }
 
     /// Finds `name` in directory `parent`.
     pub fn lookup(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<(Ino, Attr)> {
-        self.read(|t| {
-            let p = load_dir(t, parent)?;
+        // The entry's inode is read after the entry: attributes as fresh as a getattr's, or
+        // NotFound if it went meanwhile, as if the lookup came after.
+        self.read_latest(|t| {
+            // The entry is read with the directory (one round trip), and used only if the
+            // caller may search it.
+            let (p, entry) = load_dir_entry(t, parent, name)?;
             access(ctx, &p, 1)?;
             if name == b"." {
                 return Ok((parent, p));
@@ -66,7 +70,7 @@ impl Meta {
             if name.len() > NAME_MAX {
                 return Err(MetaError::NameTooLong);
             }
-            let (ino, _) = get_entry(t, parent, name)?.ok_or(MetaError::NotFound)?;
+            let (ino, _) = entry.ok_or(MetaError::NotFound)?;
             Ok((ino, load_attr(t, ino)?))
         })
     }
@@ -86,17 +90,60 @@ impl Meta {
         target: &[u8],
         excl: bool,
     ) -> Result<(Ino, Attr, bool)> {
+        self.mknod_open(0, ctx, parent, name, kind, mode, umask, rdev, target, excl)
+    }
+
+    /// [`Meta::mknod`], and the inode returned is then open by `session` (none: 0). With
+    /// shared state a created inode's open is recorded in the creating transaction, so a
+    /// create costs one transaction, not two.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod_open(
+        &self,
+        session: u64,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        kind: FileType,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        target: &[u8],
+        excl: bool,
+    ) -> Result<(Ino, Attr, bool)> {
+        let res = self.mknod_in(session, ctx, parent, name, kind, mode, umask, rdev, target, excl)?;
+        // An existing file (open-or-create) is opened like any other: a lost record of it
+        // would let an unlink destroy it, so it is not part of that lazy transaction.
+        if session != 0 && !(res.2 && self.is_shared()) {
+            self.note_open(session, res.0)?;
+        }
+        Ok(res)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mknod_in(
+        &self,
+        session: u64,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        kind: FileType,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        target: &[u8],
+        excl: bool,
+    ) -> Result<(Ino, Attr, bool)> {
         check_name(name)?;
         if kind == FileType::Symlink && (target.is_empty() || target.len() > PATH_MAX) {
             return Err(if target.is_empty() { MetaError::NotFound } else { MetaError::NameTooLong });
         }
         let ino = self.alloc_ino()?;
         self.write(false, |t| {
-            let mut p = load_dir(t, parent)?;
+            let (mut p, entry) = load_dir_entry(t, parent, name)?;
             if p.nlink == 0 {
                 return Err(MetaError::NotFound);
             }
-            if let Some((old, okind)) = get_entry(t, parent, name)? {
+            if let Some((old, okind)) = entry {
                 if kind == FileType::File && !excl && okind == FileType::File {
                     return Ok((old, load_attr(t, old)?, false));
                 }
@@ -145,6 +192,10 @@ impl Meta {
             p.mtime = ts;
             p.ctime = ts;
             store_attr(t, parent, &p)?;
+            if session != 0 && self.is_shared() {
+                // A new inode: nothing recorded it open yet.
+                crate::open::add_open_new(t, session, ino)?;
+            }
             Ok((ino, attr, true))
         })
     }
@@ -193,8 +244,8 @@ impl Meta {
             return Err(MetaError::NameTooLong);
         }
         self.write(false, |t| {
-            let mut p = load_dir(t, parent)?;
-            let (ino, kind) = get_entry(t, parent, name)?.ok_or(MetaError::NotFound)?;
+            let (mut p, entry) = load_dir_entry(t, parent, name)?;
+            let (ino, kind) = entry.ok_or(MetaError::NotFound)?;
             if kind == FileType::Dir {
                 return Err(MetaError::IsDir);
             }

@@ -15,12 +15,22 @@ use crate::types::*;
 
 /// Records one more open of `ino` by `session` (shared state), inside the caller's transaction.
 pub(crate) fn add_open(t: &mut dyn KvTxn, session: u64, ino: Ino) -> Result<()> {
-    let k = keys::open(ino, session);
-    let n: u32 = match t.get(&k)? {
+    let held = t.get(&keys::open(ino, session))?;
+    add_open_to(t, session, ino, held)
+}
+
+/// [`add_open`] of an inode this transaction creates.
+pub(crate) fn add_open_new(t: &mut dyn KvTxn, session: u64, ino: Ino) -> Result<()> {
+    add_open_to(t, session, ino, None)
+}
+
+/// [`add_open`] where the open record as it is (`held`) was read already.
+fn add_open_to(t: &mut dyn KvTxn, session: u64, ino: Ino, held: Option<Vec<u8>>) -> Result<()> {
+    let n: u32 = match held {
         Some(v) => dec(&v)?,
         None => 0,
     };
-    t.put(&k, &enc(&n.saturating_add(1))?)?;
+    t.put(&keys::open(ino, session), &enc(&n.saturating_add(1))?)?;
     t.put(&keys::session_open(session, ino), &[])
 }
 
@@ -163,9 +173,15 @@ impl Meta {
     pub fn open(&self, session: u64, ino: Ino) -> Result<Attr> {
         if self.is_shared() {
             // One transaction: an unlink on another server either sees this open or came first.
-            return self.write(false, |t| {
-                let a = load_attr(t, ino)?;
-                add_open(t, session, ino)?;
+            // Kept: an open lost while the inode stays would let an unlink destroy it.
+            return self.write_kept(|t| {
+                // Attributes and this session's open record in one read.
+                let mut got = t.get_many(&[keys::attr(ino).to_vec(), keys::open(ino, session).to_vec()])?.into_iter();
+                let a: Attr = match got.next().flatten() {
+                    Some(v) => dec(&v)?,
+                    None => return Err(MetaError::NotFound),
+                };
+                add_open_to(t, session, ino, got.next().flatten())?;
                 Ok(a)
             });
         }
@@ -182,7 +198,7 @@ impl Meta {
     /// Records an open without reading attributes (a reconnecting client re-announcing).
     pub fn note_open(&self, session: u64, ino: Ino) -> Result<()> {
         if self.is_shared() {
-            return self.write(false, |t| add_open(t, session, ino));
+            return self.write_kept(|t| add_open(t, session, ino));
         }
         let mut o = self.open_table()?;
         *o.by_ino.entry(ino).or_insert(0) += 1;
@@ -197,7 +213,10 @@ impl Meta {
             // another server cannot slip in between.
             return self.write(false, |t| {
                 let k = keys::open(ino, session);
-                let Some(v) = t.get(&k)? else { return Ok(()) };
+                // The sustained record, which the last close reads, comes with the open
+                // record (engines keep what a transaction read).
+                let mut got = t.get_many(&[k.to_vec(), keys::sustained(ino).to_vec()])?.into_iter();
+                let Some(v) = got.next().flatten() else { return Ok(()) };
                 let n: u32 = dec(&v)?;
                 if n > 1 {
                     return t.put(&k, &enc(&(n - 1))?);

@@ -58,7 +58,8 @@ impl Meta {
             return Ok(known);
         }
         let id = s.id;
-        let known = self.write(false, |t| {
+        // Kept: it may record opens (see `Meta::open`).
+        let known = self.write_kept(|t| {
             let known = load(t, id)?.is_some();
             if !known {
                 for ino in reopened {
@@ -118,7 +119,7 @@ impl Meta {
         if !self.is_shared() {
             return Ok(self.local_sessions.lock().map_err(|_| poisoned())?.get(&id).map(|(s, _)| s.volume));
         }
-        Ok(self.read(|t| load(t, id))?.map(|s| s.volume))
+        Ok(self.read_latest(|t| load(t, id))?.map(|s| s.volume))
     }
 
     /// All sessions, by id.

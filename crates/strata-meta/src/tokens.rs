@@ -88,7 +88,7 @@ impl Meta {
     /// The record of a valid (known, unexpired) token.
     pub fn verify_token(&self, secret: &str) -> Result<Option<TokenRecord>> {
         let h = hash_token(secret);
-        let rec: Option<TokenRecord> = self.read(|t| match t.get(&keys::token(&h))? {
+        let rec: Option<TokenRecord> = self.read_latest(|t| match t.get(&keys::token(&h))? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt(e.to_string()))?)),
             None => Ok(None),
         })?;

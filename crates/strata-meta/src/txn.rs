@@ -38,6 +38,20 @@ pub(crate) fn get_entry(t: &mut dyn KvTxn, parent: Ino, name: &[u8]) -> Result<O
     }
 }
 
+/// [`load_dir`] and [`get_entry`] in one read (one round trip on PostgreSQL).
+pub(crate) fn load_dir_entry(t: &mut dyn KvTxn, parent: Ino, name: &[u8]) -> Result<(Attr, Option<(Ino, FileType)>)> {
+    let mut got = t.get_many(&[keys::attr(parent).to_vec(), keys::dentry(parent, name).to_vec()])?.into_iter();
+    let a: Attr = match got.next().flatten() {
+        Some(v) => dec(&v)?,
+        None => return Err(MetaError::NotFound),
+    };
+    if !a.is_dir() {
+        return Err(MetaError::NotDir);
+    }
+    let e = got.next().flatten().map(|v| dec_entry(&v)).transpose()?;
+    Ok((a, e))
+}
+
 pub(crate) fn dir_is_empty(t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
     let p = keys::dentry_prefix(ino);
     Ok(t.scan(&p, &prefix_end(&p), 1)?.is_empty())
@@ -62,9 +76,20 @@ pub(crate) fn charge(t: &mut dyn KvTxn, vol: u32, bytes: i64, inodes: i64) -> Re
     if bytes == 0 && inodes == 0 {
         return Ok(());
     }
-    let mut u = load_usage(t, vol)?;
-    if bytes > 0 || inodes > 0 {
-        let v = load_volume(t, vol)?;
+    let growing = bytes > 0 || inodes > 0;
+    // Usage and volume in one read when both are needed.
+    let (mut u, v) = if growing {
+        let mut got = t.get_many(&[keys::usage(vol).to_vec(), keys::volume(vol).to_vec()])?.into_iter();
+        let u = got.next().flatten().map(|v| dec(&v)).transpose()?.unwrap_or_default();
+        let v: Volume = match got.next().flatten() {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt(format!("volume {vol}: {e}")))?,
+            None => return Err(MetaError::NoVolume(format!("#{vol}"))),
+        };
+        (u, Some(v))
+    } else {
+        (load_usage(t, vol)?, None)
+    };
+    if let Some(v) = v {
         if bytes > 0 && v.capacity > 0 && u.bytes.saturating_add(bytes as u64) > v.capacity {
             return Err(MetaError::Quota);
         }

@@ -459,7 +459,9 @@ impl MetaRpc for MetaService {
         }
         let meta = self.st.meta.clone();
         let ((ino, a, created), parent) = blocking(move || {
-            let res = meta.mknod(
+            // Opened by the session as created (one transaction with shared state).
+            let res = meta.mknod_open(
+                r.session,
                 &ctx_from_pb(r.caller.as_ref()),
                 r.parent,
                 &r.name,
@@ -470,9 +472,6 @@ impl MetaRpc for MetaService {
                 &r.target,
                 r.excl,
             )?;
-            if r.session != 0 {
-                meta.note_open(r.session, res.0)?;
-            }
             Ok((res, dir_after(&meta, r.parent)))
         })
         .await?;

@@ -51,6 +51,12 @@ pub trait KvTxn {
     fn scan(&mut self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs>;
     /// Deletes every key in `[start, end)`, returning how many went.
     fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<usize>;
+    /// Says that the reads from here on must see one point in time with those before (in a
+    /// [`KvEngine::read_latest`] closure, which an engine may then run again as a
+    /// transaction: the call fails).
+    fn need_snapshot(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A closure run inside one transaction.
@@ -61,10 +67,25 @@ pub type TxnFn<'a> = &'a mut dyn FnMut(&mut dyn KvTxn) -> Result<()>;
 pub trait KvEngine: Send + Sync {
     /// Runs a read-only transaction.
     fn read(&self, f: TxnFn<'_>) -> Result<()>;
+    /// Runs a read-only closure whose reads need not see one point in time: each may see what
+    /// was committed when it runs (a lookup, attributes, a chunk's slices). Engines may run
+    /// its statements without a transaction around them; a closure that needs one snapshot
+    /// after all says so with [`KvTxn::need_snapshot`]. The default is [`KvEngine::read`].
+    fn read_latest(&self, f: TxnFn<'_>) -> Result<()> {
+        self.read(f)
+    }
     /// Runs a read-write transaction. With `durable`, the commit (and every commit before it)
     /// is on stable storage when this returns; otherwise it survives a process crash but may be
     /// lost with the machine, like a local file system's unsynced metadata.
     fn write(&self, durable: bool, f: TxnFn<'_>) -> Result<()>;
+    /// Runs a read-write transaction that other servers rely on once it returns (an open of
+    /// an existing file, a lock): it must survive a crash of the engine's own process, which
+    /// an engine's non-durable commits may not (PostgreSQL's asynchronous commits). The
+    /// default is a non-durable [`KvEngine::write`], which an embedded engine keeps across
+    /// any process crash.
+    fn write_kept(&self, f: TxnFn<'_>) -> Result<()> {
+        self.write(false, f)
+    }
     /// Runs a long read-only transaction that sees one point in time from start to end, on a
     /// connection of its own, without holding up writers (dumps and checks of a live store).
     /// Never retried: the closure may have streamed what it read. Engines override it; the

@@ -75,6 +75,24 @@ impl KvEngine for Timed {
         r
     }
 
+    fn read_latest(&self, f: TxnFn<'_>) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.read_latest(f);
+        self.m.durations.get(0).since(t);
+        r
+    }
+
+    fn write_kept(&self, f: TxnFn<'_>) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.write_kept(f);
+        self.m.durations.get(1).since(t);
+        r
+    }
+
+    fn read_snapshot(&self, f: TxnFn<'_>) -> Result<()> {
+        self.inner.read_snapshot(f)
+    }
+
     fn write(&self, durable: bool, f: TxnFn<'_>) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.write(durable, f);
