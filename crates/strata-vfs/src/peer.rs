@@ -153,7 +153,7 @@ impl Peers {
         let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
         let up = list.iter().map(String::as_str).filter(|p| down.get(*p).is_none_or(|at| at.elapsed() >= DOWN_FOR));
         // This client is always a candidate, listed or not (its session may not be yet).
-        let me = (!list.iter().any(|p| *p == self.me)).then_some(self.me.as_str());
+        let me = (!list.contains(&self.me)).then_some(self.me.as_str());
         let owner = owner_of(key, up.chain(me))?;
         (owner != self.me).then(|| owner.to_string())
     }
