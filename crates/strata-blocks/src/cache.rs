@@ -90,6 +90,18 @@ impl BlockCache {
 
     /// A whole block: from memory, disk, or the store; concurrent callers share one fetch.
     pub async fn fetch(&self, store: &BlockStore, key: &str, len: usize) -> Result<Bytes> {
+        self.fetch_with(key, len, store.get(key, len)).await
+    }
+
+    /// A whole block like [`BlockCache::fetch`], with `load` (run only when the block is in
+    /// neither tier, and by one caller of many) getting it from wherever it comes from: the
+    /// store, or another client's cache (the peer cache).
+    pub async fn fetch_with(
+        &self,
+        key: &str,
+        len: usize,
+        load: impl std::future::Future<Output = Result<Bytes>>,
+    ) -> Result<Bytes> {
         let missed = AtomicBool::new(false);
         let r = self
             .mem
@@ -100,7 +112,7 @@ impl BlockCache {
                     return Ok(b);
                 }
                 missed.store(true, Ordering::Relaxed);
-                let b = store.get(key, len).await?;
+                let b = load.await?;
                 if let Some(d) = &self.disk {
                     let (d, key, b) = (d.clone(), key.to_string(), b.clone());
                     tokio::spawn(async move { d.write(&key, b).await });

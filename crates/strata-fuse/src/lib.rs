@@ -205,7 +205,18 @@ impl StrataFs {
             b"strata.metrics" => return Ok(strata_metrics::encode_compact().into_bytes()),
             b"strata.stats" => {
                 let s = self.vfs.cache_stats();
-                format!("block_gets={} mem_cache_bytes={} disk_cache_bytes={}", s.block_gets, s.mem_bytes, s.disk_bytes)
+                format!(
+                    "block_gets={} mem_cache_bytes={} disk_cache_bytes={} peer_gets={} peer_fallbacks={} \
+                     peer_served={} peer_refused={} peers={}",
+                    s.block_gets,
+                    s.mem_bytes,
+                    s.disk_bytes,
+                    s.peer_gets,
+                    s.peer_fallbacks,
+                    s.peer_served,
+                    s.peer_refused,
+                    s.peers
+                )
             }
             _ => return Err(VfsError::from_errno(libc::ENODATA)),
         };

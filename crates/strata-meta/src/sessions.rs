@@ -31,9 +31,14 @@ fn load(t: &mut dyn KvTxn, id: u64) -> Result<Option<SessionInfo>> {
     t.get(&keys::session(id))?.map(|v| decode(&v)).transpose()
 }
 
-/// A stored session, in this version's form or the one before it.
+/// A stored session, in this version's form or one before it.
 fn decode(v: &[u8]) -> Result<SessionInfo> {
-    dec::<SessionInfo>(v).or_else(|e| dec::<crate::types::SessionInfoV1>(v).map(SessionInfo::from).map_err(|_| e))
+    dec::<SessionInfo>(v).or_else(|e| {
+        dec::<crate::types::SessionInfoV2>(v)
+            .map(SessionInfo::from)
+            .or_else(|_| dec::<crate::types::SessionInfoV1>(v).map(SessionInfo::from))
+            .map_err(|_| e)
+    })
 }
 
 fn stale(s: &SessionInfo, now: Timespec, timeout: Duration) -> bool {
@@ -120,6 +125,21 @@ impl Meta {
             return Ok(self.local_sessions.lock().map_err(|_| poisoned())?.get(&id).map(|(s, _)| s.volume));
         }
         Ok(self.read_latest(|t| load(t, id))?.map(|s| s.volume))
+    }
+
+    /// The peer caches of volume `vol`'s sessions heard from within `fresh`, sorted and
+    /// without repeats (see `SessionInfo::peer`).
+    pub fn volume_peers(&self, vol: u32, fresh: Duration) -> Result<Vec<String>> {
+        let now = Timespec::now();
+        let mut v: Vec<String> = self
+            .sessions()?
+            .into_iter()
+            .filter(|s| s.volume == vol && !s.peer.is_empty() && !stale(s, now, fresh))
+            .map(|s| s.peer)
+            .collect();
+        v.sort();
+        v.dedup();
+        Ok(v)
     }
 
     /// All sessions, by id.
@@ -238,7 +258,30 @@ mod tests {
         };
         let s = decode(&enc(&old).unwrap()).unwrap();
         assert_eq!((s.id, s.client.as_str(), s.version.as_str()), (7, "host:/mnt", ""));
-        let new = SessionInfo { version: "0.1.0".into(), ..s };
+        let v2 = SessionInfo { version: "0.1.0".into(), ..s };
+        assert_eq!(decode(&enc(&v2).unwrap()).unwrap(), v2);
+        let new = SessionInfo { peer: "10.0.0.1:7430".into(), ..v2.clone() };
         assert_eq!(decode(&enc(&new).unwrap()).unwrap(), new);
+    }
+
+    #[test]
+    fn sessions_stored_before_peer_caches_still_decode() {
+        let t = Timespec { sec: 5, nsec: 6 };
+        #[derive(Serialize)]
+        struct V2 {
+            old: Old,
+            version: String,
+        }
+        let old = Old {
+            id: 8,
+            volume: 3,
+            volume_name: "v".into(),
+            client: "host:/mnt".into(),
+            since: t,
+            last_seen: t,
+            server: "s:1".into(),
+        };
+        let s = decode(&enc(&V2 { old, version: "0.2.0".into() }).unwrap()).unwrap();
+        assert_eq!((s.id, s.version.as_str(), s.peer.as_str()), (8, "0.2.0", ""));
     }
 }

@@ -196,6 +196,28 @@ pub struct SessionInfo {
     pub server: String,
     /// The client's Strata version (empty for clients that do not say).
     pub version: String,
+    /// Where the client serves its block cache to the volume's other clients (empty: nowhere).
+    pub peer: String,
+}
+
+/// [`SessionInfo`] as servers before peer caches stored it (shared state): still read.
+#[derive(Deserialize)]
+pub(crate) struct SessionInfoV2 {
+    id: u64,
+    volume: u32,
+    volume_name: String,
+    client: String,
+    since: Timespec,
+    last_seen: Timespec,
+    server: String,
+    version: String,
+}
+
+impl From<SessionInfoV2> for SessionInfo {
+    fn from(s: SessionInfoV2) -> Self {
+        let SessionInfoV2 { id, volume, volume_name, client, since, last_seen, server, version } = s;
+        SessionInfo { id, volume, volume_name, client, since, last_seen, server, version, peer: String::new() }
+    }
 }
 
 /// [`SessionInfo`] as servers before client versions stored it (shared state): still read,
@@ -214,6 +236,16 @@ pub(crate) struct SessionInfoV1 {
 impl From<SessionInfoV1> for SessionInfo {
     fn from(s: SessionInfoV1) -> Self {
         let SessionInfoV1 { id, volume, volume_name, client, since, last_seen, server } = s;
-        SessionInfo { id, volume, volume_name, client, since, last_seen, server, version: String::new() }
+        SessionInfo {
+            id,
+            volume,
+            volume_name,
+            client,
+            since,
+            last_seen,
+            server,
+            version: String::new(),
+            peer: String::new(),
+        }
     }
 }

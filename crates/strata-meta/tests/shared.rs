@@ -30,6 +30,7 @@ fn session(id: u64, server: &str) -> SessionInfo {
         last_seen: now,
         server: server.into(),
         version: "0.1.0".into(),
+        peer: String::new(),
     }
 }
 

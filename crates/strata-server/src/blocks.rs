@@ -147,6 +147,13 @@ impl BlocksRpc for BlocksService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn check_read(&self, req: Request<pb::BlockKeyReq>) -> Result<Response<pb::Empty>, Status> {
+        let who = crate::auth::principal(&req)?.clone();
+        let vol = volume_of(&req.get_ref().key)?;
+        self.readable_store(&who, vol).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn sync(&self, req: Request<pb::SyncBlocksReq>) -> Result<Response<pb::Empty>, Status> {
         let who = crate::auth::principal(&req)?.clone();
         let store = self.store(&who, req.get_ref().volume).await?;

@@ -19,6 +19,11 @@ use strata_meta::sessions::SessionInfo;
 /// grows with the list, and overwrites keep covered blocks alive.
 const COMPACT_AFTER: usize = 64;
 
+/// A session's peer cache is offered to the volume's other clients while the session was heard
+/// from within this (three heartbeats): a client that died drops out of the placement soon,
+/// and clients meanwhile fall back to the store for its blocks.
+const PEER_FRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The status for a metadata error, carrying its errno.
 pub fn meta_status(e: MetaError) -> Status {
     let code = match &e {
@@ -298,6 +303,20 @@ impl MetaService {
         self.check_volume(crate::auth::principal(req)?, vol)
     }
 
+    /// The peer caches of volume `vol`'s live sessions (heard from within three heartbeats);
+    /// none when that cannot be told (the peer cache is an optimisation: clients then read the
+    /// store).
+    async fn peers(&self, vol: u32) -> Vec<String> {
+        let meta = self.st.meta.clone();
+        match blocking(move || meta.volume_peers(vol, PEER_FRESH)).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(volume = vol, error = %e.message(), "cannot list the volume's peer caches");
+                Vec::new()
+            }
+        }
+    }
+
     fn check_volume(&self, who: &TokenRecord, vol: u32) -> Result<(), Status> {
         let scope = match self.st.volume_scope(vol) {
             Ok(s) => s,
@@ -340,6 +359,7 @@ impl MetaRpc for MetaService {
         }
         let id = if r.session != 0 { r.session } else { rand::random::<u64>() | 1 };
         let now = Timespec::now();
+        let vol_id = vol.id;
         let s = SessionInfo {
             id,
             volume: vol.id,
@@ -350,6 +370,7 @@ impl MetaRpc for MetaService {
             last_seen: now,
             server: self.st.server_id.clone(),
             version: r.client_version,
+            peer: r.peer_addr,
         };
         // A client coming back after a server restart (or an expiry) re-announces what it holds
         // open; a session still known keeps its records as they are.
@@ -387,11 +408,13 @@ impl MetaRpc for MetaService {
             info.qos_bytes_per_sec = bytes;
             info.qos_ops_per_sec = ops;
         }
+        let peers = self.peers(vol_id).await;
         Ok(Response::new(pb::MountResp {
             session: id,
             volume: Some(volume_to_pb(info)),
             chunk_size: strata_meta::CHUNK_SIZE,
             store_id,
+            peers,
         }))
     }
 
@@ -403,14 +426,17 @@ impl MetaRpc for MetaService {
         // fail the heartbeat: the client keeps its limits.
         let meta = self.st.meta.clone();
         let qos = blocking(move || match meta.session_volume(id)? {
-            Some(vol) => meta.effective_qos(vol).map(Some),
+            Some(vol) => meta.effective_qos(vol).map(|q| Some((vol, q))),
             None => Ok(None),
         })
         .await;
         Ok(Response::new(match qos {
-            Ok(Some((bytes, ops))) => {
-                pb::HeartbeatResp { qos_bytes_per_sec: bytes, qos_ops_per_sec: ops, qos_known: true }
-            }
+            Ok(Some((vol, (bytes, ops)))) => pb::HeartbeatResp {
+                qos_bytes_per_sec: bytes,
+                qos_ops_per_sec: ops,
+                qos_known: true,
+                peers: self.peers(vol).await,
+            },
             Ok(None) => pb::HeartbeatResp::default(),
             Err(e) => {
                 tracing::debug!(session = id, error = %e.message(), "cannot tell a session's volume QoS");

@@ -421,6 +421,8 @@ pub struct Client {
     server: String,
     volume: String,
     client_name: String,
+    /// Where this client serves its block cache (sent again when the session is re-registered).
+    peer_addr: String,
     session: AtomicU64,
     retry_timeout: Duration,
     /// Inodes this client holds open, re-announced when the session is re-established.
@@ -436,6 +438,19 @@ impl Client {
         volume: &str,
         client_name: &str,
         retry_timeout: Duration,
+    ) -> Result<(Arc<Client>, pb::MountResp)> {
+        Self::mount_serving(server, token, volume, client_name, retry_timeout, "").await
+    }
+
+    /// [`Client::mount`] for a client that serves its block cache to the volume's other
+    /// clients at `peer_addr` (empty: it serves none).
+    pub async fn mount_serving(
+        server: &str,
+        token: &str,
+        volume: &str,
+        client_name: &str,
+        retry_timeout: Duration,
+        peer_addr: &str,
     ) -> Result<(Arc<Client>, pb::MountResp)> {
         let addrs = server_list(server);
         if addrs.is_empty() {
@@ -457,6 +472,7 @@ impl Client {
             open_inos: Vec::new(),
             session: 0,
             client_version: env!("CARGO_PKG_VERSION").into(),
+            peer_addr: peer_addr.to_string(),
         };
         let resp: pb::MountResp =
             pool.unary(wire::Method::Mount, &req).await.map_err(|s| match VfsError::from_status(&s) {
@@ -471,6 +487,7 @@ impl Client {
             server: server.to_string(),
             volume: volume.to_string(),
             client_name: client_name.to_string(),
+            peer_addr: peer_addr.to_string(),
             session: AtomicU64::new(resp.session),
             retry_timeout,
             open: Mutex::new(HashMap::new()),
@@ -534,6 +551,7 @@ impl Client {
             open_inos: open,
             session: seen,
             client_version: env!("CARGO_PKG_VERSION").into(),
+            peer_addr: self.peer_addr.clone(),
         };
         let resp: pb::MountResp =
             self.pool.unary(wire::Method::Mount, &req).await.map_err(|s| VfsError::from_status(&s))?;

@@ -47,6 +47,11 @@ pub struct VfsConfig {
     /// A layer put around the volume's object store (tests count or fail its calls with it);
     /// the block store is then reached only through the layer, as an object store.
     pub store_layer: Option<StoreLayer>,
+    /// Serve this client's cached blocks to the volume's other clients at this address, and
+    /// get blocks from theirs (the peer cache, see `crate::peer`); `None`: off.
+    pub peer_cache: Option<std::net::SocketAddr>,
+    /// How long a peer may take to answer for a block before it is read from the store.
+    pub peer_timeout: Duration,
 }
 
 /// An object store as the block store holds it.
@@ -162,6 +167,8 @@ impl Default for VfsConfig {
             blocks: BlocksMode::Auto,
             name_cache: false,
             store_layer: None,
+            peer_cache: None,
+            peer_timeout: crate::peer::DEFAULT_TIMEOUT,
         }
     }
 }

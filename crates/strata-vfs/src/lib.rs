@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 mod names;
+pub mod peer;
 pub mod qos;
 pub mod remote;
 pub mod vfs;

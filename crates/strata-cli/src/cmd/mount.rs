@@ -63,6 +63,18 @@ pub struct MountArgs {
     /// before; a new worker ends that session, then records its own.
     #[arg(long, requires = "fuse_fd", hide = true)]
     pub session_file: Option<PathBuf>,
+    /// Peer cache: serve the blocks in this mount's caches to the volume's other mounts at
+    /// ADDR (IP:PORT, an address they can reach), and get blocks from theirs. Each block has
+    /// one owner among the mounts with a peer cache (rendezvous hashing of its key), which
+    /// fetches it from the block store once for all of them, so a dataset read on N nodes is
+    /// read from the store about once instead of N times. A peer that fails or is slower than
+    /// --peer-timeout is passed over for the store. A peer hands a block only to a token the
+    /// server says may read its volume.
+    #[arg(long, value_name = "ADDR", help_heading = "Peer cache")]
+    pub peer_cache: Option<std::net::SocketAddr>,
+    /// How long a peer may take to answer for one block before it is read from the store.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "Peer cache")]
+    pub peer_timeout: Duration,
     #[command(flatten)]
     pub attach: AttachArgs,
 }
@@ -104,7 +116,17 @@ fn tune_readahead(mp: &Path, kb: u64) {
 async fn attach(args: &MountArgs, token: &str, mp: &Path) -> Result<Arc<Vfs>> {
     let client_name =
         args.client_name.clone().unwrap_or_else(|| format!("{}:{}", strata_vfs::host_name(), mp.display()));
-    Vfs::attach(&args.attach.server.server, token, &args.volume, &client_name, args.attach.client.vfs_config(false))
+    if let Some(a) = args.peer_cache
+        && (a.ip().is_unspecified() || a.port() == 0)
+    {
+        bail!("--peer-cache {a}: give the address and port other mounts reach this one at (not 0.0.0.0 or port 0)");
+    }
+    let cfg = strata_vfs::VfsConfig {
+        peer_cache: args.peer_cache,
+        peer_timeout: args.peer_timeout,
+        ..args.attach.client.vfs_config(false)
+    };
+    Vfs::attach(&args.attach.server.server, token, &args.volume, &client_name, cfg)
         .await
         .with_context(|| format!("cannot mount volume {}", args.volume))
 }

@@ -35,8 +35,22 @@ impl Vfs {
         client_name: &str,
         cfg: VfsConfig,
     ) -> Result<Arc<Vfs>> {
-        let (client, resp) = Client::mount(server, token, volume, client_name, cfg.retry_timeout).await?;
+        let peer_addr = cfg.peer_cache.map(|a| a.to_string()).unwrap_or_default();
+        let (client, resp) =
+            Client::mount_serving(server, token, volume, client_name, cfg.retry_timeout, &peer_addr).await?;
         let vfs = Vfs::new(client, resp, cfg)?;
+        if let Some(addr) = vfs.cfg.peer_cache {
+            let mut volumes = vec![vfs.volume.id];
+            volumes.extend(&vfs.volume.origin_volumes);
+            match crate::peer::serve(addr, &vfs, volumes, server) {
+                Ok(task) => *Self::lock(&vfs.peer_task) = Some(task),
+                Err(e) => {
+                    // The session is registered: end it rather than leave it to expire.
+                    let _ = vfs.detach().await;
+                    return Err(e);
+                }
+            }
+        }
         let task = tokio::spawn(keep_alive(Arc::downgrade(&vfs)));
         *Self::lock(&vfs.keepalive) = Some(task);
         Ok(vfs)
@@ -46,6 +60,9 @@ impl Vfs {
     /// commit that failed is returned (after the session ended): its data is lost.
     pub async fn detach(&self) -> Result<()> {
         if let Some(t) = Self::lock(&self.keepalive).take() {
+            t.abort();
+        }
+        if let Some(t) = Self::lock(&self.peer_task).take() {
             t.abort();
         }
         let inos: Vec<u64> = Self::lock(&self.writers).keys().copied().collect();
@@ -87,6 +104,12 @@ impl Vfs {
     /// the volume's QoS limits as the server reports them now.
     async fn heartbeat(&self) -> Result<()> {
         let r: pb::HeartbeatResp = self.client.call(Method::Heartbeat, |session| pb::SessionReq { session }).await?;
+        if let Some(p) = &self.peers
+            && r.qos_known
+        {
+            // `qos_known`: the server looked the volume up, so the list is its answer.
+            p.set(r.peers);
+        }
         if r.qos_known && self.qos.set(r.qos_bytes_per_sec, r.qos_ops_per_sec) {
             tracing::info!(
                 volume = %self.volume.name,
@@ -102,6 +125,9 @@ impl Vfs {
 impl Drop for Vfs {
     fn drop(&mut self) {
         if let Some(t) = Self::lock(&self.keepalive).take() {
+            t.abort();
+        }
+        if let Some(t) = Self::lock(&self.peer_task).take() {
             t.abort();
         }
     }

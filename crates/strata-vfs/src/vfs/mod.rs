@@ -128,6 +128,10 @@ pub struct Vfs {
     names: Names,
     /// The task keeping the session alive (see [`Vfs::attach`]).
     keepalive: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The volume's peer caches, with a peer cache on (see [`crate::peer`]).
+    peers: Option<Arc<crate::peer::Peers>>,
+    /// The task serving this client's blocks to its peers.
+    peer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn attr_of(p: Option<pb::Attr>) -> Result<(u64, Attr)> {
@@ -202,6 +206,14 @@ impl Vfs {
             cfg.buffer,
             cfg.upload_parallel,
         );
+        let peers = match cfg.peer_cache {
+            Some(addr) => {
+                let p = crate::peer::Peers::new(&addr.to_string(), client.token(), cfg.peer_timeout)?;
+                p.set(mount.peers.clone());
+                Some(p)
+            }
+            None => None,
+        };
         let pending_closes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (close_tx, close_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(send_closes(client.clone(), close_rx, pending_closes.clone()));
@@ -228,6 +240,8 @@ impl Vfs {
             volume,
             names: Names::new(if cfg.name_cache { cfg.attr_ttl } else { Duration::ZERO }),
             keepalive: Mutex::new(None),
+            peers,
+            peer_task: Mutex::new(None),
             cfg,
         });
         tokio::spawn(commit_old_writes(Arc::downgrade(&vfs)));

@@ -167,6 +167,7 @@ impl Vfs {
             if let Some(data) = self.cache.peek(&key) {
                 sink(data.slice(in_block..in_block + n));
             } else if whole
+                || self.peers.is_some()
                 || blen <= 256 * 1024
                 || n * 4 >= blen as usize
                 || self.store.is_compressed()
@@ -174,7 +175,9 @@ impl Vfs {
             {
                 // Whole blocks through the cache (a compressed block can only be read whole;
                 // one on the disk cache is read from there, not from the store).
-                let fetched = if crate::client::can_block() {
+                let fetched = if let Some(peer) = self.peers.as_ref().and_then(|p| p.owner(&key)) {
+                    self.fetch_from_peer(&peer, &key, blen as usize).await
+                } else if crate::client::can_block() {
                     self.cache.fetch_now(&self.store, &key, blen as usize).await
                 } else {
                     self.cache.fetch(&self.store, &key, blen as usize).await
@@ -199,6 +202,31 @@ impl Vfs {
             done += n;
         }
         Ok(())
+    }
+
+    /// A whole block through the caches, from its owner's cache when this client does not
+    /// have it (falling back to the store).
+    async fn fetch_from_peer(&self, owner: &str, key: &str, len: usize) -> std::result::Result<Bytes, BlockError> {
+        match &self.peers {
+            Some(p) => self.cache.fetch_with(key, len, p.get(owner, key, len, &self.store)).await,
+            None => self.cache.fetch(&self.store, key, len).await,
+        }
+    }
+
+    /// A block for another client of the volume (the peer cache): from this client's caches,
+    /// else from the store (once, however many ask), kept in the caches.
+    pub(crate) async fn peer_serve(&self, key: &str, len: usize) -> std::result::Result<Bytes, BlockError> {
+        self.cache.fetch(&self.store, key, len).await
+    }
+
+    /// The peer cache's counters, with a peer cache on.
+    pub fn peer_counters(&self) -> Option<&crate::peer::PeerCounters> {
+        self.peers.as_deref().map(|p| &p.counters)
+    }
+
+    /// How many peer caches the volume has (this one's included), with a peer cache on.
+    pub fn peer_count(&self) -> Option<usize> {
+        self.peers.as_deref().map(crate::peer::Peers::len)
     }
 
     /// A block whose file is missing (or still being written) in the local store: a durable
@@ -247,8 +275,17 @@ impl Vfs {
                         return;
                     };
                     let (cache, store) = (self.cache.clone(), self.store.clone());
+                    let peer = self.peers.as_ref().and_then(|p| Some((p.clone(), p.owner(&key)?)));
                     tokio::spawn(async move {
-                        if let Err(e) = cache.fetch(&store, &key, blen as usize).await {
+                        let r = match peer {
+                            Some((peers, owner)) => {
+                                cache
+                                    .fetch_with(&key, blen as usize, peers.get(&owner, &key, blen as usize, &store))
+                                    .await
+                            }
+                            None => cache.fetch(&store, &key, blen as usize).await,
+                        };
+                        if let Err(e) = r {
                             tracing::debug!(key, error = %e, "read-ahead fetch failed");
                         }
                         drop(permit);

@@ -44,6 +44,16 @@ pub struct CacheStats {
     pub mem_bytes: u64,
     /// Bytes in the disk cache (0 without one).
     pub disk_bytes: u64,
+    /// Blocks got from other clients' caches (the peer cache; 0 without one).
+    pub peer_gets: u64,
+    /// Blocks read from the store because their peer failed or was slow.
+    pub peer_fallbacks: u64,
+    /// Blocks served to other clients.
+    pub peer_served: u64,
+    /// Requests of other clients refused.
+    pub peer_refused: u64,
+    /// Peer caches of the volume known (this one's included; 0 without a peer cache).
+    pub peers: u64,
 }
 
 /// One block of a file: its key, its length, and how many of the file's bytes it holds.
@@ -160,10 +170,16 @@ impl Vfs {
 
     /// The caches' counters.
     pub fn cache_stats(&self) -> CacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
         CacheStats {
             block_gets: self.store.gets(),
             mem_bytes: self.cache.mem_bytes(),
             disk_bytes: self.cache.disk_bytes(),
+            peer_gets: self.peer_counters().map_or(0, |c| c.gets.load(Relaxed)),
+            peer_fallbacks: self.peer_counters().map_or(0, |c| c.fallbacks.load(Relaxed)),
+            peer_served: self.peer_counters().map_or(0, |c| c.served.load(Relaxed)),
+            peer_refused: self.peer_counters().map_or(0, |c| c.refused.load(Relaxed)),
+            peers: self.peer_count().unwrap_or(0) as u64,
         }
     }
 }
