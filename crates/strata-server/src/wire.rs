@@ -76,7 +76,8 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
             }
         };
         let started = std::time::Instant::now();
-        let busy = wire::Busy::start();
+        // A watch waits for changes, idle: it must not keep other connections from polling.
+        let busy = (method != Method::Watch as u16).then(wire::Busy::start);
         // Checked on every call, so a revoked token stops working at once.
         let res = match st.auth.principal(&secret) {
             Ok(p) => rt.block_on(dispatch(&svc, p, method, payload)),

@@ -35,6 +35,11 @@ pub struct MountArgs {
     /// Threads serving kernel requests.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
+    /// Do not read a directory whole when lookups in it miss (by default the second lookup
+    /// that misses in a directory reads all its names and attributes, in pages, and later
+    /// lookups in it are answered from that for --attr-ttl).
+    #[arg(long)]
+    pub no_dir_cache: bool,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -104,7 +109,8 @@ fn tune_readahead(mp: &Path, kb: u64) {
 async fn attach(args: &MountArgs, token: &str, mp: &Path) -> Result<Arc<Vfs>> {
     let client_name =
         args.client_name.clone().unwrap_or_else(|| format!("{}:{}", strata_vfs::host_name(), mp.display()));
-    Vfs::attach(&args.attach.server.server, token, &args.volume, &client_name, args.attach.client.vfs_config(false))
+    let cfg = strata_vfs::VfsConfig { dir_cache: !args.no_dir_cache, ..args.attach.client.vfs_config(false) };
+    Vfs::attach(&args.attach.server.server, token, &args.volume, &client_name, cfg)
         .await
         .with_context(|| format!("cannot mount volume {}", args.volume))
 }
