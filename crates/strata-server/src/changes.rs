@@ -58,6 +58,8 @@ pub struct Changes {
     log: Mutex<Log>,
     /// The last position, for waiting watchers.
     last: tokio::sync::watch::Sender<u64>,
+    /// Woken with every change, for watchers waiting on their own thread.
+    noted: std::sync::Condvar,
     /// Notes to send to the other servers, when there are any.
     relay: Mutex<Option<std::sync::mpsc::Sender<String>>>,
     /// When the relay last heard a note (its own heartbeat included); `None` without a relay.
@@ -81,6 +83,7 @@ impl Changes {
             epoch: AtomicU64::new(new_epoch()),
             log: Mutex::new(Log { changes: VecDeque::new(), last: 0 }),
             last: tokio::sync::watch::channel(0).0,
+            noted: std::sync::Condvar::new(),
             relay: Mutex::new(None),
             heard: Mutex::new(None),
             server: server.to_string(),
@@ -111,6 +114,7 @@ impl Changes {
         }
         let last = log.last;
         drop(log);
+        self.noted.notify_all();
         self.last.send_replace(last);
     }
 
@@ -170,6 +174,31 @@ impl Changes {
             if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
                 let last = lock(&self.log).last;
                 return pb::WatchResp { epoch, seq: last, inos: Vec::new(), origins: Vec::new(), lost: false };
+            }
+        }
+    }
+
+    /// [`Changes::watch`] waiting on the calling thread.
+    pub fn watch_blocking(&self, r: &pb::WatchReq) -> pb::WatchResp {
+        let deadline = Instant::now() + Duration::from_millis(r.wait_ms.into()).min(MAX_WAIT);
+        let mut after = r.after;
+        loop {
+            let epoch = self.epoch.load(Ordering::Relaxed);
+            let lost = |at: u64| pb::WatchResp { epoch, seq: at, inos: Vec::new(), origins: Vec::new(), lost: true };
+            if r.epoch != epoch || self.relay_silent() {
+                return lost(lock(&self.log).last);
+            }
+            let Some((last, found)) = self.since(r.volume, after) else { return lost(lock(&self.log).last) };
+            let now = Instant::now();
+            if !found.is_empty() || now >= deadline {
+                let (inos, origins) = found.into_iter().unzip();
+                return pb::WatchResp { epoch, seq: last, inos, origins, lost: false };
+            }
+            after = last;
+            // Waits for a change after `last` (noted under the log's lock, so none is missed).
+            let log = lock(&self.log);
+            if log.last == last {
+                let _ = self.noted.wait_timeout(log, deadline - now);
             }
         }
     }
@@ -331,6 +360,20 @@ mod tests {
         let idle = c.watch(&req(epoch, r.seq, 30)).await;
         assert!(!idle.lost && idle.inos.is_empty() && idle.seq == r.seq);
         assert!(c.watch(&req(epoch + 2, r.seq, 0)).await.lost, "another epoch");
+    }
+
+    #[test]
+    fn a_blocking_watch_wakes_at_a_change() {
+        let c = Arc::new(Changes::new("s1"));
+        let first = c.watch_blocking(&req(0, 0, 0));
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || c2.watch_blocking(&req(first.epoch, first.seq, 3000)));
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        c.note(7, 3, &[5]);
+        let r = t.join().expect("watch");
+        assert_eq!((r.inos, r.origins), (vec![5], vec![3]));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]

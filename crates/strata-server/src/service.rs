@@ -306,6 +306,12 @@ impl MetaService {
         self.st.changes.note(vol, origin, inos);
     }
 
+    /// `Watch` on the calling thread (the framed transport's connection threads).
+    pub fn watch_blocking(&self, who: &TokenRecord, r: &pb::WatchReq) -> Result<pb::WatchResp, Status> {
+        self.check_volume(who, r.volume)?;
+        Ok(self.st.changes.watch_blocking(r))
+    }
+
     fn guard_volume<T>(&self, req: &Request<T>, vol: u32) -> Result<(), Status> {
         self.check_volume(crate::auth::principal(req)?, vol)
     }
