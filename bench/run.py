@@ -760,6 +760,7 @@ class Harness:
             Row("files_unlink", "files unlink (4 thr)", "files/s"),
             Row("meta_create", f"meta create ({opts.meta_files:,} empty, 1 dir, 1 thr)", "ops/s"),
             Row("meta_stat", "meta stat (1 thr)", "ops/s"),
+            Row("meta_stat_cold", "meta stat (1 thr, cold: new mount, drop_caches)", "ops/s"),
             Row("meta_unlink", "meta unlink (1 thr)", "ops/s"),
         ]} if not opts.only_training else {}
         # --rows: only the chosen groups' rows are measured and shown.
@@ -767,7 +768,9 @@ class Harness:
         self.rows = {k: r for k, r in self.rows.items()
                      if k.startswith(("ckpt_", "restore", "fanout_", "loader_", "epoch_"))
                      or ROW_GROUP[k] in self.groups}
-        if opts.training:
+        if opts.only_meta:
+            self.rows = {k: r for k, r in self.rows.items() if k.startswith("meta_")}
+        if opts.training and not opts.only_meta:
             self.rows.update({r.key: r for r in training_rows(opts)})
 
     def each(self, what: str, keys: list[str], fn) -> None:
@@ -872,11 +875,22 @@ class Harness:
                 self.set(f"files_{ph}", t, p["ops_per_sec"], extra)
 
         def meta(t: Target):
+            meta_args = ["--workload", "meta", "--meta-files", str(o.meta_files)]
             r = bench(self.bench_cmd, t, self.out, "meta",
-                      ["--workload", "meta", "--meta-files", str(o.meta_files)])
-            for ph in ("create", "stat", "unlink"):
+                      [*meta_args, "--meta-phases", "create,stat"])
+            for ph in ("create", "stat"):
                 self.set(f"meta_{ph}", t, r[ph]["ops_per_sec"])
+            # A fresh node's first epoch: the same files stat-ed again from cold caches.
+            t.cold()
+            r = bench(self.bench_cmd, t, self.out, "meta-cold",
+                      [*meta_args, "--meta-phases", "stat,unlink"])
+            self.set("meta_stat_cold", t, r["stat"]["ops_per_sec"])
+            self.set("meta_unlink", t, r["unlink"]["ops_per_sec"])
 
+        if o.only_meta:
+            self.each("meta create/stat/cold stat/unlink",
+                      ["meta_create", "meta_stat", "meta_stat_cold", "meta_unlink"], meta)
+            return
         if not o.only_training:
             g = self.groups
             if "seqwrite_nosync" in g:
@@ -896,8 +910,8 @@ class Harness:
                 self.each("files list/read/stat/unlink",
                           ["files_list", "files_read", "files_stat", "files_unlink"], files_rest)
             if "meta" in g:
-                self.each("meta create/stat/unlink", ["meta_create", "meta_stat", "meta_unlink"],
-                          meta)
+                self.each("meta create/stat/cold stat/unlink",
+                          ["meta_create", "meta_stat", "meta_stat_cold", "meta_unlink"], meta)
         if o.training:
             self.run_training()
 
@@ -1196,6 +1210,8 @@ def parse_args(argv: list[str]):
     p.add_argument("--file-size", default="64KiB", help="files workload: file size")
     p.add_argument("--dirs", type=int, default=100, help="files workload: directories")
     p.add_argument("--meta-files", type=int, default=10_000, help="meta workload: file count")
+    p.add_argument("--only-meta", action="store_true",
+                   help="run only the meta rows (create, stat, cold stat, unlink), no training rows")
     p.add_argument("--rand-io", default="64m",
                    help="4 KiB random reads: bytes read by each job (fio --io_size; default "
                         "64m, so 4 jobs read 25%% of the 1 GiB file and mostly miss the cache)")
@@ -1267,6 +1283,10 @@ def parse_args(argv: list[str]):
     o = p.parse_args(argv)
     if o.only_training and not o.training:
         p.error("--only-training and --no-training exclude each other")
+    if o.only_meta and o.only_training:
+        p.error("--only-meta and --only-training exclude each other")
+    if o.only_meta:
+        o.training = False
     try:
         o.ckpt_ranks = [int(n) for n in o.ckpt_ranks.split(",") if n.strip()]
     except ValueError:
@@ -1296,7 +1316,7 @@ ROW_GROUPS = ["seqwrite_nosync", "seqwrite", "seqread", "randread", "files", "me
 ROW_GROUP = {"seqwrite_nosync": "seqwrite_nosync", "seqwrite": "seqwrite",
              "seqread_cold": "seqread", "seqread_warm": "seqread", "randread": "randread",
              **{f"files_{p}": "files" for p in ("write", "list", "read", "stat", "unlink")},
-             **{f"meta_{p}": "meta" for p in ("create", "stat", "unlink")}}
+             **{f"meta_{p}": "meta" for p in ("create", "stat", "stat_cold", "unlink")}}
 
 # --quick: every row small enough for a smoke run of a few minutes.
 QUICK = {"fio_size": 64 * 2**20, "rand_io": "4m", "files": 1000, "meta_files": 1000,

@@ -48,7 +48,7 @@ pub use epoch::EpochConfig;
 pub use fanout::FanoutConfig;
 pub use files::{FilesConfig, FilesPhase};
 pub use loader::LoaderConfig;
-pub use meta::MetaConfig;
+pub use meta::{MetaConfig, MetaPhase};
 pub use report::{PhaseResult, Report, WorkloadResult};
 
 /// Which workloads to run.
@@ -208,6 +208,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub meta_threads: u16,
 
+    /// Phases of the `meta` workload to run, comma-separated, in order. Running `create`
+    /// alone, emptying caches (unmount, drop_caches, mount), then `stat,unlink`, measures cold
+    /// metadata.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = MetaPhase::ALL, value_name = "PHASES")]
+    pub meta_phases: Vec<MetaPhase>,
+
     /// `restore`, `fanout`, `loader`, `epoch`: phases to run, comma-separated, in order
     /// (default: all of the workload's). Run `setup` alone, empty the caches, then each reading
     /// phase, to read from a cold cache.
@@ -329,7 +335,12 @@ impl BenchArgs {
 
     /// The `meta` workload's parameters.
     pub fn meta_config(&self) -> MetaConfig {
-        MetaConfig { files: self.meta_files, dirs: self.meta_dirs, threads: self.meta_threads.into() }
+        MetaConfig {
+            files: self.meta_files,
+            dirs: self.meta_dirs,
+            threads: self.meta_threads.into(),
+            phases: self.meta_phases.clone(),
+        }
     }
 
     /// `--dir`, then `--dir2` when given.

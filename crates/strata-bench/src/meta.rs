@@ -17,6 +17,31 @@ use crate::workers::for_each_index;
 /// Name of the workload's directory inside `--dir`.
 pub const DIR_NAME: &str = "strata-bench-meta";
 
+/// A phase of the `meta` workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaPhase {
+    /// mkdir the directories, then create every empty file.
+    Create,
+    /// stat every file by path, in creation order.
+    Stat,
+    /// unlink every file, then rmdir the tree.
+    Unlink,
+}
+
+impl MetaPhase {
+    /// All phases, in their natural order.
+    pub const ALL: [MetaPhase; 3] = [MetaPhase::Create, MetaPhase::Stat, MetaPhase::Unlink];
+
+    fn name(self) -> &'static str {
+        match self {
+            MetaPhase::Create => "create",
+            MetaPhase::Stat => "stat",
+            MetaPhase::Unlink => "unlink",
+        }
+    }
+}
+
 /// Parameters of the `meta` workload.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetaConfig {
@@ -26,6 +51,9 @@ pub struct MetaConfig {
     pub dirs: u64,
     /// Threads for every phase.
     pub threads: usize,
+    /// Phases to run, in order: a caller empties caches between a `create` run and a `stat`
+    /// run to measure cold metadata (a fresh node's first epoch).
+    pub phases: Vec<MetaPhase>,
 }
 
 impl MetaConfig {
@@ -38,22 +66,27 @@ impl MetaConfig {
     }
 }
 
-/// Runs create, stat and unlink under `base/strata-bench-meta`, which must not exist yet.
+/// Runs the configured phases under `base/strata-bench-meta`, which must not exist yet when
+/// they start with `create` (and must hold an earlier `create`'s tree otherwise).
 ///
 /// Creating and removing the directories is part of the create and unlink phases.
 pub fn run(cfg: &MetaConfig, base: &Path) -> Result<Vec<PhaseResult>> {
     ensure!(cfg.files > 0, "--meta-files must be at least 1");
     ensure!(cfg.dirs > 0, "--meta-dirs must be at least 1");
+    ensure!(!cfg.phases.is_empty(), "no meta phase to run");
     let root = base.join(DIR_NAME);
-    let mut results = Vec::with_capacity(3);
-    for phase in ["create", "stat", "unlink"] {
+    if cfg.phases[0] != MetaPhase::Create {
+        ensure!(root.is_dir(), "{} does not exist: run the create phase first", root.display());
+    }
+    let mut results = Vec::with_capacity(cfg.phases.len());
+    for &phase in &cfg.phases {
         let started = Instant::now();
         match phase {
-            "create" => create(cfg, &root)?,
-            "stat" => stat(cfg, &root)?,
-            _ => unlink(cfg, &root)?,
+            MetaPhase::Create => create(cfg, &root)?,
+            MetaPhase::Stat => stat(cfg, &root)?,
+            MetaPhase::Unlink => unlink(cfg, &root)?,
         }
-        let r = PhaseResult::new(phase, cfg.threads, cfg.files, None, started.elapsed());
+        let r = PhaseResult::new(phase.name(), cfg.threads, cfg.files, None, started.elapsed());
         eprintln!(
             "strata-bench: meta  {:<6} {:>8} files in {:>8.3} s ({:.0} ops/s)",
             r.phase, r.ops, r.seconds, r.ops_per_sec
@@ -125,7 +158,7 @@ mod tests {
     fn cycle_in_one_and_many_dirs() {
         for (dirs, threads) in [(1, 1), (3, 4)] {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let cfg = MetaConfig { files: 200, dirs, threads };
+            let cfg = MetaConfig { files: 200, dirs, threads, phases: MetaPhase::ALL.to_vec() };
             let r = run(&cfg, tmp.path()).expect("run");
             let names: Vec<_> = r.iter().map(|p| p.phase.as_str()).collect();
             assert_eq!(names, ["create", "stat", "unlink"]);
@@ -138,8 +171,20 @@ mod tests {
     fn refuses_leftover_tree() {
         let tmp = tempfile::tempdir().expect("tempdir");
         fs::create_dir(tmp.path().join(DIR_NAME)).expect("mkdir");
-        let cfg = MetaConfig { files: 1, dirs: 1, threads: 1 };
+        let cfg = MetaConfig { files: 1, dirs: 1, threads: 1, phases: MetaPhase::ALL.to_vec() };
         let msg = format!("{:#}", run(&cfg, tmp.path()).expect_err("exists"));
         assert!(msg.contains("remove it first"), "{msg}");
+    }
+
+    #[test]
+    fn phases_split_over_runs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = |phases: &[MetaPhase]| MetaConfig { files: 50, dirs: 2, threads: 2, phases: phases.to_vec() };
+        let msg = format!("{:#}", run(&cfg(&[MetaPhase::Stat]), tmp.path()).expect_err("no tree"));
+        assert!(msg.contains("run the create phase first"), "{msg}");
+        run(&cfg(&[MetaPhase::Create]), tmp.path()).expect("create");
+        let r = run(&cfg(&[MetaPhase::Stat, MetaPhase::Unlink]), tmp.path()).expect("stat, unlink");
+        assert_eq!(r.iter().map(|p| p.phase.as_str()).collect::<Vec<_>>(), ["stat", "unlink"]);
+        assert!(!tmp.path().join(DIR_NAME).exists());
     }
 }

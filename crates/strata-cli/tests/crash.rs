@@ -508,8 +508,13 @@ fn journals_the_server_cannot_accept_are_refused() {
             ("too large", true, vec![block(own.clone(), 300 << 10)], "too many journaled bytes"),
         ];
         for (what, durable, journal, says) in cases {
-            let req =
-                pb::CommitReq { ino, writes: vec![pb::ChunkWrite { index: 0, slice: Some(slice) }], durable, journal };
+            let req = pb::CommitReq {
+                ino,
+                writes: vec![pb::ChunkWrite { index: 0, slice: Some(slice) }],
+                durable,
+                journal,
+                origin: 0,
+            };
             let e = client.call::<_, pb::CommitResp>(Method::CommitWrites, |_| req.clone()).await.expect_err(what);
             assert!(e.to_string().contains(says), "{what}: {e}");
         }

@@ -82,6 +82,15 @@ fn two_servers_on_one_database_serve_one_namespace() {
     c.cli(&["token", "revoke", &id]);
     assert_eq!(err_of(std::fs::read(c.p(m3, "node-file"))), libc::EACCES, "B refuses the revoked token at once");
     c.mounts[m3].stop();
+    // Its token refused, that mount could not end its session: the session expires later on.
+    c.allow_log("session expired without unmounting");
+
+    // Directories read whole for lookups (default caches: 1 s leases) through one server
+    // follow changes made through the other.
+    let m4 = c.mount_via(&addr_a, &[]);
+    let m5 = c.mount_via(&format!("{addr_b},{addr_a}"), &[]);
+    listings_follow_other_clients(&c, m4, m5, &addr_a);
+    let _ = std::fs::metadata(c.p(m5, "listed/f0100")).expect("stat via B");
 
     // Failover: server B dies; the client that listed both carries on through A with its
     // session, its open file and its lock.
@@ -98,4 +107,9 @@ fn two_servers_on_one_database_serve_one_namespace() {
     drop(f2);
     assert!(wait_until(Duration::from_secs(5), || lock_whole(&fa, libc::F_WRLCK) == 0));
     drop(fa);
+    // The mount that read a directory whole through B sees, through A now, a change made
+    // through A within the bound.
+    std::fs::write(c.p(m4, "listed/after-failover"), b"af").expect("create via A");
+    let seen = || std::fs::read(c.p(m5, "listed/after-failover")).is_ok_and(|d| d == b"af");
+    assert!(wait_until(Duration::from_secs(4), seen), "a listing read through the dead server is not renewed");
 }

@@ -361,3 +361,9 @@ fn mmap_writes_reach_the_other_client() {
     unsafe { libc::munmap(p, len) };
     assert!(same, "mapped contents on B differ");
 }
+
+#[test]
+fn cold_lookups_read_the_directory_whole_and_follow_the_other_client() {
+    let c = Cluster::with_mounts("dircache", 2);
+    listings_follow_other_clients(&c, 0, 1, &c.addr);
+}

@@ -58,7 +58,7 @@ pub fn identity_from_pb(p: &pb::FileIdentity) -> FileIdentity {
 
 /// Caller identity to the wire.
 pub fn ctx_to_pb(c: &Ctx) -> pb::Caller {
-    pb::Caller { uid: c.uid, gid: c.gid, groups: c.groups.clone(), check: c.check }
+    pb::Caller { uid: c.uid, gid: c.gid, groups: c.groups.clone(), check: c.check, origin: 0 }
 }
 
 /// Caller identity from the wire (absent means root without checks only for trusted paths,

@@ -61,6 +61,7 @@ macro_rules! meta_methods {
             SetLock = 27 => set_lock(LockReq),
             ReleaseLocks = 28 => release_locks(ReleaseLocksReq),
             JournaledBlock = 29 => journaled_block(BlockKeyReq),
+            Watch = 30 => watch(WatchReq),
         }
     };
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod blocks;
+pub mod changes;
 pub mod control;
 pub mod fsck;
 pub mod gc;
@@ -107,6 +108,7 @@ impl Server {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(data_err(&dir))?;
         let url = cfg.meta_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("meta.db").display()));
         let shared = cfg.shared_state;
+        let meta_url = url.clone();
         let meta = tokio::task::spawn_blocking(move || -> Result<(Meta, Option<String>), ServerError> {
             let kv = strata_meta::kv::open(&url)?;
             // A PostgreSQL database is there to be shared by several servers; SQLite is one
@@ -139,8 +141,13 @@ impl Server {
         let listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
         listener.set_nonblocking(true).map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
+        let on_postgres = meta.engine() == "postgres";
         let st =
             Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display()), addr.to_string()));
+        if on_postgres {
+            // Clients of the other servers on this database learn of changes made here.
+            st.changes.relay_through_postgres(&meta_url);
+        }
         Ok(Server { st, listener, addr, gc: cfg.gc })
     }
 

@@ -65,6 +65,11 @@ fn unknown_session() -> Status {
     s
 }
 
+/// The session a change is made for, as its caller says (0: not said).
+fn origin(c: &Option<pb::Caller>) -> u64 {
+    c.as_ref().map_or(0, |c| c.origin)
+}
+
 fn attr_resp(ino: u64, a: &strata_meta::Attr) -> Response<pb::AttrResp> {
     Response::new(pb::AttrResp { attr: Some(attr_to_pb(ino, a)), parent: None })
 }
@@ -299,6 +304,19 @@ impl MetaService {
         }
     }
 
+    /// Notes a change for clients' leases (`changes.rs`), in the volume `guard` found for the
+    /// inodes.
+    fn changed(&self, origin: u64, inos: &[u64]) {
+        let vol = inos.iter().find_map(|i| self.st.cached_inode_volume(*i)).unwrap_or(0);
+        self.st.changes.note(vol, origin, inos);
+    }
+
+    /// `Watch` on the calling thread (the framed transport's connection threads).
+    pub fn watch_blocking(&self, who: &TokenRecord, r: &pb::WatchReq) -> Result<pb::WatchResp, Status> {
+        self.check_volume(who, r.volume)?;
+        Ok(self.st.changes.watch_blocking(r))
+    }
+
     fn guard_volume<T>(&self, req: &Request<T>, vol: u32) -> Result<(), Status> {
         self.check_volume(crate::auth::principal(req)?, vol)
     }
@@ -471,8 +489,9 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
-        let ino = r.ino;
+        let (ino, origin) = (r.ino, origin(&r.caller));
         let a = blocking(move || meta.setattr(&ctx_from_pb(r.caller.as_ref()), r.ino, &setattr_from_pb(&r))).await?;
+        self.changed(origin, &[ino]);
         Ok(attr_resp(ino, &a))
     }
 
@@ -484,6 +503,7 @@ impl MetaRpc for MetaService {
             self.session(r.session).await?;
         }
         let meta = self.st.meta.clone();
+        let (dir, origin) = (r.parent, origin(&r.caller));
         let ((ino, a, created), parent) = blocking(move || {
             // Opened by the session as created (one transaction with shared state).
             let res = meta.mknod_open(
@@ -501,6 +521,9 @@ impl MetaRpc for MetaService {
             Ok((res, dir_after(&meta, r.parent)))
         })
         .await?;
+        if created {
+            self.changed(origin, &[dir]);
+        }
         Ok(Response::new(pb::MknodResp { attr: Some(attr_to_pb(ino, &a)), created, parent }))
     }
 
@@ -508,12 +531,13 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().ino, req.get_ref().new_parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
-        let ino = r.ino;
+        let (ino, dir, origin) = (r.ino, r.new_parent, origin(&r.caller));
         let (a, parent) = blocking(move || {
             let a = meta.link(&ctx_from_pb(r.caller.as_ref()), r.ino, r.new_parent, &r.new_name)?;
             Ok((a, dir_after(&meta, r.new_parent)))
         })
         .await?;
+        self.changed(origin, &[dir, ino]);
         Ok(Response::new(pb::AttrResp { attr: Some(attr_to_pb(ino, &a)), parent }))
     }
 
@@ -521,11 +545,13 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
+        let (dir, origin) = (r.parent, origin(&r.caller));
         let parent = blocking(move || {
             meta.unlink(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)?;
             Ok(dir_after(&meta, r.parent))
         })
         .await?;
+        self.changed(origin, &[dir]);
         Ok(Response::new(pb::DirChange { parent, new_parent: None }))
     }
 
@@ -533,11 +559,13 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
+        let (dir, origin) = (r.parent, origin(&r.caller));
         let parent = blocking(move || {
             meta.rmdir(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)?;
             Ok(dir_after(&meta, r.parent))
         })
         .await?;
+        self.changed(origin, &[dir]);
         Ok(Response::new(pb::DirChange { parent, new_parent: None }))
     }
 
@@ -545,6 +573,8 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().parent, req.get_ref().new_parent], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
+        let (dirs, origin) =
+            (if r.parent == r.new_parent { vec![r.parent] } else { vec![r.parent, r.new_parent] }, origin(&r.caller));
         let (parent, new_parent) = blocking(move || {
             let cond = strata_meta::RenameIf {
                 source: r.if_source.as_ref().map(identity_from_pb),
@@ -556,6 +586,7 @@ impl MetaRpc for MetaService {
             Ok((dir_after(&meta, r.parent), np))
         })
         .await?;
+        self.changed(origin, &dirs);
         Ok(Response::new(pb::DirChange { parent, new_parent }))
     }
 
@@ -643,7 +674,9 @@ impl MetaRpc for MetaService {
         let ino = r.ino;
         let journaled = journal.len();
         let bytes: u64 = writes.iter().map(|(_, s)| u64::from(s.len)).sum();
+        let origin = r.origin;
         let c = blocking(move || meta.commit_writes_with(ino, &writes, &journal, r.durable)).await?;
+        self.changed(origin, &[ino]);
         if let Some(vol) = self.st.cached_inode_volume(ino) {
             crate::metrics::get().committed(vol, bytes);
         }
@@ -727,7 +760,9 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
+        let (ino, origin) = (r.ino, r.origin);
         blocking(move || meta.setxattr(r.ino, &r.name, &r.value, r.flags)).await?;
+        self.changed(origin, &[ino]);
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -735,8 +770,15 @@ impl MetaRpc for MetaService {
         self.guard(&req, &[req.get_ref().ino], true).await?;
         let r = req.into_inner();
         let meta = self.st.meta.clone();
+        let (ino, origin) = (r.ino, r.origin);
         blocking(move || meta.removexattr(r.ino, &r.name)).await?;
+        self.changed(origin, &[ino]);
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn watch(&self, req: Request<pb::WatchReq>) -> Result<Response<pb::WatchResp>, Status> {
+        self.guard_volume(&req, req.get_ref().volume)?;
+        Ok(Response::new(self.st.changes.watch(req.get_ref()).await))
     }
 
     async fn stat_fs(&self, req: Request<pb::StatFsReq>) -> Result<Response<pb::StatFsResp>, Status> {

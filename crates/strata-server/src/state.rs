@@ -40,6 +40,8 @@ pub struct State {
     volume_blocks: std::sync::RwLock<HashMap<u32, VolumeBlocks>>,
     /// Ids of the block directories served, by store URL.
     store_ids: Mutex<HashMap<String, String>>,
+    /// Changes for clients' leases (`Watch`).
+    pub changes: Arc<crate::changes::Changes>,
 }
 
 /// Who may use a volume's blocks and where they are (neither changes in a volume's life).
@@ -59,7 +61,6 @@ impl State {
         State {
             auth: Auth::new(meta.clone()),
             meta,
-            server_id,
             started: Timespec::now(),
             data_dir,
             default_store,
@@ -69,6 +70,8 @@ impl State {
             journaled_since_flush: std::sync::atomic::AtomicUsize::new(0),
             volume_blocks: std::sync::RwLock::new(HashMap::new()),
             store_ids: Mutex::new(HashMap::new()),
+            changes: Arc::new(crate::changes::Changes::new(&server_id)),
+            server_id,
         }
     }
 

@@ -76,9 +76,13 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
             }
         };
         let started = std::time::Instant::now();
-        let busy = wire::Busy::start();
+        // A watch waits for changes, idle: it must not keep other connections from polling.
+        let busy = (method != Method::Watch as u16).then(wire::Busy::start);
         // Checked on every call, so a revoked token stops working at once.
         let res = match st.auth.principal(&secret) {
+            // A watch waits on this thread itself: a runtime timer would panic when the
+            // runtime shuts down under it.
+            Ok(p) if method == Method::Watch as u16 => watch(&svc, &p, payload),
             Ok(p) => rt.block_on(dispatch(&svc, p, method, payload)),
             Err(s) => Err(s),
         };
@@ -93,6 +97,11 @@ pub fn serve_conn(st: Arc<State>, svc: Arc<MetaService>, mut sock: std::net::Tcp
             return;
         }
     }
+}
+
+fn watch(svc: &MetaService, p: &Principal, payload: Bytes) -> Result<Vec<u8>, Status> {
+    let r = pb::WatchReq::decode(payload).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
+    Ok(svc.watch_blocking(&p.0, &r)?.encode_to_vec())
 }
 
 fn hello(sock: &mut std::net::TcpStream) -> std::io::Result<String> {

@@ -44,6 +44,10 @@ pub struct VfsConfig {
     /// Remember names looked up with [`crate::Vfs::lookup_cached`] for `attr_ttl`: for
     /// front-ends with no kernel cache of their own (the gateways); FUSE mounts leave it off.
     pub name_cache: bool,
+    /// Read a directory whole (names and attributes, in pages) when lookups in it miss, and
+    /// answer later lookups and attribute requests from it for `attr_ttl` (see `dircache.rs`):
+    /// for FUSE mounts, whose kernel checks permissions itself; the gateways leave it off.
+    pub dir_cache: bool,
     /// A layer put around the volume's object store (tests count or fail its calls with it);
     /// the block store is then reached only through the layer, as an object store.
     pub store_layer: Option<StoreLayer>,
@@ -166,6 +170,7 @@ impl Default for VfsConfig {
             store_retry_timeout: Duration::from_secs(60),
             blocks: BlocksMode::Auto,
             name_cache: false,
+            dir_cache: false,
             store_layer: None,
             peer_cache: None,
             peer_timeout: crate::peer::DEFAULT_TIMEOUT,

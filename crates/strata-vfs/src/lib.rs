@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+mod dircache;
 pub mod error;
 pub mod metrics;
 mod names;

@@ -35,6 +35,11 @@ pub struct MountArgs {
     /// Threads serving kernel requests.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
+    /// Do not read a directory whole when lookups in it miss (by default the second lookup
+    /// that misses in a directory reads all its names and attributes, in pages, and later
+    /// lookups in it are answered from that for --attr-ttl).
+    #[arg(long)]
+    pub no_dir_cache: bool,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -124,6 +129,7 @@ async fn attach(args: &MountArgs, token: &str, mp: &Path) -> Result<Arc<Vfs>> {
     let cfg = strata_vfs::VfsConfig {
         peer_cache: args.peer_cache,
         peer_timeout: args.peer_timeout,
+        dir_cache: !args.no_dir_cache,
         ..args.attach.client.vfs_config(false)
     };
     Vfs::attach(&args.attach.server.server, token, &args.volume, &client_name, cfg)

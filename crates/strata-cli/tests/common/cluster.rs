@@ -10,8 +10,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::files::err_of;
 use super::procs::*;
 use super::services;
 
@@ -497,4 +498,81 @@ fn pg_database(name: &str, base: Option<String>) -> Option<(String, String)> {
     let out = services::psql(&base, &format!("CREATE DATABASE {db}"));
     assert!(out.status.success(), "create database {db}: {}", String::from_utf8_lossy(&out.stderr));
     Some((base, db))
+}
+
+/// Lookup and directory-listing calls a server answered so far (from its metrics).
+fn lookups_and_listings(server: &str) -> (f64, f64) {
+    let m = scrape(&format!("http://{server}/metrics"));
+    (
+        val(&m, "strata_rpc_durations_histogram_seconds_count{method=Lookup}"),
+        val(&m, "strata_rpc_durations_histogram_seconds_count{method=Readdir}"),
+    )
+}
+
+/// Mount `a` (default caches: 1 s leases) reads a directory whole when it stats every file of
+/// it cold, through `server_a`, instead of one lookup per file; then it sees mount `b`'s
+/// creates, unlinks, renames, mode and size changes in that directory within the documented
+/// bound (the listing's lease plus the kernel's own lifetime: 2 s), and its own at once.
+pub fn listings_follow_other_clients(c: &Cluster, a: usize, b: usize, server_a: &str) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const N: usize = 400;
+    std::fs::create_dir(c.p(b, "listed")).expect("mkdir on B");
+    for i in 0..N {
+        std::fs::write(c.p(b, &format!("listed/f{i:04}")), b"x").expect("create on B");
+    }
+    let before = lookups_and_listings(server_a);
+    for i in 0..N {
+        let md = std::fs::metadata(c.p(a, &format!("listed/f{i:04}"))).expect("stat on A");
+        assert_eq!(md.len(), 1, "f{i:04} on A");
+    }
+    let after = lookups_and_listings(server_a);
+    let (lookups, listings) = (after.0 - before.0, after.1 - before.1);
+    assert!(lookups <= (N / 10) as f64, "cold stat of {N} files on A made {lookups} Lookup calls");
+    assert!(listings >= 1.0, "A read the directory whole ({listings} listing calls)");
+
+    // B changes the directory; A sees each change within the bound.
+    std::fs::write(c.p(b, "listed/new"), b"new!").expect("create on B");
+    std::fs::remove_file(c.p(b, "listed/f0000")).expect("unlink on B");
+    std::fs::rename(c.p(b, "listed/f0001"), c.p(b, "listed/g0001")).expect("rename on B");
+    std::fs::set_permissions(c.p(b, "listed/f0002"), std::fs::Permissions::from_mode(0o600)).expect("chmod on B");
+    std::fs::write(c.p(b, "listed/f0003"), b"longer").expect("rewrite on B");
+    let changed = Instant::now();
+    let seen = || {
+        let md = |n: &str| std::fs::metadata(c.p(a, &format!("listed/{n}")));
+        md("new").is_ok_and(|m| m.len() == 4)
+            && md("f0000").is_err()
+            && md("f0001").is_err()
+            && md("g0001").is_ok()
+            && md("f0002").is_ok_and(|m| m.mode() & 0o777 == 0o600)
+            && md("f0003").is_ok_and(|m| m.len() == 6)
+    };
+    assert!(wait_until(Duration::from_secs(4), seen), "A does not see B's changes after {:?}", changed.elapsed());
+    assert!(changed.elapsed() < Duration::from_millis(3000), "A saw B's changes only after {:?}", changed.elapsed());
+
+    // A's own changes show at once, whatever its listing holds.
+    let p = |n: &str| c.p(a, &format!("listed/{n}"));
+    for i in 10..N {
+        let _ = std::fs::metadata(p(&format!("f{i:04}"))).expect("stat on A");
+    }
+    std::fs::write(p("mine"), b"mine").expect("create on A");
+    assert_eq!(std::fs::metadata(p("mine")).expect("own create").len(), 4);
+    std::fs::remove_file(p("f0004")).expect("unlink on A");
+    assert_eq!(err_of(std::fs::metadata(p("f0004"))), libc::ENOENT, "own unlink");
+    std::fs::rename(p("f0005"), p("h0005")).expect("rename on A");
+    assert_eq!(err_of(std::fs::metadata(p("f0005"))), libc::ENOENT, "own rename: old name");
+    assert!(std::fs::metadata(p("h0005")).is_ok(), "own rename: new name");
+    let moved = std::fs::metadata(p("f0006")).expect("f0006").ino();
+    std::fs::rename(p("f0006"), p("f0007")).expect("rename over on A");
+    assert_eq!(std::fs::metadata(p("f0007")).expect("replaced").ino(), moved, "own rename over a name");
+    assert_eq!(err_of(std::fs::metadata(p("f0006"))), libc::ENOENT);
+    std::fs::set_permissions(p("f0008"), std::fs::Permissions::from_mode(0o640)).expect("chmod on A");
+    assert_eq!(std::fs::metadata(p("f0008")).expect("own chmod").mode() & 0o777, 0o640);
+    std::fs::hard_link(p("f0009"), p("l0009")).expect("link on A");
+    assert_eq!(std::fs::metadata(p("f0009")).expect("linked").nlink(), 2);
+    std::fs::remove_file(p("l0009")).expect("unlink a link on A");
+    assert_eq!(std::fs::metadata(p("f0009")).expect("unlinked link").nlink(), 1, "own unlink of a hard link");
+    std::fs::create_dir(p("sub")).expect("mkdir on A");
+    assert_eq!(err_of(std::fs::metadata(p("sub/none"))), libc::ENOENT);
+    std::fs::write(p("sub/one"), b"1").expect("create in a new directory");
+    assert_eq!(std::fs::read(p("sub/one")).expect("read back"), b"1");
 }

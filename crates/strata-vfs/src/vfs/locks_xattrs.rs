@@ -63,6 +63,7 @@ impl Vfs {
                 name: name.to_vec(),
                 value: Vec::new(),
                 flags: 0,
+                origin: 0,
             })
             .await?;
         Ok(r.data)
@@ -82,13 +83,16 @@ impl Vfs {
         reserved(name)?;
         self.qos.op().await;
         self.client
-            .call::<_, pb::Empty>(Method::SetXattr, |_| pb::XattrReq {
+            .call::<_, pb::Empty>(Method::SetXattr, |session| pb::XattrReq {
                 ino,
                 name: name.to_vec(),
                 value: value.to_vec(),
                 flags,
+                origin: session,
             })
             .await?;
+        // The change time moved: a leased copy of the attributes is stale.
+        self.expire_attr(ino);
         Ok(())
     }
 
@@ -97,13 +101,15 @@ impl Vfs {
         reserved(name)?;
         self.qos.op().await;
         self.client
-            .call::<_, pb::Empty>(Method::RemoveXattr, |_| pb::XattrReq {
+            .call::<_, pb::Empty>(Method::RemoveXattr, |session| pb::XattrReq {
                 ino,
                 name: name.to_vec(),
                 value: Vec::new(),
                 flags: 0,
+                origin: session,
             })
             .await?;
+        self.expire_attr(ino);
         Ok(())
     }
 

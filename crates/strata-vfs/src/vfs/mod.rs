@@ -12,6 +12,7 @@
 
 pub mod attach;
 mod files;
+mod lease;
 mod locks_xattrs;
 mod namespace;
 mod paths;
@@ -33,6 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::client::Client;
 use crate::config::{BlocksMode, VfsConfig, blocks_route};
+use crate::dircache::DirCache;
 use crate::error::{Result, VfsError};
 use crate::names::Names;
 use crate::writer::{FileWriter, WriteShared};
@@ -126,6 +128,11 @@ pub struct Vfs {
     /// Names recently looked up through [`Vfs::lookup_cached`], and directories worth reading
     /// again whole.
     names: Names,
+    /// Directories read whole, for lookups (FUSE mounts; see `dircache.rs`).
+    dircache: DirCache,
+    /// Attributes seen before this are not reused under a lease: this client changed an inode
+    /// it could not name (a removed or replaced entry no listing held).
+    attrs_valid_from: Mutex<Instant>,
     /// The task keeping the session alive (see [`Vfs::attach`]).
     keepalive: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The volume's peer caches, with a peer cache on (see [`crate::peer`]).
@@ -239,12 +246,17 @@ impl Vfs {
             qos,
             volume,
             names: Names::new(if cfg.name_cache { cfg.attr_ttl } else { Duration::ZERO }),
+            dircache: DirCache::new(if cfg.dir_cache { cfg.attr_ttl } else { Duration::ZERO }),
+            attrs_valid_from: Mutex::new(Instant::now()),
             keepalive: Mutex::new(None),
             peers,
             peer_task: Mutex::new(None),
             cfg,
         });
         tokio::spawn(commit_old_writes(Arc::downgrade(&vfs)));
+        if vfs.dircache.enabled() {
+            tokio::spawn(lease::watch_changes(Arc::downgrade(&vfs)));
+        }
         Ok(vfs)
     }
 
@@ -364,6 +376,36 @@ impl Vfs {
         match cached {
             Some(a) => Ok(self.overlay(ino, a).await),
             None => self.getattr(ino).await,
+        }
+    }
+
+    /// Attributes read under a listing's lease (see `dircache.rs`) that still hold: of an inode
+    /// a valid listing names (not a file with several links), read within the lease, and after
+    /// the last change of this client to an inode it could not name.
+    fn leased_attr(&self, ino: u64) -> Option<Attr> {
+        if !self.dircache.enabled() || !self.dircache.names_ino(ino) {
+            return None;
+        }
+        let from = *Self::lock(&self.attrs_valid_from);
+        Self::lock(&self.inodes)
+            .get(&ino)
+            .and_then(|c| c.attr.zip(c.seen))
+            .filter(|(_, seen)| *seen >= from && self.dircache.fresh(*seen))
+            // Another link's removal elsewhere would change the count unnoticed.
+            .filter(|(a, _)| a.kind == strata_types::FileType::Dir || a.nlink <= 1)
+            .map(|(a, _)| a)
+    }
+
+    /// No attribute seen until now is reused under a lease.
+    fn attrs_stale_now(&self) {
+        *Self::lock(&self.attrs_valid_from) = Instant::now();
+    }
+
+    /// Stops reusing the attributes seen of an inode under a lease (they changed), keeping
+    /// them to tell at the next open whether the file changed.
+    fn expire_attr(&self, ino: u64) {
+        if let Some(c) = Self::lock(&self.inodes).get_mut(&ino) {
+            c.seen = None;
         }
     }
 

@@ -10,8 +10,17 @@ use strata_proto::wire::Method;
 use strata_types::{Attr, Ctx, FileType, RenameIf, SetAttr};
 
 use super::{Handle, Vfs, attr_of};
+use crate::dircache::{DIR_MAX, Found};
 use crate::error::{Result, VfsError};
 use crate::writer::FileWriter;
+
+/// The caller of a change made by `session` (its own watch skips the change).
+pub(super) fn caller(ctx: &Ctx, session: u64) -> pb::Caller {
+    pb::Caller { origin: session, ..ctx_to_pb(ctx) }
+}
+
+/// Entries per call when a directory is read whole for lookups.
+const WHOLE_PAGE: u32 = 1024;
 
 /// One page of a directory listing (see [`Vfs::list_dir`]).
 #[derive(Clone, Debug)]
@@ -38,8 +47,16 @@ pub struct DirEntry {
 }
 
 impl Vfs {
-    /// Looks a name up in a directory.
+    /// Looks a name up in a directory. With `VfsConfig::dir_cache`, from the directory's
+    /// listing while its lease holds (read whole at the second miss, see `dircache.rs`) for
+    /// callers whose permissions were checked already (`Ctx::check` off: the kernel's).
     pub async fn lookup(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<(u64, Attr)> {
+        if self.dircache.enabled()
+            && !ctx.check
+            && let Some(found) = self.lookup_listed(parent, name).await?
+        {
+            return Ok(found);
+        }
         self.qos.op().await;
         let r = self
             .client
@@ -57,9 +74,63 @@ impl Vfs {
 
     /// Records directories changed by this client, from a change's reply.
     pub(super) fn note_dirs(&self, dirs: &[&Option<pb::Attr>]) {
-        let mut m = Self::lock(&self.changed_dirs);
-        for d in dirs.iter().filter_map(|d| d.as_ref()).filter_map(attr_from_pb) {
-            m.insert(d.0, (d.1, Instant::now()));
+        let fresh: Vec<(u64, Attr)> = dirs.iter().filter_map(|d| d.as_ref()).filter_map(attr_from_pb).collect();
+        let now = Instant::now();
+        {
+            let mut m = Self::lock(&self.changed_dirs);
+            for d in &fresh {
+                m.insert(d.0, (d.1, now));
+            }
+        }
+        let mut m = self.inode_cache();
+        for (ino, a) in &fresh {
+            Self::note_seen(&mut m, *ino, a, now);
+        }
+    }
+
+    /// A lookup answered by the directory's listing: `Ok(None)` when it does not know (no
+    /// listing, a name past a big directory's first entries, attributes no longer leased).
+    async fn lookup_listed(&self, parent: u64, name: &[u8]) -> Result<Option<(u64, Attr)>> {
+        let mut found = self.dircache.get(parent, name);
+        if found == Found::Unknown
+            && let Some(reading) = self.dircache.miss(parent)
+        {
+            self.read_whole(reading, parent).await;
+            found = self.dircache.get(parent, name);
+        }
+        match found {
+            Found::Absent => Err(VfsError::from_errno(libc::ENOENT)),
+            Found::Unknown => Ok(None),
+            Found::Ino(ino) => match self.leased_attr(ino) {
+                Some(a) => {
+                    self.qos.op().await;
+                    Ok(Some((ino, self.overlay(ino, a).await)))
+                }
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Reads a directory whole into its listing (up to `DIR_MAX` entries), a page per call;
+    /// the entries' attributes go to the inode cache. A failure leaves lookups to the server.
+    async fn read_whole(&self, reading: crate::dircache::Reading, dir: u64) {
+        let root = Ctx::root();
+        let (mut after, mut names) = (Vec::new(), std::collections::HashMap::new());
+        loop {
+            let page = match self.list_dir(&root, dir, true, &after, WHOLE_PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(dir, error = %e, "reading a directory whole");
+                    return self.dircache.failed(reading);
+                }
+            };
+            let next = page.next_after();
+            names.extend(page.entries.into_iter().map(|e| (e.name, e.ino)));
+            match next {
+                Some(a) if names.len() < DIR_MAX => after = a,
+                Some(_) => return self.dircache.store(reading, names, false),
+                None => return self.dircache.store(reading, names, true),
+            }
         }
     }
 
@@ -71,6 +142,9 @@ impl Vfs {
             && at.elapsed() < self.cfg.attr_ttl
         {
             return Ok(a);
+        }
+        if let Some(a) = self.leased_attr(ino) {
+            return Ok(self.overlay(ino, a).await);
         }
         self.qos.op().await;
         let r = self.client.call::<_, pb::AttrResp>(Method::GetAttr, |_| pb::InoReq { ino }).await?;
@@ -86,7 +160,13 @@ impl Vfs {
             self.commit(ino, false).await?;
         }
         let msg = setattr_to_pb(ctx, ino, req);
-        let r = self.client.call::<_, pb::AttrResp>(Method::SetAttr, |_| msg.clone()).await?;
+        let r = self
+            .client
+            .call::<_, pb::AttrResp>(Method::SetAttr, |session| pb::SetAttrReq {
+                caller: Some(caller(ctx, session)),
+                ..msg.clone()
+            })
+            .await?;
         let (_, a) = attr_of(r.attr)?;
         if req.size.is_some() {
             // Slices changed under any cached list.
@@ -114,7 +194,7 @@ impl Vfs {
         let r = self
             .client
             .call::<_, pb::MknodResp>(Method::Mknod, |session| pb::MknodReq {
-                caller: Some(ctx_to_pb(ctx)),
+                caller: Some(caller(ctx, session)),
                 parent,
                 name: name.to_vec(),
                 kind: kind.code(),
@@ -130,12 +210,17 @@ impl Vfs {
                 if e.errno() == libc::ENOENT {
                     // The directory is gone: a name remembered for it is checked afresh.
                     self.forget_attr(parent);
+                    self.dircache.drop_dir(parent);
                 }
             })?;
         let (ino, a) = attr_of(r.attr)?;
         self.observe(ino, &a);
         self.note_dirs(&[&r.parent]);
         self.names.remember(parent, vec![(name.to_vec(), ino)]);
+        self.dircache.added(parent, name, ino);
+        if kind == FileType::Dir && r.created {
+            self.dircache.created_dir(ino);
+        }
         Ok((ino, a, r.created))
     }
 
@@ -174,8 +259,8 @@ impl Vfs {
         self.qos.op().await;
         let r = self
             .client
-            .call::<_, pb::AttrResp>(Method::Link, |_| pb::LinkReq {
-                caller: Some(ctx_to_pb(ctx)),
+            .call::<_, pb::AttrResp>(Method::Link, |session| pb::LinkReq {
+                caller: Some(caller(ctx, session)),
                 ino,
                 new_parent: parent,
                 new_name: name.to_vec(),
@@ -185,6 +270,7 @@ impl Vfs {
         self.observe(ino, &a);
         self.note_dirs(&[&r.parent]);
         self.names.remember(parent, vec![(name.to_vec(), ino)]);
+        self.dircache.added(parent, name, ino);
         Ok(self.overlay(ino, a).await)
     }
 
@@ -202,15 +288,25 @@ impl Vfs {
         self.qos.op().await;
         let r = self
             .client
-            .call::<_, pb::DirChange>(method, |_| pb::NameReq {
-                caller: Some(ctx_to_pb(ctx)),
+            .call::<_, pb::DirChange>(method, |session| pb::NameReq {
+                caller: Some(caller(ctx, session)),
                 parent,
                 name: name.to_vec(),
             })
             .await;
         // Whatever the outcome, the name may no longer be what was remembered.
         self.forget_name(parent, name);
-        let r = r?;
+        let r = r.inspect_err(|_| self.dircache.drop_dir(parent))?;
+        match self.dircache.removed(parent, name) {
+            Some(ino) => {
+                self.expire_attr(ino);
+                if method == Method::Rmdir {
+                    self.dircache.drop_dir(ino);
+                }
+            }
+            // Its link count changed, and no listing says which inode it is.
+            None => self.attrs_stale_now(),
+        }
         self.note_dirs(&[&r.parent, &r.new_parent]);
         Ok(())
     }
@@ -244,8 +340,8 @@ impl Vfs {
         self.qos.op().await;
         let r = self
             .client
-            .call::<_, pb::DirChange>(Method::Rename, |_| pb::RenameReq {
-                caller: Some(ctx_to_pb(ctx)),
+            .call::<_, pb::DirChange>(Method::Rename, |session| pb::RenameReq {
+                caller: Some(caller(ctx, session)),
                 parent,
                 name: name.to_vec(),
                 new_parent: newparent,
@@ -257,9 +353,39 @@ impl Vfs {
             .await;
         self.forget_name(parent, name);
         self.forget_name(newparent, newname);
-        let r = r?;
+        let r = r.inspect_err(|_| {
+            self.dircache.drop_dir(parent);
+            self.dircache.drop_dir(newparent);
+        })?;
+        self.renamed_in_listings(parent, name, newparent, newname, flags);
         self.note_dirs(&[&r.parent, &r.new_parent]);
         Ok(())
+    }
+
+    /// Moves a renamed entry between this client's listings, and forgets the attributes of the
+    /// inodes involved (change time, link count, a directory's parent).
+    fn renamed_in_listings(&self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], flags: u32) {
+        const RENAME_EXCHANGE: u32 = 2;
+        let src = self.dircache.removed(parent, name);
+        let dst = self.dircache.removed(newparent, newname);
+        match (src, dst) {
+            (Some(s), Some(d)) if flags & RENAME_EXCHANGE != 0 => {
+                self.dircache.added(newparent, newname, s);
+                self.dircache.added(parent, name, d);
+            }
+            _ if flags & RENAME_EXCHANGE != 0 => {
+                self.dircache.drop_dir(parent);
+                self.dircache.drop_dir(newparent);
+            }
+            (Some(s), _) => self.dircache.added(newparent, newname, s),
+            (None, _) => self.dircache.drop_dir(newparent),
+        }
+        for ino in [src, dst].into_iter().flatten() {
+            self.expire_attr(ino);
+        }
+        if src.is_none() || (dst.is_none() && !self.dircache.holds(newparent)) {
+            self.attrs_stale_now();
+        }
     }
 
     /// Target of a symbolic link.

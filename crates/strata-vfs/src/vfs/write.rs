@@ -185,11 +185,12 @@ impl Vfs {
             slices.iter().map(|(idx, s)| pb::ChunkWrite { index: *idx, slice: Some(slice_to_pb(s)) }).collect();
         let r = self
             .client
-            .call::<_, pb::CommitResp>(Method::CommitWrites, |_| pb::CommitReq {
+            .call::<_, pb::CommitResp>(Method::CommitWrites, |session| pb::CommitReq {
                 ino,
                 writes: writes.clone(),
                 durable,
                 journal: journal.clone(),
+                origin: session,
             })
             .await;
         // Not committed, so not journaled either; their slices are not referenced, so their
