@@ -51,8 +51,13 @@ impl Vfs {
     /// listing while its lease holds (read whole at the second miss, see `dircache.rs`) for
     /// callers whose permissions were checked already (`Ctx::check` off: the kernel's).
     pub async fn lookup(&self, ctx: &Ctx, parent: u64, name: &[u8]) -> Result<(u64, Attr)> {
+        // "." and ".." (the kernel's parent lookups of exported file systems) and names past
+        // NAME_MAX (ENAMETOOLONG, not "absent") are the server's to answer.
         if self.dircache.enabled()
             && !ctx.check
+            && name != b"."
+            && name != b".."
+            && name.len() <= strata_types::limits::NAME_MAX
             && let Some(found) = self.lookup_listed(parent, name).await?
         {
             return Ok(found);
