@@ -224,14 +224,7 @@ impl Filesystem for Passthrough {
         ] {
             let _ = config.add_capabilities(cap);
         }
-        let _ = config.set_max_write(1 << 20);
-        let max_ra = match config.set_max_readahead(u32::MAX) {
-            Ok(_) => u32::MAX,
-            Err(max) => max,
-        };
-        let _ = config.set_max_readahead(max_ra);
-        let _ = config.set_max_background(64);
-        let _ = config.set_congestion_threshold(48);
+        strata_fuse::request_sizes(config);
         Ok(())
     }
 

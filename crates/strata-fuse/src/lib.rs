@@ -305,14 +305,7 @@ impl Filesystem for StrataFs {
                 tracing::debug!(?cap, "kernel lacks a FUSE capability");
             }
         }
-        let _ = config.set_max_write(1 << 20);
-        let max_ra = match config.set_max_readahead(u32::MAX) {
-            Ok(_) => u32::MAX,
-            Err(max) => max,
-        };
-        let _ = config.set_max_readahead(max_ra);
-        let _ = config.set_max_background(64);
-        let _ = config.set_congestion_threshold(48);
+        request_sizes(config);
         Ok(())
     }
 
@@ -761,6 +754,19 @@ impl Filesystem for StrataFs {
         });
         Self::empty(reply, res);
     }
+}
+
+/// Asks the kernel for 1 MiB writes, the most read-ahead it allows and a deep background
+/// queue (also used by the benchmarks' FUSE ceiling, so that it negotiates exactly this).
+pub fn request_sizes(config: &mut KernelConfig) {
+    let _ = config.set_max_write(1 << 20);
+    let max_ra = match config.set_max_readahead(u32::MAX) {
+        Ok(_) => u32::MAX,
+        Err(max) => max,
+    };
+    let _ = config.set_max_readahead(max_ra);
+    let _ = config.set_max_background(64);
+    let _ = config.set_congestion_threshold(48);
 }
 
 /// Mount options for the kernel.
