@@ -75,6 +75,13 @@ fn mount_mistakes() {
         assert_fails(&out, &["--fuse-fd", fd, "not an open /dev/fuse descriptor"], "mount with a bad --fuse-fd");
     }
 
+    // A peer-cache address other mounts cannot reach.
+    for addr in ["0.0.0.0:7430", "127.0.0.1:0"] {
+        let out =
+            run_strata(&["mount", &c.volume, &mps, "--server", &c.addr, "--token-file", &tf, "--peer-cache", addr]);
+        assert_fails(&out, &["--peer-cache", addr, "not 0.0.0.0 or port 0"], "mount with an unreachable --peer-cache");
+    }
+
     // Nothing got mounted by any of this.
     assert!(!mounted_at(&mp), "a failed mount left {} mounted", mp.display());
     assert!(std::fs::read_dir(&mp).expect("readdir").next().is_none());
