@@ -37,6 +37,9 @@ const RELAY_BEAT: Duration = Duration::from_millis(500);
 /// A relay silent this long is taken as broken.
 const RELAY_SILENT: Duration = Duration::from_secs(2);
 
+/// A listening connection silent this long is given up and made again.
+const RELAY_RECONNECT: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Copy, Debug)]
 struct Change {
     seq: u64,
@@ -246,23 +249,37 @@ impl Changes {
                 self.lose_track();
                 use postgres::fallible_iterator::FallibleIterator;
                 let mut n = c.notifications();
-                let mut it = n.timeout_iter(RELAY_BEAT);
+                let mut last_heard = Instant::now();
                 loop {
-                    match it.next() {
+                    // A new iterator per wait: postgres's `TimeoutIter` never re-arms its
+                    // timer after it fires, so a kept one answers "nothing" at once forever
+                    // after the first quiet beat, and this thread spun without reading notes.
+                    match n.timeout_iter(RELAY_BEAT).next() {
                         Ok(Some(note)) => {
-                            *lock(&self.heard) = Some(Instant::now());
+                            last_heard = Instant::now();
+                            *lock(&self.heard) = Some(last_heard);
                             self.take(note.payload());
                         }
+                        // Not even our own beats: the connection is dead without having said
+                        // so (no reset from a vanished peer); connect again.
+                        Ok(None) if last_heard.elapsed() > RELAY_RECONNECT => return Ok(()),
                         Ok(None) => {}
                         Err(e) => return Err(e),
                     }
                 }
             });
-            if let Err(e) = res
-                && !warned
-            {
-                tracing::warn!(error = %e, "change relay cannot listen; clients' caches expire meanwhile");
-                warned = true;
+            match res {
+                Err(e) if !warned => {
+                    tracing::warn!(error = %e, "change relay cannot listen; clients' caches expire meanwhile");
+                    warned = true;
+                }
+                Ok(()) if !warned => {
+                    tracing::warn!(
+                        "change relay heard nothing, not even its own heartbeat, for {RELAY_RECONNECT:?}; listening again"
+                    );
+                    warned = true;
+                }
+                _ => {}
             }
             std::thread::sleep(Duration::from_secs(1));
         }

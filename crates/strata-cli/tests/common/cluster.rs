@@ -520,6 +520,16 @@ pub fn listings_follow_other_clients(c: &Cluster, a: usize, b: usize, server_a: 
     for i in 0..N {
         std::fs::write(c.p(b, &format!("listed/f{i:04}")), b"x").expect("create on B");
     }
+    // Quiet for a while first: the change stream must stay trusted when nothing happens (a
+    // relay that stopped reading its notes after a quiet beat answered every watch "lost",
+    // and its clients dropped their caches and asked again in a loop).
+    let watches = |m: &std::collections::HashMap<String, f64>| {
+        val(m, "strata_rpc_durations_histogram_seconds_count{method=Watch}")
+    };
+    let quiet_from = watches(&scrape(&format!("http://{server_a}/metrics")));
+    std::thread::sleep(Duration::from_millis(2500));
+    let quiet = watches(&scrape(&format!("http://{server_a}/metrics"))) - quiet_from;
+    assert!(quiet <= 20.0, "{quiet} watch calls in 2.5 quiet seconds (long polls of 1 s each)");
     let before = lookups_and_listings(server_a);
     for i in 0..N {
         let md = std::fs::metadata(c.p(a, &format!("listed/f{i:04}"))).expect("stat on A");

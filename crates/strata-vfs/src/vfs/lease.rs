@@ -40,7 +40,14 @@ pub(super) async fn watch_changes(vfs: Weak<Vfs>) {
                     tracing::debug!("the server's change stream lost track; dropping cached listings");
                 }
                 v.lose_leases();
+                // Lost again in the epoch it already knew: the server cannot vouch for its
+                // stream now (its relay is silent). Asking again at once would only spin.
+                let again = r.lost && r.epoch == epoch;
                 (epoch, after) = (r.epoch, r.seq);
+                if again {
+                    drop(v);
+                    tokio::time::sleep(RETRY).await;
+                }
             }
             Ok(r) => {
                 let me = v.client.session();
