@@ -20,7 +20,7 @@ mkdir -p $W/m1 $W/m2 $W/m3
 mountall() { # $1: on|off
   for i in 1 2 3; do
     extra=""; [[ $1 == on ]] && extra="--peer-cache 127.0.0.1:1943$i"
-    $BIN mount fan $W/m$i $S --cache-size 1G $extra >$W/mount$i-$1.log 2>&1 & echo $! > $W/m$i.pid
+    $BIN mount fan $W/m$i $S --cache-size 1G --cache-dir $W/cache-$1-$i $extra >$W/mount$i-$1.log 2>&1 & echo $! > $W/m$i.pid
   done
   for i in 1 2 3; do for t in $(seq 600); do mountpoint -q $W/m$i && break; sleep 0.1; done; done
 }

@@ -565,6 +565,7 @@ class Strata(Target):
         self.client: subprocess.Popen | None = None
         self.extra_clients: dict[Path, subprocess.Popen] = {}
         self.url = ""
+        self.cache_generation = 0
 
     def version(self) -> str:
         try:
@@ -624,8 +625,12 @@ class Strata(Target):
 
     def _mount_at(self, mnt: Path, logname: str) -> subprocess.Popen:
         # Foreground mount process: the harness owns it, sees it die, and keeps its log.
+        # Every client has a disk cache directory of its own, new after every cold cycle
+        # (used for S3 blocks only: blocks in a local directory are not cached on disk).
+        cache = self.root / f"cache-{mnt.name}-{self.cache_generation}"
         client = self._spawn(["mount", self.volume, str(mnt), "--server", self.url,
-                              "--token-file", str(self.token), *self.mount_args], logname)
+                              "--token-file", str(self.token), "--cache-dir", str(cache),
+                              *self.mount_args], logname)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not is_mounted(mnt):
             if client.poll() is not None:
@@ -684,8 +689,11 @@ class Strata(Target):
         return {"gets": gets, "get_bytes": None}
 
     def make_cold(self) -> None:
-        # Unmount ends the client and its caches; the server's blocks then come off the disk.
+        # Unmount ends the client and its memory cache; a new disk cache directory (as JuiceFS
+        # gets) leaves nothing cached on disk either (a mount keeps its disk cache for the
+        # next one); the server's blocks then come off the disk.
         self.umount()
+        self.cache_generation += 1
         drop_caches()
         self.mount()
 

@@ -88,6 +88,16 @@ impl BlockCache {
         self.mem.insert(key.to_string(), data);
     }
 
+    /// Puts a block just stored into memory and (in the background) onto the disk cache, so
+    /// that it is read back from this host even after memory has let it go.
+    pub fn insert_stored(&self, key: &str, data: Bytes) {
+        if let Some(d) = &self.disk {
+            let (d, key, data) = (d.clone(), key.to_string(), data.clone());
+            tokio::spawn(async move { d.write(&key, data).await });
+        }
+        self.mem.insert(key.to_string(), data);
+    }
+
     /// A whole block: from memory, disk, or the store; concurrent callers share one fetch.
     pub async fn fetch(&self, store: &BlockStore, key: &str, len: usize) -> Result<Bytes> {
         self.fetch_with(key, len, store.get(key, len)).await
@@ -209,12 +219,27 @@ impl BlockCache {
     }
 }
 
-/// A bounded directory of cached blocks, least recently used evicted first.
+/// A bounded directory of cached blocks, least recently used evicted first. One process
+/// uses a directory at a time (it holds an exclusive lock on `.lock` in it), since the index
+/// of what is there and how much room it takes lives in that process.
 pub struct DiskCache {
     dir: PathBuf,
     capacity: u64,
     index: Mutex<DiskIndex>,
+    /// The lock on the directory, held for as long as the cache lives.
+    _lock: std::fs::File,
+    /// Names temporary files uniquely (a crash leaves some; they are removed at open).
+    tmp_seq: std::sync::atomic::AtomicU64,
+    /// When free space on the cache's file system was last checked, and whether it was short.
+    room: Mutex<(Option<std::time::Instant>, bool)>,
 }
+
+/// The least free space (a fraction of the file system) the disk cache leaves: below it,
+/// blocks are not written to the cache, so a full disk costs cache misses, not failures.
+const MIN_FREE: f64 = 0.10;
+
+/// Name of the lock file in a cache directory.
+const LOCK_FILE: &str = ".lock";
 
 #[derive(Default)]
 struct DiskIndex {
@@ -262,9 +287,24 @@ impl DiskIndex {
 
 impl DiskCache {
     /// Opens (and indexes what is already in) a cache directory of at most `capacity` bytes.
+    /// Fails with [`BlockError::Busy`] when another process uses the directory.
     pub fn open(dir: PathBuf, capacity: u64) -> Result<Self> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| BlockError::Io { what: format!("create cache directory {}", dir.display()), source: e })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| BlockError::Io { what: format!("open {}", lock_path.display()), source: e })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(BlockError::Busy(dir.display().to_string())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(BlockError::Io { what: format!("lock {}", lock_path.display()), source: e });
+            }
+        }
         let mut found = Vec::new();
         let mut stack = vec![dir.clone()];
         while let Some(d) = stack.pop() {
@@ -275,6 +315,9 @@ impl DiskCache {
                     stack.push(e.path());
                 } else if let Ok(rel) = e.path().strip_prefix(&dir) {
                     let key = rel.to_string_lossy().to_string();
+                    if key == LOCK_FILE {
+                        continue;
+                    }
                     if key.ends_with(".tmp") {
                         let _ = std::fs::remove_file(e.path());
                         continue;
@@ -288,7 +331,33 @@ impl DiskCache {
         for (_, k, n) in found {
             idx.add(&k, n);
         }
-        Ok(DiskCache { dir, capacity, index: Mutex::new(idx) })
+        Ok(DiskCache {
+            dir,
+            capacity,
+            index: Mutex::new(idx),
+            _lock: lock,
+            tmp_seq: std::sync::atomic::AtomicU64::new(0),
+            room: Mutex::new((None, false)),
+        })
+    }
+
+    /// The directory this cache keeps its blocks in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Whether the cache's file system is short of free space (checked at most once a second).
+    fn short_of_room(&self) -> bool {
+        let Ok(mut room) = self.room.lock() else { return true };
+        if room.0.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return room.1;
+        }
+        let short = free_fraction(&self.dir).is_some_and(|f| f < MIN_FREE);
+        if short && !room.1 {
+            tracing::warn!(dir = %self.dir.display(), "disk cache: less than 10% of its file system is free; not caching more blocks");
+        }
+        *room = (Some(std::time::Instant::now()), short);
+        short
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -316,13 +385,19 @@ impl DiskCache {
     /// Stores a block, evicting the least recently used ones past capacity. Failures only
     /// cost a future cache miss, so they are logged, not returned.
     pub async fn write(&self, key: &str, data: Bytes) {
+        if self.contains(key) || self.short_of_room() {
+            return;
+        }
         let p = self.path(key);
         let n = data.len() as u64;
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let tmp = p.with_extension("tmp");
+            // Unique per write: two writes of one block (a fetch and a warm-up) must not
+            // share a temporary file.
+            let tmp = p.with_extension(format!("{seq}.tmp"));
             std::fs::write(&tmp, &data)?;
             std::fs::rename(&tmp, &p)
         })
@@ -383,9 +458,34 @@ impl DiskCache {
     }
 }
 
+/// Free space of the file system holding `dir`, as a fraction of its size.
+fn free_fraction(dir: &std::path::Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string and `st` is written by statvfs before it is read.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    (st.f_blocks > 0).then(|| st.f_bavail as f64 / st.f_blocks as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_directory_serves_one_process_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = DiskCache::open(dir.path().to_path_buf(), 10).expect("open");
+        assert!(matches!(DiskCache::open(dir.path().to_path_buf(), 10), Err(BlockError::Busy(_))));
+        drop(first);
+        let again = DiskCache::open(dir.path().to_path_buf(), 10).expect("free again once closed");
+        assert_eq!(again.used(), 0, "the lock file is not a block");
+    }
 
     #[tokio::test]
     async fn disk_cache_evicts_least_recent() {
@@ -399,6 +499,7 @@ mod tests {
         assert!(c.read("a/1", 5).await.is_some());
         assert!(c.read("a/3", 5).await.is_some());
         assert_eq!(c.used(), 10);
+        drop(c);
         let again = DiskCache::open(dir.path().to_path_buf(), 10).expect("reopen");
         assert_eq!(again.used(), 10, "index rebuilt from the directory");
     }

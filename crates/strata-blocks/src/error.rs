@@ -47,6 +47,9 @@ pub enum BlockError {
     /// A volume asks for a block compression this build does not know.
     #[error("unknown block compression {0:?} (this build knows none, lz4, zstd)")]
     UnknownCodec(String),
+    /// A disk cache directory is in use by another process.
+    #[error("cache directory {0} is in use by another process")]
+    Busy(String),
     /// Part of a compressed block was asked for under a key that does not name the block's
     /// length (compressed blocks are read whole, so the length must be known).
     #[error("block key {0:?} does not name the block's length")]

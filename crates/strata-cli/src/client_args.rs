@@ -17,12 +17,19 @@ pub struct ClientArgs {
     /// else 512M].
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
-    /// Directory for a local-disk block cache (used when blocks are not in a local directory).
+    /// Directory for the local-disk block cache of volumes whose blocks are not in a local
+    /// directory (S3, or through the server); each volume gets a directory of its own in it,
+    /// kept for the next mount [default: /var/cache/strata as root, else
+    /// $XDG_CACHE_HOME/strata or ~/.cache/strata].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Size of the local-disk block cache.
+    /// Size of the local-disk block cache, per volume. It also leaves 10% of its file
+    /// system free.
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub disk_cache_size: u64,
+    /// No local-disk block cache: blocks are cached in memory only.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_disk_cache: bool,
     /// Memory for written data not yet uploaded, per attached volume; writers wait when it is
     /// full.
     #[arg(long, default_value = "512M", value_parser = parse_size)]
@@ -91,13 +98,21 @@ impl From<BlocksArg> for BlocksMode {
 }
 
 impl ClientArgs {
+    /// The disk cache's directory: `--cache-dir`, else the default, unless `--no-disk-cache`.
+    pub fn disk_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_disk_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(default_cache_dir)
+    }
+
     /// The client file system's settings; `name_cache` for front-ends without a kernel cache
     /// of names in front of them (the gateways).
     pub fn vfs_config(&self, name_cache: bool) -> VfsConfig {
         VfsConfig {
             mem_cache: self.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
             mem_cache_explicit: self.cache_size.is_some(),
-            disk_cache: self.cache_dir.clone().map(|d| (d, self.disk_cache_size)),
+            disk_cache: self.disk_cache_dir().map(|d| (d, self.disk_cache_size)),
             buffer: self.buffer_size,
             upload_parallel: self.upload_parallel,
             readahead: self.max_readahead.unwrap_or(VfsConfig::DEFAULT_READAHEAD),
@@ -109,5 +124,17 @@ impl ClientArgs {
             name_cache,
             ..VfsConfig::default()
         }
+    }
+}
+
+/// Where disk caches go by default: the system's cache directory as root, else the user's.
+fn default_cache_dir() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Some(PathBuf::from("/var/cache/strata"));
+    }
+    match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => Some(PathBuf::from(d).join("strata")),
+        None => std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache/strata")),
     }
 }

@@ -379,8 +379,12 @@ fn a_peer_cache_reads_a_dataset_from_the_store_once_per_cluster() {
         let mp = dir.join(format!("mnt-{round}-{n}"));
         std::fs::create_dir(&mp).expect("mount point");
         let script = format!(
-            "exec {bin} mount ds {mp} --server {server} --token-file {tf} --cache-size 256M {extra}",
+            "exec {bin} mount ds {mp} --server {server} --token-file {tf} --cache-size 256M \
+             --cache-dir {cache} {extra}",
             mp = mp.display(),
+            // Every host and round starts cold: a disk cache of its own, not the default one
+            // that the next mount of the volume on this machine would read.
+            cache = dir.join(format!("cache-{round}-{n}")).display(),
             extra = extra.join(" ")
         );
         let ns = lan.hosts.names[n + 1].clone();

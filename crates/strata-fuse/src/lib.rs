@@ -103,7 +103,27 @@ impl Drop for GateGuard<'_> {
 }
 
 fn errno(e: &VfsError) -> Errno {
-    Errno::from_i32(e.errno())
+    let n = e.errno();
+    if n == libc::EIO {
+        warn_io(e);
+    }
+    Errno::from_i32(n)
+}
+
+/// Logs an I/O error handed to an application (a store refusing our credentials, a server
+/// gone past the retry timeout): the application sees only EIO, so the reason must be in the
+/// mount's log. At most one line a second, with how many were left out since the last.
+fn warn_io(e: &VfsError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) == now {
+        LEFT_OUT.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let left_out = LEFT_OUT.swap(0, Ordering::Relaxed);
+    tracing::warn!(error = %e, left_out, "I/O error (EIO) returned to an application");
 }
 
 fn systime(t: Timespec) -> SystemTime {

@@ -87,7 +87,7 @@ pub struct Peers {
 
 /// A stable 64-bit hash (FNV-1a with a final mix): every client, whatever its version, must
 /// place a block on the same peer.
-fn hash2(a: &str, b: &str) -> u64 {
+pub(crate) fn hash2(a: &str, b: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in a.bytes().chain(std::iter::once(0xff)).chain(b.bytes()) {
         h ^= u64::from(byte);

@@ -302,7 +302,7 @@ impl FileWriter {
                 tracing::error!(key, error = %e, "block upload failed");
                 VfsError::from(e)
             })?;
-            cache.insert(&key, data);
+            cache.insert_stored(&key, data);
             drop(permit);
             Ok(())
         }));

@@ -24,8 +24,8 @@ use crate::util::human;
 /// Load files into the cache of the Strata mount they are on (or check, or evict).
 ///
 /// Run it on the host of the mount: the mount process fetches every block of the files
-/// under each PATH (directories recursively) into its memory cache and, with `--cache-dir`,
-/// its disk cache, so that a job reading them later makes no block-store requests. Data
+/// under each PATH (directories recursively) into its memory cache and its disk cache (S3
+/// volumes), so that a job reading them later makes no block-store requests. Data
 /// larger than the caches does not fit: `--check` then shows less than 100%.
 #[derive(clap::Args, Debug)]
 pub struct WarmupArgs {
@@ -349,7 +349,7 @@ fn report(mode: Mode, paths: &[PathBuf], tallies: &[Tally], elapsed: Duration) {
             if cached < total {
                 println!(
                     "note: the mount's caches do not hold it all ({} of {} are cached); a larger \
-                     --cache-size, or a --cache-dir, on the mount would",
+                     --cache-size or --disk-cache-size on the mount would",
                     human(cached),
                     human(total)
                 );

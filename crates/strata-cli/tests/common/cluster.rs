@@ -391,15 +391,18 @@ impl Cluster {
         let i = self.mounts.len();
         let log = self.dir.join(format!("mount{i}.log"));
         let mut cmd = strata();
-        cmd.arg("mount")
-            .arg(volume)
-            .arg(&path)
-            .arg("--server")
-            .arg(server)
-            .arg("--token-file")
-            .arg(token_file)
-            .args(["--cache-size", "128M", "--buffer-size", "256M"])
-            .args(extra);
+        cmd.arg("mount").arg(volume).arg(&path).arg("--server").arg(server).arg("--token-file").arg(token_file).args([
+            "--cache-size",
+            "128M",
+            "--buffer-size",
+            "256M",
+        ]);
+        // A disk cache of the mount's own under the test's directory (where blocks are not
+        // on a local disk), not the host's default one that outlives the test.
+        if !extra.iter().any(|a| *a == "--cache-dir" || *a == "--no-disk-cache") {
+            cmd.arg("--cache-dir").arg(self.dir.join(format!("cache{i}")));
+        }
+        cmd.args(extra);
         let server_log = || format!("\nserver:\n{}", self.server_tail());
         let proc_ = Service::start_ready("strata mount", &mut cmd, &log, || is_fuse_mount(&path), server_log);
         self.mounts.push(MountProc { path, proc_ });

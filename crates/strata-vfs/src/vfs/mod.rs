@@ -113,6 +113,8 @@ pub struct Vfs {
     pending_closes: Arc<std::sync::atomic::AtomicUsize>,
     closes: tokio::sync::mpsc::UnboundedSender<u64>,
     compacting: Mutex<std::collections::HashSet<(u64, u32)>>,
+    /// Blocks read in part lately (a second partial read fetches the block whole).
+    ranged: read::RangedBlocks,
     /// The volume's byte quota as last reported (0: none).
     quota_capacity: AtomicU64,
     /// The volume's use as last reported.
@@ -201,7 +203,7 @@ impl Vfs {
             None => store,
         };
         let disk = match (&cfg.disk_cache, store.is_local()) {
-            (Some((dir, size)), false) => Some(DiskCache::open(dir.clone(), *size)?),
+            (Some((dir, size)), false) => open_disk_cache(dir, *size, &volume)?,
             _ => None,
         };
         let cache = Arc::new(BlockCache::new(cfg.mem_cache, disk));
@@ -227,6 +229,7 @@ impl Vfs {
         let vfs = Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
             compacting: Mutex::new(std::collections::HashSet::new()),
+            ranged: read::RangedBlocks::new(),
             quota_capacity: AtomicU64::new(volume.capacity),
             quota_used: AtomicU64::new(volume.used_bytes),
             pending_growth: AtomicU64::new(0),
@@ -416,4 +419,31 @@ impl Vfs {
             c.seen = None;
         }
     }
+}
+
+/// The disk cache of `volume` under `base`: a directory of its own per volume and store
+/// (`NAME-HASH`, the hash over the store URL, the volume's id and creation time, so a volume
+/// made again under an old name and id never reads the old one's blocks), reused by the next
+/// mount of the volume on this host. A directory another live mount holds is skipped for the
+/// next one (`NAME-HASH.1`, ...); with all taken, the mount has no disk cache.
+fn open_disk_cache(base: &std::path::Path, size: u64, volume: &VolumeInfo) -> Result<Option<DiskCache>> {
+    const TRIES: usize = 4;
+    let who = format!("{}\u{1f}{}\u{1f}{}", volume.id, volume.created_sec, volume.store);
+    let name: String =
+        volume.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let stem = format!("{name}-{:016x}", crate::peer::hash2("disk-cache", &who));
+    let dir = base.join(&stem);
+    for i in 0..TRIES {
+        let d = if i == 0 { dir.clone() } else { base.join(format!("{stem}.{i}")) };
+        match DiskCache::open(d, size) {
+            Ok(c) => {
+                tracing::info!(volume = %volume.name, dir = %c.dir().display(), size, "disk cache");
+                return Ok(Some(c));
+            }
+            Err(strata_blocks::BlockError::Busy(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::warn!(volume = %volume.name, dir = %dir.display(), "disk cache directories all in use by other mounts; no disk cache");
+    Ok(None)
 }

@@ -351,7 +351,12 @@ async fn import(
 ) -> Result<report::Report> {
     let started = Instant::now();
     let client_name = format!("{}:import", strata_vfs::host_name());
-    let vfs = Vfs::attach(&args.attach.server.server, token, volume, &client_name, args.attach.client.vfs_config(true))
+    // An import writes what nobody on this host reads back: a disk cache only if asked for.
+    let cfg = strata_vfs::VfsConfig {
+        disk_cache: args.attach.client.cache_dir.clone().map(|d| (d, args.attach.client.disk_cache_size)),
+        ..args.attach.client.vfs_config(true)
+    };
+    let vfs = Vfs::attach(&args.attach.server.server, token, volume, &client_name, cfg)
         .await
         .with_context(|| format!("cannot attach volume {volume}"))?;
     let res = async {
