@@ -370,9 +370,9 @@ impl DiskCache {
             return None;
         }
         let p = self.path(key);
-        let got = tokio::task::spawn_blocking(move || std::fs::read(p)).await.ok()?;
+        let got = tokio::task::spawn_blocking(move || read_cached(&p, len)).await.ok()?;
         match got {
-            Ok(b) if b.len() == len => Some(Bytes::from(b)),
+            Ok(Some(b)) => Some(b),
             _ => {
                 if let Ok(mut i) = self.index.lock() {
                     i.remove(key);
@@ -456,6 +456,25 @@ impl DiskCache {
     pub fn used(&self) -> u64 {
         self.index.lock().map(|i| i.total).unwrap_or(0)
     }
+}
+
+/// A cached block file of `len` bytes (`None` if it has another length). Blocks of 64 KiB and
+/// more are mapped, not read: a random 4 KiB read of a block that memory let go then costs a
+/// page of I/O, not the whole block, and the bytes are the page cache's, not a copy. Cache
+/// files are never changed once written (a write renames a new file into place, eviction
+/// deletes), which leaves a mapping intact, and only this process uses the directory.
+fn read_cached(path: &std::path::Path, len: usize) -> std::io::Result<Option<Bytes>> {
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.len() != len as u64 {
+        return Ok(None);
+    }
+    if len >= 64 * 1024 {
+        // SAFETY: cache files are immutable once in place (see above).
+        return unsafe { crate::mapped::map_immutable(&f, len) }.map(Some);
+    }
+    let mut buf = Vec::with_capacity(len);
+    std::io::Read::read_to_end(&mut { f }, &mut buf)?;
+    Ok((buf.len() == len).then(|| Bytes::from(buf)))
 }
 
 /// Free space of the file system holding `dir`, as a fraction of its size.
