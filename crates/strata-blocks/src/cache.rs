@@ -202,9 +202,8 @@ impl BlockCache {
                 store.get(key, len).await
             })
             .await?;
-        if let Some(d) = &self.disk
-            && !d.contains(key)
-        {
+        if let Some(d) = &self.disk {
+            // `write` skips a block already on disk.
             d.write(key, data).await;
         }
         Ok(fetched.load(Ordering::Relaxed))

@@ -103,7 +103,19 @@ impl ClientArgs {
         if self.no_disk_cache {
             return None;
         }
-        self.cache_dir.clone().or_else(default_cache_dir)
+        if let Some(d) = &self.cache_dir {
+            return Some(d.clone());
+        }
+        // A directory the user named must work (the mount fails if not); the default only
+        // might: without it the mount caches in memory only, as it says.
+        let d = default_cache_dir()?;
+        match std::fs::create_dir_all(&d) {
+            Ok(()) => Some(d),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), error = %e, "no disk cache: cannot make the default cache directory");
+                None
+            }
+        }
     }
 
     /// The client file system's settings; `name_cache` for front-ends without a kernel cache

@@ -82,6 +82,35 @@ fn mount_mistakes() {
         assert_fails(&out, &["--peer-cache", addr, "not 0.0.0.0 or port 0"], "mount with an unreachable --peer-cache");
     }
 
+    // A disk cache directory that cannot be made (blocks through the server use one).
+    let not_dir = c.dir.join("cache-is-a-file");
+    std::fs::write(&not_dir, b"x").expect("write a plain file");
+    let bad_cache = not_dir.join("sub");
+    let bad_cache = bad_cache.to_string_lossy();
+    let out = run_strata(&[
+        "mount",
+        &c.volume,
+        &mps,
+        "--server",
+        &c.addr,
+        "--token-file",
+        &tf,
+        "--blocks",
+        "server",
+        "--cache-dir",
+        &bad_cache,
+    ]);
+    // (The mount's INFO line on the block path comes first; the error is its last line.)
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(!out.status.success(), "mount with a --cache-dir that cannot be made succeeded");
+    assert!(
+        last.starts_with("strata: cannot mount")
+            && last.contains("create cache directory")
+            && last.contains(&*bad_cache),
+        "mount with a --cache-dir that cannot be made: {err}"
+    );
+
     // Nothing got mounted by any of this.
     assert!(!mounted_at(&mp), "a failed mount left {} mounted", mp.display());
     assert!(std::fs::read_dir(&mp).expect("readdir").next().is_none());
