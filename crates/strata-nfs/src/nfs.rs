@@ -421,18 +421,14 @@ impl Gateway {
         // A file deleted meanwhile (here or by another client) is a stale handle, whether or
         // not this gateway still holds it open: ENOENT is no COMMIT status (RFC 1813 3.3.21).
         ex.vfs.commit(ino, true).await.map_err(|e| handle_status(&e))?;
-        // The commit's reply refreshed the cached attributes.
-        let after = ex.vfs.cached_attr(ino);
         // A file whose last name is gone answers STALE, at once and later alike (as GETATTR
-        // does): what this gateway still held open of it reached no file anyone can open.
-        if after.as_ref().is_none_or(|a| a.nlink == 0) {
-            self.attr(&ex, ino).await?;
-        }
+        // does): what this gateway still held open of it reached no file anyone can open. A
+        // commit with data refreshed the attributes; one with nothing left to send (the data
+        // went with an earlier flush or close) did not, so the attributes are asked again
+        // once older than the attribute lifetime, never taken from the cache as they stand.
+        let after = self.attr(&ex, ino).await?;
         pack_into(out, &nfsstat3::NFS3_OK);
-        pack_into(
-            out,
-            &COMMIT3resok { file_wcc: wcc(ino, None, after.as_ref(), ex.fsid), verf: writeverf3(self.verf) },
-        );
+        pack_into(out, &COMMIT3resok { file_wcc: wcc(ino, None, Some(&after), ex.fsid), verf: writeverf3(self.verf) });
         Ok(())
     }
 
