@@ -87,6 +87,34 @@ def run_cmd(cmd: list[str], *, timeout: float = CMD_TIMEOUT,
     return p.stdout
 
 
+COUNT_KEYS = ("gets", "puts", "get_bytes", "put_bytes", "get_seconds", "put_seconds")
+
+
+def add_counts(a: dict, b: dict, sign: int = 1) -> dict:
+    """a + sign × b, key by key (store_counters() dictionaries)."""
+    return {k: a.get(k, 0) + sign * b.get(k, 0) for k in COUNT_KEYS}
+
+
+def parse_request_metrics(text: str, prefix: str) -> dict:
+    """GET and PUT requests to the block store (count, seconds, bytes) from a Prometheus text
+    exposition; Strata and JuiceFS use the same metric names (JuiceFS's upper-case methods)."""
+    out = dict.fromkeys(COUNT_KEYS, 0)
+    pat = re.compile(re.escape(prefix) + r'object_request_(durations_histogram_seconds_count|'
+                     r'durations_histogram_seconds_sum|data_bytes(?:_total)?)\{([^}]*)\}\s+(\S+)')
+    for line in text.splitlines():
+        m = pat.match(line)
+        if not m:
+            continue
+        method = re.search(r'method="([^"]*)"', m.group(2))
+        op = {"get": "get", "put": "put"}.get(method.group(1).lower() if method else "")
+        if op is None:
+            continue
+        field = {"durations_histogram_seconds_count": "s", "durations_histogram_seconds_sum":
+                 "_seconds"}.get(m.group(1), "_bytes")
+        out[op + field] += float(m.group(3))
+    return out
+
+
 def is_mounted(path: Path) -> bool:
     want = os.path.abspath(path)  # not resolve(): a dead FUSE mount fails stat
     try:
@@ -281,6 +309,8 @@ class Target:
         self.mnt.mkdir()
         self.log_file = self.root / "commands.log"
         self.extra = 0  # further mounts of the volume, at mnt2, mnt3, ...
+        # Block-store requests of client processes that have ended (cold cycles remount).
+        self.retired: dict = {}
 
     @property
     def dir(self) -> Path:
@@ -318,9 +348,25 @@ class Target:
         """Mounts the i-th further mount."""
 
     def store_counters(self) -> dict | None:
-        """Block-store requests the client(s) made so far, when the file system tells:
-        {"gets": N, "get_bytes": B or None}; None when it cannot be known."""
+        """Block-store requests the client processes made so far, ended ones included, when
+        the file system tells: {"gets", "puts", "get_bytes", "put_bytes", "get_seconds",
+        "put_seconds"}; None when it cannot be known."""
+        live = self.live_counters()
+        return None if live is None else add_counts(self.retired, live)
+
+    def live_counters(self) -> dict | None:
+        """store_counters() of the client processes running now."""
         return None
+
+    def retire_counters(self) -> None:
+        """Keeps the running clients' counts before they end (called before unmounting); a
+        client that died took its counts with it."""
+        try:
+            live = self.live_counters()
+        except (StepError, OSError):
+            return
+        if live is not None:
+            self.retired = add_counts(self.retired, live)
 
     def setup(self) -> None:
         pass
@@ -495,6 +541,7 @@ class JuiceFS(Target):
             self.mount_extra(i)
 
     def umount(self) -> None:
+        self.retire_counters()
         for m in reversed(self.mounts):
             unmount_with(m, [self.bin, "umount", str(m)], self.log_file)
 
@@ -504,10 +551,9 @@ class JuiceFS(Target):
             force_unmount(m)
         self.mount()
 
-    def store_counters(self) -> dict | None:
-        # The client's Prometheus metrics: object GET requests and the bytes they returned.
-        gets = 0.0
-        got = 0.0
+    def live_counters(self) -> dict | None:
+        # The clients' Prometheus metrics: object requests, their time and their bytes.
+        total: dict = {}
         for mnt, port in self.metrics_ports.items():
             if not is_mounted(mnt):
                 continue
@@ -516,15 +562,8 @@ class JuiceFS(Target):
                     text = r.read().decode()
             except OSError as e:
                 raise StepError(f"cannot read JuiceFS metrics on port {port}: {e}") from e
-            for line in text.splitlines():
-                m = re.match(r'(juicefs_object_request_durations_histogram_seconds_count|'
-                             r'juicefs_object_request_data_bytes)\{([^}]*)\}\s+(\S+)', line)
-                if m and 'method="GET"' in m.group(2):
-                    if m.group(1).endswith("_count"):
-                        gets += float(m.group(3))
-                    else:
-                        got += float(m.group(3))
-        return {"gets": int(gets), "get_bytes": int(got)}
+            total = add_counts(total, parse_request_metrics(text, "juicefs_"))
+        return total
 
     def make_cold(self) -> None:
         # The client keeps blocks in its own disk cache (--cache-dir) and in memory: unmount
@@ -661,6 +700,7 @@ class Strata(Target):
                 stop_process(client, "strata mount")
 
     def umount(self) -> None:
+        self.retire_counters()
         for m in reversed(self.mounts[1:]):
             self._umount_at(m, self.extra_clients.pop(m, None))
         self._umount_at(self.mnt, self.client)
@@ -676,17 +716,19 @@ class Strata(Target):
         self.extra_clients.clear()
         self.mount()
 
-    def store_counters(self) -> dict | None:
-        # Every mount counts the block GETs it made (`strata.stats`, a virtual xattr).
-        gets = 0
+    def live_counters(self) -> dict | None:
+        # Every mount is a process of its own with its metrics (`strata.metrics`, a virtual
+        # xattr, the Prometheus exposition without buckets).
+        total: dict = {}
         for mnt in self.mounts:
+            if not is_mounted(mnt):
+                continue
             try:
-                text = os.getxattr(mnt, "strata.stats").decode()
+                text = os.getxattr(mnt, "strata.metrics").decode()
             except OSError as e:
-                raise StepError(f"cannot read strata.stats of {mnt}: {e}") from e
-            fields = dict(w.split("=", 1) for w in text.split() if "=" in w)
-            gets += int(fields.get("block_gets", 0))
-        return {"gets": gets, "get_bytes": None}
+                raise StepError(f"cannot read strata.metrics of {mnt}: {e}") from e
+            total = add_counts(total, parse_request_metrics(text, "strata_"))
+        return total
 
     def make_cold(self) -> None:
         # Unmount ends the client and its memory cache; a new disk cache directory (as JuiceFS
@@ -752,6 +794,9 @@ class Harness:
         self.bench_cmd = bench_cmd
         self.out = out
         self.broken: dict[str, str] = {}  # target -> why it was abandoned
+        # step -> target -> block-store requests made in it (on S3, where each one costs).
+        self.requests: dict[str, dict[str, dict]] = {}
+        self.count_requests = bool(getattr(opts, "s3", None))
         fsz = size_label(opts.fio_size)
         files = f"{opts.files:,} × {opts.file_size}"
         self.rows = {r.key: r for r in [
@@ -792,7 +837,11 @@ class Harness:
                 os.sync()
                 if time.monotonic() - started > 2:
                     log(f"  sync took {time.monotonic() - started:.1f} s")
+                before = t.store_counters() if self.count_requests else None
                 fn(t)
+                after = t.store_counters() if before is not None else None
+                if before is not None and after is not None:
+                    self.requests.setdefault(what, {})[t.name] = add_counts(after, before, -1)
             except (StepError, OSError, ValueError, KeyError, IndexError) as e:
                 msg = str(e) if isinstance(e, StepError) else f"{type(e).__name__}: {e}"
                 log(f"FAILED {what} on {LABELS[t.name]}: {msg}")
@@ -979,11 +1028,9 @@ class Harness:
                 after = t.store_counters()
                 self.set(f"fanout_{phase}", t, p["mib_per_sec"], slowest(p))
                 if before is not None and after is not None:
-                    gets = after["gets"] - before["gets"]
-                    extra = ""
-                    if after["get_bytes"] is not None:
-                        extra = f"{(after['get_bytes'] - before['get_bytes']) / 2**20:,.0f} MiB"
-                    self.set(f"fanout_{phase}_gets", t, gets, extra)
+                    d = add_counts(after, before, -1)
+                    self.set(f"fanout_{phase}_gets", t, round(d["gets"]),
+                             f"{d['get_bytes'] / 2**20:,.0f} MiB")
 
         def loader(t: Target):
             fresh(t, "strata-bench-loader")
@@ -1185,7 +1232,36 @@ def render(h: Harness, info: list[str], wall: float, engines: Engines) -> str:
     notes += [f"- {LABELS[n]}: {why}" for n, why in h.broken.items()]
     if notes:
         out += ["", "Failures:", *notes]
+    out += render_requests(h)
     return "\n".join(out) + "\n"
+
+
+def render_requests(h: Harness) -> list[str]:
+    """The block-store requests of each step, from each client's own metrics: how many GETs
+    and PUTs, their mean latency and the bytes they moved."""
+    if not h.requests:
+        return []
+    names = [n for n in ALL_TARGETS if any(n in v for v in h.requests.values())]
+
+    def cell(d: dict | None) -> str:
+        if d is None:
+            return "—"
+        parts = []
+        for op in ("get", "put"):
+            n = d[op + "s"]
+            if n >= 0.5:
+                mean = d[op + "_seconds"] / n * 1000
+                parts.append(f"{n:,.0f} {op.upper()} ({mean:,.1f} ms, "
+                             f"{d[op + '_bytes'] / 2**20:,.0f} MiB)")
+        return ", ".join(parts) or "none"
+
+    out = ["", "Block-store requests per step (each client's own metrics; mean latency and bytes "
+               "moved; a step includes its cold cycles and setup):", "",
+           "| Step | " + " | ".join(LABELS[n] for n in names) + " |",
+           "|---|" + "---|" * len(names)]
+    for step, per in h.requests.items():
+        out.append(f"| {step} | " + " | ".join(cell(per.get(n)) for n in names) + " |")
+    return out
 
 
 # --------------------------------------------------------------------------------------------

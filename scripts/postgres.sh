@@ -2,10 +2,11 @@
 # Starts (or stops) a private PostgreSQL server for tests, owned by the `postgres` user, on
 # 127.0.0.1:PORT with trust authentication and its data under DIR. Prints the URL to use
 # (postgres://postgres@127.0.0.1:PORT). Needs Debian's postgresql package (scripts/deps.sh).
+# `crash` stops it as a crash would (no checkpoint, asynchronous commits not yet on disk lost).
 #
-# Usage: scripts/postgres.sh start DIR PORT | stop DIR
+# Usage: scripts/postgres.sh start DIR PORT | stop DIR | crash DIR
 set -euo pipefail
-cmd="${1:?usage: postgres.sh start DIR PORT | stop DIR}"
+cmd="${1:?usage: postgres.sh start DIR PORT | stop DIR | crash DIR}"
 dir="${2:?data directory}"
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
 [[ -x "$bin/initdb" ]] || { echo "postgres.sh: PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 2; }
@@ -27,8 +28,11 @@ start)
 stop)
     as_pg "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
     ;;
+crash)
+    as_pg "$bin/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null 2>&1 || true
+    ;;
 *)
-    echo "usage: postgres.sh start DIR PORT | stop DIR" >&2
+    echo "usage: postgres.sh start DIR PORT | stop DIR | crash DIR" >&2
     exit 2
     ;;
 esac

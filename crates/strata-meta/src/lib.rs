@@ -34,6 +34,7 @@ pub use datavolumes::{DataVersion, DataVolume};
 pub use error::{MetaError, Result};
 pub use meta::{Meta, SCHEMA_VERSION, StateMode};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, access};
+pub use open::RESTART_GRACE;
 pub use snapshots::{DEFAULT_SNAPSHOT_DELETE_BATCH, Snapshot, SnapshotSpace};
 pub use types::*;
 pub use versions::{split_ino, view_ino};

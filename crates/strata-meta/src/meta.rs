@@ -43,7 +43,9 @@ pub enum StateMode {
 pub struct Meta {
     pub(crate) kv: Arc<dyn KvEngine>,
     pub(crate) mode: StateMode,
-    /// Local state only.
+    /// Who has what open: local state's only record; with shared state, this process's own
+    /// sessions' opens as they also stand in the engine, to record them again after the
+    /// engine lost its last commits (see `Meta::after_engine_restart`).
     pub(crate) opens: Mutex<OpenTable>,
     /// Local state only.
     pub(crate) local_sessions: Mutex<LocalSessions>,
@@ -56,6 +58,10 @@ pub struct Meta {
     pub(crate) defer_destroy: std::sync::atomic::AtomicBool,
     /// Unlinked inodes open nowhere, waiting for [`Meta::reap_doomed`].
     pub(crate) doomed: Mutex<Vec<Ino>>,
+    /// Shared state: the engine restarts this process has handled ([`KvEngine::restarts`]).
+    pub(crate) restarts_handled: std::sync::atomic::AtomicU64,
+    /// Shared state: until when, after an engine restart, destruction waits for the reaper.
+    pub(crate) restart_defer_until: Mutex<Option<std::time::Instant>>,
     /// Local state only: whether the store may hold snapshots (until one is made, writes skip
     /// versioning without asking the store).
     pub(crate) snapshots_seen: std::sync::atomic::AtomicBool,
@@ -74,6 +80,7 @@ impl Meta {
 
     /// The namespace over an engine, keeping the state of live clients as `mode` says.
     pub fn with_mode(kv: Arc<dyn KvEngine>, mode: StateMode) -> Result<Self> {
+        let restarts = kv.restarts();
         let m = Meta {
             kv,
             mode,
@@ -84,6 +91,8 @@ impl Meta {
             inos: Mutex::new((0, 0)),
             defer_destroy: std::sync::atomic::AtomicBool::new(false),
             doomed: Mutex::new(Vec::new()),
+            restarts_handled: std::sync::atomic::AtomicU64::new(restarts),
+            restart_defer_until: Mutex::new(None),
             snapshots_seen: std::sync::atomic::AtomicBool::new(true),
             snapshot_delete_batch: std::sync::atomic::AtomicUsize::new(crate::snapshots::DEFAULT_SNAPSHOT_DELETE_BATCH),
             snapshot_delete_pause: std::sync::atomic::AtomicU64::new(0),

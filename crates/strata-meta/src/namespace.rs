@@ -111,10 +111,14 @@ impl Meta {
         excl: bool,
     ) -> Result<(Ino, Attr, bool)> {
         let res = self.mknod_in(session, ctx, parent, name, kind, mode, umask, rdev, target, excl)?;
-        // An existing file (open-or-create) is opened like any other: a lost record of it
-        // would let an unlink destroy it, so it is not part of that lazy transaction.
-        if session != 0 && !(res.2 && self.is_shared()) {
-            self.note_open(session, res.0)?;
+        if session != 0 {
+            if res.2 && self.is_shared() {
+                // Recorded by the creating transaction; this process's mirror notes it too.
+                self.mirror_open(session, res.0);
+            } else {
+                // An existing file (open-or-create) is opened like any other.
+                self.note_open(session, res.0)?;
+            }
         }
         Ok(res)
     }

@@ -1,8 +1,17 @@
 //! Open files and reaping: which inodes are open where (in this process, or as records shared
 //! through the engine), unlinked inodes kept while open and destroyed at the last close, and
 //! the deferred destruction of unlinked inodes open nowhere.
+//!
+//! With shared state an open is one lazy transaction (PostgreSQL's asynchronous commit, as
+//! for creates): other servers see it at once, but a crash of the database itself may lose
+//! it. Each server therefore mirrors its own sessions' opens in memory; when the engine says
+//! it restarted, the server records them again, and for [`RESTART_GRACE`] no unlink destroys
+//! a file at once (the reaper does it later, after checking the open records again), so an
+//! open another server has not recorded again yet still keeps its file.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::codec::{dec, enc};
 use crate::error::{MetaError, Result};
@@ -47,13 +56,18 @@ pub(crate) fn drop_session_opens(t: &mut dyn KvTxn, session: u64) -> Result<Vec<
     Ok(inos)
 }
 
+/// After an engine restart, how long unlinks leave destruction to the reaper: long enough for
+/// every server to notice the restart (each reaches the database at least every few seconds,
+/// for its heartbeat) and record its clients' opens again.
+pub const RESTART_GRACE: Duration = Duration::from_secs(30);
+
 impl Meta {
     /// Drops a link whose count reached zero: kept while open, destroyed otherwise.
     pub(crate) fn release_inode(&self, t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
         if self.is_open(t, ino)? {
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &[])
-        } else if self.defers_destroy() {
+        } else if self.defers_destroy() || self.restart_deferring() {
             // The usage goes back now, so quotas see the space at once; the rows go later.
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &keys::uncharged(a.charged_bytes()))?;
@@ -77,6 +91,89 @@ impl Meta {
         self.defer_destroy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Shared state: whether destruction waits because the engine restarted lately (or just
+    /// now, and this process has not recorded its opens again yet).
+    fn restart_deferring(&self) -> bool {
+        if !self.is_shared() {
+            return false;
+        }
+        if self.kv.restarts() != self.restarts_handled.load(Ordering::Relaxed) {
+            return true;
+        }
+        let until = *self.restart_defer_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|u| Instant::now() < u)
+    }
+
+    /// Shared state: whether the engine restarted since [`Meta::after_engine_restart`] last
+    /// ran (a cheap check, for a server's background loop).
+    pub fn engine_restarted(&self) -> bool {
+        self.is_shared() && self.kv.restarts() != self.restarts_handled.load(Ordering::Relaxed)
+    }
+
+    /// Shared state, after the engine restarted: records this process's sessions' opens
+    /// again (a crash of the database may have lost their lazy commits) and starts
+    /// [`RESTART_GRACE`]. Returns how many open records it wrote. A count already higher in
+    /// the engine is kept: one too many keeps a file until its session ends, one too few
+    /// could destroy a file still open.
+    pub fn after_engine_restart(&self) -> Result<usize> {
+        let seen = self.kv.restarts();
+        if !self.is_shared() || seen == self.restarts_handled.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        *self.restart_defer_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RESTART_GRACE);
+        let mine: Vec<(u64, Ino, u32)> = {
+            let o = self.open_table()?;
+            o.by_session.iter().flat_map(|(s, m)| m.iter().map(move |(ino, n)| (*s, *ino, *n))).collect()
+        };
+        let written = self.write_kept(|t| {
+            let mut written = 0;
+            for &(session, ino, n) in &mine {
+                // A session that ended meanwhile (here or on another server) holds nothing.
+                if t.get(&keys::session(session))?.is_none() {
+                    continue;
+                }
+                let k = keys::open(ino, session);
+                let have: u32 = match t.get(&k)? {
+                    Some(v) => dec(&v)?,
+                    None => 0,
+                };
+                if have < n {
+                    t.put(&k, &enc(&n)?)?;
+                    t.put(&keys::session_open(session, ino), &[])?;
+                    written += 1;
+                }
+            }
+            Ok(written)
+        })?;
+        // The grace runs from the moment the opens are back.
+        *self.restart_defer_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RESTART_GRACE);
+        self.restarts_handled.store(seen, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    /// Shared state: notes in this process's mirror that `session` opened `ino` once more.
+    pub(crate) fn mirror_open(&self, session: u64, ino: Ino) {
+        if let Ok(mut o) = self.opens.lock() {
+            *o.by_session.entry(session).or_default().entry(ino).or_insert(0) += 1;
+        }
+    }
+
+    /// Shared state: notes in this process's mirror that `session` closed `ino` once.
+    fn mirror_close(&self, session: u64, ino: Ino) {
+        if let Ok(mut o) = self.opens.lock()
+            && let Some(m) = o.by_session.get_mut(&session)
+            && let Some(n) = m.get_mut(&ino)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ino);
+                if m.is_empty() {
+                    o.by_session.remove(&session);
+                }
+            }
+        }
+    }
+
     /// With local state, makes unlinks of files open nowhere leave the inode's destruction
     /// (its chunk rows, freeing its slices) to [`Meta::reap_doomed`]: a server calls that in
     /// the background, so an unlink's transaction stays as small as when the file is open.
@@ -95,6 +192,10 @@ impl Meta {
     /// loses nothing: their sustained records stay, for [`Meta::reap_orphans`].
     pub fn reap_doomed(&self) -> Result<usize> {
         const BATCH: usize = 512;
+        if self.restart_deferring() {
+            // Opens the engine lost may not be recorded again yet.
+            return Ok(0);
+        }
         let inos = std::mem::take(&mut *self.doomed());
         let mut n = 0;
         for (i, batch) in inos.chunks(BATCH).enumerate() {
@@ -173,8 +274,8 @@ impl Meta {
     pub fn open(&self, session: u64, ino: Ino) -> Result<Attr> {
         if self.is_shared() {
             // One transaction: an unlink on another server either sees this open or came first.
-            // Kept: an open lost while the inode stays would let an unlink destroy it.
-            return self.write_kept(|t| {
+            // Lazy, as creates are: the mirror covers a database crash (see the module's doc).
+            let a = self.write(false, |t| {
                 // Attributes and this session's open record in one read.
                 let mut got = t.get_many(&[keys::attr(ino).to_vec(), keys::open(ino, session).to_vec()])?.into_iter();
                 let a: Attr = match got.next().flatten() {
@@ -183,7 +284,9 @@ impl Meta {
                 };
                 add_open_to(t, session, ino, got.next().flatten())?;
                 Ok(a)
-            });
+            })?;
+            self.mirror_open(session, ino);
+            return Ok(a);
         }
         self.note_open(session, ino)?;
         match self.getattr(ino) {
@@ -198,7 +301,9 @@ impl Meta {
     /// Records an open without reading attributes (a reconnecting client re-announcing).
     pub fn note_open(&self, session: u64, ino: Ino) -> Result<()> {
         if self.is_shared() {
-            return self.write_kept(|t| add_open(t, session, ino));
+            self.write(false, |t| add_open(t, session, ino))?;
+            self.mirror_open(session, ino);
+            return Ok(());
         }
         let mut o = self.open_table()?;
         *o.by_ino.entry(ino).or_insert(0) += 1;
@@ -211,7 +316,7 @@ impl Meta {
         if self.is_shared() {
             // The last close and the destruction are one transaction, so an open through
             // another server cannot slip in between.
-            return self.write(false, |t| {
+            let closed = self.write(false, |t| {
                 let k = keys::open(ino, session);
                 // The sustained record, which the last close reads, comes with the open
                 // record (engines keep what a transaction read).
@@ -225,6 +330,10 @@ impl Meta {
                 t.delete(&keys::session_open(session, ino))?;
                 self.reap_in(t, ino).map(|_| ())
             });
+            if closed.is_ok() {
+                self.mirror_close(session, ino);
+            }
+            return closed;
         }
         let last = {
             let mut o = self.open_table()?;
@@ -258,6 +367,9 @@ impl Meta {
     /// Forgets every open of a session (it closed or expired).
     pub fn close_session(&self, session: u64) -> Result<()> {
         if self.is_shared() {
+            if let Ok(mut o) = self.opens.lock() {
+                o.by_session.remove(&session);
+            }
             for ino in self.write(false, |t| drop_session_opens(t, session))? {
                 self.reap_if_unlinked(ino)?;
             }

@@ -74,6 +74,11 @@ impl Meta {
             t.put(&keys::session(id), &enc(&s)?)?;
             Ok(known)
         })?;
+        if !known {
+            for ino in reopened {
+                self.mirror_open(id, *ino);
+            }
+        }
         self.note_touched(id);
         Ok(known)
     }

@@ -119,6 +119,20 @@ pub async fn reap_doomed(st: Arc<State>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if st.meta.engine_restarted() {
+            let meta = st.meta.clone();
+            match meta_task(move || meta.after_engine_restart()).await {
+                Ok(n) => tracing::warn!(
+                    open_records = n,
+                    grace_secs = strata_meta::RESTART_GRACE.as_secs(),
+                    "PostgreSQL restarted and may have lost its last asynchronous commits: this server's open files are recorded again, and unlinked files wait out the grace before destruction"
+                ),
+                Err(e) if e == STOPPING => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "recording open files again after a PostgreSQL restart failed; will retry")
+                }
+            }
+        }
         if st.meta.doomed_count() == 0 {
             continue;
         }

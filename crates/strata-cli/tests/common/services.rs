@@ -68,6 +68,12 @@ impl ScriptedServer {
         run_script(self.script, &["stop", &self.data]);
     }
 
+    /// Stops it as a crash would (PostgreSQL: what asynchronous commits had not written yet
+    /// is lost).
+    pub fn crash(&self) {
+        run_script(self.script, &["crash", &self.data]);
+    }
+
     /// PostgreSQL's base URL (`postgres://postgres@127.0.0.1:PORT`).
     pub fn pg_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)

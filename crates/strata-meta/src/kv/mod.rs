@@ -95,6 +95,11 @@ pub trait KvEngine: Send + Sync {
     }
     /// A short name for logs and status ("sqlite").
     fn name(&self) -> &'static str;
+    /// How many times this process found the engine restarted (a separate database server
+    /// that may have lost its last non-durable commits); embedded engines never do.
+    fn restarts(&self) -> u64 {
+        0
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix`.

@@ -1,11 +1,14 @@
 //! PostgreSQL engine: one `strata_kv` table, serializable transactions retried on conflict, a
 //! small pool of connections. Several `strata server` processes can share one database.
 //!
-//! Every commit is durable (PostgreSQL's own `synchronous_commit`), so `durable` needs nothing
-//! extra here.
+//! Commits are synchronous (on disk when they return) except those of lazy writes
+//! (`synchronous_commit = off`), which a crash of PostgreSQL itself may lose: every new
+//! connection reads the database's start time, so a restart is noticed
+//! ([`KvEngine::restarts`]) and what rests on those commits can be recorded again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -26,6 +29,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS strata_kv (k BYTEA PRI
 pub struct PostgresEngine {
     url: String,
     pool: Mutex<Vec<Conn>>,
+    /// The database's start time as a new connection last saw it.
+    started: Mutex<Option<String>>,
+    /// How many times a new connection found the database started anew.
+    restarts: AtomicU64,
 }
 
 fn engine_err(what: &str, e: postgres::Error) -> MetaError {
@@ -57,7 +64,12 @@ impl PostgresEngine {
     }
 
     fn open_here(url: &str) -> Result<Self> {
-        let e = PostgresEngine { url: url.to_string(), pool: Mutex::new(Vec::new()) };
+        let e = PostgresEngine {
+            url: url.to_string(),
+            pool: Mutex::new(Vec::new()),
+            started: Mutex::new(None),
+            restarts: AtomicU64::new(0),
+        };
         let mut c = e.connect()?;
         c.batch_execute("CREATE TABLE IF NOT EXISTS strata_schema (version INT NOT NULL)")
             .map_err(|err| engine_err("create schema table", err))?;
@@ -96,7 +108,21 @@ impl PostgresEngine {
         let mut cfg: postgres::Config =
             self.url.parse().map_err(|e| MetaError::Engine(format!("bad PostgreSQL URL: {e}")))?;
         cfg.connect_timeout(Duration::from_secs(10));
-        cfg.connect(NoTls).map_err(|e| engine_err("connect", e))
+        let mut c = cfg.connect(NoTls).map_err(|e| engine_err("connect", e))?;
+        let row = c
+            .query_one("SELECT pg_postmaster_start_time()::text", &[])
+            .map_err(|e| engine_err("read the database's start time", e))?;
+        self.note_start(row.get(0));
+        Ok(c)
+    }
+
+    /// Counts a restart when the database's start time differs from the one seen before.
+    fn note_start(&self, at: String) {
+        let Ok(mut seen) = self.started.lock() else { return };
+        if seen.as_ref().is_some_and(|s| *s != at) {
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        *seen = Some(at);
     }
 
     fn take(&self) -> Result<Conn> {
@@ -726,5 +752,9 @@ impl KvEngine for PostgresEngine {
 
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 }

@@ -103,4 +103,8 @@ impl KvEngine for Timed {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
+
+    fn restarts(&self) -> u64 {
+        self.inner.restarts()
+    }
 }
