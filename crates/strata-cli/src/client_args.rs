@@ -30,6 +30,11 @@ pub struct ClientArgs {
     /// No local-disk block cache: blocks are cached in memory only.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_disk_cache: bool,
+    /// Keep the full blocks this client uploads in the local-disk cache too. By default only
+    /// partial blocks (small files, file tails) go there: large writes such as checkpoints
+    /// would cost a second write of every byte and evict the data jobs read.
+    #[arg(long, conflicts_with = "no_disk_cache")]
+    pub cache_large_writes: bool,
     /// Memory for written data not yet uploaded, per attached volume; writers wait when it is
     /// full.
     #[arg(long, default_value = "512M", value_parser = parse_size)]
@@ -125,6 +130,7 @@ impl ClientArgs {
             mem_cache: self.cache_size.unwrap_or(VfsConfig::DEFAULT_MEM_CACHE),
             mem_cache_explicit: self.cache_size.is_some(),
             disk_cache: self.disk_cache_dir().map(|d| (d, self.disk_cache_size)),
+            cache_large_writes: self.cache_large_writes,
             buffer: self.buffer_size,
             upload_parallel: self.upload_parallel,
             readahead: self.max_readahead.unwrap_or(VfsConfig::DEFAULT_READAHEAD),

@@ -18,6 +18,8 @@ pub struct VfsConfig {
     pub mem_cache_explicit: bool,
     /// Local disk block cache (directory and size) for stores that are not local.
     pub disk_cache: Option<(std::path::PathBuf, u64)>,
+    /// Full blocks this client uploads go to the disk cache too (partial ones always do).
+    pub cache_large_writes: bool,
     /// Write-back buffer in bytes.
     pub buffer: u64,
     /// Concurrent block uploads.
@@ -160,6 +162,7 @@ impl Default for VfsConfig {
             mem_cache: Self::DEFAULT_MEM_CACHE,
             mem_cache_explicit: false,
             disk_cache: None,
+            cache_large_writes: false,
             buffer: 512 << 20,
             upload_parallel: 16,
             readahead: Self::DEFAULT_READAHEAD,

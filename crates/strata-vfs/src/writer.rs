@@ -34,6 +34,8 @@ pub struct WriteShared {
     pub memory: Arc<Semaphore>,
     /// Concurrent block uploads.
     pub uploads: Arc<Semaphore>,
+    /// Full uploaded blocks go to the disk cache too, not only to memory.
+    pub cache_large_writes: bool,
 }
 
 impl WriteShared {
@@ -49,7 +51,15 @@ impl WriteShared {
         let units = (buffer as usize / UNIT).clamp(block_size as usize / UNIT * 2, Semaphore::MAX_PERMITS);
         let memory = Arc::new(Semaphore::new(units));
         crate::metrics::track_budget(&memory, units, UNIT);
-        WriteShared { store, cache, volume, block_size, memory, uploads: Arc::new(Semaphore::new(parallel.max(1))) }
+        WriteShared {
+            store,
+            cache,
+            volume,
+            block_size,
+            memory,
+            uploads: Arc::new(Semaphore::new(parallel.max(1))),
+            cache_large_writes: false,
+        }
     }
 }
 
@@ -296,13 +306,21 @@ impl FileWriter {
 
     fn spawn_upload(&mut self, sh: &WriteShared, key: String, data: Bytes, permit: Option<OwnedSemaphorePermit>) {
         let (store, cache, uploads) = (sh.store.clone(), sh.cache.clone(), sh.uploads.clone());
+        // A full block is part of a large write (a checkpoint, a copied dataset): on the disk
+        // cache it would cost a second write of every byte and evict what jobs read, as
+        // JuiceFS also decides (`--cache-large-write`). Small files and tails go there.
+        let to_disk = sh.cache_large_writes || data.len() < sh.block_size as usize;
         self.uploads.push(tokio::spawn(async move {
             let _slot = uploads.acquire_owned().await.map_err(|_| VfsError::errno_msg(libc::EIO, "uploads closed"))?;
             store.put(&key, data.clone()).await.map_err(|e| {
                 tracing::error!(key, error = %e, "block upload failed");
                 VfsError::from(e)
             })?;
-            cache.insert_stored(&key, data);
+            if to_disk {
+                cache.insert_stored(&key, data);
+            } else {
+                cache.insert(&key, data);
+            }
             drop(permit);
             Ok(())
         }));
@@ -436,6 +454,39 @@ mod tests {
                 let file = std::fs::read(dir.path().join(block_key(1, s.id, i, len))).expect("block file");
                 assert_eq!(file[..4], strata_blocks::codec::MAGIC, "{codec:?} block {i} went through the codec");
                 assert!(file.len() < len as usize / 2, "{codec:?} block {i} is compressed");
+            }
+        }
+    }
+
+    /// On a store that is not a local directory, uploaded blocks go to the disk cache only
+    /// when partial (a small file, a tail), unless the mount asked for large writes too.
+    #[tokio::test]
+    async fn only_partial_uploads_go_to_the_disk_cache_by_default() {
+        let bs: u32 = 1 << 20;
+        let total = 2 * bs as usize + 12345;
+        let content = data(total);
+        for large in [false, true] {
+            let cache_dir = tempfile::tempdir().expect("tempdir");
+            let disk = strata_blocks::DiskCache::open(cache_dir.path().join("c"), 64 << 20).expect("disk cache");
+            let store = BlockStore::from_store(Arc::new(object_store::memory::InMemory::new()), "memory://writer-test");
+            let sh = WriteShared {
+                cache_large_writes: large,
+                ..WriteShared::new(store, Arc::new(BlockCache::new(64 << 20, Some(disk))), 1, bs, 64 << 20, 4)
+            };
+            let mut w = FileWriter::default();
+            w.write(&sh, 0, &content, || std::future::ready(Ok(7))).await.expect("write");
+            let slices = w.drain(&sh).await.expect("drain");
+            assert_eq!(slices[0].1.len as usize, total);
+            let key = |i: u32, len: u32| cache_dir.path().join("c").join(block_key(1, 7, i, len));
+            // The disk copies are written in the background.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !key(2, 12345).exists() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(key(2, 12345).exists(), "large={large}: the tail block is on the disk cache");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            for i in 0..2 {
+                assert_eq!(key(i, bs).exists(), large, "large={large}: full block {i} on the disk cache");
             }
         }
     }

@@ -207,14 +207,17 @@ impl Vfs {
             _ => None,
         };
         let cache = Arc::new(BlockCache::new(cfg.mem_cache, disk));
-        let shared = WriteShared::new(
-            store.clone(),
-            cache.clone(),
-            volume.id,
-            volume.block_size,
-            cfg.buffer,
-            cfg.upload_parallel,
-        );
+        let shared = WriteShared {
+            cache_large_writes: cfg.cache_large_writes,
+            ..WriteShared::new(
+                store.clone(),
+                cache.clone(),
+                volume.id,
+                volume.block_size,
+                cfg.buffer,
+                cfg.upload_parallel,
+            )
+        };
         let peers = match cfg.peer_cache {
             Some(addr) => {
                 let p = crate::peer::Peers::new(&addr.to_string(), client.token(), cfg.peer_timeout)?;
