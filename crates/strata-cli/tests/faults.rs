@@ -26,6 +26,8 @@ fn on_private_postgres(name: &str) -> (services::ScriptedServer, Cluster) {
     c.allow_log("strata server unreachable");
     // The servers' change relay reports a database that went away (clients' leases end).
     c.allow_log("change relay");
+    // A server that finds the database restarted records its open files again and says so.
+    c.allow_log("PostgreSQL restarted");
     (pg, c)
 }
 
@@ -128,7 +130,6 @@ fn open_files_outlive_a_postgres_crash() {
         .expect("psql");
     assert!(set.status.success(), "psql: {}", String::from_utf8_lossy(&set.stderr));
     c.allow_log("postgres");
-    c.allow_log("PostgreSQL restarted");
     let peer = c.start_peer();
     let other = c.peers[peer].0.clone();
     let a = c.mount(&["--attr-ttl", "0", "--entry-ttl", "0"]);
