@@ -129,7 +129,8 @@ pub async fn reap_doomed(st: Arc<State>) {
                 ),
                 Err(e) if e == STOPPING => return,
                 Err(e) => {
-                    tracing::error!(error = %e, "recording open files again after a PostgreSQL restart failed; will retry")
+                    tracing::error!(error = %e, "recording open files again after a PostgreSQL restart failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
