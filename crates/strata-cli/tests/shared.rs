@@ -1,6 +1,7 @@
 //! Two `strata server` processes on one PostgreSQL database serving the same namespace, a client
 //! mounted through each: data, names, locks, unlinked-while-open files and token revocation
-//! agree across them, and a client fails over to the other server. Needs PostgreSQL
+//! agree across them, and a client fails over to the other server. Opens go unrecorded until
+//! a doom note (or a failover) asks for their records. Needs PostgreSQL
 //! (`STRATA_TEST_PG_URL=postgres://user@host:port`, e.g. from `scripts/postgres.sh start DIR
 //! PORT`): ignored by a plain `cargo test`, run by `scripts/test` with `--ignored` in
 //! its PostgreSQL steps; fails when run without the variable.
@@ -112,4 +113,77 @@ fn two_servers_on_one_database_serve_one_namespace() {
     std::fs::write(c.p(m4, "listed/after-failover"), b"af").expect("create via A");
     let seen = || std::fs::read(c.p(m5, "listed/after-failover")).is_ok_and(|d| d == b"af");
     assert!(wait_until(Duration::from_secs(4), seen), "a listing read through the dead server is not renewed");
+}
+
+/// Open records in the cluster's database (`H` keys, one per session and inode).
+fn open_records(url: &str) -> usize {
+    let out = run_cmd(std::process::Command::new("psql").args([
+        "-qXtA",
+        url,
+        "-c",
+        "SELECT count(*) FROM strata_kv WHERE k >= '\\x48'::bytea AND k < '\\x49'::bytea",
+    ]));
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+}
+
+/// Plain opens write nothing to PostgreSQL. A file open through server A and unlinked through
+/// server B stays readable past the open grace: the unlink's doom note made A record the open.
+/// A file open through a server that dies before the unlink stays readable too: its client
+/// announces its opens to the server it fails over to, and nothing is destroyed meanwhile.
+#[test]
+#[ignore = "needs PostgreSQL: set STRATA_TEST_PG_URL (scripts/test does)"]
+fn opens_are_recorded_only_when_their_files_are_doomed() {
+    let base = services::need_pg();
+    let mut c = Cluster::with_opts("unrecorded", Opts { pg: Some(base), ..Default::default() });
+    let b = c.start_peer();
+    let (addr_a, addr_b) = (c.addr.clone(), c.peers[b].0.clone());
+    let url = c.meta_url().expect("on PostgreSQL");
+    let ttl0 = ["--attr-ttl", "0", "--entry-ttl", "0"];
+    let m1 = c.mount_via(&addr_a, &ttl0);
+    let m2 = c.mount_via(&format!("{addr_b},{addr_a}"), &ttl0);
+    c.allow_log("switched to another strata server");
+    c.allow_log("strata server unreachable; retrying");
+    let grace = strata_meta::OPEN_GRACE + Duration::from_secs(2);
+    // A server leaves opens unrecorded once the others had time to learn of it.
+    std::thread::sleep(strata_meta::UNRECORDED_AFTER + Duration::from_secs(1));
+
+    let data = random_bytes(21, 2 * 1024 * 1024 + 77);
+    std::fs::write(c.p(m1, "held"), &data).expect("write via A");
+    assert!(wait_until(Duration::from_secs(5), || open_records(&url) == 0), "the writer's record goes with its close");
+    let mut f = File::open(c.p(m1, "held")).expect("open via A");
+    let mut head = vec![0u8; 4096];
+    f.read_exact(&mut head).expect("read via A");
+    for _ in 0..20 {
+        std::fs::read(c.p(m1, "held")).expect("open, read, close via A");
+    }
+    assert_eq!(open_records(&url), 0, "opens and reads through A wrote no record");
+
+    std::fs::remove_file(c.p(m2, "held")).expect("unlink via B");
+    assert!(
+        wait_until(Duration::from_secs(3), || open_records(&url) == 1),
+        "A records its open when it hears the unlink's doom note"
+    );
+    std::thread::sleep(grace);
+    let mut got = Vec::new();
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    f.read_to_end(&mut got).expect("read the unlinked file via A after the grace");
+    assert_bytes_eq(&got, &data, "file unlinked through B, open through A");
+    drop(f);
+    assert!(wait_until(Duration::from_secs(5), || open_records(&url) == 0), "its close removed the record");
+
+    // Held through B, unrecorded; B dies; unlinked through A.
+    let data2 = random_bytes(22, 3 * 1024 * 1024 + 5);
+    std::fs::write(c.p(m1, "held2"), &data2).expect("write via A");
+    let mut f2 = File::open(c.p(m2, "held2")).expect("open via B");
+    assert_eq!(open_records(&url), 0);
+    c.kill9_peer(b);
+    std::fs::remove_file(c.p(m1, "held2")).expect("unlink via A");
+    std::thread::sleep(grace);
+    assert_eq!(open_records(&url), 1, "the failed-over client announced its open to A");
+    let mut got = Vec::new();
+    f2.read_to_end(&mut got).expect("read, through A, the file opened through the dead server");
+    assert_bytes_eq(&got, &data2, "file held through a server that died");
+    drop(f2);
+    assert!(wait_until(Duration::from_secs(5), || open_records(&url) == 0));
 }

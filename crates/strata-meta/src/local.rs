@@ -16,6 +16,12 @@ use crate::types::{Ino, SessionInfo};
 pub(crate) struct OpenTable {
     pub(crate) by_ino: HashMap<Ino, u32>,
     pub(crate) by_session: HashMap<u64, HashMap<Ino, u32>>,
+    /// Shared state: the opens of `by_session` that have no record in the engine yet (see
+    /// `open.rs`), by inode and session.
+    pub(crate) unrecorded: HashMap<Ino, HashMap<u64, u32>>,
+    /// Shared state: inodes this process unlinked while it held unrecorded opens of them; the
+    /// last of those opens to close hands the inode to the reaper.
+    pub(crate) unlinked_open: std::collections::HashSet<Ino>,
 }
 
 /// Local sessions: the record and the monotonic time of its last sign of life.

@@ -56,8 +56,18 @@ pub struct Meta {
     pub(crate) inos: Mutex<(u64, u64)>,
     /// Local state only: whether unlinks leave destruction to [`Meta::reap_doomed`].
     pub(crate) defer_destroy: std::sync::atomic::AtomicBool,
-    /// Unlinked inodes open nowhere, waiting for [`Meta::reap_doomed`].
-    pub(crate) doomed: Mutex<Vec<Ino>>,
+    /// Unlinked inodes open nowhere, waiting for [`Meta::reap_doomed`], with when they were
+    /// doomed.
+    pub(crate) doomed: Mutex<Vec<(Ino, std::time::Instant)>>,
+    /// Shared state: whether opens may go unrecorded while the relay is heard (`open.rs`).
+    pub(crate) unrecorded_opens: std::sync::atomic::AtomicBool,
+    /// Shared state: whether this process hears every server's notes now.
+    pub(crate) relay_heard: std::sync::atomic::AtomicBool,
+    /// Shared state with unrecorded opens: how long destruction waits after a doom note.
+    pub(crate) open_grace_ms: std::sync::atomic::AtomicU64,
+    /// Shared state: until when this process is known to be the only server of the store
+    /// (`Meta::refresh_sole`).
+    pub(crate) sole_until: Mutex<Option<std::time::Instant>>,
     /// Shared state: the engine restarts this process has handled ([`KvEngine::restarts`]).
     pub(crate) restarts_handled: std::sync::atomic::AtomicU64,
     /// Shared state: until when, after an engine restart, destruction waits for the reaper.
@@ -91,6 +101,10 @@ impl Meta {
             inos: Mutex::new((0, 0)),
             defer_destroy: std::sync::atomic::AtomicBool::new(false),
             doomed: Mutex::new(Vec::new()),
+            unrecorded_opens: std::sync::atomic::AtomicBool::new(false),
+            relay_heard: std::sync::atomic::AtomicBool::new(false),
+            open_grace_ms: std::sync::atomic::AtomicU64::new(crate::open::OPEN_GRACE.as_millis() as u64),
+            sole_until: Mutex::new(None),
             restarts_handled: std::sync::atomic::AtomicU64::new(restarts),
             restart_defer_until: Mutex::new(None),
             snapshots_seen: std::sync::atomic::AtomicBool::new(true),

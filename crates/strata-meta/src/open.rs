@@ -8,6 +8,23 @@
 //! it restarted, the server records them again, and for [`RESTART_GRACE`] no unlink destroys
 //! a file at once (the reaper does it later, after checking the open records again), so an
 //! open another server has not recorded again yet still keeps its file.
+//!
+//! Unrecorded opens. A server that hears every server's notes (the change relay, PostgreSQL
+//! `LISTEN`/`NOTIFY`) may leave an open of a linked file unrecorded: the open reads the
+//! attributes and writes nothing, and its close writes nothing either. What an open record
+//! protects is the file's data, from two things: its destruction after the last unlink, and
+//! the collection of slices a write or truncate through another client freed. Both send a
+//! doom note ([`doom_note`]) with their commit, in the same transaction, so every listening
+//! server hears it exactly when the change is visible; a server that has the inode open
+//! without a record then records its opens ([`Meta::record_opens`]). The destruction and the
+//! collection wait [`OPEN_GRACE`] (the reaper, `strata-server`'s collector) and check the
+//! records then. An open registers in memory before it reads the attributes, so either the
+//! note comes after the registration, or the open saw the change (`nlink` 0) and records
+//! itself. A server that stops hearing the relay records every open it holds and records
+//! new ones until it hears it again; one that restarts, or a session that moves to another
+//! server, is asked by the server to announce its opens again ([`Meta::touch_session`]).
+//! A server that knows itself the only one ([`Meta::refresh_sole`]) destroys at once, as
+//! without unrecorded opens: its own memory is then the whole truth.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -56,6 +73,36 @@ pub(crate) fn drop_session_opens(t: &mut dyn KvTxn, session: u64) -> Result<Vec<
     Ok(inos)
 }
 
+/// The note a transaction sends (with its commit) when it dooms data of `ino`: the inode lost
+/// its last link, or slices of it were freed.
+pub fn doom_note(ino: Ino) -> String {
+    format!("{DOOM_NOTE}{ino}")
+}
+
+/// How a doom note starts (a server's relay tells them from its change notes by it).
+pub const DOOM_NOTE: &str = "-|doom|";
+
+/// The inodes of a doom note; `None` for any other payload.
+pub fn parse_doom_note(payload: &str) -> Option<Vec<Ino>> {
+    let rest = payload.strip_prefix(DOOM_NOTE)?;
+    Some(rest.split(',').filter_map(|i| i.parse().ok()).collect())
+}
+
+/// With unrecorded opens, how long destruction and slice collection wait after a doom note:
+/// well past the time a server takes to hear the note and record its opens, and past the
+/// time one that stopped hearing the relay takes to notice (2 s) and record them all. It
+/// also exceeds [`crate::servers::SERVER_FRESH`], so that a server that died before the
+/// note is seen gone ([`Meta::opens_accounted`]) by the time the grace ends.
+pub const OPEN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a finding of [`Meta::refresh_sole`] holds.
+pub const SOLE_VALID: Duration = Duration::from_millis(1500);
+
+/// How long after its first report a server waits before leaving opens unrecorded: longer
+/// than [`SOLE_VALID`] plus a refresh, so that every server that took itself for the only one
+/// knows better by then.
+pub const UNRECORDED_AFTER: Duration = Duration::from_secs(3);
+
 /// After an engine restart, how long unlinks leave destruction to the reaper: long enough for
 /// every server to notice the restart (each reaches the database at least every few seconds,
 /// for its heartbeat) and record its clients' opens again.
@@ -64,26 +111,197 @@ pub const RESTART_GRACE: Duration = Duration::from_secs(30);
 impl Meta {
     /// Drops a link whose count reached zero: kept while open, destroyed otherwise.
     pub(crate) fn release_inode(&self, t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
+        if self.allows_unrecorded() {
+            t.notify(&doom_note(ino));
+            if let Ok(mut o) = self.opens.lock()
+                && o.unrecorded.contains_key(&ino)
+            {
+                // Its last unrecorded close here (if it comes before the note) reaps it.
+                o.unlinked_open.insert(ino);
+            }
+        }
         if self.is_open(t, ino)? {
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &[])
-        } else if self.defers_destroy() || self.restart_deferring() {
+        } else if self.defers_destroy() || self.restart_deferring() || self.waits_for_notes() {
             // The usage goes back now, so quotas see the space at once; the rows go later.
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &keys::uncharged(a.charged_bytes()))?;
             charge(t, a.volume, -(a.charged_bytes() as i64), -1)?;
             // Pushed before the commit: an entry of a transaction that rolls back finds no
             // sustained record when reaped, and is dropped then.
-            self.doomed().push(ino);
+            self.doom(ino);
             Ok(())
         } else {
             destroy(t, ino, a)
         }
     }
 
+    /// Puts `ino` on the doomed list, for [`Meta::reap_doomed`].
+    fn doom(&self, ino: Ino) {
+        self.doomed().push((ino, Instant::now()));
+    }
+
+    /// Shared state: lets opens of linked files go unrecorded while [`Meta::set_relay_heard`]
+    /// says this process hears every server's doom notes (see the module's documentation).
+    /// Every server on the store must say so (they all defer destruction for it). No effect
+    /// with local state.
+    pub fn set_unrecorded_opens(&self, on: bool) {
+        self.unrecorded_opens.store(on && self.is_shared(), Ordering::Relaxed);
+    }
+
+    /// Whether opens may go unrecorded on this store ([`Meta::set_unrecorded_opens`]).
+    pub fn allows_unrecorded(&self) -> bool {
+        self.unrecorded_opens.load(Ordering::Relaxed)
+    }
+
+    /// Whether destruction waits for doom notes to be heard: opens may go unrecorded, and
+    /// another server may hold some.
+    fn waits_for_notes(&self) -> bool {
+        self.allows_unrecorded() && !self.is_sole()
+    }
+
+    fn is_sole(&self) -> bool {
+        self.sole_until.lock().map(|u| u.is_some_and(|u| Instant::now() < u)).unwrap_or(false)
+    }
+
+    /// With unrecorded opens: finds out whether this process (server `me`) is the only server
+    /// of the store, which it then takes as known for [`SOLE_VALID`]: no other server has a
+    /// record, and every session names `me`. A server that starts takes
+    /// [`UNRECORDED_AFTER`] before leaving opens unrecorded, so the others learn of it first.
+    pub fn refresh_sole(&self, me: &str) -> Result<bool> {
+        let until = Instant::now() + SOLE_VALID;
+        let sole = self.servers()?.iter().all(|r| r.addr == me) && self.sessions()?.iter().all(|s| s.server == me);
+        if let Ok(mut u) = self.sole_until.lock() {
+            *u = sole.then_some(until);
+        }
+        Ok(sole)
+    }
+
+    /// Says whether this process hears every server's notes now (its relay listens and heard
+    /// from the database lately). While it does not, opens are recorded.
+    pub fn set_relay_heard(&self, heard: bool) {
+        self.relay_heard.store(heard, Ordering::Relaxed);
+    }
+
+    /// How long destruction waits after a doom note (tests shorten it).
+    pub fn set_open_grace(&self, grace: Duration) {
+        self.open_grace_ms.store(grace.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long destruction and slice collection wait after a doom note: zero unless opens
+    /// may go unrecorded.
+    pub fn open_grace(&self) -> Duration {
+        if self.waits_for_notes() {
+            Duration::from_millis(self.open_grace_ms.load(Ordering::Relaxed))
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Whether this process holds opens not recorded in the engine.
+    pub fn has_unrecorded_opens(&self) -> bool {
+        self.opens.lock().map(|o| !o.unrecorded.is_empty()).unwrap_or(true)
+    }
+
+    /// Records this process's unrecorded opens of `only` (every one with `None`): a doom note
+    /// named them, or this process may have missed notes. Returns how many (session, inode)
+    /// pairs it recorded; those of sessions that ended are dropped.
+    pub fn record_opens(&self, only: Option<&[Ino]>) -> Result<usize> {
+        // Held throughout, so that an open or close of these inodes waits for the records
+        // and then finds them.
+        let mut o = self.open_table()?;
+        let todo: Vec<(Ino, u64, u32)> = match only {
+            Some(inos) => inos
+                .iter()
+                .filter_map(|i| o.unrecorded.get(i).map(|m| (*i, m)))
+                .flat_map(|(i, m)| m.iter().map(move |(s, n)| (i, *s, *n)))
+                .collect(),
+            None => o.unrecorded.iter().flat_map(|(i, m)| m.iter().map(move |(s, n)| (*i, *s, *n))).collect(),
+        };
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        self.write(false, |t| {
+            for &(ino, session, n) in &todo {
+                if t.get(&keys::session(session))?.is_none() {
+                    continue;
+                }
+                let k = keys::open(ino, session);
+                let have: u32 = match t.get(&k)? {
+                    Some(v) => dec(&v)?,
+                    None => 0,
+                };
+                t.put(&k, &enc(&have.saturating_add(n))?)?;
+                t.put(&keys::session_open(session, ino), &[])?;
+            }
+            Ok(())
+        })?;
+        for (ino, session, _) in &todo {
+            if let Some(m) = o.unrecorded.get_mut(ino) {
+                m.remove(session);
+                if m.is_empty() {
+                    o.unrecorded.remove(ino);
+                    // Its closes go through the records now.
+                    o.unlinked_open.remove(ino);
+                }
+            }
+        }
+        Ok(todo.len())
+    }
+
+    /// An open that needs no record now: this process hears every doom note.
+    fn open_unrecorded(&self, session: u64, ino: Ino) -> Result<Attr> {
+        {
+            let mut o = self.open_table()?;
+            *o.by_session.entry(session).or_default().entry(ino).or_insert(0) += 1;
+            *o.unrecorded.entry(ino).or_default().entry(session).or_insert(0) += 1;
+        }
+        // Registered first: a doom committed after this read is heard, and finds it.
+        let a = match self.read_latest(|t| load_attr(t, ino)) {
+            Ok(a) => a,
+            Err(e) => {
+                self.close_unrecorded(session, ino);
+                return Err(e);
+            }
+        };
+        if a.nlink == 0 {
+            // Doomed already: its note may have gone by.
+            if let Err(e) = self.record_opens(Some(&[ino])) {
+                self.close_unrecorded(session, ino);
+                return Err(e);
+            }
+        }
+        Ok(a)
+    }
+
+    /// Closes one unrecorded open of `ino` by `session`; `false` if it has none.
+    fn close_unrecorded(&self, session: u64, ino: Ino) -> bool {
+        let Ok(mut o) = self.opens.lock() else { return false };
+        let Some(m) = o.unrecorded.get_mut(&ino) else { return false };
+        let Some(n) = m.get_mut(&session) else { return false };
+        *n -= 1;
+        let mut last_of_unlinked = false;
+        if *n == 0 {
+            m.remove(&session);
+            if m.is_empty() {
+                o.unrecorded.remove(&ino);
+                last_of_unlinked = o.unlinked_open.remove(&ino);
+            }
+        }
+        drop(o);
+        self.mirror_close(session, ino);
+        if last_of_unlinked {
+            // Unlinked here while open here, and the note that would have recorded this open
+            // has not come yet: the reaper checks the records.
+            self.doom(ino);
+        }
+        true
+    }
+
     /// The doomed list; a panic elsewhere cannot leave a list of inode numbers inconsistent,
     /// and every entry is checked again when reaped, so a poisoned lock is simply taken.
-    pub(crate) fn doomed(&self) -> std::sync::MutexGuard<'_, Vec<Ino>> {
+    pub(crate) fn doomed(&self) -> std::sync::MutexGuard<'_, Vec<(Ino, Instant)>> {
         self.doomed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -120,7 +338,6 @@ impl Meta {
         if !self.is_shared() || seen == self.restarts_handled.load(Ordering::Relaxed) {
             return Ok(0);
         }
-        *self.restart_defer_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RESTART_GRACE);
         let mine: Vec<(u64, Ino, u32)> = {
             let o = self.open_table()?;
             o.by_session.iter().flat_map(|(s, m)| m.iter().map(move |(ino, n)| (*s, *ino, *n))).collect()
@@ -145,6 +362,10 @@ impl Meta {
             }
             Ok(written)
         })?;
+        // Every open this process holds is recorded now.
+        if let Ok(mut o) = self.opens.lock() {
+            o.unrecorded.clear();
+        }
         // The grace runs from the moment the opens are back.
         *self.restart_defer_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RESTART_GRACE);
         self.restarts_handled.store(seen, Ordering::Relaxed);
@@ -196,7 +417,21 @@ impl Meta {
             // Opens the engine lost may not be recorded again yet.
             return Ok(0);
         }
-        let inos = std::mem::take(&mut *self.doomed());
+        // With unrecorded opens, only those doomed a grace ago: their opens are recorded.
+        let grace = self.open_grace();
+        let inos: Vec<Ino> = {
+            let mut d = self.doomed();
+            let now = Instant::now();
+            let (ripe, young): (Vec<_>, Vec<_>) = d.drain(..).partition(|(_, at)| now.duration_since(*at) >= grace);
+            *d = young;
+            ripe.into_iter().map(|(ino, _)| ino).collect()
+        };
+        if !inos.is_empty() && !grace.is_zero() && !self.opens_accounted()? {
+            // Some session's opens went with a server that is gone: they wait for it.
+            let back = Instant::now().checked_sub(grace).unwrap_or_else(Instant::now);
+            self.doomed().extend(inos.iter().map(|ino| (*ino, back)));
+            return Ok(0);
+        }
         let mut n = 0;
         for (i, batch) in inos.chunks(BATCH).enumerate() {
             let done = self.write(false, |t| {
@@ -212,7 +447,8 @@ impl Meta {
                 Ok(k) => n += k,
                 Err(e) => {
                     // Back in the list for the next call.
-                    self.doomed().extend_from_slice(&inos[i * BATCH..]);
+                    let back = Instant::now().checked_sub(grace).unwrap_or_else(Instant::now);
+                    self.doomed().extend(inos[i * BATCH..].iter().map(|ino| (*ino, back)));
                     return Err(e);
                 }
             }
@@ -239,6 +475,10 @@ impl Meta {
 
     pub(crate) fn is_open(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
         if self.is_shared() {
+            // This process's unrecorded opens count too (a poisoned table as open).
+            if self.allows_unrecorded() && self.opens.lock().map(|o| o.unrecorded.contains_key(&ino)).unwrap_or(true) {
+                return Ok(true);
+            }
             let p = keys::open_prefix(ino);
             return Ok(!t.scan(&p, &prefix_end(&p), 1)?.is_empty());
         }
@@ -272,6 +512,9 @@ impl Meta {
 
     /// Records that `session` opened `ino` and returns its current attributes.
     pub fn open(&self, session: u64, ino: Ino) -> Result<Attr> {
+        if self.allows_unrecorded() && self.relay_heard.load(Ordering::Relaxed) {
+            return self.open_unrecorded(session, ino);
+        }
         if self.is_shared() {
             // One transaction: an unlink on another server either sees this open or came first.
             // Lazy, as creates are: the mirror covers a database crash (see the module's doc).
@@ -314,26 +557,42 @@ impl Meta {
     /// Records a close; the last close of an unlinked inode destroys it.
     pub fn close(&self, session: u64, ino: Ino) -> Result<()> {
         if self.is_shared() {
+            if self.close_unrecorded(session, ino) {
+                return Ok(());
+            }
+            let later = self.waits_for_notes();
             // The last close and the destruction are one transaction, so an open through
-            // another server cannot slip in between.
+            // another server cannot slip in between (with unrecorded opens, the destruction
+            // waits for the reaper instead: see the module's documentation).
             let closed = self.write(false, |t| {
                 let k = keys::open(ino, session);
                 // The sustained record, which the last close reads, comes with the open
                 // record (engines keep what a transaction read).
                 let mut got = t.get_many(&[k.to_vec(), keys::sustained(ino).to_vec()])?.into_iter();
-                let Some(v) = got.next().flatten() else { return Ok(()) };
+                let Some(v) = got.next().flatten() else { return Ok(false) };
+                let sustained = got.next().flatten().is_some();
                 let n: u32 = dec(&v)?;
                 if n > 1 {
-                    return t.put(&k, &enc(&(n - 1))?);
+                    t.put(&k, &enc(&(n - 1))?)?;
+                    return Ok(false);
                 }
                 t.delete(&k)?;
                 t.delete(&keys::session_open(session, ino))?;
-                self.reap_in(t, ino).map(|_| ())
+                if later {
+                    return Ok(sustained);
+                }
+                self.reap_in(t, ino).map(|_| false)
             });
-            if closed.is_ok() {
-                self.mirror_close(session, ino);
-            }
-            return closed;
+            return match closed {
+                Ok(doomed) => {
+                    self.mirror_close(session, ino);
+                    if doomed {
+                        self.doom(ino);
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
         }
         let last = {
             let mut o = self.open_table()?;
@@ -369,6 +628,10 @@ impl Meta {
         if self.is_shared() {
             if let Ok(mut o) = self.opens.lock() {
                 o.by_session.remove(&session);
+                o.unrecorded.retain(|_, m| {
+                    m.remove(&session);
+                    !m.is_empty()
+                });
             }
             for ino in self.write(false, |t| drop_session_opens(t, session))? {
                 self.reap_if_unlinked(ino)?;
@@ -409,6 +672,11 @@ impl Meta {
     }
 
     pub(crate) fn reap_if_unlinked(&self, ino: Ino) -> Result<bool> {
+        if self.waits_for_notes() {
+            // Another server may hold it open unrecorded until it heard the doom note.
+            self.doom(ino);
+            return Ok(false);
+        }
         self.write(false, |t| self.reap_in(t, ino))
     }
 

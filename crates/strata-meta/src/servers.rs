@@ -10,6 +10,10 @@ use crate::kv::prefix_end;
 use crate::meta::Meta;
 use crate::types::Timespec;
 
+/// How old a server's last report may be for it to count as alive when destruction asks
+/// whether every open is known ([`Meta::opens_accounted`]); servers report every 5 s.
+pub const SERVER_FRESH: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// Tag of server records.
 const PREFIX: &[u8] = b"I";
 
@@ -58,6 +62,29 @@ impl Meta {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// With unrecorded opens (`open.rs`): whether every session's opens are known to a live
+    /// server, so that destruction may trust the records and the servers' doom notes. A
+    /// session is not accounted for while the server it last named has no report within
+    /// [`SERVER_FRESH`] (it died, or stopped), or started after the session was last heard
+    /// through it (it restarted): its unrecorded opens went with that server, until the
+    /// client announces them to a server (its next call) or the session expires.
+    pub fn opens_accounted(&self) -> Result<bool> {
+        let servers = self.servers()?;
+        let now = Timespec::now();
+        let fresh = |t: Timespec| {
+            let age =
+                (i128::from(now.sec) - i128::from(t.sec)) * 1_000_000_000 + i128::from(now.nsec) - i128::from(t.nsec);
+            age <= SERVER_FRESH.as_nanos() as i128
+        };
+        for s in self.sessions()? {
+            let Some(r) = servers.iter().find(|r| r.addr == s.server) else { return Ok(false) };
+            if !fresh(r.last_seen) || s.last_seen < r.started {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Forgets server `addr` (it stopped cleanly).

@@ -7,6 +7,7 @@
 //! server keeps its session, opens and locks. Servers sharing state therefore need clocks that
 //! agree to well within the session timeout (NTP does).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::codec::{dec, enc};
@@ -63,6 +64,14 @@ impl Meta {
             return Ok(known);
         }
         let id = s.id;
+        // A known session announcing its opens to a server that may not have them (see
+        // `Meta::touch_session`): each is recorded at least as often as the client has it
+        // open; one too many keeps a file until the session ends, one too few could lose it.
+        let mut counts: HashMap<Ino, u32> = HashMap::new();
+        for ino in reopened {
+            *counts.entry(*ino).or_insert(0) += 1;
+        }
+        let announce = self.allows_unrecorded();
         // Kept: it may record opens (see `Meta::open`).
         let known = self.write_kept(|t| {
             let known = load(t, id)?.is_some();
@@ -70,11 +79,31 @@ impl Meta {
                 for ino in reopened {
                     crate::open::add_open(t, id, *ino)?;
                 }
+            } else if announce {
+                for (ino, n) in &counts {
+                    let k = keys::open(*ino, id);
+                    let have: u32 = match t.get(&k)? {
+                        Some(v) => dec(&v)?,
+                        None => 0,
+                    };
+                    if have < *n {
+                        t.put(&k, &enc(n)?)?;
+                        t.put(&keys::session_open(id, *ino), &[])?;
+                    }
+                }
             }
             t.put(&keys::session(id), &enc(&s)?)?;
             Ok(known)
         })?;
-        if !known {
+        if !known || announce {
+            if let Ok(mut o) = self.opens.lock() {
+                // What this process mirrors of the session is what the client said, all recorded.
+                o.by_session.remove(&id);
+                o.unrecorded.retain(|_, m| {
+                    m.remove(&id);
+                    !m.is_empty()
+                });
+            }
             for ino in reopened {
                 self.mirror_open(id, *ino);
             }
@@ -102,9 +131,14 @@ impl Meta {
                 None => false,
             });
         }
-        let recent =
-            self.touched.lock().ok().and_then(|m| m.get(&id).copied()).is_some_and(|at| at.elapsed() < TOUCH_EVERY);
-        if recent {
+        let last = self.touched.lock().ok().and_then(|m| m.get(&id).copied());
+        if last.is_none() && self.allows_unrecorded() {
+            // First word from this session to this process (a failover, or this server
+            // restarted): its opens here may be unrecorded ones of a server that is gone, so
+            // it is taken as unknown, and registers again announcing what it has open.
+            return Ok(false);
+        }
+        if last.is_some_and(|at| at.elapsed() < TOUCH_EVERY) {
             return Ok(true);
         }
         let alive = self.write(false, |t| {
@@ -222,6 +256,13 @@ impl Meta {
             let inos = crate::open::drop_session_opens(t, id)?;
             Ok((s, inos))
         })?;
+        if let Ok(mut o) = self.opens.lock() {
+            o.by_session.remove(&id);
+            o.unrecorded.retain(|_, m| {
+                m.remove(&id);
+                !m.is_empty()
+            });
+        }
         if let Ok(mut m) = self.touched.lock() {
             m.remove(&id);
         }

@@ -370,6 +370,10 @@ impl KvTxn for Versioned<'_> {
         self.inner.need_snapshot()
     }
 
+    fn notify(&mut self, payload: &str) {
+        self.inner.notify(payload)
+    }
+
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.view_of(key)? {
             None => {

@@ -180,3 +180,164 @@ fn a_volume_open_through_another_server_cannot_be_deleted() {
     a.close(1, f).unwrap();
     b.delete_volume("v").unwrap();
 }
+
+/// The two servers of [`unrecorded_opens`] tests: opens through A may go unrecorded.
+fn unrecorded_pair(fs: &TestFs, grace: Duration) -> (&Meta, Meta) {
+    let (a, b) = (&fs.meta, fs.another());
+    let started = Timespec::now();
+    for (m, name) in [(a, "a"), (&b, "b")] {
+        m.set_unrecorded_opens(true);
+        m.set_relay_heard(true);
+        m.set_open_grace(grace);
+        m.report_server(name, "test", started).unwrap();
+    }
+    (a, b)
+}
+
+#[test]
+fn an_unrecorded_open_is_recorded_when_its_doom_note_is_heard() {
+    let fs = TestFs::shared();
+    let grace = Duration::from_millis(300);
+    let (a, b) = unrecorded_pair(&fs, grace);
+    let r = fs.volume("v").root;
+    let (f, s1) = file_with_slice(a, r, "f", 8192);
+    a.register_session(session(1, "a"), &[]).unwrap();
+
+    assert_eq!(a.open(1, f).unwrap().size, 8192);
+    assert!(a.has_unrecorded_opens(), "a plain open writes no record");
+    a.close(1, f).unwrap();
+    assert!(!a.has_unrecorded_opens(), "and its close writes nothing either");
+
+    a.open(1, f).unwrap();
+    b.unlink(&root(), r, b"f").unwrap();
+    assert_eq!(b.doomed_count(), 1, "the unlink leaves the destruction to the reaper");
+    assert_eq!(b.reap_doomed().unwrap(), 0, "nothing goes within the grace");
+    // What A's relay does when the unlink's doom note arrives.
+    assert_eq!(a.record_opens(Some(&[f])).unwrap(), 1);
+    assert!(!a.has_unrecorded_opens());
+    std::thread::sleep(grace + Duration::from_millis(50));
+    assert_eq!(b.reap_doomed().unwrap(), 0, "the recorded open keeps the file");
+    assert_eq!(b.getattr(f).unwrap().nlink, 0);
+    assert_eq!(a.read_chunk(f, 0).unwrap(), vec![s1]);
+
+    // Its close (a recorded one now) leaves it to the reaper too, after the grace.
+    a.close(1, f).unwrap();
+    assert_eq!(a.reap_doomed().unwrap(), 0);
+    assert!(a.getattr(f).is_ok());
+    std::thread::sleep(grace + Duration::from_millis(50));
+    assert_eq!(a.reap_doomed().unwrap(), 1);
+    assert_eq!(b.getattr(f), Err(MetaError::NotFound));
+}
+
+#[test]
+fn an_open_of_a_doomed_inode_is_recorded_at_once() {
+    let fs = TestFs::shared();
+    let grace = Duration::from_millis(200);
+    let (a, b) = unrecorded_pair(&fs, grace);
+    let r = fs.volume("v").root;
+    let (f, _) = file_with_slice(a, r, "f", 4096);
+    a.register_session(session(1, "a"), &[]).unwrap();
+    b.register_session(session(2, "b"), &[]).unwrap();
+    b.open(2, f).unwrap();
+    b.unlink(&root(), r, b"f").unwrap();
+    // The doom note went by before this open (by handle, say): nlink 0 makes it record.
+    assert_eq!(a.open(1, f).unwrap().nlink, 0);
+    assert!(!a.has_unrecorded_opens());
+    b.close(2, f).unwrap();
+    b.record_opens(None).unwrap();
+    std::thread::sleep(grace + Duration::from_millis(50));
+    b.reap_doomed().unwrap();
+    assert!(b.getattr(f).is_ok(), "A's open keeps the file");
+    a.close(1, f).unwrap();
+    std::thread::sleep(grace + Duration::from_millis(50));
+    assert_eq!(a.reap_doomed().unwrap(), 1);
+    assert_eq!(b.getattr(f), Err(MetaError::NotFound));
+}
+
+#[test]
+fn a_known_session_announcing_its_opens_has_them_recorded() {
+    let fs = TestFs::shared();
+    let (a, b) = unrecorded_pair(&fs, Duration::from_millis(200));
+    let r = fs.volume("v").root;
+    let (f, _) = file_with_slice(a, r, "f", 4096);
+    a.register_session(session(1, "a"), &[]).unwrap();
+    a.open(1, f).unwrap();
+    a.open(1, f).unwrap();
+    // A goes away with its unrecorded opens, and the file is unlinked through B: while the
+    // session still names A, nothing is destroyed.
+    a.forget_server("a").unwrap();
+    assert!(!b.opens_accounted().unwrap());
+    b.unlink(&root(), r, b"f").unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(b.reap_doomed().unwrap(), 0);
+    assert_eq!(b.doomed_count(), 1, "held for the session of a server that is gone");
+    // The client's first call to B is refused, so it registers again there, naming what it
+    // has open.
+    assert!(!b.touch_session(1, "b").unwrap(), "B asks the session to announce its opens");
+    assert!(b.register_session(session(1, "b"), &[f, f]).unwrap(), "the session was known");
+    assert!(b.touch_session(1, "b").unwrap());
+    assert!(b.opens_accounted().unwrap());
+    assert_eq!(b.reap_doomed().unwrap(), 0);
+    assert_eq!(b.getattr(f).unwrap().nlink, 0, "the announced opens keep the file");
+    b.close(1, f).unwrap();
+    b.close(1, f).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(b.reap_doomed().unwrap(), 1, "both opens were recorded, and both closed");
+}
+
+/// On PostgreSQL, the unlink's transaction itself sends the doom note, with its commit.
+#[test]
+fn an_unlink_sends_its_doom_note_with_its_commit() {
+    let fs = TestFs::shared();
+    if !fs.url.starts_with("postgres") {
+        eprintln!("skipped: doom notes need PostgreSQL (set STRATA_TEST_PG_URL)");
+        return;
+    }
+    let (a, b) = unrecorded_pair(&fs, Duration::from_millis(200));
+    let r = fs.volume("v").root;
+    let (f, _) = file_with_slice(a, r, "f", 4096);
+    let mut listener = postgres::Client::connect(&fs.url, postgres::NoTls).expect("connect to PostgreSQL");
+    listener.batch_execute(&format!("LISTEN {}", NOTE_CHANNEL)).unwrap();
+    b.unlink(&root(), r, b"f").unwrap();
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut heard = Vec::new();
+    let mut n = listener.notifications();
+    let mut it = n.timeout_iter(Duration::from_secs(5));
+    while let Some(note) = it.next().unwrap() {
+        heard.push(note.payload().to_string());
+        if heard.iter().any(|p| parse_doom_note(p).is_some_and(|v| v.contains(&f))) {
+            break;
+        }
+    }
+    assert!(heard.contains(&doom_note(f)), "heard {heard:?}");
+}
+
+#[test]
+fn the_only_server_destroys_at_once() {
+    let fs = TestFs::shared();
+    let a = &fs.meta;
+    a.set_unrecorded_opens(true);
+    a.set_relay_heard(true);
+    a.set_open_grace(Duration::from_secs(60));
+    a.report_server("a", "test", Timespec::now()).unwrap();
+    a.register_session(session(1, "a"), &[]).unwrap();
+    assert!(a.refresh_sole("a").unwrap());
+    let r = fs.volume("v").root;
+    let (f, _) = file_with_slice(a, r, "f", 4096);
+    let (g, _) = file_with_slice(a, r, "g", 4096);
+    a.open(1, f).unwrap();
+    assert!(a.has_unrecorded_opens());
+    a.unlink(&root(), r, b"f").unwrap();
+    a.unlink(&root(), r, b"g").unwrap();
+    assert_eq!(a.getattr(g), Err(MetaError::NotFound), "open nowhere: destroyed at once");
+    assert_eq!(a.getattr(f).unwrap().nlink, 0, "open here, unrecorded: kept");
+    // Closed before the unlink's doom note came back: the reaper takes it, without a grace.
+    a.close(1, f).unwrap();
+    assert_eq!(a.reap_doomed().unwrap(), 1);
+    assert_eq!(a.getattr(f), Err(MetaError::NotFound));
+    // A second server: the first is not alone any more, and destruction waits.
+    let b = fs.another();
+    b.report_server("b", "test", Timespec::now()).unwrap();
+    assert!(!a.refresh_sole("a").unwrap());
+    assert_eq!(a.open_grace(), Duration::from_secs(60));
+}

@@ -28,8 +28,18 @@ const KEEP: usize = 65_536;
 /// Longest wait of one watch call.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
-/// The PostgreSQL channel of change notes.
-const CHANNEL: &str = "strata_changes";
+/// The PostgreSQL channel of change notes (and of the metadata's doom notes).
+const CHANNEL: &str = strata_meta::NOTE_CHANNEL;
+
+/// What the relay tells the keeper of this server's unrecorded opens (`strata_meta::Meta::
+/// record_opens`).
+#[derive(Debug)]
+pub enum OpenNote {
+    /// A transaction doomed data of these inodes.
+    Doomed(Vec<u64>),
+    /// Notes may have gone unheard.
+    Lost,
+}
 
 /// How often the relay proves itself alive with a note of its own.
 const RELAY_BEAT: Duration = Duration::from_millis(500);
@@ -69,6 +79,10 @@ pub struct Changes {
     heard: Mutex<Option<Instant>>,
     /// This server, as its notes name it.
     server: String,
+    /// Where doom notes and losses of track go, when anybody takes them.
+    opens: Mutex<Option<std::sync::mpsc::Sender<OpenNote>>>,
+    /// Whether the relay's listening connection is up.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,7 +104,26 @@ impl Changes {
             relay: Mutex::new(None),
             heard: Mutex::new(None),
             server: server.to_string(),
+            opens: Mutex::new(None),
+            listening: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Sends every doom note heard, and every loss of track, to `tx`.
+    pub fn send_open_notes(&self, tx: std::sync::mpsc::Sender<OpenNote>) {
+        *lock(&self.opens) = Some(tx);
+    }
+
+    fn tell_opens(&self, n: OpenNote) {
+        if let Some(tx) = lock(&self.opens).as_ref() {
+            let _ = tx.send(n);
+        }
+    }
+
+    /// Whether this server hears every server's notes now: its relay listens and heard from
+    /// the database within [`RELAY_SILENT`]. Always `false` without a relay.
+    pub fn relay_heard(&self) -> bool {
+        self.listening.load(Ordering::Relaxed) && lock(&self.heard).is_some_and(|t| t.elapsed() <= RELAY_SILENT)
     }
 
     /// Notes that `inos` of `volume` changed by a call of session `origin` (0: unknown).
@@ -123,6 +156,7 @@ impl Changes {
 
     /// Every client loses track: what changed meanwhile is not known (a relay break).
     fn lose_track(&self) {
+        self.tell_opens(OpenNote::Lost);
         self.epoch.store(new_epoch(), Ordering::Relaxed);
         let last = lock(&self.log).last;
         self.last.send_replace(last);
@@ -246,6 +280,7 @@ impl Changes {
                     warned = false;
                 }
                 // Notes sent while nobody listened are lost.
+                self.listening.store(true, Ordering::Relaxed);
                 self.lose_track();
                 use postgres::fallible_iterator::FallibleIterator;
                 let mut n = c.notifications();
@@ -268,6 +303,7 @@ impl Changes {
                     }
                 }
             });
+            self.listening.store(false, Ordering::Relaxed);
             match res {
                 Err(e) if !warned => {
                     tracing::warn!(error = %e, "change relay cannot listen; clients' caches expire meanwhile");
@@ -287,6 +323,10 @@ impl Changes {
 
     /// Notes a change another server relayed.
     fn take(&self, payload: &str) {
+        if let Some(inos) = strata_meta::parse_doom_note(payload) {
+            self.tell_opens(OpenNote::Doomed(inos));
+            return;
+        }
         let mut parts = payload.splitn(4, '|');
         let (Some(server), Some(volume), Some(origin), Some(inos)) =
             (parts.next(), parts.next(), parts.next(), parts.next())

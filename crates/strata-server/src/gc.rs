@@ -30,6 +30,9 @@ pub struct GcConfig {
     pub snapshot_delete_batch: usize,
     /// Pause between a snapshot deletion's transactions (tests catch a deletion midway).
     pub snapshot_delete_pause: Duration,
+    /// On PostgreSQL, how long unlinked files and freed slices wait after their doom note,
+    /// so that opens may go unrecorded (`open_notes.rs`); zero records every open.
+    pub open_grace: Duration,
 }
 
 /// What a background step's error says when the runtime shut down under it (the server is
@@ -112,13 +115,49 @@ pub async fn run(st: Arc<State>, cfg: GcConfig) {
 /// How often unlinked files wait for destruction at most (see [`reap_doomed`]).
 const REAP_EVERY: Duration = Duration::from_millis(20);
 
+/// How often a server asks whether it is the only one (`Meta::refresh_sole`): well within
+/// `strata_meta::SOLE_VALID`.
+const SOLE_EVERY: Duration = Duration::from_millis(500);
+
 /// Destroys unlinked files open nowhere in batches, off the unlinks' own transactions
 /// ([`strata_meta::Meta::set_defer_destroy`]); runs until the process ends.
 pub async fn reap_doomed(st: Arc<State>) {
     let mut tick = tokio::time::interval(REAP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sole_checked: Option<Instant> = None;
     loop {
         tick.tick().await;
+        if st.meta.allows_unrecorded() && sole_checked.is_none_or(|t| t.elapsed() >= SOLE_EVERY) {
+            sole_checked = Some(Instant::now());
+            let (meta, me) = (st.meta.clone(), st.server_id.clone());
+            match meta_task(move || meta.refresh_sole(&me)).await {
+                Err(e) if e == STOPPING => return,
+                Err(e) => tracing::debug!(error = %e, "cannot tell whether this is the only server"),
+                Ok(_) => {}
+            }
+        }
+        // Opens go unrecorded only while every doom note is heard (and once the other servers
+        // know of this one); when that stops, the ones held are recorded (and again each tick,
+        // for opens that raced with the switch).
+        let known = st
+            .first_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() >= strata_meta::UNRECORDED_AFTER);
+        let heard = known && st.changes.relay_heard();
+        st.meta.set_relay_heard(heard);
+        if !heard && st.meta.has_unrecorded_opens() {
+            let meta = st.meta.clone();
+            match meta_task(move || meta.record_opens(None)).await {
+                Ok(n) => tracing::info!(opens = n, "change relay not heard: open files recorded"),
+                Err(e) if e == STOPPING => return,
+                Err(e) => {
+                    // The database is likely away too; its return records them (or this).
+                    tracing::debug!(error = %e, "recording open files while the change relay is not heard failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
         if st.meta.engine_restarted() {
             let meta = st.meta.clone();
             match meta_task(move || meta.after_engine_restart()).await {
@@ -193,7 +232,29 @@ pub async fn sweep_unreferenced(st: &State, min_age: Duration) -> Result<usize, 
 /// Deletes the blocks of one batch of unreferenced slices; returns how many slices went.
 pub async fn collect_round(st: &State) -> Result<usize, String> {
     let meta = st.meta.clone();
-    let batch = meta_task(move || meta.collectable(1000)).await?;
+    let mut batch = meta_task(move || meta.collectable(1000)).await?;
+    // A slice freed through another server may still be read by a client holding its file
+    // open unrecorded on a third; that server records the open when it hears the slice's doom
+    // note, so the blocks go only once the grace has passed since the slice was first seen
+    // here (which is after it was freed).
+    let grace = st.meta.open_grace();
+    if !grace.is_zero() {
+        {
+            let mut seen = st.pending_seen.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let ids: std::collections::HashSet<u64> = batch.iter().map(|(id, _)| *id).collect();
+            // Those no longer collectable (their file was opened again) start over.
+            seen.retain(|id, _| ids.contains(id));
+            batch.retain(|(id, _)| now.duration_since(*seen.entry(*id).or_insert(now)) >= grace);
+        }
+        // And none while a session's opens went with a server that is gone.
+        if !batch.is_empty() {
+            let meta = st.meta.clone();
+            if !meta_task(move || meta.opens_accounted()).await? {
+                return Ok(0);
+            }
+        }
+    }
     if batch.is_empty() {
         return Ok(0);
     }

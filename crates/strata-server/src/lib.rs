@@ -11,6 +11,7 @@ pub mod gc;
 pub mod inspect;
 pub mod journal;
 pub mod metrics;
+pub mod open_notes;
 pub mod ops;
 pub mod presence;
 pub mod rest;
@@ -144,6 +145,18 @@ impl Server {
         let on_postgres = meta.engine() == "postgres";
         let st =
             Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display()), addr.to_string()));
+        if on_postgres && !cfg.gc.open_grace.is_zero() {
+            // Opens of linked files go unrecorded while the relay is heard (`open_notes.rs`).
+            st.meta.set_open_grace(cfg.gc.open_grace);
+            st.meta.set_unrecorded_opens(true);
+            let (tx, rx) = std::sync::mpsc::channel();
+            st.changes.send_open_notes(tx);
+            let meta = st.meta.clone();
+            std::thread::Builder::new()
+                .name("strata-open-notes".into())
+                .spawn(move || open_notes::record_noted_opens(meta, rx))
+                .map_err(|e| ServerError::DataDir { path: dir.clone(), source: e })?;
+        }
         if on_postgres {
             // Clients of the other servers on this database learn of changes made here.
             st.changes.relay_through_postgres(&meta_url);
@@ -377,6 +390,7 @@ pub fn default_gc() -> GcConfig {
         journal_delay: Duration::from_secs(1),
         snapshot_delete_batch: strata_meta::DEFAULT_SNAPSHOT_DELETE_BATCH,
         snapshot_delete_pause: Duration::ZERO,
+        open_grace: strata_meta::OPEN_GRACE,
     }
 }
 

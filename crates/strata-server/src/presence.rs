@@ -20,7 +20,9 @@ pub async fn run(st: Arc<State>) {
         match res {
             Ok(Err(e)) => tracing::warn!(error = %e, "recording this server in the metadata store failed"),
             Err(e) => tracing::warn!(error = %e, "server report task failed"),
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                st.first_report.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(std::time::Instant::now);
+            }
         }
         tokio::time::sleep(REPORT_EVERY).await;
     }

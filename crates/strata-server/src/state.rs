@@ -42,6 +42,11 @@ pub struct State {
     store_ids: Mutex<HashMap<String, String>>,
     /// Changes for clients' leases (`Watch`).
     pub changes: Arc<crate::changes::Changes>,
+    /// When the collector first found each pending slice collectable: with unrecorded opens
+    /// it waits out the open grace before deleting its blocks (see `gc::collect_round`).
+    pub pending_seen: Mutex<HashMap<u64, std::time::Instant>>,
+    /// When this server's record first reached the metadata store (`presence`).
+    pub first_report: Mutex<Option<std::time::Instant>>,
 }
 
 /// Who may use a volume's blocks and where they are (neither changes in a volume's life).
@@ -71,6 +76,8 @@ impl State {
             volume_blocks: std::sync::RwLock::new(HashMap::new()),
             store_ids: Mutex::new(HashMap::new()),
             changes: Arc::new(crate::changes::Changes::new(&server_id)),
+            pending_seen: Mutex::new(HashMap::new()),
+            first_report: Mutex::new(None),
             server_id,
         }
     }

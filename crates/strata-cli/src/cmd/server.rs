@@ -55,6 +55,13 @@ pub struct ServerArgs {
     /// Pause between a snapshot deletion's transactions (for tests that catch one midway).
     #[arg(long, default_value = "0s", value_parser = parse_duration, hide = true)]
     pub snapshot_delete_pause: Duration,
+    /// On PostgreSQL, opens of files are not written to the database while this server hears
+    /// the other servers' notes; an unlinked file, or data overwritten through another server,
+    /// is destroyed this long after its change, once every server holding it open has recorded
+    /// that. Below 8s the death of a server holding files open may be noticed too late. `0s`
+    /// writes every open and destroys at once.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub open_grace: Duration,
     /// Keep open files, sessions and advisory locks in the metadata store instead of this
     /// process's memory (always so with PostgreSQL, where several servers may share the
     /// database and clients may fail over between them).
@@ -89,6 +96,7 @@ impl ServerArgs {
                 journal_delay: self.journal_delay,
                 snapshot_delete_batch: self.snapshot_delete_batch.max(1),
                 snapshot_delete_pause: self.snapshot_delete_pause,
+                open_grace: self.open_grace,
             },
             shared_state: self.shared_state,
         }

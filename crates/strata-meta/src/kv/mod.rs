@@ -57,7 +57,15 @@ pub trait KvTxn {
     fn need_snapshot(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Sends `payload` on the engine's notification channel ([`NOTE_CHANNEL`]) if, and when,
+    /// this transaction commits: listeners hear it in commit order with other transactions'.
+    /// Engines without listeners (one process per store) ignore it.
+    fn notify(&mut self, _payload: &str) {}
 }
+
+/// The notification channel of [`KvTxn::notify`] (PostgreSQL `LISTEN`/`NOTIFY`), shared with
+/// the servers' relay of changes.
+pub const NOTE_CHANNEL: &str = "strata_changes";
 
 /// A closure run inside one transaction.
 pub type TxnFn<'a> = &'a mut dyn FnMut(&mut dyn KvTxn) -> Result<()>;

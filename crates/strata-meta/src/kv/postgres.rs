@@ -310,10 +310,12 @@ impl Conn {
             failed: None,
             statements: 0,
             escalate: false,
+            notes: Vec::new(),
         };
         let res = f(&mut txn);
         let (begun, escalate, failed) = (txn.begun, txn.escalate, txn.failed.take());
         let writes = std::mem::take(&mut txn.writes);
+        let notes = std::mem::take(&mut txn.notes);
         if escalate {
             return Ok(Attempt::Escalate);
         }
@@ -324,7 +326,7 @@ impl Conn {
             return Err(e);
         }
         match res {
-            Ok(()) => match self.commit(mode, begun, &writes) {
+            Ok(()) => match self.commit(mode, begun, &writes, &notes) {
                 Ok(()) => Ok(Attempt::Done(Ok(()))),
                 Err(e) => {
                     self.rollback();
@@ -347,7 +349,22 @@ impl Conn {
         mode: Mode,
         begun: bool,
         writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        notes: &[String],
     ) -> std::result::Result<(), postgres::Error> {
+        // Notifications go out at the COMMIT that follows them, or not at all.
+        let mut notify = String::new();
+        for n in notes {
+            notify.push_str("SELECT pg_notify('");
+            notify.push_str(super::NOTE_CHANNEL);
+            notify.push_str("', '");
+            notify.push_str(&n.replace('\'', "''"));
+            notify.push_str("'); ");
+        }
+        if writes.is_empty() && !notify.is_empty() {
+            let begin = if begun { String::new() } else { format!("{}; ", mode.begin()) };
+            let flush = if mode == Mode::Write { format!("; {FLUSH}") } else { String::new() };
+            return self.client.batch_execute(&format!("{begin}{notify}COMMIT{flush}"));
+        }
         if writes.is_empty() {
             match (begun, mode == Mode::Write) {
                 (false, false) => {}
@@ -380,7 +397,7 @@ impl Conn {
             if !dels.is_empty() {
                 self.client.execute(&delete_many, &[&dels])?;
             }
-            self.client.batch_execute("COMMIT")?;
+            self.client.batch_execute(&format!("{notify}COMMIT"))?;
             return Ok(());
         }
         let (puts, dels) = split_writes(writes);
@@ -408,6 +425,7 @@ impl Conn {
             }
             sql.push_str("); ");
         }
+        sql.push_str(&notify);
         sql.push_str("COMMIT");
         self.client.batch_execute(&sql)
     }
@@ -525,6 +543,8 @@ struct PgTxn<'a> {
     statements: usize,
     /// Reads of [`Mode::Latest`] asked for one snapshot too late.
     escalate: bool,
+    /// Notifications sent with the COMMIT ([`KvTxn::notify`]).
+    notes: Vec<String>,
 }
 
 impl PgTxn<'_> {
@@ -603,6 +623,10 @@ impl PgTxn<'_> {
 }
 
 impl KvTxn for PgTxn<'_> {
+    fn notify(&mut self, payload: &str) {
+        self.notes.push(payload.to_string());
+    }
+
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.writes.get(key).or_else(|| self.seen.get(key)) {
             return Ok(v.clone());
