@@ -35,7 +35,9 @@ pub use error::{MetaError, Result};
 pub use kv::NOTE_CHANNEL;
 pub use meta::{Meta, SCHEMA_VERSION, StateMode};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, access};
-pub use open::{OPEN_GRACE, RESTART_GRACE, SOLE_VALID, UNRECORDED_AFTER, doom_note, parse_doom_note};
+pub use open::{
+    OPEN_GRACE, RESTART_GRACE, SOLE_VALID, UNRECORDED_AFTER, doom_note, moved_note, parse_doom_note, parse_moved_note,
+};
 pub use snapshots::{DEFAULT_SNAPSHOT_DELETE_BATCH, Snapshot, SnapshotSpace};
 pub use types::*;
 pub use versions::{split_ino, view_ino};

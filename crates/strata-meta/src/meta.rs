@@ -169,24 +169,31 @@ impl Meta {
 
     pub(crate) fn write<R>(&self, durable: bool, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
         let mut out = None;
-        self.kv.write(durable, &mut |t| {
+        let res = self.kv.write(durable, &mut |t| {
+            // An attempt starts with nothing staged (see `Meta::doom_at_commit`).
+            self.settle_staged_dooms(false);
             // Asked inside the transaction: a snapshot marks the store before its own
             // transaction, so every write ordered after it sees the mark.
             let none = self.no_snapshots();
             out = Some(f(&mut crate::versions::Versioned::new(t, none, true))?);
             Ok(())
-        })?;
+        });
+        self.settle_staged_dooms(res.is_ok());
+        res?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
     }
 
     /// [`Meta::write`] of client state other servers rely on (see [`KvEngine::write_kept`]).
     pub(crate) fn write_kept<R>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<R>) -> Result<R> {
         let mut out = None;
-        self.kv.write_kept(&mut |t| {
+        let res = self.kv.write_kept(&mut |t| {
+            self.settle_staged_dooms(false);
             let none = self.no_snapshots();
             out = Some(f(&mut crate::versions::Versioned::new(t, none, true))?);
             Ok(())
-        })?;
+        });
+        self.settle_staged_dooms(res.is_ok());
+        res?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
     }
 

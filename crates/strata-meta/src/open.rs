@@ -82,6 +82,21 @@ pub fn doom_note(ino: Ino) -> String {
 /// How a doom note starts (a server's relay tells them from its change notes by it).
 pub const DOOM_NOTE: &str = "-|doom|";
 
+/// How a moved note starts.
+const MOVED_NOTE: &str = "-|moved|";
+
+/// The note a transaction sends (with its commit) when session `session` comes to server
+/// `to`: the server it used before records its opens of it ([`Meta::session_moved`]).
+pub fn moved_note(to: &str, session: u64) -> String {
+    format!("{MOVED_NOTE}{session}|{to}")
+}
+
+/// The session and new server of a moved note; `None` for any other payload.
+pub fn parse_moved_note(payload: &str) -> Option<(u64, String)> {
+    let (session, to) = payload.strip_prefix(MOVED_NOTE)?.split_once('|')?;
+    Some((session.parse().ok()?, to.to_string()))
+}
+
 /// The inodes of a doom note; `None` for any other payload.
 pub fn parse_doom_note(payload: &str) -> Option<Vec<Ino>> {
     let rest = payload.strip_prefix(DOOM_NOTE)?;
@@ -103,6 +118,11 @@ pub const SOLE_VALID: Duration = Duration::from_millis(1500);
 /// knows better by then.
 pub const UNRECORDED_AFTER: Duration = Duration::from_secs(3);
 
+thread_local! {
+    /// Inodes the transaction running on this thread dooms (see `Meta::doom_at_commit`).
+    static STAGED_DOOMS: std::cell::RefCell<Vec<Ino>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// After an engine restart, how long unlinks leave destruction to the reaper: long enough for
 /// every server to notice the restart (each reaches the database at least every few seconds,
 /// for its heartbeat) and record its clients' opens again.
@@ -113,33 +133,63 @@ impl Meta {
     pub(crate) fn release_inode(&self, t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
         if self.allows_unrecorded() {
             t.notify(&doom_note(ino));
-            if let Ok(mut o) = self.opens.lock()
-                && o.unrecorded.contains_key(&ino)
-            {
-                // Its last unrecorded close here (if it comes before the note) reaps it.
-                o.unlinked_open.insert(ino);
-            }
         }
-        if self.is_open(t, ino)? {
+        // Held here unrecorded: its last close here (if it comes before the note) reaps it.
+        if self.held_here(ino, true) || self.is_open_recorded(t, ino)? {
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &[])
-        } else if self.defers_destroy() || self.restart_deferring() || self.waits_for_notes() {
+        } else if self.defers_destroy() || self.restart_deferring() || self.allows_unrecorded() {
+            // With unrecorded opens even the only server leaves it to the reaper: an open
+            // registering here after the check above is found there.
             // The usage goes back now, so quotas see the space at once; the rows go later.
             store_attr(t, ino, a)?;
             t.put(&keys::sustained(ino), &keys::uncharged(a.charged_bytes()))?;
             charge(t, a.volume, -(a.charged_bytes() as i64), -1)?;
-            // Pushed before the commit: an entry of a transaction that rolls back finds no
-            // sustained record when reaped, and is dropped then.
-            self.doom(ino);
+            self.doom_at_commit(ino);
             Ok(())
         } else {
             destroy(t, ino, a)
         }
     }
 
-    /// Puts `ino` on the doomed list, for [`Meta::reap_doomed`].
-    fn doom(&self, ino: Ino) {
+    /// Puts `ino` on the doomed list, for [`Meta::reap_doomed`], outside a transaction.
+    pub(crate) fn doom(&self, ino: Ino) {
         self.doomed().push((ino, Instant::now()));
+    }
+
+    /// Dooms `ino` once the running transaction commits ([`Meta::write`] pushes it then):
+    /// the grace must run from the commit, which sends the doom note, however long retries
+    /// take; a transaction that rolls back dooms nothing.
+    fn doom_at_commit(&self, ino: Ino) {
+        STAGED_DOOMS.with(|d| d.borrow_mut().push(ino));
+    }
+
+    /// What the transaction now ending staged with [`Meta::doom_at_commit`]: doomed if it
+    /// committed, dropped if not (and before every attempt).
+    pub(crate) fn settle_staged_dooms(&self, committed: bool) {
+        let staged = STAGED_DOOMS.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        if committed && !staged.is_empty() {
+            let now = Instant::now();
+            self.doomed().extend(staged.into_iter().map(|ino| (ino, now)));
+        }
+    }
+
+    /// Whether this process holds `ino` open without a record; with `mark`, an unrecorded
+    /// open found here is noted so that its last close hands the inode to the reaper. Check
+    /// and mark are one step under the table's lock, as the close's are.
+    fn held_here(&self, ino: Ino, mark: bool) -> bool {
+        if !self.allows_unrecorded() {
+            return false;
+        }
+        // A poisoned table counts as open: keeping a file is safe, destroying it is not.
+        let Ok(mut o) = self.opens.lock() else { return true };
+        if !o.unrecorded.contains_key(&ino) {
+            return false;
+        }
+        if mark {
+            o.unlinked_open.insert(ino);
+        }
+        true
     }
 
     /// Shared state: lets opens of linked files go unrecorded while [`Meta::set_relay_heard`]
@@ -171,7 +221,13 @@ impl Meta {
     /// [`UNRECORDED_AFTER`] before leaving opens unrecorded, so the others learn of it first.
     pub fn refresh_sole(&self, me: &str) -> Result<bool> {
         let until = Instant::now() + SOLE_VALID;
-        let sole = self.servers()?.iter().all(|r| r.addr == me) && self.sessions()?.iter().all(|s| s.server == me);
+        // Every session registered or heard through this process: a session that named this
+        // address before a restart may hold opens the previous process never recorded.
+        let sole = self.servers()?.iter().all(|r| r.addr == me) && {
+            let sessions = self.sessions()?;
+            let touched = self.touched.lock().map_err(|_| MetaError::Engine("session table poisoned".into()))?;
+            sessions.iter().all(|s| s.server == me && touched.contains_key(&s.id))
+        };
         if let Ok(mut u) = self.sole_until.lock() {
             *u = sole.then_some(until);
         }
@@ -201,24 +257,51 @@ impl Meta {
 
     /// Whether this process holds opens not recorded in the engine.
     pub fn has_unrecorded_opens(&self) -> bool {
-        self.opens.lock().map(|o| !o.unrecorded.is_empty()).unwrap_or(true)
+        // Busy (recording, perhaps waiting for the database): say yes rather than wait.
+        match self.opens.try_lock() {
+            Ok(o) => !o.unrecorded.is_empty(),
+            Err(_) => true,
+        }
     }
 
     /// Records this process's unrecorded opens of `only` (every one with `None`): a doom note
     /// named them, or this process may have missed notes. Returns how many (session, inode)
     /// pairs it recorded; those of sessions that ended are dropped.
     pub fn record_opens(&self, only: Option<&[Ino]>) -> Result<usize> {
+        match only {
+            Some(inos) => {
+                let inos: std::collections::HashSet<Ino> = inos.iter().copied().collect();
+                self.record_where(|ino, _| inos.contains(&ino))
+            }
+            None => self.record_where(|_, _| true),
+        }
+    }
+
+    /// A session of this process moved to server `to` (a moved note, see
+    /// [`moved_note`]): its unrecorded opens here are recorded, and its next call here is
+    /// taken as a first contact, so that it announces its opens again. Nothing happens for
+    /// `to` this server.
+    pub fn session_moved(&self, session: u64, to: &str, me: &str) -> Result<usize> {
+        if to == me {
+            return Ok(0);
+        }
+        if let Ok(mut m) = self.touched.lock() {
+            m.remove(&session);
+        }
+        self.record_where(|_, s| s == session)
+    }
+
+    /// Records this process's unrecorded opens that `pick(inode, session)` chooses.
+    fn record_where(&self, pick: impl Fn(Ino, u64) -> bool) -> Result<usize> {
         // Held throughout, so that an open or close of these inodes waits for the records
         // and then finds them.
         let mut o = self.open_table()?;
-        let todo: Vec<(Ino, u64, u32)> = match only {
-            Some(inos) => inos
-                .iter()
-                .filter_map(|i| o.unrecorded.get(i).map(|m| (*i, m)))
-                .flat_map(|(i, m)| m.iter().map(move |(s, n)| (i, *s, *n)))
-                .collect(),
-            None => o.unrecorded.iter().flat_map(|(i, m)| m.iter().map(move |(s, n)| (*i, *s, *n))).collect(),
-        };
+        let todo: Vec<(Ino, u64, u32)> = o
+            .unrecorded
+            .iter()
+            .flat_map(|(i, m)| m.iter().map(move |(s, n)| (*i, *s, *n)))
+            .filter(|(i, s, _)| pick(*i, *s))
+            .collect();
         if todo.is_empty() {
             return Ok(0);
         }
@@ -237,15 +320,23 @@ impl Meta {
             }
             Ok(())
         })?;
+        let mut check = Vec::new();
         for (ino, session, _) in &todo {
             if let Some(m) = o.unrecorded.get_mut(ino) {
                 m.remove(session);
                 if m.is_empty() {
                     o.unrecorded.remove(ino);
-                    // Its closes go through the records now.
-                    o.unlinked_open.remove(ino);
+                    // Its closes go through the records now; the reaper looks again (the
+                    // session may have ended, leaving no record to close).
+                    if o.unlinked_open.remove(ino) {
+                        check.push(*ino);
+                    }
                 }
             }
+        }
+        drop(o);
+        for ino in check {
+            self.doom(ino);
         }
         Ok(todo.len())
     }
@@ -338,10 +429,10 @@ impl Meta {
         if !self.is_shared() || seen == self.restarts_handled.load(Ordering::Relaxed) {
             return Ok(0);
         }
-        let mine: Vec<(u64, Ino, u32)> = {
-            let o = self.open_table()?;
-            o.by_session.iter().flat_map(|(s, m)| m.iter().map(move |(ino, n)| (*s, *ino, *n))).collect()
-        };
+        // Held throughout: an open registered meanwhile must not be counted as recorded.
+        let mut table = self.open_table()?;
+        let mine: Vec<(u64, Ino, u32)> =
+            table.by_session.iter().flat_map(|(s, m)| m.iter().map(move |(ino, n)| (*s, *ino, *n))).collect();
         let written = self.write_kept(|t| {
             let mut written = 0;
             for &(session, ino, n) in &mine {
@@ -363,8 +454,11 @@ impl Meta {
             Ok(written)
         })?;
         // Every open this process holds is recorded now.
-        if let Ok(mut o) = self.opens.lock() {
-            o.unrecorded.clear();
+        table.unrecorded.clear();
+        let check: Vec<Ino> = table.unlinked_open.drain().collect();
+        drop(table);
+        for ino in check {
+            self.doom(ino);
         }
         // The grace runs from the moment the opens are back.
         *self.restart_defer_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RESTART_GRACE);
@@ -474,11 +568,13 @@ impl Meta {
     }
 
     pub(crate) fn is_open(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
+        // This process's unrecorded opens count too.
+        Ok(self.held_here(ino, false) || self.is_open_recorded(t, ino)?)
+    }
+
+    /// [`Meta::is_open`] without this process's unrecorded opens.
+    fn is_open_recorded(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
         if self.is_shared() {
-            // This process's unrecorded opens count too (a poisoned table as open).
-            if self.allows_unrecorded() && self.opens.lock().map(|o| o.unrecorded.contains_key(&ino)).unwrap_or(true) {
-                return Ok(true);
-            }
             let p = keys::open_prefix(ino);
             return Ok(!t.scan(&p, &prefix_end(&p), 1)?.is_empty());
         }
@@ -623,16 +719,35 @@ impl Meta {
         Ok(())
     }
 
+    /// Shared state: forgets what this process mirrors of a session's opens (it ended); an
+    /// inode unlinked here while held only by it goes to the reaper.
+    pub(crate) fn forget_session_opens(&self, session: u64) {
+        let mut check = Vec::new();
+        if let Ok(mut o) = self.opens.lock() {
+            o.by_session.remove(&session);
+            let mut emptied = Vec::new();
+            o.unrecorded.retain(|ino, m| {
+                m.remove(&session);
+                if m.is_empty() {
+                    emptied.push(*ino);
+                }
+                !m.is_empty()
+            });
+            for ino in emptied {
+                if o.unlinked_open.remove(&ino) {
+                    check.push(ino);
+                }
+            }
+        }
+        for ino in check {
+            self.doom(ino);
+        }
+    }
+
     /// Forgets every open of a session (it closed or expired).
     pub fn close_session(&self, session: u64) -> Result<()> {
         if self.is_shared() {
-            if let Ok(mut o) = self.opens.lock() {
-                o.by_session.remove(&session);
-                o.unrecorded.retain(|_, m| {
-                    m.remove(&session);
-                    !m.is_empty()
-                });
-            }
+            self.forget_session_opens(session);
             for ino in self.write(false, |t| drop_session_opens(t, session))? {
                 self.reap_if_unlinked(ino)?;
             }
@@ -657,7 +772,7 @@ impl Meta {
     /// transaction. Returns whether a sustained record was settled.
     pub(crate) fn reap_in(&self, t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
         let Some(mark) = t.get(&keys::sustained(ino))? else { return Ok(false) };
-        if self.is_open(t, ino)? {
+        if self.held_here(ino, true) || self.is_open_recorded(t, ino)? {
             return Ok(false);
         }
         match load_attr(t, ino) {

@@ -64,14 +64,9 @@ impl Meta {
             return Ok(known);
         }
         let id = s.id;
-        // A known session announcing its opens to a server that may not have them (see
-        // `Meta::touch_session`): each is recorded at least as often as the client has it
-        // open; one too many keeps a file until the session ends, one too few could lose it.
-        let mut counts: HashMap<Ino, u32> = HashMap::new();
-        for ino in reopened {
-            *counts.entry(*ino).or_insert(0) += 1;
+        if self.allows_unrecorded() {
+            return self.register_announcing(s, reopened);
         }
-        let announce = self.allows_unrecorded();
         // Kept: it may record opens (see `Meta::open`).
         let known = self.write_kept(|t| {
             let known = load(t, id)?.is_some();
@@ -79,34 +74,75 @@ impl Meta {
                 for ino in reopened {
                     crate::open::add_open(t, id, *ino)?;
                 }
-            } else if announce {
-                for (ino, n) in &counts {
-                    let k = keys::open(*ino, id);
-                    let have: u32 = match t.get(&k)? {
-                        Some(v) => dec(&v)?,
-                        None => 0,
-                    };
-                    if have < *n {
-                        t.put(&k, &enc(n)?)?;
-                        t.put(&keys::session_open(id, *ino), &[])?;
-                    }
-                }
             }
             t.put(&keys::session(id), &enc(&s)?)?;
             Ok(known)
         })?;
-        if !known || announce {
-            if let Ok(mut o) = self.opens.lock() {
-                // What this process mirrors of the session is what the client said, all recorded.
-                o.by_session.remove(&id);
-                o.unrecorded.retain(|_, m| {
-                    m.remove(&id);
-                    !m.is_empty()
-                });
-            }
+        if !known {
             for ino in reopened {
                 self.mirror_open(id, *ino);
             }
+        }
+        self.note_touched(id);
+        Ok(known)
+    }
+
+    /// [`Meta::register_session`] with unrecorded opens: a session registering here, new or
+    /// known (a failover, a restart of its server, a move back), has every open it names
+    /// recorded, at least as often as it names it and as often as this process holds it
+    /// unrecorded (one too many keeps a file until the session ends; one too few could lose
+    /// it), and the server it used before hears that it moved.
+    fn register_announcing(&self, s: SessionInfo, reopened: &[Ino]) -> Result<bool> {
+        let id = s.id;
+        let mut named: HashMap<Ino, u32> = HashMap::new();
+        for ino in reopened {
+            *named.entry(*ino).or_insert(0) += 1;
+        }
+        // Held throughout: an open of this session here waits for the records.
+        let mut table = self.opens.lock().map_err(|_| poisoned())?;
+        let here: HashMap<Ino, u32> =
+            table.unrecorded.iter().filter_map(|(ino, m)| m.get(&id).map(|n| (*ino, *n))).collect();
+        let (known, counts) = self.write_kept(|t| {
+            t.notify(&crate::open::moved_note(&s.server, id));
+            let known = load(t, id)?.is_some();
+            let mut counts: HashMap<Ino, u32> = HashMap::new();
+            let inos: std::collections::HashSet<Ino> = named.keys().chain(here.keys()).copied().collect();
+            for ino in inos {
+                let k = keys::open(ino, id);
+                let have: u32 = match t.get(&k)? {
+                    Some(v) => dec(&v)?,
+                    None => 0,
+                };
+                let want = named.get(&ino).copied().unwrap_or(0).max(have + here.get(&ino).copied().unwrap_or(0));
+                if want != have {
+                    t.put(&k, &enc(&want)?)?;
+                    t.put(&keys::session_open(id, ino), &[])?;
+                }
+                if want > 0 {
+                    counts.insert(ino, want);
+                }
+            }
+            t.put(&keys::session(id), &enc(&s)?)?;
+            Ok((known, counts))
+        })?;
+        // What this process mirrors of the session is what is recorded now.
+        let mut check = Vec::new();
+        for ino in here.keys() {
+            if let Some(m) = table.unrecorded.get_mut(ino) {
+                m.remove(&id);
+                if m.is_empty() {
+                    table.unrecorded.remove(ino);
+                    if table.unlinked_open.remove(ino) {
+                        check.push(*ino);
+                    }
+                }
+            }
+        }
+        table.by_session.insert(id, counts);
+        drop(table);
+        for ino in check {
+            // Its closes go through the records now; the reaper looks again.
+            self.doom(ino);
         }
         self.note_touched(id);
         Ok(known)
@@ -132,7 +168,8 @@ impl Meta {
             });
         }
         let last = self.touched.lock().ok().and_then(|m| m.get(&id).copied());
-        if last.is_none() && self.allows_unrecorded() {
+        let unrecorded = self.allows_unrecorded();
+        if last.is_none() && unrecorded {
             // First word from this session to this process (a failover, or this server
             // restarted): its opens here may be unrecorded ones of a server that is gone, so
             // it is taken as unknown, and registers again announcing what it has open.
@@ -143,6 +180,11 @@ impl Meta {
         }
         let alive = self.write(false, |t| {
             let Some(mut s) = load(t, id)? else { return Ok(false) };
+            if s.server != server && unrecorded {
+                // It went through another server since (whose moved note this process may
+                // not have heard): it must announce its opens here again.
+                return Ok(false);
+            }
             s.last_seen = Timespec::now();
             if s.server != server {
                 s.server = server.to_string();
@@ -256,13 +298,7 @@ impl Meta {
             let inos = crate::open::drop_session_opens(t, id)?;
             Ok((s, inos))
         })?;
-        if let Ok(mut o) = self.opens.lock() {
-            o.by_session.remove(&id);
-            o.unrecorded.retain(|_, m| {
-                m.remove(&id);
-                !m.is_empty()
-            });
-        }
+        self.forget_session_opens(id);
         if let Ok(mut m) = self.touched.lock() {
             m.remove(&id);
         }

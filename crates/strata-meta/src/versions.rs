@@ -312,18 +312,31 @@ impl<'a> Versioned<'a> {
         let mut cur = live_start;
         while out.len() < limit {
             let live = self.inner.scan(&cur, &live_end, page)?;
-            let zstart = [&b"Z"[..], &cur].concat();
             let zend = [&b"Z"[..], &live_end].concat();
             let zpage = page.saturating_mul(marks.len().max(1));
-            let saved = self.inner.scan(&zstart, &zend, zpage)?;
+            // A saved version of the record just before `cur` sorts after `cur` (its epoch's
+            // bytes follow the key), so the range brings it back; a page of nothing else must
+            // not become the bound (the scan would never move on): skip past it.
+            let mut zfrom = [&b"Z"[..], &cur].concat();
+            let (saved, saved_full) = loop {
+                let page = self.inner.scan(&zfrom, &zend, zpage)?;
+                let full = page.len() == zpage;
+                let next = page.last().map(|(k, _)| [k.as_slice(), &[0]].concat());
+                let kept: KvPairs = page
+                    .into_iter()
+                    .filter(|(k, _)| keys::parse_version(k).is_none_or(|(rk, _)| rk >= cur.as_slice()))
+                    .collect();
+                match next {
+                    Some(n) if kept.is_empty() && full => zfrom = n,
+                    _ => break (kept, full),
+                }
+            };
             // Everything up to `bound` was seen by both scans.
             let mut bound: Option<Vec<u8>> = None;
             if live.len() == page {
                 bound = live.last().map(|(k, _)| k.clone());
             }
-            if saved.len() == zpage
-                && let Some((k, _)) = saved.last()
-            {
+            if saved_full && let Some((k, _)) = saved.last() {
                 let (rk, _) = keys::parse_version(k).ok_or_else(|| MetaError::Corrupt("version key".into()))?;
                 if bound.as_ref().is_none_or(|b| rk < b.as_slice()) {
                     bound = Some(rk.to_vec());

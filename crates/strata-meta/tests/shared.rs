@@ -329,7 +329,9 @@ fn the_only_server_destroys_at_once() {
     assert!(a.has_unrecorded_opens());
     a.unlink(&root(), r, b"f").unwrap();
     a.unlink(&root(), r, b"g").unwrap();
-    assert_eq!(a.getattr(g), Err(MetaError::NotFound), "open nowhere: destroyed at once");
+    // The reaper (every 20 ms in a server) takes what is open nowhere, without a grace.
+    assert_eq!(a.reap_doomed().unwrap(), 1);
+    assert_eq!(a.getattr(g), Err(MetaError::NotFound), "open nowhere: destroyed");
     assert_eq!(a.getattr(f).unwrap().nlink, 0, "open here, unrecorded: kept");
     // Closed before the unlink's doom note came back: the reaper takes it, without a grace.
     a.close(1, f).unwrap();
@@ -340,4 +342,21 @@ fn the_only_server_destroys_at_once() {
     b.report_server("b", "test", Timespec::now()).unwrap();
     assert!(!a.refresh_sole("a").unwrap());
     assert_eq!(a.open_grace(), Duration::from_secs(60));
+}
+
+#[test]
+fn a_session_that_moves_has_its_opens_recorded_where_it_was() {
+    let fs = TestFs::shared();
+    let (a, b) = unrecorded_pair(&fs, Duration::from_millis(200));
+    let r = fs.volume("v").root;
+    let (f, _) = file_with_slice(a, r, "f", 4096);
+    a.register_session(session(1, "a"), &[]).unwrap();
+    a.open(1, f).unwrap();
+    assert!(a.has_unrecorded_opens());
+    // The client fails over to B and announces its open there; A hears B's moved note.
+    assert!(b.register_session(session(1, "b"), &[f]).unwrap());
+    assert_eq!(a.session_moved(1, "a", "a").unwrap(), 0, "a note of A's own is no move");
+    assert_eq!(a.session_moved(1, "b", "a").unwrap(), 1);
+    assert!(!a.has_unrecorded_opens());
+    assert!(!a.touch_session(1, "a").unwrap(), "coming back to A, it announces its opens again");
 }

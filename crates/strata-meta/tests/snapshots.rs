@@ -208,3 +208,29 @@ fn paging_a_snapshot_directory_whose_names_all_changed() {
     let names: Vec<_> = p.entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
     assert_eq!((names, p.more), (vec!["dd".to_string()], false));
 }
+
+/// A directory of a snapshot that was empty then, with an entry created after it: asking
+/// whether the snapshot's directory is empty (an rmdir through the snapshot) reads one entry
+/// at a time, and the saved version of the entry just read sorts after the next page's start.
+/// It must end (EROFS), not scan the same version forever.
+#[test]
+fn emptiness_of_a_snapshot_directory_with_later_entries_ends() {
+    let fs = TestFs::new();
+    let m = &fs.meta;
+    let vol = fs.volume("v");
+    let d = mkdir(m, &root(), vol.root, "d", 0o755).unwrap();
+    let snap = m.create_snapshot("v", "s1", None).unwrap();
+    mkfile(m, &root(), d, "a", 0o644).unwrap();
+    mkfile(m, &root(), d, "b", 0o644).unwrap();
+    let r = snap.root(&vol);
+    let (vd, _) = m.lookup(&root(), r, b"d").unwrap();
+    assert!(names(m, vd).is_empty());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = fs.url.clone();
+    std::thread::spawn(move || {
+        let m = open_url_mode(&url, StateMode::Local);
+        let _ = tx.send(m.rmdir(&Ctx::root(), r, b"d"));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("rmdir through a snapshot never ended");
+    assert_eq!(got.unwrap_err(), MetaError::ReadOnly);
+}

@@ -39,6 +39,8 @@ pub enum OpenNote {
     Doomed(Vec<u64>),
     /// Notes may have gone unheard.
     Lost,
+    /// A session registered with a server (named).
+    Moved(u64, String),
 }
 
 /// How often the relay proves itself alive with a note of its own.
@@ -325,6 +327,12 @@ impl Changes {
     fn take(&self, payload: &str) {
         if let Some(inos) = strata_meta::parse_doom_note(payload) {
             self.tell_opens(OpenNote::Doomed(inos));
+            return;
+        }
+        if let Some((session, to)) = strata_meta::parse_moved_note(payload) {
+            if to != self.server {
+                self.tell_opens(OpenNote::Moved(session, to));
+            }
             return;
         }
         let mut parts = payload.splitn(4, '|');

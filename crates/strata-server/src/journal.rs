@@ -44,7 +44,15 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
         // to delete. Nothing makes such a slice referenced again.
         let ids: Vec<u64> = batch.iter().filter_map(|(k, _)| slice_of_key(k)).collect();
         let meta = st.meta.clone();
-        let gone = meta_task(move || meta.collectable_among(&ids)).await?;
+        let mut gone = meta_task(move || meta.collectable_among(&ids)).await?;
+        // With unrecorded opens, a slice freed within the open grace may still be read by a
+        // client whose server has not recorded its open yet: its block is written after all
+        // (and collected later), as the collector waits too (`gc::collect_round`).
+        let grace = st.meta.open_grace();
+        if !grace.is_zero() {
+            let seen = st.pending_seen.lock().unwrap_or_else(|p| p.into_inner());
+            gone.retain(|id| seen.get(id).is_some_and(|t| t.elapsed() >= grace));
+        }
         let mut by_vol: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
         for (k, v) in batch {
             if slice_of_key(&k).is_some_and(|id| gone.contains(&id)) {

@@ -144,17 +144,17 @@ impl Server {
         let addr = listener.local_addr().map_err(listen_err)?;
         let on_postgres = meta.engine() == "postgres";
         let st =
-            Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display()), addr.to_string()));
+            Arc::new(State::new(Arc::new(meta), dir.clone(), format!("file://{}", blocks.display()), server_id(addr)));
         if on_postgres && !cfg.gc.open_grace.is_zero() {
             // Opens of linked files go unrecorded while the relay is heard (`open_notes.rs`).
             st.meta.set_open_grace(cfg.gc.open_grace);
             st.meta.set_unrecorded_opens(true);
             let (tx, rx) = std::sync::mpsc::channel();
             st.changes.send_open_notes(tx);
-            let meta = st.meta.clone();
+            let (meta, me) = (st.meta.clone(), st.server_id.clone());
             std::thread::Builder::new()
                 .name("strata-open-notes".into())
-                .spawn(move || open_notes::record_noted_opens(meta, rx))
+                .spawn(move || open_notes::record_noted_opens(meta, rx, me))
                 .map_err(|e| ServerError::DataDir { path: dir.clone(), source: e })?;
         }
         if on_postgres {
@@ -369,6 +369,22 @@ async fn accept(
             }
         });
     }
+}
+
+/// How this server names itself in session and server records: its listen address, or, for
+/// an address of every interface (`0.0.0.0:7420`, which every server of a cluster may use),
+/// this host's name and the port, so that servers on different hosts never share a name
+/// (unrecorded opens tell servers apart by it, see `open_notes.rs`).
+fn server_id(addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host.is_empty() || host == "localhost" {
+        // No name to go by: one of this process's own.
+        return format!("{addr}#{:08x}", rand::random::<u32>());
+    }
+    format!("{host}:{}", addr.port())
 }
 
 fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {

@@ -97,9 +97,11 @@ impl Vfs {
     /// files unlinked while open and for block collection), so closes are queued and sent in
     /// batches by a background task.
     pub(super) async fn close_ino(&self, ino: u64) {
-        self.client.closed(ino);
+        // Still open to the server until the close is sent: a session registering again
+        // meanwhile announces it (the close that follows then takes it off).
         self.pending_closes.fetch_add(1, Ordering::Relaxed);
         if self.closes.send(ino).is_err() {
+            self.client.closed(ino);
             self.pending_closes.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -191,6 +193,9 @@ pub(super) async fn send_closes(
             client.call::<_, pb::Empty>(Method::Close, |session| pb::CloseReq { session, inos: inos.clone() }).await;
         if let Err(e) = res {
             tracing::warn!(files = n, error = %e, "closes not recorded by the server");
+        }
+        for ino in &inos {
+            client.closed(*ino);
         }
         pending.fetch_sub(n, Ordering::Relaxed);
     }
