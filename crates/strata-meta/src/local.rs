@@ -22,6 +22,10 @@ pub(crate) struct OpenTable {
     /// Shared state: inodes this process unlinked while it held unrecorded opens of them; the
     /// last of those opens to close hands the inode to the reaper.
     pub(crate) unlinked_open: std::collections::HashSet<Ino>,
+    /// Shared state: sessions another server took over (a moved note) that have not
+    /// registered here again: none of their opens here goes unrecorded, and their next call
+    /// here makes them announce their opens.
+    pub(crate) moved_away: std::collections::HashSet<u64>,
 }
 
 /// Local sessions: the record and the monotonic time of its last sign of life.

@@ -178,7 +178,9 @@ impl Meta {
             out = Some(f(&mut crate::versions::Versioned::new(t, none, true))?);
             Ok(())
         });
-        self.settle_staged_dooms(res.is_ok());
+        // Pushed even when the transaction failed: its commit may have happened (a connection
+        // lost at COMMIT), and a doom of one that did not finds no sustained record.
+        self.settle_staged_dooms(true);
         res?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
     }
@@ -192,7 +194,9 @@ impl Meta {
             out = Some(f(&mut crate::versions::Versioned::new(t, none, true))?);
             Ok(())
         });
-        self.settle_staged_dooms(res.is_ok());
+        // Pushed even when the transaction failed: its commit may have happened (a connection
+        // lost at COMMIT), and a doom of one that did not finds no sustained record.
+        self.settle_staged_dooms(true);
         res?;
         out.ok_or_else(|| MetaError::Engine("transaction produced no result".into()))
     }

@@ -164,8 +164,8 @@ impl Meta {
         STAGED_DOOMS.with(|d| d.borrow_mut().push(ino));
     }
 
-    /// What the transaction now ending staged with [`Meta::doom_at_commit`]: doomed if it
-    /// committed, dropped if not (and before every attempt).
+    /// What the transaction now ending staged with [`Meta::doom_at_commit`]: doomed when it
+    /// ended (`true`), dropped before every attempt (`false`).
     pub(crate) fn settle_staged_dooms(&self, committed: bool) {
         let staged = STAGED_DOOMS.with(|d| std::mem::take(&mut *d.borrow_mut()));
         if committed && !staged.is_empty() {
@@ -271,9 +271,9 @@ impl Meta {
         match only {
             Some(inos) => {
                 let inos: std::collections::HashSet<Ino> = inos.iter().copied().collect();
-                self.record_where(|ino, _| inos.contains(&ino))
+                self.record_where(|ino, _| inos.contains(&ino), false)
             }
-            None => self.record_where(|_, _| true),
+            None => self.record_where(|_, _| true, false),
         }
     }
 
@@ -288,11 +288,16 @@ impl Meta {
         if let Ok(mut m) = self.touched.lock() {
             m.remove(&session);
         }
-        self.record_where(|_, s| s == session)
+        // First: an open of the session registering here from now on is recorded.
+        self.open_table()?.moved_away.insert(session);
+        // The client announced every open it holds to the new server, these among them: a
+        // record is at least this count, not this count more.
+        self.record_where(|_, s| s == session, true)
     }
 
-    /// Records this process's unrecorded opens that `pick(inode, session)` chooses.
-    fn record_where(&self, pick: impl Fn(Ino, u64) -> bool) -> Result<usize> {
+    /// Records this process's unrecorded opens that `pick(inode, session)` chooses: added to
+    /// the record, or with `at_least`, raising it to their count.
+    fn record_where(&self, pick: impl Fn(Ino, u64) -> bool, at_least: bool) -> Result<usize> {
         // Held throughout, so that an open or close of these inodes waits for the records
         // and then finds them.
         let mut o = self.open_table()?;
@@ -315,7 +320,8 @@ impl Meta {
                     Some(v) => dec(&v)?,
                     None => 0,
                 };
-                t.put(&k, &enc(&have.saturating_add(n))?)?;
+                let want = if at_least { have.max(n) } else { have.saturating_add(n) };
+                t.put(&k, &enc(&want)?)?;
                 t.put(&keys::session_open(session, ino), &[])?;
             }
             Ok(())
@@ -342,9 +348,13 @@ impl Meta {
     }
 
     /// An open that needs no record now: this process hears every doom note.
-    fn open_unrecorded(&self, session: u64, ino: Ino) -> Result<Attr> {
+    /// `None` for a session another server took over: its opens here are recorded.
+    fn open_unrecorded(&self, session: u64, ino: Ino) -> Result<Option<Attr>> {
         {
             let mut o = self.open_table()?;
+            if o.moved_away.contains(&session) {
+                return Ok(None);
+            }
             *o.by_session.entry(session).or_default().entry(ino).or_insert(0) += 1;
             *o.unrecorded.entry(ino).or_default().entry(session).or_insert(0) += 1;
         }
@@ -363,7 +373,7 @@ impl Meta {
                 return Err(e);
             }
         }
-        Ok(a)
+        Ok(Some(a))
     }
 
     /// Closes one unrecorded open of `ino` by `session`; `false` if it has none.
@@ -608,8 +618,11 @@ impl Meta {
 
     /// Records that `session` opened `ino` and returns its current attributes.
     pub fn open(&self, session: u64, ino: Ino) -> Result<Attr> {
-        if self.allows_unrecorded() && self.relay_heard.load(Ordering::Relaxed) {
-            return self.open_unrecorded(session, ino);
+        if self.allows_unrecorded()
+            && self.relay_heard.load(Ordering::Relaxed)
+            && let Some(a) = self.open_unrecorded(session, ino)?
+        {
+            return Ok(a);
         }
         if self.is_shared() {
             // One transaction: an unlink on another server either sees this open or came first.

@@ -98,10 +98,18 @@ impl Meta {
         for ino in reopened {
             *named.entry(*ino).or_insert(0) += 1;
         }
-        // Held throughout: an open of this session here waits for the records.
+        // Held throughout when there is something to record: an open of this session here
+        // waits for the records (a session registering has no call here until it is done).
         let mut table = self.opens.lock().map_err(|_| poisoned())?;
+        table.moved_away.remove(&id);
         let here: HashMap<Ino, u32> =
             table.unrecorded.iter().filter_map(|(ino, m)| m.get(&id).map(|n| (*ino, *n))).collect();
+        let mut table = if here.is_empty() && named.is_empty() {
+            drop(table);
+            None
+        } else {
+            Some(table)
+        };
         let (known, counts) = self.write_kept(|t| {
             t.notify(&crate::open::moved_note(&s.server, id));
             let known = load(t, id)?.is_some();
@@ -127,6 +135,10 @@ impl Meta {
         })?;
         // What this process mirrors of the session is what is recorded now.
         let mut check = Vec::new();
+        let mut table = match table.take() {
+            Some(t) => t,
+            None => self.opens.lock().map_err(|_| poisoned())?,
+        };
         for ino in here.keys() {
             if let Some(m) = table.unrecorded.get_mut(ino) {
                 m.remove(&id);
@@ -169,6 +181,13 @@ impl Meta {
         }
         let last = self.touched.lock().ok().and_then(|m| m.get(&id).copied());
         let unrecorded = self.allows_unrecorded();
+        if unrecorded && self.opens.lock().map(|o| o.moved_away.contains(&id)).unwrap_or(true) {
+            // Another server took it over since: it announces its opens here again.
+            if let Ok(mut m) = self.touched.lock() {
+                m.remove(&id);
+            }
+            return Ok(false);
+        }
         if last.is_none() && unrecorded {
             // First word from this session to this process (a failover, or this server
             // restarted): its opens here may be unrecorded ones of a server that is gone, so

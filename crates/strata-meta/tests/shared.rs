@@ -359,4 +359,11 @@ fn a_session_that_moves_has_its_opens_recorded_where_it_was() {
     assert_eq!(a.session_moved(1, "b", "a").unwrap(), 1);
     assert!(!a.has_unrecorded_opens());
     assert!(!a.touch_session(1, "a").unwrap(), "coming back to A, it announces its opens again");
+    // One open, recorded once (B's count and A's are the same open): one close through B
+    // lets the unlinked file go.
+    b.close(1, f).unwrap();
+    b.unlink(&root(), r, b"f").unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(b.reap_doomed().unwrap(), 1);
+    assert_eq!(b.getattr(f), Err(MetaError::NotFound));
 }

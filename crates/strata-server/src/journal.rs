@@ -49,9 +49,13 @@ pub async fn flush(st: &State) -> Result<(usize, usize), String> {
         // client whose server has not recorded its open yet: its block is written after all
         // (and collected later), as the collector waits too (`gc::collect_round`).
         let grace = st.meta.open_grace();
-        if !grace.is_zero() {
+        if !grace.is_zero() && !gone.is_empty() {
+            let accounted = {
+                let meta = st.meta.clone();
+                meta_task(move || meta.opens_accounted()).await?
+            };
             let seen = st.pending_seen.lock().unwrap_or_else(|p| p.into_inner());
-            gone.retain(|id| seen.get(id).is_some_and(|t| t.elapsed() >= grace));
+            gone.retain(|id| accounted && seen.get(id).is_some_and(|t| t.elapsed() >= grace));
         }
         let mut by_vol: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
         for (k, v) in batch {

@@ -191,6 +191,35 @@ impl Pool {
     fn switch_to(&self, idx: usize) {
         if self.current.swap(idx, Ordering::Relaxed) != idx {
             tracing::warn!(server = %self.addrs[idx], "switched to another strata server");
+            // All calls go to one server: one that hears from a session its record does not
+            // name makes it register again (open files the servers have not recorded).
+            if let Ok(mut v) = self.idle.lock() {
+                v.retain(|(i, _)| *i == idx);
+            }
+            if let Ok(mut v) = self.idle_sync.lock() {
+                v.retain(|(i, _)| *i == idx);
+            }
+        }
+    }
+
+    /// An idle connection to the current server, if there is one.
+    fn take_idle<T>(&self, pool: &Mutex<Vec<(usize, T)>>) -> Option<(usize, T)> {
+        let cur = self.current.load(Ordering::Relaxed);
+        let mut v = pool.lock().ok()?;
+        while let Some((idx, s)) = v.pop() {
+            if idx == cur {
+                return Some((idx, s));
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection for later calls, unless the client moved to another server.
+    fn put_idle<T>(&self, pool: &Mutex<Vec<(usize, T)>>, idx: usize, s: T) {
+        if idx == self.current.load(Ordering::Relaxed)
+            && let Ok(mut v) = pool.lock()
+        {
+            v.push((idx, s));
         }
     }
 
@@ -243,7 +272,7 @@ impl Pool {
         method: wire::Method,
         req: &Req,
     ) -> Result<Resp, Status> {
-        let idle = self.idle_sync.lock().ok().and_then(|mut v| v.pop());
+        let idle = self.take_idle(&self.idle_sync);
         let (idx, mut s) = match idle {
             Some(c) => c,
             None => self.open_sync()?,
@@ -256,9 +285,7 @@ impl Pool {
         wire::write_frame_sync(&mut s, method as u16, 0, &req.encode_to_vec()).map_err(|e| fail("send request", e))?;
         wire::spin_until_readable(&s, SPIN, 1);
         let (status, _, payload) = wire::read_frame_sync(&mut s).map_err(|e| fail("read response", e))?;
-        if let Ok(mut v) = self.idle_sync.lock() {
-            v.push((idx, s));
-        }
+        self.put_idle(&self.idle_sync, idx, s);
         decode_reply(status, payload)
     }
 
@@ -299,7 +326,7 @@ impl Pool {
         if DIRECT.with(|d| d.get()) {
             return self.unary_sync(method, req);
         }
-        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let idle = self.take_idle(&self.idle);
         let (idx, mut s) = match idle {
             Some(c) => c,
             None => self.open().await?,
@@ -311,9 +338,7 @@ impl Pool {
         let body = req.encode_to_vec();
         wire::write_frame(&mut s, method as u16, 0, &body).await.map_err(|e| fail("send request", e))?;
         let (status, _, payload) = wire::read_frame(&mut s).await.map_err(|e| fail("read response", e))?;
-        if let Ok(mut v) = self.idle.lock() {
-            v.push((idx, s));
-        }
+        self.put_idle(&self.idle, idx, s);
         decode_reply(status, payload)
     }
 }
