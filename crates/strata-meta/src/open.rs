@@ -79,6 +79,12 @@ pub fn doom_note(ino: Ino) -> String {
     format!("{DOOM_NOTE}{ino}")
 }
 
+/// Sends the doom note of `ino` with the running transaction's commit (one note for all the
+/// inodes the transaction dooms, as they fit).
+pub(crate) fn notify_doom(t: &mut dyn KvTxn, ino: Ino) {
+    t.notify_item(DOOM_NOTE, &ino.to_string());
+}
+
 /// How a doom note starts (a server's relay tells them from its change notes by it).
 pub const DOOM_NOTE: &str = "-|doom|";
 
@@ -132,7 +138,7 @@ impl Meta {
     /// Drops a link whose count reached zero: kept while open, destroyed otherwise.
     pub(crate) fn release_inode(&self, t: &mut dyn KvTxn, ino: Ino, a: &Attr) -> Result<()> {
         if self.allows_unrecorded() {
-            t.notify(&doom_note(ino));
+            notify_doom(t, ino);
         }
         // Held here unrecorded: its last close here (if it comes before the note) reaps it.
         if self.held_here(ino, true) || self.is_open_recorded(t, ino)? {

@@ -124,7 +124,7 @@ pub(crate) fn free_slice(t: &mut dyn KvTxn, vol: u32, ino: Ino, s: &Slice) -> Re
     };
     // Servers holding the file open without a record hear of it, and record their opens
     // before the slice's blocks may go (see `open.rs`).
-    t.notify(&crate::open::doom_note(ino));
+    crate::open::notify_doom(t, ino);
     t.put(&keys::pending(s.id), &enc(&Pending { volume: owner, size: s.size, ino })?)
 }
 

@@ -387,6 +387,10 @@ impl KvTxn for Versioned<'_> {
         self.inner.notify(payload)
     }
 
+    fn notify_item(&mut self, prefix: &str, item: &str) {
+        self.inner.notify_item(prefix, item)
+    }
+
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.view_of(key)? {
             None => {

@@ -61,7 +61,14 @@ pub trait KvTxn {
     /// this transaction commits: listeners hear it in commit order with other transactions'.
     /// Engines without listeners (one process per store) ignore it.
     fn notify(&mut self, _payload: &str) {}
+    /// [`KvTxn::notify`] of `item` in a note of items joined by commas after `prefix`: the
+    /// items of one transaction under one prefix go out in as few notes as fit, once each
+    /// (a transaction that frees thousands of slices sends a handful of notes, not thousands).
+    fn notify_item(&mut self, _prefix: &str, _item: &str) {}
 }
+
+/// How long a note's payload may grow (PostgreSQL refuses 8,000 bytes or more).
+pub const NOTE_MAX: usize = 7_000;
 
 /// The notification channel of [`KvTxn::notify`] (PostgreSQL `LISTEN`/`NOTIFY`), shared with
 /// the servers' relay of changes.

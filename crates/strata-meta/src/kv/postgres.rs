@@ -311,11 +311,25 @@ impl Conn {
             statements: 0,
             escalate: false,
             notes: Vec::new(),
+            items: BTreeMap::new(),
         };
         let res = f(&mut txn);
         let (begun, escalate, failed) = (txn.begun, txn.escalate, txn.failed.take());
         let writes = std::mem::take(&mut txn.writes);
-        let notes = std::mem::take(&mut txn.notes);
+        let mut notes = std::mem::take(&mut txn.notes);
+        for (prefix, items) in std::mem::take(&mut txn.items) {
+            let mut note = prefix.clone();
+            for item in items {
+                if note.len() > prefix.len() && note.len() + 1 + item.len() > super::NOTE_MAX {
+                    notes.push(std::mem::replace(&mut note, prefix.clone()));
+                }
+                if note.len() > prefix.len() {
+                    note.push(',');
+                }
+                note.push_str(&item);
+            }
+            notes.push(note);
+        }
         if escalate {
             return Ok(Attempt::Escalate);
         }
@@ -545,6 +559,8 @@ struct PgTxn<'a> {
     escalate: bool,
     /// Notifications sent with the COMMIT ([`KvTxn::notify`]).
     notes: Vec<String>,
+    /// Items of notes by prefix ([`KvTxn::notify_item`]), joined at the COMMIT.
+    items: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl PgTxn<'_> {
@@ -624,7 +640,13 @@ impl PgTxn<'_> {
 
 impl KvTxn for PgTxn<'_> {
     fn notify(&mut self, payload: &str) {
-        self.notes.push(payload.to_string());
+        if !self.notes.iter().any(|n| n == payload) {
+            self.notes.push(payload.to_string());
+        }
+    }
+
+    fn notify_item(&mut self, prefix: &str, item: &str) {
+        self.items.entry(prefix.to_string()).or_default().insert(item.to_string());
     }
 
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
