@@ -60,6 +60,20 @@ fn add_open_to(t: &mut dyn KvTxn, session: u64, ino: Ino, held: Option<Vec<u8>>)
     t.put(&keys::session_open(session, ino), &[])
 }
 
+/// The recorded open count of `ino` by `session` (shared state).
+pub(crate) fn open_count(t: &mut dyn KvTxn, ino: Ino, session: u64) -> Result<u32> {
+    match t.get(&keys::open(ino, session))? {
+        Some(v) => dec(&v),
+        None => Ok(0),
+    }
+}
+
+/// Records `n` opens of `ino` by `session` (shared state), with the session's index.
+pub(crate) fn set_open_count(t: &mut dyn KvTxn, ino: Ino, session: u64, n: u32) -> Result<()> {
+    t.put(&keys::open(ino, session), &enc(&n)?)?;
+    t.put(&keys::session_open(session, ino), &[])
+}
+
 /// Removes every open record of a session (shared state) and returns the inodes it held.
 pub(crate) fn drop_session_opens(t: &mut dyn KvTxn, session: u64) -> Result<Vec<Ino>> {
     let p = keys::session_open_prefix(session);
@@ -321,14 +335,9 @@ impl Meta {
                 if t.get(&keys::session(session))?.is_none() {
                     continue;
                 }
-                let k = keys::open(ino, session);
-                let have: u32 = match t.get(&k)? {
-                    Some(v) => dec(&v)?,
-                    None => 0,
-                };
+                let have = open_count(t, ino, session)?;
                 let want = if at_least { have.max(n) } else { have.saturating_add(n) };
-                t.put(&k, &enc(&want)?)?;
-                t.put(&keys::session_open(session, ino), &[])?;
+                set_open_count(t, ino, session, want)?;
             }
             Ok(())
         })?;
@@ -456,14 +465,8 @@ impl Meta {
                 if t.get(&keys::session(session))?.is_none() {
                     continue;
                 }
-                let k = keys::open(ino, session);
-                let have: u32 = match t.get(&k)? {
-                    Some(v) => dec(&v)?,
-                    None => 0,
-                };
-                if have < n {
-                    t.put(&k, &enc(&n)?)?;
-                    t.put(&keys::session_open(session, ino), &[])?;
+                if open_count(t, ino, session)? < n {
+                    set_open_count(t, ino, session, n)?;
                     written += 1;
                 }
             }

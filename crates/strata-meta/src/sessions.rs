@@ -116,15 +116,10 @@ impl Meta {
             let mut counts: HashMap<Ino, u32> = HashMap::new();
             let inos: std::collections::HashSet<Ino> = named.keys().chain(here.keys()).copied().collect();
             for ino in inos {
-                let k = keys::open(ino, id);
-                let have: u32 = match t.get(&k)? {
-                    Some(v) => dec(&v)?,
-                    None => 0,
-                };
+                let have = crate::open::open_count(t, ino, id)?;
                 let want = named.get(&ino).copied().unwrap_or(0).max(have + here.get(&ino).copied().unwrap_or(0));
                 if want != have {
-                    t.put(&k, &enc(&want)?)?;
-                    t.put(&keys::session_open(id, ino), &[])?;
+                    crate::open::set_open_count(t, ino, id, want)?;
                 }
                 if want > 0 {
                     counts.insert(ino, want);
