@@ -3,6 +3,9 @@
 # operation with generated valid and invalid input, with the admin token. Fails on any 5xx
 # answer, on a response that breaks the document, or on an ERROR line / panic in the server log.
 # Usage: tests/schemathesis/run.sh STRATA_BINARY [MAX_SECONDS]
+# ST_EXTRA adds arguments to `st run` (`--seed N` replays a run's cases). A request may take 30 s:
+# scripts/test runs this beside the lints and the fuzzers on two cores, where a store listing
+# of fsck once took longer than 10 s.
 set -euo pipefail
 bin=$(realpath "${1:?usage: run.sh STRATA_BINARY [MAX_SECONDS]}")
 budget=${2:-120}
@@ -36,8 +39,8 @@ rc=0
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing \
-    --max-time "$budget" --workers 1 --request-timeout 10 \
-    --suppress-health-check all --no-color) || rc=$?
+    --max-time "$budget" --workers 1 --request-timeout 30 \
+    --suppress-health-check all --no-color ${ST_EXTRA:-}) || rc=$?
 if grep -E ' ERROR |panicked' "$work/server.log" >&2; then
     echo "schemathesis: the server logged errors (above)" >&2
     rc=1

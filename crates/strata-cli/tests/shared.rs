@@ -149,8 +149,16 @@ fn opens_are_recorded_only_when_their_files_are_doomed() {
     std::thread::sleep(strata_meta::UNRECORDED_AFTER + Duration::from_secs(1));
 
     let data = random_bytes(21, 2 * 1024 * 1024 + 77);
-    std::fs::write(c.p(m1, "held"), &data).expect("write via A");
-    assert!(wait_until(Duration::from_secs(5), || open_records(&url) == 0), "the writer's record goes with its close");
+    // The creator's open has no record either; it stays open throughout.
+    let mut made = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(c.p(m1, "held"))
+        .expect("create via A");
+    made.write_all(&data).expect("write via A");
+    made.sync_all().expect("fsync via A");
+    assert_eq!(open_records(&url), 0, "a create through A wrote no open record");
     let mut f = File::open(c.p(m1, "held")).expect("open via A");
     let mut head = vec![0u8; 4096];
     f.read_exact(&mut head).expect("read via A");
@@ -169,7 +177,12 @@ fn opens_are_recorded_only_when_their_files_are_doomed() {
     f.seek(SeekFrom::Start(0)).expect("seek");
     f.read_to_end(&mut got).expect("read the unlinked file via A after the grace");
     assert_bytes_eq(&got, &data, "file unlinked through B, open through A");
+    let mut got = Vec::new();
+    made.seek(SeekFrom::Start(0)).expect("seek");
+    made.read_to_end(&mut got).expect("read the unlinked file via its creator's handle");
+    assert_bytes_eq(&got, &data, "file unlinked through B, created and held through A");
     drop(f);
+    drop(made);
     assert!(wait_until(Duration::from_secs(5), || open_records(&url) == 0), "its close removed the record");
 
     // Held through B, unrecorded; B dies; unlinked through A.

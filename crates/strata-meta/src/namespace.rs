@@ -95,7 +95,8 @@ impl Meta {
 
     /// [`Meta::mknod`], and the inode returned is then open by `session` (none: 0). With
     /// shared state a created inode's open is recorded in the creating transaction, so a
-    /// create costs one transaction, not two.
+    /// create costs one transaction, not two; where opens may go unrecorded (`open.rs`) it is
+    /// not recorded at all, so that its close writes nothing either.
     #[allow(clippy::too_many_arguments)]
     pub fn mknod_open(
         &self,
@@ -111,14 +112,9 @@ impl Meta {
         excl: bool,
     ) -> Result<(Ino, Attr, bool)> {
         let res = self.mknod_in(session, ctx, parent, name, kind, mode, umask, rdev, target, excl)?;
-        if session != 0 {
-            if res.2 && self.is_shared() {
-                // Recorded by the creating transaction; this process's mirror notes it too.
-                self.mirror_open(session, res.0);
-            } else {
-                // An existing file (open-or-create) is opened like any other.
-                self.note_open(session, res.0)?;
-            }
+        if session != 0 && !(res.2 && self.is_shared()) {
+            // An existing file (open-or-create) is opened like any other.
+            self.note_open(session, res.0)?;
         }
         Ok(res)
     }
@@ -142,7 +138,11 @@ impl Meta {
             return Err(if target.is_empty() { MetaError::NotFound } else { MetaError::NameTooLong });
         }
         let ino = self.alloc_ino()?;
-        self.write(false, |t| {
+        // The creator's open: noted in memory before the commit where it may go unrecorded,
+        // recorded by the creating transaction otherwise.
+        let shared_open = session != 0 && self.is_shared();
+        let unrecorded = shared_open && self.open_new_unrecorded(session, ino)?;
+        let res = self.write(false, |t| {
             let (mut p, entry) = load_dir_entry(t, parent, name)?;
             if p.nlink == 0 {
                 return Err(MetaError::NotFound);
@@ -196,12 +196,24 @@ impl Meta {
             p.mtime = ts;
             p.ctime = ts;
             store_attr(t, parent, &p)?;
-            if session != 0 && self.is_shared() {
+            if shared_open && !unrecorded {
                 // A new inode: nothing recorded it open yet.
                 crate::open::add_open_new(t, session, ino)?;
             }
             Ok((ino, attr, true))
-        })
+        });
+        match &res {
+            // This process's mirror notes a recorded open too.
+            Ok((_, _, true)) if shared_open && !unrecorded => self.mirror_open(session, ino),
+            Ok((_, _, true)) => {}
+            // No inode was made: the open noted for it goes. (A failure here leaves at most a
+            // record of an inode that does not exist, dropped with the session.)
+            _ if unrecorded => {
+                let _ = self.close(session, ino);
+            }
+            _ => {}
+        }
+        res
     }
 
     /// Adds a hard link `newparent/newname` to `ino`.

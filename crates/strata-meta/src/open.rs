@@ -11,7 +11,8 @@
 //!
 //! Unrecorded opens. A server that hears every server's notes (the change relay, PostgreSQL
 //! `LISTEN`/`NOTIFY`) may leave an open of a linked file unrecorded: the open reads the
-//! attributes and writes nothing, and its close writes nothing either. What an open record
+//! attributes and writes nothing, and its close writes nothing either; a create's open is
+//! noted in memory before the creating transaction commits. What an open record
 //! protects is the file's data, from two things: its destruction after the last unlink, and
 //! the collection of slices a write or truncate through another client freed. Both send a
 //! doom note ([`doom_note`]) with their commit, in the same transaction, so every listening
@@ -365,13 +366,8 @@ impl Meta {
     /// An open that needs no record now: this process hears every doom note.
     /// `None` for a session another server took over: its opens here are recorded.
     fn open_unrecorded(&self, session: u64, ino: Ino) -> Result<Option<Attr>> {
-        {
-            let mut o = self.open_table()?;
-            if o.moved_away.contains(&session) {
-                return Ok(None);
-            }
-            *o.by_session.entry(session).or_default().entry(ino).or_insert(0) += 1;
-            *o.unrecorded.entry(ino).or_default().entry(session).or_insert(0) += 1;
+        if !self.register_unrecorded(session, ino)? {
+            return Ok(None);
         }
         // Registered first: a doom committed after this read is heard, and finds it.
         let a = match self.read_latest(|t| load_attr(t, ino)) {
@@ -389,6 +385,30 @@ impl Meta {
             }
         }
         Ok(Some(a))
+    }
+
+    /// Notes one more unrecorded open of `ino` by `session` in this process's table; `false`
+    /// (nothing noted) for a session another server took over, whose opens are recorded.
+    fn register_unrecorded(&self, session: u64, ino: Ino) -> Result<bool> {
+        let mut o = self.open_table()?;
+        if o.moved_away.contains(&session) {
+            return Ok(false);
+        }
+        *o.by_session.entry(session).or_default().entry(ino).or_insert(0) += 1;
+        *o.unrecorded.entry(ino).or_default().entry(session).or_insert(0) += 1;
+        Ok(true)
+    }
+
+    /// For a create by `session`: notes the new inode `ino` open without a record, before the
+    /// transaction that makes it commits, so that every doom note of it finds the open (nothing
+    /// can doom an inode before it exists). `false` when opens are recorded now: the creating
+    /// transaction records it then. A create that does not happen undoes this with
+    /// [`Meta::close`].
+    pub(crate) fn open_new_unrecorded(&self, session: u64, ino: Ino) -> Result<bool> {
+        if !(self.allows_unrecorded() && self.relay_heard.load(Ordering::Relaxed)) {
+            return Ok(false);
+        }
+        self.register_unrecorded(session, ino)
     }
 
     /// Closes one unrecorded open of `ino` by `session`; `false` if it has none.

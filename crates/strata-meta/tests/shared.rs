@@ -255,6 +255,43 @@ fn an_open_of_a_doomed_inode_is_recorded_at_once() {
 }
 
 #[test]
+fn a_created_file_is_open_unrecorded_until_its_doom_note_is_heard() {
+    let fs = TestFs::shared();
+    let grace = Duration::from_millis(200);
+    let (a, b) = unrecorded_pair(&fs, grace);
+    let r = fs.volume("v").root;
+    a.register_session(session(1, "a"), &[]).unwrap();
+    let create = |name: &[u8], excl: bool| a.mknod_open(1, &root(), r, name, FileType::File, 0o644, 0, 0, b"", excl);
+    let (f, _, made) = create(b"n", true).unwrap();
+    assert!(made);
+    assert!(a.has_unrecorded_opens(), "the creator's open has no record");
+    // Creates that make nothing leave no open behind.
+    assert_eq!(create(b"n", true).map(|_| ()), Err(MetaError::Exists));
+    assert_eq!(
+        a.mknod_open(1, &root(), 999_999, b"x", FileType::File, 0o644, 0, 0, b"", true).map(|_| ()),
+        Err(MetaError::NotFound)
+    );
+    a.close(1, f).unwrap();
+    assert!(!a.has_unrecorded_opens(), "closed: nothing is left, and nothing was written");
+    // Open-or-create of the existing file: an open like any other.
+    let (g, _, made) = create(b"n", false).unwrap();
+    assert_eq!((g, made), (f, false));
+
+    let (h, _, _) = create(b"held", true).unwrap();
+    b.unlink(&root(), r, b"held").unwrap();
+    a.record_opens(Some(&[h])).unwrap();
+    std::thread::sleep(grace + Duration::from_millis(50));
+    assert_eq!(b.reap_doomed().unwrap(), 0, "the creator's open, recorded on the note, keeps the file");
+    assert_eq!(a.getattr(h).unwrap().nlink, 0);
+    a.close(1, h).unwrap();
+    std::thread::sleep(grace + Duration::from_millis(50));
+    assert_eq!(a.reap_doomed().unwrap(), 1);
+    assert_eq!(b.getattr(h), Err(MetaError::NotFound));
+    a.close(1, g).unwrap();
+    assert!(!a.has_unrecorded_opens());
+}
+
+#[test]
 fn a_known_session_announcing_its_opens_has_them_recorded() {
     let fs = TestFs::shared();
     let (a, b) = unrecorded_pair(&fs, Duration::from_millis(200));

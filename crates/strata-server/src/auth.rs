@@ -1,9 +1,14 @@
 //! Token authentication for every RPC: the bearer token is hashed and looked up, with a short
-//! cache so a busy client does not cost a database read per call — only with local state. When
-//! several servers share the store, a revocation through one must take effect on all of them at
-//! once, so every call reads the token record (one indexed read).
+//! cache so a busy client does not cost a database read per call.
+//!
+//! A revocation must hold everywhere once it returns. With local state this server is the only
+//! one that can revoke, and revocation clears the cache. When several servers share the store,
+//! each trusts a verification for at most [`SHARED_TTL`], counted from before its read of the
+//! record, and a revocation answers only [`SHARED_TTL`] after its commit: every verification a
+//! server still trusts by then read the record after the revocation, and found nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,9 +16,16 @@ use strata_meta::Meta;
 use strata_meta::tokens::{Role, TokenRecord, hash_token};
 use tonic::{Request, Status};
 
-/// How long a verified token is trusted before it is looked up again (local state only, where
-/// this server is the only one that can revoke, and revocation clears the cache).
+/// How long a verified token is trusted before it is looked up again with local state, where
+/// this server is the only one that can revoke, and revocation clears the cache.
 const CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// How long a verified token is trusted with shared state; a revocation waits this long after
+/// its commit before it answers ([`Auth::settle_revocation`]).
+pub const SHARED_TTL: Duration = Duration::from_secs(1);
+
+/// Beyond this many cached verifications, the stale ones are dropped.
+const CACHE_MAX: usize = 4096;
 
 /// The authenticated caller of a request, stored in its extensions.
 #[derive(Clone, Debug)]
@@ -22,9 +34,11 @@ pub struct Principal(pub TokenRecord);
 /// Verifies bearer tokens.
 pub struct Auth {
     meta: Arc<Meta>,
-    /// Off with shared state: a revocation by another server could not clear it.
-    cached: bool,
+    ttl: Duration,
+    /// Verifications by token hash, with when the read that made each started.
     cache: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
+    /// Bumped by [`Auth::clear`]: a read that started before a clear is not cached.
+    generation: AtomicU64,
 }
 
 /// Runs a metadata call that may wait on the network from synchronous code: on a worker of the
@@ -41,13 +55,24 @@ pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
 impl Auth {
     /// A verifier over the namespace's token records.
     pub fn new(meta: Arc<Meta>) -> Self {
-        Auth { cached: !meta.is_shared(), meta, cache: Mutex::new(HashMap::new()) }
+        let ttl = if meta.is_shared() { SHARED_TTL } else { CACHE_TTL };
+        Auth { meta, ttl, cache: Mutex::new(HashMap::new()), generation: AtomicU64::new(0) }
     }
 
     /// Forgets cached verifications (after a revocation).
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut c) = self.cache.lock() {
             c.clear();
+        }
+    }
+
+    /// After a revocation committed: waits until no server trusts a verification of the token
+    /// made before (see the module's comment).
+    pub async fn settle_revocation(&self) {
+        self.clear();
+        if self.meta.is_shared() {
+            tokio::time::sleep(SHARED_TTL).await;
         }
     }
 
@@ -58,26 +83,29 @@ impl Auth {
 
     fn verify(&self, secret: &str) -> Result<TokenRecord, Status> {
         let h = hash_token(secret);
-        if !self.cached {
-            return off_worker(|| self.meta.verify_token(secret))
-                .map_err(|e| Status::unavailable(format!("token check failed: {e}")))?
-                .ok_or_else(|| Status::unauthenticated("invalid, expired or revoked token"));
-        }
         if let Ok(c) = self.cache.lock()
             && let Some((rec, at)) = c.get(&h)
-            && at.elapsed() < CACHE_TTL
+            && at.elapsed() < self.ttl
             && rec.expires.is_none_or(|e| e > strata_meta::Timespec::now())
         {
             return Ok(rec.clone());
         }
-        // A read of the local SQLite file: microseconds, acceptable on this thread.
-        let rec = self
-            .meta
-            .verify_token(secret)
+        // Taken before the read: the trust runs from a moment before the record was seen.
+        let (asked, generation) = (Instant::now(), self.generation.load(Ordering::SeqCst));
+        // A read of the local SQLite file takes microseconds, acceptable on this thread; one of
+        // PostgreSQL leaves the runtime's worker first.
+        let read = || self.meta.verify_token(secret);
+        let rec = if self.meta.is_shared() { off_worker(read) } else { read() }
             .map_err(|e| Status::unavailable(format!("token check failed: {e}")))?
             .ok_or_else(|| Status::unauthenticated("invalid, expired or revoked token"))?;
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(h, (rec.clone(), Instant::now()));
+        if let Ok(mut c) = self.cache.lock()
+            && self.generation.load(Ordering::SeqCst) == generation
+        {
+            if c.len() >= CACHE_MAX {
+                let ttl = self.ttl;
+                c.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            c.insert(h, (rec.clone(), asked));
         }
         Ok(rec)
     }
@@ -108,5 +136,37 @@ pub fn require_admin<T>(req: &Request<T>) -> Result<(), Status> {
     match principal(req)?.role {
         Role::Admin => Ok(()),
         _ => Err(Status::permission_denied("this call needs an admin token")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_meta::StateMode;
+    use strata_meta::kv::sqlite::SqliteEngine;
+
+    fn server(path: &std::path::Path) -> Arc<Meta> {
+        let kv = Arc::new(SqliteEngine::open(path).expect("open the store"));
+        Arc::new(Meta::with_mode(kv, StateMode::Shared).expect("metadata"))
+    }
+
+    /// With shared state, a token another server revoked is trusted here for at most
+    /// `SHARED_TTL` more; the revoking server answers only once that has passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_through_another_server_holds_here_once_it_returns() {
+        let dir = tempfile::tempdir().expect("scratch directory");
+        let (a, b) = (server(&dir.path().join("m.db")), server(&dir.path().join("m.db")));
+        let (secret, rec) = a.create_token("t", Role::Editor, "cluster", None).expect("token");
+        let (auth_a, auth_b) = (Auth::new(a.clone()), Auth::new(b));
+        auth_b.principal(&secret).expect("valid on B");
+
+        let started = Instant::now();
+        a.revoke_token(&rec.id).expect("revoke through A");
+        assert!(auth_b.principal(&secret).is_ok(), "B still trusts its recent verification");
+        auth_a.settle_revocation().await;
+        assert!(started.elapsed() >= SHARED_TTL, "the revocation answered after the trust ran out");
+        assert!(auth_a.principal(&secret).is_err());
+        let e = auth_b.principal(&secret).expect_err("B refuses it once the revocation returned");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
     }
 }

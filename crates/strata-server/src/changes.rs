@@ -164,9 +164,11 @@ impl Changes {
         self.last.send_replace(last);
     }
 
-    /// Changes of `volume` after `after`: the position scanned to and (inode, origin) pairs;
-    /// `None` when changes after `after` are no longer in the log.
-    fn since(&self, volume: u32, after: u64) -> Option<(u64, Vec<(u64, u64)>)> {
+    /// Changes of the watch's volume after `after`, but the watcher's own: the position
+    /// scanned to and (inode, origin) pairs; `None` when changes after `after` are no longer
+    /// in the log. (Waking a watcher for its own changes would cost a round trip per change:
+    /// a create loop would pay one per file.)
+    fn since(&self, r: &pb::WatchReq, after: u64) -> Option<(u64, Vec<(u64, u64)>)> {
         let log = lock(&self.log);
         if after > log.last {
             return None;
@@ -180,7 +182,7 @@ impl Changes {
             .changes
             .iter()
             .skip(skip)
-            .filter(|c| c.volume == volume || c.volume == 0)
+            .filter(|c| (c.volume == r.volume || c.volume == 0) && (r.origin == 0 || c.origin != r.origin))
             .map(|c| (c.ino, c.origin))
             .collect();
         Some((log.last, found))
@@ -204,7 +206,7 @@ impl Changes {
             }
             // Marked seen before reading the log: a change noted after the read wakes the wait.
             rx.borrow_and_update();
-            let Some((last, found)) = self.since(r.volume, after) else { return lost(lock(&self.log).last) };
+            let Some((last, found)) = self.since(r, after) else { return lost(lock(&self.log).last) };
             if !found.is_empty() || tokio::time::Instant::now() >= deadline {
                 let (inos, origins) = found.into_iter().unzip();
                 return pb::WatchResp { epoch, seq: last, inos, origins, lost: false };
@@ -227,7 +229,7 @@ impl Changes {
             if r.epoch != epoch || self.relay_silent() {
                 return lost(lock(&self.log).last);
             }
-            let Some((last, found)) = self.since(r.volume, after) else { return lost(lock(&self.log).last) };
+            let Some((last, found)) = self.since(r, after) else { return lost(lock(&self.log).last) };
             let now = Instant::now();
             if !found.is_empty() || now >= deadline {
                 let (inos, origins) = found.into_iter().unzip();
@@ -398,7 +400,7 @@ mod tests {
     use super::*;
 
     fn req(epoch: u64, after: u64, wait_ms: u32) -> pb::WatchReq {
-        pb::WatchReq { volume: 7, epoch, after, wait_ms }
+        pb::WatchReq { volume: 7, epoch, after, wait_ms, origin: 0 }
     }
 
     #[tokio::test]
@@ -425,6 +427,27 @@ mod tests {
         let idle = c.watch(&req(epoch, r.seq, 30)).await;
         assert!(!idle.lost && idle.inos.is_empty() && idle.seq == r.seq);
         assert!(c.watch(&req(epoch + 2, r.seq, 0)).await.lost, "another epoch");
+    }
+
+    #[tokio::test]
+    async fn a_watcher_is_not_woken_by_its_own_changes() {
+        let c = Arc::new(Changes::new("s1"));
+        let epoch = c.watch(&req(0, 0, 0)).await.epoch;
+        let mine = move |after: u64, wait_ms: u32| pb::WatchReq { origin: 42, ..req(epoch, after, wait_ms) };
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move { c.watch(&mine(0, 2000)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.note(7, 42, &[100]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "its own change does not end the wait");
+        c.note(7, 9, &[101]);
+        let r = waiter.await.expect("watch");
+        assert_eq!((r.inos, r.origins), (vec![101], vec![9]), "another session's change does");
+        let r = c.watch_blocking(&mine(0, 0));
+        assert_eq!(r.inos, [101], "the blocking watch leaves its own out too");
+        assert_eq!(c.watch_blocking(&req(epoch, 0, 0)).inos, [100, 101], "a watch without an origin gets all");
     }
 
     #[test]

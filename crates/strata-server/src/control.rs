@@ -779,7 +779,7 @@ impl Control {
         in_scope(who, &t.scope, "revoke tokens")?;
         let (meta, i) = (self.st.meta.clone(), id.to_string());
         let rec = run(move || meta.revoke_token(&i)).await?;
-        self.st.auth.clear();
+        self.st.auth.settle_revocation().await;
         tracing::info!(token = %rec.id, "token revoked");
         Ok(rec)
     }

@@ -30,7 +30,13 @@ pub(super) async fn watch_changes(vfs: Weak<Vfs>) {
         let Some((client, volume)) = vfs.upgrade().map(|v| (v.client.clone(), v.volume.id)) else { return };
         let sent = Instant::now();
         let res = client
-            .call::<_, pb::WatchResp>(Method::Watch, |_| pb::WatchReq { volume, epoch, after, wait_ms: WAIT_MS })
+            .call::<_, pb::WatchResp>(Method::Watch, |session| pb::WatchReq {
+                volume,
+                epoch,
+                after,
+                wait_ms: WAIT_MS,
+                origin: session,
+            })
             .await;
         drop(client);
         let Some(v) = vfs.upgrade() else { return };
