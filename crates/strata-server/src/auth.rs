@@ -105,7 +105,11 @@ impl Auth {
                 let ttl = self.ttl;
                 c.retain(|_, (_, at)| at.elapsed() < ttl);
             }
-            c.insert(h, (rec.clone(), asked));
+            // Still full of fresh ones: this one is read again next time, rather than the map
+            // growing (and each miss scanning it).
+            if c.len() < CACHE_MAX {
+                c.insert(h, (rec.clone(), asked));
+            }
         }
         Ok(rec)
     }
