@@ -51,6 +51,9 @@ pub struct GcRequest {
     pub grace_secs: Option<u64>,
 }
 
+/// How long a store's listing may go without an answer before the run stops with an error.
+const STORE_STALL: Duration = Duration::from_secs(15);
+
 /// The grace period when none is asked for: the server's default `--orphan-block-age`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
@@ -189,7 +192,13 @@ async fn run(st: &State, mode: Mode, grace: Duration, tx: &Tx) -> Result<(), Str
         let store = st.store(url).map_err(|e| format!("block store {url}: {e}"))?;
         let mut blocks = HashMap::new();
         let mut listing = store.list("");
-        while let Some(obj) = listing.try_next().await.map_err(|e| format!("listing block store {url}: {e}"))? {
+        // A store that does not answer (gone, or a class naming an unreachable endpoint) ends
+        // the run with that error, rather than after the store client's long retries.
+        while let Some(obj) = tokio::time::timeout(STORE_STALL, listing.try_next())
+            .await
+            .map_err(|_| format!("listing block store {url}: no answer for {} s", STORE_STALL.as_secs()))?
+            .map_err(|e| format!("listing block store {url}: {e}"))?
+        {
             let key = obj.location.to_string();
             if volume_of_block_key(&key).is_none() {
                 continue;
