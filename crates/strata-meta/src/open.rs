@@ -405,10 +405,16 @@ impl Meta {
     /// transaction records it then. A create that does not happen undoes this with
     /// [`Meta::close`].
     pub(crate) fn open_new_unrecorded(&self, session: u64, ino: Ino) -> Result<bool> {
-        if !(self.allows_unrecorded() && self.relay_heard.load(Ordering::Relaxed)) {
+        if !self.leaves_opens_unrecorded() {
             return Ok(false);
         }
         self.register_unrecorded(session, ino)
+    }
+
+    /// Whether an open made now may go unrecorded: the store allows it and this process hears
+    /// every doom note.
+    fn leaves_opens_unrecorded(&self) -> bool {
+        self.allows_unrecorded() && self.relay_heard.load(Ordering::Relaxed)
     }
 
     /// Closes one unrecorded open of `ino` by `session`; `false` if it has none.
@@ -647,8 +653,7 @@ impl Meta {
 
     /// Records that `session` opened `ino` and returns its current attributes.
     pub fn open(&self, session: u64, ino: Ino) -> Result<Attr> {
-        if self.allows_unrecorded()
-            && self.relay_heard.load(Ordering::Relaxed)
+        if self.leaves_opens_unrecorded()
             && let Some(a) = self.open_unrecorded(session, ino)?
         {
             return Ok(a);
