@@ -209,6 +209,16 @@ impl BlockCache {
         Ok(fetched.load(Ordering::Relaxed))
     }
 
+    /// Puts a block got from elsewhere than the store (the server's journal) into the caches
+    /// as [`BlockCache::warm`] does: into memory and, with a disk cache, onto disk, waiting for
+    /// that write, so that the block stays on this host once memory lets it go.
+    pub async fn insert_warm(&self, key: &str, data: Bytes) {
+        self.mem.insert(key.to_string(), data.clone());
+        if let Some(d) = &self.disk {
+            d.write(key, data).await;
+        }
+    }
+
     /// Drops a block from memory and from disk.
     pub async fn remove(&self, key: &str) {
         self.mem.remove(key);

@@ -3,7 +3,8 @@
 //! - In process: the real `Vfs` against a real server, its object store wrapped in a
 //!   `FaultyStore` with no rules (which counts calls): after `Vfs::warm`, reading every file
 //!   makes no get; with a memory cache too small for the data, the disk cache holds it; with
-//!   neither big enough, the warm-up says so.
+//!   neither big enough, the warm-up says so; a new client on the disk cache a warm-up filled
+//!   finds every block there, a journaled one included.
 //! - End to end on a FUSE mount: a fresh mount shows 0% cached, `strata warmup` loads it all,
 //!   `--check` shows 100% and the exact bytes, reading back is exact and the mount's count of
 //!   block-store gets (`strata.stats`) does not move; `--evict` brings it back to 0%. Bad
@@ -147,6 +148,44 @@ fn a_warmed_vfs_reads_without_block_store_gets() {
         let w = vfs.warm(big).await.expect("warm");
         assert_eq!(w.now.total, want("data/big").len() as u64);
         assert!(w.now.cached < w.now.total, "a 9 MiB file in an 8 MiB cache: {w:?}");
+        vfs.detach().await.expect("detach");
+    });
+}
+
+#[test]
+fn a_warm_up_leaves_every_block_on_the_disk_cache() {
+    // The fsynced file's block stays in the server's journal, so its warm-up takes the
+    // journaled copy rather than the store's.
+    let opts = Opts { server_args: vec!["--journal-delay".into(), "1h".into()], ..Opts::default() };
+    let mut c = Cluster::with_opts("warmdisk", opts);
+    let m = c.mount(&[]);
+    let total = write_files(&c, m);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let cache_dir = c.dir.join("disk-cache");
+    let cfg =
+        || VfsConfig { mem_cache: 1 << 20, disk_cache: Some((cache_dir.clone(), 256 << 20)), ..VfsConfig::default() };
+    rt.block_on(async {
+        let (vfs, _) = attach_counted(&c, cfg()).await;
+        for name in all_names() {
+            let w = vfs.warm(ino_of(&vfs, name).await).await.expect("warm");
+            assert_eq!(w.now.cached, w.now.total, "{name} all cached after its warm-up");
+        }
+        vfs.detach().await.expect("detach");
+        drop(vfs);
+
+        // A new client on the same disk cache, with next to no memory cache: what it finds
+        // cached is what the warm-up left on disk.
+        let (vfs, store) = attach_counted(&c, cfg()).await;
+        let mut cached = 0;
+        for name in all_names() {
+            let ino = ino_of(&vfs, name).await;
+            let now = vfs.cached(ino).await.expect("cached");
+            assert_eq!(now.cached, now.total, "{name}: on the disk cache");
+            cached += now.cached;
+            assert_bytes_eq(&read_file(&vfs, ino).await, &want(name), name);
+        }
+        assert_eq!(cached, total);
+        assert_eq!(store.calls(Op::Get), 0, "reading what the disk cache holds made block-store gets");
         vfs.detach().await.expect("detach");
     });
 }
