@@ -8,6 +8,7 @@ mod common;
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -360,13 +361,16 @@ fn git_sources() {
         .arg(&c.dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // `git daemon` runs git-daemon as a child: a group of their own, killed as one.
+        .process_group(0)
         .spawn()
         .expect("git daemon");
     assert!(wait_until(Duration::from_secs(10), || listening(&format!("127.0.0.1:{port}"))), "git daemon");
     let remote = format!("git://127.0.0.1:{port}/repo");
     let r = import(&c, &[&remote, &format!("{vol}:/net"), "--git", "--ref", "v1"]);
     let missing = import(&c, &[&format!("git://127.0.0.1:{port}/nothing.git"), &format!("{vol}:/x")]);
-    let _ = daemon.kill();
+    // SAFETY: a plain signal to the process group made above.
+    unsafe { libc::kill(-(daemon.id() as i32), libc::SIGKILL) };
     let _ = daemon.wait();
     assert!(r.0.status.success(), "import over git://: {}", text(&r.0));
     assert_bytes_eq(&read_all(&c.p(0, "net/dir/b.bin")), &blob(&repo, "v1", "dir/b.bin"), "over git://");

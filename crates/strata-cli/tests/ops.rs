@@ -69,6 +69,15 @@ fn run_workload(dir: &Path, stop: &AtomicBool, done: &AtomicUsize) {
     }
 }
 
+/// Sets its flag when dropped, a panic's unwinding included.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Checks a restored workload directory: `f00000`..`fN` with no gap, each whole.
 fn check_workload(dir: &Path) -> usize {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -135,6 +144,8 @@ fn dump_and_restore(name: &str, opts: Opts, pg_target: Option<String>) {
     let work = c.p(0, "work");
     std::thread::scope(|s| {
         s.spawn(|| run_workload(&work, &stop, &done));
+        // A failed check below must stop the workload too, or the scope waits for it forever.
+        let _stop = StopOnDrop(&stop);
         assert!(wait_until(Duration::from_secs(20), || done.load(Ordering::Relaxed) >= 5), "the workload runs");
         dump(&c, &c.addr, &file);
         let at_dump = done.load(Ordering::Relaxed);

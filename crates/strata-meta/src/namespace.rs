@@ -90,13 +90,16 @@ impl Meta {
         target: &[u8],
         excl: bool,
     ) -> Result<(Ino, Attr, bool)> {
-        self.mknod_open(0, ctx, parent, name, kind, mode, umask, rdev, target, excl)
+        let c = self.mknod_open(0, ctx, parent, name, kind, mode, umask, rdev, target, excl, None)?;
+        Ok((c.ino, c.attr, c.created))
     }
 
-    /// [`Meta::mknod`], and the inode returned is then open by `session` (none: 0). With
-    /// shared state a created inode's open is recorded in the creating transaction, so a
-    /// create costs one transaction, not two; where opens may go unrecorded (`open.rs`) it is
-    /// not recorded at all, so that its close writes nothing either.
+    /// [`Meta::mknod`], and the inode returned is then open by `session` (none: 0); with the
+    /// parent's attributes after it. With shared state a created inode's open is recorded in
+    /// the creating transaction, so a create costs one transaction, not two; where opens may
+    /// go unrecorded (`open.rs`) it is not recorded at all, so that its close writes nothing
+    /// either. `vol`, the parent's volume if the caller knows it, lets the transaction read
+    /// the volume's usage with its first read.
     #[allow(clippy::too_many_arguments)]
     pub fn mknod_open(
         &self,
@@ -110,11 +113,12 @@ impl Meta {
         rdev: u32,
         target: &[u8],
         excl: bool,
-    ) -> Result<(Ino, Attr, bool)> {
-        let res = self.mknod_in(session, ctx, parent, name, kind, mode, umask, rdev, target, excl)?;
-        if session != 0 && !(res.2 && self.is_shared()) {
+        vol: Option<u32>,
+    ) -> Result<Created> {
+        let res = self.mknod_in(session, ctx, parent, name, kind, mode, umask, rdev, target, excl, vol)?;
+        if session != 0 && !(res.created && self.is_shared()) {
             // An existing file (open-or-create) is opened like any other.
-            self.note_open(session, res.0)?;
+            self.note_open(session, res.ino)?;
         }
         Ok(res)
     }
@@ -132,7 +136,8 @@ impl Meta {
         rdev: u32,
         target: &[u8],
         excl: bool,
-    ) -> Result<(Ino, Attr, bool)> {
+        vol: Option<u32>,
+    ) -> Result<Created> {
         check_name(name)?;
         if kind == FileType::Symlink && (target.is_empty() || target.len() > PATH_MAX) {
             return Err(if target.is_empty() { MetaError::NotFound } else { MetaError::NameTooLong });
@@ -143,13 +148,13 @@ impl Meta {
         let shared_open = session != 0 && self.is_shared();
         let unrecorded = shared_open && self.open_new_unrecorded(session, ino)?;
         let res = self.write(false, |t| {
-            let (mut p, entry) = load_dir_entry(t, parent, name)?;
+            let (mut p, entry) = load_dir_entry_ahead(t, parent, name, vol, true)?;
             if p.nlink == 0 {
                 return Err(MetaError::NotFound);
             }
             if let Some((old, okind)) = entry {
                 if kind == FileType::File && !excl && okind == FileType::File {
-                    return Ok((old, load_attr(t, old)?, false));
+                    return Ok(Created { ino: old, attr: load_attr(t, old)?, created: false, parent: p });
                 }
                 return Err(MetaError::Exists);
             }
@@ -200,12 +205,12 @@ impl Meta {
                 // A new inode: nothing recorded it open yet.
                 crate::open::add_open_new(t, session, ino)?;
             }
-            Ok((ino, attr, true))
+            Ok(Created { ino, attr, created: true, parent: p })
         });
         match &res {
             // This process's mirror notes a recorded open too.
-            Ok((_, _, true)) if shared_open && !unrecorded => self.mirror_open(session, ino),
-            Ok((_, _, true)) => {}
+            Ok(c) if c.created && shared_open && !unrecorded => self.mirror_open(session, ino),
+            Ok(c) if c.created => {}
             // No inode was made: the open noted for it goes. (A failure here leaves at most a
             // record of an inode that does not exist, dropped with the session.)
             _ if unrecorded => {
@@ -256,11 +261,17 @@ impl Meta {
 
     /// Removes a non-directory entry.
     pub fn unlink(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {
+        self.unlink_in(ctx, parent, name, None).map(|_| ())
+    }
+
+    /// [`Meta::unlink`], with the parent's attributes after it; `vol` as for
+    /// [`Meta::mknod_open`].
+    pub fn unlink_in(&self, ctx: &Ctx, parent: Ino, name: &[u8], vol: Option<u32>) -> Result<Attr> {
         if name.len() > NAME_MAX {
             return Err(MetaError::NameTooLong);
         }
         self.write(false, |t| {
-            let (mut p, entry) = load_dir_entry(t, parent, name)?;
+            let (mut p, entry) = load_dir_entry_ahead(t, parent, name, vol, false)?;
             let (ino, kind) = entry.ok_or(MetaError::NotFound)?;
             if kind == FileType::Dir {
                 return Err(MetaError::IsDir);
@@ -275,7 +286,12 @@ impl Meta {
             store_attr(t, parent, &p)?;
             a.nlink = a.nlink.saturating_sub(1);
             a.ctime = ts;
-            if a.nlink == 0 { self.release_inode(t, ino, &a) } else { store_attr(t, ino, &a) }
+            if a.nlink == 0 {
+                self.release_inode(t, ino, &a)?;
+            } else {
+                store_attr(t, ino, &a)?;
+            }
+            Ok(p)
         })
     }
 

@@ -278,6 +278,11 @@ impl Meta {
 
     /// Whether this process holds opens not recorded in the engine.
     pub fn has_unrecorded_opens(&self) -> bool {
+        // Local state keeps its opens in the same table, busy with them all the time: never
+        // any unrecorded there.
+        if !self.allows_unrecorded() {
+            return false;
+        }
         // Busy (recording, perhaps waiting for the database): say yes rather than wait.
         match self.opens.try_lock() {
             Ok(o) => !o.unrecorded.is_empty(),

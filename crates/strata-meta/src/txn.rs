@@ -52,6 +52,31 @@ pub(crate) fn load_dir_entry(t: &mut dyn KvTxn, parent: Ino, name: &[u8]) -> Res
     Ok((a, e))
 }
 
+/// [`load_dir_entry`] of a change to directory `parent`, which will then read volume `vol`'s
+/// usage (and with `quota` its record, for a quota check): where reads cost round trips
+/// those come in the same one. `vol` is the caller's guess of the directory's volume (an
+/// inode never changes volume); a wrong or missing guess costs only the saving.
+pub(crate) fn load_dir_entry_ahead(
+    t: &mut dyn KvTxn,
+    parent: Ino,
+    name: &[u8],
+    vol: Option<u32>,
+    quota: bool,
+) -> Result<(Attr, Option<(Ino, FileType)>)> {
+    // A snapshot's directory is refused later, with the error its own reads give.
+    if let Some(vol) = vol
+        && t.caches_reads()
+        && crate::versions::split_ino(parent).0 == 0
+    {
+        let mut ks = vec![keys::attr(parent).to_vec(), keys::dentry(parent, name).to_vec(), keys::usage(vol).to_vec()];
+        if quota {
+            ks.push(keys::volume(vol).to_vec());
+        }
+        t.get_many(&ks)?;
+    }
+    load_dir_entry(t, parent, name)
+}
+
 pub(crate) fn dir_is_empty(t: &mut dyn KvTxn, ino: Ino) -> Result<bool> {
     let p = keys::dentry_prefix(ino);
     Ok(t.scan(&p, &prefix_end(&p), 1)?.is_empty())

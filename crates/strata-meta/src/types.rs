@@ -21,6 +21,19 @@ pub struct Committed {
     pub capacity: u64,
 }
 
+/// What a create did, read in its own transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    /// The inode the name now leads to: made, or the existing file of an open-or-create.
+    pub ino: Ino,
+    /// Its attributes.
+    pub attr: Attr,
+    /// Whether the create made it.
+    pub created: bool,
+    /// The parent directory's attributes after the create.
+    pub parent: Attr,
+}
+
 /// One page of a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirPage {

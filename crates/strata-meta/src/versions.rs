@@ -379,6 +379,10 @@ impl<'a> Versioned<'a> {
 }
 
 impl KvTxn for Versioned<'_> {
+    fn caches_reads(&self) -> bool {
+        self.inner.caches_reads()
+    }
+
     fn need_snapshot(&mut self) -> Result<()> {
         self.inner.need_snapshot()
     }

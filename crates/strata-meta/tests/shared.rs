@@ -261,14 +261,17 @@ fn a_created_file_is_open_unrecorded_until_its_doom_note_is_heard() {
     let (a, b) = unrecorded_pair(&fs, grace);
     let r = fs.volume("v").root;
     a.register_session(session(1, "a"), &[]).unwrap();
-    let create = |name: &[u8], excl: bool| a.mknod_open(1, &root(), r, name, FileType::File, 0o644, 0, 0, b"", excl);
+    let create = |name: &[u8], excl: bool| {
+        a.mknod_open(1, &root(), r, name, FileType::File, 0o644, 0, 0, b"", excl, None)
+            .map(|c| (c.ino, c.attr, c.created))
+    };
     let (f, _, made) = create(b"n", true).unwrap();
     assert!(made);
     assert!(a.has_unrecorded_opens(), "the creator's open has no record");
     // Creates that make nothing leave no open behind.
     assert_eq!(create(b"n", true).map(|_| ()), Err(MetaError::Exists));
     assert_eq!(
-        a.mknod_open(1, &root(), 999_999, b"x", FileType::File, 0o644, 0, 0, b"", true).map(|_| ()),
+        a.mknod_open(1, &root(), 999_999, b"x", FileType::File, 0o644, 0, 0, b"", true, None).map(|_| ()),
         Err(MetaError::NotFound)
     );
     a.close(1, f).unwrap();
@@ -289,6 +292,38 @@ fn a_created_file_is_open_unrecorded_until_its_doom_note_is_heard() {
     assert_eq!(b.getattr(h), Err(MetaError::NotFound));
     a.close(1, g).unwrap();
     assert!(!a.has_unrecorded_opens());
+}
+
+#[test]
+fn creates_and_unlinks_answer_the_parent_as_they_left_it_whatever_volume_is_guessed() {
+    let fs = TestFs::shared();
+    let a = &fs.meta;
+    let (v, w) = (fs.volume("v"), fs.volume("w"));
+    let r = v.root;
+    // The guess only decides what is read ahead: right, wrong (another volume, or none at
+    // all) and missing guesses must all give the same answers.
+    for (i, vol) in [Some(v.id), Some(w.id), Some(999), None].into_iter().enumerate() {
+        let name = format!("f{i}");
+        let before = a.usage(v.id).unwrap();
+        let c = a.mknod_open(0, &root(), r, name.as_bytes(), FileType::File, 0o644, 0, 0, b"", true, vol).unwrap();
+        assert!(c.created, "{vol:?}");
+        assert_eq!(c.parent, a.getattr(r).unwrap(), "{vol:?}: the parent after the create");
+        assert_eq!(a.usage(v.id).unwrap().inodes, before.inodes + 1, "{vol:?}");
+        let again = a.mknod_open(0, &root(), r, name.as_bytes(), FileType::File, 0o644, 0, 0, b"", false, vol).unwrap();
+        assert_eq!((again.ino, again.created, &again.parent), (c.ino, false, &c.parent), "{vol:?}: open-or-create");
+        let p = a.unlink_in(&root(), r, name.as_bytes(), vol).unwrap();
+        assert_eq!(p, a.getattr(r).unwrap(), "{vol:?}: the parent after the unlink");
+        assert!(p.mtime >= c.parent.mtime);
+        assert_eq!(a.usage(v.id).unwrap().inodes, before.inodes, "{vol:?}");
+        assert_eq!(a.usage(w.id).unwrap().inodes, 1, "{vol:?}: the other volume is not charged");
+    }
+    // The quota check reads the volume's record, read ahead or not.
+    let used = a.usage(v.id).unwrap().inodes;
+    a.set_volume_quota("v", None, Some(used)).unwrap();
+    for vol in [Some(v.id), Some(w.id), None] {
+        let r = a.mknod_open(0, &root(), r, b"over", FileType::File, 0o644, 0, 0, b"", true, vol);
+        assert_eq!(r.map(|_| ()), Err(MetaError::Quota), "{vol:?}");
+    }
 }
 
 #[test]

@@ -9,7 +9,10 @@
 //! server's `--orphan-block-age`, an hour by default: clients commit within seconds) and when
 //! a fresh read of the namespace still does not reference it, just before it is deleted. A
 //! referenced block missing from the listing may have been uploaded since: it is missing only
-//! when the store still does not have it and a fresh read still references it.
+//! when the store still does not have it and a fresh read still references it. A block whose
+//! listed length is wrong may have been listed while its file was being written (a client's
+//! direct write, the journal's flush): it is reported only when the store, asked again,
+//! still gives a wrong length.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -235,13 +238,15 @@ async fn run(st: &State, mode: Mode, grace: Duration, tx: &Tx) -> Result<(), Str
             let key = block_key(vol.id, *id, i, len);
             match listed.get(&vol.store).and_then(|b| b.get(&key)) {
                 Some(b) => {
-                    if matches!(mode, Mode::Fsck { .. }) && !length_ok(vol, len, b.size) {
+                    if matches!(mode, Mode::Fsck { .. })
+                        && !length_ok(vol, len, b.size)
+                        && let Some(size) = wrong_length_now(st, vol, &key, len).await?
+                    {
                         let p = Problem {
                             kind: "bad_block_length".into(),
                             path: slice_path(&check, u.ino, u.in_snapshot_only),
                             detail: format!(
-                                "block {key} is {} bytes in {}, its key says {len}{}",
-                                b.size,
+                                "block {key} is {size} bytes in {}, its key says {len}{}",
                                 vol.store,
                                 if compressed(vol) { " (before compression)" } else { "" }
                             ),
@@ -310,6 +315,21 @@ fn compressed(v: &Volume) -> bool {
 fn length_ok(v: &Volume, len: u32, size: u64) -> bool {
     let len = u64::from(len);
     size == len || (compressed(v) && size > HEADER as u64 && size <= HEADER as u64 + len)
+}
+
+/// A block's length asked of its store again, after its listing gave a wrong one: `None`
+/// when it is right now (or the block is gone: the slice went meanwhile, or it is reported
+/// missing on the next run), the wrong length otherwise.
+async fn wrong_length_now(st: &State, vol: &Volume, key: &str, len: u32) -> Result<Option<u64>, String> {
+    let store = st.store(&vol.store).map_err(|e| e.to_string())?;
+    let path = object_store::path::Path::from(key);
+    match tokio::time::timeout(STORE_STALL, store.object_store().head(&path)).await {
+        Err(_) => Err(format!("block store {}: no answer for {} s", vol.store, STORE_STALL.as_secs())),
+        Ok(Ok(m)) if length_ok(vol, len, m.size) => Ok(None),
+        Ok(Ok(m)) => Ok(Some(m.size)),
+        Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
+        Ok(Err(e)) => Err(format!("block store {}: {e}", vol.store)),
+    }
 }
 
 fn slice_path(check: &NsCheck, ino: u64, snapshot_only: bool) -> String {

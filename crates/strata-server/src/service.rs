@@ -504,9 +504,11 @@ impl MetaRpc for MetaService {
         }
         let meta = self.st.meta.clone();
         let (dir, origin) = (r.parent, origin(&r.caller));
-        let ((ino, a, created), parent) = blocking(move || {
+        // The guard above learned the parent's volume.
+        let vol = self.st.cached_inode_volume(dir);
+        let c = blocking(move || {
             // Opened by the session as created (one transaction with shared state).
-            let res = meta.mknod_open(
+            meta.mknod_open(
                 r.session,
                 &ctx_from_pb(r.caller.as_ref()),
                 r.parent,
@@ -517,14 +519,18 @@ impl MetaRpc for MetaService {
                 r.rdev,
                 &r.target,
                 r.excl,
-            )?;
-            Ok((res, dir_after(&meta, r.parent)))
+                vol,
+            )
         })
         .await?;
-        if created {
+        if c.created {
             self.changed(origin, &[dir]);
         }
-        Ok(Response::new(pb::MknodResp { attr: Some(attr_to_pb(ino, &a)), created, parent }))
+        Ok(Response::new(pb::MknodResp {
+            attr: Some(attr_to_pb(c.ino, &c.attr)),
+            created: c.created,
+            parent: Some(attr_to_pb(dir, &c.parent)),
+        }))
     }
 
     async fn link(&self, req: Request<pb::LinkReq>) -> Result<Response<pb::AttrResp>, Status> {
@@ -546,13 +552,10 @@ impl MetaRpc for MetaService {
         let r = req.into_inner();
         let meta = self.st.meta.clone();
         let (dir, origin) = (r.parent, origin(&r.caller));
-        let parent = blocking(move || {
-            meta.unlink(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name)?;
-            Ok(dir_after(&meta, r.parent))
-        })
-        .await?;
+        let vol = self.st.cached_inode_volume(dir);
+        let p = blocking(move || meta.unlink_in(&ctx_from_pb(r.caller.as_ref()), r.parent, &r.name, vol)).await?;
         self.changed(origin, &[dir]);
-        Ok(Response::new(pb::DirChange { parent, new_parent: None }))
+        Ok(Response::new(pb::DirChange { parent: Some(attr_to_pb(dir, &p)), new_parent: None }))
     }
 
     async fn rmdir(&self, req: Request<pb::NameReq>) -> Result<Response<pb::DirChange>, Status> {

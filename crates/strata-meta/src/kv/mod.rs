@@ -51,6 +51,12 @@ pub trait KvTxn {
     fn scan(&mut self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs>;
     /// Deletes every key in `[start, end)`, returning how many went.
     fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<usize>;
+    /// Whether a read costs a round trip and the transaction keeps what it read, so that
+    /// reading keys the transaction will want anyway together with an earlier read saves
+    /// round trips (PostgreSQL); an embedded engine's reads are cheap and not kept.
+    fn caches_reads(&self) -> bool {
+        false
+    }
     /// Says that the reads from here on must see one point in time with those before (in a
     /// [`KvEngine::read_latest`] closure, which an engine may then run again as a
     /// transaction: the call fails).

@@ -639,6 +639,10 @@ impl PgTxn<'_> {
 }
 
 impl KvTxn for PgTxn<'_> {
+    fn caches_reads(&self) -> bool {
+        true
+    }
+
     fn notify(&mut self, payload: &str) {
         if !self.notes.iter().any(|n| n == payload) {
             self.notes.push(payload.to_string());
