@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use strata_blocks::layout::{block_key, chunk_pieces};
 use strata_blocks::{BlockCache, BlockStore};
 use strata_types::{Slice, Timespec};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, VfsError};
@@ -36,6 +37,44 @@ pub struct WriteShared {
     pub uploads: Arc<Semaphore>,
     /// Full uploaded blocks go to the disk cache too, not only to memory.
     pub cache_large_writes: bool,
+    /// Uploads holding write-back memory.
+    pub(crate) in_flight: Arc<InFlight>,
+}
+
+/// How many uploads hold write-back memory, and a signal when the last one gives it back:
+/// while some run, a writer out of memory gets some by waiting.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    n: AtomicUsize,
+    idle: Notify,
+}
+
+/// An upload's write-back memory and its place among the uploads in flight, given back in
+/// that order (fields drop in declaration order): a writer woken by the last upload's end
+/// finds its memory free.
+struct Held {
+    _memory: Option<OwnedSemaphorePermit>,
+    _flight: Option<FlightGuard>,
+}
+
+struct FlightGuard(Arc<InFlight>);
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Held {
+    fn new(sh: &WriteShared, memory: Option<OwnedSemaphorePermit>) -> Self {
+        let flight = memory.as_ref().map(|_| {
+            sh.in_flight.n.fetch_add(1, Ordering::SeqCst);
+            FlightGuard(sh.in_flight.clone())
+        });
+        Held { _memory: memory, _flight: flight }
+    }
 }
 
 impl WriteShared {
@@ -59,6 +98,7 @@ impl WriteShared {
             memory,
             uploads: Arc::new(Semaphore::new(parallel.max(1))),
             cache_large_writes: false,
+            in_flight: Arc::default(),
         }
     }
 }
@@ -223,19 +263,7 @@ impl FileWriter {
                         match sh.memory.clone().try_acquire_many_owned(units) {
                             Ok(p) => p,
                             Err(_) => {
-                                // Out of write-back memory: push this file's partial blocks out
-                                // so waiting always makes progress, then wait for uploads.
-                                let idxs: Vec<u32> = self.open.keys().copied().collect();
-                                for i in idxs {
-                                    self.finish_slice(sh, i).await?;
-                                }
-                                spare = Some(
-                                    sh.memory
-                                        .clone()
-                                        .acquire_many_owned(units)
-                                        .await
-                                        .map_err(|_| VfsError::errno_msg(libc::EIO, "write buffer closed"))?,
-                                );
+                                spare = Some(self.wait_for_memory(sh, units).await?);
                                 continue;
                             }
                         }
@@ -275,6 +303,34 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Waits for `units` of write-back memory. Uploads in flight give theirs back as they end,
+    /// so while any run, waiting is enough. With none, the memory is all in blocks still
+    /// being filled: this file's are pushed out (uploaded partial, their slices finished) so
+    /// that waiting makes progress. Pushing them out only then keeps a store slower than the
+    /// writers from splitting blocks into partial uploads (more objects, more requests).
+    async fn wait_for_memory(&mut self, sh: &WriteShared, units: u32) -> Result<OwnedSemaphorePermit> {
+        let acquire = sh.memory.clone().acquire_many_owned(units);
+        tokio::pin!(acquire);
+        loop {
+            let idle = sh.in_flight.idle.notified();
+            tokio::pin!(idle);
+            // Registered before the count is read, so the last upload's end is not missed.
+            idle.as_mut().enable();
+            if sh.in_flight.n.load(Ordering::SeqCst) == 0 {
+                let idxs: Vec<u32> = self.open.keys().copied().collect();
+                for i in idxs {
+                    self.finish_slice(sh, i).await?;
+                }
+            }
+            tokio::select! {
+                // The memory first: the last upload gives its memory back before it signals.
+                biased;
+                p = &mut acquire => return p.map_err(|_| VfsError::errno_msg(libc::EIO, "write buffer closed")),
+                () = &mut idle => {}
+            }
+        }
+    }
+
     fn upload(&mut self, sh: &WriteShared, id: u64, block: u32, buf: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
         let key = block_key(sh.volume, id, block, buf.len() as u32);
         if let Some(deferred) = self.deferred.as_mut().filter(|_| buf.len() < sh.block_size as usize) {
@@ -310,6 +366,7 @@ impl FileWriter {
         // cache it would cost a second write of every byte and evict what jobs read, as
         // JuiceFS also decides (`--cache-large-write`). Small files and tails go there.
         let to_disk = sh.cache_large_writes || data.len() < sh.block_size as usize;
+        let held = Held::new(sh, permit);
         self.uploads.push(tokio::spawn(async move {
             let _slot = uploads.acquire_owned().await.map_err(|_| VfsError::errno_msg(libc::EIO, "uploads closed"))?;
             store.put(&key, data.clone()).await.map_err(|e| {
@@ -321,7 +378,7 @@ impl FileWriter {
             } else {
                 cache.insert(&key, data);
             }
-            drop(permit);
+            drop(held);
             Ok(())
         }));
     }
@@ -489,6 +546,47 @@ mod tests {
                 assert_eq!(key(i, bs).exists(), large, "large={large}: full block {i} on the disk cache");
             }
         }
+    }
+
+    /// A store slower than the writer fills the write-back memory mid-block: the writer waits
+    /// for uploads in flight instead of uploading its partly filled block, so the file is one
+    /// slice of whole blocks (one object each) and the bytes are exact.
+    #[tokio::test]
+    async fn a_full_buffer_waits_for_uploads_rather_than_splitting_blocks() {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let bs: u32 = 1 << 20;
+        let total = 6 * bs as usize + 4321;
+        let content = data(total);
+        let mem = Arc::new(object_store::memory::InMemory::new());
+        let store = BlockStore::from_store(mem.clone(), "memory://writer-full");
+        // The smallest buffer (two blocks) and one upload at a time. Writes of 1,000 bytes
+        // are accounted a unit (1 KiB) each, so the memory runs out in the middle of a block.
+        let sh = WriteShared::new(store, Arc::new(BlockCache::new(64 << 20, None)), 1, bs, 0, 1);
+        let mut w = FileWriter::default();
+        let mut next = 7;
+        for (i, piece) in content.chunks(1000).enumerate() {
+            w.write(&sh, (i * 1000) as u64, piece, || {
+                next += 1;
+                std::future::ready(Ok(next))
+            })
+            .await
+            .expect("write");
+        }
+        let slices = w.drain(&sh).await.expect("drain");
+        assert_eq!(slices.len(), 1, "one slice: {slices:?}");
+        let objects: Vec<_> = mem.list(None).try_collect().await.expect("list");
+        let mut sizes: Vec<u64> = objects.iter().map(|o| o.size).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [4321, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20], "whole blocks and the tail");
+        let id = slices[0].1.id;
+        let mut back = Vec::new();
+        for b in 0..7u32 {
+            let len = if b == 6 { 4321 } else { bs };
+            back.extend_from_slice(&sh.store.get(&block_key(1, id, b, len), len as usize).await.expect("get"));
+        }
+        assert!(back == content, "the blocks hold the bytes written");
+        assert_eq!(sh.memory.available_permits(), (2 * bs as usize) / UNIT, "all the memory is back");
     }
 
     #[tokio::test]
