@@ -209,11 +209,10 @@ impl BlockCache {
         Ok(fetched.load(Ordering::Relaxed))
     }
 
-    /// Puts a block got from elsewhere than the store (the server's journal) into the caches
-    /// as [`BlockCache::warm`] does: into memory and, with a disk cache, onto disk, waiting for
-    /// that write, so that the block stays on this host once memory lets it go.
-    pub async fn insert_warm(&self, key: &str, data: Bytes) {
-        self.mem.insert(key.to_string(), data.clone());
+    /// Writes a block onto the disk cache, if there is one, waiting for that write (as
+    /// [`BlockCache::warm`] does): for a block got from elsewhere than the store (the server's
+    /// journal) that must stay on this host once memory lets it go.
+    pub async fn write_disk(&self, key: &str, data: Bytes) {
         if let Some(d) = &self.disk {
             d.write(key, data).await;
         }

@@ -321,14 +321,19 @@ fn length_ok(v: &Volume, len: u32, size: u64) -> bool {
 /// when it is right now (or the block is gone: the slice went meanwhile, or it is reported
 /// missing on the next run), the wrong length otherwise.
 async fn wrong_length_now(st: &State, vol: &Volume, key: &str, len: u32) -> Result<Option<u64>, String> {
-    let store = st.store(&vol.store).map_err(|e| e.to_string())?;
+    Ok(stored_size(st, &vol.store, key).await?.filter(|&n| !length_ok(vol, len, n)))
+}
+
+/// A block's size as its store says it now (`None`: not there), asked of the store again
+/// after its listing; a store that does not answer ends the run, as a stalled listing does.
+async fn stored_size(st: &State, url: &str, key: &str) -> Result<Option<u64>, String> {
+    let store = st.store(url).map_err(|e| e.to_string())?;
     let path = object_store::path::Path::from(key);
     match tokio::time::timeout(STORE_STALL, store.object_store().head(&path)).await {
-        Err(_) => Err(format!("block store {}: no answer for {} s", vol.store, STORE_STALL.as_secs())),
-        Ok(Ok(m)) if length_ok(vol, len, m.size) => Ok(None),
+        Err(_) => Err(format!("block store {url}: no answer for {} s", STORE_STALL.as_secs())),
         Ok(Ok(m)) => Ok(Some(m.size)),
         Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
-        Ok(Err(e)) => Err(format!("block store {}: {e}", vol.store)),
+        Ok(Err(e)) => Err(format!("block store {url}: {e}")),
     }
 }
 
@@ -351,11 +356,8 @@ async fn report_missing(
         if !live.contains(&id) {
             continue;
         }
-        let store = st.store(&url).map_err(|e| e.to_string())?;
-        match store.object_store().head(&object_store::path::Path::from(key.as_str())).await {
-            Ok(_) => continue,
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(format!("block store {url}: {e}")),
+        if stored_size(st, &url, &key).await?.is_some() {
+            continue;
         }
         let u = &check.slices[&id];
         let p = Problem {

@@ -49,31 +49,31 @@ pub(crate) struct InFlight {
     idle: Notify,
 }
 
-/// An upload's write-back memory and its place among the uploads in flight, given back in
-/// that order (fields drop in declaration order): a writer woken by the last upload's end
-/// finds its memory free.
+/// An upload's write-back memory, counted among the uploads in flight while held.
 struct Held {
-    _memory: Option<OwnedSemaphorePermit>,
-    _flight: Option<FlightGuard>,
-}
-
-struct FlightGuard(Arc<InFlight>);
-
-impl Drop for FlightGuard {
-    fn drop(&mut self) {
-        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
+    memory: Option<OwnedSemaphorePermit>,
+    flight: Option<Arc<InFlight>>,
 }
 
 impl Held {
     fn new(sh: &WriteShared, memory: Option<OwnedSemaphorePermit>) -> Self {
         let flight = memory.as_ref().map(|_| {
             sh.in_flight.n.fetch_add(1, Ordering::SeqCst);
-            FlightGuard(sh.in_flight.clone())
+            sh.in_flight.clone()
         });
-        Held { _memory: memory, _flight: flight }
+        Held { memory, flight }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The memory first: a writer woken by the last upload's end finds it free.
+        drop(self.memory.take());
+        if let Some(f) = self.flight.take()
+            && f.n.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            f.idle.notify_waiters();
+        }
     }
 }
 

@@ -139,10 +139,10 @@ impl Vfs {
             // A block file the server's journal flush has not written yet (see the read path;
             // asked whatever the store looks like here, since a layered one hides its kind).
             Err(BlockError::Missing(_) | BlockError::Short { .. }) => {
-                // The read path keeps such a copy in memory only; a warm-up must leave it on
-                // disk too, or a small memory cache drops it before the reads come.
+                // The copy goes to memory only (as on the read path); a warm-up must leave it
+                // on disk too, or a small memory cache drops it before the reads come.
                 let data = self.journaled_copy(key, len as usize).await?;
-                self.cache.insert_warm(key, data).await;
+                self.cache.write_disk(key, data).await;
                 Ok(u64::from(len))
             }
             Err(e) => Err(e.into()),
