@@ -1058,15 +1058,21 @@ class Harness:
             p = tb(t, "epoch-walk", "epoch", [*args, "--phases", "walk,cleanup"])["walk"]
             self.set("epoch_walk", t, p["ops_per_sec"], f"{slowest(p)}, {lat(p)}")
 
-        self.each("ckpt", [k for k in self.rows if k.startswith("ckpt_")], ckpt)
-        self.each("restore", ["restore"], restore)
-        self.each("fanout", ["fanout_read", "fanout_read_gets", "fanout_mmap",
-                             "fanout_mmap_gets"], fanout)
-        self.each("loader", ["loader_files", "loader_records", "loader_shards"], loader)
-        self.each("epoch", ["epoch_walk"], epoch)
+        for name, keys, fn in (
+                ("ckpt", [k for k in self.rows if k.startswith("ckpt_")], ckpt),
+                ("restore", ["restore"], restore),
+                ("fanout", ["fanout_read", "fanout_read_gets", "fanout_mmap",
+                            "fanout_mmap_gets"], fanout),
+                ("loader", ["loader_files", "loader_records", "loader_shards"], loader),
+                ("epoch", ["epoch_walk"], epoch)):
+            if name in o.workloads:
+                self.each(name, keys, fn)
 
     def failed(self) -> bool:
         return bool(self.broken) or any(r.errors for r in self.rows.values())
+
+
+TRAINING_WORKLOADS = ("ckpt", "restore", "fanout", "loader", "epoch")
 
 
 def training_rows(o) -> list[Row]:
@@ -1095,7 +1101,7 @@ def training_rows(o) -> list[Row]:
         Row("epoch_walk", f"epoch: {o.epoch_ranks} ranks list + lstat {o.epoch_files:,} files, "
                           "2 mounts, cold", "entries/s"),
     ]
-    return rows
+    return [r for r in rows if r.key.split("_")[0] in o.workloads]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1328,6 +1334,9 @@ def parse_args(argv: list[str]):
                    help="leave the training workloads out")
     t.add_argument("--only-training", action="store_true",
                    help="run only the training workloads (no fio, files and meta rows)")
+    t.add_argument("--workloads", default=",".join(TRAINING_WORKLOADS),
+                   help="training workloads to run, comma-separated subset of "
+                        f"{','.join(TRAINING_WORKLOADS)} (default: all)")
     t.add_argument("--quick", action="store_true",
                    help="small sizes for every row, for a smoke run (explicit size options "
                         "still win)")
@@ -1371,6 +1380,11 @@ def parse_args(argv: list[str]):
         p.error("--only-meta and --only-training exclude each other")
     if o.only_meta:
         o.training = False
+    o.workloads = [w.strip() for w in o.workloads.split(",") if w.strip()]
+    unknown = sorted(set(o.workloads) - set(TRAINING_WORKLOADS))
+    if unknown or not o.workloads:
+        p.error(f"--workloads: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {','.join(TRAINING_WORKLOADS)}")
     try:
         o.ckpt_ranks = [int(n) for n in o.ckpt_ranks.split(",") if n.strip()]
     except ValueError:
