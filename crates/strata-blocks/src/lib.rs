@@ -1,6 +1,7 @@
 //! Strata's data layout and block storage: files are chunks of slices of immutable blocks,
 //! stored through `object_store` and cached on clients. Blocks are never modified in place.
 
+pub mod aligned;
 pub mod background;
 pub mod cache;
 pub mod codec;

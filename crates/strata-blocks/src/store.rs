@@ -415,7 +415,8 @@ impl BlockStore {
         self.count_get();
         let t = std::time::Instant::now();
         let got = match self.store.get(&Path::from(key)).await {
-            Ok(r) => r.bytes().await.map_err(BlockError::from),
+            // Page-aligned, so that the disk cache can write it without a copy.
+            Ok(r) => crate::aligned::collect(r).await.map_err(BlockError::from),
             Err(object_store::Error::NotFound { .. }) => Err(BlockError::Missing(key.to_string())),
             Err(e) => Err(e.into()),
         };

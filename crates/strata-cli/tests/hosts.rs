@@ -82,7 +82,8 @@ fn clients_on_separate_hosts_share_a_volume_through_the_server() {
     let tmp = tempfile::Builder::new().prefix("strata-it-hosts-").tempdir().expect("tempdir");
     let dir = std::fs::canonicalize(tmp.path()).expect("path");
     let data = dir.join("data");
-    let tag = format!("{:x}", std::process::id() % 0xffff);
+    // Each test names its namespaces apart: the two may run at once in one process.
+    let tag = format!("h{:x}", std::process::id() % 0xfff);
     let mut h = Hosts::new(&tag, 2);
     let bin = strata_bin();
     let srv_ns = h.names[0].clone();
@@ -288,7 +289,7 @@ fn a_peer_cache_reads_a_dataset_from_the_store_once_per_cluster() {
     let tmp = tempfile::Builder::new().prefix("strata-it-peers-").tempdir().expect("tempdir");
     let dir = std::fs::canonicalize(tmp.path()).expect("path");
     let data = dir.join("data");
-    let tag = format!("{:x}", std::process::id() % 0xffff);
+    let tag = format!("l{:x}", std::process::id() % 0xfff);
     let mut lan = Lan::new(&tag, 3);
     let s3_port = lan.forward(endpoint.trim_start_matches("http://"));
     let lan_s3 = format!("http://10.203.{}.254:{s3_port}", lan.subnet);
