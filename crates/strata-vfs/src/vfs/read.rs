@@ -17,40 +17,77 @@ use crate::error::Result;
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
 /// Blocks read in part lately, remembered so that a second partial read of one of them
-/// fetches it whole (see [`RangedBlocks::again`]).
+/// fetches it whole, and files whose partial reads come back that way, whose other blocks are
+/// then fetched whole at once (see [`RangedBlocks::again`]).
 pub(super) struct RangedBlocks {
-    seen: std::sync::Mutex<(std::collections::HashSet<String>, std::collections::VecDeque<String>)>,
+    seen: std::sync::Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    keys: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+    /// Per file: (blocks read in part or fetched whole at a first partial read, those of
+    /// them read in part a second time).
+    files: std::collections::HashMap<u64, (u32, u32)>,
 }
 
 impl RangedBlocks {
     /// How many blocks are remembered (4,096 blocks of 4 MiB: the last 16 GiB read at random).
     const KEEP: usize = 4096;
+    /// A file is dense once this many of its blocks came back...
+    const DENSE_AGAIN: u32 = 4;
+    /// ...and they are at least a quarter of those it read in part.
+    const DENSE_SHARE: u32 = 4;
 
     pub(super) fn new() -> Self {
-        RangedBlocks { seen: std::sync::Mutex::new(Default::default()) }
+        RangedBlocks { seen: std::sync::Mutex::new(Seen::default()) }
     }
 
-    /// Notes a partial read of block `key`; whether one was noted before. Random reads that
-    /// come back to a block are dense (a data loader's records, a database's pages): one
-    /// whole-block fetch then serves all later reads of it from the cache, where ranged reads
-    /// would pay one store round trip each, and a store's round trip costs about as much for
-    /// 4 MiB as for 4 KiB. Reads that never come back stay ranged, so sparse random access to
-    /// a huge file costs no more than the bytes it asks for (plus one block per block read twice).
-    pub(super) fn again(&self, key: &str) -> bool {
+    /// Notes a partial read of block `key` of file `ino`; whether to fetch the block whole.
+    /// Random reads that come back to a block are dense (a data loader's records, a
+    /// database's pages): one whole-block fetch then serves all later reads of it from the
+    /// cache, where ranged reads would pay one store round trip each, and a store's round trip
+    /// costs about as much for 4 MiB as for 4 KiB. So a block read in part a second time is
+    /// fetched whole, and once a quarter of a file's blocks read in part came back (four at
+    /// least), its other blocks are fetched whole at their first read: a dense reader then
+    /// makes one GET per block, not two. Blocks fetched that way count as read in part and
+    /// never come back, so a file whose reads turn sparse drops below the share and is read
+    /// ranged again. Reads that never come back stay ranged, so sparse random access to a huge
+    /// file costs no more than the bytes it asks for (plus one block per block read twice).
+    pub(super) fn again(&self, ino: u64, key: &str) -> bool {
         let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *g;
-        if set.remove(key) {
+        let g = &mut *g;
+        if g.files.len() > Self::KEEP {
+            g.files.clear();
+        }
+        let file = g.files.entry(ino).or_default();
+        if g.keys.remove(key) {
+            file.1 += 1;
             return true;
         }
-        set.insert(key.to_string());
-        order.push_back(key.to_string());
-        while order.len() > Self::KEEP {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
+        file.0 += 1;
+        if file.1 >= Self::DENSE_AGAIN && file.1 * Self::DENSE_SHARE >= file.0 {
+            return true;
+        }
+        g.keys.insert(key.to_string());
+        g.order.push_back(key.to_string());
+        while g.order.len() > Self::KEEP {
+            if let Some(old) = g.order.pop_front() {
+                g.keys.remove(&old);
             }
         }
         false
     }
+}
+
+/// How [`Vfs::read_slice`] fetches blocks that are not cached.
+#[derive(Clone, Copy)]
+pub(super) enum Fetch {
+    /// Whole blocks: sequential reads, compaction.
+    Whole,
+    /// Reads of file `ino` at random: ranged or whole, as [`RangedBlocks::again`] decides.
+    Random(u64),
 }
 
 /// A handle's read-ahead state: where the last read ended, the window, and how far ahead
@@ -165,7 +202,8 @@ impl Vfs {
                 match seg.src {
                     Source::Data { id, size, off: soff } => {
                         let mut sink = |b: Bytes| out.push(b);
-                        self.read_slice(id, size, soff, seg.len as usize, whole_blocks, &mut sink).await?;
+                        let fetch = if whole_blocks { Fetch::Whole } else { Fetch::Random(ino) };
+                        self.read_slice(id, size, soff, seg.len as usize, fetch, &mut sink).await?;
                     }
                     _ => {
                         let mut left = seg.len as usize;
@@ -188,7 +226,7 @@ impl Vfs {
         size: u32,
         soff: u32,
         len: usize,
-        whole: bool,
+        fetch: Fetch,
         sink: &mut (dyn FnMut(Bytes) + Send),
     ) -> Result<()> {
         let bs = self.volume.block_size;
@@ -203,13 +241,13 @@ impl Vfs {
             let n = (blen as usize - in_block).min(len - done);
             if let Some(data) = self.cache.peek(&key) {
                 sink(data.slice(in_block..in_block + n));
-            } else if whole
+            } else if matches!(fetch, Fetch::Whole)
                 || self.peers.is_some()
                 || blen <= 256 * 1024
                 || n * 4 >= blen as usize
                 || self.store.is_compressed()
                 || self.cache.contains(&key)
-                || self.ranged.again(&key)
+                || matches!(fetch, Fetch::Random(ino) if self.ranged.again(ino, &key))
             {
                 // Whole blocks through the cache (a compressed block can only be read whole;
                 // one on the disk cache is read from there, not from the store).
@@ -341,13 +379,41 @@ mod tests {
     #[test]
     fn a_block_read_in_part_twice_is_fetched_whole() {
         let r = RangedBlocks::new();
-        assert!(!r.again("a"), "first partial read stays ranged");
-        assert!(!r.again("b"));
-        assert!(r.again("a"), "second partial read of a: whole");
+        assert!(!r.again(1, "a"), "first partial read stays ranged");
+        assert!(!r.again(1, "b"));
+        assert!(r.again(1, "a"), "second partial read of a: whole");
         for i in 0..RangedBlocks::KEEP {
-            r.again(&format!("x{i}"));
+            r.again(2 + i as u64, &format!("x{i}"));
         }
-        assert!(!r.again("b"), "forgotten after KEEP other blocks");
+        assert!(!r.again(1, "b"), "forgotten after KEEP other blocks");
+    }
+
+    #[test]
+    fn a_file_whose_blocks_come_back_is_read_whole_until_its_reads_turn_sparse() {
+        let r = RangedBlocks::new();
+        // Eight blocks read in part, four of them twice: dense (4 of 8 came back).
+        for b in 0..8 {
+            assert!(!r.again(7, &format!("f/{b}")));
+        }
+        for b in 0..4 {
+            assert!(r.again(7, &format!("f/{b}")), "block {b} read twice");
+        }
+        // New blocks of the file are now fetched whole at their first read...
+        let mut whole = 0;
+        while r.again(7, &format!("f/new{whole}")) {
+            whole += 1;
+        }
+        // ...until they outnumber the blocks that came back four to one: 8 blocks.
+        assert_eq!(whole, 8, "whole-block first reads before the file counts as sparse");
+        // Another file read sparsely never turns dense: its reads stay ranged.
+        for b in 0..1000 {
+            assert!(!r.again(9, &format!("g/{b}")), "sparse block {b}");
+        }
+        // Nor does a file with a few blocks that came back among many that did not.
+        for b in 0..3 {
+            assert!(r.again(9, &format!("g/{b}")));
+        }
+        assert!(!r.again(9, "g/next"));
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl Vfs {
                     buf[at..at + b.len()].copy_from_slice(&b);
                     at += b.len();
                 };
-                self.read_slice(id, size, off, seg.len as usize, true, &mut sink).await?;
+                self.read_slice(id, size, off, seg.len as usize, super::read::Fetch::Whole, &mut sink).await?;
             }
         }
         let id = self.next_slice_id().await?;
