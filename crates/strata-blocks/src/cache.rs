@@ -540,11 +540,9 @@ mod tests {
         let c = DiskCache::open(dir.path().to_path_buf(), 64 << 20).expect("open");
         let n = 4 << 20;
         let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-        let mut v: Vec<u8> = Vec::with_capacity(n + crate::aligned::DIO_ALIGN);
-        let start = v.as_ptr().align_offset(crate::aligned::DIO_ALIGN);
-        v.resize(start, 0);
-        v.extend_from_slice(&data);
-        let aligned = Bytes::from(v).slice(start..);
+        let mut buf = crate::aligned::Buf::with_capacity(n);
+        buf.extend_from_slice(&data);
+        let aligned = buf.into_bytes();
         assert!(crate::aligned::is_direct_writable(&aligned));
         c.write("v/aligned", aligned).await;
         // Off a page boundary, and a length of no whole pages: the page cache's way.

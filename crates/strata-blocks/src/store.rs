@@ -28,6 +28,8 @@ pub struct BlockStore {
     gets: Arc<AtomicU64>,
     /// Which backend this is, for the metrics ([`crate::metrics::BACKENDS`]).
     backend: usize,
+    /// A local directory whose file system takes `O_DIRECT` writes.
+    direct_io: bool,
 }
 
 /// Block files of a local directory written since the last [`BlockStore::sync`]: syncing just
@@ -86,6 +88,7 @@ impl BlockStore {
                 unsynced: Arc::default(),
                 gets: Arc::default(),
                 backend: crate::metrics::backend_of(url),
+                direct_io: false,
             });
         }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
@@ -101,6 +104,7 @@ impl BlockStore {
         std::fs::create_dir_all(&dir)
             .map_err(|e| BlockError::Io { what: format!("create block directory {}", dir.display()), source: e })?;
         let fs = crate::local::BlockDir::new(dir.clone()).map_err(|e| bad(&e.to_string()))?;
+        let direct_io = crate::aligned::probe(&dir);
         Ok(BlockStore {
             store: Arc::new(fs),
             local_root: Some(dir),
@@ -110,6 +114,7 @@ impl BlockStore {
             unsynced: Arc::default(),
             gets: Arc::default(),
             backend: crate::metrics::backend_of(url),
+            direct_io,
         })
     }
 
@@ -124,6 +129,7 @@ impl BlockStore {
             unsynced: Arc::default(),
             gets: Arc::default(),
             backend: crate::metrics::backend_of(url),
+            direct_io: false,
         }
     }
 
@@ -216,6 +222,12 @@ impl BlockStore {
         self.local_root.is_some()
     }
 
+    /// Whether a large block put here from page-aligned memory goes to the disk with
+    /// `O_DIRECT`, without a copy (a local directory that takes it, blocks stored as given).
+    pub fn writes_direct(&self) -> bool {
+        self.direct_io && !self.is_compressed()
+    }
+
     /// Stores a block. On a local directory, large blocks also start their write-back at
     /// once, so a later fsync finds little left to flush (disk writes overlap the writing
     /// instead of all happening at the end).
@@ -237,11 +249,13 @@ impl BlockStore {
     /// [`Self::put_stored`] without its metrics.
     async fn put_stored_untimed(&self, key: &str, stored: Bytes) -> Result<()> {
         let len = stored.len();
+        // Written with O_DIRECT (see `local::write_new`): no dirty pages to start on.
+        let direct = self.direct_io && len >= crate::local::DIRECT_FROM && crate::aligned::is_direct_writable(&stored);
         self.store.put(&Path::from(key), PutPayload::from_bytes(stored)).await?;
         if let Some(root) = &self.local_root {
             let path = root.join(key);
             self.note_written(path.clone());
-            if len >= EARLY_WRITEBACK {
+            if len >= EARLY_WRITEBACK && !direct {
                 // Only a hint: failing to start write-back early costs nothing but speed.
                 let _ = tokio::task::spawn_blocking(move || start_writeback(&path)).await;
             }

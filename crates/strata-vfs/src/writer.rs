@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use strata_blocks::aligned::Buf;
 use strata_blocks::layout::{block_key, chunk_pieces};
 use strata_blocks::{BlockCache, BlockStore};
 use strata_types::{Slice, Timespec};
@@ -107,7 +108,7 @@ struct OpenSlice {
     pos: u32,
     id: u64,
     len: u32,
-    buf: Vec<u8>,
+    buf: Buf,
     permit: Option<OwnedSemaphorePermit>,
     blocks_sent: u32,
     /// The block being written straight to its file (large writes to a local store).
@@ -156,7 +157,7 @@ fn write_direct(sh: &WriteShared, s: &mut OpenSlice, data: &[u8]) -> Result<usiz
             Err(e) => return Err(io_err("create block file", e)),
         };
         let buffered = std::mem::take(&mut s.buf);
-        file.write_all(&buffered).map_err(|e| io_err("write block", e))?;
+        file.write_all(buffered.as_slice()).map_err(|e| io_err("write block", e))?;
         s.permit = None;
         s.direct = Some(DirectBlock { file, path, written: buffered.len() });
     }
@@ -226,9 +227,12 @@ impl FileWriter {
             return Ok(());
         }
         let bs = sh.block_size as usize;
-        // Direct block-file writes put the bytes on disk as they come; a compressed volume's
-        // blocks must go through the codec, so they always take the buffered path.
-        let direct_ok = sh.store.is_local() && !sh.store.is_compressed() && crate::client::can_block();
+        // In-place block-file writes put the bytes in the page cache as they come; a compressed
+        // volume's blocks must go through the codec, so they always take the buffered path. So
+        // do blocks of a store that takes O_DIRECT: a copy into an aligned buffer, then the
+        // device reads it from there, costs less CPU than ext4's buffered write of each page.
+        let direct_ok =
+            sh.store.is_local() && !sh.store.is_compressed() && !sh.store.writes_direct() && crate::client::can_block();
         let mut consumed = 0usize;
         for (idx, pos, n) in chunk_pieces(off, data.len() as u64) {
             let mut rest = &data[consumed..consumed + n as usize];
@@ -241,7 +245,15 @@ impl FileWriter {
                     let id = new_id().await?;
                     self.open.insert(
                         idx,
-                        OpenSlice { pos: at, id, len: 0, buf: Vec::new(), permit: None, blocks_sent: 0, direct: None },
+                        OpenSlice {
+                            pos: at,
+                            id,
+                            len: 0,
+                            buf: Buf::default(),
+                            permit: None,
+                            blocks_sent: 0,
+                            direct: None,
+                        },
                     );
                 }
                 if direct_ok
@@ -273,7 +285,10 @@ impl FileWriter {
                     continue;
                 };
                 if s.buf.is_empty() {
-                    s.buf.reserve_exact(if s.len == 0 && rest.len() < bs { rest.len() } else { bs });
+                    // A small first write may be a small file: room for it alone. A large one
+                    // gets the whole block's buffer (aligned, so it can be written directly).
+                    let small = s.len == 0 && rest.len() < bs.min(strata_blocks::aligned::RECYCLE_FROM);
+                    s.buf = Buf::with_capacity(if small { rest.len() } else { bs });
                 }
                 s.buf.extend_from_slice(&rest[..take]);
                 s.len += take as u32;
@@ -331,10 +346,10 @@ impl FileWriter {
         }
     }
 
-    fn upload(&mut self, sh: &WriteShared, id: u64, block: u32, buf: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
+    fn upload(&mut self, sh: &WriteShared, id: u64, block: u32, buf: Buf, permit: Option<OwnedSemaphorePermit>) {
         let key = block_key(sh.volume, id, block, buf.len() as u32);
         if let Some(deferred) = self.deferred.as_mut().filter(|_| buf.len() < sh.block_size as usize) {
-            let data = Bytes::from(buf);
+            let data = buf.into_bytes();
             sh.cache.insert(&key, data.clone());
             deferred.push((key, data));
             drop(permit);
@@ -343,7 +358,7 @@ impl FileWriter {
         // A short (tail) block on a thread that may block and a local store: write it right
         // here. Small files then cost no hand-off between threads at close.
         if buf.len() < sh.block_size as usize && crate::client::can_block() {
-            let data = Bytes::from(buf);
+            let data = buf.into_bytes();
             match sh.store.put_now(&key, &data) {
                 Some(Ok(())) => {
                     sh.cache.insert(&key, data);
@@ -357,7 +372,7 @@ impl FileWriter {
             }
             return self.spawn_upload(sh, key, data, permit);
         }
-        self.spawn_upload(sh, key, Bytes::from(buf), permit);
+        self.spawn_upload(sh, key, buf.into_bytes(), permit);
     }
 
     fn spawn_upload(&mut self, sh: &WriteShared, key: String, data: Bytes, permit: Option<OwnedSemaphorePermit>) {
@@ -366,6 +381,10 @@ impl FileWriter {
         // cache it would cost a second write of every byte and evict what jobs read, as
         // JuiceFS also decides (`--cache-large-write`). Small files and tails go there.
         let to_disk = sh.cache_large_writes || data.len() < sh.block_size as usize;
+        // A full block a local store writes with O_DIRECT is read back from its file, as one
+        // written in place is: kept in memory too, every block of a long write would be fresh
+        // memory (a page fault per 4 KiB) instead of a reused buffer.
+        let keep = to_disk || !(sh.store.writes_direct() && data.len() == sh.block_size as usize);
         let held = Held::new(sh, permit);
         self.uploads.push(tokio::spawn(async move {
             let _slot = uploads.acquire_owned().await.map_err(|_| VfsError::errno_msg(libc::EIO, "uploads closed"))?;
@@ -375,7 +394,7 @@ impl FileWriter {
             })?;
             if to_disk {
                 cache.insert_stored(&key, data);
-            } else {
+            } else if keep {
                 cache.insert(&key, data);
             }
             drop(held);
@@ -592,9 +611,14 @@ mod tests {
     #[tokio::test]
     async fn uncompressed_local_volumes_keep_plain_block_files() {
         let (dir, slices, handed_off) = write_and_check(Codec::None).await;
-        assert_eq!(handed_off, 0, "past 1 MiB the blocks were written straight into their files");
+        let direct = strata_blocks::aligned::probe(dir.path());
+        if direct {
+            assert_eq!(handed_off, 3, "full blocks were buffered, then written with O_DIRECT");
+        } else {
+            assert_eq!(handed_off, 0, "past 1 MiB the blocks were written straight into their files");
+        }
         let s = slices[0].1;
-        // Directly written blocks are plain files of the block's bytes.
+        // Either way, blocks are plain files of the block's bytes.
         let first = std::fs::read(dir.path().join(block_key(1, s.id, 0, 1 << 20))).expect("block file");
         assert_eq!(first, data(1 << 20));
     }
