@@ -83,7 +83,12 @@ fn write_direct_with(path: &Path, data: &[u8], new: bool) -> std::io::Result<boo
             std::fs::remove_file(path)?;
             Ok(false)
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            // A full disk: no partial file is left under a block's name.
+            drop(f);
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
     }
 }
 

@@ -66,9 +66,26 @@ impl BlockError {
             BlockError::Store(
                 object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
             ) => libc::EACCES,
+            BlockError::Store(e) => out_of_room(e).unwrap_or(libc::EIO),
             _ => libc::EIO,
         }
     }
+}
+
+/// The errno of a local disk that is full, over quota or read-only, found among an object
+/// store error's causes: a writer must learn that (`ENOSPC`), not a bare I/O error. Other
+/// causes stay EIO (a missing block is data loss to the reader, not `ENOENT`).
+fn out_of_room(e: &object_store::Error) -> Option<i32> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(n) = c.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error)
+            && matches!(n, libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+        {
+            return Some(n);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Result alias for the block layer.

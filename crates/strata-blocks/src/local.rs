@@ -80,7 +80,12 @@ pub(crate) fn write_new(path: &std::path::Path, payload: &PutPayload) -> std::io
         Err(e) => return Err(e),
     };
     for part in payload.iter() {
-        file.write_all(part)?;
+        if let Err(e) = file.write_all(part) {
+            // A full disk: no partial file is left under the block's name.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
     }
     Ok(())
 }

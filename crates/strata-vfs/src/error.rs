@@ -67,11 +67,13 @@ impl VfsError {
 impl From<strata_blocks::BlockError> for VfsError {
     fn from(e: strata_blocks::BlockError) -> Self {
         // A store refusing the token (blocks served by the server) is EACCES like any other
-        // refused call; every other block failure is an I/O error.
-        if e.errno() == libc::EACCES {
-            return VfsError::Denied(e.to_string());
+        // refused call; every other block failure but a full disk is an I/O error.
+        match e.errno() {
+            libc::EACCES => VfsError::Denied(e.to_string()),
+            // A full or read-only disk under a local store: the writer's own errno.
+            n @ (libc::ENOSPC | libc::EDQUOT | libc::EROFS) => VfsError::errno_msg(n, e.to_string()),
+            _ => VfsError::Blocks(e.to_string()),
         }
-        VfsError::Blocks(e.to_string())
     }
 }
 

@@ -622,4 +622,86 @@ mod tests {
         let first = std::fs::read(dir.path().join(block_key(1, s.id, 0, 1 << 20))).expect("block file");
         assert_eq!(first, data(1 << 20));
     }
+
+    /// A tmpfs of `size` mounted on a new directory, unmounted when dropped.
+    struct SmallDisk(tempfile::TempDir);
+
+    impl SmallDisk {
+        fn new(size: &str) -> Self {
+            let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mounting a tmpfs needs root, as the FUSE tests do");
+            SmallDisk(dir)
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    /// Every block file under `dir` holds the bytes its name says: nothing partial is left.
+    fn blocks_are_whole(dir: &std::path::Path) -> usize {
+        let mut n = 0;
+        for e in walk(dir) {
+            let name = e.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with(".strata") {
+                continue;
+            }
+            let want = strata_blocks::layout::block_len_of_key(&name).unwrap_or(u32::MAX);
+            let got = std::fs::metadata(&e).expect("stat").len();
+            assert_eq!(got, u64::from(want), "{} holds what its name says", e.display());
+            n += 1;
+        }
+        n
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+        out
+    }
+
+    /// A local store on a disk that fills up mid-write: the writer learns ENOSPC (not EIO),
+    /// and no block file is left holding part of a block, on the direct and buffered paths.
+    #[tokio::test]
+    async fn a_full_disk_fails_the_write_with_enospc_and_leaves_no_partial_block() {
+        crate::client::allow_blocking_io();
+        let disk = SmallDisk::new("3m");
+        let store = BlockStore::open(&disk.0.path().display().to_string()).expect("store");
+        let bs: u32 = 1 << 20;
+        let sh = WriteShared::new(store.clone(), Arc::new(BlockCache::new(64 << 20, None)), 1, bs, 64 << 20, 4);
+        let content = data(8 * bs as usize);
+        let mut w = FileWriter::default();
+        let mut next = 100u64;
+        let mut failed = None;
+        for (i, piece) in content.chunks(128 << 10).enumerate() {
+            let off = (i * (128 << 10)) as u64;
+            let r = w
+                .write(&sh, off, piece, || {
+                    next += 1;
+                    std::future::ready(Ok(next))
+                })
+                .await;
+            if let Err(e) = r {
+                failed = Some(e);
+                break;
+            }
+        }
+        let err = match failed {
+            Some(e) => e,
+            None => w.drain(&sh).await.expect_err("8 MiB cannot fit in 3 MiB"),
+        };
+        assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+        let whole = blocks_are_whole(disk.0.path());
+        assert!((1..=3).contains(&whole), "{whole} blocks fit");
+    }
 }
