@@ -47,38 +47,37 @@ impl fmt::Display for BlockDir {
 /// profiled). They are large writes nobody on this node waits to read back through the page
 /// cache; smaller blocks (small files) stay buffered, since a direct write makes its caller wait
 /// for the device.
-pub const DIRECT_FROM: usize = 1 << 20;
+const DIRECT_FROM: usize = 1 << 20;
+
+/// Whether [`write_new`] writes `data` with `O_DIRECT` (on a file system that takes it).
+pub(crate) fn goes_direct(data: &[u8]) -> bool {
+    data.len() >= DIRECT_FROM && crate::aligned::is_direct_writable(data)
+}
+
+/// Runs `make` (which creates the file at `path`), creating the file's missing directories and
+/// running it again if they were missing.
+fn in_dirs<T>(path: &std::path::Path, make: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    match make() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                create_dirs(parent)?;
+            }
+            make()
+        }
+        other => other,
+    }
+}
 
 /// Writes a new block file in place (creating its directories), failing if it exists.
 pub(crate) fn write_new(path: &std::path::Path, payload: &PutPayload) -> std::io::Result<()> {
     let mut parts = payload.iter();
     if let (Some(only), None) = (parts.next(), parts.next())
-        && only.len() >= DIRECT_FROM
-        && crate::aligned::is_direct_writable(only)
+        && goes_direct(only)
+        && in_dirs(path, || crate::aligned::write_new_direct(path, only))?
     {
-        let direct = match crate::aligned::write_new_direct(path, only) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(parent) = path.parent() {
-                    create_dirs(parent)?;
-                }
-                crate::aligned::write_new_direct(path, only)?
-            }
-            other => other?,
-        };
-        if direct {
-            return Ok(());
-        }
+        return Ok(());
     }
-    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent() {
-                create_dirs(parent)?;
-            }
-            std::fs::OpenOptions::new().write(true).create_new(true).open(path)?
-        }
-        Err(e) => return Err(e),
-    };
+    let mut file = in_dirs(path, || std::fs::OpenOptions::new().write(true).create_new(true).open(path))?;
     for part in payload.iter() {
         if let Err(e) = file.write_all(part) {
             // A full disk: no partial file is left under the block's name.

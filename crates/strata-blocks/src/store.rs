@@ -228,6 +228,12 @@ impl BlockStore {
         self.direct_io && !self.is_compressed()
     }
 
+    /// Whether [`BlockStore::put`] of `data` goes to the disk with `O_DIRECT` (so the page
+    /// cache will not hold it).
+    pub fn puts_direct(&self, data: &[u8]) -> bool {
+        self.writes_direct() && crate::local::goes_direct(data)
+    }
+
     /// Stores a block. On a local directory, large blocks also start their write-back at
     /// once, so a later fsync finds little left to flush (disk writes overlap the writing
     /// instead of all happening at the end).
@@ -250,7 +256,7 @@ impl BlockStore {
     async fn put_stored_untimed(&self, key: &str, stored: Bytes) -> Result<()> {
         let len = stored.len();
         // Written with O_DIRECT (see `local::write_new`): no dirty pages to start on.
-        let direct = self.direct_io && len >= crate::local::DIRECT_FROM && crate::aligned::is_direct_writable(&stored);
+        let direct = self.direct_io && crate::local::goes_direct(&stored);
         self.store.put(&Path::from(key), PutPayload::from_bytes(stored)).await?;
         if let Some(root) = &self.local_root {
             let path = root.join(key);

@@ -384,7 +384,7 @@ impl FileWriter {
         // A full block a local store writes with O_DIRECT is read back from its file, as one
         // written in place is: kept in memory too, every block of a long write would be fresh
         // memory (a page fault per 4 KiB) instead of a reused buffer.
-        let keep = to_disk || !(sh.store.writes_direct() && data.len() == sh.block_size as usize);
+        let keep = to_disk || !sh.store.puts_direct(&data);
         let held = Held::new(sh, permit);
         self.uploads.push(tokio::spawn(async move {
             let _slot = uploads.acquire_owned().await.map_err(|_| VfsError::errno_msg(libc::EIO, "uploads closed"))?;
